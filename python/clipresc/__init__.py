@@ -1,0 +1,22 @@
+"""clipresc: rescale a perturbation so that, after clipping, it has exactly the size asked for.
+
+>>> import numpy as np, clipresc
+>>> rng = np.random.default_rng(0)
+>>> x = rng.uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
+>>> y = clipresc.perturb(x, rng.standard_normal(x.shape).astype(np.float32), eps=2.0)
+>>> np.allclose(np.linalg.norm((y - x).reshape(4, -1), axis=1), 2.0, rtol=1e-5)
+True
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ._api import perturb, scale
+
+try:
+    __version__ = version("clipresc")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = ["__version__", "perturb", "scale"]

@@ -1,0 +1,41 @@
+"""Type stubs for the compiled core (``rust/py``)."""
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+class InputError(ValueError):
+    """Invalid input found by the core: args are (argument, problem, count, first flat index)."""
+
+def scale_into(
+    x: npt.NDArray[Any],
+    delta: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    eta_out: npt.NDArray[Any],
+) -> tuple[int, int]: ...
+def perturb_into(
+    x: npt.NDArray[Any],
+    delta: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    y_out: npt.NDArray[Any],
+    eta_out: npt.NDArray[Any],
+) -> tuple[int, int]: ...
+def solve_stats(
+    x: npt.NDArray[np.float64],
+    delta: npt.NDArray[np.float64],
+    eps: float,
+    p: float,
+    lower: float,
+    upper: float,
+    max_newton_passes: int = 8,
+) -> list[tuple[float, int, bool]]: ...
+def newton_adversary(
+    n: int, p: float
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]: ...

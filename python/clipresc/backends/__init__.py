@@ -1,0 +1,1 @@
+"""Backends: each computes the contract for one family of arrays."""

@@ -1,0 +1,354 @@
+//! A batch of vectors: validation of the buffers, parallel dispatch over rows (and inside
+//! long rows), and the monomorphisation over `p` and the kinds of bounds.
+
+use rayon::prelude::*;
+
+use crate::bounds::{Bound, ScalarSide, Side, SideAccess, SliceSide};
+use crate::error::CoreError;
+use crate::kernel::{apply_row, Row, BLOCK};
+use crate::norm::{Norm, PAny, Power, P1, P2};
+use crate::real::Real;
+use crate::solve::{solve_row, solve_row_inf, Options, RowOutcome};
+
+/// The target size: one for all vectors, or one per vector.
+#[derive(Clone, Copy, Debug)]
+pub enum Eps<'a> {
+    Scalar(f64),
+    PerRow(&'a [f64]),
+}
+
+impl Eps<'_> {
+    fn get(&self, r: usize) -> f64 {
+        match *self {
+            Eps::Scalar(e) => e,
+            Eps::PerRow(v) => v[r],
+        }
+    }
+}
+
+/// `rows` vectors of length `n`, row-major and contiguous.
+#[derive(Clone, Copy, Debug)]
+pub struct Batch<'a, T> {
+    pub x: &'a [T],
+    pub delta: &'a [T],
+    pub rows: usize,
+    pub n: usize,
+    pub lower: Bound<'a, T>,
+    pub upper: Bound<'a, T>,
+    pub eps: Eps<'a>,
+    pub norm: Norm,
+}
+
+/// Rows at least this long are split into blocks processed in parallel when there are too
+/// few rows to keep every thread busy.
+const PAR_ROW_MIN: usize = 4 * BLOCK;
+
+impl<'a, T: Real> Batch<'a, T> {
+    fn check(&self) -> Result<(), CoreError> {
+        let total = self.rows * self.n;
+        for (arg, got) in [("x", self.x.len()), ("delta", self.delta.len())] {
+            if got != total {
+                return Err(CoreError::Length {
+                    arg,
+                    expected: total,
+                    got,
+                });
+            }
+        }
+        for (arg, b) in [("lower", &self.lower), ("upper", &self.upper)] {
+            if let Some((got, expected)) = b.expected_len(self.rows, self.n) {
+                if got != expected {
+                    return Err(CoreError::Length { arg, expected, got });
+                }
+            }
+        }
+        if let Eps::PerRow(v) = self.eps {
+            if v.len() != self.rows {
+                return Err(CoreError::Length {
+                    arg: "eps",
+                    expected: self.rows,
+                    got: v.len(),
+                });
+            }
+        }
+        let eps_at = |r: usize| self.eps.get(r);
+        let count_first = |bad: &dyn Fn(f64) -> bool| {
+            let nr = match self.eps {
+                Eps::Scalar(_) => 1,
+                Eps::PerRow(v) => v.len(),
+            };
+            let hits: Vec<usize> = (0..nr).filter(|&r| bad(eps_at(r))).collect();
+            hits.first().map(|&f| (hits.len(), f))
+        };
+        if let Some((count, first)) = count_first(&|e| e.is_nan() || e < 0.0) {
+            return Err(CoreError::BadEps {
+                what: "negative or NaN",
+                count,
+                first,
+            });
+        }
+        if let Some((count, first)) = count_first(&|e| e.is_infinite()) {
+            return Err(CoreError::BadEps {
+                what: "infinite",
+                count,
+                first,
+            });
+        }
+        Ok(())
+    }
+
+    /// Finds the count and first position of the invalid elements (only on the error path).
+    fn diagnose(&self) -> CoreError {
+        let mut found: [(usize, usize); 3] = [(0, usize::MAX); 3];
+        let mut note = |k: usize, i: usize| {
+            found[k].0 += 1;
+            found[k].1 = found[k].1.min(i);
+        };
+        for r in 0..self.rows {
+            let lo = self.lower.row(r, self.n);
+            let hi = self.upper.row(r, self.n);
+            for j in 0..self.n {
+                let i = r * self.n + j;
+                let (x, d) = (self.x[i], self.delta[i]);
+                if !x.is_finite() {
+                    note(0, i);
+                } else if !(x >= lo.at(j) && x <= hi.at(j)) {
+                    note(2, i);
+                }
+                if !d.is_finite() {
+                    note(1, i);
+                }
+            }
+        }
+        match found {
+            [(count, first), _, _] if count > 0 => CoreError::NonFinite {
+                arg: "x",
+                count,
+                first,
+            },
+            [_, (count, first), _] if count > 0 => CoreError::NonFinite {
+                arg: "delta",
+                count,
+                first,
+            },
+            [_, _, (count, first)] => CoreError::OutOfBounds { count, first },
+        }
+    }
+}
+
+fn row_slice<'a, T: Real>(b: &Bound<'a, T>, r: usize, n: usize) -> &'a [T] {
+    match b.row(r, n) {
+        Side::Slice(s) => s,
+        Side::Scalar(_) => unreachable!("scalar bounds take the scalar path"),
+    }
+}
+
+/// Solves every row (and applies the result to `y` when given), in parallel.
+fn run<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    y: Option<&mut [T]>,
+) -> Result<Vec<RowOutcome>, CoreError> {
+    batch.check()?;
+    if let Some(y) = &y {
+        if y.len() != batch.x.len() {
+            return Err(CoreError::Length {
+                arg: "out",
+                expected: batch.x.len(),
+                got: y.len(),
+            });
+        }
+    }
+    let outcomes = match batch.norm {
+        Norm::Inf => run_sides(batch, opts, y, None::<P1>),
+        Norm::P(p) if p == 1.0 => run_sides(batch, opts, y, Some(P1)),
+        Norm::P(p) if p == 2.0 => run_sides(batch, opts, y, Some(P2)),
+        Norm::P(p) => run_sides(batch, opts, y, Some(PAny(p))),
+    };
+    if outcomes.iter().any(|o| o.invalid) {
+        return Err(batch.diagnose());
+    }
+    Ok(outcomes)
+}
+
+fn run_sides<T: Real, P: Power>(
+    b: &Batch<'_, T>,
+    opts: &Options,
+    y: Option<&mut [T]>,
+    pw: Option<P>,
+) -> Vec<RowOutcome> {
+    let n = b.n;
+    match (b.lower, b.upper) {
+        (Bound::Scalar(l), Bound::Scalar(h)) => {
+            run_rows(b, opts, y, pw, |_| ScalarSide(l), |_| ScalarSide(h))
+        }
+        (Bound::Scalar(l), hb) => run_rows(
+            b,
+            opts,
+            y,
+            pw,
+            |_| ScalarSide(l),
+            |r| SliceSide(row_slice(&hb, r, n)),
+        ),
+        (lb, Bound::Scalar(h)) => run_rows(
+            b,
+            opts,
+            y,
+            pw,
+            |r| SliceSide(row_slice(&lb, r, n)),
+            |_| ScalarSide(h),
+        ),
+        (lb, hb) => run_rows(
+            b,
+            opts,
+            y,
+            pw,
+            |r| SliceSide(row_slice(&lb, r, n)),
+            |r| SliceSide(row_slice(&hb, r, n)),
+        ),
+    }
+}
+
+fn run_rows<'a, T, P, L, H, FL, FH>(
+    b: &Batch<'a, T>,
+    opts: &Options,
+    y: Option<&mut [T]>,
+    pw: Option<P>,
+    lo_of: FL,
+    hi_of: FH,
+) -> Vec<RowOutcome>
+where
+    T: Real,
+    P: Power,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    FL: Fn(usize) -> L + Sync,
+    FH: Fn(usize) -> H + Sync,
+{
+    let n = b.n;
+    if b.rows == 0 {
+        return Vec::new();
+    }
+    if n == 0 {
+        // An empty vector is a zero `delta`: eta is 0.
+        return vec![RowOutcome::default(); b.rows];
+    }
+    let par_inner = n >= PAR_ROW_MIN && b.rows < 2 * rayon::current_num_threads();
+    let solve_one = |r: usize| {
+        let row = Row {
+            x: &b.x[r * n..(r + 1) * n],
+            d: &b.delta[r * n..(r + 1) * n],
+            lo: lo_of(r),
+            hi: hi_of(r),
+        };
+        let eps = b.eps.get(r);
+        let out = match pw {
+            Some(pw) => solve_row(&row, eps, pw, opts, par_inner),
+            None => solve_row_inf(&row, eps, par_inner),
+        };
+        (row, out)
+    };
+    match y {
+        None => (0..b.rows)
+            .into_par_iter()
+            .map(|r| solve_one(r).1)
+            .collect(),
+        Some(y) => y
+            .par_chunks_mut(n)
+            .enumerate()
+            .map(|(r, yrow)| {
+                let (row, out) = solve_one(r);
+                if !out.invalid {
+                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner);
+                }
+                out
+            })
+            .collect(),
+    }
+}
+
+/// Per-row results of [`scale`] and [`perturb`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Summary {
+    /// Rows whose `eps` exceeds the largest reachable size.
+    pub unreachable_rows: usize,
+    /// The first such row.
+    pub first_unreachable: Option<usize>,
+}
+
+fn summarise<T: Real>(outcomes: &[RowOutcome], eta_out: &mut [T]) -> Summary {
+    let mut s = Summary::default();
+    for (r, (o, e)) in outcomes.iter().zip(eta_out.iter_mut()).enumerate() {
+        *e = T::of_f64(o.eta);
+        if o.unreachable {
+            s.unreachable_rows += 1;
+            s.first_unreachable.get_or_insert(r);
+        }
+    }
+    s
+}
+
+/// Computes the scale `eta` of every row into `eta_out` (length `rows`).
+///
+/// ```
+/// use clipresc_core::{scale, Batch, Bound, Eps, Norm, Options};
+/// let x = [0.5f64, 0.9];
+/// let d = [1.0f64, 1.0];
+/// let batch = Batch { x: &x, delta: &d, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.5), norm: Norm::P(1.0) };
+/// let mut eta = [0.0f64];
+/// scale(&batch, &Options::default(), &mut eta).unwrap();
+/// // the second element saturates after 0.1, the first moves the remaining 0.4
+/// assert!((eta[0] - 0.4).abs() < 1e-15);
+/// ```
+pub fn scale<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta_out: &mut [T],
+) -> Result<Summary, CoreError> {
+    check_eta_len(batch, eta_out.len())?;
+    let outcomes = run(batch, opts, None)?;
+    Ok(summarise(&outcomes, eta_out))
+}
+
+/// Computes `eta` and writes `y = clip(x + eta * delta, lower, upper)` into `y_out`, fused.
+///
+/// ```
+/// use clipresc_core::{perturb, Batch, Bound, Eps, Norm, Options};
+/// let x = [0.5f64, 0.9];
+/// let d = [1.0f64, 1.0];
+/// let batch = Batch { x: &x, delta: &d, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.5), norm: Norm::P(1.0) };
+/// let (mut y, mut eta) = ([0.0f64; 2], [0.0f64]);
+/// perturb(&batch, &Options::default(), &mut y, &mut eta).unwrap();
+/// assert!((y[0] - 0.9).abs() < 1e-15 && y[1] == 1.0);
+/// ```
+pub fn perturb<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    y_out: &mut [T],
+    eta_out: &mut [T],
+) -> Result<Summary, CoreError> {
+    check_eta_len(batch, eta_out.len())?;
+    let outcomes = run(batch, opts, Some(y_out))?;
+    Ok(summarise(&outcomes, eta_out))
+}
+
+/// Per-row solver diagnostics (eta, passes, safeguard use), for tests and benchmarks.
+pub fn solve_stats<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+) -> Result<Vec<RowOutcome>, CoreError> {
+    run(batch, opts, None)
+}
+
+fn check_eta_len<T: Real>(batch: &Batch<'_, T>, got: usize) -> Result<(), CoreError> {
+    if got != batch.rows {
+        return Err(CoreError::Length {
+            arg: "eta",
+            expected: batch.rows,
+            got,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! Exact clipping-aware rescaling.
+//!
+//! Given `x` in a box `[lower, upper]`, a direction `delta` and a size `eps`, find the scale
+//! `eta >= 0` with `||clip(x + eta * delta, lower, upper) - x||_p = eps`, for any real `p > 0`
+//! or `p = inf`, per vector of a batch. Linear time on typical data (variable fixing on
+//! `t = eta^p`), `O(n)` per level of a radix-select safeguard in the worst case, parallel over
+//! vectors and inside long vectors, bitwise deterministic for any thread count.
+//!
+//! This crate has no Python in it; `clipresc-py` binds it.
+
+mod adversary;
+mod batch;
+mod bounds;
+mod error;
+mod kernel;
+mod norm;
+mod real;
+mod safeguard;
+mod solve;
+
+pub use adversary::newton_adversary;
+pub use batch::{perturb, scale, solve_stats, Batch, Eps, Summary};
+pub use bounds::Bound;
+pub use error::CoreError;
+pub use norm::Norm;
+pub use real::Real;
+pub use solve::{Options, RowOutcome};

@@ -1,0 +1,43 @@
+//! The element types the core is generic over (`f32` and `f64`).
+
+use num_traits::Float;
+
+/// A floating-point element type of the input arrays.
+///
+/// Accumulation always ends in `f64`; `LANE` is the element type used for short in-chunk
+/// partial sums (the element type itself, so `f32` data is summed in fast `f32` lanes over
+/// chunks of [`crate::kernel::CHUNK`] elements and the chunk sums are added in `f64`).
+pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
+    /// Machine epsilon as `f64`.
+    const EPS: f64;
+    /// Number of mantissa bits (used to bound the safeguard's recursion depth).
+    const NAME: &'static str;
+    fn as_f64(self) -> f64;
+    fn of_f64(v: f64) -> Self;
+}
+
+impl Real for f32 {
+    const EPS: f64 = f32::EPSILON as f64;
+    const NAME: &'static str = "float32";
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self as f64
+    }
+    #[inline(always)]
+    fn of_f64(v: f64) -> Self {
+        v as f32
+    }
+}
+
+impl Real for f64 {
+    const EPS: f64 = f64::EPSILON;
+    const NAME: &'static str = "float64";
+    #[inline(always)]
+    fn as_f64(self) -> f64 {
+        self
+    }
+    #[inline(always)]
+    fn of_f64(v: f64) -> Self {
+        v
+    }
+}
