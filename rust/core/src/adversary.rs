@@ -22,20 +22,27 @@ pub fn newton_adversary(n: usize, p: f64) -> (Vec<f64>, Vec<f64>, f64, usize) {
     let n_bg = n - k;
     let w: Vec<f64> = (1..=k).map(|i| 0.25f64.powi(i as i32)).collect();
     let w_bg = w[k - 1] * 1e-3 / n_bg as f64;
-    let w_total = w.iter().sum::<f64>() + w_bg * n_bg as f64;
+    // Chain element i saturates on Newton pass i + 1 (pass 0 is the validating pass at
+    // t = 0). The free weight and the residual `target - sum of saturated caps` are tracked
+    // as suffix sums and products, not differences, so nothing cancels.
+    let mut free_w = vec![w_bg * n_bg as f64; k + 1];
+    for i in (0..k).rev() {
+        free_w[i] = free_w[i + 1] + w[i];
+    }
     let target = 1.0f64;
-    // Chain element i saturates on Newton pass i + 1 (pass 0 is the validating pass at t = 0).
-    let (mut c_sat, mut w_sat) = (0.0f64, 0.0f64);
+    let mut residual = target;
     let mut room = Vec::with_capacity(k);
-    for &wi in &w {
-        let t_i = (target - c_sat) / (w_total - w_sat);
-        let c_i = 0.75 * t_i * wi;
+    for i in 0..k {
+        let t_i = residual / free_w[i];
+        let c_i = 0.75 * t_i * w[i];
         room.push(c_i.powf(1.0 / p));
-        c_sat += c_i;
-        w_sat += wi;
+        residual *= 1.0 - 0.75 * w[i] / free_w[i];
     }
     // Moving towards the lower bound 0 keeps the room `s = x` exact in any precision.
-    let mut x = vec![1.0f64; n];
+    // Background elements finally move by (residual / n_bg)^(1/p) each; a room of a thousand
+    // times that keeps them free and their movement representable next to x.
+    let bg_room = (1e3 * (residual / n_bg as f64).powf(1.0 / p)).min(1.0);
+    let mut x = vec![bg_room; n];
     let mut d = vec![-w_bg.powf(1.0 / p); n];
     for i in 0..k {
         let pos = (i * n) / k;

@@ -161,8 +161,8 @@ fn run<T: Real>(
     }
     let outcomes = match batch.norm {
         Norm::Inf => run_sides(batch, opts, y, None::<P1>),
-        Norm::P(p) if p == 1.0 => run_sides(batch, opts, y, Some(P1)),
-        Norm::P(p) if p == 2.0 => run_sides(batch, opts, y, Some(P2)),
+        Norm::P(1.0) => run_sides(batch, opts, y, Some(P1)),
+        Norm::P(2.0) => run_sides(batch, opts, y, Some(P2)),
         Norm::P(p) => run_sides(batch, opts, y, Some(PAny(p))),
     };
     if outcomes.iter().any(|o| o.invalid) {

@@ -53,9 +53,12 @@ pub(crate) fn room<T: Real>(x: T, d: T, lo: T, hi: T) -> T {
     }
 }
 
+/// Branch-free (non-short-circuit) so the lane loops stay vectorised.
 #[inline(always)]
-fn is_bad<T: Real>(x: T, d: T, lo: T, hi: T) -> bool {
-    !(x.is_finite() && d.is_finite() && x >= lo && x <= hi)
+fn is_bad<T: Real>(x: T, d: T, lo: T, hi: T) -> u32 {
+    let inf = T::infinity();
+    let ok = (x.abs() < inf) & (d.abs() < inf) & (x >= lo) & (x <= hi);
+    (!ok) as u32
 }
 
 /// Sums of one Newton pass at a given `eta`.
@@ -85,34 +88,222 @@ impl PassSums {
     }
 }
 
-/// One pass over at most [`CHUNK`] elements.
-#[inline(always)]
-fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
-    row: &Row<'_, T, L, H>,
+/// Lane accumulators of one Newton pass over a chunk.
+struct PassLanes<T, P, const VALIDATE: bool> {
     pw: P,
     eta: T,
-) -> PassSums {
-    let n = row.len();
-    let zero = T::zero();
-    let mut ac = [zero; LANES];
-    let mut am = [zero; LANES];
-    let mut ns = [0u32; LANES];
-    let mut nm = [0u32; LANES];
-    let mut nb = [0u32; LANES];
-    let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
+    c: [T; LANES],
+    m: [T; LANES],
+    nsat: [u32; LANES],
+    nmov: [u32; LANES],
+    bad: [u32; LANES],
+}
+
+impl<T: Real, P: Power, const VALIDATE: bool> PassLanes<T, P, VALIDATE> {
+    #[inline(always)]
+    fn new(pw: P, eta: T) -> Self {
+        let z = T::zero();
+        PassLanes {
+            pw,
+            eta,
+            c: [z; LANES],
+            m: [z; LANES],
+            nsat: [0; LANES],
+            nmov: [0; LANES],
+            bad: [0; LANES],
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
+        let zero = T::zero();
         let a = d.abs();
         let s = room(x, d, lo, hi);
-        let sat = s <= eta * a;
-        let c = pw.pow(s);
-        let w = pw.pow(a);
-        ac[k] = ac[k] + if sat { c } else { zero };
-        am[k] = am[k] + if sat { zero } else { w };
-        ns[k] += sat as u32;
+        let sat = s <= self.eta * a;
+        let c = self.pw.pow(s);
+        let w = self.pw.pow(a);
+        self.c[k] = self.c[k] + if sat { c } else { zero };
+        self.m[k] = self.m[k] + if sat { zero } else { w };
+        self.nsat[k] += sat as u32;
         if VALIDATE {
-            nm[k] += (a > zero) as u32;
-            nb[k] += is_bad(x, d, lo, hi) as u32;
+            self.nmov[k] += (a > zero) as u32;
+            self.bad[k] += is_bad(x, d, lo, hi);
         }
-    };
+    }
+
+    #[inline(always)]
+    fn finish(self) -> PassSums {
+        let mut out = PassSums::default();
+        for k in 0..LANES {
+            out.c += self.c[k].as_f64();
+            out.m += self.m[k].as_f64();
+            out.nsat += self.nsat[k] as u64;
+            out.nmov += self.nmov[k] as u64;
+            out.bad += self.bad[k] as u64;
+        }
+        out
+    }
+}
+
+/// Lane accumulators of the `p = inf` pass over a chunk.
+struct InfLanes<T> {
+    eps: T,
+    amax: [T; LANES],
+    nmov: [u32; LANES],
+    bad: [u32; LANES],
+}
+
+impl<T: Real> InfLanes<T> {
+    #[inline(always)]
+    fn new(eps: T) -> Self {
+        InfLanes {
+            eps,
+            amax: [T::zero(); LANES],
+            nmov: [0; LANES],
+            bad: [0; LANES],
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
+        let zero = T::zero();
+        let a = d.abs();
+        let s = room(x, d, lo, hi);
+        let take = (a > zero) & (s >= self.eps) & (a > self.amax[k]);
+        self.amax[k] = if take { a } else { self.amax[k] };
+        self.nmov[k] += (a > zero) as u32;
+        self.bad[k] += is_bad(x, d, lo, hi);
+    }
+
+    #[inline(always)]
+    fn finish(self) -> InfSums {
+        let mut out = InfSums::default();
+        for k in 0..LANES {
+            out.amax = out.amax.max(self.amax[k].as_f64());
+            out.nmov += self.nmov[k] as u64;
+            out.bad += self.bad[k] as u64;
+        }
+        out
+    }
+}
+
+/// Lane accumulators for the saturating `eta` (every movable element saturated): the
+/// largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements; for `p = inf` the
+/// largest room and the largest `|delta_i|` among the elements having it.
+struct SatLanes<T, P> {
+    pw: P,
+    key: [T; LANES],
+    c: [T; LANES],
+    smax: [T; LANES],
+    a_at: [T; LANES],
+}
+
+/// Sums of [`SatLanes`] over a row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SatSums {
+    pub key_max: f64,
+    pub c_total: f64,
+    pub s_max: f64,
+    pub a_at_s_max: f64,
+}
+
+impl std::ops::Add for SatSums {
+    type Output = SatSums;
+    fn add(self, o: SatSums) -> SatSums {
+        let (s_max, a_at_s_max) = best_room((self.s_max, self.a_at_s_max), (o.s_max, o.a_at_s_max));
+        SatSums {
+            key_max: self.key_max.max(o.key_max),
+            c_total: self.c_total + o.c_total,
+            s_max,
+            a_at_s_max,
+        }
+    }
+}
+
+/// The larger room, and on a tie the larger `|delta|` (it reaches the room first).
+#[inline(always)]
+fn best_room<F: PartialOrd + Copy>(u: (F, F), v: (F, F)) -> (F, F) {
+    let take_v = (v.0 > u.0) | ((v.0 == u.0) & (v.1 > u.1));
+    if take_v {
+        v
+    } else {
+        u
+    }
+}
+
+impl<T: Real, P: Power> SatLanes<T, P> {
+    #[inline(always)]
+    fn new(pw: P) -> Self {
+        let z = T::zero();
+        SatLanes {
+            pw,
+            key: [z; LANES],
+            c: [z; LANES],
+            smax: [z; LANES],
+            a_at: [z; LANES],
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
+        let zero = T::zero();
+        let a = d.abs();
+        let s = room(x, d, lo, hi);
+        let mov = a > zero;
+        let key = s / a;
+        self.key[k] = if mov & (key > self.key[k]) {
+            key
+        } else {
+            self.key[k]
+        };
+        self.c[k] = self.c[k] + if mov { self.pw.pow(s) } else { zero };
+        let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s, a));
+        self.smax[k] = if mov { sm } else { self.smax[k] };
+        self.a_at[k] = if mov { am } else { self.a_at[k] };
+    }
+
+    #[inline(always)]
+    fn finish(self) -> SatSums {
+        let mut out = SatSums::default();
+        for k in 0..LANES {
+            out = out
+                + SatSums {
+                    key_max: self.key[k].as_f64(),
+                    c_total: self.c[k].as_f64(),
+                    s_max: self.smax[k].as_f64(),
+                    a_at_s_max: self.a_at[k].as_f64(),
+                };
+        }
+        out
+    }
+}
+
+#[inline(always)]
+fn chunk_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+) -> SatSums {
+    let mut lanes = SatLanes::<T, P>::new(pw);
+    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
+    lanes.finish()
+}
+
+/// The saturating quantities of a whole row (see [`SatLanes`]).
+pub(crate) fn row_pass_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    par: bool,
+) -> SatSums {
+    fold_chunks(row, par, |r| chunk_sat_best(r, pw))
+}
+
+/// Feeds every element of a chunk (at most [`CHUNK`] long) to `push`, in fixed lanes.
+#[inline(always)]
+fn for_lanes<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    mut push: impl FnMut(usize, T, T, T, T),
+) {
+    let n = row.len();
     let full = n / LANES * LANES;
     for base in (0..full).step_by(LANES) {
         let xs = &row.x[base..base + LANES];
@@ -120,21 +311,24 @@ fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALID
         let lo = row.lo.sub(base, LANES);
         let hi = row.hi.sub(base, LANES);
         for k in 0..LANES {
-            lane(k, xs[k], ds[k], lo.at(k), hi.at(k));
+            push(k, xs[k], ds[k], lo.at(k), hi.at(k));
         }
     }
     for i in full..n {
-        lane(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
+        push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
     }
-    let mut out = PassSums::default();
-    for k in 0..LANES {
-        out.c += ac[k].as_f64();
-        out.m += am[k].as_f64();
-        out.nsat += ns[k] as u64;
-        out.nmov += nm[k] as u64;
-        out.bad += nb[k] as u64;
-    }
-    out
+}
+
+/// One Newton pass over at most [`CHUNK`] elements.
+#[inline(always)]
+fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    eta: T,
+) -> PassSums {
+    let mut lanes = PassLanes::<T, P, VALIDATE>::new(pw, eta);
+    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
+    lanes.finish()
 }
 
 /// Runs `f` on every [`CHUNK`] of the row and adds the results in row order; blocks of
@@ -178,13 +372,21 @@ impl std::ops::Add for PassSums {
 }
 
 /// One Newton pass over the whole row at `eta` (validating every element when `VALIDATE`).
-pub(crate) fn row_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
+pub(crate) fn row_pass<
+    T: Real,
+    P: Power,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    const VALIDATE: bool,
+>(
     row: &Row<'_, T, L, H>,
     pw: P,
     eta: T,
     par: bool,
 ) -> PassSums {
-    fold_chunks(row, par, |r| chunk_pass::<T, P, L, H, VALIDATE>(r, pw, eta))
+    fold_chunks(row, par, |r| {
+        chunk_pass_best::<T, P, L, H, VALIDATE>(r, pw, eta)
+    })
 }
 
 /// For `p = inf`: the largest `|delta_i|` among elements with room `s_i >= eps`, the number of
@@ -212,39 +414,9 @@ fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: T,
 ) -> InfSums {
-    let n = row.len();
-    let zero = T::zero();
-    let mut am = [zero; LANES];
-    let mut nm = [0u32; LANES];
-    let mut nb = [0u32; LANES];
-    let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
-        let a = d.abs();
-        let s = room(x, d, lo, hi);
-        let take = a > zero && s >= eps;
-        am[k] = if take && a > am[k] { a } else { am[k] };
-        nm[k] += (a > zero) as u32;
-        nb[k] += is_bad(x, d, lo, hi) as u32;
-    };
-    let full = n / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        let xs = &row.x[base..base + LANES];
-        let ds = &row.d[base..base + LANES];
-        let lo = row.lo.sub(base, LANES);
-        let hi = row.hi.sub(base, LANES);
-        for k in 0..LANES {
-            lane(k, xs[k], ds[k], lo.at(k), hi.at(k));
-        }
-    }
-    for i in full..n {
-        lane(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
-    }
-    let mut out = InfSums::default();
-    for k in 0..LANES {
-        out.amax = out.amax.max(am[k].as_f64());
-        out.nmov += nm[k] as u64;
-        out.bad += nb[k] as u64;
-    }
-    out
+    let mut lanes = InfLanes::new(eps);
+    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
+    lanes.finish()
 }
 
 pub(crate) fn row_pass_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
@@ -252,7 +424,22 @@ pub(crate) fn row_pass_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     eps: T,
     par: bool,
 ) -> InfSums {
-    fold_chunks(row, par, |r| chunk_inf(r, eps))
+    fold_chunks(row, par, |r| chunk_inf_best(r, eps))
+}
+
+/// `y = clip(x + eta * delta, lower, upper)` over one stretch of a row.
+#[inline(always)]
+fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+) {
+    let (x, d) = (row.x, &row.d[..row.x.len()]);
+    let out = &mut out[..x.len()];
+    for i in 0..x.len() {
+        let y = x[i] + eta * d[i];
+        out[i] = y.max(row.lo.at(i)).min(row.hi.at(i));
+    }
 }
 
 /// `y = clip(x + eta * delta, lower, upper)` for one row.
@@ -263,13 +450,7 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) {
     let body = |start: usize, out: &mut [T]| {
-        let r = row.sub(start, start + out.len());
-        let (x, d) = (r.x, &r.d[..r.x.len()]);
-        let out = &mut out[..x.len()];
-        for i in 0..x.len() {
-            let y = x[i] + eta * d[i];
-            out[i] = y.max(r.lo.at(i)).min(r.hi.at(i));
-        }
+        apply_chunk_best(&row.sub(start, start + out.len()), eta, out);
     };
     if par && out.len() > BLOCK {
         out.par_chunks_mut(BLOCK)
@@ -279,3 +460,42 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         body(0, out);
     }
 }
+
+/// Declares `$best`, which runs `$generic` compiled for AVX2+FMA when the CPU has them and
+/// the baseline build otherwise.
+macro_rules! multiversion {
+    ($best:ident, $avx2:ident, $generic:ident,
+     <$($g:ident: $bound:path),* $(; const $c:ident: bool)?>,
+     ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn $avx2<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
+            $generic::<$($g),* $(, $c)?>($($arg),*)
+        }
+
+        #[inline(always)]
+        fn $best<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::has_avx2() {
+                // SAFETY: `$avx2` differs from `$generic` only in being compiled for AVX2
+                // and FMA, and `has_avx2` has checked at run time that this CPU executes
+                // both instruction sets; there are no other preconditions.
+                return unsafe { $avx2::<$($g),* $(, $c)?>($($arg),*) };
+            }
+            $generic::<$($g),* $(, $c)?>($($arg),*)
+        }
+    };
+}
+
+multiversion!(chunk_pass_best, chunk_pass_avx2, chunk_pass,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
+    (row: &Row<'_, T, L, H>, pw: P, eta: T) -> PassSums);
+multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, eps: T) -> InfSums);
+multiversion!(apply_chunk_best, apply_chunk_avx2, apply_chunk,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
+multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, pw: P) -> SatSums);

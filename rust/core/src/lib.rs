@@ -16,6 +16,7 @@ mod kernel;
 mod norm;
 mod real;
 mod safeguard;
+mod simd;
 mod solve;
 
 pub use adversary::newton_adversary;

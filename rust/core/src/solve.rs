@@ -2,8 +2,8 @@
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
 use crate::bounds::SideAccess;
-use crate::kernel::{row_pass, row_pass_inf, Row};
-use crate::norm::Power;
+use crate::kernel::{row_pass, row_pass_inf, row_pass_sat, Row};
+use crate::norm::{Power, P1};
 use crate::real::Real;
 use crate::safeguard::{self, Cand};
 
@@ -77,11 +77,11 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     let mut passes = 0u32;
     loop {
         if m <= 0.0 {
-            return saturated(row, target, pw, passes, false);
+            return saturated(row, target, pw, passes, false, par);
         }
         let t_new = ((target - c) / m).max(t);
         if passes >= opts.max_newton_passes {
-            return finish_with_safeguard(row, target, pw, t, passes);
+            return finish_with_safeguard(row, target, pw, t, passes, par);
         }
         let eta = pw.root64(t_new);
         let sums = row_pass::<T, P, L, H, false>(row, pw, T::of_f64(eta), par);
@@ -100,6 +100,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     pw: P,
     t: f64,
     passes: u32,
+    par: bool,
 ) -> RowOutcome {
     let eta_t = T::of_f64(pw.root64(t));
     let mut cands = Vec::new();
@@ -122,7 +123,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
     match safeguard::select(cands, c_base, 0.0, target, pw) {
         Some(t_final) => RowOutcome::eta(pw.root64(t_final.max(t)), passes, true),
-        None => saturated(row, target, pw, passes, true),
+        None => saturated(row, target, pw, passes, true, par),
     }
 }
 
@@ -133,21 +134,14 @@ fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     pw: P,
     passes: u32,
     safeguard: bool,
+    par: bool,
 ) -> RowOutcome {
-    let (mut key_max, mut c_total) = (0.0f64, 0.0f64);
-    for i in 0..row.len() {
-        let (a, s) = row.element(i);
-        if a > T::zero() {
-            let s64 = s.as_f64();
-            key_max = key_max.max(s64 / a.as_f64());
-            c_total += pw.pow64(s64);
-        }
-    }
+    let sums = row_pass_sat(row, pw, par);
     RowOutcome {
-        eta: key_max,
+        eta: sums.key_max,
         passes,
         safeguard,
-        unreachable: target > c_total * (1.0 + reach_slack::<T>()),
+        unreachable: target > sums.c_total * (1.0 + reach_slack::<T>()),
         invalid: false,
     }
 }
@@ -172,16 +166,8 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         return RowOutcome::eta(eps / sums.amax, 0, false);
     }
     // Unreachable: the largest room, reached first by the fastest of its elements.
-    let (mut s_max, mut a_best) = (0.0f64, 0.0f64);
-    for i in 0..row.len() {
-        let (a, s) = row.element(i);
-        if a > T::zero() {
-            let (a64, s64) = (a.as_f64(), s.as_f64());
-            if s64 > s_max || (s64 == s_max && a64 > a_best) {
-                (s_max, a_best) = (s64, a64);
-            }
-        }
-    }
+    let sums = row_pass_sat(row, P1, par);
+    let (s_max, a_best) = (sums.s_max, sums.a_at_s_max);
     RowOutcome {
         eta: if s_max > 0.0 { s_max / a_best } else { 0.0 },
         passes: 0,

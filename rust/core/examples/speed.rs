@@ -1,0 +1,63 @@
+//! Quick timing of the core on the 64x3x224x224 f32 workload: `cargo run --release --example speed`.
+use clipresc_core::{perturb, scale, Batch, Bound, Eps, Norm, Options};
+use std::time::Instant;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+fn main() {
+    let (rows, n) = (64usize, 3 * 224 * 224);
+    let mut s = 1u64;
+    let mut next = || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        (s >> 40) as f32 / (1u64 << 24) as f32
+    };
+    let x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
+    let d: Vec<f32> = (0..rows * n).map(|_| next() - 0.5).collect();
+    let mut o = vec![0f32; rows * n];
+    let mut eta = vec![0f32; rows];
+    let time = |f: &mut dyn FnMut()| {
+        f();
+        median(
+            (0..15)
+                .map(|_| {
+                    let t = Instant::now();
+                    f();
+                    t.elapsed().as_secs_f64()
+                })
+                .collect(),
+        )
+    };
+    let floor = time(&mut || {
+        use rayon::prelude::*;
+        o.par_chunks_mut(n).enumerate().for_each(|(r, oc)| {
+            for i in 0..n {
+                oc[i] = x[r * n + i] + d[r * n + i];
+            }
+        })
+    });
+    println!("floor {:.2} ms", floor * 1e3);
+    for p in [2.0, 1.0, f64::INFINITY] {
+        let b = Batch {
+            x: &x,
+            delta: &d,
+            rows,
+            n,
+            lower: Bound::Scalar(0.0),
+            upper: Bound::Scalar(1.0),
+            eps: Eps::Scalar(50.0 * 0.3),
+            norm: Norm::new(p).unwrap(),
+        };
+        let ts = time(&mut || {
+            scale(&b, &Options::default(), &mut eta).unwrap();
+        });
+        let tp = time(&mut || {
+            perturb(&b, &Options::default(), &mut o, &mut eta).unwrap();
+        });
+        println!("p={p}: scale {:.2}x perturb {:.2}x", ts / floor, tp / floor);
+    }
+}

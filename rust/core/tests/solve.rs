@@ -1,0 +1,354 @@
+//! The core against an independent oracle (bisection on the clipped size), plus the edge
+//! cases, errors, the adversarial input and thread-count determinism.
+
+use clipresc_core::{
+    newton_adversary, perturb, scale, solve_stats, Batch, Bound, CoreError, Eps, Norm, Options,
+};
+
+/// xorshift64*: a tiny deterministic generator so the tests need no extra crates.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let (u, v) = (self.next().max(1e-300), self.next());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+}
+
+fn clipped_size(x: &[f64], d: &[f64], lo: f64, hi: f64, eta: f64, p: f64) -> f64 {
+    let moved = x
+        .iter()
+        .zip(d)
+        .map(|(&xi, &di)| ((xi + eta * di).clamp(lo, hi) - xi).abs());
+    if p.is_infinite() {
+        moved.fold(0.0, f64::max)
+    } else {
+        neumaier_sum(moved.map(|m| m.powf(p))).powf(1.0 / p)
+    }
+}
+
+/// Compensated summation, so the oracle's own rounding stays far below the tolerances.
+fn neumaier_sum(values: impl Iterator<Item = f64>) -> f64 {
+    let (mut sum, mut comp) = (0.0f64, 0.0f64);
+    for v in values {
+        let t = sum + v;
+        comp += if sum.abs() >= v.abs() {
+            (sum - t) + v
+        } else {
+            (v - t) + sum
+        };
+        sum = t;
+    }
+    sum + comp
+}
+
+/// The smallest eta whose clipped size reaches eps, by bisection (independent of the core).
+fn oracle(x: &[f64], d: &[f64], lo: f64, hi: f64, eps: f64, p: f64) -> f64 {
+    let mut hi_eta = 1.0;
+    while clipped_size(x, d, lo, hi, hi_eta, p) < eps && hi_eta < 1e300 {
+        hi_eta *= 2.0;
+    }
+    let mut lo_eta = 0.0;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo_eta + hi_eta);
+        if clipped_size(x, d, lo, hi, mid, p) < eps {
+            lo_eta = mid;
+        } else {
+            hi_eta = mid;
+        }
+    }
+    hi_eta
+}
+
+fn batch<'a>(x: &'a [f64], d: &'a [f64], rows: usize, eps: f64, p: f64) -> Batch<'a, f64> {
+    Batch {
+        x,
+        delta: d,
+        rows,
+        n: x.len() / rows,
+        lower: Bound::Scalar(0.0),
+        upper: Bound::Scalar(1.0),
+        eps: Eps::Scalar(eps),
+        norm: Norm::new(p).unwrap(),
+    }
+}
+
+fn random_case(rng: &mut Rng, n: usize, at_bounds: f64) -> (Vec<f64>, Vec<f64>) {
+    let x = (0..n)
+        .map(|_| {
+            let u = rng.next();
+            if u < at_bounds / 2.0 {
+                0.0
+            } else if u < at_bounds {
+                1.0
+            } else {
+                rng.next()
+            }
+        })
+        .collect();
+    let d = (0..n).map(|_| rng.normal()).collect();
+    (x, d)
+}
+
+#[test]
+fn matches_bisection_oracle_for_many_p() {
+    let mut rng = Rng(42);
+    for &p in &[0.5, 0.7, 1.0, 1.5, 2.0, 3.0, f64::INFINITY] {
+        for &(n, at_bounds) in &[(1usize, 0.0), (7, 0.3), (300, 0.0), (3000, 0.6)] {
+            let (x, d) = random_case(&mut rng, n, at_bounds);
+            let max_size = clipped_size(&x, &d, 0.0, 1.0, 1e12, p);
+            let eps = 0.5 * max_size;
+            let mut eta = [0.0];
+            scale(&batch(&x, &d, 1, eps, p), &Options::default(), &mut eta).unwrap();
+            let want = oracle(&x, &d, 0.0, 1.0, eps, p);
+            let got_size = clipped_size(&x, &d, 0.0, 1.0, eta[0], p);
+            assert!(
+                (got_size - eps).abs() <= 1e-12 * eps,
+                "p={p} n={n}: size {got_size} != eps {eps}"
+            );
+            assert!(
+                (eta[0] - want).abs() <= 1e-9 * want,
+                "p={p} n={n}: eta {} != oracle {want}",
+                eta[0]
+            );
+        }
+    }
+}
+
+#[test]
+fn forced_safeguard_agrees_with_newton() {
+    let mut rng = Rng(7);
+    for &p in &[0.5, 1.0, 2.0, 3.0] {
+        let (x, d) = random_case(&mut rng, 5000, 0.2);
+        let b = batch(&x, &d, 1, 8.0, p);
+        let newton = solve_stats(&b, &Options::default()).unwrap()[0];
+        let forced = solve_stats(
+            &b,
+            &Options {
+                max_newton_passes: 0,
+            },
+        )
+        .unwrap()[0];
+        assert!(!newton.safeguard && forced.safeguard);
+        assert!(
+            (newton.eta - forced.eta).abs() <= 1e-12 * newton.eta,
+            "p={p}: {} vs {}",
+            newton.eta,
+            forced.eta
+        );
+    }
+}
+
+#[test]
+fn adversary_needs_one_pass_per_element_without_safeguard() {
+    for &p in &[0.5, 1.0, 2.0, 3.0] {
+        let (x, d, eps, k) = newton_adversary(20_000, p);
+        let b = batch(&x, &d, 1, eps, p);
+        let plain = solve_stats(
+            &b,
+            &Options {
+                max_newton_passes: 10_000,
+            },
+        )
+        .unwrap()[0];
+        assert_eq!(plain.passes as usize, k + 1, "p={p}");
+        let guarded = solve_stats(&b, &Options::default()).unwrap()[0];
+        assert!(guarded.safeguard && guarded.passes <= 8, "p={p}");
+        // The residual left for the last free weights is tiny by construction, so compare
+        // sizes (well conditioned) rather than etas.
+        for eta in [plain.eta, guarded.eta] {
+            let size = clipped_size(&x, &d, 0.0, 1.0, eta, p);
+            assert!((size - eps).abs() <= 1e-12 * eps, "p={p}: size {size}");
+        }
+    }
+}
+
+#[test]
+fn adversary_in_f32_still_defeats_plain_newton() {
+    let (x, d, eps, k) = newton_adversary(5_000, 2.0);
+    let (x32, d32): (Vec<f32>, Vec<f32>) = (
+        x.iter().map(|&v| v as f32).collect(),
+        d.iter().map(|&v| v as f32).collect(),
+    );
+    let b = Batch {
+        x: &x32,
+        delta: &d32,
+        rows: 1,
+        n: x32.len(),
+        lower: Bound::Scalar(0.0f32),
+        upper: Bound::Scalar(1.0f32),
+        eps: Eps::Scalar(eps),
+        norm: Norm::P(2.0),
+    };
+    let plain = solve_stats(
+        &b,
+        &Options {
+            max_newton_passes: 10_000,
+        },
+    )
+    .unwrap()[0];
+    // f32 rounding of the data breaks the chain after some 20 links (the residual shrinks
+    // geometrically), still well past the point where the safeguard takes over.
+    assert!(
+        plain.passes > 12 && k >= 20,
+        "{} passes, k = {k}",
+        plain.passes
+    );
+    let guarded = solve_stats(&b, &Options::default()).unwrap()[0];
+    assert!(guarded.safeguard);
+    let x64: Vec<f64> = x32.iter().map(|&v| v as f64).collect();
+    let d64: Vec<f64> = d32.iter().map(|&v| v as f64).collect();
+    let size = clipped_size(&x64, &d64, 0.0, 1.0, guarded.eta, 2.0);
+    assert!((size - eps).abs() <= 1e-5 * eps, "size {size}");
+}
+
+#[test]
+fn edge_cases() {
+    let x = [0.5, 0.25, 1.0];
+    let d = [1.0, -2.0, 0.5];
+    let mut eta = [9.0];
+    // eps = 0
+    scale(&batch(&x, &d, 1, 0.0, 2.0), &Options::default(), &mut eta).unwrap();
+    assert_eq!(eta[0], 0.0);
+    // zero delta
+    let z = [0.0; 3];
+    let s = scale(&batch(&x, &z, 1, 1.0, 2.0), &Options::default(), &mut eta).unwrap();
+    assert_eq!((eta[0], s.unreachable_rows), (0.0, 0));
+    // unreachable: the largest room/|delta| among movable elements (0.5/1, 0.25/2)
+    for p in [1.0, 2.0, 0.5] {
+        let s = scale(&batch(&x, &d, 1, 10.0, p), &Options::default(), &mut eta).unwrap();
+        assert_eq!(
+            (eta[0], s.unreachable_rows, s.first_unreachable),
+            (0.5, 1, Some(0))
+        );
+    }
+    // p = inf: eta = eps / max{|d_i| : s_i >= eps}
+    scale(
+        &batch(&x, &d, 1, 0.2, f64::INFINITY),
+        &Options::default(),
+        &mut eta,
+    )
+    .unwrap();
+    assert_eq!(eta[0], 0.2 / 2.0);
+    scale(
+        &batch(&x, &d, 1, 0.3, f64::INFINITY),
+        &Options::default(),
+        &mut eta,
+    )
+    .unwrap();
+    assert_eq!(eta[0], 0.3);
+    // p = inf unreachable: largest room 0.5 reached at eta 0.5
+    let s = scale(
+        &batch(&x, &d, 1, 0.9, f64::INFINITY),
+        &Options::default(),
+        &mut eta,
+    )
+    .unwrap();
+    assert_eq!((eta[0], s.unreachable_rows), (0.5, 1));
+    // a tie: eps exactly the size at a breakpoint (p = 1: 0.5 saturates at eta 0.5)
+    scale(&batch(&x, &d, 1, 0.75, 1.0), &Options::default(), &mut eta).unwrap();
+    assert!((eta[0] - 0.5).abs() < 1e-15);
+}
+
+#[test]
+fn one_sided_and_per_element_bounds() {
+    let x = [0.5, 2.0, 3.0];
+    let d = [1.0, 1.0, -1.0];
+    let lower = [0.0, 0.0, 2.5];
+    let b = Batch {
+        x: &x,
+        delta: &d,
+        rows: 1,
+        n: 3,
+        lower: Bound::Shared(&lower),
+        upper: Bound::Scalar(f64::INFINITY),
+        eps: Eps::Scalar(1.5),
+        norm: Norm::P(1.0),
+    };
+    let (mut y, mut eta) = ([0.0; 3], [0.0]);
+    perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+    // element 2 saturates after 0.5; the two free ones share the remaining 1.0
+    assert!((eta[0] - 0.5).abs() < 1e-15, "{}", eta[0]);
+    assert_eq!(y, [1.0, 2.5, 2.5]);
+}
+
+#[test]
+fn errors_name_the_first_offender() {
+    let x = [0.5, f64::NAN, 0.2, f64::INFINITY];
+    let d = [1.0; 4];
+    let mut eta = [0.0; 2];
+    let e = scale(&batch(&x, &d, 2, 1.0, 2.0), &Options::default(), &mut eta).unwrap_err();
+    assert_eq!(
+        e,
+        CoreError::NonFinite {
+            arg: "x",
+            count: 2,
+            first: 1
+        }
+    );
+    let x = [0.5, 0.5, 1.5, -0.1];
+    let e = scale(&batch(&x, &d, 2, 1.0, 2.0), &Options::default(), &mut eta).unwrap_err();
+    assert_eq!(e, CoreError::OutOfBounds { count: 2, first: 2 });
+    let x = [0.5; 4];
+    let d = [1.0, 1.0, 1.0, f64::NAN];
+    let e = scale(&batch(&x, &d, 2, 1.0, 2.0), &Options::default(), &mut eta).unwrap_err();
+    assert!(matches!(
+        e,
+        CoreError::NonFinite {
+            arg: "delta",
+            count: 1,
+            first: 3
+        }
+    ));
+    let d = [1.0; 4];
+    let e = scale(&batch(&x, &d, 2, -1.0, 2.0), &Options::default(), &mut eta).unwrap_err();
+    assert!(matches!(e, CoreError::BadEps { .. }));
+    let e = scale(
+        &batch(&x, &d, 2, 1.0, 2.0),
+        &Options::default(),
+        &mut [0.0; 3],
+    )
+    .unwrap_err();
+    assert!(matches!(e, CoreError::Length { arg: "eta", .. }));
+}
+
+#[test]
+fn bitwise_identical_for_any_thread_count() {
+    let mut rng = Rng(3);
+    let n = 700_001; // several parallel blocks and a ragged tail
+    let (x, d) = random_case(&mut rng, n, 0.1);
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let d32: Vec<f32> = d.iter().map(|&v| v as f32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let b = Batch {
+                x: &x32,
+                delta: &d32,
+                rows: 1,
+                n,
+                lower: Bound::Scalar(0.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::Scalar(40.0),
+                norm: Norm::P(2.0),
+            };
+            let (mut y, mut eta) = (vec![0f32; n], [0f32]);
+            perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+            (
+                eta[0].to_bits(),
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}
