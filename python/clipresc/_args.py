@@ -39,7 +39,8 @@ def work_dtype(dtype: Any) -> np.dtype[Any]:
     >>> work_dtype(np.float16)
     dtype('float32')
     """
-    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+    dt = np.dtype(dtype)
+    return np.dtype(np.float64) if dt.itemsize == 8 else np.dtype(np.float32)
 
 
 def parse_p(p: Any) -> float:

@@ -64,7 +64,10 @@ class Layout:
         k = len(self.vec_axes)
         nd = len(self.shape)
         moved = a if self.is_trailing else np.moveaxis(a, self.vec_axes, range(nd - k, nd))
-        return np.require(moved.reshape(self.rows, self.n), dtype=dtype, requirements=["C", "A"])
+        with np.errstate(over="ignore"):  # an overflowing cast is reported as non-finite
+            return np.require(
+                moved.reshape(self.rows, self.n), dtype=dtype, requirements=["C", "A"]
+            )
 
     def from_rows(self, rows: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """Inverse of :meth:`to_rows` (a view when possible)."""
@@ -90,7 +93,7 @@ class Layout:
         return tuple(out)
 
     def row_index(self, r: int) -> int | tuple[int, ...]:
-        """The caller's batch index of row ``r`` (an int for a 1-D batch)."""
-        if len(self.batch_shape) == 1:
+        """The caller's batch index of row ``r`` (an int for a batch of at most one axis)."""
+        if len(self.batch_shape) <= 1:
             return int(r)
         return tuple(int(i) for i in np.unravel_index(int(r), self.batch_shape))

@@ -58,7 +58,7 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
         return float(e)
     rows = layout.rows
     if e.ndim == 1 and e.shape[0] == rows:
-        return np.ascontiguousarray(e)
+        return np.require(e, np.float64, ["C", "A"])
     try:
         full = np.broadcast_to(e, layout.eta_shape)
     except ValueError:
@@ -66,7 +66,7 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
             f"eps must be a scalar or hold one value per vector ({rows} vectors); "
             f"got shape {e.shape}"
         ) from None
-    return np.ascontiguousarray(full.reshape(rows))
+    return np.require(full.reshape(rows), np.float64, ["C", "A"])
 
 
 def _parse_side(
@@ -86,7 +86,11 @@ def _parse_side(
     if a.ndim == 0:
         return float(a), a
     nd = len(layout.shape)
-    if a.ndim > nd or np.broadcast_shapes(a.shape, layout.shape) != layout.shape:
+    try:
+        fits = a.ndim <= nd and np.broadcast_shapes(a.shape, layout.shape) == layout.shape
+    except ValueError:
+        fits = False
+    if not fits:
         raise ValueError(
             f"bounds: {side} of shape {a.shape} does not broadcast to x's shape {layout.shape}"
         )
@@ -118,6 +122,14 @@ def parse_bounds(
     return lo, hi
 
 
+def _as_dtype(a: np.ndarray[Any, Any], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
+    """``a`` rounded to ``dtype`` first (delta takes x's dtype), overflow left to validation."""
+    if a.dtype == dtype:
+        return a
+    with np.errstate(over="ignore"):
+        return a.astype(dtype)
+
+
 def prepare(
     x: Any,
     delta: Any,
@@ -146,7 +158,7 @@ def prepare(
         layout=layout,
         dtype=xa.dtype,
         x=layout.to_rows(xa, wd),
-        delta=layout.to_rows(da, wd),
+        delta=layout.to_rows(_as_dtype(da, xa.dtype.newbyteorder("=")), wd),
         eps=eps_rows,
         p=pf,
         lower=lower,

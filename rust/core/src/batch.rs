@@ -18,7 +18,7 @@ pub enum Eps<'a> {
 }
 
 impl Eps<'_> {
-    fn get(&self, r: usize) -> f64 {
+    pub(crate) fn get(&self, r: usize) -> f64 {
         match *self {
             Eps::Scalar(e) => e,
             Eps::PerRow(v) => v[r],
@@ -41,10 +41,10 @@ pub struct Batch<'a, T> {
 
 /// Rows at least this long are split into blocks processed in parallel when there are too
 /// few rows to keep every thread busy.
-const PAR_ROW_MIN: usize = 4 * BLOCK;
+pub(crate) const PAR_ROW_MIN: usize = 4 * BLOCK;
 
 impl<'a, T: Real> Batch<'a, T> {
-    fn check(&self) -> Result<(), CoreError> {
+    pub(crate) fn check(&self) -> Result<(), CoreError> {
         let total = self.rows * self.n;
         for (arg, got) in [("x", self.x.len()), ("delta", self.delta.len())] {
             if got != total {
@@ -98,7 +98,7 @@ impl<'a, T: Real> Batch<'a, T> {
     }
 
     /// Finds the count and first position of the invalid elements (only on the error path).
-    fn diagnose(&self) -> CoreError {
+    pub(crate) fn diagnose(&self) -> CoreError {
         let mut found: [(usize, usize); 3] = [(0, usize::MAX); 3];
         let mut note = |k: usize, i: usize| {
             found[k].0 += 1;
@@ -136,7 +136,7 @@ impl<'a, T: Real> Batch<'a, T> {
     }
 }
 
-fn row_slice<'a, T: Real>(b: &Bound<'a, T>, r: usize, n: usize) -> &'a [T] {
+pub(crate) fn row_slice<'a, T: Real>(b: &Bound<'a, T>, r: usize, n: usize) -> &'a [T] {
     match b.row(r, n) {
         Side::Slice(s) => s,
         Side::Scalar(_) => unreachable!("scalar bounds take the scalar path"),
@@ -276,7 +276,7 @@ pub struct Summary {
     pub first_unreachable: Option<usize>,
 }
 
-fn summarise<T: Real>(outcomes: &[RowOutcome], eta_out: &mut [T]) -> Summary {
+pub(crate) fn summarise<T: Real>(outcomes: &[RowOutcome], eta_out: &mut [T]) -> Summary {
     let mut s = Summary::default();
     for (r, (o, e)) in outcomes.iter().zip(eta_out.iter_mut()).enumerate() {
         *e = T::of_f64(o.eta);

@@ -6,6 +6,7 @@ use rayon::prelude::*;
 use crate::bounds::SideAccess;
 use crate::norm::Power;
 use crate::real::Real;
+use crate::safeguard::Cand;
 
 /// Elements summed in `T` lanes before the chunk's sum is added in `f64`.
 pub const CHUNK: usize = 1024;
@@ -301,16 +302,25 @@ pub(crate) fn row_pass_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>
 #[inline(always)]
 fn for_lanes<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
+    push: impl FnMut(usize, T, T, T, T),
+) {
+    for_lanes_w::<LANES, T, L, H>(row, push)
+}
+
+/// [`for_lanes`] with `W` lanes.
+#[inline(always)]
+fn for_lanes_w<const W: usize, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
     mut push: impl FnMut(usize, T, T, T, T),
 ) {
     let n = row.len();
-    let full = n / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        let xs = &row.x[base..base + LANES];
-        let ds = &row.d[base..base + LANES];
-        let lo = row.lo.sub(base, LANES);
-        let hi = row.hi.sub(base, LANES);
-        for k in 0..LANES {
+    let full = n / W * W;
+    for base in (0..full).step_by(W) {
+        let xs = &row.x[base..base + W];
+        let ds = &row.d[base..base + W];
+        let lo = row.lo.sub(base, W);
+        let hi = row.hi.sub(base, W);
+        for k in 0..W {
             push(k, xs[k], ds[k], lo.at(k), hi.at(k));
         }
     }
@@ -331,6 +341,204 @@ fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALID
     lanes.finish()
 }
 
+/// Number of guesses at which the first pass evaluates `g`.
+pub(crate) const POINTS: usize = 6;
+const LANES_FIRST: usize = 8;
+
+/// Sums of the first, validating pass: the Newton quantities at `t = 0` and
+/// `g(t_j) = sum_i min(t_j w_i, c_i)` at [`POINTS`] guesses `t_j`.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FirstSums {
+    /// `sum w_i` over elements with room (the slope at `t = 0`).
+    pub m0: f64,
+    /// Elements saturated at `t = 0` (no room).
+    pub nsat0: u64,
+    pub nmov: u64,
+    pub bad: u64,
+    pub g: [f64; POINTS],
+}
+
+impl std::ops::Add for FirstSums {
+    type Output = FirstSums;
+    fn add(self, o: FirstSums) -> FirstSums {
+        let mut g = self.g;
+        for (gj, oj) in g.iter_mut().zip(o.g) {
+            *gj += oj;
+        }
+        FirstSums {
+            m0: self.m0 + o.m0,
+            nsat0: self.nsat0 + o.nsat0,
+            nmov: self.nmov + o.nmov,
+            bad: self.bad + o.bad,
+            g,
+        }
+    }
+}
+
+#[inline(always)]
+fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    t: [T; POINTS],
+) -> FirstSums {
+    const W: usize = LANES_FIRST;
+    let z = T::zero();
+    let mut m0 = [z; W];
+    let mut nsat0 = [0u32; W];
+    let mut nmov = [0u32; W];
+    let mut bad = [0u32; W];
+    let mut g = [[z; W]; POINTS];
+    let n = row.len();
+    let mut base = 0;
+    while base < n {
+        let len = W.min(n - base);
+        let r = row.sub(base, base + len);
+        // Padding lanes keep w = c = 0, which adds exactly nothing to g.
+        let mut w = [z; W];
+        let mut c = [z; W];
+        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
+            let a = d.abs();
+            let s = room(x, d, lo, hi);
+            w[k] = pw.pow(a);
+            c[k] = pw.pow(s);
+            let sat0 = s <= z;
+            m0[k] = m0[k] + if sat0 { z } else { w[k] };
+            nsat0[k] += sat0 as u32;
+            nmov[k] += (a > z) as u32;
+            bad[k] += is_bad(x, d, lo, hi);
+        };
+        if len == W {
+            let (xs, ds) = (&r.x[..W], &r.d[..W]);
+            for k in 0..W {
+                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
+            }
+        } else {
+            for k in 0..len {
+                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
+            }
+        }
+        for j in 0..POINTS {
+            for k in 0..W {
+                g[j][k] = g[j][k] + (t[j] * w[k]).min(c[k]);
+            }
+        }
+        base += len;
+    }
+    let mut out = FirstSums::default();
+    for k in 0..W {
+        out.m0 += m0[k].as_f64();
+        out.nsat0 += nsat0[k] as u64;
+        out.nmov += nmov[k] as u64;
+        out.bad += bad[k] as u64;
+        for j in 0..POINTS {
+            out.g[j] += g[j][k].as_f64();
+        }
+    }
+    out
+}
+
+/// The first pass over a row: validation, the `t = 0` Newton sums and `g` at the guesses.
+pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    t: [T; POINTS],
+    par: bool,
+) -> FirstSums {
+    fold_chunks(row, par, |r| chunk_first_best(r, pw, t))
+}
+
+/// Result of [`row_collect`]: sums over the elements saturated below the bracket, over the
+/// elements free above it, and the elements whose breakpoint lies inside it.
+#[derive(Debug, Default)]
+pub(crate) struct Collected {
+    pub c: f64,
+    pub m: f64,
+    pub cands: Vec<Cand>,
+}
+
+impl std::ops::Add for Collected {
+    type Output = Collected;
+    fn add(mut self, o: Collected) -> Collected {
+        self.cands.extend(o.cands);
+        Collected {
+            c: self.c + o.c,
+            m: self.m + o.m,
+            cands: self.cands,
+        }
+    }
+}
+
+#[inline(always)]
+fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    eta_lo: T,
+    eta_hi: T,
+) -> Collected {
+    let zero = T::zero();
+    let mut c_l = [zero; LANES];
+    let mut m_l = [zero; LANES];
+    let mut cands = Vec::new();
+    let n = row.len();
+    let mut base = 0;
+    while base < n {
+        let len = LANES.min(n - base);
+        let r = row.sub(base, base + len);
+        let mut inside = [false; LANES];
+        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
+            let a = d.abs();
+            let s = room(x, d, lo, hi);
+            let sat_lo = s <= eta_lo * a;
+            let free_hi = s > eta_hi * a;
+            c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
+            m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
+            inside[k] = !sat_lo & !free_hi;
+        };
+        if len == LANES {
+            let (xs, ds) = (&r.x[..LANES], &r.d[..LANES]);
+            for k in 0..LANES {
+                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
+            }
+        } else {
+            for k in 0..len {
+                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
+            }
+        }
+        if inside.iter().any(|&b| b) {
+            for (k, _) in inside.iter().enumerate().filter(|(_, &hit)| hit) {
+                let (a, s) = r.element(k);
+                let (a64, s64) = (a.as_f64(), s.as_f64());
+                cands.push(Cand {
+                    key: s64 / a64,
+                    w: pw.pow64(a64),
+                    c: pw.pow64(s64),
+                });
+            }
+        }
+        base += len;
+    }
+    let mut out = Collected {
+        cands,
+        ..Default::default()
+    };
+    for k in 0..LANES {
+        out.c += c_l[k].as_f64();
+        out.m += m_l[k].as_f64();
+    }
+    out
+}
+
+/// Splits a row at the bracket `(eta_lo, eta_hi]`: see [`Collected`].
+pub(crate) fn row_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    eta_lo: T,
+    eta_hi: T,
+    par: bool,
+) -> Collected {
+    fold_chunks(row, par, |r| chunk_collect_best(r, pw, eta_lo, eta_hi))
+}
+
 /// Runs `f` on every [`CHUNK`] of the row and adds the results in row order; blocks of
 /// [`BLOCK`] elements run in parallel when `par` is set. The grouping is fixed by the row
 /// length alone, so the result is bitwise the same for any thread count.
@@ -339,7 +547,7 @@ where
     T: Real,
     L: SideAccess<T>,
     H: SideAccess<T>,
-    R: Copy + Default + Send,
+    R: Default + Send,
     F: Fn(&Row<'a, T, L, H>) -> R + Sync,
     R: std::ops::Add<Output = R>,
 {
@@ -499,3 +707,9 @@ multiversion!(apply_chunk_best, apply_chunk_avx2, apply_chunk,
 multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, pw: P) -> SatSums);
+multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, pw: P, t: [T; POINTS]) -> FirstSums);
+multiversion!(chunk_collect_best, chunk_collect_avx2, chunk_collect,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> Collected);

@@ -42,7 +42,7 @@ pub(crate) fn select<P: Power>(
     let mut sc = vec![0f64; BUCKETS];
     loop {
         if cands.len() <= SMALL {
-            return fix_small(&cands, c_base, m_base, target, pw);
+            return fix_small(&cands, c_base, m_base, target, pw, usize::MAX);
         }
         let (mut lo, mut hi) = (u64::MAX, 0u64);
         for c in &cands {
@@ -51,7 +51,7 @@ pub(crate) fn select<P: Power>(
             hi = hi.max(b);
         }
         if lo == hi {
-            return fix_small(&cands, c_base, m_base, target, pw);
+            return fix_small(&cands, c_base, m_base, target, pw, usize::MAX);
         }
         let range = hi - lo;
         let width = 64 - range.leading_zeros();
@@ -90,7 +90,14 @@ pub(crate) fn select<P: Power>(
                 break;
             }
         }
-        let j = found?;
+        let Some(j) = found else {
+            // Every candidate saturates: the free weight outside decides.
+            if m_base > 0.0 {
+                let c_all = c_base + sc[..nb].iter().sum::<f64>();
+                return Some((target - c_all) / m_base);
+            }
+            return None;
+        };
         // Buckets below j saturate, buckets above stay free; recompute the sums exactly
         // (not from the running differences) to avoid cancellation.
         let mut keep = Vec::with_capacity(cnt[j] as usize);
@@ -109,13 +116,15 @@ pub(crate) fn select<P: Power>(
     }
 }
 
-/// Variable fixing (Newton from below) on a small candidate set.
-fn fix_small<P: Power>(
+/// Variable fixing (Newton from below) on a small candidate set; after `max_passes` passes
+/// it returns the current iterate, a lower bound of the answer.
+pub(crate) fn fix_small<P: Power>(
     cands: &[Cand],
     c_base: f64,
     m_base: f64,
     target: f64,
     pw: P,
+    max_passes: usize,
 ) -> Option<f64> {
     let w_all: f64 = m_base + cands.iter().map(|c| c.w).sum::<f64>();
     if w_all <= 0.0 {
@@ -123,7 +132,7 @@ fn fix_small<P: Power>(
     }
     let mut t = ((target - c_base) / w_all).max(0.0);
     let mut nsat_prev = 0usize;
-    loop {
+    for _ in 0..max_passes {
         let eta = pw.root64(t);
         let (mut c, mut m, mut nsat) = (c_base, m_base, 0usize);
         for k in cands {
@@ -143,4 +152,5 @@ fn fix_small<P: Power>(
         nsat_prev = nsat;
         t = t.max((target - c) / m);
     }
+    Some(t)
 }

@@ -2,7 +2,9 @@
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
 use crate::bounds::SideAccess;
-use crate::kernel::{row_pass, row_pass_inf, row_pass_sat, Row};
+use crate::kernel::{
+    row_collect, row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row, POINTS,
+};
 use crate::norm::{Power, P1};
 use crate::real::Real;
 use crate::safeguard::{self, Cand};
@@ -53,7 +55,53 @@ fn reach_slack<T: Real>() -> f64 {
     64.0 * T::EPS
 }
 
+/// Rows at least this long first estimate `t` on a subsample.
+const SUBSAMPLE_MIN: usize = 8192;
+const SUB_BLOCKS: usize = 16;
+const SUB_BLOCK_LEN: usize = 64;
+/// Where the first pass evaluates `g`, relative to the subsample's estimate.
+const GUESS_RATIOS: [f64; POINTS] = [0.7, 0.85, 0.95, 1.05, 1.15, 1.35];
+
+/// An estimate of `t` from a few blocks spread over the row (any value is safe: it only
+/// decides where the first pass looks; 0 means "no estimate").
+fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    target: f64,
+    pw: P,
+) -> f64 {
+    let n = row.len();
+    if n < SUBSAMPLE_MIN {
+        return 0.0;
+    }
+    let mut cands = Vec::with_capacity(SUB_BLOCKS * SUB_BLOCK_LEN);
+    for b in 0..SUB_BLOCKS {
+        let start = b * (n / SUB_BLOCKS);
+        for i in start..start + SUB_BLOCK_LEN {
+            let (a, s) = row.element(i);
+            let (a64, s64) = (a.as_f64(), s.as_f64());
+            if a64 > 0.0 && a64.is_finite() && s64 > 0.0 && s64.is_finite() {
+                cands.push(Cand {
+                    key: s64 / a64,
+                    w: pw.pow64(a64),
+                    c: pw.pow64(s64),
+                });
+            }
+        }
+    }
+    let share = (SUB_BLOCKS * SUB_BLOCK_LEN) as f64 / n as f64;
+    match safeguard::fix_small(&cands, 0.0, 0.0, target * share, pw, 12) {
+        Some(t) if t.is_finite() && t > 0.0 => t,
+        _ => 0.0,
+    }
+}
+
 /// Solves one row for finite `p`.
+///
+/// The first pass validates the row and evaluates `g` at a few guesses around a subsample
+/// estimate; when two of them bracket the target, one more pass collects the few elements
+/// whose breakpoints lie inside the bracket and the answer follows exactly from them.
+/// Otherwise Newton / variable fixing from the best lower bound finishes, with the radix
+/// select as a safeguard after [`Options::max_newton_passes`] passes.
 pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: f64,
@@ -61,7 +109,14 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     opts: &Options,
     par: bool,
 ) -> RowOutcome {
-    let first = row_pass::<T, P, L, H, true>(row, pw, T::zero(), par);
+    let target = pw.pow64(eps);
+    let guess = if eps > 0.0 {
+        subsample_guess(row, target, pw)
+    } else {
+        0.0
+    };
+    let points = GUESS_RATIOS.map(|r| r * guess);
+    let first = row_pass_first(row, pw, points.map(T::of_f64), par);
     if first.bad > 0 {
         return RowOutcome {
             invalid: true,
@@ -71,9 +126,40 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     if eps == 0.0 || first.nmov == 0 {
         return RowOutcome::eta(0.0, 0, false);
     }
-    let target = pw.pow64(eps);
-    let (mut c, mut m, mut nsat) = (first.c, first.m, first.nsat);
-    let mut t = 0.0f64;
+    // (c, m, nsat) are the Newton sums at t.
+    let (mut c, mut m, mut nsat, mut t) = (0.0, first.m0, first.nsat0, 0.0);
+    if guess > 0.0 {
+        let below = (0..POINTS).rev().find(|&j| first.g[j] <= target);
+        match below {
+            Some(j) if j + 1 < POINTS => {
+                let (lo, hi) = (pw.root64(points[j]), pw.root64(points[j + 1]));
+                let col = row_collect(row, pw, T::of_f64(lo), T::of_f64(hi), par);
+                return match safeguard::select(col.cands, col.c, col.m, target, pw) {
+                    Some(t) => RowOutcome::eta(pw.root64(t), 1, false),
+                    None => saturated(row, target, pw, 1, false, par),
+                };
+            }
+            Some(j) => {
+                t = points[j];
+                let sums = row_pass::<T, P, L, H, false>(row, pw, T::of_f64(pw.root64(t)), par);
+                (c, m, nsat) = (sums.c, sums.m, sums.nsat);
+            }
+            None => {}
+        }
+    }
+    newton(row, target, pw, opts, par, (c, m, nsat, t))
+}
+
+/// Newton / variable fixing from the lower bound `t` whose pass gave `(c, m, nsat)`.
+fn newton<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+    start: (f64, f64, u64, f64),
+) -> RowOutcome {
+    let (mut c, mut m, mut nsat, mut t) = start;
     let mut passes = 0u32;
     loop {
         if m <= 0.0 {

@@ -1,0 +1,84 @@
+"""Small timing helper for the benchmarks: median of N repeats after warm-up.
+
+The repeat count adapts to a time budget: at least ``min_repeats`` timed calls, then more
+until ``budget_s`` of timed calls have been spent or ``max_repeats`` is reached. A call
+that is slow on its own (warm-up longer than ``slow_call_s``) is timed only
+``min_repeats_slow`` times so that very slow baselines stay affordable.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+
+@dataclass
+class Timing:
+    """Result of one measurement; times in seconds."""
+
+    median: float
+    min: float
+    max: float
+    repeats: int
+    warmup: int
+    samples: list[float] = field(repr=False, default_factory=list)
+
+    @property
+    def median_ms(self) -> float:
+        return self.median * 1e3
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["median_ms"] = self.median_ms
+        d["samples"] = [round(s, 9) for s in self.samples]
+        return d
+
+
+def measure(
+    fn: Callable[[], object],
+    *,
+    warmup: int = 1,
+    min_repeats: int = 3,
+    max_repeats: int = 100,
+    budget_s: float = 1.0,
+    slow_call_s: float = 2.0,
+    min_repeats_slow: int = 1,
+) -> Timing:
+    """Time ``fn()``: ``warmup`` untimed calls, then an adaptive number of timed calls.
+
+    The garbage collector is disabled while timing (and restored afterwards).
+    """
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        slowest_warm = 0.0
+        for _ in range(warmup):
+            t0 = time.perf_counter()
+            fn()
+            slowest_warm = max(slowest_warm, time.perf_counter() - t0)
+        if slowest_warm > slow_call_s:
+            min_repeats = min(min_repeats, min_repeats_slow)
+            max_repeats = min(max_repeats, min_repeats)
+        samples: list[float] = []
+        spent = 0.0
+        while len(samples) < max_repeats and (len(samples) < min_repeats or spent < budget_s):
+            t0 = time.perf_counter()
+            fn()
+            dt = time.perf_counter() - t0
+            samples.append(dt)
+            spent += dt
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return Timing(
+        median=statistics.median(samples),
+        min=min(samples),
+        max=max(samples),
+        repeats=len(samples),
+        warmup=warmup,
+        samples=samples,
+    )

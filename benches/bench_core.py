@@ -1,0 +1,602 @@
+"""CPU benchmark of the clipresc core against a memory floor and NumPy baselines.
+
+Run from the repository root:
+
+    .venv/bin/python benches/bench_core.py [--quick] [--json OUT] [--workload SUBSTR]
+
+For each workload and p in {1, 2, inf} it times (median of adaptive repeats after warm-up):
+
+1. the memory floor ``np.add(x, d, out=o)`` (single-threaded NumPy, measured once per
+   workload, before and after, the smaller median is used),
+2. naive NumPy rescale-then-clip (eta = eps/||d||_p, then clip),
+3. the paper's sort-based L2 algorithm in NumPy (``paper_reference.py``; p = 2 only;
+   ``--quick`` times it on a sub-batch and scales per vector),
+4. ``clipresc.scale`` and 5. ``clipresc.perturb`` with scalar bounds (0, 1), plus a
+   diagnostic row: the compiled ``scale_into`` alone (2-D views, preallocated output,
+   none of the Python-side checks),
+6. ``perturb`` with per-element bounds arrays and (image workloads) per-channel bounds,
+7. ``scale`` on the Newton adversary (``clipresc._clipresc.newton_adversary``) tiled to the
+   workload's shape, compared per element with ``scale`` on the typical input.
+
+It prints a table and a "targets" block (PASS/MISS). A benchmark reports; it never fails:
+the exit code is 0 unless the arguments are wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import paper_reference
+from _timing import Timing, measure
+
+PS = (1.0, 2.0, math.inf)
+BOUNDS = (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    shape: tuple[int, ...]
+    dtype: type[np.floating[Any]]
+    eps: float
+    image: bool
+
+    @property
+    def batch(self) -> int:
+        return self.shape[0]
+
+    @property
+    def n(self) -> int:
+        return math.prod(self.shape[1:])
+
+
+WORKLOADS = (
+    Workload("64x3x224x224 f32", (64, 3, 224, 224), np.float32, 50.0, True),
+    Workload("1024x3x32x32 f32", (1024, 3, 32, 32), np.float32, 10.0, True),
+    Workload("4096x784 f64", (4096, 784), np.float64, 3.6, False),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    budget_s: float  # timed seconds per measurement (after min_repeats)
+    min_repeats: int
+    max_repeats: int
+    paper_sub_elems: int | None  # None: the paper's algorithm runs on the full batch
+    paper_min_repeats: int
+    adversary_limit_s: float  # projected seconds per call above which we extrapolate
+
+
+QUICK = Settings(0.3, 3, 40, 1 << 21, 2, 5.0)
+FULL = Settings(2.0, 5, 200, None, 3, 60.0)
+
+
+def p_label(p: float) -> str:
+    return "inf" if math.isinf(p) else f"{p:g}"
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def naive_rescale_clip(x: np.ndarray, d: np.ndarray, eps: float, p: float) -> np.ndarray:
+    b = x.shape[0]
+    norms = np.linalg.norm(d.reshape(b, -1), ord=p, axis=1)
+    eta = (eps / norms).astype(x.dtype, copy=False).reshape((b,) + (1,) * (x.ndim - 1))
+    return np.clip(x + eta * d, BOUNDS[0], BOUNDS[1])
+
+
+class Bench:
+    def __init__(self, settings: Settings, clipresc: Any, core: Any) -> None:
+        self.s = settings
+        self.clipresc = clipresc
+        self.core = core
+        self.rows: list[dict[str, Any]] = []
+        self.accuracy: list[dict[str, Any]] = []
+        self.count = 0
+
+    # -- recording -----------------------------------------------------------------
+    def record(
+        self,
+        wl: Workload,
+        p: float | None,
+        method: str,
+        timing: Timing | None,
+        *,
+        median_s: float | None = None,
+        note: str = "",
+        error: str | None = None,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        self.count += 1
+        if timing is not None and median_s is None:
+            median_s = timing.median
+        row: dict[str, Any] = {
+            "workload": wl.name,
+            "p": None if p is None else p_label(p),
+            "method": method,
+            "median_ms": None if median_s is None else median_s * 1e3,
+            "repeats": None if timing is None else timing.repeats,
+            "timing": None if timing is None else timing.as_dict(),
+            "note": note,
+            "error": error,
+            **extra,
+        }
+        self.rows.append(row)
+        plabel = "-" if p is None else p_label(p)
+        if error is not None:
+            log(f"[{self.count:3d}] {wl.name:18s} p={plabel:3s} {method}: ERROR {error}")
+        else:
+            reps = "" if timing is None else f" ({timing.repeats} reps)"
+            log(
+                f"[{self.count:3d}] {wl.name:18s} p={plabel:3s} {method}: "
+                f"{row['median_ms']:.3f} ms{reps} {note}".rstrip()
+            )
+        return row
+
+    def timed(
+        self,
+        wl: Workload,
+        p: float | None,
+        method: str,
+        fn: Callable[[], object],
+        repeats_factor: int = 1,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        try:
+            t = measure(
+                fn,
+                min_repeats=self.s.min_repeats,
+                max_repeats=self.s.max_repeats * repeats_factor,
+                budget_s=self.s.budget_s,
+                slow_call_s=5.0,
+                min_repeats_slow=2,
+            )
+        except Exception as exc:  # a benchmark reports, it does not fail
+            return self.record(wl, p, method, None, error=f"{type(exc).__name__}: {exc}")
+        return self.record(wl, p, method, t, **kw)
+
+    # -- one workload ----------------------------------------------------------------
+    def run_workload(self, wl: Workload, seed: int) -> None:
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(seed)
+        x = rng.random(wl.shape, dtype=wl.dtype)
+        d = rng.standard_normal(wl.shape, dtype=wl.dtype)
+        o = np.empty_like(x)
+        log(f"--- {wl.name}: eps {wl.eps}, data ready in {time.perf_counter() - t0:.1f} s")
+
+        floor1 = self.timed(wl, None, "floor np.add(out=)", lambda: np.add(x, d, out=o), 4)
+
+        for p in PS:
+            self.timed(wl, p, "naive rescale+clip", lambda p=p: naive_rescale_clip(x, d, wl.eps, p))
+
+        self.paper(wl, x, d)
+
+        if self.clipresc is not None:
+            self.clipresc_methods(wl, x, d)
+
+        floor2 = self.timed(wl, None, "floor np.add(out=) again", lambda: np.add(x, d, out=o), 4)
+        meds = [r["median_ms"] for r in (floor1, floor2) if r["median_ms"] is not None]
+        floor_ms = min(meds)
+        for r in self.rows:
+            if r["workload"] == wl.name and r["median_ms"] is not None:
+                r["ratio_floor"] = r["median_ms"] / floor_ms
+        log(f"--- {wl.name}: done in {time.perf_counter() - t0:.1f} s")
+
+    def paper(self, wl: Workload, x: np.ndarray, d: np.ndarray) -> None:
+        sub = wl.batch
+        if self.s.paper_sub_elems is not None:
+            sub = max(1, min(wl.batch, self.s.paper_sub_elems // wl.n))
+        xs, ds = x[:sub], d[:sub]
+
+        def fn() -> object:
+            return paper_reference.l2_clipping_aware_rescaling(xs, ds, wl.eps, *BOUNDS)
+
+        try:
+            t = measure(
+                fn,
+                min_repeats=self.s.paper_min_repeats,
+                max_repeats=max(self.s.paper_min_repeats, 10),
+                budget_s=min(self.s.budget_s, 1.0),
+                slow_call_s=1.0,
+                min_repeats_slow=self.s.paper_min_repeats,
+            )
+        except MemoryError as exc:
+            self.record(wl, 2.0, "sort-based (paper) eta", None, error=repr(exc))
+            return
+        scale = wl.batch / sub
+        note = "" if sub == wl.batch else f"[{sub} of {wl.batch} rows, scaled x{scale:.1f}]"
+        self.record(
+            wl,
+            2.0,
+            "sort-based (paper) eta",
+            t,
+            median_s=t.median * scale,
+            note=note,
+            paper_rows=sub,
+        )
+
+    def clipresc_methods(self, wl: Workload, x: np.ndarray, d: np.ndarray) -> None:
+        cr = self.clipresc
+        dt = wl.dtype
+        lo_el, hi_el = np.zeros(wl.shape, dt), np.ones(wl.shape, dt)
+        lo_ch, hi_ch = np.zeros((3, 1, 1), dt), np.ones((3, 1, 1), dt)
+        x2, d2 = x.reshape(wl.batch, -1), d.reshape(wl.batch, -1)
+        eta_rows = np.empty(wl.batch, dtype=dt)
+        for p in PS:
+            self.timed(
+                wl, p, "clipresc.scale", lambda p=p: cr.scale(x, d, wl.eps, p=p, bounds=BOUNDS)
+            )
+            self.timed(
+                wl, p, "clipresc.perturb", lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=BOUNDS)
+            )
+            if hasattr(self.core, "scale_into"):  # diagnostic: the compiled core alone
+                self.timed(
+                    wl,
+                    p,
+                    "core scale_into (diag)",
+                    lambda p=p: self.core.scale_into(x2, d2, *BOUNDS, wl.eps, p, eta_rows),
+                )
+            self.timed(
+                wl,
+                p,
+                "perturb elem bounds",
+                lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=(lo_el, hi_el)),
+            )
+            if wl.image:
+                self.timed(
+                    wl,
+                    p,
+                    "perturb chan bounds",
+                    lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=(lo_ch, hi_ch)),
+                )
+            self.check_accuracy(wl, x, d, p)
+        for p in PS:
+            self.adversary(wl, p)
+
+    def check_accuracy(
+        self,
+        wl: Workload,
+        x: np.ndarray,
+        d: np.ndarray,
+        p: float,
+        eps: float | None = None,
+        label: str | None = None,
+        compare_paper: bool = True,
+    ) -> None:
+        """Achieved post-clip size of ``perturb`` on the first rows (and eta vs the paper).
+
+        The paper's code clamps delta^2 at 1e-20, so its eta is wrong for tiny deltas such
+        as the adversary's; there only the achieved size is checked.
+        """
+        eps = wl.eps if eps is None else eps
+        k = min(4, x.shape[0])
+        xs, ds = x[:k], d[:k]
+        entry: dict[str, Any] = {"workload": label or wl.name, "p": p_label(p), "rows": k}
+        try:
+            y = np.asarray(self.clipresc.perturb(xs, ds, eps, p=p, bounds=BOUNDS))
+            x64 = xs.reshape(k, -1).astype(np.float64)
+            d64 = ds.reshape(k, -1).astype(np.float64)
+            size = np.linalg.norm(y.reshape(k, -1).astype(np.float64) - x64, ord=p, axis=1)
+            # the largest reachable size: every movable element at its bound
+            room = np.where(d64 > 0, BOUNDS[1] - x64, x64 - BOUNDS[0]) * (d64 != 0)
+            target = np.minimum(eps, np.linalg.norm(room, ord=p, axis=1))
+            entry["unreachable_rows"] = int(np.sum(target < eps))
+            entry["max_rel_err_size"] = float(np.max(np.abs(size - target) / target))
+            if p == 2.0 and compare_paper:
+                eta = np.asarray(self.clipresc.scale(xs, ds, eps, p=p, bounds=BOUNDS))
+                ref = paper_reference.l2_clipping_aware_rescaling(x64, d64, eps, *BOUNDS)
+                rel = np.abs(eta.reshape(-1) - ref.reshape(-1)) / ref.reshape(-1)
+                rel = rel[target == eps]  # unreachable rows: any maximiser is right
+                entry["max_rel_diff_eta_vs_paper_f64"] = float(np.max(rel, initial=0.0))
+        except Exception as exc:
+            entry["error"] = f"{type(exc).__name__}: {exc}"
+        self.accuracy.append(entry)
+
+    def adversary(self, wl: Workload, p: float) -> None:
+        cr, core = self.clipresc, self.core
+        method = "scale adversarial"
+        try:
+            xa, da, eps_a = core.newton_adversary(wl.n, p)
+            xa, da = np.asarray(xa, dtype=np.float64), np.asarray(da, dtype=np.float64)
+        except Exception as exc:
+            self.record(wl, p, method, None, error=f"newton_adversary: {type(exc).__name__}: {exc}")
+            return
+        eps_a = float(eps_a)
+        bad = [
+            f"{name} has {int(np.sum(~ok))} values that are non-finite or outside [0, 1]"
+            for name, arr, ok in (
+                ("x", xa, np.isfinite(xa) & (xa >= 0) & (xa <= 1)),
+                ("delta", da, np.isfinite(da)),
+            )
+            if not ok.all()
+        ]
+        if bad:
+            msg = f"newton_adversary({wl.n}, {p_label(p)}) is invalid: " + "; ".join(bad)
+            self.record(wl, p, method, None, error=msg)
+            return
+        rows = (wl.batch, wl.n)
+        xb = np.ascontiguousarray(np.broadcast_to(np.asarray(xa, wl.dtype), rows)).reshape(wl.shape)
+        db = np.ascontiguousarray(np.broadcast_to(np.asarray(da, wl.dtype), rows)).reshape(wl.shape)
+        extra: dict[str, Any] = {"eps": eps_a}
+        # Probe sub-batches first (1, 8, 64, ... rows): an unguarded O(n^2) Newton would
+        # take far too long on the full batch. If the projected full-batch time is over the
+        # limit, time a sub-batch and scale per vector instead.
+        k, t_k = 1, 0.0
+        try:
+            while True:
+                xs, ds = xb[:k], db[:k]
+                t0 = time.perf_counter()
+                cr.scale(xs, ds, eps_a, p=p, bounds=BOUNDS)
+                t_k = time.perf_counter() - t0
+                projected = t_k * wl.batch / k
+                if k == wl.batch or projected <= self.s.adversary_limit_s or t_k > 0.5:
+                    break
+                k = min(wl.batch, k * 8)
+        except Exception as exc:
+            self.record(wl, p, method, None, error=f"{type(exc).__name__}: {exc}")
+            return
+        if projected <= self.s.adversary_limit_s:
+            k = wl.batch
+        xs, ds = xb[:k], db[:k]
+        if k == wl.batch:
+            row = self.timed(
+                wl, p, method, lambda: cr.scale(xs, ds, eps_a, p=p, bounds=BOUNDS), **extra
+            )
+        else:
+            t = measure(
+                lambda: cr.scale(xs, ds, eps_a, p=p, bounds=BOUNDS),
+                warmup=0,
+                min_repeats=1,
+                max_repeats=3,
+                budget_s=self.s.adversary_limit_s,
+            )
+            row = self.record(
+                wl,
+                p,
+                method,
+                t,
+                median_s=t.median * wl.batch / k,
+                note=f"[{k} of {wl.batch} rows, scaled x{wl.batch / k:.1f}]",
+                adversary_rows=k,
+                **extra,
+            )
+        typical = self.find(wl.name, p, "clipresc.scale")
+        if typical is not None and row["median_ms"] is not None:
+            row["vs_typical"] = row["median_ms"] / typical["median_ms"]
+        self.check_accuracy(
+            wl, xb, db, p, eps=eps_a, label=f"{wl.name} adversary", compare_paper=False
+        )
+
+    def find(self, workload: str, p: float | None, method: str) -> dict[str, Any] | None:
+        plabel = None if p is None else p_label(p)
+        for r in self.rows:
+            if r["workload"] == workload and r["p"] == plabel and r["method"] == method:
+                return r if r["median_ms"] is not None else None
+        return None
+
+    # -- report ------------------------------------------------------------------------
+    def add_speedups(self) -> None:
+        for r in self.rows:
+            if r["method"] != "sort-based (paper) eta" or r["median_ms"] is None:
+                continue
+            for m, key in (
+                ("clipresc.perturb", "speedup_perturb"),
+                ("clipresc.scale", "speedup_scale"),
+            ):
+                other = self.find(r["workload"], 2.0, m)
+                if other is not None:
+                    r[key] = r["median_ms"] / other["median_ms"]
+
+    def targets(self, workloads: list[Workload]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+
+        def check(
+            name: str, value: float | None, limit: float, higher_is_better: bool = False
+        ) -> None:
+            if value is None:
+                status = "n/a"
+            elif higher_is_better:
+                status = "PASS" if value >= limit else "MISS"
+            else:
+                status = "PASS" if value <= limit else "MISS"
+            out.append({"target": name, "value": value, "limit": limit, "status": status})
+
+        def ratio(wl: Workload, p: float, method: str) -> float | None:
+            r = self.find(wl.name, p, method)
+            return None if r is None else r.get("ratio_floor")
+
+        for wl in workloads:
+            w = wl.name
+            check(f"{w} p=2 perturb <= 1.5x floor", ratio(wl, 2.0, "clipresc.perturb"), 1.5)
+            check(f"{w} p=2 scale <= 1.25x floor", ratio(wl, 2.0, "clipresc.scale"), 1.25)
+            for p in (1.0, math.inf):
+                pl = p_label(p)
+                check(f"{w} p={pl} perturb <= 2.0x floor", ratio(wl, p, "clipresc.perturb"), 2.0)
+            for p in PS:
+                pl = p_label(p)
+                check(
+                    f"{w} p={pl} perturb elem bounds <= 2.0x floor",
+                    ratio(wl, p, "perturb elem bounds"),
+                    2.0,
+                )
+            paper = self.find(w, 2.0, "sort-based (paper) eta")
+            check(
+                f"{w} p=2 perturb >= 100x faster than sort-based",
+                None if paper is None else paper.get("speedup_perturb"),
+                100.0,
+                higher_is_better=True,
+            )
+            for p in PS:
+                r = self.find(w, p, "scale adversarial")
+                check(
+                    f"{w} p={p_label(p)} adversarial per-element <= 10x typical",
+                    None if r is None else r.get("vs_typical"),
+                    10.0,
+                )
+        return out
+
+
+def fmt(v: float | None, spec: str) -> str:
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return format("-", f">{width or 1}s") if v is None else format(v, spec)
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    head = f"{'workload':18s} {'p':>3s}  {'method':26s} {'median ms':>11s} {'x floor':>9s}  notes"
+    print(head)
+    print("-" * len(head) + "-" * 24)
+    last = None
+    for r in rows:
+        if last is not None and r["workload"] != last:
+            print()
+        last = r["workload"]
+        notes = []
+        if r.get("error"):
+            notes.append(f"ERROR {r['error']}")
+        if "speedup_perturb" in r:
+            notes.append(f"perturb {r['speedup_perturb']:.3g}x faster")
+        if "speedup_scale" in r:
+            notes.append(f"scale {r['speedup_scale']:.3g}x faster")
+        if "vs_typical" in r:
+            notes.append(f"{r['vs_typical']:.2f}x typical per element")
+        if r.get("note"):
+            notes.append(r["note"])
+        print(
+            f"{r['workload']:18s} {r['p'] or '-':>3s}  {r['method']:26s} "
+            f"{fmt(r['median_ms'], '11.3f')} {fmt(r.get('ratio_floor'), '9.2f')}  "
+            + "; ".join(notes)
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, sub-batch baseline")
+    ap.add_argument("--json", metavar="OUT", help="write all medians and ratios as JSON")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--workload", action="append", metavar="SUBSTR", help="only workloads matching (repeatable)"
+    )
+    args = ap.parse_args(argv)
+    settings = QUICK if args.quick else FULL
+    workloads = [
+        wl for wl in WORKLOADS if not args.workload or any(s in wl.name for s in args.workload)
+    ]
+
+    t_start = time.perf_counter()
+    try:
+        import clipresc
+        from clipresc import _clipresc as core
+    except ImportError as exc:
+        clipresc, core = None, None
+        clipresc_msg = f"NOT IMPORTABLE ({exc}); timing the NumPy baselines only"
+    else:
+        clipresc_msg = f"{getattr(clipresc, '__version__', '?')} ({Path(clipresc.__file__).parent})"
+
+    rayon = os.environ.get("RAYON_NUM_THREADS")
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    threads = int(rayon) if rayon and rayon.isdigit() and int(rayon) > 0 else None
+    meta: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "seed": args.seed,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "clipresc": clipresc_msg,
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "RAYON_NUM_THREADS": rayon,
+        "cpu_count": os.cpu_count(),
+        "affinity_cpus": affinity,
+        "threads": threads if threads is not None else (affinity or os.cpu_count()),
+    }
+    print(f"clipresc bench_core ({meta['mode']} mode)")
+    print(f"  clipresc: {clipresc_msg}")
+    print(f"  numpy {np.__version__}, python {meta['python']}, {meta['platform']}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    if load is not None:
+        meta["loadavg_start"] = load
+        busy = load[0] > 0.5
+        print(
+            f"  load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+            + ("  (WARNING: the machine is busy; timings will be noisy)" if busy else "")
+        )
+    print(
+        f"  threads: RAYON_NUM_THREADS={rayon or 'unset'}, os.cpu_count()={os.cpu_count()}, "
+        f"affinity={affinity} -> clipresc uses {meta['threads']}"
+    )
+    print(
+        "  note: OPENBLAS_NUM_THREADS / OMP_NUM_THREADS / MKL_NUM_THREADS do not matter here:"
+        " no timed op uses BLAS;\n        NumPy runs every baseline (floor included)"
+        " single-threaded, clipresc uses its own rayon pool."
+    )
+
+    worst = paper_reference.self_check(verbose=False)
+    meta["paper_reference_self_check_max_rel_err"] = worst
+    print(
+        f"  paper_reference vs bisection (f64): max rel err {worst:.1e} "
+        f"{'OK' if worst < 1e-9 else 'MISMATCH'}"
+    )
+    print(flush=True)
+
+    bench = Bench(settings, clipresc, core)
+    for wl in workloads:
+        bench.run_workload(wl, args.seed)
+    bench.add_speedups()
+    targets = bench.targets(workloads) if clipresc is not None else []
+
+    print_table(bench.rows)
+    print()
+    print(
+        "floor = single-threaded NumPy np.add(x, d, out=o); sort-based = paper's algorithm,"
+        " eta only (perturb also applies)"
+    )
+    if bench.accuracy:
+        print("\naccuracy (first rows; post-clip size vs eps, eta vs paper algorithm in f64)")
+        for a in bench.accuracy:
+            parts = [f"{k} {v:.1e}" for k, v in a.items() if isinstance(v, float)]
+            if a.get("unreachable_rows"):
+                parts.append(f"{a['unreachable_rows']}/{a['rows']} rows unreachable (saturated)")
+            if "error" in a:
+                parts.append(f"ERROR {a['error']}")
+            print(f"  {a['workload']:28s} p={a['p']:3s} " + ", ".join(parts))
+
+    print("\ntargets")
+    if not targets:
+        print("  (clipresc not importable: no targets checked)")
+    for t in targets:
+        print(f"  {t['status']:4s}  {t['target']:60s} {fmt(t['value'], '.2f')}")
+    elapsed = time.perf_counter() - t_start
+    n_pass = sum(t["status"] == "PASS" for t in targets)
+    print(f"\n{n_pass}/{len(targets)} targets met; total time {elapsed:.0f} s")
+    if hasattr(os, "getloadavg"):
+        meta["loadavg_end"] = os.getloadavg()
+        print("load average at the end: " + " ".join(f"{v:.2f}" for v in meta["loadavg_end"]))
+
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        meta["elapsed_s"] = elapsed
+        payload = {
+            "meta": meta,
+            "results": bench.rows,
+            "accuracy": bench.accuracy,
+            "targets": targets,
+        }
+        out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
