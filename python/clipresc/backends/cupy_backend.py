@@ -1,0 +1,330 @@
+"""CuPy backend: the kernels of ``clipresc/kernels/clipresc.cu`` through ``cupy.RawModule``.
+
+Functions work on 2-D ``(B, n)`` CuPy arrays (one vector per row; ``x`` and ``delta`` are
+made C-contiguous if they are not). ``eps`` is a scalar or ``B`` values; each bound is
+``None`` (unbounded), a scalar, or a CuPy array broadcastable to ``(B, n)`` with at most two
+dimensions (``(n,)`` shares one bound vector across the batch).
+
+Kernels are compiled lazily with NVRTC on first use, once per device and element type
+(``@cupy.memoize(for_each_device=True)``), and launched on the current stream. Nothing
+synchronises with the host; besides the outputs, the only allocations are O(B) (a device
+copy of a host ``eps`` array, the per-row scratch of the VJP for bounds shared along the
+batch).
+
+Importing this module does not import CuPy (it is imported inside the functions).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable
+
+from clipresc.kernels import (
+    BLOCK,
+    ROWINFO,
+    Operand,
+    bound_operand,
+    build_defines,
+    eps_operand,
+    kernel_source,
+    norm_mode,
+    real_name,
+)
+
+__all__ = [
+    "forward_rows",
+    "get_kernel",
+    "nvrtc_options",
+    "perturb_rows",
+    "perturb_vjp_rows",
+    "scale_rows",
+    "scale_vjp_rows",
+]
+
+#: Most blocks launched for the per-row kernels (they loop over further rows).
+_MAX_BLOCKS = 1 << 20
+
+
+def nvrtc_options(real: str, arch: str | None = None) -> tuple[str, ...]:
+    """NVRTC options for building the kernels for element type ``real`` ('float' or
+    'double'); ``arch`` (e.g. ``"compute_80"``) is added as ``-arch=...`` when given."""
+    opts = (*build_defines(real), "--std=c++14")
+    if arch is not None:
+        opts = (f"-arch={arch}", *opts)
+    return opts
+
+
+def _cupy() -> Any:
+    """The cupy module, imported on first use (``importlib`` keeps type checkers off
+    CuPy's untyped package)."""
+    return importlib.import_module("cupy")
+
+
+def _build_module(real: str) -> Any:
+    return _cupy().RawModule(code=kernel_source(), options=nvrtc_options(real))
+
+
+@functools.cache
+def _module_factory() -> Callable[[str], Any]:
+    # One compiled module per (device, element type):
+    # _build_module wrapped in @cupy.memoize(for_each_device=True).
+    factory: Callable[[str], Any] = _cupy().memoize(for_each_device=True)(_build_module)
+    return factory
+
+
+def get_kernel(name: str, real: str) -> Any:
+    """The ``cupy.RawKernel`` ``name`` for element type ``real`` on the current device."""
+    return _module_factory()(real).get_function(name)
+
+
+def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> dict[str, Any]:
+    cupy = _cupy()
+    import numpy as np
+
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (B, n); got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be a real floating-point array; got dtype {x.dtype}")
+    real = real_name(x.dtype.itemsize)
+    x = cupy.ascontiguousarray(x)
+    d = cupy.ascontiguousarray(d, dtype=x.dtype)
+    if d.shape != x.shape:
+        raise ValueError(f"delta must have the same shape as x; got {d.shape} and {x.shape}")
+    B, n = (int(s) for s in x.shape)
+
+    if isinstance(eps, cupy.ndarray):
+        eps_op = eps_operand(cupy.ascontiguousarray(eps.reshape(-1), dtype=cupy.float64), B)
+    elif np.ndim(eps) > 0:  # host sequence: one small copy to the device
+        eps_op = eps_operand(cupy.asarray(np.asarray(eps, dtype=np.float64).reshape(-1)), B)
+    else:
+        eps_op = eps_operand(float(eps), B)
+
+    def side(bound: Any, default: float, name: str) -> Operand:
+        if isinstance(bound, cupy.ndarray):
+            # (ascontiguousarray makes 0-d arrays 1-d: keep the caller's shape)
+            bound = cupy.ascontiguousarray(bound, dtype=x.dtype).reshape(bound.shape)
+        elif bound is not None and np.ndim(bound) > 0:
+            bound = cupy.asarray(np.asarray(bound, dtype=x.dtype))
+        return bound_operand(bound, B, n, default=default, name=name)
+
+    pp, pm = norm_mode(p)
+    return {
+        "x": x,
+        "d": d,
+        "B": B,
+        "n": n,
+        "real": real,
+        "eps": eps_op,
+        "lo": side(lower, float("-inf"), "lower"),
+        "hi": side(upper, float("inf"), "upper"),
+        "p": pp,
+        "pm": pm,
+    }
+
+
+def _common(pr: dict[str, Any]) -> tuple[Any, ...]:
+    import numpy as np
+
+    x = pr["x"]
+
+    def ptr(op: Operand) -> Any:
+        return x if op.array is None else op.array
+
+    eps, lo, hi = pr["eps"], pr["lo"], pr["hi"]
+    return (
+        x,
+        pr["d"],
+        ptr(eps),
+        np.int64(eps.es),
+        np.int32(eps.array is not None),
+        np.float64(eps.value),
+        ptr(lo),
+        np.int64(lo.rs),
+        np.int64(lo.es),
+        np.int32(lo.array is not None),
+        np.float64(lo.value),
+        ptr(hi),
+        np.int64(hi.rs),
+        np.int64(hi.es),
+        np.int32(hi.array is not None),
+        np.float64(hi.value),
+        np.int64(pr["B"]),
+        np.int64(pr["n"]),
+        np.float64(pr["p"]),
+        np.int32(pr["pm"]),
+    )
+
+
+def forward_rows(
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any = 0.0,
+    upper: Any = 1.0,
+    *,
+    want_y: bool = True,
+    want_passes: bool = False,
+) -> tuple[Any | None, Any, Any, Any | None]:
+    """Solve every row and optionally apply ``y = clip(x + eta * d, lower, upper)``.
+
+    Returns ``(y or None, eta, unreachable, passes or None)``: ``eta`` (B,) in x's dtype,
+    ``unreachable`` a (B,) bool mask (eps above the largest reachable size; eta is then the
+    saturating scale), ``passes`` (B,) int32 passes over each row.
+    """
+    cupy = _cupy()
+    import numpy as np
+
+    pr = _prepare(x, d, eps, p, lower, upper)
+    B, n, xx = pr["B"], pr["n"], pr["x"]
+    eta = cupy.empty((B,), dtype=xx.dtype)
+    flag = cupy.empty((B,), dtype=cupy.bool_)
+    y = cupy.empty((B, n), dtype=xx.dtype) if want_y else None
+    passes = cupy.empty((B,), dtype=cupy.int32) if want_passes else None
+    if B > 0:
+        kernel = get_kernel("clipresc_forward", pr["real"])
+        kernel(
+            (min(B, _MAX_BLOCKS),),
+            (BLOCK,),
+            (
+                *_common(pr),
+                eta,
+                flag,
+                y if y is not None else xx,
+                np.int32(want_y),
+                passes if passes is not None else xx,
+                np.int32(want_passes),
+            ),
+        )
+    return y, eta, flag, passes
+
+
+def scale_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any = 0.0, upper: Any = 1.0
+) -> tuple[Any, Any]:
+    """Per-row scale ``eta`` with ``||clip(x + eta d, lower, upper) - x||_p = eps``.
+
+    Returns ``(eta, unreachable_mask)``, both CuPy arrays of shape ``(B,)``.
+    """
+    _, eta, flag, _ = forward_rows(x, d, eps, p, lower, upper, want_y=False)
+    return eta, flag
+
+
+def perturb_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any = 0.0, upper: Any = 1.0
+) -> tuple[Any, Any, Any]:
+    """Fused solve and apply. Returns ``(y, eta, unreachable_mask)``."""
+    y, eta, flag, _ = forward_rows(x, d, eps, p, lower, upper, want_y=True)
+    return y, eta, flag
+
+
+def _finish_bound_grad(op: Operand, full: Any, shared: Any) -> Any | None:
+    if op.array is None:
+        return None
+    shape = op.array.shape
+    if op.grad == "shared":
+        return shared.reshape(shape)
+    if op.grad == "reduce":
+        axes = tuple(ax for ax in (0, 1) if op.shape2d[ax] == 1)
+        full = full.sum(axis=axes, keepdims=True)
+    return full.reshape(shape)
+
+
+def _vjp(
+    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any, etabar: Any
+) -> tuple[Any, Any, Any, Any | None, Any | None]:
+    cupy = _cupy()
+    import numpy as np
+
+    pr = _prepare(x, d, eps, p, lower, upper)
+    B, n, xx = pr["B"], pr["n"], pr["x"]
+    dt = xx.dtype
+    lo, hi = pr["lo"], pr["hi"]
+    if ybar is not None:
+        ybar = cupy.ascontiguousarray(ybar, dtype=dt)
+        if ybar.shape != xx.shape:
+            raise ValueError(f"ybar must have x's shape {xx.shape}; got {ybar.shape}")
+    if etabar is not None:
+        etabar = cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(etabar, dtype=dt), (B,)))
+
+    xbar = cupy.empty((B, n), dtype=dt)
+    dbar = cupy.empty((B, n), dtype=dt)
+    epsbar = cupy.empty((B,), dtype=dt)
+    lbar = cupy.empty((B, n), dtype=dt) if lo.grad in ("full", "reduce") else None
+    ubar = cupy.empty((B, n), dtype=dt) if hi.grad in ("full", "reduce") else None
+    lshared = cupy.empty((n,), dtype=dt) if lo.grad == "shared" else None
+    ushared = cupy.empty((n,), dtype=dt) if hi.grad == "shared" else None
+    need_info = lshared is not None or ushared is not None
+    rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info else None
+    if B > 0:
+        common = _common(pr)
+        get_kernel("clipresc_vjp", pr["real"])(
+            (min(B, _MAX_BLOCKS),),
+            (BLOCK,),
+            (
+                *common,
+                ybar if ybar is not None else xx,
+                np.int32(ybar is not None),
+                etabar if etabar is not None else xx,
+                np.int32(etabar is not None),
+                xbar,
+                dbar,
+                epsbar,
+                lbar if lbar is not None else xx,
+                np.int32(lbar is not None),
+                ubar if ubar is not None else xx,
+                np.int32(ubar is not None),
+                rowinfo if rowinfo is not None else xx,
+                np.int32(need_info),
+            ),
+        )
+        if need_info and n > 0:
+            blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
+            get_kernel("clipresc_bound_grad_shared", pr["real"])(
+                (blocks,),
+                (BLOCK,),
+                (
+                    *common,
+                    ybar if ybar is not None else xx,
+                    np.int32(ybar is not None),
+                    rowinfo,
+                    lshared if lshared is not None else xx,
+                    np.int32(lshared is not None),
+                    ushared if ushared is not None else xx,
+                    np.int32(ushared is not None),
+                ),
+            )
+    else:
+        for a in (lbar, ubar, lshared, ushared):
+            if a is not None:
+                a.fill(0)
+    return (
+        xbar,
+        dbar,
+        epsbar,
+        _finish_bound_grad(lo, lbar, lshared),
+        _finish_bound_grad(hi, ubar, ushared),
+    )
+
+
+def perturb_vjp_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any
+) -> tuple[Any, Any, Any, Any | None, Any | None]:
+    """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
+
+    Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
+    ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
+    for scalar / missing bounds.
+    """
+    return _vjp(x, d, eps, p, lower, upper, ybar, None)
+
+
+def scale_vjp_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, etabar: Any
+) -> tuple[Any, Any, Any, Any | None, Any | None]:
+    """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
+
+    Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
+    """
+    return _vjp(x, d, eps, p, lower, upper, None, etabar)

@@ -1,0 +1,423 @@
+"""OpenCL backend: the CUDA kernels of ``clipresc/kernels/clipresc.cu`` built as OpenCL C.
+
+The same source that CuPy compiles with NVRTC is built here with ``-DCLIPRESC_OPENCL``
+(see ``kernels/dialect.h``) and run through :mod:`pyopencl` on any OpenCL device with
+``cl_khr_fp64``. Its main use is executing the real GPU kernel logic (barriers, shared
+memory reductions, the safeguarded solve) on a CPU in CI, via the PoCL CPU device
+(``pip install pyopencl pocl-binary-distribution``).
+
+All functions take and return numpy arrays on 2-D C-contiguous ``(B, n)`` data (one vector
+per row); they copy to the device and back. ``eps`` is a scalar or ``B`` values; each
+bound is ``None`` (unbounded), a scalar, or an array broadcastable to ``(B, n)`` with at
+most two dimensions (``(n,)`` shares one bound vector across the batch). Pass ``queue`` to
+choose the device; by default the first OpenCL device with float64 support is used.
+
+Importing this module does not import pyopencl.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from clipresc.kernels import (
+    BLOCK,
+    KERNEL_NAMES,
+    ROWINFO,
+    Operand,
+    bound_operand,
+    build_defines,
+    eps_operand,
+    kernel_source,
+    norm_mode,
+    real_name,
+)
+
+__all__ = [
+    "ForwardResult",
+    "default_queue",
+    "forward_rows",
+    "perturb_rows",
+    "perturb_vjp_rows",
+    "scale_rows",
+    "scale_vjp_rows",
+]
+
+#: Most work-groups launched for the per-row kernels (they loop over further rows).
+_MAX_GROUPS = 1 << 16
+
+_lock = threading.Lock()
+_queue: Any = None
+_programs: dict[tuple[int, str], dict[str, Any]] = {}
+
+
+class ForwardResult(NamedTuple):
+    """Outputs of :func:`forward_rows`."""
+
+    y: np.ndarray | None
+    eta: np.ndarray
+    unreachable: np.ndarray
+    passes: np.ndarray | None
+
+
+def default_queue() -> Any:
+    """A command queue on the first OpenCL device that supports float64 (cached)."""
+    global _queue
+    with _lock:
+        if _queue is None:
+            import pyopencl as cl
+
+            for platform in cl.get_platforms():
+                for device in platform.get_devices():
+                    if "cl_khr_fp64" in device.extensions:
+                        ctx = cl.Context([device])
+                        _queue = cl.CommandQueue(ctx)
+                        return _queue
+            raise RuntimeError("no OpenCL device with cl_khr_fp64 found")
+        return _queue
+
+
+def _kernels(queue: Any, real: str) -> dict[str, Any]:
+    """The built kernels for this queue's context and element type (cached)."""
+    import pyopencl as cl
+
+    key = (queue.context.int_ptr, real)
+    with _lock:
+        kernels = _programs.get(key)
+        if kernels is None:
+            options = list(build_defines(real, opencl=True))
+            if any("Portable Computing Language" in d.platform.name for d in queue.context.devices):
+                # PoCL's work-group compiler aborts ("Could not find a dominating
+                # alternative variable") on some optimised forms of the barrier loops;
+                # unoptimised front-end IR avoids that and also builds much faster.
+                options.append("-cl-opt-disable")
+            prg = cl.Program(queue.context, kernel_source()).build(options=options)
+            kernels = {name: cl.Kernel(prg, name) for name in KERNEL_NAMES}
+            _programs[key] = kernels
+        return kernels
+
+
+class _Prepared(NamedTuple):
+    x: np.ndarray
+    d: np.ndarray
+    B: int
+    n: int
+    eps: Operand
+    lo: Operand
+    hi: Operand
+    p: float
+    pm: int
+
+
+def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> _Prepared:
+    x = np.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"x must be 2-D (B, n); got shape {x.shape}")
+    x = np.ascontiguousarray(x)
+    real_name(x.dtype.itemsize)
+    if x.dtype.kind != "f":
+        raise TypeError(f"x must be a real floating-point array; got dtype {x.dtype}")
+    d = np.ascontiguousarray(np.asarray(d, dtype=x.dtype))
+    if d.shape != x.shape:
+        raise ValueError(f"delta must have the same shape as x; got {d.shape} and {x.shape}")
+    B, n = x.shape
+    if np.ndim(eps) == 0 and not isinstance(eps, np.ndarray):
+        eps_op = eps_operand(float(eps), B)
+    else:
+        eps_op = eps_operand(np.ascontiguousarray(np.asarray(eps, dtype=np.float64)), B)
+
+    def side(bound: Any, default: float, name: str) -> Operand:
+        if bound is not None and (isinstance(bound, np.ndarray) or np.ndim(bound) > 0):
+            shape = np.shape(bound)  # (ascontiguousarray makes 0-d arrays 1-d)
+            bound = np.ascontiguousarray(np.asarray(bound, dtype=x.dtype)).reshape(shape)
+        return bound_operand(bound, B, n, default=default, name=name)
+
+    lo = side(lower, -np.inf, "lower")
+    hi = side(upper, np.inf, "upper")
+    pp, pm = norm_mode(p)
+    return _Prepared(x, d, B, n, eps_op, lo, hi, pp, pm)
+
+
+class _Device:
+    """Device copies of the inputs and the common kernel arguments."""
+
+    def __init__(self, queue: Any, pr: _Prepared) -> None:
+        import pyopencl.array as cla
+
+        self.queue = queue
+        self.pr = pr
+        self.x = cla.to_device(queue, pr.x)
+        self.d = cla.to_device(queue, pr.d)
+        dummy = self.x.data
+
+        def buf(op: Operand) -> Any:
+            if op.array is None:
+                return dummy
+            return cla.to_device(queue, np.ascontiguousarray(op.array).reshape(-1)).data
+
+        self.eps_buf = buf(pr.eps)
+        self.lo_buf = buf(pr.lo)
+        self.hi_buf = buf(pr.hi)
+        self.dummy = dummy
+
+    def common(self) -> tuple[Any, ...]:
+        pr = self.pr
+        return (
+            self.x.data,
+            self.d.data,
+            self.eps_buf,
+            np.int64(pr.eps.es),
+            np.int32(pr.eps.array is not None),
+            np.float64(pr.eps.value),
+            self.lo_buf,
+            np.int64(pr.lo.rs),
+            np.int64(pr.lo.es),
+            np.int32(pr.lo.array is not None),
+            np.float64(pr.lo.value),
+            self.hi_buf,
+            np.int64(pr.hi.rs),
+            np.int64(pr.hi.es),
+            np.int32(pr.hi.array is not None),
+            np.float64(pr.hi.value),
+            np.int64(pr.B),
+            np.int64(pr.n),
+            np.float64(pr.p),
+            np.int32(pr.pm),
+        )
+
+
+def _row_groups(B: int) -> int:
+    return max(1, min(B, _MAX_GROUPS))
+
+
+def _empty_forward(pr: _Prepared, want_y: bool, want_passes: bool) -> ForwardResult:
+    """B == 0 or n == 0 (OpenCL has no zero-size buffers): nothing moves, eta = 0."""
+    eta = np.zeros(pr.B, dtype=pr.x.dtype)
+    mask = np.zeros(pr.B, dtype=bool)
+    y = pr.x.copy() if want_y else None
+    passes = np.ones(pr.B, dtype=np.int32) if want_passes else None
+    return ForwardResult(y, eta, mask, passes)
+
+
+def forward_rows(
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any = 0.0,
+    upper: Any = 1.0,
+    *,
+    want_y: bool = True,
+    want_passes: bool = False,
+    queue: Any = None,
+) -> ForwardResult:
+    """Solve every row and optionally apply: ``y = clip(x + eta * d, lower, upper)``.
+
+    Returns ``(y or None, eta, unreachable, passes or None)``; ``eta`` has x's dtype,
+    ``unreachable`` is a bool mask (eps above the largest reachable size; eta is then the
+    saturating scale), ``passes`` counts the passes the kernel made over each row.
+    """
+    import pyopencl.array as cla
+
+    pr = _prepare(x, d, eps, p, lower, upper)
+    if pr.B == 0 or pr.n == 0:
+        return _empty_forward(pr, want_y, want_passes)
+    queue = queue if queue is not None else default_queue()
+    k = _kernels(queue, real_name(pr.x.dtype.itemsize))["clipresc_forward"]
+    dev = _Device(queue, pr)
+    eta = cla.empty(queue, (pr.B,), pr.x.dtype)
+    flag = cla.empty(queue, (pr.B,), np.uint8)
+    y = cla.empty(queue, (pr.B, pr.n), pr.x.dtype) if want_y else None
+    passes = cla.empty(queue, (pr.B,), np.int32) if want_passes else None
+    groups = _row_groups(pr.B)
+    k(
+        queue,
+        (groups * BLOCK,),
+        (BLOCK,),
+        *dev.common(),
+        eta.data,
+        flag.data,
+        y.data if y is not None else dev.dummy,
+        np.int32(want_y),
+        passes.data if passes is not None else dev.dummy,
+        np.int32(want_passes),
+    )
+    return ForwardResult(
+        y.get() if y is not None else None,
+        eta.get(),
+        flag.get().astype(bool),
+        passes.get() if passes is not None else None,
+    )
+
+
+def scale_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any = 0.0, upper: Any = 1.0, *, queue: Any = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row scale ``eta`` with ``||clip(x + eta d, lower, upper) - x||_p = eps``.
+
+    Returns ``(eta, unreachable_mask)``, both of shape ``(B,)``.
+    """
+    r = forward_rows(x, d, eps, p, lower, upper, want_y=False, queue=queue)
+    return r.eta, r.unreachable
+
+
+def perturb_rows(
+    x: Any, d: Any, eps: Any, p: float, lower: Any = 0.0, upper: Any = 1.0, *, queue: Any = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fused solve and apply. Returns ``(y, eta, unreachable_mask)``."""
+    r = forward_rows(x, d, eps, p, lower, upper, want_y=True, queue=queue)
+    assert r.y is not None
+    return r.y, r.eta, r.unreachable
+
+
+def _vjp(
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    ybar: Any,
+    etabar: Any,
+    queue: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    import pyopencl.array as cla
+
+    pr = _prepare(x, d, eps, p, lower, upper)
+    dt = pr.x.dtype
+    if pr.B == 0 or pr.n == 0:
+        z = np.zeros_like(pr.x)
+        return (
+            z,
+            z.copy(),
+            np.zeros(pr.B, dtype=dt),
+            _zero_bound_grad(pr.lo, dt),
+            _zero_bound_grad(pr.hi, dt),
+        )
+    queue = queue if queue is not None else default_queue()
+    kernels = _kernels(queue, real_name(dt.itemsize))
+    dev = _Device(queue, pr)
+    ybar_d = None
+    if ybar is not None:
+        ybar_h = np.ascontiguousarray(np.asarray(ybar, dtype=dt))
+        if ybar_h.shape != pr.x.shape:
+            raise ValueError(f"ybar must have x's shape {pr.x.shape}; got {ybar_h.shape}")
+        ybar_d = cla.to_device(queue, ybar_h)
+    etabar_d = None
+    if etabar is not None:
+        etabar_h = np.ascontiguousarray(np.broadcast_to(np.asarray(etabar, dtype=dt), (pr.B,)))
+        etabar_d = cla.to_device(queue, etabar_h)
+
+    xbar = cla.empty(queue, (pr.B, pr.n), dt)
+    dbar = cla.empty(queue, (pr.B, pr.n), dt)
+    epsbar = cla.empty(queue, (pr.B,), dt)
+    lfull = pr.lo.grad in ("full", "reduce")
+    ufull = pr.hi.grad in ("full", "reduce")
+    lbar = cla.empty(queue, (pr.B, pr.n), dt) if lfull else None
+    ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
+    need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
+    rowinfo = cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info else None
+    kernels["clipresc_vjp"](
+        queue,
+        (_row_groups(pr.B) * BLOCK,),
+        (BLOCK,),
+        *dev.common(),
+        ybar_d.data if ybar_d is not None else dev.dummy,
+        np.int32(ybar_d is not None),
+        etabar_d.data if etabar_d is not None else dev.dummy,
+        np.int32(etabar_d is not None),
+        xbar.data,
+        dbar.data,
+        epsbar.data,
+        lbar.data if lbar is not None else dev.dummy,
+        np.int32(lbar is not None),
+        ubar.data if ubar is not None else dev.dummy,
+        np.int32(ubar is not None),
+        rowinfo.data if rowinfo is not None else dev.dummy,
+        np.int32(need_info),
+    )
+    lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
+    ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
+    if need_info:
+        assert rowinfo is not None
+        groups = max(1, min((pr.n + BLOCK - 1) // BLOCK, _MAX_GROUPS))
+        kernels["clipresc_bound_grad_shared"](
+            queue,
+            (groups * BLOCK,),
+            (BLOCK,),
+            *dev.common(),
+            ybar_d.data if ybar_d is not None else dev.dummy,
+            np.int32(ybar_d is not None),
+            rowinfo.data,
+            lshared.data if lshared is not None else dev.dummy,
+            np.int32(lshared is not None),
+            ushared.data if ushared is not None else dev.dummy,
+            np.int32(ushared is not None),
+        )
+    return (
+        xbar.get(),
+        dbar.get(),
+        epsbar.get(),
+        _finish_bound_grad(pr.lo, lbar, lshared),
+        _finish_bound_grad(pr.hi, ubar, ushared),
+    )
+
+
+def _zero_bound_grad(op: Operand, dt: np.dtype) -> np.ndarray | None:
+    if op.array is None:
+        return None
+    return np.zeros(np.shape(op.array), dtype=dt)
+
+
+def _finish_bound_grad(op: Operand, full: Any, shared: Any) -> np.ndarray | None:
+    """The cotangent of one bound in the bound's own shape (None for a scalar bound)."""
+    if op.array is None:
+        return None
+    shape = np.shape(op.array)
+    if op.grad == "shared":
+        return np.asarray(shared.get()).reshape(shape)
+    g = np.asarray(full.get())
+    if op.grad == "reduce":
+        axes = tuple(ax for ax in (0, 1) if op.shape2d[ax] == 1)
+        g = g.sum(axis=axes, keepdims=True, dtype=np.float64).astype(g.dtype)
+    return g.reshape(shape)
+
+
+def perturb_vjp_rows(
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    ybar: Any,
+    *,
+    queue: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
+
+    Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
+    ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
+    for scalar / missing bounds.
+    """
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue)
+
+
+def scale_vjp_rows(
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    etabar: Any,
+    *,
+    queue: Any = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
+
+    Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
+    """
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue)

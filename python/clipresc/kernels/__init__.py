@@ -1,0 +1,140 @@
+"""GPU kernel sources (package data) and the host-side helpers shared by the GPU backends.
+
+``clipresc.cu`` is written in the portable dialect of ``dialect.h``: the same text builds
+as CUDA with NVRTC (CuPy backend) and as OpenCL C (OpenCL backend, ``-DCLIPRESC_OPENCL``).
+Nothing here imports an array library; the helpers only look at shapes and Python scalars.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+__all__ = [
+    "BLOCK",
+    "KERNEL_NAMES",
+    "ROWINFO",
+    "Operand",
+    "bound_operand",
+    "build_defines",
+    "eps_operand",
+    "kernel_source",
+    "norm_mode",
+    "real_name",
+]
+
+#: Threads per block (work-items per work-group) the kernels are built and launched with.
+BLOCK = 256
+#: Doubles per row in the rowinfo scratch written by ``clipresc_vjp``.
+ROWINFO = 6
+#: Every kernel defined in ``clipresc.cu``.
+KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared")
+
+_INCLUDE = '#include "dialect.h"'
+
+
+def kernel_source() -> str:
+    """The kernel source with ``dialect.h`` inlined (ready for NVRTC or an OpenCL build)."""
+    pkg = resources.files(__name__)
+    header = pkg.joinpath("dialect.h").read_text(encoding="utf-8")
+    body = pkg.joinpath("clipresc.cu").read_text(encoding="utf-8")
+    if _INCLUDE not in body:  # pragma: no cover - guards against editing mistakes
+        raise RuntimeError("clipresc.cu must include dialect.h")
+    return body.replace(_INCLUDE, header, 1)
+
+
+def real_name(itemsize: int) -> str:
+    """C name of the element type for a float array with this item size (4 or 8)."""
+    if itemsize == 4:
+        return "float"
+    if itemsize == 8:
+        return "double"
+    raise TypeError(f"GPU kernels support float32 and float64 only; got itemsize {itemsize}")
+
+
+def build_defines(real: str, *, opencl: bool = False, block: int = BLOCK) -> tuple[str, ...]:
+    """Preprocessor options selecting the element type, block size and dialect."""
+    opts = [f"-DREAL={real}", f"-DCLIPRESC_BLOCK={block}"]
+    if opencl:
+        opts.append("-DCLIPRESC_OPENCL")
+    return tuple(opts)
+
+
+def norm_mode(p: float) -> tuple[float, int]:
+    """``(p, pm)`` for the kernels: pm is 1 or 2 for the fast paths, 3 for inf, else 0."""
+    p = float(p)
+    if math.isnan(p) or p <= 0.0:
+        raise ValueError(f"p must be a positive number or inf; got {p!r}")
+    if math.isinf(p):
+        return 0.0, 3
+    if p == 1.0:
+        return p, 1
+    if p == 2.0:
+        return p, 2
+    return p, 0
+
+
+@dataclass(frozen=True)
+class Operand:
+    """A kernel operand that is a scalar or an array broadcast to ``(B, n)`` (or ``(B,)``).
+
+    ``array`` is ``None`` for a scalar (``value`` is then used). Otherwise it is the
+    C-contiguous array itself and ``rs`` / ``es`` are its row / element strides in
+    elements (0 along a broadcast axis). ``grad`` says how its cotangent is produced:
+    ``"none"`` (scalar), ``"full"`` (written per element by ``clipresc_vjp``),
+    ``"shared"`` (one value per column, ``clipresc_bound_grad_shared``) or ``"reduce"``
+    (computed per element, then summed over the broadcast axes by the host library).
+    """
+
+    array: Any
+    value: float
+    rs: int
+    es: int
+    grad: str
+    shape2d: tuple[int, int]
+
+
+def bound_operand(bound: Any, B: int, n: int, *, default: float, name: str) -> Operand:
+    """Describe one side of the box. ``bound`` is ``None``, a real scalar or an array
+    (anything with ``shape``; the caller makes it C-contiguous of the right dtype) whose
+    shape broadcasts to ``(B, n)`` with at most two dimensions."""
+    if bound is None:
+        return Operand(None, default, 0, 0, "none", (1, 1))
+    shape = getattr(bound, "shape", None)
+    if shape is None:
+        return Operand(None, float(bound), 0, 0, "none", (1, 1))
+    shape = tuple(int(s) for s in shape)
+    if len(shape) > 2:
+        raise ValueError(
+            f"bounds: {name} of shape {shape} does not broadcast to x's shape {(B, n)}"
+        )
+    s2 = (1,) * (2 - len(shape)) + shape
+    if s2[0] not in (1, B) or s2[1] not in (1, n):
+        raise ValueError(
+            f"bounds: {name} of shape {shape} does not broadcast to x's shape {(B, n)}"
+        )
+    rs = s2[1] if s2[0] > 1 else 0
+    es = 1 if s2[1] > 1 else 0
+    if s2[1] == n and s2[0] == B:
+        grad = "full"
+    elif s2[1] == n and n > 1:
+        grad = "shared"
+    else:
+        grad = "reduce"
+    return Operand(bound, 0.0, rs, es, grad, (s2[0], s2[1]))
+
+
+def eps_operand(eps: Any, B: int) -> Operand:
+    """Describe ``eps``: a real scalar, or an array of 1 or ``B`` float64 values."""
+    shape = getattr(eps, "shape", None)
+    if shape is None:
+        return Operand(None, float(eps), 0, 0, "none", (1, 1))
+    size = math.prod(int(s) for s in shape)
+    if size not in (1, B):
+        raise ValueError(
+            f"eps must be a scalar or hold one value per vector ({B} vectors); "
+            f"got shape {tuple(shape)}"
+        )
+    return Operand(eps, 0.0, 0, 1 if size > 1 else 0, "none", (size, 1))

@@ -1,0 +1,102 @@
+/*
+ * clipresc portable kernel dialect: one kernel source, two compilers.
+ *
+ * The same kernel file (clipresc.cu) builds
+ *   - as CUDA C++ with NVRTC (the default), and
+ *   - as OpenCL C when CLIPRESC_OPENCL is defined (needs cl_khr_fp64).
+ *
+ * Kernels written against this header may only use what both dialects express:
+ * one work-group per vector, shared-memory tree reductions with block barriers in
+ * uniform control flow, no warp-synchronous tricks (shuffles, votes), no atomics.
+ *
+ * Element type: `real` (REAL, float by default; -DREAL=double for float64 data).
+ * Accumulator type: `acc` (always double); convert with CR_ACC(v) / CR_REAL(v).
+ * Kernels are declared `CR_KERNEL name(args)` (the macro supplies the `void`).
+ */
+#ifndef CLIPRESC_DIALECT_H
+#define CLIPRESC_DIALECT_H
+
+#ifndef REAL
+#define REAL float
+#endif
+
+/* Threads per block (work-items per work-group); a power of two. The host must launch
+ * with exactly this many threads per block. */
+#ifndef CLIPRESC_BLOCK
+#define CLIPRESC_BLOCK 256
+#endif
+
+#ifdef CLIPRESC_OPENCL
+/* ------------------------------------------------------------------ OpenCL C */
+#pragma OPENCL EXTENSION cl_khr_fp64 : enable
+#define CR_KERNEL __kernel __attribute__((reqd_work_group_size(CLIPRESC_BLOCK, 1, 1))) void
+#define CR_GLOBAL __global         /* pointer into device (global) memory */
+#define CR_SHARED __local          /* declaration of a block-shared array (kernel scope) */
+#define CR_LOCAL_PTR __local       /* pointer parameter into block-shared memory */
+#define CR_DEVICE static inline    /* device helper function */
+typedef long cr_i64;
+#define CR_TID ((cr_i64)get_local_id(0))
+#define CR_BID ((cr_i64)get_group_id(0))
+#define CR_BDIM ((cr_i64)get_local_size(0))
+#define CR_NBLOCKS ((cr_i64)get_num_groups(0))
+#define CR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+#define CR_D2L(v) as_long(v)       /* bit pattern of a double */
+#define CR_L2D(v) as_double(v)
+#define CR_INF ((double)INFINITY)
+#else
+/* ------------------------------------------------------------------ CUDA (NVRTC) */
+#define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK)
+#define CR_GLOBAL
+#define CR_SHARED __shared__
+#define CR_LOCAL_PTR
+#define CR_DEVICE static __device__ __forceinline__
+typedef long long cr_i64;
+#define CR_TID ((cr_i64)threadIdx.x)
+#define CR_BID ((cr_i64)blockIdx.x)
+#define CR_BDIM ((cr_i64)blockDim.x)
+#define CR_NBLOCKS ((cr_i64)gridDim.x)
+#define CR_BARRIER() __syncthreads()
+#define CR_D2L(v) __double_as_longlong(v)
+#define CR_L2D(v) __longlong_as_double(v)
+#define CR_INF __longlong_as_double(0x7ff0000000000000LL)
+#endif
+
+typedef REAL real;
+typedef double acc;
+
+/* Conversions between the element type and the accumulator. CuPy compiles with
+ * -ftz=true, under which NVRTC flushes subnormal floats in float<->double conversions;
+ * inline PTX keeps them exact (double data converts as is). */
+#ifdef CLIPRESC_OPENCL
+#define CR_ACC(v) ((acc)(v))
+#define CR_REAL(v) ((real)(v))
+#else
+template <typename T>
+struct cr_acc_cvt {
+    static __device__ __forceinline__ double of(T v) { return (double)v; }
+};
+template <>
+struct cr_acc_cvt<float> {
+    static __device__ __forceinline__ double of(float v) {
+        double r;
+        asm("cvt.f64.f32 %0, %1;" : "=d"(r) : "f"(v));
+        return r;
+    }
+};
+template <typename T>
+struct cr_real_cvt {
+    static __device__ __forceinline__ T of(double v) { return (T)v; }
+};
+template <>
+struct cr_real_cvt<float> {
+    static __device__ __forceinline__ float of(double v) {
+        float r;
+        asm("cvt.rn.f32.f64 %0, %1;" : "=f"(r) : "d"(v));
+        return r;
+    }
+};
+#define CR_ACC(v) cr_acc_cvt<real>::of(v)
+#define CR_REAL(v) cr_real_cvt<real>::of(v)
+#endif
+
+#endif /* CLIPRESC_DIALECT_H */

@@ -1,0 +1,152 @@
+"""The CuPy backend's host code (argument preparation, kernel argument lists, launch
+geometry, output shapes) without a GPU: a stand-in ``cupy`` module backed by numpy whose
+``RawModule`` runs the requested kernel through pyopencl (the same kernel source, built
+as OpenCL C). A mismatch between the argument list the CuPy backend passes and a kernel's
+signature fails here, before it can fail on a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import types
+from typing import Any, Callable
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _gpu_oracle import bisect_eta, make_case
+
+cl = pytest.importorskip("pyopencl")
+cla = pytest.importorskip("pyopencl.array")
+
+from clipresc.backends import cupy_backend as cb  # noqa: E402
+from clipresc.backends import opencl_backend as ob  # noqa: E402
+
+
+class _FakeKernel:
+    def __init__(self, name: str, real: str) -> None:
+        self.name = name
+        self.real = real
+
+    def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        queue = ob.default_queue()
+        kernel = ob._kernels(queue, self.real)[self.name]
+        dev: list[Any] = []
+        copies: list[tuple[np.ndarray, Any]] = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                if a.size == 0:
+                    pytest.skip("zero-size buffers are not possible in OpenCL")
+                buf = cla.to_device(queue, np.ascontiguousarray(a))
+                copies.append((a, buf))
+                dev.append(buf.data)
+            else:
+                assert isinstance(a, np.generic), f"kernel argument of type {type(a)}"
+                dev.append(a)
+        kernel(queue, (grid[0] * block[0],), (block[0],), *dev)
+        for host, buf in copies:
+            if host.flags.writeable:  # outputs (inputs are copied back unchanged)
+                host[...] = buf.get().reshape(host.shape)
+
+
+class _FakeModule:
+    def __init__(self, code: str, options: tuple[str, ...]) -> None:
+        assert "clipresc_forward" in code
+        self.real = next(o.split("=", 1)[1] for o in options if o.startswith("-DREAL="))
+
+    def get_function(self, name: str) -> _FakeKernel:
+        return _FakeKernel(name, self.real)
+
+
+def _memoize(for_each_device: bool = False) -> Callable[[Callable[..., Any]], Any]:
+    assert for_each_device
+    return lambda f: f
+
+
+def _fake_cupy() -> types.SimpleNamespace:
+    return types.SimpleNamespace(
+        ndarray=np.ndarray,
+        ascontiguousarray=np.ascontiguousarray,
+        asarray=np.asarray,
+        empty=np.empty,
+        broadcast_to=np.broadcast_to,
+        float64=np.float64,
+        int32=np.int32,
+        bool_=np.bool_,
+        RawModule=_FakeModule,
+        memoize=_memoize,
+    )
+
+
+@pytest.fixture
+def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        ob.default_queue()
+    except (RuntimeError, cl.Error) as exc:  # pragma: no cover - environment dependent
+        pytest.skip(f"no OpenCL device with float64: {exc}")
+    monkeypatch.setattr(cb, "_cupy", _fake_cupy)
+    cb._module_factory.cache_clear()
+    yield
+    cb._module_factory.cache_clear()
+
+
+@pytest.mark.parametrize("kind", ("scalar", "full", "shared", "half_inf"))
+@pytest.mark.parametrize("p", (0.5, 2.0, math.inf), ids=lambda p: f"p{p}")
+@pytest.mark.parametrize("dtype", (np.float32, np.float64), ids=["f32", "f64"])
+def test_cupy_backend_forward(fake_cupy: None, p: float, kind: str, dtype: Any) -> None:
+    rng = np.random.default_rng([len(kind), 17])
+    x, d, eps, lower, upper = make_case(rng, 300, dtype, kind, p)
+    y, eta, mask, passes = cb.forward_rows(x, d, eps, p, lower, upper, want_passes=True)
+    ref = ob.forward_rows(x, d, eps, p, lower, upper, want_passes=True)
+    np.testing.assert_array_equal(eta, ref.eta)
+    np.testing.assert_array_equal(mask, ref.unreachable)
+    np.testing.assert_array_equal(y, ref.y)
+    np.testing.assert_array_equal(passes, ref.passes)
+    assert eta.dtype == dtype and y is not None and y.dtype == dtype and mask.dtype == bool
+    eta_ref, _ = bisect_eta(x, d, eps, p, lower, upper)
+    np.testing.assert_allclose(eta, eta_ref, rtol=2e-6 if dtype == np.float32 else 1e-10)
+    # wrappers, scalar eps, host-list eps
+    eta2, _ = cb.scale_rows(x, d, float(eps[0]), p, lower, upper)
+    assert eta2[0] == eta[0]
+    y3, eta3, _ = cb.perturb_rows(x, d, list(eps), p, lower, upper)
+    np.testing.assert_array_equal(y3, y)
+    np.testing.assert_array_equal(eta3, eta)
+
+
+@pytest.mark.parametrize("kind", ("scalar", "full", "shared", "half_inf", "row", "zero_d"))
+@pytest.mark.parametrize("p", (0.5, 2.0, math.inf), ids=lambda p: f"p{p}")
+def test_cupy_backend_vjp(fake_cupy: None, p: float, kind: str) -> None:
+    rng = np.random.default_rng([len(kind), 19])
+    base = {"row": "full", "zero_d": "full"}.get(kind, kind)
+    x, d, eps, lower, upper = make_case(rng, 300, np.float64, base, p)
+    if kind == "row":  # one bound per row (B, 1): reduced on the host
+        upper = np.full((x.shape[0], 1), np.inf)
+        upper[:3, 0] = 2.0
+    if kind == "zero_d":  # 0-d device array bound
+        lower = np.asarray(-0.5)
+    ybar = rng.normal(size=x.shape)
+    etabar = rng.normal(size=x.shape[0])
+    for got, ref in (
+        (
+            cb.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar),
+            ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar),
+        ),
+        (
+            cb.scale_vjp_rows(x, d, eps, p, lower, upper, etabar),
+            ob.scale_vjp_rows(x, d, eps, p, lower, upper, etabar),
+        ),
+    ):
+        for g, r in zip(got, ref):
+            if r is None:
+                assert g is None
+            else:
+                assert g.shape == r.shape
+                np.testing.assert_allclose(g, r, rtol=1e-13, atol=1e-15)
+    if isinstance(lower, np.ndarray):
+        assert got[3] is not None and got[3].shape == np.shape(lower)
+    if isinstance(upper, np.ndarray):
+        assert got[4] is not None and got[4].shape == np.shape(upper)
