@@ -170,8 +170,10 @@ impl<T: Real> InfLanes<T> {
         let zero = T::zero();
         let a = d.abs();
         let s = room(x, d, lo, hi);
-        let take = (a > zero) & (s >= self.eps) & (a > self.amax[k]);
-        self.amax[k] = if take { a } else { self.amax[k] };
+        // `max` of a select, not a conditional assignment: the latter becomes a masked
+        // store, which keeps the lanes in memory and stalls every iteration.
+        let take = (a > zero) & (s >= self.eps);
+        self.amax[k] = self.amax[k].max(if take { a } else { zero });
         self.nmov[k] += (a > zero) as u32;
         self.bad[k] += is_bad(x, d, lo, hi);
     }
@@ -252,15 +254,13 @@ impl<T: Real, P: Power> SatLanes<T, P> {
         let s = room(x, d, lo, hi);
         let mov = a > zero;
         let key = s / a;
-        self.key[k] = if mov & (key > self.key[k]) {
-            key
-        } else {
-            self.key[k]
-        };
+        self.key[k] = self.key[k].max(if mov { key } else { zero });
         self.c[k] = self.c[k] + if mov { self.pw.pow(s) } else { zero };
-        let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s, a));
-        self.smax[k] = if mov { sm } else { self.smax[k] };
-        self.a_at[k] = if mov { am } else { self.a_at[k] };
+        // Immobile elements enter as (room 0, |delta| 0), which never wins.
+        let s_in = if mov { s } else { zero };
+        let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s_in, a));
+        self.smax[k] = sm;
+        self.a_at[k] = am;
     }
 
     #[inline(always)]
@@ -342,7 +342,7 @@ fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALID
 }
 
 /// Number of guesses at which the first pass evaluates `g`.
-pub(crate) const POINTS: usize = 6;
+pub(crate) const POINTS: usize = 4;
 const LANES_FIRST: usize = 8;
 
 /// Sums of the first, validating pass: the Newton quantities at `t = 0` and
@@ -387,43 +387,21 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     let mut nsat0 = [0u32; W];
     let mut nmov = [0u32; W];
     let mut bad = [0u32; W];
-    let mut g = [[z; W]; POINTS];
-    let n = row.len();
-    let mut base = 0;
-    while base < n {
-        let len = W.min(n - base);
-        let r = row.sub(base, base + len);
-        // Padding lanes keep w = c = 0, which adds exactly nothing to g.
-        let mut w = [z; W];
-        let mut c = [z; W];
-        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
-            let a = d.abs();
-            let s = room(x, d, lo, hi);
-            w[k] = pw.pow(a);
-            c[k] = pw.pow(s);
-            let sat0 = s <= z;
-            m0[k] = m0[k] + if sat0 { z } else { w[k] };
-            nsat0[k] += sat0 as u32;
-            nmov[k] += (a > z) as u32;
-            bad[k] += is_bad(x, d, lo, hi);
-        };
-        if len == W {
-            let (xs, ds) = (&r.x[..W], &r.d[..W]);
-            for k in 0..W {
-                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
-            }
-        } else {
-            for k in 0..len {
-                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
-            }
-        }
+    let mut g = [[z; POINTS]; W];
+    for_lanes_w::<W, T, L, H>(row, |k, x, d, lo, hi| {
+        let a = d.abs();
+        let s = room(x, d, lo, hi);
+        let w = pw.pow(a);
+        let c = pw.pow(s);
+        let sat0 = s <= z;
+        m0[k] = m0[k] + if sat0 { z } else { w };
+        nsat0[k] += sat0 as u32;
+        nmov[k] += (a > z) as u32;
+        bad[k] |= is_bad(x, d, lo, hi);
         for j in 0..POINTS {
-            for k in 0..W {
-                g[j][k] = g[j][k] + (t[j] * w[k]).min(c[k]);
-            }
+            g[k][j] = g[k][j] + (t[j] * w).min(c);
         }
-        base += len;
-    }
+    });
     let mut out = FirstSums::default();
     for k in 0..W {
         out.m0 += m0[k].as_f64();
@@ -431,7 +409,7 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         out.nmov += nmov[k] as u64;
         out.bad += bad[k] as u64;
         for j in 0..POINTS {
-            out.g[j] += g[j][k].as_f64();
+            out.g[j] += g[k][j].as_f64();
         }
     }
     out
@@ -484,7 +462,7 @@ fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     while base < n {
         let len = LANES.min(n - base);
         let r = row.sub(base, base + len);
-        let mut inside = [false; LANES];
+        let mut inside = 0u32;
         let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
             let a = d.abs();
             let s = room(x, d, lo, hi);
@@ -492,7 +470,7 @@ fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             let free_hi = s > eta_hi * a;
             c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
             m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
-            inside[k] = !sat_lo & !free_hi;
+            inside |= ((!sat_lo & !free_hi) as u32) << k;
         };
         if len == LANES {
             let (xs, ds) = (&r.x[..LANES], &r.d[..LANES]);
@@ -504,16 +482,16 @@ fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
                 lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
             }
         }
-        if inside.iter().any(|&b| b) {
-            for (k, _) in inside.iter().enumerate().filter(|(_, &hit)| hit) {
-                let (a, s) = r.element(k);
-                let (a64, s64) = (a.as_f64(), s.as_f64());
-                cands.push(Cand {
-                    key: s64 / a64,
-                    w: pw.pow64(a64),
-                    c: pw.pow64(s64),
-                });
-            }
+        while inside != 0 {
+            let k = inside.trailing_zeros() as usize;
+            inside &= inside - 1;
+            let (a, s) = r.element(k);
+            let (a64, s64) = (a.as_f64(), s.as_f64());
+            cands.push(Cand {
+                key: s64 / a64,
+                w: pw.pow64(a64),
+                c: pw.pow64(s64),
+            });
         }
         base += len;
     }
