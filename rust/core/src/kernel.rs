@@ -600,8 +600,36 @@ fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: T,
 ) -> InfSums {
-    let mut lanes = InfLanes::new(eps);
-    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
+    // Whole lane blocks are folded by value (fresh arrays each step), which lets LLVM keep
+    // the accumulators in registers; the ragged tail goes through `InfLanes`.
+    let n = row.len();
+    let full = n / LANES * LANES;
+    let zero = T::zero();
+    let (mut am, mut nm, mut nb) = ([zero; LANES], [0u32; LANES], [0u32; LANES]);
+    for (base, (xs, ds)) in (0..full).step_by(LANES).zip(
+        row.x[..full]
+            .chunks_exact(LANES)
+            .zip(row.d[..full].chunks_exact(LANES)),
+    ) {
+        let lo = row.lo.sub(base, LANES);
+        let hi = row.hi.sub(base, LANES);
+        let (am1, nm1, nb1) = (am, nm, nb);
+        am = std::array::from_fn(|k| {
+            let (a, s) = (ds[k].abs(), room(xs[k], ds[k], lo.at(k), hi.at(k)));
+            am1[k].max(if (a > zero) & (s >= eps) { a } else { zero })
+        });
+        nm = std::array::from_fn(|k| nm1[k] + (ds[k] != zero) as u32);
+        nb = std::array::from_fn(|k| nb1[k] | is_bad(xs[k], ds[k], lo.at(k), hi.at(k)));
+    }
+    let mut lanes = InfLanes {
+        eps,
+        amax: am,
+        nmov: nm,
+        bad: nb,
+    };
+    for i in full..n {
+        lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
+    }
     lanes.finish()
 }
 
