@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from ._api import perturb, scale
+from ._api import perturb, perturb_vjp, scale, scale_vjp
+from ._noise import noise
 
 try:
     __version__ = version("clipresc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "perturb", "scale"]
+__all__ = ["__version__", "noise", "perturb", "perturb_vjp", "scale", "scale_vjp"]

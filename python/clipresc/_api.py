@@ -1,12 +1,12 @@
-"""The public functions: argument checks, then dispatch to a backend."""
+"""The public functions: they hand every call to :mod:`clipresc._dispatch`, which checks the
+arguments and picks the backend for the caller's arrays."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from ._prepare import prepare
-from .backends import numpy_backend
+from . import _dispatch
 
 DEFAULT_BOUNDS = (0.0, 1.0)
 
@@ -43,7 +43,7 @@ def scale(
     >>> clipresc.scale(x, d, 0.5, p=1)  # 0.9 saturates after 0.1; 0.5 moves the other 0.4
     array([[0.4]])
     """
-    return numpy_backend.scale(prepare(x, delta, eps, p, bounds, axis, unreachable))
+    return _dispatch.scale(x, delta, eps, p, bounds, axis, unreachable)
 
 
 def perturb(
@@ -66,4 +66,71 @@ def perturb(
     >>> y, float(np.abs(y - x).sum())
     (array([[0.9, 1. ]]), 0.5)
     """
-    return numpy_backend.perturb(prepare(x, delta, eps, p, bounds, axis, unreachable))
+    return _dispatch.perturb(x, delta, eps, p, bounds, axis, unreachable)
+
+
+def scale_vjp(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    etabar: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> dict[str, Any]:
+    """Vector-Jacobian product of :func:`scale`: the cotangents of its inputs for ``etabar``.
+
+    Closed form (DESIGN.md section 3), O(n) per vector, in the Rust core for NumPy and CPU
+    arrays. Same arguments as :func:`scale`, plus ``etabar``, the cotangent of ``eta``
+    (``eta``'s shape, or anything broadcastable to it).
+
+    Returns:
+        ``{"x", "delta", "eps", "lower", "upper"}``: arrays of the caller's library, each in
+        the shape and dtype of its argument (``eps``'s is 0-d for a number ``eps``); an
+        array bound gets its own shape (summed over the axes it broadcasts along), a number
+        or ``None`` bound gets ``None``.
+
+    Conventions where ``eta`` is not differentiable: elements on a breakpoint count as
+    saturated (the derivative for increasing ``eps``); ``eps = 0`` gives the finite
+    ``d eta / d eps = (sum_i |delta_i|^p)^(-1/p)`` over elements with room; when ``eps`` is
+    unreachable ``eta`` follows the element that saturates last (``eps`` gets 0); for
+    ``p = inf`` only ``eps`` and the arg-min direction element get gradient.
+
+    >>> import numpy as np, clipresc
+    >>> x = np.array([[0.5, 0.9]]); d = np.array([[1.0, 1.0]])
+    >>> g = clipresc.scale_vjp(x, d, 0.5, np.ones((1, 1)), p=1)  # eta = eps - (1 - x[1])
+    >>> g["eps"], g["x"], g["upper"]
+    (array(1.), array([[0., 1.]]), None)
+    >>> g = clipresc.scale_vjp(x, d, 0.5, 1.0, p=1, bounds=(0.0, np.ones(2)))
+    >>> g["upper"]  # the upper bound of the saturated element
+    array([ 0., -1.])
+    """
+    return _dispatch.scale_vjp(x, delta, eps, etabar, p, bounds, axis, unreachable)
+
+
+def perturb_vjp(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    ybar: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> dict[str, Any]:
+    """Vector-Jacobian product of :func:`perturb`: the cotangents of its inputs for ``ybar``.
+
+    ``ybar`` is the cotangent of ``y = perturb(x, delta, eps, ...)`` (``x``'s shape, or
+    broadcastable to it). Each element passes ``ybar`` to ``x`` (and ``eta * ybar`` to
+    ``delta``) while it moves freely, or to the bound it sits on once saturated; the rest
+    flows through ``eta`` as in :func:`scale_vjp`. Returns the same dict as
+    :func:`scale_vjp`.
+
+    >>> import numpy as np, clipresc
+    >>> x = np.array([[0.5, 0.9]]); d = np.array([[1.0, 1.0]])
+    >>> g = clipresc.perturb_vjp(x, d, 0.5, np.array([[1.0, 0.0]]), p=1)
+    >>> g["x"], g["eps"]  # y[0] = x[0] + eps - (1 - x[1])
+    (array([[1., 1.]]), array(1.))
+    """
+    return _dispatch.perturb_vjp(x, delta, eps, ybar, p, bounds, axis, unreachable)

@@ -39,3 +39,46 @@ def solve_stats(
 def newton_adversary(
     n: int, p: float
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], float]: ...
+def noise_into(
+    x: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    distribution: str,
+    seed: bytes,
+    row_offset: int,
+    y_out: npt.NDArray[Any],
+    eta_out: npt.NDArray[Any],
+) -> tuple[int, int]: ...
+def sample_into(distribution: str, seed: bytes, row_offset: int, out: npt.NDArray[Any]) -> None: ...
+def scale_vjp_into(
+    x: npt.NDArray[Any],
+    delta: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    etabar: npt.NDArray[Any],
+    x_grad: npt.NDArray[Any],
+    delta_grad: npt.NDArray[Any],
+    eps_grad: npt.NDArray[np.float64],
+    lower_grad: npt.NDArray[Any] | None = None,
+    upper_grad: npt.NDArray[Any] | None = None,
+    eta: npt.NDArray[Any] | None = None,
+) -> tuple[int, int]: ...
+def perturb_vjp_into(
+    x: npt.NDArray[Any],
+    delta: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    ybar: npt.NDArray[Any],
+    x_grad: npt.NDArray[Any],
+    delta_grad: npt.NDArray[Any],
+    eps_grad: npt.NDArray[np.float64],
+    lower_grad: npt.NDArray[Any] | None = None,
+    upper_grad: npt.NDArray[Any] | None = None,
+    eta: npt.NDArray[Any] | None = None,
+) -> tuple[int, int]: ...

@@ -147,9 +147,7 @@ def prepare(
     pf = parse_p(p)
     mode = parse_unreachable(unreachable)
     if xa.shape != da.shape:
-        raise ValueError(
-            f"delta must have the same shape as x; got {da.shape} and {xa.shape}"
-        )
+        raise ValueError(f"delta must have the same shape as x; got {da.shape} and {xa.shape}")
     layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
     wd = work_dtype(xa.dtype)
     eps_rows = parse_eps(eps, layout)

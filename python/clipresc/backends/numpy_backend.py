@@ -51,3 +51,70 @@ def perturb(prob: Problem) -> np.ndarray[Any, Any]:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)
     return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+
+
+def noise(prob: Problem, distribution: str, key: bytes, row_offset: int) -> np.ndarray[Any, Any]:
+    """``clip(x + eta * n, lower, upper)`` with seeded noise ``n`` drawn in the core, fused.
+
+    ``prob.delta`` is ignored (the noise takes its place); row ``r`` of ``prob.x`` uses the
+    noise stream ``row_offset + r`` of ``key``.
+    """
+    y = np.empty_like(prob.x)
+    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
+    try:
+        count, first = _clipresc.noise_into(
+            prob.x,
+            prob.lower,
+            prob.upper,
+            prob.eps,
+            prob.p,
+            distribution,
+            key,
+            row_offset,
+            y,
+            eta,
+        )
+    except _clipresc.InputError as e:
+        raise _input_error(prob, e) from None
+    _raise_unreachable(prob, count, first)
+    return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+
+
+def vjp_rows(
+    prob: Problem,
+    kind: str,
+    cot: np.ndarray[Any, Any],
+    want_lower: bool,
+    want_upper: bool,
+) -> dict[str, np.ndarray[Any, Any] | None]:
+    """Closed-form cotangents from the Rust core, in the core's ``(rows, n)`` layout.
+
+    ``kind`` is ``"scale"`` (``cot`` is ``etabar``, ``(rows,)``) or ``"perturb"`` (``cot``
+    is ``ybar``, ``(rows, n)``), both in the work dtype. Returns ``x`` / ``delta``
+    ``(rows, n)``, ``eps`` ``(rows,)`` float64 and, for the sides asked for, the bound's
+    cotangent in its core form (``(n,)`` summed over the rows, or ``(rows, n)``); a side
+    given as a number is widened to ``(n,)`` so that it gets one. Raises like the forward.
+    """
+    wd = prob.x.dtype
+    rows, n = prob.layout.rows, prob.layout.n
+
+    def side(b: Any, want: bool) -> tuple[Any, np.ndarray[Any, Any] | None]:
+        if not want:
+            return b, None
+        if isinstance(b, float):
+            b = np.full(n, b, dtype=wd)
+        return b, np.empty(b.shape, dtype=wd)
+
+    lower, lg = side(prob.lower, want_lower)
+    upper, ug = side(prob.upper, want_upper)
+    xg = np.empty_like(prob.x)
+    dg = np.empty_like(prob.x)
+    eg = np.empty(rows, dtype=np.float64)
+    fn = _clipresc.scale_vjp_into if kind == "scale" else _clipresc.perturb_vjp_into
+    c = np.ascontiguousarray(cot, dtype=wd)
+    try:
+        count, first = fn(prob.x, prob.delta, lower, upper, prob.eps, prob.p, c, xg, dg, eg, lg, ug)
+    except _clipresc.InputError as e:
+        raise _input_error(prob, e) from None
+    _raise_unreachable(prob, count, first)
+    return {"x": xg, "delta": dg, "eps": eg, "lower": lg, "upper": ug}

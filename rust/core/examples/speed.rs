@@ -58,8 +58,22 @@ fn main() {
         let tp = time(&mut || {
             perturb(&b, &Options::default(), &mut o, &mut eta).unwrap();
         });
-        let st = clipresc_core::solve_stats(&Batch { rows: 4, x: &x[..4 * n], delta: &d[..4 * n], ..b }, &Options::default()).unwrap();
-        println!("{:?}", st.iter().map(|o| (o.passes, o.safeguard)).collect::<Vec<_>>());
+        let st = clipresc_core::solve_stats(
+            &Batch {
+                rows: 4,
+                x: &x[..4 * n],
+                delta: &d[..4 * n],
+                ..b
+            },
+            &Options::default(),
+        )
+        .unwrap();
+        println!(
+            "{:?}",
+            st.iter()
+                .map(|o| (o.passes, o.safeguard))
+                .collect::<Vec<_>>()
+        );
         println!("p={p}: scale {:.2}x perturb {:.2}x", ts / floor, tp / floor);
     }
 }

@@ -1,5 +1,7 @@
 //! The streaming passes over one row: branch-free, fixed-width lanes the compiler vectorises,
 //! partial sums combined in a fixed order so results never depend on the thread count.
+// Explicit lane indices (`for k in 0..LANES`) are the shape the vectoriser needs.
+#![allow(clippy::needless_range_loop)]
 
 use rayon::prelude::*;
 
@@ -155,16 +157,6 @@ struct InfLanes<T> {
 }
 
 impl<T: Real> InfLanes<T> {
-    #[inline(always)]
-    fn new(eps: T) -> Self {
-        InfLanes {
-            eps,
-            amax: [T::zero(); LANES],
-            nmov: [0; LANES],
-            bad: [0; LANES],
-        }
-    }
-
     #[inline(always)]
     fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
         let zero = T::zero();

@@ -5,7 +5,9 @@
 //! this module only sees C-contiguous `(rows, n)` arrays of one float dtype.
 
 mod errors;
+mod noise;
 mod solve;
+mod vjp;
 
 use pyo3::prelude::*;
 
@@ -16,5 +18,9 @@ fn _clipresc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(solve::perturb_into, m)?)?;
     m.add_function(wrap_pyfunction!(solve::solve_stats, m)?)?;
     m.add_function(wrap_pyfunction!(solve::newton_adversary, m)?)?;
+    m.add_function(wrap_pyfunction!(vjp::scale_vjp_into, m)?)?;
+    m.add_function(wrap_pyfunction!(vjp::perturb_vjp_into, m)?)?;
+    m.add_function(wrap_pyfunction!(noise::noise_into, m)?)?;
+    m.add_function(wrap_pyfunction!(noise::sample_into, m)?)?;
     Ok(())
 }

@@ -94,7 +94,7 @@ pub(crate) struct Call<'py, T: Element> {
 }
 
 impl<'py, T: Element + Real> Call<'py, T> {
-    fn new(
+    pub(crate) fn new(
         x: &Bound<'py, PyAny>,
         delta: &Bound<'py, PyAny>,
         lower: &Bound<'py, PyAny>,
@@ -123,7 +123,7 @@ impl<'py, T: Element + Real> Call<'py, T> {
         })
     }
 
-    fn with_batch<R>(&self, f: impl FnOnce(Batch<'_, T>) -> PyResult<R>) -> PyResult<R> {
+    pub(crate) fn with_batch<R>(&self, f: impl FnOnce(Batch<'_, T>) -> PyResult<R>) -> PyResult<R> {
         let shape = self.x.shape();
         let (lo, hi) = (self.lower.view()?, self.upper.view()?);
         let batch = Batch {
@@ -143,7 +143,7 @@ impl<'py, T: Element + Real> Call<'py, T> {
     }
 }
 
-fn summary_tuple(s: Summary) -> (usize, i64) {
+pub(crate) fn summary_tuple(s: Summary) -> (usize, i64) {
     (
         s.unreachable_rows,
         s.first_unreachable.map_or(-1, |r| r as i64),

@@ -1,0 +1,212 @@
+"""Benchmark of the framework integrations (PyTorch, JAX) against the NumPy path.
+
+Run from the repository root:
+
+    .venv/bin/python benches/bench_frameworks.py [--quick] [--json OUT]
+
+1. Per-call overhead on a tiny input (1 x 10, float32, L2): ``clipresc.perturb`` on NumPy,
+   ``clipresc.frameworks.torch.perturb`` (eager, no grad), the JAX function eagerly and
+   jitted.
+2. Throughput at 64 x 3 x 224 x 224 float32 (L2, eps = 10, bounds (0, 1)): the NumPy path;
+   torch CPU forward; torch forward + backward (gradients to x, delta and eps); the same
+   computed with plain torch ops as the naive rescale-then-clip (``eta = eps / ||delta||``,
+   then ``clamp``) forward and forward + backward; jitted JAX on CPU.
+
+Prints medians and ratios and a targets block (torch forward within 1.2x of the NumPy
+path; torch forward + backward at most 3x the forward). A benchmark reports; it never
+fails on a missed target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from typing import Any, Callable
+
+import numpy as np
+
+from _timing import Timing, measure
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+BIG = (64, 3, 224, 224)
+EPS = 10.0
+
+
+def _row(name: str, t: Timing, ref: Timing | None = None, unit: str = "ms") -> dict[str, Any]:
+    scale = 1e6 if unit == "us" else 1e3
+    ratio = t.median / ref.median if ref is not None else None
+    rtxt = f"{ratio:7.2f}x" if ratio is not None else "        "
+    print(f"  {name:<44} {t.median * scale:10.2f} {unit}  {rtxt}  ({t.repeats} runs)")
+    return {"name": name, "median_s": t.median, "ratio": ratio, "repeats": t.repeats}
+
+
+def bench_tiny(quick: bool) -> dict[str, Any]:
+    import clipresc
+
+    budget = 0.3 if quick else 1.0
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (1, 10)).astype(np.float32)
+    d = rng.standard_normal((1, 10)).astype(np.float32)
+
+    def m(fn: Callable[[], object]) -> Timing:
+        return measure(fn, warmup=20, min_repeats=200, max_repeats=20000, budget_s=budget)
+
+    print("per-call overhead, 1 x 10 float32 (median per call):")
+    out: dict[str, Any] = {}
+    ref = m(lambda: clipresc.perturb(x, d, 0.5))
+    out["numpy"] = _row("numpy  clipresc.perturb", ref, unit="us")
+    try:
+        import torch
+
+        from clipresc.frameworks import torch as ct
+
+        tx, td = torch.from_numpy(x), torch.from_numpy(d)
+        out["torch"] = _row(
+            "torch  frameworks.torch.perturb", m(lambda: ct.perturb(tx, td, 0.5)), ref, "us"
+        )
+        txg = tx.clone().requires_grad_()
+        ct.perturb(txg, td, 0.5)  # the first operator call imports torch's dispatch machinery
+        out["torch_grad"] = _row(
+            "torch  perturb, x requires_grad (forward)",
+            m(lambda: ct.perturb(txg, td, 0.5)),
+            ref,
+            "us",
+        )
+    except ImportError:
+        print("  torch not installed")
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        from clipresc.frameworks import jax as cj
+
+        jx, jd = jnp.asarray(x), jnp.asarray(d)
+        out["jax_eager"] = _row(
+            "jax    frameworks.jax.perturb (eager)",
+            m(lambda: cj.perturb(jx, jd, 0.5).block_until_ready()),
+            ref,
+            "us",
+        )
+        f = jax.jit(lambda a, b: cj.perturb(a, b, 0.5))
+        out["jax_jit"] = _row(
+            "jax    jitted (pure_callback)", m(lambda: f(jx, jd).block_until_ready()), ref, "us"
+        )
+    except ImportError:
+        print("  jax not installed")
+    return out
+
+
+def bench_big(quick: bool) -> dict[str, Any]:
+    import clipresc
+
+    budget = 1.0 if quick else 3.0
+    rng = np.random.default_rng(1)
+    x = rng.uniform(0, 1, BIG).astype(np.float32)
+    d = rng.standard_normal(BIG).astype(np.float32)
+
+    def m(fn: Callable[[], object]) -> Timing:
+        return measure(fn, warmup=1, min_repeats=3, max_repeats=30, budget_s=budget)
+
+    print(f"\nthroughput, {'x'.join(map(str, BIG))} float32, L2, eps={EPS} (median per call):")
+    out: dict[str, Any] = {}
+    ref = m(lambda: clipresc.perturb(x, d, EPS))
+    out["numpy"] = _row("numpy  clipresc.perturb", ref)
+    try:
+        import torch
+
+        from clipresc.frameworks import torch as ct
+
+        tx, td = torch.from_numpy(x), torch.from_numpy(d)
+        fwd = m(lambda: ct.perturb(tx, td, EPS))
+        out["torch_fwd"] = _row("torch  forward", fwd, ref)
+        xg = tx.clone().requires_grad_()
+        dg = td.clone().requires_grad_()
+        eg = torch.full((BIG[0],), EPS, requires_grad=True)
+        g = torch.ones(BIG)
+
+        def fwd_bwd() -> None:
+            y = ct.perturb(xg, dg, eg)
+            torch.autograd.grad(y, (xg, dg, eg), g)
+
+        out["torch_fwd_bwd"] = _row("torch  forward + backward (x, delta, eps)", m(fwd_bwd), fwd)
+
+        def naive(a: Any, b: Any, e: Any) -> Any:
+            norm = b.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+            return torch.clamp(a + (e.reshape(-1, 1, 1, 1) / norm) * b, 0.0, 1.0)
+
+        out["naive_fwd"] = _row(
+            "torch  naive rescale+clip forward", m(lambda: naive(tx, td, eg.detach())), fwd
+        )
+
+        def naive_fwd_bwd() -> None:
+            y = naive(xg, dg, eg)
+            torch.autograd.grad(y, (xg, dg, eg), g)
+
+        out["naive_fwd_bwd"] = _row(
+            "torch  naive rescale+clip forward + backward", m(naive_fwd_bwd), fwd
+        )
+    except ImportError:
+        print("  torch not installed")
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        from clipresc.frameworks import jax as cj
+
+        jx, jd = jnp.asarray(x), jnp.asarray(d)
+        f = jax.jit(lambda a, b: cj.perturb(a, b, EPS))
+        out["jax_jit"] = _row(
+            "jax    jitted forward", m(lambda: f(jx, jd).block_until_ready()), ref
+        )
+        gf = jax.jit(jax.grad(lambda a, b: cj.perturb(a, b, EPS).sum(), argnums=(0, 1)))
+        out["jax_jit_grad"] = _row(
+            "jax    jitted forward + backward", m(lambda: jax.block_until_ready(gf(jx, jd))), ref
+        )
+    except ImportError:
+        print("  jax not installed")
+    return out
+
+
+def targets(big: dict[str, Any]) -> dict[str, Any]:
+    print("\ntargets:")
+    res: dict[str, Any] = {}
+    checks = [
+        ("torch forward / numpy <= 1.2", "torch_fwd", "numpy", 1.2),
+        ("torch forward+backward / forward <= 3", "torch_fwd_bwd", "torch_fwd", 3.0),
+    ]
+    for label, a, b, limit in checks:
+        if a in big and b in big:
+            r = big[a]["median_s"] / big[b]["median_s"]
+            verdict = "PASS" if r <= limit else "MISS"
+            print(f"  {label:<42} {r:6.2f}  {verdict}")
+            res[label] = {"ratio": r, "pass": r <= limit}
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="shorter time budgets")
+    ap.add_argument("--json", metavar="OUT", help="write the medians and ratios as JSON")
+    args = ap.parse_args(argv)
+    import clipresc
+
+    print(
+        f"clipresc {clipresc.__version__}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, Rust VJP: "
+        f"{'yes' if hasattr(clipresc, 'perturb_vjp') else 'no (array-API VJP on NumPy)'}"
+    )
+    tiny = bench_tiny(args.quick)
+    big = bench_big(args.quick)
+    res = {"tiny": tiny, "big": big, "targets": targets(big)}
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,239 @@
+"""``clipresc.noise``: seeded noise drawn in the Rust core, at an exact size after clipping.
+
+The noise of vector ``r`` (its index in the batch, counted over the batch axes in C order)
+depends only on the seed, ``row_offset + r``, the distribution and the dtype the core
+computes in (float32 for float16/float32 input, float64 for float64). It does not depend on
+the number of threads, on the batch size, on the vector length (element ``j`` of a vector
+gets the same value in a longer vector) or on how a batch is split into calls: processing
+rows ``a:b`` of a batch with ``row_offset=a`` gives rows ``a:b`` of the whole result.
+"""
+
+from __future__ import annotations
+
+import operator
+import sys
+from collections.abc import Sequence
+from typing import Any, Union
+
+import numpy as np
+
+from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
+from ._layout import Layout
+from ._prepare import Problem, parse_bounds, parse_eps
+
+DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
+"""The noise distributions (their scale does not matter: ``eta`` rescales the noise)."""
+
+DEFAULT_BOUNDS = (0.0, 1.0)
+_MAX_STREAM = 2**64
+
+SeedLike = Union[None, int, np.integer[Any], np.random.SeedSequence]
+
+
+def parse_distribution(distribution: Any) -> str:
+    """Validate the distribution name.
+
+    >>> parse_distribution("laplace")
+    'laplace'
+    >>> parse_distribution("cauchy")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'cauchy'
+    """
+    if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
+        names = ", ".join(repr(d) for d in DISTRIBUTIONS)
+        raise ValueError(f"distribution must be one of {names}; got {distribution!r}")
+    return distribution
+
+
+def seed_sequence(seed: Any) -> np.random.SeedSequence:
+    """The :class:`numpy.random.SeedSequence` behind ``seed``.
+
+    ``None`` draws fresh entropy from the operating system; a non-negative int (or a
+    ``SeedSequence``) is reproducible.
+
+    >>> seed_sequence(5).entropy
+    5
+    >>> seed_sequence(-1)
+    Traceback (most recent call last):
+    ...
+    ValueError: seed must be None, a non-negative int or a numpy.random.SeedSequence; got -1
+    """
+    if isinstance(seed, np.random.SeedSequence):
+        return seed
+    if seed is None:
+        return np.random.SeedSequence()
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(
+            f"seed must be None, a non-negative int or a numpy.random.SeedSequence; got {seed!r}"
+        )
+    return np.random.SeedSequence(int(seed))
+
+
+def seed_key(seed: Any) -> bytes:
+    """The 32-byte key of the core's noise stream for ``seed`` (see :func:`seed_sequence`).
+
+    >>> len(seed_key(0)), seed_key(0) == seed_key(0), seed_key(0) == seed_key(1)
+    (32, True, False)
+    """
+    words = seed_sequence(seed).generate_state(8, np.uint32)
+    return words.astype("<u4").tobytes()
+
+
+def parse_row_offset(row_offset: Any, rows: int) -> int:
+    """Validate ``row_offset``: an int with ``0 <= row_offset`` and ``row_offset + rows <= 2**64``.
+
+    >>> parse_row_offset(3, 10)
+    3
+    """
+    if isinstance(row_offset, (bool, np.bool_)):
+        raise TypeError(f"row_offset must be an int; got {type(row_offset).__name__}")
+    try:
+        off = operator.index(row_offset)
+    except TypeError:
+        raise TypeError(f"row_offset must be an int; got {type(row_offset).__name__}") from None
+    if off < 0 or off + rows > _MAX_STREAM:
+        raise ValueError(f"row_offset must be in [0, 2**64 - rows]; got {off}")
+    return off
+
+
+def prepare_noise(
+    x: Any,
+    eps: Any,
+    p: Any,
+    bounds: Sequence[Any] | None,
+    axis: int | Sequence[int] | None,
+    unreachable: Any,
+) -> Problem:
+    """Check the arguments of :func:`noise` and lay ``x`` out as ``(rows, n)``.
+
+    The problem's ``delta`` is ``x`` itself (unused: the core draws the direction).
+    """
+    xa = np.asarray(x)
+    check_real_dtype(xa.dtype, "x")
+    pf = parse_p(p)
+    mode = parse_unreachable(unreachable)
+    layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
+    wd = work_dtype(xa.dtype)
+    eps_rows = parse_eps(eps, layout)
+    lower, upper = parse_bounds(bounds, layout, wd)
+    rows = layout.to_rows(xa, wd)
+    return Problem(
+        layout=layout,
+        dtype=xa.dtype,
+        x=rows,
+        delta=rows,
+        eps=eps_rows,
+        p=pf,
+        lower=lower,
+        upper=upper,
+        unreachable=mode,
+    )
+
+
+def _is_dask(x: Any) -> bool:
+    da = sys.modules.get("dask.array")
+    return da is not None and isinstance(x, da.Array)
+
+
+def noise(
+    x: Any,
+    eps: Any,
+    *,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+    distribution: str = "gaussian",
+    seed: SeedLike = None,
+    axis: int | Sequence[int] | None = None,
+    row_offset: int = 0,
+    unreachable: str = "saturate",
+) -> Any:
+    """Random noise added to ``x`` so that, after clipping, each vector moved exactly ``eps``.
+
+    Returns ``clip(x + eta * n, lower, upper)`` where ``n`` is drawn in the Rust core (seeded,
+    counter-based, one stream per vector) and ``eta`` is the exact clipping-aware scale of
+    :func:`clipresc.scale`, computed fused: the only full-size array is the result.
+
+    Args:
+        x: points inside the box, a float16/32/64 array (or a Dask array, giving a lazy
+            Dask array); axis 0 is the batch by default.
+        eps: the size wanted after clipping: a scalar or one value per vector.
+        p: any real ``p > 0`` or ``math.inf``.
+        bounds: ``(lower, upper)`` as in :func:`clipresc.perturb`; ``None`` for no clipping.
+        distribution: ``"gaussian"``, ``"uniform"`` (on ``[-1, 1]``), ``"laplace"`` or
+            ``"rademacher"`` (random signs).
+        seed: ``None`` (fresh entropy), a non-negative int or a
+            :class:`numpy.random.SeedSequence`; the same seed gives the same result whatever
+            the thread count or chunking.
+        axis: the axes forming one vector (default: all but the first).
+        row_offset: the global index of this batch's first vector, for processing a large
+            batch in pieces: rows ``a:b`` with ``row_offset=a`` equal rows ``a:b`` of one call.
+        unreachable: ``"saturate"`` or ``"raise"``, as in :func:`clipresc.perturb`.
+
+    Returns:
+        An array of ``x``'s shape and dtype.
+
+    >>> import numpy as np, clipresc
+    >>> x = np.random.default_rng(0).uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
+    >>> y = clipresc.noise(x, 2.0, seed=0)
+    >>> np.allclose(np.linalg.norm((y - x).reshape(4, -1), axis=1), 2.0, rtol=1e-5)
+    True
+    >>> bool(np.array_equal(clipresc.noise(x[2:], 2.0, seed=0, row_offset=2), y[2:]))
+    True
+    >>> clipresc.noise(x, 2.0, distribution="normal")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'normal'
+    """
+    dist = parse_distribution(distribution)
+    seq = seed_sequence(seed)
+    if _is_dask(x):
+        from .backends import dask_backend
+
+        return dask_backend.noise(
+            x,
+            eps,
+            p=p,
+            bounds=bounds,
+            distribution=dist,
+            seed=seq,
+            axis=axis,
+            row_offset=row_offset,
+            unreachable=unreachable,
+        )
+    from .backends import numpy_backend
+
+    prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
+    off = parse_row_offset(row_offset, prob.layout.rows)
+    return numpy_backend.noise(prob, dist, seed_key(seq), off)
+
+
+def sample(
+    shape: tuple[int, int],
+    *,
+    distribution: str = "gaussian",
+    seed: SeedLike = None,
+    row_offset: int = 0,
+    dtype: Any = np.float64,
+) -> np.ndarray[Any, Any]:
+    """The raw ``(rows, n)`` noise that :func:`noise` rescales (for checks and tests).
+
+    ``noise(x, eps, seed=s)`` equals ``perturb(x, sample(...), eps)`` for ``x`` of shape
+    ``(rows, n)`` and the same seed, distribution and dtype.
+
+    >>> import numpy as np
+    >>> sample((2, 3), distribution="rademacher", seed=1, dtype=np.float32)
+    array([[-1., -1., -1.],
+           [ 1.,  1.,  1.]], dtype=float32)
+    """
+    dist = parse_distribution(distribution)
+    rows, n = (int(s) for s in shape)
+    dt = np.dtype(dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"dtype must be float32 or float64; got {dt}")
+    off = parse_row_offset(row_offset, rows)
+    out = np.empty((rows, n), dtype=dt)
+    from . import _clipresc
+
+    _clipresc.sample_into(dist, seed_key(seed), off, out)
+    return out

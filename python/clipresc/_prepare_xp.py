@@ -1,0 +1,408 @@
+"""Argument checks and the core's ``(rows, n)`` layout for arrays of any array-API namespace.
+
+The counterpart of :mod:`clipresc._prepare` for arrays that stay in their own library (the
+pure array-API backend, CuPy): the same checks in the same order with the same messages.
+Checks that need only shapes and dtypes always run; checks of the values (NaN, infinity,
+``x`` outside its bounds, negative ``eps``, ``lower > upper``) run when the namespace can
+give concrete values and are skipped for traced arrays (e.g. under ``jax.jit``), where
+nothing can be raised about data that does not exist yet.
+
+Only shape arithmetic uses NumPy; the arrays themselves are handled through ``xp``.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ._args import Unreachable, parse_p, parse_unreachable, vector_axes
+from ._layout import Layout
+
+Array = Any
+
+
+def dtype_name(dt: Any) -> str:
+    """A dtype's plain name, as NumPy spells it (``torch.float32`` -> ``float32``).
+
+    >>> dtype_name(np.dtype("int64"))
+    'int64'
+    """
+    return str(dt).rsplit(".", 1)[-1]
+
+
+def is_number(v: Any) -> bool:
+    """A Python or NumPy real number (not ``bool``), as opposed to an array.
+
+    >>> is_number(1.5), is_number(np.float32(2)), is_number(True), is_number(np.ones(2))
+    (True, True, False, False)
+    """
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def to_bool(v: Any) -> bool | None:
+    """``bool(v)`` for a concrete 0-d array; ``None`` when there is no value (tracers)."""
+    try:
+        return bool(v)
+    except Exception:  # jax's ConcretizationTypeError and friends
+        return None
+
+
+def _count_first(
+    xp: Any, mask: Array, index: Callable[[int], tuple[int, ...]]
+) -> tuple[int, tuple[int, ...]]:
+    count = int(xp.sum(xp.astype(mask, xp.int64)))
+    flat = xp.reshape(mask, (-1,))
+    first = int(xp.argmax(xp.astype(flat, xp.int32)))
+    return count, index(first)
+
+
+def _raise_if(
+    xp: Any,
+    mask: Array,
+    message: Callable[[int, tuple[int, ...]], str],
+    index: Callable[[int], tuple[int, ...]] | None = None,
+) -> None:
+    """Raise ``ValueError(message(count, first_index))`` when ``mask`` has a true entry."""
+    if not to_bool(xp.any(mask)):
+        return
+    shape = tuple(mask.shape)
+
+    def c_index(flat: int) -> tuple[int, ...]:
+        return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
+
+    count, first = _count_first(xp, mask, index or c_index)
+    raise ValueError(message(count, first))
+
+
+def check_float(xp: Any, dt: Any, name: str) -> None:
+    """``TypeError`` unless ``dt`` is a real floating dtype of ``xp``."""
+    if not xp.isdtype(dt, "real floating"):
+        raise TypeError(f"{name} must be a real floating-point array; got dtype {dtype_name(dt)}")
+
+
+def to_rows(xp: Any, a: Array, layout: Layout) -> Array:
+    """``a`` (of ``layout.shape``) as ``(rows, n)``: vector axes moved last and flattened."""
+    perm = layout.batch_axes + layout.vec_axes
+    if perm != tuple(range(len(perm))):
+        a = xp.permute_dims(a, perm)
+    return xp.reshape(a, (layout.rows, layout.n))
+
+
+def from_rows(xp: Any, r: Array, layout: Layout) -> Array:
+    """Inverse of :func:`to_rows`."""
+    perm = layout.batch_axes + layout.vec_axes
+    full = xp.reshape(r, layout.batch_shape + layout.vec_shape)
+    if perm == tuple(range(len(perm))):
+        return full
+    return xp.permute_dims(full, tuple(perm.index(a) for a in range(len(perm))))
+
+
+@dataclass(frozen=True)
+class ArgShapes:
+    """What the cotangents must look like: the caller's ``eps`` and bounds."""
+
+    eps: tuple[int, ...] | None
+    """``eps``'s shape, ``None`` for a Python number."""
+    eps_per_row: bool
+    """``eps`` is 1-D with one value per vector (no broadcasting)."""
+    eps_dtype: Any
+    lower: tuple[int, ...] | None
+    """An array bound's shape; ``None`` for a number or ``None`` (no cotangent)."""
+    lower_dtype: Any
+    upper: tuple[int, ...] | None
+    upper_dtype: Any
+
+
+def arg_shapes(eps: Any, bounds: Any, layout: Layout) -> ArgShapes:
+    """The shapes and dtypes of the caller's ``eps`` and array bounds (after the checks)."""
+
+    def meta(v: Any) -> tuple[tuple[int, ...] | None, Any]:
+        if v is None or is_number(v) or isinstance(v, (list, tuple)):
+            if isinstance(v, (list, tuple)):
+                a = np.asarray(v)
+                return tuple(a.shape), None
+            return None, None
+        return tuple(int(s) for s in v.shape), getattr(v, "dtype", None)
+
+    es, edt = meta(eps)
+    lo, lodt = meta(bounds[0]) if bounds is not None else (None, None)
+    hi, hidt = meta(bounds[1]) if bounds is not None else (None, None)
+    per_row = es is not None and len(es) == 1 and es[0] == layout.rows
+    return ArgShapes(es, per_row, edt, lo, lodt, hi, hidt)
+
+
+@dataclass
+class XProblem:
+    """Checked inputs in the core's layout, in the caller's namespace."""
+
+    xp: Any
+    layout: Layout
+    dtype: Any
+    """The caller's dtype of ``x`` (results come back in it)."""
+    delta_dtype: Any
+    x: Array
+    """``(rows, n)`` in x's dtype."""
+    delta: Array
+    """``(rows, n)`` in x's dtype."""
+    eps: Array
+    """``(rows,)`` in x's dtype."""
+    p: float
+    lower: float | Array
+    """A float (``+-inf`` for none), a shared ``(n,)`` or a full ``(rows, n)`` array."""
+    upper: float | Array
+    unreachable: Unreachable
+    shapes: ArgShapes
+
+
+def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
+    dev = _device(like)
+    if is_number(eps) or isinstance(eps, (list, tuple)):
+        e = xp.asarray(np.asarray(eps, dtype=np.float64), device=dev)
+    elif hasattr(eps, "shape") and hasattr(eps, "dtype"):
+        e = eps
+        if not xp.isdtype(e.dtype, ("real floating", "integral")):
+            raise TypeError(
+                "eps must be a real number or array of real numbers; "
+                f"got dtype {dtype_name(e.dtype)}"
+            )
+    else:
+        raise TypeError(f"eps must be a real number or array of real numbers; got {type(eps)}")
+    _raise_if(
+        xp,
+        (e < 0) | (e != e),
+        lambda c, i: f"eps has {c} negative or NaN values; first at index {i}",
+    )
+    _raise_if(
+        xp,
+        (e == math.inf) | (e == -math.inf),
+        lambda c, i: f"eps has {c} infinite values; first at index {i}",
+    )
+    rows = layout.rows
+    shape = tuple(int(s) for s in e.shape)
+    if len(shape) == 0:
+        return xp.broadcast_to(xp.astype(e, like.dtype), (rows,))
+    if len(shape) == 1 and shape[0] == rows:
+        return xp.astype(e, like.dtype)
+    try:
+        ok = len(shape) <= len(layout.eta_shape) and (
+            np.broadcast_shapes(shape, layout.eta_shape) == layout.eta_shape
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"eps must be a scalar or hold one value per vector ({rows} vectors); got shape {shape}"
+        )
+    full = xp.broadcast_to(xp.astype(e, like.dtype), layout.eta_shape)
+    return xp.reshape(full, (rows,))
+
+
+def _device(a: Array) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(a)
+
+
+def _parse_side(
+    xp: Any, value: Any, side: str, default: float, layout: Layout, like: Array
+) -> tuple[float | Array, Array | float]:
+    """One side in the core's form, and the caller's values (for the crossing check)."""
+    if value is None:
+        return default, default
+    if is_number(value):
+        return float(value), float(value)
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"bounds: {side} must be real; got dtype bool")
+    a = value
+    if isinstance(value, (list, tuple)):
+        a = xp.asarray(np.asarray(value), device=_device(like))
+    if not xp.isdtype(a.dtype, ("real floating", "integral")):
+        raise TypeError(f"bounds: {side} must be real; got dtype {dtype_name(a.dtype)}")
+    _raise_if(
+        xp,
+        a != a,
+        lambda c, i: f"bounds: {side} has {c} NaN values; first at index {i}",
+    )
+    shape = tuple(int(s) for s in a.shape)
+    nd = len(layout.shape)
+    try:
+        ok = len(shape) <= nd and np.broadcast_shapes(shape, layout.shape) == layout.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"bounds: {side} of shape {shape} does not broadcast to x's shape {layout.shape}"
+        )
+    aw = xp.astype(a, like.dtype)
+    padded = xp.reshape(aw, (1,) * (nd - len(shape)) + shape)
+    if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
+        one = tuple(1 if ax in layout.batch_axes else s for ax, s in enumerate(layout.shape))
+        shared = Layout.of(one, layout.vec_axes)
+        row = to_rows(xp, xp.broadcast_to(padded, one), shared)
+        return xp.reshape(row, (layout.n,)), a
+    return to_rows(xp, xp.broadcast_to(padded, layout.shape), layout), a
+
+
+def prepare_xp(
+    xp: Any,
+    x: Array,
+    delta: Array,
+    eps: Any,
+    p: Any,
+    bounds: Sequence[Any] | None,
+    axis: int | Sequence[int] | None,
+    unreachable: Any,
+) -> XProblem:
+    """Check every argument (values where concrete) and lay the data out as ``(rows, n)``."""
+    check_float(xp, x.dtype, "x")
+    check_float(xp, delta.dtype, "delta")
+    pf = parse_p(p)
+    mode = parse_unreachable(unreachable)
+    xs, ds = tuple(int(s) for s in x.shape), tuple(int(s) for s in delta.shape)
+    if xs != ds:
+        raise ValueError(f"delta must have the same shape as x; got {ds} and {xs}")
+    layout = Layout.of(xs, vector_axes(axis, len(xs)))
+    xr = to_rows(xp, x, layout)
+    dr = xp.astype(to_rows(xp, delta, layout), x.dtype)
+    eps_rows = _parse_eps(xp, eps, layout, x)
+    if bounds is None:
+        lower: float | Array = -math.inf
+        upper: float | Array = math.inf
+        lo_raw: Any = -math.inf
+        hi_raw: Any = math.inf
+    else:
+        if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+            raise ValueError("bounds must be a (lower, upper) pair or None")
+        lower, lo_raw = _parse_side(xp, bounds[0], "lower", -math.inf, layout, x)
+        upper, hi_raw = _parse_side(xp, bounds[1], "upper", math.inf, layout, x)
+    if is_number(lo_raw) and is_number(hi_raw):
+        if lo_raw > hi_raw:
+            raise ValueError("bounds: lower > upper at 1 positions; first at index ()")
+    else:
+        _raise_if(
+            xp,
+            lo_raw > hi_raw,
+            lambda c, i: f"bounds: lower > upper at {c} positions; first at index {i}",
+        )
+    # the core's checks, reported in its order and the caller's coordinates
+    rows_index = layout.index_of
+    for name, a in (("x", xr), ("delta", dr)):
+
+        def nonfinite(c: int, i: tuple[int, ...], name: str = name) -> str:
+            return f"{name} has {c} non-finite values; first at index {i}"
+
+        _raise_if(xp, ~xp.isfinite(a), nonfinite, rows_index)
+    outside = (xr < lower) | (xr > upper)
+    _raise_if(
+        xp,
+        outside,
+        lambda c, i: f"x has {c} values outside bounds; first at index {i}",
+        rows_index,
+    )
+    return XProblem(
+        xp=xp,
+        layout=layout,
+        dtype=x.dtype,
+        delta_dtype=delta.dtype,
+        x=xr,
+        delta=dr,
+        eps=eps_rows,
+        p=pf,
+        lower=lower,
+        upper=upper,
+        unreachable=mode,
+        shapes=arg_shapes(eps, bounds, layout),
+    )
+
+
+def raise_unreachable(xp: Any, prob: XProblem, flags: Array) -> None:
+    """The ``unreachable="raise"`` error, when values are concrete and some row falls short."""
+    if prob.unreachable != "raise" or not to_bool(xp.any(flags)):
+        return
+    count = int(xp.sum(xp.astype(flags, xp.int64)))
+    first = int(xp.argmax(xp.astype(flags, xp.int32)))
+    raise ValueError(
+        f"eps exceeds the largest reachable size for {count} of {prob.layout.rows} "
+        f"vectors; first: vector {prob.layout.row_index(first)}"
+    )
+
+
+def cotangent(xp: Any, cot: Any, shape: tuple[int, ...], what: str, like: Array) -> Array:
+    """``etabar`` / ``ybar`` broadcast to ``shape`` (eta's or x's), in ``like``'s dtype."""
+    if is_number(cot) or isinstance(cot, (list, tuple)):
+        c = xp.asarray(np.asarray(cot, dtype=np.float64), device=_device(like))
+    else:
+        c = cot
+        if not xp.isdtype(c.dtype, ("real floating", "integral")):
+            raise TypeError(f"{what} must be a real array; got dtype {dtype_name(c.dtype)}")
+    cs = tuple(int(s) for s in c.shape)
+    try:
+        ok = len(cs) <= len(shape) and np.broadcast_shapes(cs, shape) == shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} of shape {cs} does not broadcast to {shape}")
+    return xp.broadcast_to(xp.astype(c, like.dtype), shape)
+
+
+def _reduce_to(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
+    """Sum ``g`` over the axes along which an array of ``shape`` broadcasts to it."""
+    lead = g.ndim - len(shape)
+    if lead > 0:
+        g = xp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(xp.asarray(g), shape)
+
+
+def _float_dtype(xp: Any, dt: Any, default: Any) -> Any:
+    return dt if dt is not None and xp.isdtype(dt, "real floating") else default
+
+
+def fit_cotangents(
+    xp: Any,
+    g: dict[str, Any],
+    layout: Layout,
+    shapes: ArgShapes,
+    x_dtype: Any,
+    delta_dtype: Any,
+) -> dict[str, Any]:
+    """Cotangents in the core's layout (``x``/``delta`` ``(rows, n)``, ``eps`` ``(rows,)``,
+    each bound ``(n,)``, ``(rows, n)`` or ``None``) in the shapes and dtypes of the caller's
+    arguments: ``eps``'s cotangent has ``eps``'s shape (0-d for a number), an array bound's
+    the bound's shape, and a number bound gets ``None``."""
+    out: dict[str, Any] = {
+        "x": xp.astype(from_rows(xp, g["x"], layout), x_dtype, copy=False),
+        "delta": xp.astype(from_rows(xp, g["delta"], layout), delta_dtype, copy=False),
+    }
+    e = g["eps"]
+    if shapes.eps is None or shapes.eps == ():
+        eg = xp.asarray(xp.sum(e))  # (NumPy's sum gives a scalar, not a 0-d array)
+    elif shapes.eps_per_row:
+        eg = e
+    else:
+        eg = _reduce_to(xp, xp.reshape(e, layout.eta_shape), shapes.eps)
+    out["eps"] = xp.astype(eg, _float_dtype(xp, shapes.eps_dtype, x_dtype), copy=False)
+    for side, shape, dt in (
+        ("lower", shapes.lower, shapes.lower_dtype),
+        ("upper", shapes.upper, shapes.upper_dtype),
+    ):
+        gs = g.get(side)
+        if shape is None or gs is None:
+            out[side] = None
+            continue
+        if gs.ndim == 1:  # shared by every vector: the batch axes have size 1
+            one = tuple(1 if a in layout.batch_axes else s for a, s in enumerate(layout.shape))
+            full = from_rows(xp, xp.reshape(gs, (1, layout.n)), Layout.of(one, layout.vec_axes))
+        else:
+            full = from_rows(xp, gs, layout)
+        out[side] = xp.astype(
+            _reduce_to(xp, full, shape), _float_dtype(xp, dt, x_dtype), copy=False
+        )
+    return out

@@ -1,0 +1,312 @@
+"""Dask arrays: lazy ``scale``, ``perturb`` and ``noise`` by ``map_blocks`` over batch chunks.
+
+Each block is rechunked to hold whole vectors, and only the first batch axis stays chunked,
+so the vectors of a block are a contiguous range ``a:b`` of the batch (in C order over the
+batch axes). Each task runs the Rust core on its block through the NumPy backend; ``noise``
+passes ``row_offset = a`` so the result is identical to the in-memory one for the same seed.
+
+Argument checks that need no data (dtypes, shapes, ``p``, ``axis``, ``eps``, ``bounds``,
+``distribution``, ``seed``) run eagerly; checks of the values (``x`` outside its bounds,
+non-finite data, ``unreachable="raise"``) run in the tasks, at compute time, and report
+indices in the coordinates of the whole array.
+
+This module imports dask; clipresc imports it only when the caller passed a Dask array.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from dask.base import tokenize
+
+from .._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
+from .._layout import Layout
+from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
+from .._prepare import parse_bounds, parse_eps, prepare
+from . import numpy_backend
+
+__all__ = ["is_dask", "noise", "perturb", "scale"]
+
+
+def is_dask(x: Any) -> bool:
+    """Whether ``x`` is a Dask array."""
+    return isinstance(x, da.Array)
+
+
+class _Plan:
+    """How a Dask array of ``shape`` with vector axes ``vec`` is split into blocks."""
+
+    def __init__(self, shape: tuple[int, ...], vec: tuple[int, ...]) -> None:
+        self.layout = Layout.of(shape, vec)
+        batch = self.layout.batch_axes
+        self.first = batch[0] if batch else None
+        """The one batch axis that stays chunked (None: the array is a single vector)."""
+        rest = [shape[a] for a in batch[1:]]
+        self.rows_per_index = math.prod(rest)
+        """Vectors per index of the first batch axis."""
+
+    def rechunk(self, x: da.Array) -> da.Array:
+        """``x`` with whole vectors per block (only the first batch axis chunked)."""
+        whole = {a: -1 for a in range(x.ndim) if a != self.first}
+        if all(len(x.chunks[a]) == 1 for a in whole):
+            return x
+        if self.first is not None:
+            whole[self.first] = "auto"  # type: ignore[assignment]
+        return x.rechunk(whole)
+
+    def row_range(self, block_info: dict[Any, Any] | None) -> tuple[int, int]:
+        """Global rows ``a:b`` of the block described by ``block_info``."""
+        if self.first is None or block_info is None:
+            return 0, self.layout.rows
+        lo, hi = block_info[0]["array-location"][self.first]
+        return lo * self.rows_per_index, hi * self.rows_per_index
+
+    def globalize(self, err: ValueError, block_info: dict[Any, Any] | None) -> ValueError:
+        """``err`` with the block's indices turned into indices of the whole array."""
+        if self.first is None or block_info is None:
+            return err
+        start = block_info[0]["array-location"][self.first][0]
+        first = self.first
+        nbatch = len(self.layout.batch_axes)
+
+        def index(m: re.Match[str]) -> str:
+            idx = [int(v) for v in m.group(1).split(",") if v.strip()]
+            idx[first] += start
+            return f"index {tuple(idx)}"
+
+        def vector(m: re.Match[str]) -> str:
+            if nbatch == 1:
+                return f"vector {int(m.group(1)) + start}"
+            idx = [int(v) for v in m.group(2).split(",") if v.strip()]
+            idx[0] += start
+            return f"vector {tuple(idx)}"
+
+        msg = re.sub(r"index \(([-\d, ]+)\)", index, str(err))
+        msg = re.sub(r"vector (\d+)|vector \(([-\d, ]+)\)", vector, msg)
+        return ValueError(f"{msg} (in the Dask block of vectors {self.row_range(block_info)})")
+
+
+Slots = list[tuple[str, Any]]
+"""How a task rebuilds ``bounds``: per side ``("const", value)`` or ``("block", i)`` (the
+``i``-th extra block it receives); ``None`` for ``bounds=None``."""
+
+
+def _bound_args(
+    bounds: Sequence[Any] | None, plan: _Plan, x: da.Array
+) -> tuple[list[da.Array], Slots | None]:
+    """Split ``bounds`` into Dask arrays that vary over the batch (passed blockwise) and
+    values that do not (passed whole to every task), checking what can be checked eagerly."""
+    if bounds is None:
+        return [], None
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise ValueError("bounds must be a (lower, upper) pair or None")
+    lay = plan.layout
+    nd = len(lay.shape)
+    arrays: list[da.Array] = []
+    slots: Slots = []
+    consts: list[Any] = []
+    for side, value in zip(("lower", "upper"), bounds):
+        v = value.compute() if isinstance(value, da.Array) and value.ndim == 0 else value
+        shape = tuple(np.shape(v)) if v is not None else ()
+        if len(shape) > nd or np.broadcast_shapes(shape, lay.shape) != lay.shape:
+            raise ValueError(
+                f"bounds: {side} of shape {shape} does not broadcast to x's shape {lay.shape}"
+            )
+        padded = (1,) * (nd - len(shape)) + shape
+        if v is None or all(padded[a] == 1 for a in lay.batch_axes):
+            v = v.compute() if isinstance(v, da.Array) else v
+            slots.append(("const", v))
+            consts.append(v)
+        else:
+            full = da.broadcast_to(da.asarray(v).reshape(padded), lay.shape)
+            arrays.append(full.rechunk(x.chunks))
+            slots.append(("block", len(arrays) - 1))
+            consts.append(None)
+    parse_bounds((consts[0], consts[1]), lay, work_dtype(x.dtype))  # NaN, crossing, types
+    return arrays, slots
+
+
+def _rebuild(slots: Slots | None, blocks: Sequence[Any]) -> Sequence[Any] | None:
+    if slots is None:
+        return None
+    return tuple(v if kind == "const" else blocks[v] for kind, v in slots)
+
+
+def _eps_block(eps: float | np.ndarray[Any, Any], a: int, b: int) -> Any:
+    return eps if isinstance(eps, float) else eps[a:b]
+
+
+class _Common:
+    """The eager part shared by the three functions."""
+
+    def __init__(
+        self, x: da.Array, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
+    ) -> None:
+        check_real_dtype(x.dtype, "x")
+        parse_p(p)
+        parse_unreachable(unreachable)
+        if any(math.isnan(s) for s in x.shape):
+            raise ValueError("x must have a known shape (call compute_chunk_sizes() first)")
+        self.plan = _Plan(tuple(int(s) for s in x.shape), vector_axes(axis, x.ndim))
+        self.x = self.plan.rechunk(x)
+        if isinstance(eps, da.Array):
+            eps = eps.compute()
+        self.eps = parse_eps(eps, self.plan.layout)
+        self.arrays, self.slots = _bound_args(bounds, self.plan, self.x)
+        self.args = (p, axis, unreachable)
+
+    def map(self, fn: Any, *arrays: da.Array, chunks: Any = None, **kw: Any) -> da.Array:
+        x = self.x
+        token = tokenize(
+            fn.__name__,
+            *(a.name for a in (*arrays, *self.arrays)),
+            self.eps,
+            self.slots,
+            self.args,
+            kw,
+        )
+        return da.map_blocks(
+            fn,
+            *arrays,
+            *self.arrays,
+            chunks=chunks if chunks is not None else x.chunks,
+            dtype=x.dtype,
+            meta=np.empty((0,) * x.ndim, dtype=x.dtype),
+            name=f"clipresc-{fn.__name__.strip('_').removesuffix('_block')}-{token}",
+            plan=self.plan,
+            eps=self.eps,
+            slots=self.slots,
+            args=self.args,
+            **kw,
+        )
+
+
+def _pair(x: Any, delta: Any) -> tuple[da.Array, da.Array]:
+    """``x`` and ``delta`` as Dask arrays of one chunking (either may be NumPy)."""
+    xs, ds = tuple(np.shape(x)), tuple(np.shape(delta))
+    if xs != ds:
+        raise ValueError(f"delta must have the same shape as x; got {ds} and {xs}")
+    like = x if isinstance(x, da.Array) else delta
+    xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=like.chunks)
+    dd = (
+        delta
+        if isinstance(delta, da.Array)
+        else da.from_array(np.asarray(delta), chunks=like.chunks)
+    )
+    check_real_dtype(dd.dtype, "delta")
+    return xd, dd
+
+
+def _scale_block(
+    xb: Any,
+    db: Any,
+    *bb: Any,
+    plan: _Plan,
+    eps: Any,
+    slots: Any,
+    args: Any,
+    block_info: Any = None,
+) -> Any:
+    a, b = plan.row_range(block_info)
+    p, axis, unreachable = args
+    try:
+        prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
+        return numpy_backend.scale(prob)
+    except ValueError as e:
+        raise plan.globalize(e, block_info) from None
+
+
+def _perturb_block(
+    xb: Any,
+    db: Any,
+    *bb: Any,
+    plan: _Plan,
+    eps: Any,
+    slots: Any,
+    args: Any,
+    block_info: Any = None,
+) -> Any:
+    a, b = plan.row_range(block_info)
+    p, axis, unreachable = args
+    try:
+        prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
+        return numpy_backend.perturb(prob)
+    except ValueError as e:
+        raise plan.globalize(e, block_info) from None
+
+
+def _noise_block(
+    xb: Any,
+    *bb: Any,
+    plan: _Plan,
+    eps: Any,
+    slots: Any,
+    args: Any,
+    distribution: str,
+    key: bytes,
+    base: int,
+    block_info: Any = None,
+) -> Any:
+    a, b = plan.row_range(block_info)
+    p, axis, unreachable = args
+    try:
+        prob = prepare_noise(xb, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
+        return numpy_backend.noise(prob, distribution, key, base + a)
+    except ValueError as e:
+        raise plan.globalize(e, block_info) from None
+
+
+def scale(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    bounds: Sequence[Any] | None,
+    axis: int | Sequence[int] | None,
+    unreachable: str,
+) -> da.Array:
+    """Lazy :func:`clipresc.scale`: ``eta`` with ``x``'s shape, vector axes of size 1."""
+    xd, dd = _pair(x, delta)
+    c = _Common(xd, eps, p, bounds, axis, unreachable)
+    vec = set(c.plan.layout.vec_axes)
+    chunks = tuple((1,) if a in vec else ch for a, ch in enumerate(c.x.chunks))
+    return c.map(_scale_block, c.x, dd.rechunk(c.x.chunks), chunks=chunks)
+
+
+def perturb(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    bounds: Sequence[Any] | None,
+    axis: int | Sequence[int] | None,
+    unreachable: str,
+) -> da.Array:
+    """Lazy :func:`clipresc.perturb`, blockwise and fused."""
+    xd, dd = _pair(x, delta)
+    c = _Common(xd, eps, p, bounds, axis, unreachable)
+    return c.map(_perturb_block, c.x, dd.rechunk(c.x.chunks))
+
+
+def noise(
+    x: da.Array,
+    eps: Any,
+    *,
+    p: float,
+    bounds: Sequence[Any] | None,
+    distribution: str,
+    seed: np.random.SeedSequence,
+    axis: int | Sequence[int] | None,
+    row_offset: int,
+    unreachable: str,
+) -> da.Array:
+    """Lazy :func:`clipresc.noise`, identical to the in-memory result for the same seed."""
+    dist = parse_distribution(distribution)
+    c = _Common(x, eps, p, bounds, axis, unreachable)
+    base = parse_row_offset(row_offset, c.plan.layout.rows)
+    return c.map(_noise_block, c.x, distribution=dist, key=seed_key(seed), base=base)

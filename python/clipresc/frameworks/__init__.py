@@ -1,0 +1,63 @@
+"""Integrations with deep-learning frameworks: PyTorch, JAX and TensorFlow.
+
+Each submodule (:mod:`clipresc.frameworks.torch`, :mod:`clipresc.frameworks.jax`,
+:mod:`clipresc.frameworks.tensorflow`) exposes ``scale`` and ``perturb`` with the public
+signature, taking and returning that framework's arrays, differentiable with the
+framework's own autodiff through the closed-form VJP. A submodule imports its framework
+when it is itself imported, so import one only for arrays of that framework:
+:func:`module_for` does that without importing any framework the caller has not imported.
+
+>>> import numpy as np
+>>> module_for(np.zeros(3)) is None
+True
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+__all__ = ["framework_of", "module_for"]
+
+
+def _is_torch(x: Any) -> bool:
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _is_jax(x: Any) -> bool:
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(x, (jax.Array, jax.core.Tracer))
+
+
+def _is_tensorflow(x: Any) -> bool:
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(x, (tf.Tensor, tf.Variable))
+
+
+def framework_of(x: Any) -> str | None:
+    """``"torch"``, ``"jax"``, ``"tensorflow"`` or ``None`` for the family of ``x``.
+
+    Only frameworks already imported by the caller are considered (nothing is imported).
+
+    >>> framework_of([1.0]) is None
+    True
+    """
+    for name, test in (("torch", _is_torch), ("jax", _is_jax), ("tensorflow", _is_tensorflow)):
+        if test(x):
+            return name
+    return None
+
+
+def module_for(x: Any) -> ModuleType | None:
+    """The integration module for ``x``'s framework (imported now), or ``None``.
+
+    >>> module_for(3.0) is None
+    True
+    """
+    name = framework_of(x)
+    if name is None:
+        return None
+    return importlib.import_module(f"{__name__}.{name}")

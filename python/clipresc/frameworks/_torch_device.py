@@ -1,0 +1,273 @@
+"""PyTorch tensors on devices other than the CPU (used by :mod:`clipresc.frameworks.torch`).
+
+The tensors are laid out as ``(rows, n)`` on their device, checked like the NumPy path
+(same messages; counting the offending elements synchronises with the device), then
+solved by :mod:`clipresc.backends.cupy_backend` through DLPack for CUDA tensors when CuPy
+is installed and sees a GPU, and by :mod:`clipresc.backends.generic` on the tensors
+themselves otherwise. The functions also accept CPU tensors, which is how the tests run
+them without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from ..backends import generic
+
+torch: Any = importlib.import_module("torch")
+
+
+class _Layout:
+    """Vector axes moved to the end and flattened: ``shape`` <-> ``(rows, n)``."""
+
+    def __init__(self, shape: Sequence[int], axis: Sequence[int]) -> None:
+        self.shape = tuple(int(s) for s in shape)
+        self.vec = tuple(axis)
+        self.batch = tuple(a for a in range(len(self.shape)) if a not in self.vec)
+        self.perm = self.batch + self.vec
+        self.inv = tuple(self.perm.index(a) for a in range(len(self.shape)))
+        self.batch_shape = tuple(self.shape[a] for a in self.batch)
+        self.rows = math.prod(self.batch_shape)
+        self.n = math.prod(self.shape[a] for a in self.vec)
+        self.eta_shape = tuple(1 if a in self.vec else s for a, s in enumerate(self.shape))
+
+    def to_rows(self, t: Any) -> Any:
+        return t.permute(self.perm).reshape(self.rows, self.n).contiguous()
+
+    def from_rows(self, r: Any) -> Any:
+        full = r.reshape(self.batch_shape + tuple(self.shape[a] for a in self.vec))
+        return full.permute(self.inv)
+
+    def row_index(self, r: int) -> int | tuple[int, ...]:
+        if len(self.batch_shape) <= 1:
+            return int(r)
+        out = []
+        for s in reversed(self.batch_shape):
+            r, i = divmod(r, s)
+            out.append(int(i))
+        return tuple(reversed(out))
+
+
+def _first(mask: Any) -> tuple[int, ...]:
+    nz = torch.nonzero(mask)
+    return tuple(int(i) for i in nz[0].tolist())
+
+
+def _count_raise(mask: Any, message: str) -> None:
+    count = int(mask.sum())
+    if count:
+        raise ValueError(message.format(count=count, idx=_first(mask)))
+
+
+def _pad(t: Any, ndim: int) -> Any:
+    return t.reshape((1,) * (ndim - t.ndim) + tuple(t.shape))
+
+
+def _check(
+    lay: _Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
+) -> Any:
+    """The data checks of the NumPy path; returns ``eps`` as ``(rows,)``."""
+    _count_raise(
+        torch.isnan(eps) | (eps < 0), "eps has {count} negative or NaN values; first at index {idx}"
+    )
+    _count_raise(torch.isinf(eps), "eps has {count} infinite values; first at index {idx}")
+    for t, s, side in ((lower, lo, "lower"), (upper, hi, "upper")):
+        if t is None and math.isnan(s):
+            raise ValueError(f"bounds: {side} has 1 NaN values; first at index ()")
+        if t is not None:
+            _count_raise(
+                torch.isnan(t), f"bounds: {side} has {{count}} NaN values; first at index {{idx}}"
+            )
+    lo_b = lo if lower is None else lower
+    hi_b = hi if upper is None else upper
+    if lower is not None or upper is not None:
+        crossed = torch.as_tensor(lo_b, device=x.device) > torch.as_tensor(hi_b, device=x.device)
+        _count_raise(crossed, "bounds: lower > upper at {count} positions; first at index {idx}")
+    elif lo > hi:
+        raise ValueError("bounds: lower > upper at 1 positions; first at index ()")
+    for t, name in ((x, "x"), (delta, "delta")):
+        _count_raise(
+            ~torch.isfinite(t), f"{name} has {{count}} non-finite values; first at index {{idx}}"
+        )
+    _count_raise(
+        (x < lo_b) | (x > hi_b), "x has {count} values outside bounds; first at index {idx}"
+    )
+    if eps.ndim == 1 and eps.shape[0] == lay.rows:
+        return eps
+    return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
+
+
+def _eps_tensor(eps: Any, x: Any) -> Any:
+    """``eps`` as a float64 tensor on ``x``'s device (a number becomes 0-d)."""
+    if isinstance(eps, torch.Tensor):
+        return eps
+    return torch.tensor(float(eps), dtype=torch.float64, device=x.device)
+
+
+def _bound_rows(lay: _Layout, t: Any, s: float) -> Any:
+    """A bound for the row backends: a float, an ``(n,)`` row shared by all vectors, or
+    ``(rows, n)``."""
+    if t is None:
+        return s
+    pt = _pad(t, len(lay.shape))
+    if all(pt.shape[a] == 1 for a in lay.batch):
+        one = tuple(1 if a in lay.batch else n for a, n in enumerate(lay.shape))
+        return _Layout(one, lay.vec).to_rows(pt.expand(one)).reshape(lay.n)
+    return lay.to_rows(pt.expand(lay.shape))
+
+
+def _bound_back(lay: _Layout, g: Any, t: Any) -> Any:
+    """The cotangent of a row-layout bound (``(n,)`` or ``(rows, n)``) in ``t``'s shape."""
+    if g.ndim == 1:
+        one = tuple(1 if a in lay.batch else n for a, n in enumerate(lay.shape))
+        full = _Layout(one, lay.vec).from_rows(g.reshape(1, lay.n))
+    else:
+        full = lay.from_rows(g)
+    return full.sum_to_size(_pad(t, len(lay.shape)).shape).reshape(t.shape).to(t.dtype)
+
+
+def _cupy_for(x: Any) -> Any:
+    """``(cupy, cupy_backend)`` for a CUDA tensor when CuPy can run it, else ``None``."""
+    if x.device.type != "cuda":
+        return None
+    try:
+        cupy = importlib.import_module("cupy")
+        if not cupy.cuda.is_available():
+            return None
+        from ..backends import cupy_backend
+    except Exception:  # CuPy missing or built for another CUDA
+        return None
+    return cupy, cupy_backend
+
+
+def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any) -> Any:
+    """``fn(*args)`` with tensors converted to CuPy (DLPack) on torch's current stream."""
+    cupy, _ = cp
+
+    def conv(a: Any) -> Any:
+        return cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a
+
+    stream = torch.cuda.current_stream(x.device)
+    with cupy.cuda.Device(x.device.index or 0), cupy.cuda.ExternalStream(stream.cuda_stream):
+        out = fn(*[conv(a) for a in args])
+
+    def back(a: Any) -> Any:
+        return None if a is None else torch.from_dlpack(a)
+
+    return tuple(back(a) for a in out)
+
+
+def _solve(
+    lay: _Layout,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lo: float,
+    hi: float,
+    p: float,
+) -> tuple[Any, ...]:
+    eps_rows = _check(lay, x, delta, eps, lower, upper, lo, hi)
+    xr = lay.to_rows(x)
+    dr = lay.to_rows(delta)
+    lr = _bound_rows(lay, lower, lo)
+    ur = _bound_rows(lay, upper, hi)
+    return xr, dr, eps_rows, lr, ur
+
+
+def _raise_unreachable(lay: _Layout, flag: Any, unreachable: str) -> None:
+    if unreachable != "raise":
+        return
+    count = int(flag.sum())
+    if count:
+        first = int(torch.nonzero(flag)[0, 0])
+        raise ValueError(
+            f"eps exceeds the largest reachable size for {count} of {lay.rows} vectors; "
+            f"first: vector {lay.row_index(first)}"
+        )
+
+
+def forward(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: Sequence[int],
+    unreachable: str,
+) -> Any:
+    """``scale`` / ``perturb`` of tensors on their own device (arguments as the op's)."""
+    eps = _eps_tensor(eps, x)
+    lay = _Layout(x.shape, axis)
+    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+    wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    cp = _cupy_for(x)
+    if cp is not None and lay.rows > 0:
+        y, eta, flag = _run_cupy(cp, x, cp[1].perturb_rows, xr.to(wd), dr.to(wd), er, p, lr, ur)
+    else:
+        y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
+    _raise_unreachable(lay, flag, unreachable)
+    if kind == "scale":
+        return eta.to(x.dtype).reshape(lay.eta_shape).contiguous()
+    return lay.from_rows(y.to(x.dtype)).contiguous()
+
+
+def vjp(
+    kind: str,
+    grad: Any,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: Sequence[int],
+    unreachable: str,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """Cotangents ``(x, delta, eps, lower, upper)`` (bounds ``None`` when not tensors)."""
+    eps = _eps_tensor(eps, x)
+    lay = _Layout(x.shape, axis)
+    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+    cp = _cupy_for(x)
+    if kind == "scale":
+        cot = grad.reshape(lay.rows)
+    else:
+        cot = lay.to_rows(grad)
+    if cp is not None and lay.rows > 0:
+        wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
+        gx, gd, ge, gl, gu = _run_cupy(
+            cp, x, fn, xr.to(wd), dr.to(wd), er, p, lr, ur, cot.to(wd).contiguous()
+        )
+    else:
+        eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
+        fn = generic.scale_vjp_rows if kind == "scale" else generic.perturb_vjp_rows
+        out = fn(xr, dr, er, p, lr, ur, eta, cot)
+        gx, gd, ge, gl, gu = out["x"], out["delta"], out["eps"], out["lower"], out["upper"]
+    return (
+        lay.from_rows(gx).to(x.dtype).contiguous(),
+        lay.from_rows(gd).to(delta.dtype).contiguous(),
+        _eps_back(lay, ge, eps),
+        None if lower is None else _bound_back(lay, gl, lower).contiguous(),
+        None if upper is None else _bound_back(lay, gu, upper).contiguous(),
+    )
+
+
+def _eps_back(lay: _Layout, ge: Any, eps: Any) -> Any:
+    """The ``(rows,)`` cotangent of ``eps`` in ``eps``'s own shape and dtype."""
+    if eps.ndim == 1 and eps.shape[0] == lay.rows:
+        g = ge.reshape(lay.rows)
+    else:
+        full = ge.reshape(lay.eta_shape)
+        g = full.sum_to_size(_pad(eps, len(lay.shape)).shape).reshape(eps.shape)
+    return g.to(eps.dtype).contiguous()

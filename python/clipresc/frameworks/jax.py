@@ -1,0 +1,329 @@
+"""JAX integration: ``scale`` / ``perturb`` on ``jax.Array``, under ``jit``, ``grad``, ``vmap``.
+
+Both functions are ``jax.custom_vjp`` functions whose backward is the closed-form VJP.
+The work runs in the Rust core on the host:
+
+* Concrete arrays (eager calls, and the forward and backward rules under an eager
+  ``jax.grad`` / ``jax.vjp``) go straight to the NumPy path through zero-copy NumPy views
+  (``np.asarray`` of a CPU ``jax.Array``), so invalid input raises the same ``ValueError`` /
+  ``TypeError`` as for NumPy.
+* Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through
+  ``jax.pure_callback`` with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
+  receives every operand with the mapped axes in front, and treats those axes as more
+  batch axes of one call into the core (one parallel Rust pass over the whole mapped
+  batch, instead of one Python-level call per mapped element as ``"sequential"`` would
+  make). ``"broadcast_all"`` rather than ``"expand_dims"`` keeps every operand's leading
+  axes equal, which the core's ``(rows, n)`` layout needs anyway (it copies broadcast
+  operands into rows). Checks that need no data (dtypes, shapes, ``axis``, ``p``,
+  ``bounds``' form) raise at trace time as usual; checks of the values (NaN, ``x``
+  outside its bounds, negative ``eps``, ``unreachable="raise"``) run in the callback,
+  where JAX reports them as a ``jax.errors.JaxRuntimeError`` whose message contains the
+  NumPy path's message.
+
+Gradients flow to ``x``, ``delta``, an array ``eps`` and array bounds. bfloat16 is computed
+in float32. Importing this module imports JAX; :func:`clipresc.frameworks.module_for`
+imports it only for JAX arrays.
+
+>>> import jax, jax.numpy as jnp
+>>> from clipresc.frameworks import jax as cj
+>>> x = jnp.array([[0.5, 0.9]]); d = jnp.ones((1, 2))
+>>> [round(float(v), 6) for v in cj.perturb(x, d, 0.5, p=1)[0]]
+[0.9, 1.0]
+>>> float(jax.grad(lambda e: cj.perturb(x, d, e, p=1)[0, 0])(0.5))
+1.0
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import math
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from . import _numpy
+
+jax: Any = importlib.import_module("jax")
+jnp: Any = importlib.import_module("jax.numpy")
+
+__all__ = ["perturb", "scale"]
+
+VMAP_METHOD = "broadcast_all"
+
+
+class _Config(NamedTuple):
+    """Static (hashable) description of one call."""
+
+    kind: str
+    p: float
+    lower_s: float
+    upper_s: float
+    axes: tuple[int, ...]
+    unreachable: str
+    shape: tuple[int, ...]  # x's shape (without vmapped axes)
+    eps_shape: tuple[int, ...]
+    lower_shape: tuple[int, ...] | None
+    upper_shape: tuple[int, ...] | None
+
+    @property
+    def eta_shape(self) -> tuple[int, ...]:
+        return tuple(1 if a in self.axes else s for a, s in enumerate(self.shape))
+
+    @property
+    def rows(self) -> int:
+        return math.prod(s for a, s in enumerate(self.shape) if a not in self.axes)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.eta_shape if self.kind == "scale" else self.shape
+
+
+def _is_traced(*arrays: Any) -> bool:
+    return any(isinstance(a, jax.core.Tracer) for a in arrays)
+
+
+def _host(a: Any) -> Any:
+    return None if a is None else np.asarray(a)
+
+
+def _side(a: Any, s: float) -> Any:
+    return s if a is None else a
+
+
+class _Lead:
+    """Operands as the callback gets them, with ``k`` leading (vmapped) axes, reshaped
+    so that the NumPy path sees one problem with the leading axes as more batch axes."""
+
+    def __init__(self, cfg: _Config, x: Any) -> None:
+        self.cfg = cfg
+        self.k = x.ndim - len(cfg.shape)
+        self.lead = tuple(x.shape[: self.k])
+        self.axes = tuple(a + self.k for a in cfg.axes)
+
+    def _pad(self, a: Any, shape: tuple[int, ...]) -> Any:
+        nd = len(self.cfg.shape)
+        return a.reshape(self.lead + (1,) * (nd - len(shape)) + shape)
+
+    def eps(self, e: Any) -> Any:
+        cfg = self.cfg
+        if self.k == 0:
+            return e
+        if len(cfg.eps_shape) == 1 and cfg.eps_shape[0] == cfg.rows:
+            return e.reshape(self.lead + cfg.eta_shape)
+        return self._pad(e, cfg.eps_shape)
+
+    def bound(self, b: Any, shape: tuple[int, ...] | None) -> Any:
+        if b is None or self.k == 0 or shape is None:
+            return b
+        return self._pad(b, shape)
+
+
+def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    """The forward on NumPy arrays (possibly with leading vmapped axes)."""
+    x, d, e, lo, hi = (_host(a) for a in (x, d, e, lo, hi))
+    ld = _Lead(cfg, x)
+    out = _numpy.forward(
+        cfg.kind,
+        x,
+        d,
+        ld.eps(e),
+        cfg.p,
+        _side(ld.bound(lo, cfg.lower_shape), cfg.lower_s),
+        _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s),
+        ld.axes,
+        cfg.unreachable,
+    )
+    return np.asarray(out, dtype=x.dtype)
+
+
+def _vjp_host(
+    cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The VJP on NumPy arrays; cotangents in the shapes and dtypes of the operands."""
+    g, x, d, e, lo, hi = (_host(a) for a in (g, x, d, e, lo, hi))
+    ld = _Lead(cfg, x)
+    gx, gd, ge, gl, gu = _numpy.vjp(
+        cfg.kind,
+        x,
+        d,
+        ld.eps(e),
+        g,
+        cfg.p,
+        _side(ld.bound(lo, cfg.lower_shape), cfg.lower_s),
+        _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s),
+        ld.axes,
+        cfg.unreachable,
+    )
+
+    def fit(c: Any, like: Any) -> Any:
+        return None if like is None else np.asarray(c, dtype=like.dtype).reshape(like.shape)
+
+    return fit(gx, x), fit(gd, d), fit(ge, e), fit(gl, lo), fit(gu, hi)
+
+
+def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    if not _is_traced(x, d, e, lo, hi):
+        out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
+        return jnp.asarray(out)
+    spec = jax.ShapeDtypeStruct(cfg.out_shape, x.dtype)
+    return jax.pure_callback(
+        functools.partial(_forward_host, cfg), spec, x, d, e, lo, hi, vmap_method=VMAP_METHOD
+    )
+
+
+def _vjp(cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, ...]:
+    if not _is_traced(g, x, d, e, lo, hi):
+        host = _vjp_host(cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi))
+        return tuple(None if c is None else jnp.asarray(c) for c in host)
+
+    def spec(a: Any) -> Any:
+        return None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
+
+    specs = (spec(x), spec(d), spec(e), spec(lo), spec(hi))
+    return tuple(
+        jax.pure_callback(
+            functools.partial(_vjp_host, cfg), specs, g, x, d, e, lo, hi, vmap_method=VMAP_METHOD
+        )
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def _call(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    return _forward(cfg, x, d, e, lo, hi)
+
+
+def _call_fwd(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    return _forward(cfg, x, d, e, lo, hi), (x, d, e, lo, hi)
+
+
+def _call_bwd(cfg: _Config, res: Any, g: Any) -> tuple[Any, ...]:
+    return _vjp(cfg, g, *res)
+
+
+_call.defvjp(_call_fwd, _call_bwd)
+
+
+def _dtype_name(dt: Any) -> str:
+    return str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
+
+
+def _run(
+    kind: str, x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
+) -> Any:
+    if not hasattr(x, "dtype") or not hasattr(delta, "dtype"):
+        x, delta = jnp.asarray(x), jnp.asarray(delta)
+    pf, mode, axes = _numpy.check_meta(
+        _dtype_name(x.dtype),
+        _dtype_name(delta.dtype),
+        tuple(x.shape),
+        tuple(delta.shape),
+        p,
+        unreachable,
+        axis,
+    )
+    out_dtype = x.dtype
+    wd = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
+    x = jnp.asarray(x, dtype=wd) if x.dtype == jnp.bfloat16 else jnp.asarray(x)
+    delta = jnp.asarray(delta, dtype=x.dtype)
+    if not hasattr(eps, "dtype"):
+        eps = np.asarray(eps)
+    _numpy.check_eps_dtype(_dtype_name(eps.dtype))
+    if not jnp.issubdtype(eps.dtype, jnp.floating):
+        eps = jnp.asarray(eps, dtype=jnp.result_type(float))
+    eps = jnp.asarray(eps)
+    eta_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
+    rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
+    if not _numpy.eps_rows_shape_ok(tuple(eps.shape), rows, eta_shape):
+        raise ValueError(
+            f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+            f"got shape {tuple(eps.shape)}"
+        )
+    arrays: list[Any] = []
+    scalars: list[float] = []
+    shapes: list[Any] = []
+    for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
+        s = _numpy.scalar_side(value, side)
+        if s is not None:
+            arrays.append(None)
+            scalars.append(s)
+            shapes.append(None)
+            continue
+        if not hasattr(value, "dtype"):
+            value = np.asarray(value)
+        _numpy.check_side_array(side, _dtype_name(value.dtype), tuple(value.shape), x.shape)
+        b = jnp.asarray(value, dtype=wd)
+        b = b.reshape(1) if b.ndim == 0 else b
+        arrays.append(b)
+        scalars.append(0.0)
+        shapes.append(tuple(b.shape))
+    cfg = _Config(
+        kind,
+        pf,
+        scalars[0],
+        scalars[1],
+        axes,
+        mode,
+        tuple(x.shape),
+        tuple(eps.shape),
+        shapes[0],
+        shapes[1],
+    )
+    if _is_traced(x, delta, eps, arrays[0], arrays[1]):
+        out = _call(cfg, x, delta, eps, arrays[0], arrays[1])
+    else:  # concrete arrays, nothing to differentiate: skip the custom_vjp machinery
+        out = _forward(cfg, x, delta, eps, arrays[0], arrays[1])
+    return out if out.dtype == out_dtype else out.astype(out_dtype)
+
+
+def scale(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = (0.0, 1.0),
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> Any:
+    """:func:`clipresc.scale` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.
+
+    Arguments as :func:`clipresc.scale`; ``eps`` and the bounds may be JAX arrays (which
+    then get gradients) or numbers. Returns ``eta`` as a ``jax.Array`` of ``x``'s dtype.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from clipresc.frameworks import jax as cj
+    >>> x = jnp.array([[0.5, 0.9]]); d = jnp.ones((1, 2))
+    >>> eta = jax.jit(lambda x: cj.scale(x, d, 0.5, p=1))(x)
+    >>> eta.shape, eta.dtype, round(float(eta[0, 0]), 6)
+    ((1, 1), dtype('float32'), 0.4)
+    """
+    return _run("scale", x, delta, eps, p, bounds, axis, unreachable)
+
+
+def perturb(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = (0.0, 1.0),
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> Any:
+    """:func:`clipresc.perturb` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.
+
+    Arguments as :func:`clipresc.perturb`; returns ``clip(x + eta * delta, lower, upper)``
+    as a ``jax.Array`` of ``x``'s shape and dtype.
+
+    >>> import jax, jax.numpy as jnp
+    >>> from clipresc.frameworks import jax as cj
+    >>> kx, kd = jax.random.split(jax.random.key(0))
+    >>> x = jax.random.uniform(kx, (8, 3, 4, 4)); d = jax.random.normal(kd, x.shape)
+    >>> y = jax.jit(cj.perturb)(x, d, 1.0)
+    >>> bool(jnp.allclose(jnp.linalg.norm((y - x).reshape(8, -1), axis=1), 1.0, rtol=1e-5))
+    True
+    >>> g = jax.grad(lambda x: cj.perturb(x, d, 1.0).sum())(x)
+    >>> g.shape
+    (8, 3, 4, 4)
+    """
+    return _run("perturb", x, delta, eps, p, bounds, axis, unreachable)

@@ -1,0 +1,444 @@
+"""PyTorch integration: ``scale`` / ``perturb`` on tensors, differentiable with autograd.
+
+Both functions are ``torch.library.custom_op`` operators in the ``clipresc`` namespace
+(``torch.ops.clipresc.scale`` / ``torch.ops.clipresc.perturb``) with a fake (meta)
+implementation for tracing and an autograd formula whose backward is itself a custom op
+(``clipresc::scale_backward`` / ``clipresc::perturb_backward``) computing the closed-form
+VJP. They therefore work in eager mode, with ``torch.autograd``, ``torch.compile`` and
+``torch.export``, and pass ``torch.library.opcheck``.
+
+Where the work happens:
+
+* CPU tensors: zero-copy NumPy views (``Tensor.numpy()``) go to the Rust core through the
+  NumPy path; the result is wrapped back with ``torch.from_numpy`` (no copy either way for
+  contiguous float32/float64 tensors whose vector axes are the trailing ones). bfloat16 is
+  computed in float32.
+* CUDA tensors: :mod:`clipresc.backends.cupy_backend` through DLPack on PyTorch's current
+  stream when CuPy is installed and sees a GPU; otherwise, and on any other device, the
+  pure array-API backend :mod:`clipresc.backends.generic` on the tensors themselves.
+
+Gradients flow to ``x``, ``delta``, a tensor ``eps`` and tensor bounds (anything with
+``requires_grad``); conventions at non-differentiable points are those of
+:mod:`clipresc.backends.generic`. Importing this module imports PyTorch and registers the
+operators; :func:`clipresc.frameworks.module_for` imports it only for tensors.
+
+>>> import torch
+>>> from clipresc.frameworks import torch as ct
+>>> x = torch.tensor([[0.5, 0.9]], dtype=torch.float64, requires_grad=True)
+>>> eps = torch.tensor([0.5], dtype=torch.float64, requires_grad=True)
+>>> y = ct.perturb(x, torch.ones(1, 2, dtype=torch.float64), eps, p=1)
+>>> y.detach()
+tensor([[0.9000, 1.0000]], dtype=torch.float64)
+>>> y[0, 0].backward()
+>>> eps.grad
+tensor([1.], dtype=torch.float64)
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from . import _numpy
+
+torch: Any = importlib.import_module("torch")
+
+__all__ = ["perturb", "scale"]
+
+_ARGS = (
+    "Tensor x, Tensor delta, Tensor eps, Tensor? lower, Tensor? upper, "
+    "float lower_s, float upper_s, float p, int[] axis, str unreachable"
+)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _dtype_name(dt: Any) -> str:
+    return str(dt).rpartition(".")[2]
+
+
+def _work_dtype(dt: Any) -> Any:
+    return torch.float64 if dt == torch.float64 else torch.float32
+
+
+def _np(t: Any) -> Any:
+    """A NumPy view of a CPU tensor (a float32 copy for bfloat16); numbers pass through."""
+    if not isinstance(t, torch.Tensor):
+        return t
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()
+    return t.resolve_conj().resolve_neg().numpy()
+
+
+def _from_np(a: Any, dtype: Any) -> Any:
+    """A tensor owning (or sharing) ``a``'s memory, in ``dtype``."""
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    return t if t.dtype == dtype else t.to(dtype)
+
+
+def _side_np(t: Any, s: float) -> Any:
+    return s if t is None else _np(t)
+
+
+def _eta_shape(shape: Sequence[int], axis: Sequence[int]) -> list[int]:
+    return [1 if a in axis else int(s) for a, s in enumerate(shape)]
+
+
+def _on_cpu(*ts: Any) -> bool:
+    return all(not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in ts)
+
+
+# --------------------------------------------------------------------------- forward op
+
+
+def _forward_impl(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: list[int],
+    unreachable: str,
+) -> Any:
+    if not _on_cpu(x, delta, eps, lower, upper):
+        if not isinstance(eps, torch.Tensor):
+            eps = torch.tensor(eps, dtype=torch.float64, device=x.device)
+        args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
+        return _device.forward(kind, *args)
+    out = _numpy.forward(
+        kind,
+        _np(x),
+        _np(delta),
+        _np(eps),
+        p,
+        _side_np(lower, lower_s),
+        _side_np(upper, upper_s),
+        tuple(axis),
+        unreachable,
+    )
+    return _from_np(out, x.dtype)
+
+
+def _scale_impl(*args: Any) -> Any:
+    return _forward_impl("scale", *args)
+
+
+def _perturb_impl(*args: Any) -> Any:
+    return _forward_impl("perturb", *args)
+
+
+def _scale_fake(x: Any, *args: Any) -> Any:
+    axis = args[7]
+    return x.new_empty(_eta_shape(x.shape, axis))
+
+
+def _perturb_fake(x: Any, *args: Any) -> Any:
+    return x.new_empty(x.shape)
+
+
+_scale_op = torch.library.custom_op(
+    "clipresc::scale", _scale_impl, mutates_args=(), schema=f"({_ARGS}) -> Tensor"
+)
+_perturb_op = torch.library.custom_op(
+    "clipresc::perturb", _perturb_impl, mutates_args=(), schema=f"({_ARGS}) -> Tensor"
+)
+_scale_op.register_fake(_scale_fake)
+_perturb_op.register_fake(_perturb_fake)
+
+
+# --------------------------------------------------------------------------- backward op
+
+_BWD_SCHEMA = f"(Tensor grad, {_ARGS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+
+
+def _backward_impl(
+    kind: str,
+    grad: Any,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: list[int],
+    unreachable: str,
+) -> tuple[Any, Any, Any, Any, Any]:
+    if not _on_cpu(grad, x, delta, eps, lower, upper):
+        args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
+        gs = _device.vjp(kind, grad, *args)
+    else:
+        gx, gd, ge, gl, gu = _numpy.vjp(
+            kind,
+            _np(x),
+            _np(delta),
+            _np(eps),
+            _np(grad),
+            p,
+            _side_np(lower, lower_s),
+            _side_np(upper, upper_s),
+            tuple(axis),
+            unreachable,
+        )
+        gs = (
+            _from_np(gx, x.dtype),
+            _from_np(gd, delta.dtype),
+            _from_np(ge, eps.dtype),
+            None if gl is None else _from_np(gl, lower.dtype),
+            None if gu is None else _from_np(gu, upper.dtype),
+        )
+    # absent bound cotangents are distinct empty tensors (outputs may not alias)
+    gl = x.new_empty((0,)) if gs[3] is None else gs[3]
+    gu = x.new_empty((0,)) if gs[4] is None else gs[4]
+    return gs[0], gs[1], gs[2], gl, gu
+
+
+def _scale_backward_impl(grad: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
+    return _backward_impl("scale", grad, *args)
+
+
+def _perturb_backward_impl(grad: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
+    return _backward_impl("perturb", grad, *args)
+
+
+_scale_backward_op = torch.library.custom_op(
+    "clipresc::scale_backward", _scale_backward_impl, mutates_args=(), schema=_BWD_SCHEMA
+)
+_perturb_backward_op = torch.library.custom_op(
+    "clipresc::perturb_backward", _perturb_backward_impl, mutates_args=(), schema=_BWD_SCHEMA
+)
+
+
+def _backward_fake(
+    grad: Any, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, *rest: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    def like(t: Any) -> Any:
+        return x.new_empty((0,)) if t is None else t.new_empty(t.shape)
+
+    return like(x), like(delta), like(eps), like(lower), like(upper)
+
+
+_scale_backward_op.register_fake(_backward_fake)
+_perturb_backward_op.register_fake(_backward_fake)
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    x, delta, eps, lower, upper, *statics = inputs
+    ctx.save_for_backward(x, delta, eps, lower, upper)
+    ctx.statics = tuple(statics)
+
+
+def _make_backward(op: Any) -> Any:
+    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
+        x, delta, eps, lower, upper = ctx.saved_tensors
+        gx, gd, ge, gl, gu = op(grad, x, delta, eps, lower, upper, *ctx.statics)
+        return (
+            gx,
+            gd,
+            ge,
+            None if lower is None else gl,
+            None if upper is None else gu,
+            None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+    return backward
+
+
+torch.library.register_autograd(
+    "clipresc::scale", _make_backward(_scale_backward_op), setup_context=_setup_context
+)
+torch.library.register_autograd(
+    "clipresc::perturb", _make_backward(_perturb_backward_op), setup_context=_setup_context
+)
+
+
+# --------------------------------------------------------------------------- public
+
+
+def _prepare_args(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: Any,
+    bounds: Any,
+    axis: Any,
+    unreachable: Any,
+) -> tuple[Any, ...]:
+    """Metadata checks and the operator's arguments (tensors cast where the contract says)."""
+    if torch.compiler.is_compiling():
+        return _traced_args(x, delta, eps, p, bounds, axis, unreachable)
+    if not isinstance(x, torch.Tensor) or not isinstance(delta, torch.Tensor):
+        raise TypeError(
+            "clipresc.frameworks.torch needs torch tensors for x and delta; got "
+            f"{type(x).__name__} and {type(delta).__name__}"
+        )
+    pf, mode, axes = _numpy.check_meta(
+        _dtype_name(x.dtype),
+        _dtype_name(delta.dtype),
+        tuple(x.shape),
+        tuple(delta.shape),
+        p,
+        unreachable,
+        axis,
+    )
+    if delta.dtype != x.dtype:
+        delta = delta.to(x.dtype)
+    wd = _work_dtype(x.dtype)
+    eps_t: Any
+    if isinstance(eps, torch.Tensor):
+        _numpy.check_eps_dtype(_dtype_name(eps.dtype))
+        eps_t = eps.to(device=x.device, dtype=torch.float64)
+    elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
+        eps_t = float(eps)  # made a tensor only if the operator is called (see _call)
+    else:
+        e = np.asarray(eps)
+        _numpy.check_eps_dtype(str(e.dtype))
+        eps_t = torch.as_tensor(e.astype(np.float64), device=x.device)
+    eps_shape = tuple(eps_t.shape) if isinstance(eps_t, torch.Tensor) else ()
+    if eps_shape:
+        eta_shape = tuple(_eta_shape(x.shape, axes))
+        rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
+        if not _numpy.eps_rows_shape_ok(eps_shape, rows, eta_shape):
+            raise ValueError(
+                f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+                f"got shape {eps_shape}"
+            )
+    sides: list[Any] = []
+    for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
+        s = _numpy.scalar_side(value, side)
+        if s is not None:
+            sides += [None, s]
+            continue
+        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+        _numpy.check_side_array(side, _dtype_name(t.dtype), tuple(t.shape), tuple(x.shape))
+        t = t.to(device=x.device, dtype=wd)
+        sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
+    lower_t, lower_s, upper_t, upper_s = sides
+    return (x, delta, eps_t, lower_t, upper_t, lower_s, upper_s, pf, list(axes), mode)
+
+
+def _traced_args(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: Any,
+    bounds: Any,
+    axis: Any,
+    unreachable: Any,
+) -> tuple[Any, ...]:
+    """The operator's arguments, in code that ``torch.compile`` traces without breaks.
+
+    The metadata checks are left to the operator, which runs every check of the NumPy path
+    when the compiled code runs.
+    """
+    nd = x.ndim
+    if axis is None:
+        axes = list(range(1, nd)) if nd > 1 else [0]
+    elif isinstance(axis, (tuple, list)):
+        axes = sorted([int(a) % nd for a in axis])
+    else:
+        axes = [int(axis) % nd]
+    wd = _work_dtype(x.dtype)
+    eps_t = torch.as_tensor(eps, device=x.device).to(torch.float64)
+    sides: list[Any] = []
+    lower, upper = (None, None) if bounds is None else (bounds[0], bounds[1])
+    for value, inf in ((lower, -math.inf), (upper, math.inf)):
+        if value is None:
+            sides += [None, inf]
+        elif isinstance(value, (int, float)):
+            sides += [None, float(value)]
+        else:
+            t = torch.as_tensor(value, device=x.device).to(wd)
+            sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
+    delta = delta.to(x.dtype)
+    return (x, delta, eps_t, sides[0], sides[2], sides[1], sides[3], float(p), axes, unreachable)
+
+
+def _plain(t: Any) -> bool:
+    return not isinstance(t, torch.Tensor) or (type(t) is torch.Tensor and not t.requires_grad)
+
+
+def _call(kind: str, args: tuple[Any, ...]) -> Any:
+    """The operator, or for plain tensors needing no gradient outside any tracing or
+    functorch transform, its implementation directly (the operator's dispatch costs more
+    than a small problem)."""
+    if (
+        not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and all(_plain(t) for t in args[:5])
+    ):
+        return _forward_impl(kind, *args)
+    if not isinstance(args[2], torch.Tensor):
+        x = args[0]
+        args = (*args[:2], torch.tensor(args[2], dtype=torch.float64, device=x.device), *args[3:])
+    op = torch.ops.clipresc.scale if kind == "scale" else torch.ops.clipresc.perturb
+    return op(*args)
+
+
+def scale(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = (0.0, 1.0),
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> Any:
+    """:func:`clipresc.scale` for PyTorch tensors, differentiable.
+
+    Arguments as :func:`clipresc.scale`; ``x`` and ``delta`` are tensors, ``eps`` and the
+    bounds may be tensors (on ``x``'s device) or numbers. Returns ``eta`` as a tensor of
+    ``x``'s dtype and device. Gradients flow to every tensor argument that requires them.
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch as ct
+    >>> x = torch.tensor([[0.5, 0.9]], dtype=torch.float64)
+    >>> ct.scale(x, torch.ones_like(x), 0.5, p=1)
+    tensor([[0.4000]], dtype=torch.float64)
+    """
+    return _call("scale", _prepare_args(x, delta, eps, p, bounds, axis, unreachable))
+
+
+def perturb(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = (0.0, 1.0),
+    axis: int | Sequence[int] | None = None,
+    unreachable: str = "saturate",
+) -> Any:
+    """:func:`clipresc.perturb` for PyTorch tensors, differentiable.
+
+    Arguments as :func:`clipresc.perturb`; returns ``clip(x + eta * delta, lower, upper)``
+    as a tensor of ``x``'s shape, dtype and device.
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch as ct
+    >>> x = torch.rand(8, 3, 4, 4, dtype=torch.float64, requires_grad=True)
+    >>> y = ct.perturb(x, torch.randn(8, 3, 4, 4, dtype=torch.float64), eps=1.0)
+    >>> torch.allclose((y - x).flatten(1).norm(dim=1), torch.ones(8, dtype=torch.float64))
+    True
+    >>> y.sum().backward()
+    >>> x.grad.shape
+    torch.Size([8, 3, 4, 4])
+    """
+    return _call("perturb", _prepare_args(x, delta, eps, p, bounds, axis, unreachable))
+
+
+from . import _torch_device as _device  # noqa: E402  (uses the helpers above)

@@ -1,0 +1,991 @@
+//! Closed-form vector-Jacobian products of [`crate::scale`] and [`crate::perturb`].
+//!
+//! Implicit differentiation of `F = sum_U |eta d_i|^p + sum_S s_i^p - eps^p = 0`
+//! (DESIGN.md section 3): with `U` the unsaturated and `S` the saturated movable elements,
+//! `M = sum_U |d_i|^p` and `D = eta^(p-1) M`,
+//!
+//! ```text
+//! d eta / d eps = eps^(p-1) / D                       (M^(-1/p) at eps = 0: finite)
+//! d eta / d d_j = -eta |d_j|^(p-1) sign(d_j) / M      for j in U
+//! d eta / d x_j = sign(d_j) s_j^(p-1) / D             for j in S
+//! d eta / d u_j = -s_j^(p-1) / D   (j in S, d_j > 0);  d eta / d l_j = +s_j^(p-1) / D  (d_j < 0)
+//! ```
+//!
+//! and for `y = clip(x + eta d, l, u)` with cotangent `ybar`, `etabar = sum_U ybar_j d_j`
+//! flows through `eta` while each element passes `ybar_j` to `x_j` and `d_j` (times `eta`)
+//! when it moves freely, or to the bound it sits on when saturated.
+//!
+//! Conventions at the non-differentiable points are those of the array-API backend
+//! (`clipresc/backends/generic.py`):
+//! - the saturated set is `S = {i : d_i != 0, s_i / |d_i| <= eta}` (ties saturated), so at a
+//!   breakpoint the derivative is the one-sided one for increasing `eps`;
+//! - `eps = 0`: `d eta / d eps = M^(-1/p)` and no other gradient through `eta`;
+//! - every movable element saturated (`eps` unreachable, or exactly the largest size):
+//!   `eta = s_k / |d_k|` follows the element `k` that saturates last (the first of the
+//!   largest keys), so only `x_k`, `d_k` and `k`'s bound get gradient through `eta`;
+//! - `p = inf`: `eta = eps / |d_k|` for the first largest `|d_k|` among the elements with
+//!   `s_k >= eps` and `s_k > 0`; only `eps` and `d_k` get gradient. Unreachable: `k` is the
+//!   first element with the largest room, then the largest `|d_k|`, and the rule above applies;
+//! - `s_j = 0` with `p < 1` (where `s_j^(p-1)` is infinite) contributes 0;
+//! - `d_j = 0`: no gradient through `eta`; for `perturb` the element moves freely
+//!   (`dy_j/dx_j = 1`, `dy_j/dd_j = eta`).
+//!
+//! Everything is accumulated in `f64` (also for `f32` data) over blocks fixed by the row
+//! length, combined in a fixed order; gradients of bounds shared by every row are summed over
+//! the rows in row order. The results are bitwise identical for any thread count.
+// Explicit lane indices are the shape the vectoriser needs.
+#![allow(clippy::needless_range_loop)]
+
+use rayon::prelude::*;
+
+use crate::batch::{row_slice, solve_stats, Batch, Summary, PAR_ROW_MIN};
+use crate::bounds::{Bound, ScalarSide, SideAccess, SliceSide};
+use crate::error::CoreError;
+use crate::kernel::{room, Row, BLOCK};
+use crate::norm::{Norm, PAny, Power, P1, P2};
+use crate::real::Real;
+use crate::solve::Options;
+
+/// The incoming cotangent.
+#[derive(Clone, Copy, Debug)]
+pub enum Cotangent<'a, T> {
+    /// `etabar`, one value per row: the VJP of [`crate::scale`].
+    Eta(&'a [T]),
+    /// `ybar`, `rows * n` values (row-major): the VJP of [`crate::perturb`].
+    Y(&'a [T]),
+}
+
+/// Where the cotangents of the inputs go.
+///
+/// `lower` / `upper` must be `None` for scalar bounds; for array bounds they are either `None`
+/// (not wanted) or hold as many values as the bound (`n` for [`Bound::Shared`], summed over
+/// the rows; `rows * n` for [`Bound::Full`]).
+#[derive(Debug)]
+pub struct Grads<'a, T> {
+    pub x: &'a mut [T],
+    pub delta: &'a mut [T],
+    /// One value per row (the caller sums them for a scalar `eps`).
+    pub eps: &'a mut [f64],
+    pub lower: Option<&'a mut [T]>,
+    pub upper: Option<&'a mut [T]>,
+}
+
+/// Cotangents of `eta = scale(batch)` for `etabar` (one per row), written into `grads`.
+///
+/// `eta`, when given, must be the forward's scales for the same batch: the solve is then
+/// skipped (and so is the validation of the values; the returned summary is empty).
+///
+/// ```
+/// use clipresc_core::{scale_vjp, Batch, Bound, Eps, Grads, Norm, Options};
+/// let (x, d) = ([0.5f64, 0.9], [1.0f64, 1.0]);
+/// let batch = Batch { x: &x, delta: &d, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.5), norm: Norm::P(1.0) };
+/// let (mut xb, mut db, mut eb) = ([0.0; 2], [0.0; 2], [0.0]);
+/// let grads = Grads { x: &mut xb, delta: &mut db, eps: &mut eb, lower: None, upper: None };
+/// scale_vjp(&batch, &Options::default(), None, &[1.0], grads).unwrap();
+/// // eta = eps - (1 - 0.9): d eta / d eps = 1, d eta / d x_1 = 1, d eta / d d_0 = -eta
+/// assert_eq!(eb[0], 1.0);
+/// assert!((xb[1] - 1.0).abs() < 1e-15 && (db[0] + 0.4).abs() < 1e-15);
+/// ```
+pub fn scale_vjp<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta: Option<&[T]>,
+    etabar: &[T],
+    grads: Grads<'_, T>,
+) -> Result<Summary, CoreError> {
+    vjp(batch, opts, eta, Cotangent::Eta(etabar), grads)
+}
+
+/// Cotangents of `y = perturb(batch)` for `ybar` (`rows * n` values), written into `grads`.
+///
+/// `eta` as in [`scale_vjp`].
+pub fn perturb_vjp<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta: Option<&[T]>,
+    ybar: &[T],
+    grads: Grads<'_, T>,
+) -> Result<Summary, CoreError> {
+    vjp(batch, opts, eta, Cotangent::Y(ybar), grads)
+}
+
+/// Either VJP, by the kind of cotangent.
+pub fn vjp<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta: Option<&[T]>,
+    cot: Cotangent<'_, T>,
+    grads: Grads<'_, T>,
+) -> Result<Summary, CoreError> {
+    batch.check()?;
+    let (rows, n) = (batch.rows, batch.n);
+    let total = rows * n;
+    let (cot_arg, cot_len, cot_expected) = match cot {
+        Cotangent::Eta(e) => ("etabar", e.len(), rows),
+        Cotangent::Y(y) => ("ybar", y.len(), total),
+    };
+    let mut lengths = vec![
+        (cot_arg, cot_len, cot_expected),
+        ("x_grad", grads.x.len(), total),
+        ("delta_grad", grads.delta.len(), total),
+        ("eps_grad", grads.eps.len(), rows),
+    ];
+    if let Some(e) = eta {
+        lengths.push(("eta", e.len(), rows));
+    }
+    for (arg, bound, out) in [
+        ("lower_grad", &batch.lower, &grads.lower),
+        ("upper_grad", &batch.upper, &grads.upper),
+    ] {
+        if let Some(out) = out {
+            let expected = match bound {
+                Bound::Scalar(_) => 0,
+                Bound::Shared(_) => n,
+                Bound::Full(_) => total,
+            };
+            lengths.push((arg, out.len(), expected));
+        }
+    }
+    for (arg, got, expected) in lengths {
+        if got != expected {
+            return Err(CoreError::Length { arg, expected, got });
+        }
+    }
+    let (etas, summary) = match eta {
+        Some(e) => (e.iter().map(|v| v.as_f64()).collect(), Summary::default()),
+        None => {
+            let outcomes = solve_stats(batch, opts)?;
+            let mut s = Summary::default();
+            for (r, o) in outcomes.iter().enumerate() {
+                if o.unreachable {
+                    s.unreachable_rows += 1;
+                    s.first_unreachable.get_or_insert(r);
+                }
+            }
+            (outcomes.iter().map(|o| o.eta).collect::<Vec<f64>>(), s)
+        }
+    };
+    if n == 0 {
+        grads.eps.iter_mut().for_each(|e| *e = 0.0);
+        if let Some(l) = grads.lower {
+            l.iter_mut().for_each(|v| *v = T::zero());
+        }
+        if let Some(u) = grads.upper {
+            u.iter_mut().for_each(|v| *v = T::zero());
+        }
+        return Ok(summary);
+    }
+    let job = Job {
+        b: batch,
+        etas: &etas,
+        cot,
+    };
+    match batch.norm {
+        Norm::Inf => job.sides(None::<P1>, grads),
+        Norm::P(1.0) => job.sides(Some(P1), grads),
+        Norm::P(2.0) => job.sides(Some(P2), grads),
+        Norm::P(p) => job.sides(Some(PAny(p)), grads),
+    }
+    Ok(summary)
+}
+
+/// `v -> v^(p-1)`, monomorphised like [`Power`].
+trait PowM1: Power {
+    fn pow_m1(self, v: f64) -> f64;
+    fn below_one(self) -> bool;
+}
+
+impl PowM1 for P1 {
+    #[inline(always)]
+    fn pow_m1(self, _v: f64) -> f64 {
+        1.0
+    }
+    fn below_one(self) -> bool {
+        false
+    }
+}
+
+impl PowM1 for P2 {
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v
+    }
+    fn below_one(self) -> bool {
+        false
+    }
+}
+
+impl PowM1 for PAny {
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v.powf(self.0 - 1.0)
+    }
+    fn below_one(self) -> bool {
+        self.0 < 1.0
+    }
+}
+
+/// How `eta` depends on the row's elements.
+#[derive(Clone, Copy, Debug, Default)]
+enum Mode {
+    /// No dependence (`eps = 0`, nothing movable): only `eps` may get gradient.
+    #[default]
+    Zero,
+    /// Finite `p`, `eps > 0`, some element unsaturated: the implicit-function formulas.
+    Regular { inv_m: f64 },
+    /// Every movable element saturated: `eta = s_k / |d_k|`.
+    Follow { k: usize },
+    /// `p = inf`, reachable: `eta = eps / |d_k|`.
+    InfReach { k: usize },
+}
+
+/// What one row's gradient needs besides its elements.
+#[derive(Clone, Copy, Debug, Default)]
+struct Info {
+    eta: f64,
+    /// The cotangent of `eta` (given, or `sum_U ybar_j d_j`).
+    eb: f64,
+    mode: Mode,
+}
+
+/// Lanes of the scans: independent `f64` accumulators the compiler can vectorise.
+const LANES: usize = 8;
+
+/// Sums of one scan over a row (or a block of it), combined left to right.
+#[derive(Clone, Copy, Debug, Default)]
+struct Acc {
+    /// `sum_U |d_i|^p` (finite `p`).
+    m: f64,
+    any_mov: bool,
+    /// `p = inf`: the largest `|d_i|` over movable elements with `s_i >= eps`, `s_i > 0`.
+    a_reach: f64,
+    /// `sum_U ybar_i d_i`.
+    ebar: f64,
+}
+
+impl Acc {
+    fn then(self, o: Acc) -> Acc {
+        Acc {
+            m: self.m + o.m,
+            any_mov: self.any_mov | o.any_mov,
+            a_reach: self.a_reach.max(o.a_reach),
+            ebar: self.ebar + o.ebar,
+        }
+    }
+}
+
+/// Feeds the elements `start..end` of a row to `push(lane, x, d, lo, hi, ybar)` in fixed
+/// lanes (`ybar` is `x` again unless `Y`), slicing each group of lanes first so the inner
+/// loop has no bounds checks.
+#[inline(always)]
+fn for_lanes<T, L, H, const Y: bool>(
+    row: &Row<'_, T, L, H>,
+    ybar: &[T],
+    start: usize,
+    end: usize,
+    mut push: impl FnMut(usize, T, T, T, T, T),
+) where
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let full = start + (end - start) / LANES * LANES;
+    for base in (start..full).step_by(LANES) {
+        let xs = &row.x[base..base + LANES];
+        let ds = &row.d[base..base + LANES];
+        let ys = if Y { &ybar[base..base + LANES] } else { xs };
+        let (lo, hi) = (row.lo.sub(base, LANES), row.hi.sub(base, LANES));
+        for k in 0..LANES {
+            push(k, xs[k], ds[k], lo.at(k), hi.at(k), ys[k]);
+        }
+    }
+    for i in full..end {
+        let y = if Y { ybar[i] } else { row.x[i] };
+        push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i), y);
+    }
+}
+
+/// Whether element `(x, d)` is saturated at `eta`, its `|d|` and its room (`s / |d|` is
+/// computed in `T` like the forward's keys; it is NaN or infinite for `d = 0`, so such
+/// elements never count as saturated).
+#[inline(always)]
+fn classify<T: Real>(eta: f64, x: T, d: T, lo: T, hi: T) -> (bool, T, T) {
+    let a = d.abs();
+    let s = room(x, d, lo, hi);
+    ((s / a).as_f64() <= eta, a, s)
+}
+
+/// One block of the scan for finite `p`: `M` and `etabar` (`Y`: from `ybar`).
+#[inline(always)]
+fn scan_finite<T, P, L, H, const Y: bool>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    eta: f64,
+    ybar: &[T],
+    start: usize,
+    end: usize,
+) -> Acc
+where
+    T: Real,
+    P: PowM1,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let (mut m, mut eb, mut mov) = ([0.0f64; LANES], [0.0f64; LANES], [false; LANES]);
+    for_lanes::<T, L, H, Y>(row, ybar, start, end, |k, x, d, lo, hi, y| {
+        let (sat, a, _) = classify(eta, x, d, lo, hi);
+        let mv = a > T::zero();
+        let unsat = mv & !sat;
+        m[k] += if unsat { pw.pow64(a.as_f64()) } else { 0.0 };
+        mov[k] |= mv;
+        if Y {
+            eb[k] += if unsat { y.as_f64() * d.as_f64() } else { 0.0 };
+        }
+    });
+    let mut acc = Acc::default();
+    for k in 0..LANES {
+        acc = acc.then(Acc {
+            m: m[k],
+            any_mov: mov[k],
+            a_reach: 0.0,
+            ebar: eb[k],
+        });
+    }
+    acc
+}
+
+/// One block of the scan for `p = inf`: the reaching `|d|`, and `etabar`.
+#[inline(always)]
+fn scan_inf<T, L, H, const Y: bool>(
+    row: &Row<'_, T, L, H>,
+    eta: f64,
+    eps: T,
+    ybar: &[T],
+    start: usize,
+    end: usize,
+) -> Acc
+where
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let (mut am, mut eb, mut mov) = ([0.0f64; LANES], [0.0f64; LANES], [false; LANES]);
+    for_lanes::<T, L, H, Y>(row, ybar, start, end, |k, x, d, lo, hi, y| {
+        let (sat, a, s) = classify(eta, x, d, lo, hi);
+        let mv = a > T::zero();
+        let cand = mv & (s >= eps) & (s > T::zero());
+        let a64 = a.as_f64();
+        am[k] = if cand & (a64 > am[k]) { a64 } else { am[k] };
+        mov[k] |= mv;
+        if Y {
+            eb[k] += if mv & !sat {
+                y.as_f64() * d.as_f64()
+            } else {
+                0.0
+            };
+        }
+    });
+    let mut acc = Acc::default();
+    for k in 0..LANES {
+        acc = acc.then(Acc {
+            m: 0.0,
+            any_mov: mov[k],
+            a_reach: am[k],
+            ebar: eb[k],
+        });
+    }
+    acc
+}
+
+/// Runs `f` on the blocks of `0..n` (fixed by `n` alone) and combines them in order.
+fn fold_blocks<F>(n: usize, par: bool, f: F) -> Acc
+where
+    F: Fn(usize, usize) -> Acc + Sync,
+{
+    let nblocks = n.div_ceil(BLOCK);
+    let block = |bi: usize| f(bi * BLOCK, n.min((bi + 1) * BLOCK));
+    if par && nblocks > 1 {
+        let parts: Vec<Acc> = (0..nblocks).into_par_iter().map(block).collect();
+        parts.into_iter().fold(Acc::default(), Acc::then)
+    } else {
+        (0..nblocks).map(block).fold(Acc::default(), Acc::then)
+    }
+}
+
+/// The element that saturates last: the first of the largest keys `s_i / |d_i|`.
+fn last_to_saturate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>) -> usize {
+    let (mut best, mut k) = (f64::NEG_INFINITY, usize::MAX);
+    for i in 0..row.len() {
+        let a = row.d[i].abs();
+        let key = (room(row.x[i], row.d[i], row.lo.at(i), row.hi.at(i)) / a).as_f64();
+        if a > T::zero() && key > best {
+            (best, k) = (key, i);
+        }
+    }
+    k
+}
+
+/// `p = inf`, reachable: the first movable element with room `>= eps` (and `> 0`) whose
+/// `|d|` is the largest, `a_reach`.
+fn first_reaching<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: T,
+    a_reach: f64,
+) -> usize {
+    (0..row.len())
+        .find(|&i| {
+            let d = row.d[i];
+            let s = room(row.x[i], d, row.lo.at(i), row.hi.at(i));
+            s >= eps && s > T::zero() && d.abs().as_f64() == a_reach
+        })
+        .unwrap_or(usize::MAX)
+}
+
+/// `p = inf`, unreachable: the first element with the largest room, then the largest `|d|`.
+fn largest_room<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>) -> usize {
+    let (mut best, mut k) = ((f64::NEG_INFINITY, 0.0f64), usize::MAX);
+    for i in 0..row.len() {
+        let a = row.d[i].abs();
+        let s = room(row.x[i], row.d[i], row.lo.at(i), row.hi.at(i)).as_f64();
+        let a64 = a.as_f64();
+        if a > T::zero() && (s > best.0 || (s == best.0 && a64 > best.1)) {
+            (best, k) = ((s, a64), i);
+        }
+    }
+    k
+}
+
+/// The cotangents one element passes on: `[x, delta, lower, upper]`, from its own `ybar`
+/// (`Y`) and, for `Mode::Regular` (`REG`), through `eta`. Branch-free.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn terms<T: Real, P: PowM1, const Y: bool, const REG: bool>(
+    pw: P,
+    info: &Info,
+    inv_m: f64,
+    x: T,
+    d: T,
+    lo: T,
+    hi: T,
+    yb: f64,
+) -> [f64; 4] {
+    let eta = info.eta;
+    let (sat, a, s) = classify(eta, x, d, lo, hi);
+    let up = d > T::zero();
+    let mut g = [0.0f64; 4];
+    if Y {
+        g[0] = if sat { 0.0 } else { yb };
+        g[1] = if sat { 0.0 } else { yb * eta };
+        g[2] = if sat & !up { yb } else { 0.0 };
+        g[3] = if sat & up { yb } else { 0.0 };
+    }
+    if REG {
+        let (a64, s64) = (a.as_f64(), s.as_f64());
+        let sign = if up { 1.0 } else { -1.0 };
+        let r = pw.pow_m1(if sat { s64 / eta } else { a64 }) * inv_m;
+        let q = if pw.below_one() & (s64 == 0.0) {
+            0.0
+        } else {
+            r
+        };
+        let eb = info.eb;
+        g[0] += eb * if sat { sign * q } else { 0.0 };
+        g[1] += eb
+            * if (a > T::zero()) & !sat {
+                -eta * r * sign
+            } else {
+                0.0
+            };
+        g[2] += eb * if sat & !up { q } else { 0.0 };
+        g[3] += eb * if sat & up { -q } else { 0.0 };
+    }
+    g
+}
+
+/// `eb *` the partials of `eta` in element `k`'s inputs for the modes where `eta` follows
+/// one element: `[x, delta, lower, upper]`.
+fn follow_terms<T: Real>(info: &Info, d: T) -> [f64; 4] {
+    let (d64, eb) = (d.as_f64(), info.eb);
+    match info.mode {
+        Mode::Follow { .. } => [
+            -eb / d64,
+            -eb * info.eta / d64,
+            if d64 < 0.0 { -eb / d64.abs() } else { 0.0 },
+            if d64 > 0.0 { eb / d64.abs() } else { 0.0 },
+        ],
+        Mode::InfReach { .. } => [0.0, -eb * info.eta / d64, 0.0, 0.0],
+        _ => [0.0; 4],
+    }
+}
+
+fn mode_k(mode: Mode) -> Option<usize> {
+    match mode {
+        Mode::Follow { k } | Mode::InfReach { k } => Some(k),
+        _ => None,
+    }
+}
+
+/// The outputs of one row (or one block of it).
+struct RowOut<'o, T> {
+    x: &'o mut [T],
+    d: &'o mut [T],
+    lo: Option<&'o mut [T]>,
+    hi: Option<&'o mut [T]>,
+}
+
+impl<'o, T> RowOut<'o, T> {
+    /// Splits into consecutive pieces of `len` elements.
+    fn split(self, len: usize) -> Vec<RowOut<'o, T>> {
+        let mut lo = self.lo.map(|l| l.chunks_mut(len));
+        let mut hi = self.hi.map(|h| h.chunks_mut(len));
+        self.x
+            .chunks_mut(len)
+            .zip(self.d.chunks_mut(len))
+            .map(|(x, d)| RowOut {
+                x,
+                d,
+                lo: lo.as_mut().and_then(|it| it.next()),
+                hi: hi.as_mut().and_then(|it| it.next()),
+            })
+            .collect()
+    }
+}
+
+fn pieces<T>(s: Option<&mut [T]>, len: usize, count: usize) -> Vec<Option<&mut [T]>> {
+    match s {
+        Some(s) => s.chunks_mut(len).map(Some).collect(),
+        None => (0..count).map(|_| None).collect(),
+    }
+}
+
+struct Job<'j, 'a, T> {
+    b: &'j Batch<'a, T>,
+    etas: &'j [f64],
+    cot: Cotangent<'j, T>,
+}
+
+/// Columns per work item of the pass that sums shared-bound gradients over the rows.
+const COLS: usize = 4096;
+
+impl<T: Real> Job<'_, '_, T> {
+    fn sides<P: PowM1>(&self, pw: Option<P>, g: Grads<'_, T>) {
+        let (b, n) = (self.b, self.b.n);
+        match (b.lower, b.upper) {
+            (Bound::Scalar(l), Bound::Scalar(h)) => {
+                self.rows(pw, g, |_| ScalarSide(l), |_| ScalarSide(h))
+            }
+            (Bound::Scalar(l), hb) => self.rows(
+                pw,
+                g,
+                |_| ScalarSide(l),
+                |r| SliceSide(row_slice(&hb, r, n)),
+            ),
+            (lb, Bound::Scalar(h)) => self.rows(
+                pw,
+                g,
+                |r| SliceSide(row_slice(&lb, r, n)),
+                |_| ScalarSide(h),
+            ),
+            (lb, hb) => self.rows(
+                pw,
+                g,
+                |r| SliceSide(row_slice(&lb, r, n)),
+                |r| SliceSide(row_slice(&hb, r, n)),
+            ),
+        }
+    }
+
+    fn rows<P, L, H, FL, FH>(&self, pw: Option<P>, g: Grads<'_, T>, lo_of: FL, hi_of: FH)
+    where
+        P: PowM1,
+        L: SideAccess<T>,
+        H: SideAccess<T>,
+        FL: Fn(usize) -> L + Sync,
+        FH: Fn(usize) -> H + Sync,
+    {
+        let b = self.b;
+        let (rows, n) = (b.rows, b.n);
+        let row_of = |r: usize| Row {
+            x: &b.x[r * n..(r + 1) * n],
+            d: &b.delta[r * n..(r + 1) * n],
+            lo: lo_of(r),
+            hi: hi_of(r),
+        };
+        let ybar_row = |r: usize| match self.cot {
+            Cotangent::Y(y) => Some(&y[r * n..(r + 1) * n]),
+            Cotangent::Eta(_) => None,
+        };
+        // Full bounds are written per row; shared ones summed over the rows afterwards.
+        let (lo_full, lo_shared) = match (b.lower, g.lower) {
+            (Bound::Full(_), Some(o)) => (Some(o), None),
+            (Bound::Shared(_), Some(o)) => (None, Some(o)),
+            _ => (None, None),
+        };
+        let (hi_full, hi_shared) = match (b.upper, g.upper) {
+            (Bound::Full(_), Some(o)) => (Some(o), None),
+            (Bound::Shared(_), Some(o)) => (None, Some(o)),
+            _ => (None, None),
+        };
+        let par_inner = n >= PAR_ROW_MIN && rows < 2 * rayon::current_num_threads();
+        let work: Vec<_> =
+            g.x.chunks_mut(n)
+                .zip(g.delta.chunks_mut(n))
+                .zip(pieces(lo_full, n, rows))
+                .zip(pieces(hi_full, n, rows))
+                .zip(g.eps.iter_mut())
+                .enumerate()
+                .map(|(r, ((((x, d), lo), hi), e))| (r, RowOut { x, d, lo, hi }, e))
+                .collect();
+        let infos: Vec<Info> = work
+            .into_par_iter()
+            .map(|(r, out, epsbar)| {
+                let row = row_of(r);
+                let (info, ee) = self.row_info(pw, &row, r, ybar_row(r), par_inner);
+                *epsbar = info.eb * ee;
+                write_row(pw, &row, &info, ybar_row(r), out, par_inner);
+                info
+            })
+            .collect();
+        if lo_shared.is_some() || hi_shared.is_some() {
+            self.shared(pw, &infos, &row_of, &ybar_row, lo_shared, hi_shared);
+        }
+    }
+
+    /// Scans one row: its `Info` and `d eta / d eps`.
+    fn row_info<P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
+        &self,
+        pw: Option<P>,
+        row: &Row<'_, T, L, H>,
+        r: usize,
+        ybar: Option<&[T]>,
+        par: bool,
+    ) -> (Info, f64) {
+        let eta = self.etas[r];
+        let eps = self.b.eps.get(r);
+        let eps_t = T::of_f64(eps);
+        let y = ybar.unwrap_or(&[]);
+        let has_y = ybar.is_some();
+        let acc = fold_blocks(row.len(), par, |start, end| match (pw, has_y) {
+            (Some(pw), true) => scan_finite::<T, P, L, H, true>(row, pw, eta, y, start, end),
+            (Some(pw), false) => scan_finite::<T, P, L, H, false>(row, pw, eta, y, start, end),
+            (None, true) => scan_inf::<T, L, H, true>(row, eta, eps_t, y, start, end),
+            (None, false) => scan_inf::<T, L, H, false>(row, eta, eps_t, y, start, end),
+        });
+        let eb = match self.cot {
+            Cotangent::Eta(e) => e[r].as_f64(),
+            Cotangent::Y(_) => acc.ebar,
+        };
+        let (mode, ee) = match pw {
+            Some(pw) => {
+                let m = acc.m;
+                let all_sat = acc.any_mov && m <= 0.0;
+                let regular = acc.any_mov && !all_sat;
+                let ee = if !regular {
+                    0.0
+                } else if eta > 0.0 {
+                    pw.pow_m1(eps / eta) / m
+                } else {
+                    1.0 / pw.root64(m)
+                };
+                let mode = if regular && eps > 0.0 && eta > 0.0 {
+                    Mode::Regular { inv_m: 1.0 / m }
+                } else if all_sat && eps > 0.0 {
+                    Mode::Follow {
+                        k: last_to_saturate(row),
+                    }
+                } else {
+                    Mode::Zero
+                };
+                (mode, ee)
+            }
+            None => {
+                if acc.a_reach > 0.0 {
+                    let k = first_reaching(row, eps_t, acc.a_reach);
+                    (Mode::InfReach { k }, 1.0 / acc.a_reach)
+                } else if acc.any_mov && eps > 0.0 {
+                    (
+                        Mode::Follow {
+                            k: largest_room(row),
+                        },
+                        0.0,
+                    )
+                } else {
+                    (Mode::Zero, 0.0)
+                }
+            }
+        };
+        (Info { eta, eb, mode }, ee)
+    }
+
+    /// Sums the gradients of bounds shared by every row, over the rows in row order.
+    #[allow(clippy::too_many_arguments)]
+    fn shared<'r, 'y, P, L, H, FR, FY>(
+        &self,
+        pw: Option<P>,
+        infos: &[Info],
+        row_of: &FR,
+        ybar_row: &FY,
+        lo_out: Option<&mut [T]>,
+        hi_out: Option<&mut [T]>,
+    ) where
+        P: PowM1,
+        L: SideAccess<T>,
+        H: SideAccess<T>,
+        FR: Fn(usize) -> Row<'r, T, L, H> + Sync,
+        FY: Fn(usize) -> Option<&'y [T]> + Sync,
+    {
+        let n = self.b.n;
+        let (want_lo, want_hi) = (lo_out.is_some(), hi_out.is_some());
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..n.div_ceil(COLS))
+            .into_par_iter()
+            .map(|ci| {
+                let (j0, j1) = (ci * COLS, n.min((ci + 1) * COLS));
+                let mut acc = vec![[0.0f64; 2]; j1 - j0];
+                for (r, info) in infos.iter().enumerate() {
+                    let ybar = ybar_row(r);
+                    let row = row_of(r);
+                    let reg = match (pw, info.mode) {
+                        (Some(pw), Mode::Regular { inv_m }) if info.eb != 0.0 => Some((pw, inv_m)),
+                        _ => None,
+                    };
+                    let y = ybar.unwrap_or(&[]);
+                    let mut add = |j: usize, t: [f64; 4]| {
+                        acc[j - j0][0] += t[2];
+                        acc[j - j0][1] += t[3];
+                    };
+                    match (reg, ybar.is_some()) {
+                        (Some((pw, im)), true) => (j0..j1).for_each(|j| {
+                            let t = terms::<T, P, true, true>(
+                                pw,
+                                info,
+                                im,
+                                row.x[j],
+                                row.d[j],
+                                row.lo.at(j),
+                                row.hi.at(j),
+                                y[j].as_f64(),
+                            );
+                            add(j, t)
+                        }),
+                        (Some((pw, im)), false) => (j0..j1).for_each(|j| {
+                            let t = terms::<T, P, false, true>(
+                                pw,
+                                info,
+                                im,
+                                row.x[j],
+                                row.d[j],
+                                row.lo.at(j),
+                                row.hi.at(j),
+                                0.0,
+                            );
+                            add(j, t)
+                        }),
+                        (None, true) => (j0..j1).for_each(|j| {
+                            let t = terms::<T, P1, true, false>(
+                                P1,
+                                info,
+                                0.0,
+                                row.x[j],
+                                row.d[j],
+                                row.lo.at(j),
+                                row.hi.at(j),
+                                y[j].as_f64(),
+                            );
+                            add(j, t)
+                        }),
+                        (None, false) => {}
+                    }
+                    if let Some(k) = mode_k(info.mode) {
+                        if (j0..j1).contains(&k) {
+                            add(k, follow_terms(info, row.d[k]));
+                        }
+                    }
+                }
+                let lo = if want_lo {
+                    acc.iter().map(|v| v[0]).collect()
+                } else {
+                    Vec::new()
+                };
+                let hi = if want_hi {
+                    acc.iter().map(|v| v[1]).collect()
+                } else {
+                    Vec::new()
+                };
+                (lo, hi)
+            })
+            .collect();
+        for (out, pick) in [(lo_out, 0usize), (hi_out, 1)] {
+            if let Some(out) = out {
+                let vals = parts
+                    .iter()
+                    .flat_map(|p| if pick == 0 { &p.0 } else { &p.1 });
+                for (o, v) in out.iter_mut().zip(vals) {
+                    *o = T::of_f64(*v);
+                }
+            }
+        }
+    }
+}
+
+/// Writes the cotangents of elements `start..start + o.x.len()` of one row.
+fn write_range<T, P, L, H, const Y: bool, const REG: bool>(
+    pw: P,
+    row: &Row<'_, T, L, H>,
+    info: &Info,
+    inv_m: f64,
+    ybar: &[T],
+    start: usize,
+    o: &mut RowOut<'_, T>,
+) where
+    T: Real,
+    P: PowM1,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let len = o.x.len();
+    let (xs, ds) = (&mut o.x[..len], &mut o.d[..len]);
+    let (mut lo_out, mut hi_out) = (o.lo.as_deref_mut(), o.hi.as_deref_mut());
+    let (x, d) = (&row.x[start..start + len], &row.d[start..start + len]);
+    let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
+    let ybar = if Y { &ybar[start..start + len] } else { x };
+    let full = len / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        let t = group::<T, P, L, H, Y, REG, LANES>(pw, info, inv_m, x, d, lo, hi, ybar, base);
+        store(
+            &t,
+            base,
+            xs,
+            ds,
+            lo_out.as_deref_mut(),
+            hi_out.as_deref_mut(),
+        );
+    }
+    for base in full..len {
+        let t = group::<T, P, L, H, Y, REG, 1>(pw, info, inv_m, x, d, lo, hi, ybar, base);
+        store(
+            &t,
+            base,
+            xs,
+            ds,
+            lo_out.as_deref_mut(),
+            hi_out.as_deref_mut(),
+        );
+    }
+}
+
+/// `terms` of the `W` elements from `base` on.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn group<T, P, L, H, const Y: bool, const REG: bool, const W: usize>(
+    pw: P,
+    info: &Info,
+    inv_m: f64,
+    x: &[T],
+    d: &[T],
+    lo: L,
+    hi: H,
+    ybar: &[T],
+    base: usize,
+) -> [[f64; W]; 4]
+where
+    T: Real,
+    P: PowM1,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let (xi, di, yi) = (
+        &x[base..base + W],
+        &d[base..base + W],
+        &ybar[base..base + W],
+    );
+    let (lo, hi) = (lo.sub(base, W), hi.sub(base, W));
+    let mut t = [[0.0f64; W]; 4];
+    for k in 0..W {
+        let yb = if Y { yi[k].as_f64() } else { 0.0 };
+        let g = terms::<T, P, Y, REG>(pw, info, inv_m, xi[k], di[k], lo.at(k), hi.at(k), yb);
+        for (side, v) in g.into_iter().enumerate() {
+            t[side][k] = v;
+        }
+    }
+    t
+}
+
+/// Stores a group's cotangents from `base` on.
+#[inline(always)]
+fn store<T: Real, const W: usize>(
+    t: &[[f64; W]; 4],
+    base: usize,
+    xs: &mut [T],
+    ds: &mut [T],
+    lo: Option<&mut [T]>,
+    hi: Option<&mut [T]>,
+) {
+    for (o, v) in xs[base..base + W].iter_mut().zip(t[0]) {
+        *o = T::of_f64(v);
+    }
+    for (o, v) in ds[base..base + W].iter_mut().zip(t[1]) {
+        *o = T::of_f64(v);
+    }
+    if let Some(l) = lo {
+        for (o, v) in l[base..base + W].iter_mut().zip(t[2]) {
+            *o = T::of_f64(v);
+        }
+    }
+    if let Some(h) = hi {
+        for (o, v) in h[base..base + W].iter_mut().zip(t[3]) {
+            *o = T::of_f64(v);
+        }
+    }
+}
+
+/// Writes the per-element cotangents of one row.
+fn write_row<T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
+    pw: Option<P>,
+    row: &Row<'_, T, L, H>,
+    info: &Info,
+    ybar: Option<&[T]>,
+    out: RowOut<'_, T>,
+    par: bool,
+) {
+    let y = ybar.unwrap_or(&[]);
+    let body = |start: usize, mut o: RowOut<'_, T>| {
+        let o = &mut o;
+        match (pw, info.mode, ybar.is_some()) {
+            (Some(pw), Mode::Regular { inv_m }, true) => {
+                write_range::<T, P, L, H, true, true>(pw, row, info, inv_m, y, start, o)
+            }
+            (Some(pw), Mode::Regular { inv_m }, false) => {
+                write_range::<T, P, L, H, false, true>(pw, row, info, inv_m, y, start, o)
+            }
+            (_, _, true) => {
+                write_range::<T, P1, L, H, true, false>(P1, row, info, 0.0, y, start, o)
+            }
+            (_, _, false) => {
+                write_range::<T, P1, L, H, false, false>(P1, row, info, 0.0, y, start, o)
+            }
+        }
+        if let Some(k) = mode_k(info.mode) {
+            if (start..start + o.x.len()).contains(&k) {
+                let t = follow_terms(info, row.d[k]);
+                let j = k - start;
+                o.x[j] = T::of_f64(o.x[j].as_f64() + t[0]);
+                o.d[j] = T::of_f64(o.d[j].as_f64() + t[1]);
+                if let Some(l) = o.lo.as_deref_mut() {
+                    l[j] = T::of_f64(l[j].as_f64() + t[2]);
+                }
+                if let Some(h) = o.hi.as_deref_mut() {
+                    h[j] = T::of_f64(h[j].as_f64() + t[3]);
+                }
+            }
+        }
+    };
+    if par && row.len() > BLOCK {
+        out.split(BLOCK)
+            .into_par_iter()
+            .enumerate()
+            .for_each(|(bi, o)| body(bi * BLOCK, o));
+    } else {
+        body(0, out);
+    }
+}

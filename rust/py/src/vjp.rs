@@ -1,0 +1,195 @@
+//! `scale_vjp_into` and `perturb_vjp_into`: the closed-form VJPs of the core.
+
+use clipresc_core::{vjp, Cotangent, Grads, Options, Real};
+use numpy::{
+    Element, PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArray1, PyReadwriteArrayDyn,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+
+use crate::errors::detached;
+use crate::solve::{is_f32, summary_tuple, Call};
+
+/// The output buffers of one call, borrowed while holding the GIL.
+struct Outs<'py, T: Element> {
+    x: PyReadwriteArrayDyn<'py, T>,
+    delta: PyReadwriteArrayDyn<'py, T>,
+    eps: PyReadwriteArray1<'py, f64>,
+    lower: Option<PyReadwriteArrayDyn<'py, T>>,
+    upper: Option<PyReadwriteArrayDyn<'py, T>>,
+}
+
+fn writable<'py, T: Element>(
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
+    obj.extract().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "{name} must be a writable C-contiguous array of x's dtype"
+        ))
+    })
+}
+
+fn optional<'py, T: Element>(
+    obj: Option<&Bound<'py, PyAny>>,
+    name: &str,
+) -> PyResult<Option<PyReadwriteArrayDyn<'py, T>>> {
+    match obj {
+        Some(o) if !o.is_none() => writable(o, name).map(Some),
+        _ => Ok(None),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vjp_typed<T: Element + Real>(
+    py: Python<'_>,
+    call: Call<'_, T>,
+    cot: &Bound<'_, PyAny>,
+    is_y: bool,
+    x_grad: &Bound<'_, PyAny>,
+    delta_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+    lower_grad: Option<&Bound<'_, PyAny>>,
+    upper_grad: Option<&Bound<'_, PyAny>>,
+    eta: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, i64)> {
+    let what = if is_y { "ybar" } else { "etabar" };
+    let cot: PyReadonlyArrayDyn<'_, T> = cot
+        .extract()
+        .map_err(|_| PyTypeError::new_err(format!("{what} must be an array of x's dtype")))?;
+    let eta: Option<PyReadonlyArray1<'_, T>> = match eta {
+        Some(e) if !e.is_none() => Some(
+            e.extract()
+                .map_err(|_| PyTypeError::new_err("eta must be a 1-D array of x's dtype"))?,
+        ),
+        _ => None,
+    };
+    let mut outs = Outs {
+        x: writable(x_grad, "x_grad")?,
+        delta: writable(delta_grad, "delta_grad")?,
+        eps: eps_grad
+            .extract()
+            .map_err(|_| PyTypeError::new_err("eps_grad must be a writable 1-D float64 array"))?,
+        lower: optional(lower_grad, "lower_grad")?,
+        upper: optional(upper_grad, "upper_grad")?,
+    };
+    let cot_s = cot.as_slice()?;
+    let eta_s = match &eta {
+        Some(e) => Some(e.as_slice()?),
+        None => None,
+    };
+    let grads = Grads {
+        x: outs.x.as_slice_mut()?,
+        delta: outs.delta.as_slice_mut()?,
+        eps: outs.eps.as_slice_mut()?,
+        lower: match outs.lower.as_mut() {
+            Some(a) => Some(a.as_slice_mut()?),
+            None => None,
+        },
+        upper: match outs.upper.as_mut() {
+            Some(a) => Some(a.as_slice_mut()?),
+            None => None,
+        },
+    };
+    let cot = if is_y {
+        Cotangent::Y(cot_s)
+    } else {
+        Cotangent::Eta(cot_s)
+    };
+    call.with_batch(|b| detached(py, || vjp(&b, &Options::default(), eta_s, cot, grads)))
+        .map(summary_tuple)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dispatch(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    delta: &Bound<'_, PyAny>,
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    eps: &Bound<'_, PyAny>,
+    p: f64,
+    cot: &Bound<'_, PyAny>,
+    is_y: bool,
+    x_grad: &Bound<'_, PyAny>,
+    delta_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+    lower_grad: Option<&Bound<'_, PyAny>>,
+    upper_grad: Option<&Bound<'_, PyAny>>,
+    eta: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, i64)> {
+    if is_f32(x)? {
+        let call = Call::<f32>::new(x, delta, lower, upper, eps, p)?;
+        vjp_typed(
+            py, call, cot, is_y, x_grad, delta_grad, eps_grad, lower_grad, upper_grad, eta,
+        )
+    } else {
+        let call = Call::<f64>::new(x, delta, lower, upper, eps, p)?;
+        vjp_typed(
+            py, call, cot, is_y, x_grad, delta_grad, eps_grad, lower_grad, upper_grad, eta,
+        )
+    }
+}
+
+/// Cotangents of `scale` for `etabar` (one per row) of the `(rows, n)` arrays.
+///
+/// Writes `x_grad`, `delta_grad` (`(rows, n)`, x's dtype), `eps_grad` (`(rows,)` float64) and,
+/// when given, `lower_grad` / `upper_grad` (the shape of the array bound: `(n,)` summed over
+/// the rows, or `(rows, n)`). `eta`, when given, is the forward's result and skips the solve.
+/// Returns `(unreachable_rows, first_unreachable_row or -1)` (`(0, -1)` when `eta` is given).
+#[pyfunction]
+#[pyo3(signature = (
+    x, delta, lower, upper, eps, p, etabar, x_grad, delta_grad, eps_grad,
+    lower_grad = None, upper_grad = None, eta = None
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scale_vjp_into(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    delta: &Bound<'_, PyAny>,
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    eps: &Bound<'_, PyAny>,
+    p: f64,
+    etabar: &Bound<'_, PyAny>,
+    x_grad: &Bound<'_, PyAny>,
+    delta_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+    lower_grad: Option<&Bound<'_, PyAny>>,
+    upper_grad: Option<&Bound<'_, PyAny>>,
+    eta: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, i64)> {
+    dispatch(
+        py, x, delta, lower, upper, eps, p, etabar, false, x_grad, delta_grad, eps_grad,
+        lower_grad, upper_grad, eta,
+    )
+}
+
+/// Cotangents of `perturb` for `ybar` (`(rows, n)`); outputs as in `scale_vjp_into`.
+#[pyfunction]
+#[pyo3(signature = (
+    x, delta, lower, upper, eps, p, ybar, x_grad, delta_grad, eps_grad,
+    lower_grad = None, upper_grad = None, eta = None
+))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn perturb_vjp_into(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    delta: &Bound<'_, PyAny>,
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    eps: &Bound<'_, PyAny>,
+    p: f64,
+    ybar: &Bound<'_, PyAny>,
+    x_grad: &Bound<'_, PyAny>,
+    delta_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+    lower_grad: Option<&Bound<'_, PyAny>>,
+    upper_grad: Option<&Bound<'_, PyAny>>,
+    eta: Option<&Bound<'_, PyAny>>,
+) -> PyResult<(usize, i64)> {
+    dispatch(
+        py, x, delta, lower, upper, eps, p, ybar, true, x_grad, delta_grad, eps_grad, lower_grad,
+        upper_grad, eta,
+    )
+}
