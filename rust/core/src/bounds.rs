@@ -57,6 +57,8 @@ pub(crate) trait SideAccess<T: Real>: Copy + Send + Sync {
     fn sub(self, start: usize, len: usize) -> Self;
     /// Value at `i` of a side already restricted with [`SideAccess::sub`].
     fn at(self, i: usize) -> T;
+    /// The value when the side is one scalar for the whole row.
+    fn scalar(self) -> Option<T>;
 }
 
 #[derive(Clone, Copy)]
@@ -74,6 +76,10 @@ impl<T: Real> SideAccess<T> for ScalarSide<T> {
     fn at(self, _i: usize) -> T {
         self.0
     }
+    #[inline(always)]
+    fn scalar(self) -> Option<T> {
+        Some(self.0)
+    }
 }
 
 impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
@@ -84,5 +90,9 @@ impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
     #[inline(always)]
     fn at(self, i: usize) -> T {
         self.0[i]
+    }
+    #[inline(always)]
+    fn scalar(self) -> Option<T> {
+        None
     }
 }

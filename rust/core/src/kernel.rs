@@ -414,7 +414,43 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     t: [T; POINTS],
     par: bool,
 ) -> FirstSums {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p2) = f32_chunk(row).and(pw.is_p2()) {
+        let t = t.map(|v| v.as_f64() as f32);
+        let check_x = f32_chunk(row).is_some_and(|c| !(c.lo.is_finite() && c.hi.is_finite()));
+        return fold_chunks(row, par, |r| {
+            let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
+            // SAFETY: `f32_chunk` returns `Some` only after `has_avx2` has checked at run
+            // time that this CPU executes AVX2 and FMA, the kernels' only precondition.
+            unsafe {
+                match (p2, check_x) {
+                    (true, false) => crate::avx2::first::<true, false>(c, t),
+                    (true, true) => crate::avx2::first::<true, true>(c, t),
+                    (false, false) => crate::avx2::first::<false, false>(c, t),
+                    (false, true) => crate::avx2::first::<false, true>(c, t),
+                }
+            }
+        });
+    }
     fold_chunks(row, par, |r| chunk_first_best(r, pw, t))
+}
+
+/// The row as `f32` data with scalar bounds on a CPU with AVX2 and FMA: the case the
+/// hand-written kernels of `avx2` take.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn f32_chunk<'a, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'a, T, L, H>,
+) -> Option<crate::avx2::F32Chunk<'a>> {
+    if !crate::simd::has_avx2() {
+        return None;
+    }
+    Some(crate::avx2::F32Chunk {
+        x: T::f32s(row.x)?,
+        d: T::f32s(row.d)?,
+        lo: row.lo.scalar()?.as_f64() as f32,
+        hi: row.hi.scalar()?.as_f64() as f32,
+    })
 }
 
 /// Result of [`row_collect`]: sums over the elements saturated below the bracket, over the
@@ -506,6 +542,21 @@ pub(crate) fn row_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>
     eta_hi: T,
     par: bool,
 ) -> Collected {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p2) = f32_chunk(row).and(pw.is_p2()) {
+        let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
+        return fold_chunks(row, par, |r| {
+            let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
+            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
+            unsafe {
+                if p2 {
+                    crate::avx2::collect::<true>(c, lo, hi)
+                } else {
+                    crate::avx2::collect::<false>(c, lo, hi)
+                }
+            }
+        });
+    }
     fold_chunks(row, par, |r| chunk_collect_best(r, pw, eta_lo, eta_hi))
 }
 
@@ -656,7 +707,14 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) {
     let body = |start: usize, out: &mut [T]| {
-        apply_chunk_best(&row.sub(start, start + out.len()), eta, out);
+        let sub = row.sub(start, start + out.len());
+        #[cfg(target_arch = "x86_64")]
+        if let (Some(c), Some(out)) = (f32_chunk(&sub), T::f32s_mut(out)) {
+            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
+            unsafe { crate::avx2::apply(c, eta.as_f64() as f32, out) };
+            return;
+        }
+        apply_chunk_best(&sub, eta, out);
     };
     if par && out.len() > BLOCK {
         out.par_chunks_mut(BLOCK)

@@ -9,9 +9,13 @@
 //! This crate has no Python in it; `clipresc-py` binds it.
 
 mod adversary;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod batch;
 mod bounds;
 mod error;
+// `multiversion!` (AVX2+FMA dispatch of the lane loops) is also used by `vjp`
+#[macro_use]
 mod kernel;
 mod noise;
 mod norm;

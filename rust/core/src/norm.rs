@@ -36,6 +36,10 @@ pub trait Power: Copy + Send + Sync {
     fn pow<T: Real>(self, v: T) -> T;
     fn pow64(self, v: f64) -> f64;
     fn root64(self, t: f64) -> f64;
+    /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`).
+    fn is_p2(self) -> Option<bool> {
+        None
+    }
 }
 
 /// `p = 1`.
@@ -49,6 +53,9 @@ pub struct P2;
 pub struct PAny(pub f64);
 
 impl Power for P1 {
+    fn is_p2(self) -> Option<bool> {
+        Some(false)
+    }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
         v
@@ -64,6 +71,9 @@ impl Power for P1 {
 }
 
 impl Power for P2 {
+    fn is_p2(self) -> Option<bool> {
+        Some(true)
+    }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
         v * v

@@ -14,6 +14,10 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
     const NAME: &'static str;
     fn as_f64(self) -> f64;
     fn of_f64(v: f64) -> Self;
+    /// The slice as `f32` when `Self` is `f32` (picks the hand-written `f32` kernels).
+    fn f32s(s: &[Self]) -> Option<&[f32]>;
+    /// The mutable slice as `f32` when `Self` is `f32`.
+    fn f32s_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Real for f32 {
@@ -27,6 +31,14 @@ impl Real for f32 {
     fn of_f64(v: f64) -> Self {
         v as f32
     }
+    #[inline(always)]
+    fn f32s(s: &[f32]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn f32s_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
 }
 
 impl Real for f64 {
@@ -39,5 +51,13 @@ impl Real for f64 {
     #[inline(always)]
     fn of_f64(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn f32s(_: &[f64]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn f32s_mut(_: &mut [f64]) -> Option<&mut [f32]> {
+        None
     }
 }

@@ -1,0 +1,274 @@
+//! Hand-written AVX2 kernels for the case that dominates real use: `f32` data, scalar bounds,
+//! `p = 1` or `p = 2`. The generic lane loops in `kernel` cover everything else; LLVM's
+//! vectoriser keeps their accumulators in registers only for the simplest passes (it spilled
+//! the first and the collecting pass to the stack, or fell back to scalar code), so these
+//! two passes are written with intrinsics.
+//!
+//! Same arithmetic as the generic kernels (no FMA: `x + eta * delta` must round like
+//! NumPy's), lanes combined in a fixed order, so the results do not depend on the thread
+//! count.
+// Explicit lane indices mirror the generic kernels.
+#![allow(clippy::needless_range_loop)]
+
+use std::arch::x86_64::*;
+
+use crate::kernel::{Collected, FirstSums, POINTS};
+use crate::safeguard::Cand;
+
+const W: usize = 8;
+/// Elements per loop step: two vectors, for two independent dependency chains.
+const STEP: usize = 2 * W;
+
+/// A chunk of an `f32` row with scalar bounds.
+#[derive(Clone, Copy)]
+pub(crate) struct F32Chunk<'a> {
+    pub x: &'a [f32],
+    pub d: &'a [f32],
+    pub lo: f32,
+    pub hi: f32,
+}
+
+/// Loads eight floats.
+macro_rules! load8 {
+    ($s:expr) => {{
+        let s: &[f32; W] = $s.try_into().expect("a slice of eight floats");
+        // SAFETY: `s` is eight initialised f32 (32 readable bytes); `loadu` has no
+        // alignment requirement.
+        unsafe { _mm256_loadu_ps(s.as_ptr()) }
+    }};
+}
+
+/// Eight lanes as an array.
+#[target_feature(enable = "avx2,fma")]
+fn lanes(v: __m256) -> [f32; W] {
+    let mut out = [0f32; W];
+    // SAFETY: `out` is eight f32 (32 writable bytes); `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), v) };
+    out
+}
+
+/// Sums the sixteen lanes of `v` in `f64`, lane by lane in index order.
+#[target_feature(enable = "avx2,fma")]
+fn sum16(v: [__m256; 2]) -> f64 {
+    let mut s = 0.0;
+    for h in v {
+        for l in lanes(h) {
+            s += l as f64;
+        }
+    }
+    s
+}
+
+/// `(|delta|, room)` of eight elements: `room = upper - x` where `delta > 0`, else
+/// `x - lower`.
+#[target_feature(enable = "avx2,fma")]
+fn abs_room(xv: __m256, dv: __m256, lo: __m256, hi: __m256) -> (__m256, __m256) {
+    let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), dv);
+    let up = _mm256_sub_ps(hi, xv);
+    let dn = _mm256_sub_ps(xv, lo);
+    let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(dv, _mm256_setzero_ps());
+    (a, _mm256_blendv_ps(dn, up, pos))
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn pow<const P2: bool>(v: __m256) -> __m256 {
+    if P2 {
+        _mm256_mul_ps(v, v)
+    } else {
+        v
+    }
+}
+
+fn pow_s<const P2: bool>(v: f32) -> f32 {
+    if P2 {
+        v * v
+    } else {
+        v
+    }
+}
+
+/// The first, validating pass over a chunk (see `FirstSums`). `CHECK_X` also checks that
+/// `x` is finite, which the bounds check implies when both bounds are finite.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
+    c: F32Chunk<'_>,
+    t: [f32; POINTS],
+) -> FirstSums {
+    let n = c.x.len().min(c.d.len());
+    let (x, d) = (&c.x[..n], &c.d[..n]);
+    let full = n / STEP * STEP;
+    let zero = _mm256_setzero_ps();
+    let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
+    let (inf, sign) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(-0.0));
+    let tv = [
+        _mm256_set1_ps(t[0]),
+        _mm256_set1_ps(t[1]),
+        _mm256_set1_ps(t[2]),
+        _mm256_set1_ps(t[3]),
+    ];
+    let mut m0 = [zero; 2];
+    let mut g = [[zero; 2]; POINTS];
+    let mut nsat0 = _mm256_setzero_si256();
+    let (mut amax, mut bad) = (zero, zero);
+    for (xs, ds) in x[..full]
+        .chunks_exact(STEP)
+        .zip(d[..full].chunks_exact(STEP))
+    {
+        for h in 0..2 {
+            let xv = load8!(&xs[h * W..(h + 1) * W]);
+            let dv = load8!(&ds[h * W..(h + 1) * W]);
+            let (a, s) = abs_room(xv, dv, lo, hi);
+            let (w, cc) = (pow::<P2>(a), pow::<P2>(s));
+            let sat0 = _mm256_cmp_ps::<_CMP_LE_OQ>(s, zero);
+            m0[h] = _mm256_add_ps(m0[h], _mm256_andnot_ps(sat0, w));
+            nsat0 = _mm256_sub_epi32(nsat0, _mm256_castps_si256(sat0));
+            amax = _mm256_max_ps(amax, a);
+            // invalid: delta not finite, x below lower or above upper (or NaN)
+            let mut b = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
+                _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
+                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
+                ),
+            );
+            if CHECK_X {
+                let ax = _mm256_andnot_ps(sign, xv);
+                b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
+            }
+            bad = _mm256_or_ps(bad, b);
+            for j in 0..POINTS {
+                let gj = _mm256_min_ps(_mm256_mul_ps(tv[j], w), cc);
+                g[j][h] = _mm256_add_ps(g[j][h], gj);
+            }
+        }
+    }
+    let mut out = FirstSums {
+        m0: sum16(m0),
+        ..Default::default()
+    };
+    for j in 0..POINTS {
+        out.g[j] = sum16(g[j]);
+    }
+    let mut ns = [0u32; W];
+    // SAFETY: `ns` is eight u32 (32 writable bytes); `storeu` has no alignment requirement.
+    unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), nsat0) };
+    out.nsat0 = ns.iter().map(|&v| v as u64).sum();
+    let mut any_mov = lanes(amax).iter().any(|&v| v > 0.0);
+    let mut any_bad = _mm256_movemask_ps(bad) != 0;
+    for i in full..n {
+        let (xi, di) = (x[i], d[i]);
+        let a = di.abs();
+        let s = if di > 0.0 { c.hi - xi } else { xi - c.lo };
+        let (w, cc) = (pow_s::<P2>(a), pow_s::<P2>(s));
+        let sat0 = s <= 0.0;
+        out.m0 += if sat0 { 0.0 } else { w as f64 };
+        out.nsat0 += sat0 as u64;
+        any_mov |= a > 0.0;
+        any_bad |= !(a < f32::INFINITY && xi >= c.lo && xi <= c.hi && xi.abs() < f32::INFINITY);
+        for j in 0..POINTS {
+            let gj = t[j] * w;
+            out.g[j] += (if gj < cc { gj } else { cc }) as f64;
+        }
+    }
+    out.nmov = any_mov as u64;
+    out.bad = any_bad as u64;
+    out
+}
+
+/// Splits a chunk at the bracket `(eta_lo, eta_hi]` (see `Collected`).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32) -> Collected {
+    let n = c.x.len().min(c.d.len());
+    let (x, d) = (&c.x[..n], &c.d[..n]);
+    let full = n / STEP * STEP;
+    let zero = _mm256_setzero_ps();
+    let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
+    let (elo, ehi) = (_mm256_set1_ps(eta_lo), _mm256_set1_ps(eta_hi));
+    let (mut cs, mut ms) = ([zero; 2], [zero; 2]);
+    // Per step, a bit per element inside the bracket: written without branches or calls
+    // so that the accumulators stay in registers; turned into candidates after the loop.
+    let mut masks = vec![0u32; full / STEP];
+    for ((xs, ds), mask) in x[..full]
+        .chunks_exact(STEP)
+        .zip(d[..full].chunks_exact(STEP))
+        .zip(masks.iter_mut())
+    {
+        let mut keep = 0u32;
+        for h in 0..2 {
+            let xv = load8!(&xs[h * W..(h + 1) * W]);
+            let dv = load8!(&ds[h * W..(h + 1) * W]);
+            let (a, s) = abs_room(xv, dv, lo, hi);
+            let sat_lo = _mm256_cmp_ps::<_CMP_LE_OQ>(s, _mm256_mul_ps(elo, a));
+            let free_hi = _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a));
+            cs[h] = _mm256_add_ps(cs[h], _mm256_and_ps(sat_lo, pow::<P2>(s)));
+            ms[h] = _mm256_add_ps(ms[h], _mm256_and_ps(free_hi, pow::<P2>(a)));
+            let outside = _mm256_movemask_ps(_mm256_or_ps(sat_lo, free_hi)) as u32;
+            keep |= (!outside & 0xff) << (h * W);
+        }
+        *mask = keep;
+    }
+    let mut out = Collected {
+        c: sum16(cs),
+        m: sum16(ms),
+        cands: Vec::new(),
+    };
+    let cand = |i: usize| {
+        let a = d[i].abs() as f64;
+        let s = (if d[i] > 0.0 { c.hi - x[i] } else { x[i] - c.lo }) as f64;
+        let (w, cc) = if P2 { (a * a, s * s) } else { (a, s) };
+        Cand {
+            key: s / a,
+            w,
+            c: cc,
+        }
+    };
+    for (bi, mut keep) in masks.into_iter().enumerate() {
+        while keep != 0 {
+            let k = keep.trailing_zeros() as usize;
+            keep &= keep - 1;
+            out.cands.push(cand(bi * STEP + k));
+        }
+    }
+    for i in full..n {
+        let a = d[i].abs();
+        let s = if d[i] > 0.0 { c.hi - x[i] } else { x[i] - c.lo };
+        let (sat_lo, free_hi) = (s <= eta_lo * a, s > eta_hi * a);
+        if sat_lo {
+            out.c += pow_s::<P2>(s) as f64;
+        } else if free_hi {
+            out.m += pow_s::<P2>(a) as f64;
+        } else {
+            out.cands.push(cand(i));
+        }
+    }
+    out
+}
+
+/// `y = min(max(x + eta * delta, lower), upper)` (no FMA: rounds like NumPy).
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn apply(c: F32Chunk<'_>, eta: f32, out: &mut [f32]) {
+    let n = c.x.len().min(c.d.len()).min(out.len());
+    let (x, d, out) = (&c.x[..n], &c.d[..n], &mut out[..n]);
+    let full = n / W * W;
+    let (lo, hi, e) = (
+        _mm256_set1_ps(c.lo),
+        _mm256_set1_ps(c.hi),
+        _mm256_set1_ps(eta),
+    );
+    for ((xs, ds), os) in x[..full]
+        .chunks_exact(W)
+        .zip(d[..full].chunks_exact(W))
+        .zip(out[..full].chunks_exact_mut(W))
+    {
+        let y = _mm256_add_ps(load8!(xs), _mm256_mul_ps(e, load8!(ds)));
+        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+        let os: &mut [f32; W] = os.try_into().expect("a slice of eight floats");
+        // SAFETY: `os` is eight f32 (32 writable bytes); `storeu` has no alignment
+        // requirement.
+        unsafe { _mm256_storeu_ps(os.as_mut_ptr(), y) };
+    }
+    for i in full..n {
+        let y = x[i] + eta * d[i];
+        out[i] = y.max(c.lo).min(c.hi);
+    }
+}
