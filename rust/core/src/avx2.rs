@@ -47,6 +47,12 @@ fn lanes(v: __m256) -> [f32; W] {
     out
 }
 
+/// Sums the eight lanes of `v` in `f64`, in index order.
+#[target_feature(enable = "avx2,fma")]
+fn sum8(v: __m256) -> f64 {
+    lanes(v).iter().map(|&l| l as f64).sum()
+}
+
 /// Sums the sixteen lanes of `v` in `f64`, lane by lane in index order.
 #[target_feature(enable = "avx2,fma")]
 fn sum16(v: [__m256; 2]) -> f64 {
@@ -96,7 +102,9 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
 ) -> FirstSums {
     let n = c.x.len().min(c.d.len());
     let (x, d) = (&c.x[..n], &c.d[..n]);
-    let full = n / STEP * STEP;
+    // One vector per step: the accumulators (m0, four g, counts) and the constants
+    // already fill the sixteen registers; unrolling spilled them.
+    let full = n / W * W;
     let zero = _mm256_setzero_ps();
     let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
     let (inf, sign) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(-0.0));
@@ -106,48 +114,42 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
         _mm256_set1_ps(t[2]),
         _mm256_set1_ps(t[3]),
     ];
-    let mut m0 = [zero; 2];
-    let mut g = [[zero; 2]; POINTS];
+    let mut m0 = zero;
+    let mut g = [zero; POINTS];
     let mut nsat0 = _mm256_setzero_si256();
     let (mut amax, mut bad) = (zero, zero);
-    for (xs, ds) in x[..full]
-        .chunks_exact(STEP)
-        .zip(d[..full].chunks_exact(STEP))
-    {
-        for h in 0..2 {
-            let xv = load8!(&xs[h * W..(h + 1) * W]);
-            let dv = load8!(&ds[h * W..(h + 1) * W]);
-            let (a, s) = abs_room(xv, dv, lo, hi);
-            let (w, cc) = (pow::<P2>(a), pow::<P2>(s));
-            let sat0 = _mm256_cmp_ps::<_CMP_LE_OQ>(s, zero);
-            m0[h] = _mm256_add_ps(m0[h], _mm256_andnot_ps(sat0, w));
-            nsat0 = _mm256_sub_epi32(nsat0, _mm256_castps_si256(sat0));
-            amax = _mm256_max_ps(amax, a);
-            // invalid: delta not finite, x below lower or above upper (or NaN)
-            let mut b = _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
-                _mm256_or_ps(
-                    _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
-                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
-                ),
-            );
-            if CHECK_X {
-                let ax = _mm256_andnot_ps(sign, xv);
-                b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
-            }
-            bad = _mm256_or_ps(bad, b);
-            for j in 0..POINTS {
-                let gj = _mm256_min_ps(_mm256_mul_ps(tv[j], w), cc);
-                g[j][h] = _mm256_add_ps(g[j][h], gj);
-            }
+    for (xs, ds) in x[..full].chunks_exact(W).zip(d[..full].chunks_exact(W)) {
+        let (xv, dv) = (load8!(xs), load8!(ds));
+        let (a, s) = abs_room(xv, dv, lo, hi);
+        let (w, cc) = (pow::<P2>(a), pow::<P2>(s));
+        let sat0 = _mm256_cmp_ps::<_CMP_LE_OQ>(s, zero);
+        m0 = _mm256_add_ps(m0, _mm256_andnot_ps(sat0, w));
+        nsat0 = _mm256_sub_epi32(nsat0, _mm256_castps_si256(sat0));
+        amax = _mm256_max_ps(amax, a);
+        // invalid: delta not finite, x below lower or above upper (or NaN)
+        let mut b = _mm256_or_ps(
+            _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
+            _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
+            ),
+        );
+        if CHECK_X {
+            let ax = _mm256_andnot_ps(sign, xv);
+            b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
+        }
+        bad = _mm256_or_ps(bad, b);
+        for j in 0..POINTS {
+            let gj = _mm256_min_ps(_mm256_mul_ps(tv[j], w), cc);
+            g[j] = _mm256_add_ps(g[j], gj);
         }
     }
     let mut out = FirstSums {
-        m0: sum16(m0),
+        m0: sum8(m0),
         ..Default::default()
     };
     for j in 0..POINTS {
-        out.g[j] = sum16(g[j]);
+        out.g[j] = sum8(g[j]);
     }
     let mut ns = [0u32; W];
     // SAFETY: `ns` is eight u32 (32 writable bytes); `storeu` has no alignment requirement.
@@ -185,15 +187,14 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
     let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
     let (elo, ehi) = (_mm256_set1_ps(eta_lo), _mm256_set1_ps(eta_hi));
     let (mut cs, mut ms) = ([zero; 2], [zero; 2]);
-    // Per step, a bit per element inside the bracket: written without branches or calls
+    // Per vector, a bit per element inside the bracket: written without branches or calls
     // so that the accumulators stay in registers; turned into candidates after the loop.
-    let mut masks = vec![0u32; full / STEP];
+    let mut masks = vec![0u8; full / W];
     for ((xs, ds), mask) in x[..full]
         .chunks_exact(STEP)
         .zip(d[..full].chunks_exact(STEP))
-        .zip(masks.iter_mut())
+        .zip(masks.chunks_exact_mut(2))
     {
-        let mut keep = 0u32;
         for h in 0..2 {
             let xv = load8!(&xs[h * W..(h + 1) * W]);
             let dv = load8!(&ds[h * W..(h + 1) * W]);
@@ -202,10 +203,8 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
             let free_hi = _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a));
             cs[h] = _mm256_add_ps(cs[h], _mm256_and_ps(sat_lo, pow::<P2>(s)));
             ms[h] = _mm256_add_ps(ms[h], _mm256_and_ps(free_hi, pow::<P2>(a)));
-            let outside = _mm256_movemask_ps(_mm256_or_ps(sat_lo, free_hi)) as u32;
-            keep |= (!outside & 0xff) << (h * W);
+            mask[h] = !(_mm256_movemask_ps(_mm256_or_ps(sat_lo, free_hi)) as u8);
         }
-        *mask = keep;
     }
     let mut out = Collected {
         c: sum16(cs),
@@ -222,11 +221,11 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
             c: cc,
         }
     };
-    for (bi, mut keep) in masks.into_iter().enumerate() {
+    for (vi, mut keep) in masks.into_iter().enumerate() {
         while keep != 0 {
             let k = keep.trailing_zeros() as usize;
             keep &= keep - 1;
-            out.cands.push(cand(bi * STEP + k));
+            out.cands.push(cand(vi * W + k));
         }
     }
     for i in full..n {
