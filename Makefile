@@ -12,6 +12,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: bench-frameworks
 .PHONY: bench-gpu
 .PHONY: bench-noise bench-cli
+.PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,8 +25,12 @@ $(STAMP_DEPS): requirements-dev.txt tests/gpu/requirements.txt | $(PY)
 	$(PIP) install -q -r requirements-dev.txt -r tests/gpu/requirements.txt
 	touch $@
 
+# CARGO_LOCK=/path/to/lockfile serialises the Rust builds with other jobs (flock)
+export CARGO_LOCK
+LOCKED := $(if $(CARGO_LOCK),flock $(CARGO_LOCK),)
+
 $(STAMP_BUILD): $(STAMP_DEPS) $(RUST_SRC)
-	$(VENV)/bin/maturin develop --release -q
+	$(LOCKED) $(VENV)/bin/maturin develop --release -q
 	touch $@
 
 build: $(STAMP_BUILD) ## build the extension into .venv (release)
@@ -33,10 +38,10 @@ build: $(STAMP_BUILD) ## build the extension into .venv (release)
 demo: $(STAMP_BUILD) ## run the main job on a built-in default and show the result (and a PNG)
 	$(PY) -m clipresc.cli demo --out clipresc-demo.png
 
-test: lint test-rust test-python ## the whole suite: lint, cargo test, pytest
+test: lint test-rust test-python dist-check ## the whole suite: lint, cargo test, pytest, wheel + sdist installs
 
 test-rust: ## cargo tests of the core
-	cargo test --release -p clipresc-core -q
+	$(LOCKED) cargo test --release -p clipresc-core -q
 
 test-python: $(STAMP_BUILD) ## pytest (doctests included)
 	$(PY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/clipresc
@@ -46,7 +51,8 @@ lint: $(STAMP_DEPS) ## ruff, mypy, cargo fmt --check, clippy -D warnings
 	$(VENV)/bin/ruff format --check python tests benches
 	$(VENV)/bin/mypy
 	cargo fmt --all -- --check
-	cargo clippy --all-targets -q -- -D warnings
+	$(LOCKED) cargo clippy --all-targets -q -- -D warnings -D clippy::undocumented_unsafe_blocks
+	cargo fmt --manifest-path rust/fuzz/Cargo.toml -- --check
 
 fmt: $(STAMP_DEPS) ## format Rust and Python
 	cargo fmt --all
@@ -68,5 +74,35 @@ bench-noise: $(STAMP_BUILD) ## clipresc.noise vs the memory floor at 64x3x224x22
 bench-cli: $(STAMP_BUILD) ## the clipresc CLI on a 2 GiB file: throughput and peak RSS
 	$(PY) benches/bench_cli.py
 
+# --- release readiness (fuzzing, memory checks, stress, packaging) --------------------
+FUZZ_SECONDS ?= 120
+
+fuzz: fuzz-rust fuzz-python ## fuzz each core target FUZZ_SECONDS s (libFuzzer on nightly, else stable driver), then hypothesis "fuzz"
+
+fuzz-rust: ## the cargo-fuzz targets scale, perturb, vjp, noise for FUZZ_SECONDS s each
+	CARGO_TARGET_DIR=target/fuzz $(LOCKED) cargo clippy -q --manifest-path rust/fuzz/Cargo.toml --no-default-features --all-targets -- -D warnings
+	rust/fuzz/fuzz.sh $(FUZZ_SECONDS)
+
+FUZZ_EXAMPLES ?= 5000
+
+fuzz-python: $(STAMP_BUILD) ## the public API under the hypothesis "fuzz" profile, FUZZ_EXAMPLES per test (tests/test_fuzz_api.py)
+	HYPOTHESIS_PROFILE=fuzz CLIPRESC_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(PY) -m pytest -q -p no:cacheprovider tests/test_fuzz_api.py
+
+fuzz-corpus: ## fold the inputs found by `make fuzz` into rust/fuzz/corpus (greedy cover; keeps regress-*)
+	rust/fuzz/fuzz.sh --cmin
+
+memcheck: ## the core's cargo test binaries (fuzz corpus replay included) under valgrind memcheck
+	.ci/memcheck.sh
+
+stress: $(STAMP_BUILD) ## leak (1M small + 1k large calls), 8-thread, Dask-worker and Ctrl-C stress tests
+	CLIPRESC_STRESS=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/stress
+
+stubtest: $(STAMP_BUILD) ## the compiled module against _clipresc.pyi (mypy.stubtest)
+	$(PY) -m mypy.stubtest clipresc._clipresc
+
+dist-check: $(STAMP_BUILD) stubtest ## build wheel + sdist, install each in a fresh venv, run tests/smoke
+	MATURIN=$(abspath $(VENV))/bin/maturin .ci/dist-check.sh
+
 clean: ## remove build outputs and the virtual environment
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf .venv-dist-wheel .venv-dist-sdist rust/fuzz/artifacts rust/fuzz/target

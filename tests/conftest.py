@@ -1,7 +1,8 @@
 """pytest configuration: hypothesis profiles.
 
 ``ci`` (default): moderate example counts, no deadline. ``fuzz``: 5000 examples per
-property test. Select with ``HYPOTHESIS_PROFILE=fuzz pytest tests``.
+property test (``CLIPRESC_FUZZ_EXAMPLES`` overrides; ``make fuzz`` passes FUZZ_EXAMPLES).
+Select with ``HYPOTHESIS_PROFILE=fuzz pytest tests``.
 """
 
 from __future__ import annotations
@@ -16,5 +17,9 @@ settings.register_profile(
     print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-settings.register_profile("fuzz", parent=settings.get_profile("ci"), max_examples=5000)
+settings.register_profile(
+    "fuzz",
+    parent=settings.get_profile("ci"),
+    max_examples=int(os.environ.get("CLIPRESC_FUZZ_EXAMPLES", "5000")),
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

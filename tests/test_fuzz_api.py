@@ -141,7 +141,9 @@ def _backends() -> list[Backend]:
             Backend(
                 "dask",
                 lambda a: (
-                    da.from_array(a, chunks=(max(1, a.shape[0] // 2), *a.shape[1:]))
+                    da.from_array(  # type: ignore[no-untyped-call]
+                        a, chunks=(max(1, a.shape[0] // 2), *a.shape[1:])
+                    )
                     if a.ndim
                     else a
                 ),
@@ -207,7 +209,9 @@ class Call:
 SUBNORMAL = {np.float16: 6e-8, np.float32: 1e-45, np.float64: 5e-324}
 
 
-def _values(draw: Any, rng: np.random.Generator, shape: tuple[int, ...], lo: Any, hi: Any):
+def _values(
+    draw: Any, rng: np.random.Generator, shape: tuple[int, ...], lo: Any, hi: Any
+) -> np.ndarray:
     """x inside [lo, hi] (broadcast arrays of float64), with bit-pattern flavour."""
     lo_b, hi_b = np.broadcast_to(lo, shape), np.broadcast_to(hi, shape)
     fl, fh = np.isfinite(lo_b), np.isfinite(hi_b)
@@ -350,7 +354,9 @@ def _max_size(x: np.ndarray, d: np.ndarray, bounds: Any, axis: Any, p: Any) -> n
     return ref.smax
 
 
-def _inject(call: Call, draw: Any, rng: np.random.Generator, shape: Any, ndim: int, nv: int):
+def _inject(
+    call: Call, draw: Any, rng: np.random.Generator, shape: Any, ndim: int, nv: int
+) -> None:
     f = call.fault
     pos = tuple(int(rng.integers(s)) for s in shape)
     if f in ("x_nan", "x_inf"):
@@ -444,10 +450,10 @@ def _lp(v: np.ndarray, p: float) -> np.ndarray:
     vmax = v.max(axis=1, initial=0.0)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore", under="ignore"):
         if math.isinf(p):
-            return vmax
+            return np.asarray(vmax, np.float64)
         safe = np.where((vmax > 0) & np.isfinite(vmax), vmax, 1.0)
         out = safe * np.sum((v / safe[:, None]) ** p, axis=1) ** (1.0 / p)
-    return np.where((vmax > 0) & np.isfinite(vmax), out, vmax)
+    return np.asarray(np.where((vmax > 0) & np.isfinite(vmax), out, vmax), np.float64)
 
 
 def _reference(x: np.ndarray, d: np.ndarray, bounds: Any, axis: Any, p: float) -> Ref:
@@ -475,7 +481,7 @@ def _reference(x: np.ndarray, d: np.ndarray, bounds: Any, axis: Any, p: float) -
             eta_sat = np.where(best > 0, smax / np.where(best > 0, best, 1.0), 0.0)
     else:
         eta_sat = keys.max(axis=1, initial=0.0)
-    return Ref(a2, s2, movable, smax, eta_sat, p)
+    return Ref(a2, s2, np.asarray(movable), smax, np.asarray(eta_sat, np.float64), p)
 
 
 def _size_at(ref: Ref, eta: np.ndarray) -> np.ndarray:
@@ -501,7 +507,7 @@ def _well_scaled(ref: Ref, eps: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     def ok(v: np.ndarray, lo: float, hi: float, plo: float, phi: float) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
             lg = np.log2(v)
-        return (v > 0) & (lg >= lo) & (lg <= hi) & (p * lg >= plo) & (p * lg <= phi)
+        return np.asarray((v > 0) & (lg >= lo) & (lg <= hi) & (p * lg >= plo) & (p * lg <= phi))
 
     mov = ref.a > 0
     fin_room = mov & (ref.s > 0) & np.isfinite(ref.s)
@@ -519,7 +525,7 @@ def _well_scaled(ref: Ref, eps: np.ndarray, dtype: np.dtype[Any]) -> np.ndarray:
     for v in (eta_lo, eta_hi):
         good &= ~need | (ok(v, max(t_lo, e_lo), min(t_hi, e_hi), f_lo, f_hi))
     good &= ~need | ok(eta_hi * a_max, t_lo, t_hi, f_lo, f_hi)
-    return good
+    return np.asarray(good)
 
 
 def _eps_rows(eps: Any, shape: tuple[int, ...], axis: Any, nv: int) -> np.ndarray:
@@ -557,15 +563,19 @@ def _check_valid(call: Call, result: Any) -> None:
     else:
         ref = _reference(x, d, call.bounds, call.axis, p)
         good = _well_scaled(ref, eps, dtype)
-    lratio = (lambda a, b: np.log(a / b)) if math.isinf(p) else (lambda a, b: p * np.log(a / b))
+    power = 1.0 if math.isinf(p) else p
+
+    def lratio(a: Any, b: Any) -> Any:
+        """``log((a / b)^p)``: compares sizes in the p-th power domain."""
+        return power * np.log(a / b)
+
     with np.errstate(divide="ignore", invalid="ignore"):
         lr = lratio(eps, ref.smax)
     reach = (eps == 0) | ~ref.movable | np.isinf(ref.smax) | (lr <= -margin)
     unreach = ref.movable & (eps > 0) & ~np.isinf(ref.smax) & (lr >= margin)
     if call.fn in ("scale", "perturb") and call.unreachable == "raise":
-        pytest.fail(f"expected the unreachable error, got a result: {call!r}") if (
-            unreach & good
-        ).any() else None
+        if (unreach & good).any():
+            pytest.fail(f"expected the unreachable error, got a result: {call!r}")
     if call.fn in ("scale_vjp", "perturb_vjp"):
         assert isinstance(result, dict), type(result)
         for key in ("x", "delta", "eps", "lower", "upper"):
@@ -728,7 +738,7 @@ def run_call(backend: Backend, call: Call) -> None:
     check_valid(call, result)
 
 
-def _settings() -> Any:
+def _settings() -> settings:
     return settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 

@@ -5,6 +5,18 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+__all__ = [
+    "InputError",
+    "newton_adversary",
+    "noise_into",
+    "perturb_into",
+    "perturb_vjp_into",
+    "sample_into",
+    "scale_into",
+    "scale_vjp_into",
+    "solve_stats",
+]
+
 class InputError(ValueError):
     """Invalid input found by the core: args are (argument, problem, count, first flat index)."""
 

@@ -63,7 +63,13 @@ for t in "${targets[@]}"; do
     mkdir -p "$work/$t"
     log="$work/$t.log"
     if [ "$engine" = libfuzzer ]; then
-        lock cargo +nightly fuzz build -O --fuzz-dir rust/fuzz --target-dir target/fuzz-nightly "$t"
+        # build under the lock with the very flags of `fuzz run` (`fuzz build` differs: `run`
+        # adds `--config profile.release.debug=...`, so it would rebuild outside the lock)
+        if ! lock cargo +nightly fuzz run -O --fuzz-dir rust/fuzz \
+            --target-dir target/fuzz-nightly "$t" -- -help=1 >"$log" 2>&1; then
+            cat "$log" >&2
+            exit 1
+        fi
         set +e
         cargo +nightly fuzz run -O --fuzz-dir rust/fuzz --target-dir target/fuzz-nightly "$t" \
             "$work/$t" "rust/fuzz/corpus/$t" -- \

@@ -31,7 +31,8 @@
 use std::fmt::Write as _;
 
 use clipresc_core::{
-    perturb, scale, solve_stats, Batch, Bound, CoreError, Eps, Norm, Options, Real, RowOutcome,
+    noise, perturb, sample, scale, solve_stats, vjp, Batch, Bound, CoreError, Cotangent,
+    Distribution, Eps, Grads, NoiseBatch, NoiseSpec, Norm, Options, Real, RowOutcome, Seed,
     Summary,
 };
 
@@ -51,23 +52,6 @@ pub fn run(name: &str, data: &[u8]) -> Result<Vec<u32>, String> {
         "noise" => check_noise(data),
         _ => Err(format!("unknown fuzz target {name:?}")),
     }
-}
-
-/// Placeholder until the core has a VJP: decodes a case and checks the forward pass only,
-/// so the target, its corpus and the driver are ready when the VJP lands.
-pub fn check_vjp(data: &[u8]) -> Result<Vec<u32>, String> {
-    check_solve(data, Op::Scale).map(|mut f| {
-        f.push(feature(&[90]));
-        f
-    })
-}
-
-/// Placeholder until the core can draw noise: as [`check_vjp`].
-pub fn check_noise(data: &[u8]) -> Result<Vec<u32>, String> {
-    check_solve(data, Op::Perturb).map(|mut f| {
-        f.push(feature(&[91]));
-        f
-    })
 }
 
 /// Which core entry point a case calls.
@@ -693,21 +677,26 @@ fn row_ref<T: FuzzReal>(case: &Case<T>, r: usize) -> RowRef {
 
 /// `(sum v^p)^(1/p)` of non-negative values, scaled so nothing overflows or underflows.
 fn lp_size(values: impl Iterator<Item = f64> + Clone, p: f64) -> f64 {
-    let vmax = values.clone().fold(0.0, f64::max);
-    if vmax == 0.0 || vmax.is_infinite() || vmax.is_nan() {
-        return vmax;
+    ln_lp(values.map(f64::ln), p).exp()
+}
+
+/// `ln (sum v^p)^(1/p)` from the `ln v` (a log-sum-exp: with a small `p`, values far below
+/// the range of `f64` still count, as they do in the core's `t = eta^p` domain).
+fn ln_lp(logs: impl Iterator<Item = f64> + Clone, p: f64) -> f64 {
+    let lmax = logs.clone().fold(f64::NEG_INFINITY, f64::max);
+    if !lmax.is_finite() || p.is_infinite() {
+        return lmax;
     }
-    if p.is_infinite() {
-        return vmax;
-    }
-    let sum: f64 = values.map(|v| (v / vmax).powf(p)).sum();
-    vmax * sum.powf(1.0 / p)
+    let sum: f64 = logs.map(|l| (p * (l - lmax)).exp()).sum();
+    lmax + sum.ln() / p
 }
 
 /// The clipped size of row `r` moved by `eta`, in exact arithmetic on the `T` values
-/// (each element moves `min(eta |delta|, room)`).
+/// (each element moves `min(eta |delta|, room)`; computed with logarithms, so movements
+/// below the range of `f64` still count).
 fn size_at(m: &[(f64, f64)], eta: f64, p: f64) -> f64 {
-    lp_size(m.iter().map(|&(a, s)| (eta * a).min(s)), p)
+    let le = eta.ln();
+    ln_lp(m.iter().map(|&(a, s)| (le + a.ln()).min(s.ln())), p).exp()
 }
 
 /// Tolerances of one data type: `tol_t` relative on `eps^p` (backward error of the sums),
@@ -752,6 +741,22 @@ fn error_code(e: &CoreError) -> u32 {
 
 fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, String> {
     let case = decode::<T>(inp);
+    check_decoded(&case, op).map(|c| c.features)
+}
+
+/// What checking one decoded call found (the outputs, for further checks by the callers).
+pub struct Checked<T> {
+    pub features: Vec<u32>,
+    /// `None` when `p` is invalid (the core was not called).
+    pub result: Option<Result<Summary, CoreError>>,
+    pub eta: Vec<T>,
+    pub y: Vec<T>,
+    /// Per row: whether the full invariant applied (the row is in the exact range).
+    pub full: Vec<bool>,
+}
+
+/// Calls `op` on a decoded case and checks the invariant.
+pub fn check_decoded<T: FuzzReal>(case: &Case<T>, op: Op) -> Result<Checked<T>, String> {
     let dt = u32::from(T::EPS < 1e-10);
     let pk = match case.p {
         1.0 => 0,
@@ -770,7 +775,13 @@ fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, Stri
         if !(case.p.is_nan() || case.p <= 0.0) {
             return Err(format!("Norm::new rejected a valid p = {:?}", case.p));
         }
-        return Ok(vec![feature(&[100, dt])]);
+        return Ok(Checked {
+            features: vec![feature(&[100, dt])],
+            result: None,
+            eta: Vec::new(),
+            y: Vec::new(),
+            full: Vec::new(),
+        });
     };
     if let Norm::P(p) = norm {
         if !(p > 0.0 && p.is_finite()) {
@@ -793,21 +804,27 @@ fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, Stri
     let opts = Options {
         max_newton_passes: case.max_newton_passes,
     };
-    let expected = expected_error(&case, op);
+    let expected = expected_error(case, op);
     let mut eta = vec![T::nan(); case.eta_len];
     let mut y = vec![T::nan(); case.y_len];
     let got = match op {
         Op::Scale => scale(&batch, &opts, &mut eta),
         Op::Perturb => perturb(&batch, &opts, &mut y, &mut eta),
     };
-    let describe = || describe_case(&case);
+    let describe = || describe_case(case);
     let summary = match (got, expected) {
         (Err(g), Some(e)) if g == e => {
             let code = error_code(&g);
-            return Ok(vec![
-                feature(&[6, dt, code, base[1]]),
-                feature(&[7, dt, code, base[2]]),
-            ]);
+            return Ok(Checked {
+                features: vec![
+                    feature(&[6, dt, code, base[1]]),
+                    feature(&[7, dt, code, base[2]]),
+                ],
+                result: Some(Err(g)),
+                eta,
+                y,
+                full: Vec::new(),
+            });
         }
         (Err(g), Some(e)) => {
             return Err(format!(
@@ -831,7 +848,7 @@ fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, Stri
     let mut features = Vec::new();
     let (mut flags, mut full) = (Vec::with_capacity(case.rows), Vec::with_capacity(case.rows));
     for r in 0..case.rows {
-        let (cls, flagged, checked) = check_row(&case, r, eta[r], &stats[r])
+        let (cls, flagged, checked) = check_row(case, r, eta[r], &stats[r])
             .map_err(|m| format!("row {r}: {m}\n{}", describe()))?;
         flags.push(flagged);
         full.push(checked);
@@ -852,7 +869,7 @@ fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, Stri
     }
     check_summary(&summary, &flags).map_err(|m| format!("{m}\n{}", describe()))?;
     if op == Op::Perturb {
-        check_perturb(&case, &eta, &y, &full).map_err(|m| format!("{m}\n{}", describe()))?;
+        check_perturb(case, &eta, &y, &full).map_err(|m| format!("{m}\n{}", describe()))?;
         // scale gives the same eta bits
         let mut eta2 = vec![T::nan(); case.rows];
         scale(&batch, &opts, &mut eta2)
@@ -870,7 +887,13 @@ fn check_case<T: FuzzReal>(inp: &mut Input<'_>, op: Op) -> Result<Vec<u32>, Stri
             }
         }
     }
-    Ok(features)
+    Ok(Checked {
+        features,
+        result: Some(Ok(summary)),
+        eta,
+        y,
+        full,
+    })
 }
 
 /// A rayon pool of one thread, to compare with the global pool.
@@ -1039,6 +1062,19 @@ pub fn well_scaled<T: FuzzReal>(case: &Case<T>, r: usize, eps: f64, rr: &RowRef)
     ok(eta_lo, f64_range) && ok(eta_hi, f64_range) && ok(eta_hi * a_max, f64_range)
 }
 
+/// Whether none of the `p`-th powers the core forms for row `r` overflows (`|delta_i|^p`,
+/// finite `room_i^p` in `T`; `eps^p` and the saturating `eta^p` in `f64`).
+fn no_overflow<T: FuzzReal>(case: &Case<T>, r: usize, eps: f64, eta_sat: f64) -> bool {
+    let p = if case.p.is_infinite() { 1.0 } else { case.p };
+    let (_, _, max_exp) = T::EXP;
+    let fits = |v: f64, e: i32| v == 0.0 || v.is_infinite() || p * v.log2() < f64::from(e);
+    movers(case, r)
+        .iter()
+        .all(|&(a, s)| fits(a, max_exp) && fits(s, max_exp))
+        && fits(eps, 1023)
+        && fits(eta_sat, 1023)
+}
+
 /// Checks row `r`; returns a class (for the features), whether the row must / may be
 /// reported unreachable (`Some(true)` must, `Some(false)` must not, `None` either), and
 /// whether the full invariant applied.
@@ -1075,7 +1111,7 @@ fn check_row<T: FuzzReal>(
     if !strict() && !well_scaled(case, r, eps, &rr) {
         // weak invariant: a finite eta whenever T can represent the saturating one
         let sat_fits = rr.eta_sat.is_finite() && rr.eta_sat <= T::max_value().as_f64();
-        if sat_fits && !eta.is_finite() {
+        if sat_fits && no_overflow(case, r, eps, rr.eta_sat) && !eta.is_finite() {
             return Err(format!(
                 "eta {eta_t:?} (f64 {:?}) not finite though the saturating eta {:?} is \
                  (out-of-range row)",
@@ -1270,4 +1306,331 @@ fn short<T: FuzzReal>(side: &Side<T>) -> String {
         Side::Shared(v) => format!("Shared(len {})", v.len()),
         Side::Full(v) => format!("Full(len {})", v.len()),
     }
+}
+
+// ---------------------------------------------------------------------------- noise
+
+/// `noise`: the case's `x`, box, `eps` and `p` with a decoded distribution, seed and row
+/// offset. The invariant: `perturb` with `delta = sample(...)` satisfies the full invariant
+/// above, and `noise` gives bitwise its result (or the same error), as documented.
+pub fn check_noise(data: &[u8]) -> Result<Vec<u32>, String> {
+    let mut inp = Input::new(data);
+    if inp.byte() & 1 == 0 {
+        check_noise_typed::<f32>(&mut inp)
+    } else {
+        check_noise_typed::<f64>(&mut inp)
+    }
+}
+
+fn check_noise_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String> {
+    let mut case = decode::<T>(inp);
+    let total = case.rows * case.n;
+    (case.eta_len, case.y_len) = (case.rows, total);
+    let dist = Distribution::ALL[usize::from(inp.byte()) % Distribution::ALL.len()];
+    let spec = NoiseSpec {
+        distribution: dist,
+        seed: Seed::from_u64(inp.u64()),
+        row_offset: inp.u64() >> (inp.byte() % 64),
+    };
+    let mut delta = vec![T::nan(); total];
+    sample(&spec, case.rows, case.n, &mut delta).map_err(|e| format!("sample: {e:?}"))?;
+    if let Some(i) = delta.iter().position(|v| !v.is_finite()) {
+        return Err(format!(
+            "sample drew a non-finite value at {i}: {:?}",
+            delta[i]
+        ));
+    }
+    case.delta = delta;
+    let checked = check_decoded(&case, Op::Perturb)?;
+    let Some(want) = checked.result else {
+        return Ok(checked.features);
+    };
+    let norm = Norm::new(case.p).ok_or("p accepted by the forward check")?;
+    let nb = NoiseBatch {
+        x: &case.x,
+        rows: case.rows,
+        n: case.n,
+        lower: case.lower.bound(),
+        upper: case.upper.bound(),
+        eps: match &case.eps {
+            EpsArg::Scalar(e) => Eps::Scalar(*e),
+            EpsArg::PerRow(v) => Eps::PerRow(v),
+        },
+        norm,
+        spec,
+    };
+    let opts = Options {
+        max_newton_passes: case.max_newton_passes,
+    };
+    let (mut y, mut eta) = (vec![T::nan(); total], vec![T::nan(); case.rows]);
+    let got = noise(&nb, &opts, &mut y, &mut eta);
+    let same = match (&got, &want) {
+        (Ok(g), Ok(w)) => g == w && same_bits(&y, &checked.y) && same_bits(&eta, &checked.eta),
+        (Err(g), Err(w)) => g == w,
+        _ => false,
+    };
+    if !same {
+        return Err(format!(
+            "noise differs from perturb(x, sample(...)): {got:?} vs {want:?}\n{}",
+            describe_case(&case)
+        ));
+    }
+    let mut f = checked.features;
+    f.push(feature(&[91, dist as u32, u32::from(got.is_ok())]));
+    Ok(f)
+}
+
+// ---------------------------------------------------------------------------- VJP
+
+/// The VJPs: for a decoded case and cotangent, `vjp` reports the forward's error (or none),
+/// its summary, finite cotangents, the same bits whether it solves or is given the forward's
+/// `eta` (float64), and two identities that hold exactly for the closed form whatever the
+/// saturated set is: scaling `delta` by `c` scales `eta` by `1/c` and leaves `y` unchanged,
+/// so `sum_j delta_j deltabar_j` is `-sum_r etabar_r eta_r` (`scale`) or 0 (`perturb`); and
+/// shifting `x` and both bounds together leaves `eta` unchanged and shifts `y`, so
+/// `sum xbar + sum lowerbar + sum upperbar` is 0 (`scale`) or `sum ybar` (`perturb`), checked
+/// when both bounds get cotangents (arrays) or are infinite.
+pub fn check_vjp(data: &[u8]) -> Result<Vec<u32>, String> {
+    let mut inp = Input::new(data);
+    if inp.byte() & 1 == 0 {
+        check_vjp_typed::<f32>(&mut inp)
+    } else {
+        check_vjp_typed::<f64>(&mut inp)
+    }
+}
+
+fn cotangent_value<T: FuzzReal>(inp: &mut Input<'_>) -> T {
+    match inp.byte() % 8 {
+        0 => T::zero(),
+        1 => T::one(),
+        2 => -T::one(),
+        _ => T::of_f64(4.0 * inp.unit() - 2.0),
+    }
+}
+
+/// Whether the cotangents of row `r` are representable in `T`: a conservative bound (in
+/// log2) on the closed form's terms, `eta / |d_i|` (delta), `(s_i / eta)^(p-1) / M` (x and the
+/// bounds) and `(eps / eta)^(p-1) / M` (eps) with `M >= min |d_i|^p`, times what a cotangent
+/// can bring (`sum |ybar_j d_j|`, `eta`), stays 2^24 below the largest value of `T`.
+fn grads_in_range<T: FuzzReal>(case: &Case<T>, r: usize, eta: f64) -> bool {
+    let m = movers(case, r);
+    let eps = eps_of(case, r);
+    let (_, norm_exp, max_exp) = T::EXP;
+    let limit = f64::from(max_exp - 24);
+    let l2 = |v: f64| v.log2();
+    if m.is_empty() {
+        return true;
+    }
+    if eps == 0.0 || eta == 0.0 {
+        // only d eta / d eps = ||delta||_p^-1 over the elements with room
+        let norm = lp_size(m.iter().filter(|e| e.1 > 0.0).map(|e| e.0), case.p);
+        return norm == 0.0 || (norm.is_finite() && -l2(norm) <= limit);
+    }
+    let a_min = m.iter().map(|e| e.0).fold(f64::INFINITY, f64::min);
+    let a_max = m.iter().map(|e| e.0).fold(0.0, f64::max);
+    // the low side: the largest delta's cotangent (about eta / |d|) must not underflow
+    let floor = f64::from(norm_exp + 24);
+    if l2(eta) < floor || l2(eta) - l2(a_max) < floor {
+        return false;
+    }
+    let p = case.p;
+    let mut g = l2(eta) - l2(a_min);
+    if p.is_infinite() {
+        g = g.max(-l2(a_min));
+    } else {
+        let inv_m = -p * l2(a_min);
+        let term = |v: f64| (p - 1.0) * (l2(v) - l2(eta)) + inv_m;
+        g = g.max(term(eps));
+        for &(_, s) in &m {
+            if s > 0.0 && s.is_finite() {
+                g = g.max(term(s));
+            }
+        }
+    }
+    let carry = l2(2.0 * case.n as f64 * a_max + 2.0).max(0.0) + l2(eta + 1.0).max(0.0);
+    g.is_finite() && g + carry <= limit
+}
+
+// rows, elements and their cotangents are indexed together
+#[allow(clippy::needless_range_loop)]
+fn check_vjp_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String> {
+    let mut case = decode::<T>(inp);
+    let (rows, n) = (case.rows, case.n);
+    let total = rows * n;
+    (case.eta_len, case.y_len) = (rows, total);
+    let of_y = inp.byte() & 1 == 1;
+    let given_eta = inp.byte() & 1 == 1;
+    let cot: Vec<T> = (0..if of_y { total } else { rows })
+        .map(|_| cotangent_value(inp))
+        .collect();
+    let checked = check_decoded(&case, Op::Scale)?;
+    let Some(forward) = checked.result else {
+        return Ok(checked.features);
+    };
+    let norm = Norm::new(case.p).ok_or("p accepted by the forward check")?;
+    let batch = Batch {
+        x: &case.x,
+        delta: &case.delta,
+        rows,
+        n,
+        lower: case.lower.bound(),
+        upper: case.upper.bound(),
+        eps: match &case.eps {
+            EpsArg::Scalar(e) => Eps::Scalar(*e),
+            EpsArg::PerRow(v) => Eps::PerRow(v),
+        },
+        norm,
+    };
+    let opts = Options {
+        max_newton_passes: case.max_newton_passes,
+    };
+    let side_len = |side: &Side<T>| match side {
+        Side::Scalar(_) => None,
+        Side::Shared(_) => Some(n),
+        Side::Full(_) => Some(total),
+    };
+    let run = |eta: Option<&[T]>| {
+        let mut xg = vec![T::nan(); total];
+        let mut dg = vec![T::nan(); total];
+        let mut eg = vec![f64::NAN; rows];
+        let mut lg = side_len(&case.lower).map(|k| vec![T::nan(); k]);
+        let mut ug = side_len(&case.upper).map(|k| vec![T::nan(); k]);
+        let grads = Grads {
+            x: &mut xg,
+            delta: &mut dg,
+            eps: &mut eg,
+            lower: lg.as_deref_mut(),
+            upper: ug.as_deref_mut(),
+        };
+        let c = if of_y {
+            Cotangent::Y(&cot)
+        } else {
+            Cotangent::Eta(&cot)
+        };
+        let res = vjp(&batch, &opts, eta, c, grads);
+        (res, xg, dg, eg, lg, ug)
+    };
+    let describe = || describe_case(&case);
+    let (res, xg, dg, eg, lg, ug) = run(None);
+    let summary = match (res, &forward) {
+        (Err(g), Err(w)) if &g == w => {
+            return Ok(vec![feature(&[92, u32::from(of_y), error_code(&g)])]);
+        }
+        (Ok(s), Ok(w)) if &s == w => s,
+        (res, _) => {
+            return Err(format!(
+                "vjp gave {res:?}, the forward {forward:?}\n{}",
+                describe()
+            ))
+        }
+    };
+    let _ = summary;
+    // rows whose forward is exact and whose cotangents T can hold
+    let full: Vec<bool> = (0..rows)
+        .map(|r| {
+            let scaled = well_scaled(&case, r, eps_of(&case, r), &row_ref(&case, r));
+            checked.full[r] && scaled && grads_in_range(&case, r, checked.eta[r].as_f64())
+        })
+        .collect();
+    let all_full = full.iter().all(|&f| f);
+    // finite cotangents in the rows the full invariant covers
+    for r in 0..rows {
+        if !full[r] {
+            continue;
+        }
+        let row = r * n..(r + 1) * n;
+        let bad = xg[row.clone()]
+            .iter()
+            .chain(&dg[row.clone()])
+            .any(|v| !v.is_finite())
+            || !eg[r].is_finite();
+        if bad {
+            return Err(format!("row {r}: non-finite cotangents\n{}", describe()));
+        }
+    }
+    // the same bits when given the forward's eta (float64: the forward's eta is exact)
+    if T::EPS < 1e-10 {
+        let (res2, xg2, dg2, eg2, lg2, ug2) = run(Some(&checked.eta));
+        res2.map_err(|e| format!("vjp with the forward's eta failed: {e:?}"))?;
+        let eq_opt = |a: &Option<Vec<T>>, b: &Option<Vec<T>>| match (a, b) {
+            (Some(a), Some(b)) => same_bits(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        let eps_same = eg.iter().zip(&eg2).all(|(a, b)| a.to_bits() == b.to_bits());
+        let same = same_bits(&xg, &xg2)
+            && same_bits(&dg, &dg2)
+            && eps_same
+            && eq_opt(&lg, &lg2)
+            && eq_opt(&ug, &ug2);
+        if !same {
+            return Err(format!(
+                "vjp differs when given the forward's eta\n{}",
+                describe()
+            ));
+        }
+    }
+    let (_, rel, _) = tolerances::<T>();
+    let tol = if T::EPS > 1e-10 { 1e-4 } else { 1e-9 };
+    let close =
+        |got: f64, want: f64, scale: f64| (got - want).abs() <= tol * scale + rel * want.abs();
+    // delta scaling, per row
+    for r in 0..rows {
+        if !full[r] {
+            continue;
+        }
+        // mag: the size of the terms before they cancel (perturb: eta * |ybar_j d_j| twice)
+        let (mut sum, mut mag) = (0.0f64, 0.0f64);
+        for j in r * n..(r + 1) * n {
+            let t = case.delta[j].as_f64() * dg[j].as_f64();
+            sum += t;
+            mag += t.abs();
+            let e = checked.eta[r].as_f64();
+            if of_y && e > 0.0 {
+                mag += 2.0 * e * (cot[j].as_f64() * case.delta[j].as_f64()).abs();
+            }
+        }
+        let want = if of_y {
+            0.0
+        } else {
+            -cot[r].as_f64() * checked.eta[r].as_f64()
+        };
+        if !close(sum, want, mag + want.abs()) {
+            return Err(format!(
+                "row {r}: sum delta * deltabar = {sum:?}, expected {want:?} (terms {mag:?})\n{}",
+                describe()
+            ));
+        }
+    }
+    // translation, over the whole batch
+    let side_ok = |side: &Side<T>| !matches!(side, Side::Scalar(v) if v.is_finite());
+    let mut checked_shift = false;
+    if all_full && rows > 0 && side_ok(&case.lower) && side_ok(&case.upper) {
+        let parts = xg
+            .iter()
+            .chain(lg.iter().flatten())
+            .chain(ug.iter().flatten())
+            .map(|v| v.as_f64());
+        let (sum, mag) = parts.fold((0.0, 0.0), |(s, m), v| (s + v, m + v.abs()));
+        let want: f64 = if of_y {
+            cot.iter().map(|v| v.as_f64()).sum()
+        } else {
+            0.0
+        };
+        if !close(sum, want, mag + want.abs()) {
+            return Err(format!(
+                "sum xbar + lowerbar + upperbar = {sum:?}, expected {want:?} (terms {mag:?})\n{}",
+                describe()
+            ));
+        }
+        checked_shift = true;
+    }
+    let mut f = checked.features;
+    f.push(feature(&[
+        93,
+        u32::from(of_y),
+        u32::from(given_eta),
+        u32::from(checked_shift),
+    ]));
+    Ok(f)
 }
