@@ -20,7 +20,8 @@ import pytest
 import clipresc
 
 SOURCE_PACKAGE = Path(__file__).resolve().parents[2] / "python" / "clipresc"
-# what the extras bring ([torch], [jax], [cupy], [dask], [cli]) and the other integrations:
+# what the extras bring ([torch], [jax], [tensorflow], [cupy], [dask], [cli]) and the other
+# integrations:
 # importing and using clipresc's NumPy path must load none of them
 FRAMEWORKS = (
     "torch",
@@ -99,7 +100,7 @@ def test_extras_are_declared() -> None:
     from importlib.metadata import metadata
 
     extras = set(metadata("clipresc").get_all("Provides-Extra") or [])
-    assert {"torch", "jax", "cupy", "dask", "cli"} <= extras, extras
+    assert {"torch", "jax", "tensorflow", "cupy", "dask", "cli"} <= extras, extras
 
 
 def test_compiled_module_is_abi3() -> None:
