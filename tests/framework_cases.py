@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -150,3 +150,30 @@ def numpy_message(bad: Bad) -> str:
     except bad.exc as e:
         return str(e)
     raise AssertionError(f"NumPy path did not raise for {bad.name}")
+
+
+def spy_core(monkeypatch: Any) -> dict[str, list[Any]]:
+    """Record the calls into the Rust binding's solves and VJPs.
+
+    Returns ``{"solves": [...], "vjp_eta": [...]}``: one entry per ``scale_into`` /
+    ``perturb_into`` call, and per ``*_vjp_into`` call whether it got the forward's ``eta``
+    (a VJP without one solves again inside the core).
+    """
+    from clipresc import _clipresc
+
+    seen: dict[str, list[Any]] = {"solves": [], "vjp_eta": []}
+
+    def spy(name: str, record: Callable[[dict[str, Any]], Any], key: str) -> None:
+        real = getattr(_clipresc, name)
+
+        def call(*args: Any, **kw: Any) -> Any:
+            seen[key].append(record(kw))
+            return real(*args, **kw)
+
+        monkeypatch.setattr(_clipresc, name, call)
+
+    for name in ("scale_into", "perturb_into"):
+        spy(name, lambda kw, name=name: name, "solves")
+    for name in ("scale_vjp_into", "perturb_vjp_into"):
+        spy(name, lambda kw: kw.get("eta") is not None, "vjp_eta")
+    return seen

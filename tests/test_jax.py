@@ -25,6 +25,7 @@ from framework_cases import (  # noqa: E402
     grad_bounds,
     grad_problem,
     numpy_message,
+    spy_core,
     value_cases,
 )
 
@@ -161,6 +162,29 @@ def test_grad_under_vmap() -> None:
             want = jax.grad(loss, argnums=(0, 1, 2))(xs[i], ds[i], J(eps))
             for g, w in zip(got, want):
                 np.testing.assert_allclose(np.asarray(g[i]), np.asarray(w), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str, mode: str) -> None:
+    """The VJP gets the forward's eta (a residual): one solve for forward + backward."""
+    with x64():
+        x, d, eps = (J(a) for a in grad_problem(5))
+
+        def loss(a: Any, b: Any, c: Any) -> Any:
+            return jnp.sum(getattr(cj, fn)(a, b, c, p=3.0) ** 2)
+
+        g = jax.grad(loss, argnums=(0, 1, 2))
+        want = g(x, d, eps)
+        seen = spy_core(monkeypatch)
+        if mode == "vmap":
+            got = jax.jit(jax.vmap(g, in_axes=(0, None, None)))(jnp.stack([x, x]), d, eps)
+            got = tuple(a[1] for a in got)
+        else:
+            got = (jax.jit(g) if mode == "jit" else g)(x, d, eps)
+        assert seen == {"solves": [f"{fn}_into"], "vjp_eta": [True]}
+        for a, w in zip(got, want):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-12, atol=1e-14)
 
 
 # --------------------------------------------------------------------------- errors

@@ -23,6 +23,7 @@ from framework_cases import (  # noqa: E402
     grad_bounds,
     grad_problem,
     numpy_message,
+    spy_core,
     value_cases,
 )
 
@@ -143,6 +144,29 @@ def test_gradient_tape_matches_eager_in_function() -> None:
         return tape.gradient(loss, [a, b, c])
 
     for g, w in zip(tf.function(grads)(x, d, eps), grads(x, d, eps)):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("mode", ["eager", "function"])
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str, mode: str) -> None:
+    """The gradient gets the forward's eta: one solve for forward + backward."""
+    x, d, eps = (C(a) for a in grad_problem(5))
+
+    def grads(a: Any, b: Any, c: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch([a, b, c])
+            loss = tf.reduce_sum(getattr(ctf, fn)(a, b, c, p=3.0) ** 2)
+        return tape.gradient(loss, [a, b, c])
+
+    want = grads(x, d, eps)
+    run = tf.function(grads) if mode == "function" else grads
+    if mode == "function":
+        run.get_concrete_function(x, d, eps)  # trace outside the spy
+    seen = spy_core(monkeypatch)
+    got = run(x, d, eps)
+    assert seen == {"solves": [f"{fn}_into"], "vjp_eta": [True]}
+    for g, w in zip(got, want):
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
 
 

@@ -22,6 +22,7 @@ from framework_cases import (  # noqa: E402
     grad_bounds,
     grad_problem,
     numpy_message,
+    spy_core,
     value_cases,
 )
 
@@ -176,6 +177,27 @@ def test_gradients_agree_with_numpy_vjp() -> None:
     np.testing.assert_allclose(ge.numpy(), want[2], rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_backward_does_not_solve_again(
+    monkeypatch: pytest.MonkeyPatch, fn: str, dtype: Any
+) -> None:
+    """The backward gets the forward's eta: one solve for forward + backward."""
+    x, d, eps = (t.detach().to(dtype).requires_grad_() for t in _grad_inputs(5))
+    seen = spy_core(monkeypatch)
+    out = getattr(ct, fn)(x, d, eps, p=3.0)
+    grads = torch.autograd.grad(out, (x, d, eps), torch.randn_like(out))
+    assert seen == {"solves": [f"{fn}_into"], "vjp_eta": [True]}
+    # the same gradients as a VJP that solves again
+    want = clipresc.perturb_vjp if fn == "perturb" else clipresc.scale_vjp
+    w = want(x.detach(), d.detach(), eps.detach(), torch.ones_like(out), p=3.0)
+    got = torch.autograd.grad(getattr(ct, fn)(x, d, eps, p=3.0).sum(), (x, d, eps))
+    tol = 1e-5 if dtype == torch.float32 else 1e-12
+    for g, k in zip(got, ("x", "delta", "eps")):
+        torch.testing.assert_close(g, w[k], rtol=tol, atol=tol)
+    assert all(g.dtype == dtype for g in grads)
+
+
 def test_gradient_finite_at_eps_zero() -> None:
     x, d, _ = _grad_inputs()
     eps = torch.zeros(3, dtype=torch.float64, requires_grad=True)
@@ -200,7 +222,11 @@ def test_opcheck(bounds: str) -> None:
         torch.library.opcheck(op, args)
     grad = torch.randn(x.shape, dtype=torch.float64)
     det = tuple(a.detach() if isinstance(a, torch.Tensor) else a for a in args)
-    torch.library.opcheck(torch.ops.clipresc.perturb_backward.default, (grad, *det))
+    _, eta = torch.ops.clipresc.perturb(*det)
+    for given in (eta, None):  # the forward's eta, or none (the backward solves again)
+        torch.library.opcheck(torch.ops.clipresc.perturb_backward.default, (grad, given, *det))
+    etabar = torch.randn(eta.shape, dtype=torch.float64)
+    torch.library.opcheck(torch.ops.clipresc.scale_backward.default, (etabar, eta, *det))
 
 
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])

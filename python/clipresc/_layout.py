@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +12,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Layout:
-    """How an array of ``shape`` splits into ``rows`` vectors of ``n`` elements.
+    """How an array of ``shape`` splits into ``rows`` vectors of ``n`` elements (the derived
+    sizes are computed once per layout).
 
     >>> lay = Layout.of((2, 3, 4), (1, 2))
     >>> lay.rows, lay.n, lay.eta_shape
@@ -27,31 +29,31 @@ class Layout:
     def of(cls, shape: tuple[int, ...], vec_axes: tuple[int, ...]) -> Layout:
         return cls(tuple(int(s) for s in shape), vec_axes)
 
-    @property
+    @functools.cached_property
     def batch_axes(self) -> tuple[int, ...]:
         return tuple(a for a in range(len(self.shape)) if a not in self.vec_axes)
 
-    @property
+    @functools.cached_property
     def batch_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[a] for a in self.batch_axes)
 
-    @property
+    @functools.cached_property
     def vec_shape(self) -> tuple[int, ...]:
         return tuple(self.shape[a] for a in self.vec_axes)
 
-    @property
+    @functools.cached_property
     def rows(self) -> int:
         return math.prod(self.batch_shape)
 
-    @property
+    @functools.cached_property
     def n(self) -> int:
         return math.prod(self.vec_shape)
 
-    @property
+    @functools.cached_property
     def eta_shape(self) -> tuple[int, ...]:
         return tuple(1 if a in self.vec_axes else s for a, s in enumerate(self.shape))
 
-    @property
+    @functools.cached_property
     def is_trailing(self) -> bool:
         k = len(self.vec_axes)
         return self.vec_axes == tuple(range(len(self.shape) - k, len(self.shape)))

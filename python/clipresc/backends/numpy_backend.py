@@ -26,8 +26,8 @@ def _input_error(prob: Problem, err: Exception) -> ValueError:
     return ValueError(f"{arg} has {count} {problem} values; first at index {where}")
 
 
-def scale(prob: Problem) -> np.ndarray[Any, Any]:
-    """``eta`` in the caller's dtype and ``eta_shape``."""
+def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
+    """``eta`` as ``(rows,)`` in the work dtype (what the VJP takes to skip its solve)."""
     eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
         count, first = _clipresc.scale_into(
@@ -36,11 +36,16 @@ def scale(prob: Problem) -> np.ndarray[Any, Any]:
     except _clipresc.InputError as e:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)
-    return prob.layout.eta_from_rows(eta.astype(prob.dtype, copy=False))
+    return eta
 
 
-def perturb(prob: Problem) -> np.ndarray[Any, Any]:
-    """``clip(x + eta * delta, lower, upper)`` in the caller's dtype and layout."""
+def scale(prob: Problem) -> np.ndarray[Any, Any]:
+    """``eta`` in the caller's dtype and ``eta_shape``."""
+    return prob.layout.eta_from_rows(scale_rows(prob).astype(prob.dtype, copy=False))
+
+
+def perturb_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`perturb` and the ``(rows,)`` scales it used, in the work dtype."""
     y = np.empty_like(prob.x)
     eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
@@ -50,7 +55,12 @@ def perturb(prob: Problem) -> np.ndarray[Any, Any]:
     except _clipresc.InputError as e:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)
-    return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+    return prob.layout.from_rows(y.astype(prob.dtype, copy=False)), eta
+
+
+def perturb(prob: Problem) -> np.ndarray[Any, Any]:
+    """``clip(x + eta * delta, lower, upper)`` in the caller's dtype and layout."""
+    return perturb_eta(prob)[0]
 
 
 def noise(prob: Problem, distribution: str, key: bytes, row_offset: int) -> np.ndarray[Any, Any]:
@@ -86,6 +96,7 @@ def vjp_rows(
     cot: np.ndarray[Any, Any],
     want_lower: bool,
     want_upper: bool,
+    eta: np.ndarray[Any, Any] | None = None,
 ) -> dict[str, np.ndarray[Any, Any] | None]:
     """Closed-form cotangents from the Rust core, in the core's ``(rows, n)`` layout.
 
@@ -94,6 +105,10 @@ def vjp_rows(
     ``(rows, n)``, ``eps`` ``(rows,)`` float64 and, for the sides asked for, the bound's
     cotangent in its core form (``(n,)`` summed over the rows, or ``(rows, n)``); a side
     given as a number is widened to ``(n,)`` so that it gets one. Raises like the forward.
+
+    ``eta``, the forward's ``(rows,)`` scales in the work dtype (:func:`scale_rows`,
+    :func:`perturb_eta`), skips the solve: the values are not checked again then, nor is
+    ``unreachable="raise"`` (the forward did both).
     """
     wd = prob.x.dtype
     rows, n = prob.layout.rows, prob.layout.n
@@ -113,7 +128,9 @@ def vjp_rows(
     fn = _clipresc.scale_vjp_into if kind == "scale" else _clipresc.perturb_vjp_into
     c = np.ascontiguousarray(cot, dtype=wd)
     try:
-        count, first = fn(prob.x, prob.delta, lower, upper, prob.eps, prob.p, c, xg, dg, eg, lg, ug)
+        count, first = fn(
+            prob.x, prob.delta, lower, upper, prob.eps, prob.p, c, xg, dg, eg, lg, ug, eta=eta
+        )
     except _clipresc.InputError as e:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)

@@ -1,12 +1,13 @@
 """NumPy-level forward and VJP shared by the framework integrations.
 
 The framework modules hand NumPy views of their CPU arrays to :func:`forward` and
-:func:`vjp`, which run the Rust core through the public NumPy functions. :func:`vjp` uses
-``clipresc.scale_vjp`` / ``clipresc.perturb_vjp`` when the package provides them (the
-closed-form VJP in Rust) and otherwise the array-API VJP of
-:mod:`clipresc.backends.generic` on the core's ``(rows, n)`` layout, with ``eta`` from the
-Rust forward. Either way the cotangents come back fitted to the shapes of the caller's
-arguments (``eps`` and array bounds reduced over the axes they broadcast along).
+:func:`vjp`, which check them like the NumPy path (:func:`clipresc._prepare.prepare`) and
+run the Rust core (:mod:`clipresc.backends.numpy_backend`); nothing here goes back up
+through the public API. :func:`forward` can also return the scales ``eta`` it solved for
+(``(rows,)``, work dtype), which :func:`vjp` takes to skip solving again in the backward.
+The cotangents come back in the shapes and dtypes of the caller's arguments (``eps`` and
+array bounds reduced over the axes they broadcast along), without copying the large ones
+where their memory already fits.
 
 Bounds are given here as two sides, each a Python float (``+-inf`` for none) or an array
 broadcastable to ``x``; ``axis`` is a tuple of non-negative vector axes.
@@ -21,13 +22,30 @@ from typing import Any, Union
 
 import numpy as np
 
-from .. import _api
 from .._args import check_real_dtype, parse_p, parse_unreachable, vector_axes
 from .._layout import Layout
-from .._prepare import prepare
-from ..backends import generic, numpy_backend
+from .._prepare import Problem, prepare
+from ..backends import numpy_backend
 
 Side = Union[float, "np.ndarray[Any, Any]"]
+
+
+def _side_value(s: Side) -> Any:
+    return s if isinstance(s, float) else np.asarray(s)
+
+
+def _prepare(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    lower: Side,
+    upper: Side,
+    axis: tuple[int, ...],
+    unreachable: str,
+) -> Problem:
+    bounds = (_side_value(lower), _side_value(upper))
+    return prepare(x, delta, eps, p, bounds, axis, unreachable)
 
 
 def forward(
@@ -48,9 +66,37 @@ def forward(
     ...         (1,), "saturate")
     array([[0.4]])
     """
-    fn = _api.scale if kind == "scale" else _api.perturb
-    out = fn(x, delta, eps, p=p, bounds=(lower, upper), axis=axis, unreachable=unreachable)
-    return np.asarray(out)
+    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    if kind == "scale":
+        return numpy_backend.scale(prob)
+    return numpy_backend.perturb(prob)
+
+
+def forward_eta(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    lower: Side,
+    upper: Side,
+    axis: tuple[int, ...],
+    unreachable: str,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`forward` and the scales it solved for, ``(rows,)`` in the work dtype (float32
+    for float16 input): hand them to :func:`vjp` as ``eta``.
+
+    >>> import numpy as np
+    >>> y, eta = forward_eta("perturb", np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5, 1.0,
+    ...                      0.0, 1.0, (1,), "saturate")
+    >>> y, eta
+    (array([[0.9, 1. ]]), array([0.4]))
+    """
+    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    if kind == "scale":
+        eta = numpy_backend.scale_rows(prob)
+        return prob.layout.eta_from_rows(eta.astype(prob.dtype, copy=False)), eta
+    return numpy_backend.perturb_eta(prob)
 
 
 def _reduce_to(g: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
@@ -69,10 +115,11 @@ def _reduce_to(g: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[An
 
 
 def _fit(g: Any, like: Any, full_shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """The cotangent ``g`` in the shape and dtype of ``like`` (a fresh, writable array).
+    """The cotangent ``g`` (a fresh array that nothing else holds, or ``None`` for zero) in
+    the shape and dtype of ``like``: ``g`` itself where it already fits, else a new array.
 
-    ``g`` may be ``None`` (zero), already of ``like``'s shape, or of any shape that
-    ``like`` broadcasts to, possibly after reshaping to ``full_shape``.
+    ``g`` may be of ``like``'s shape, or of any shape that ``like`` broadcasts to, possibly
+    after reshaping to ``full_shape``.
     """
     shape = tuple(np.shape(like))
     dtype = np.dtype(like.dtype) if hasattr(like, "dtype") else np.dtype(np.float64)
@@ -81,59 +128,19 @@ def _fit(g: Any, like: Any, full_shape: tuple[int, ...]) -> np.ndarray[Any, Any]
     ga = np.asarray(g)
     if ga.shape != shape and ga.ndim < len(full_shape) and ga.size == math.prod(full_shape):
         ga = ga.reshape(full_shape)
-    return np.array(_reduce_to(ga, shape), dtype=dtype, copy=True)
+    out = np.asarray(_reduce_to(ga, shape), dtype=dtype)
+    return out if out.flags.writeable else np.array(out)
 
 
-def _side_value(s: Side) -> Any:
-    return s if isinstance(s, float) else np.asarray(s)
-
-
-def _shim_vjp(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    cot: Any,
-    p: float,
-    lower: Side,
-    upper: Side,
-    axis: tuple[int, ...],
-    unreachable: str,
-) -> dict[str, Any]:
-    """The VJP from :mod:`clipresc.backends.generic` on the core's layout (no Rust VJP)."""
-    prob = prepare(x, delta, eps, p, (lower, upper), axis, unreachable)
-    lay = prob.layout
-    wd = prob.x.dtype
-    eta = np.asarray(numpy_backend.scale(prob), dtype=wd).reshape(lay.rows)
-    eps_rows = np.ascontiguousarray(np.broadcast_to(np.asarray(prob.eps, np.float64), lay.rows))
-    if kind == "scale":
-        cot_rows = np.asarray(cot, dtype=wd).reshape(lay.rows)
-        out = generic.scale_vjp_rows(
-            prob.x, prob.delta, eps_rows, p, prob.lower, prob.upper, eta, cot_rows
-        )
-    else:
-        cot_rows = lay.to_rows(np.asarray(cot), wd)
-        out = generic.perturb_vjp_rows(
-            prob.x, prob.delta, eps_rows, p, prob.lower, prob.upper, eta, cot_rows
-        )
-
-    def full(g: Any) -> Any:
-        """A bound's cotangent from the core's layout back to ``x``'s axes."""
-        if g is None:
-            return None
-        g = np.asarray(g)
-        if g.ndim == 1:  # one row shared by every vector: batch axes of size 1
-            one = tuple(1 if a in lay.batch_axes else s for a, s in enumerate(lay.shape))
-            return Layout.of(one, lay.vec_axes).from_rows(g.reshape(1, lay.n))
-        return lay.from_rows(g)
-
-    return {
-        "x": lay.from_rows(np.asarray(out["x"])),
-        "delta": lay.from_rows(np.asarray(out["delta"])),
-        "eps": np.asarray(out["eps"]).reshape(lay.eta_shape),
-        "lower": full(out["lower"]),
-        "upper": full(out["upper"]),
-    }
+def _eta_rows(eta: Any, prob: Problem) -> np.ndarray[Any, Any] | None:
+    """The forward's scales as the core takes them, or ``None`` (solve again) when they do
+    not come in the work dtype (e.g. a float16 ``scale`` output)."""
+    if eta is None:
+        return None
+    e = np.asarray(eta)
+    if e.dtype != prob.x.dtype or e.size != prob.layout.rows:
+        return None
+    return np.ascontiguousarray(e.reshape(prob.layout.rows))
 
 
 def vjp(
@@ -147,12 +154,15 @@ def vjp(
     upper: Side,
     axis: tuple[int, ...],
     unreachable: str,
+    eta: Any = None,
 ) -> tuple[Any, Any, Any, Any, Any]:
     """Cotangents ``(xbar, deltabar, epsbar, lowerbar, upperbar)`` for the cotangent ``cot``
     of ``eta`` (``kind="scale"``, shape of ``eta``) or of ``y`` (``kind="perturb"``).
 
-    Each is a fresh array of its argument's shape and dtype; ``lowerbar`` / ``upperbar``
-    are ``None`` for Python-float sides.
+    Each is an array of its argument's shape and dtype that the caller owns (not a view of
+    an input); ``lowerbar`` / ``upperbar`` are ``None`` for Python-float sides. ``eta``, the
+    forward's scales from :func:`forward_eta` (or a ``scale`` output in the work dtype),
+    skips the solve.
 
     >>> import numpy as np
     >>> x, d = np.array([[0.5, 0.5]]), np.array([[1.0, 0.0]])
@@ -161,31 +171,41 @@ def vjp(
     >>> float(ge), gd.tolist(), gu is None
     (1.0, [[-0.2, 0.0]], True)
     """
-    import clipresc
-
-    name = "scale_vjp" if kind == "scale" else "perturb_vjp"
-    fn = getattr(clipresc, name, None)
-    if fn is not None:
-        out = fn(
-            x,
-            delta,
-            eps,
-            cot,
-            p=p,
-            bounds=(_side_value(lower), _side_value(upper)),
-            axis=axis,
-            unreachable=unreachable,
-        )
+    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    lay = prob.layout
+    wd = prob.x.dtype
+    c = np.asarray(cot)
+    if kind == "scale":
+        cot_rows = np.broadcast_to(c, lay.eta_shape).reshape(lay.rows)
     else:
-        out = _shim_vjp(kind, x, delta, eps, cot, p, lower, upper, axis, unreachable)
-    xshape = tuple(np.shape(x))
-    eta_shape = tuple(1 if a in axis else s for a, s in enumerate(xshape))
+        cot_rows = lay.to_rows(np.broadcast_to(c, lay.shape), wd)
+    g = numpy_backend.vjp_rows(
+        prob,
+        kind,
+        cot_rows,
+        not isinstance(lower, float),
+        not isinstance(upper, float),
+        eta=_eta_rows(eta, prob),
+    )
+
+    def full(gb: Any) -> Any:
+        """A bound's cotangent from the core's layout back to ``x``'s axes."""
+        if gb is None:
+            return None
+        if gb.ndim == 1:  # one row shared by every vector: batch axes of size 1
+            one = tuple(1 if a in lay.batch_axes else s for a, s in enumerate(lay.shape))
+            return Layout.of(one, lay.vec_axes).from_rows(gb.reshape(1, lay.n))
+        return lay.from_rows(gb)
+
+    xshape = lay.shape
+    gx, gd, ge = g["x"], g["delta"], g["eps"]
+    assert gx is not None and gd is not None and ge is not None
     return (
-        _fit(out["x"], x, xshape),
-        _fit(out["delta"], delta, xshape),
-        _fit(out.get("eps"), eps, eta_shape),
-        None if isinstance(lower, float) else _fit(out.get("lower"), lower, xshape),
-        None if isinstance(upper, float) else _fit(out.get("upper"), upper, xshape),
+        _fit(lay.from_rows(gx), x, xshape),
+        _fit(lay.from_rows(gd), delta, xshape),
+        _fit(ge.reshape(lay.eta_shape), eps, lay.eta_shape),
+        None if isinstance(lower, float) else _fit(full(g["lower"]), lower, xshape),
+        None if isinstance(upper, float) else _fit(full(g["upper"]), upper, xshape),
     )
 
 

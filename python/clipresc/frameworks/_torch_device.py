@@ -191,6 +191,36 @@ def _raise_unreachable(lay: _Layout, flag: Any, unreachable: str) -> None:
         )
 
 
+def forward_eta(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: Sequence[int],
+    unreachable: str,
+) -> tuple[Any, Any]:
+    """:func:`forward` and the scales it used (``eta``'s shape, in the work dtype)."""
+    eps = _eps_tensor(eps, x)
+    lay = _Layout(x.shape, axis)
+    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+    wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    cp = _cupy_for(x)
+    if cp is not None and lay.rows > 0:
+        y, eta, flag = _run_cupy(cp, x, cp[1].perturb_rows, xr.to(wd), dr.to(wd), er, p, lr, ur)
+    else:
+        y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
+    _raise_unreachable(lay, flag, unreachable)
+    eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
+    if kind == "scale":
+        return eta.to(x.dtype).reshape(lay.eta_shape).contiguous(), eta_w
+    return lay.from_rows(y.to(x.dtype)).contiguous(), eta_w
+
+
 def forward(
     kind: str,
     x: Any,
@@ -205,19 +235,8 @@ def forward(
     unreachable: str,
 ) -> Any:
     """``scale`` / ``perturb`` of tensors on their own device (arguments as the op's)."""
-    eps = _eps_tensor(eps, x)
-    lay = _Layout(x.shape, axis)
-    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
-    wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    cp = _cupy_for(x)
-    if cp is not None and lay.rows > 0:
-        y, eta, flag = _run_cupy(cp, x, cp[1].perturb_rows, xr.to(wd), dr.to(wd), er, p, lr, ur)
-    else:
-        y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
-    _raise_unreachable(lay, flag, unreachable)
-    if kind == "scale":
-        return eta.to(x.dtype).reshape(lay.eta_shape).contiguous()
-    return lay.from_rows(y.to(x.dtype)).contiguous()
+    args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
+    return forward_eta(kind, *args)[0]
 
 
 def vjp(
@@ -233,8 +252,12 @@ def vjp(
     p: float,
     axis: Sequence[int],
     unreachable: str,
+    eta: Any = None,
 ) -> tuple[Any, Any, Any, Any, Any]:
-    """Cotangents ``(x, delta, eps, lower, upper)`` (bounds ``None`` when not tensors)."""
+    """Cotangents ``(x, delta, eps, lower, upper)`` (bounds ``None`` when not tensors).
+
+    ``eta``, the scales from :func:`forward_eta`, spares the array-API path its solve.
+    """
     eps = _eps_tensor(eps, x)
     lay = _Layout(x.shape, axis)
     xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
@@ -250,7 +273,10 @@ def vjp(
             cp, x, fn, xr.to(wd), dr.to(wd), er, p, lr, ur, cot.to(wd).contiguous()
         )
     else:
-        eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
+        if eta is not None and eta.dtype == xr.dtype and eta.numel() == lay.rows:
+            eta = eta.reshape(lay.rows)
+        else:
+            eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
         fn = generic.scale_vjp_rows if kind == "scale" else generic.perturb_vjp_rows
         out = fn(xr, dr, er, p, lr, ur, eta, cot)
         gx, gd, ge, gl, gu = out["x"], out["delta"], out["eps"], out["lower"], out["upper"]

@@ -1,6 +1,7 @@
 """JAX integration: ``scale`` / ``perturb`` on ``jax.Array``, under ``jit``, ``grad``, ``vmap``.
 
-Both functions are ``jax.custom_vjp`` functions whose backward is the closed-form VJP.
+Both functions are ``jax.custom_vjp`` functions whose backward is the closed-form VJP,
+fed the scales ``eta`` that the forward found (a residual), so it does not solve again.
 The work runs in the Rust core on the host:
 
 * Concrete arrays (eager calls, and the forward and backward rules under an eager
@@ -88,6 +89,12 @@ def _host(a: Any) -> Any:
     return None if a is None else np.asarray(a)
 
 
+def _to_jax(a: Any) -> Any:
+    """A host result as a ``jax.Array`` (``jax.device_put`` copies a large array about twice
+    as fast as ``jnp.asarray``)."""
+    return jax.device_put(a)
+
+
 def _side(a: Any, s: float) -> Any:
     return s if a is None else a
 
@@ -122,9 +129,15 @@ class _Lead:
 
 def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     """The forward on NumPy arrays (possibly with leading vmapped axes)."""
+    return _forward_eta_host(cfg, x, d, e, lo, hi)[0]
+
+
+def _forward_eta_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """The forward and the scales it used (``eta``'s shape with any leading vmapped axes,
+    in the work dtype): the backward's residual, sparing it a second solve."""
     x, d, e, lo, hi = (_host(a) for a in (x, d, e, lo, hi))
     ld = _Lead(cfg, x)
-    out = _numpy.forward(
+    out, eta = _numpy.forward_eta(
         cfg.kind,
         x,
         d,
@@ -135,14 +148,14 @@ def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any
         ld.axes,
         cfg.unreachable,
     )
-    return np.asarray(out, dtype=x.dtype)
+    return np.asarray(out, dtype=x.dtype), eta.reshape(ld.lead + cfg.eta_shape)
 
 
 def _vjp_host(
-    cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any
+    cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any, eta: Any
 ) -> tuple[Any, Any, Any, Any, Any]:
     """The VJP on NumPy arrays; cotangents in the shapes and dtypes of the operands."""
-    g, x, d, e, lo, hi = (_host(a) for a in (g, x, d, e, lo, hi))
+    g, x, d, e, lo, hi, eta = (_host(a) for a in (g, x, d, e, lo, hi, eta))
     ld = _Lead(cfg, x)
     gx, gd, ge, gl, gu = _numpy.vjp(
         cfg.kind,
@@ -155,6 +168,7 @@ def _vjp_host(
         _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s),
         ld.axes,
         cfg.unreachable,
+        eta=eta,
     )
 
     def fit(c: Any, like: Any) -> Any:
@@ -166,17 +180,44 @@ def _vjp_host(
 def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     if not _is_traced(x, d, e, lo, hi):
         out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
-        return jnp.asarray(out)
+        return _to_jax(out)
     spec = jax.ShapeDtypeStruct(cfg.out_shape, x.dtype)
     return jax.pure_callback(
         functools.partial(_forward_host, cfg), spec, x, d, e, lo, hi, vmap_method=VMAP_METHOD
     )
 
 
-def _vjp(cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, ...]:
-    if not _is_traced(g, x, d, e, lo, hi):
-        host = _vjp_host(cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi))
-        return tuple(None if c is None else jnp.asarray(c) for c in host)
+def _forward_eta(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """:func:`_forward` and the scales it used (the backward's residual)."""
+    if not _is_traced(x, d, e, lo, hi):
+        out, eta = _forward_eta_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
+        return _to_jax(out), _to_jax(eta)
+    wd = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
+    specs = (
+        jax.ShapeDtypeStruct(cfg.out_shape, x.dtype),
+        jax.ShapeDtypeStruct(cfg.eta_shape, wd),
+    )
+    out, eta = jax.pure_callback(
+        functools.partial(_forward_eta_host, cfg),
+        specs,
+        x,
+        d,
+        e,
+        lo,
+        hi,
+        vmap_method=VMAP_METHOD,
+    )
+    return out, eta
+
+
+def _vjp(
+    cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any, eta: Any
+) -> tuple[Any, ...]:
+    if not _is_traced(g, x, d, e, lo, hi, eta):
+        host = _vjp_host(
+            cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi), _host(eta)
+        )
+        return tuple(None if c is None else _to_jax(c) for c in host)
 
     def spec(a: Any) -> Any:
         return None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
@@ -184,7 +225,16 @@ def _vjp(cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tupl
     specs = (spec(x), spec(d), spec(e), spec(lo), spec(hi))
     return tuple(
         jax.pure_callback(
-            functools.partial(_vjp_host, cfg), specs, g, x, d, e, lo, hi, vmap_method=VMAP_METHOD
+            functools.partial(_vjp_host, cfg),
+            specs,
+            g,
+            x,
+            d,
+            e,
+            lo,
+            hi,
+            eta,
+            vmap_method=VMAP_METHOD,
         )
     )
 
@@ -195,7 +245,8 @@ def _call(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
 
 
 def _call_fwd(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
-    return _forward(cfg, x, d, e, lo, hi), (x, d, e, lo, hi)
+    out, eta = _forward_eta(cfg, x, d, e, lo, hi)
+    return out, (x, d, e, lo, hi, eta)
 
 
 def _call_bwd(cfg: _Config, res: Any, g: Any) -> tuple[Any, ...]:

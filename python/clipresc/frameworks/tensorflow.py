@@ -1,7 +1,8 @@
 """TensorFlow integration: ``scale`` / ``perturb`` on tensors, differentiable, in ``tf.function``.
 
 Both functions wrap the computation in ``tf.custom_gradient`` whose gradient is the
-closed-form VJP. The work runs in the Rust core:
+closed-form VJP, given the scales ``eta`` the forward found (no second solve). The work
+runs in the Rust core:
 
 * Eagerly (the default in TensorFlow 2), tensors go to the NumPy path as NumPy views
   (``Tensor.numpy()``) and the result comes back with ``tf.convert_to_tensor``; invalid
@@ -66,15 +67,18 @@ def _split(cfg: _Config, bounds: Sequence[Any]) -> tuple[Any, Any]:
     return lo, hi
 
 
-def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, *bounds: Any) -> Any:
+def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, *bounds: Any) -> list[Any]:
+    """The forward and the scales it used (``(rows,)``, work dtype), kept for the VJP."""
     lo, hi = _split(cfg, bounds)
-    out = _numpy.forward(cfg.kind, x, d, e, cfg.p, lo, hi, cfg.axes, cfg.unreachable)
-    return np.asarray(out, dtype=x.dtype)
+    out, eta = _numpy.forward_eta(cfg.kind, x, d, e, cfg.p, lo, hi, cfg.axes, cfg.unreachable)
+    return [np.asarray(out, dtype=x.dtype), eta]
 
 
-def _vjp_host(cfg: _Config, g: Any, x: Any, d: Any, e: Any, *bounds: Any) -> list[Any]:
+def _vjp_host(cfg: _Config, g: Any, eta: Any, x: Any, d: Any, e: Any, *bounds: Any) -> list[Any]:
     lo, hi = _split(cfg, bounds)
-    gx, gd, ge, gl, gu = _numpy.vjp(cfg.kind, x, d, e, g, cfg.p, lo, hi, cfg.axes, cfg.unreachable)
+    gx, gd, ge, gl, gu = _numpy.vjp(
+        cfg.kind, x, d, e, g, cfg.p, lo, hi, cfg.axes, cfg.unreachable, eta=eta
+    )
     out = [gx, gd, ge]
     if cfg.has_lower:
         out.append(gl)
@@ -102,18 +106,21 @@ def _differentiable(cfg: _Config) -> Any:
     def call(x: Any, d: Any, e: Any, *bounds: Any) -> Any:
         inputs = [x, d, e, *bounds]
         if tf.executing_eagerly():
-            y = tf.convert_to_tensor(_forward_host(cfg, *[_host(t) for t in inputs]))
+            y_np, eta_np = _forward_host(cfg, *[_host(t) for t in inputs])
+            y, eta = tf.convert_to_tensor(y_np), tf.convert_to_tensor(eta_np)
         else:
-            y = tf.numpy_function(fwd_host, inputs, Tout=x.dtype, stateful=False)
+            wd = tf.float64 if x.dtype == tf.float64 else tf.float32
+            y, eta = tf.numpy_function(fwd_host, inputs, Tout=[x.dtype, wd], stateful=False)
             y.set_shape(_out_shape(cfg, x))
 
         def grad(g: Any) -> list[Any]:
+            # the forward's eta spares the VJP a second solve
             if tf.executing_eagerly():
-                host = _vjp_host(cfg, _host(g), *[_host(t) for t in inputs])
+                host = _vjp_host(cfg, _host(g), _host(eta), *[_host(t) for t in inputs])
                 return [tf.convert_to_tensor(c) for c in host]
             outs = tf.numpy_function(
                 vjp_host,
-                [g, *inputs],
+                [g, eta, *inputs],
                 Tout=[t.dtype for t in inputs],
                 stateful=False,
             )

@@ -1,11 +1,13 @@
 """PyTorch integration: ``scale`` / ``perturb`` on tensors, differentiable with autograd.
 
 Both functions are ``torch.library.custom_op`` operators in the ``clipresc`` namespace
-(``torch.ops.clipresc.scale`` / ``torch.ops.clipresc.perturb``) with a fake (meta)
+(``torch.ops.clipresc.scale`` returning ``eta``, ``torch.ops.clipresc.perturb`` returning
+``(y, eta)``, its ``eta`` in the work dtype and not differentiable) with a fake (meta)
 implementation for tracing and an autograd formula whose backward is itself a custom op
 (``clipresc::scale_backward`` / ``clipresc::perturb_backward``) computing the closed-form
-VJP. They therefore work in eager mode, with ``torch.autograd``, ``torch.compile`` and
-``torch.export``, and pass ``torch.library.opcheck``.
+VJP from the ``eta`` the forward found (no second solve). They therefore work in eager
+mode, with ``torch.autograd``, ``torch.compile`` and ``torch.export``, and pass
+``torch.library.opcheck``.
 
 Where the work happens:
 
@@ -109,14 +111,18 @@ def _forward_impl(
     p: float,
     axis: list[int],
     unreachable: str,
+    *,
+    with_eta: bool = False,
 ) -> Any:
+    """The forward; with ``with_eta``, also the scales it used (``eta``'s shape, in the work
+    dtype) for the backward, which then need not solve again."""
     if not _on_cpu(x, delta, eps, lower, upper):
         if not isinstance(eps, torch.Tensor):
             eps = torch.tensor(eps, dtype=torch.float64, device=x.device)
         args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
-        return _device.forward(kind, *args)
-    out = _numpy.forward(
-        kind,
+        out, eta = _device.forward_eta(kind, *args)
+        return (out, eta) if with_eta else out
+    np_args = (
         _np(x),
         _np(delta),
         _np(eps),
@@ -126,15 +132,20 @@ def _forward_impl(
         tuple(axis),
         unreachable,
     )
-    return _from_np(out, x.dtype)
+    if not with_eta:
+        return _from_np(_numpy.forward(kind, *np_args), x.dtype)
+    out, eta = _numpy.forward_eta(kind, *np_args)
+    eta_t = torch.from_numpy(eta.reshape(_eta_shape(x.shape, axis)))
+    return _from_np(out, x.dtype), eta_t
 
 
 def _scale_impl(*args: Any) -> Any:
     return _forward_impl("scale", *args)
 
 
-def _perturb_impl(*args: Any) -> Any:
-    return _forward_impl("perturb", *args)
+def _perturb_impl(*args: Any) -> tuple[Any, Any]:
+    out, eta = _forward_impl("perturb", *args, with_eta=True)
+    return out, eta
 
 
 def _scale_fake(x: Any, *args: Any) -> Any:
@@ -142,15 +153,21 @@ def _scale_fake(x: Any, *args: Any) -> Any:
     return x.new_empty(_eta_shape(x.shape, axis))
 
 
-def _perturb_fake(x: Any, *args: Any) -> Any:
-    return x.new_empty(x.shape)
+def _perturb_fake(x: Any, *args: Any) -> tuple[Any, Any]:
+    axis = args[7]
+    eta = x.new_empty(_eta_shape(x.shape, axis), dtype=_work_dtype(x.dtype))
+    return x.new_empty(x.shape), eta
 
 
 _scale_op = torch.library.custom_op(
     "clipresc::scale", _scale_impl, mutates_args=(), schema=f"({_ARGS}) -> Tensor"
 )
+# the second output is the scale ``eta`` (work dtype), kept for the backward
 _perturb_op = torch.library.custom_op(
-    "clipresc::perturb", _perturb_impl, mutates_args=(), schema=f"({_ARGS}) -> Tensor"
+    "clipresc::perturb",
+    _perturb_impl,
+    mutates_args=(),
+    schema=f"({_ARGS}) -> (Tensor, Tensor)",
 )
 _scale_op.register_fake(_scale_fake)
 _perturb_op.register_fake(_perturb_fake)
@@ -158,12 +175,14 @@ _perturb_op.register_fake(_perturb_fake)
 
 # --------------------------------------------------------------------------- backward op
 
-_BWD_SCHEMA = f"(Tensor grad, {_ARGS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
+# ``eta``: the forward's scales (``eta``'s shape, work dtype), or None to solve again
+_BWD_SCHEMA = f"(Tensor grad, Tensor? eta, {_ARGS}) -> (Tensor, Tensor, Tensor, Tensor, Tensor)"
 
 
 def _backward_impl(
     kind: str,
     grad: Any,
+    eta: Any,
     x: Any,
     delta: Any,
     eps: Any,
@@ -175,9 +194,9 @@ def _backward_impl(
     axis: list[int],
     unreachable: str,
 ) -> tuple[Any, Any, Any, Any, Any]:
-    if not _on_cpu(grad, x, delta, eps, lower, upper):
+    if not _on_cpu(grad, eta, x, delta, eps, lower, upper):
         args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
-        gs = _device.vjp(kind, grad, *args)
+        gs = _device.vjp(kind, grad, *args, eta=eta)
     else:
         gx, gd, ge, gl, gu = _numpy.vjp(
             kind,
@@ -190,6 +209,7 @@ def _backward_impl(
             _side_np(upper, upper_s),
             tuple(axis),
             unreachable,
+            eta=None if eta is None else _np(eta),
         )
         gs = (
             _from_np(gx, x.dtype),
@@ -221,7 +241,7 @@ _perturb_backward_op = torch.library.custom_op(
 
 
 def _backward_fake(
-    grad: Any, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, *rest: Any
+    grad: Any, eta: Any, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, *rest: Any
 ) -> tuple[Any, Any, Any, Any, Any]:
     def like(t: Any) -> Any:
         return x.new_empty((0,)) if t is None else t.new_empty(t.shape)
@@ -235,14 +255,35 @@ _perturb_backward_op.register_fake(_backward_fake)
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     x, delta, eps, lower, upper, *statics = inputs
-    ctx.save_for_backward(x, delta, eps, lower, upper)
+    if isinstance(output, tuple):  # perturb: (y, eta)
+        eta = output[1]
+        ctx.mark_non_differentiable(eta)
+    else:  # scale: eta itself, usable while it is in the work dtype
+        eta = output if output.dtype == _work_dtype(x.dtype) else None
+    ctx.save_for_backward(eta, x, delta, eps, lower, upper)
     ctx.statics = tuple(statics)
 
 
-def _make_backward(op: Any) -> Any:
-    def backward(ctx: Any, grad: Any) -> tuple[Any, ...]:
-        x, delta, eps, lower, upper = ctx.saved_tensors
-        gx, gd, ge, gl, gu = op(grad, x, delta, eps, lower, upper, *ctx.statics)
+def _eager_backward(tensors: tuple[Any, ...]) -> bool:
+    """Whether the backward may run its implementation directly instead of the operator:
+    plain tensors, no tracing, no functorch transform and no graph being recorded (no
+    double backward). The operator's dispatch costs more than a small problem."""
+    return (
+        not torch.is_grad_enabled()
+        and not torch.compiler.is_compiling()
+        and not torch._C._are_functorch_transforms_active()
+        and all(t is None or type(t) is torch.Tensor for t in tensors)
+    )
+
+
+def _make_backward(kind: str, op: Any) -> Any:
+    def backward(ctx: Any, grad: Any, *unused: Any) -> tuple[Any, ...]:
+        eta, x, delta, eps, lower, upper = ctx.saved_tensors
+        args = (grad, eta, x, delta, eps, lower, upper, *ctx.statics)
+        if _eager_backward(args[:7]):
+            gx, gd, ge, gl, gu = _backward_impl(kind, *args)
+        else:
+            gx, gd, ge, gl, gu = op(*args)
         return (
             gx,
             gd,
@@ -260,10 +301,14 @@ def _make_backward(op: Any) -> Any:
 
 
 torch.library.register_autograd(
-    "clipresc::scale", _make_backward(_scale_backward_op), setup_context=_setup_context
+    "clipresc::scale",
+    _make_backward("scale", _scale_backward_op),
+    setup_context=_setup_context,
 )
 torch.library.register_autograd(
-    "clipresc::perturb", _make_backward(_perturb_backward_op), setup_context=_setup_context
+    "clipresc::perturb",
+    _make_backward("perturb", _perturb_backward_op),
+    setup_context=_setup_context,
 )
 
 
@@ -386,8 +431,9 @@ def _call(kind: str, args: tuple[Any, ...]) -> Any:
     if not isinstance(args[2], torch.Tensor):
         x = args[0]
         args = (*args[:2], torch.tensor(args[2], dtype=torch.float64, device=x.device), *args[3:])
-    op = torch.ops.clipresc.scale if kind == "scale" else torch.ops.clipresc.perturb
-    return op(*args)
+    if kind == "scale":
+        return torch.ops.clipresc.scale(*args)
+    return torch.ops.clipresc.perturb(*args)[0]
 
 
 def scale(

@@ -257,7 +257,6 @@ const LANES: usize = 8;
 struct Acc {
     /// `sum_U |d_i|^p` (finite `p`).
     m: f64,
-    any_mov: bool,
     /// `p = inf`: the largest `|d_i|` over movable elements with `s_i >= eps`, `s_i > 0`.
     a_reach: f64,
     /// `sum_U ybar_i d_i`.
@@ -268,41 +267,9 @@ impl Acc {
     fn then(self, o: Acc) -> Acc {
         Acc {
             m: self.m + o.m,
-            any_mov: self.any_mov | o.any_mov,
             a_reach: self.a_reach.max(o.a_reach),
             ebar: self.ebar + o.ebar,
         }
-    }
-}
-
-/// Feeds the elements `start..end` of a row to `push(lane, x, d, lo, hi, ybar)` in fixed
-/// lanes (`ybar` is `x` again unless `Y`), slicing each group of lanes first so the inner
-/// loop has no bounds checks.
-#[inline(always)]
-fn for_lanes<T, L, H, const Y: bool>(
-    row: &Row<'_, T, L, H>,
-    ybar: &[T],
-    start: usize,
-    end: usize,
-    mut push: impl FnMut(usize, T, T, T, T, T),
-) where
-    T: Real,
-    L: SideAccess<T>,
-    H: SideAccess<T>,
-{
-    let full = start + (end - start) / LANES * LANES;
-    for base in (start..full).step_by(LANES) {
-        let xs = &row.x[base..base + LANES];
-        let ds = &row.d[base..base + LANES];
-        let ys = if Y { &ybar[base..base + LANES] } else { xs };
-        let (lo, hi) = (row.lo.sub(base, LANES), row.hi.sub(base, LANES));
-        for k in 0..LANES {
-            push(k, xs[k], ds[k], lo.at(k), hi.at(k), ys[k]);
-        }
-    }
-    for i in full..end {
-        let y = if Y { ybar[i] } else { row.x[i] };
-        push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i), y);
     }
 }
 
@@ -314,6 +281,130 @@ fn classify<T: Real>(eta: f64, x: T, d: T, lo: T, hi: T) -> (bool, T, T) {
     let a = d.abs();
     let s = room(x, d, lo, hi);
     ((s / a).as_f64() <= eta, a, s)
+}
+
+/// One element's share of a scan: `(|d|^p or, for p = inf, the reaching |d|; ybar d)`,
+/// each 0 when it does not count.
+type Part = (f64, f64);
+
+/// The lane arrays of a scan, folded by value (fresh arrays each step keep them in
+/// registers), combined left to right at the end.
+#[derive(Clone, Copy)]
+struct Lanes {
+    v: [f64; LANES],
+    eb: [f64; LANES],
+}
+
+impl Lanes {
+    #[inline(always)]
+    fn new() -> Self {
+        Lanes {
+            v: [0.0; LANES],
+            eb: [0.0; LANES],
+        }
+    }
+
+    /// Adds groups of parts (`v` summed, or maxed when `MAX`), lane `k` taking the parts at
+    /// `k`, `k + LANES`, ...; one loop per array, so each is a plain vertical fold.
+    #[inline(always)]
+    fn add<const MAX: bool>(self, v: &[f64], eb: &[f64]) -> Self {
+        let mut out = self;
+        for c in v.chunks_exact(LANES) {
+            for k in 0..LANES {
+                out.v[k] = if MAX {
+                    out.v[k].max(c[k])
+                } else {
+                    out.v[k] + c[k]
+                };
+            }
+        }
+        for c in eb.chunks_exact(LANES) {
+            for k in 0..LANES {
+                out.eb[k] += c[k];
+            }
+        }
+        out
+    }
+
+    fn finish<const MAX: bool>(self) -> Acc {
+        let mut acc = Acc::default();
+        for k in 0..LANES {
+            let (v, ebar) = (self.v[k], self.eb[k]);
+            acc = acc.then(if MAX {
+                Acc {
+                    m: 0.0,
+                    a_reach: v,
+                    ebar,
+                }
+            } else {
+                Acc {
+                    m: v,
+                    a_reach: 0.0,
+                    ebar,
+                }
+            });
+        }
+        acc
+    }
+}
+
+/// Elements per tile of a scan: their parts are computed by one elementwise loop (which
+/// the compiler vectorises, converting to `f64` on the way) into buffers on the stack, then
+/// folded into the lanes. A multiple of [`LANES`].
+const TILE: usize = 256;
+
+/// Folds `part(x, d, lo, hi, ybar)` of the elements `start..end` of a row into lanes (`ybar`
+/// is `x` again unless `Y`; `MAX`: the first part is maxed, not summed). The grouping is
+/// fixed by `start` and `end` alone.
+#[inline(always)]
+fn scan_lanes<T, L, H, const Y: bool, const MAX: bool>(
+    row: &Row<'_, T, L, H>,
+    ybar: &[T],
+    start: usize,
+    end: usize,
+    part: impl Fn(T, T, T, T, T) -> Part,
+) -> Acc
+where
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let len = end - start;
+    let (x, d) = (&row.x[start..end], &row.d[start..end]);
+    let y = if Y { &ybar[start..end] } else { x };
+    let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
+    let (mut vb, mut eb) = ([0.0f64; TILE], [0.0f64; TILE]);
+    let mut lanes = Lanes::new();
+    let mut t0 = 0;
+    while t0 < len {
+        let m = TILE.min(len - t0);
+        let (xs, ds, ys) = (&x[t0..t0 + m], &d[t0..t0 + m], &y[t0..t0 + m]);
+        let (l, h) = (lo.sub(t0, m), hi.sub(t0, m));
+        let (vt, et) = (&mut vb[..m], &mut eb[..m]);
+        for i in 0..m {
+            let p = part(xs[i], ds[i], l.at(i), h.at(i), ys[i]);
+            vt[i] = p.0;
+            et[i] = p.1;
+        }
+        // a ragged last group adds zeros (the parts are >= 0, so also for `MAX`)
+        let full = m.div_ceil(LANES) * LANES;
+        vb[m..full].fill(0.0);
+        eb[m..full].fill(0.0);
+        lanes = lanes.add::<MAX>(&vb[..full], &eb[..full]);
+        t0 += m;
+    }
+    lanes.finish::<MAX>()
+}
+
+/// `ybar d` where `keep` (and `Y`), else 0: computed for every element and masked by bits,
+/// so that `ybar` is read by plain vector loads rather than masked ones.
+#[inline(always)]
+fn masked<const Y: bool, T: Real>(keep: bool, y: T, d: T) -> f64 {
+    if !Y {
+        return 0.0;
+    }
+    let yd = y.as_f64() * d.as_f64();
+    f64::from_bits(yd.to_bits() & 0u64.wrapping_sub(keep as u64))
 }
 
 /// One block of the scan for finite `p`: `M` and `etabar` (`Y`: from `ybar`).
@@ -332,27 +423,13 @@ where
     L: SideAccess<T>,
     H: SideAccess<T>,
 {
-    let (mut m, mut eb, mut mov) = ([0.0f64; LANES], [0.0f64; LANES], [false; LANES]);
-    for_lanes::<T, L, H, Y>(row, ybar, start, end, |k, x, d, lo, hi, y| {
+    scan_lanes::<T, L, H, Y, false>(row, ybar, start, end, |x, d, lo, hi, y| {
         let (sat, a, _) = classify(eta, x, d, lo, hi);
         let mv = a > T::zero();
         let unsat = mv & !sat;
-        m[k] += if unsat { pw.pow64(a.as_f64()) } else { 0.0 };
-        mov[k] |= mv;
-        if Y {
-            eb[k] += if unsat { y.as_f64() * d.as_f64() } else { 0.0 };
-        }
-    });
-    let mut acc = Acc::default();
-    for k in 0..LANES {
-        acc = acc.then(Acc {
-            m: m[k],
-            any_mov: mov[k],
-            a_reach: 0.0,
-            ebar: eb[k],
-        });
-    }
-    acc
+        let m = if unsat { pw.pow64(a.as_f64()) } else { 0.0 };
+        (m, masked::<Y, T>(unsat, y, d))
+    })
 }
 
 /// One block of the scan for `p = inf`: the reaching `|d|`, and `etabar`.
@@ -370,32 +447,13 @@ where
     L: SideAccess<T>,
     H: SideAccess<T>,
 {
-    let (mut am, mut eb, mut mov) = ([0.0f64; LANES], [0.0f64; LANES], [false; LANES]);
-    for_lanes::<T, L, H, Y>(row, ybar, start, end, |k, x, d, lo, hi, y| {
+    scan_lanes::<T, L, H, Y, true>(row, ybar, start, end, |x, d, lo, hi, y| {
         let (sat, a, s) = classify(eta, x, d, lo, hi);
         let mv = a > T::zero();
         let cand = mv & (s >= eps) & (s > T::zero());
-        let a64 = a.as_f64();
-        am[k] = if cand & (a64 > am[k]) { a64 } else { am[k] };
-        mov[k] |= mv;
-        if Y {
-            eb[k] += if mv & !sat {
-                y.as_f64() * d.as_f64()
-            } else {
-                0.0
-            };
-        }
-    });
-    let mut acc = Acc::default();
-    for k in 0..LANES {
-        acc = acc.then(Acc {
-            m: 0.0,
-            any_mov: mov[k],
-            a_reach: am[k],
-            ebar: eb[k],
-        });
-    }
-    acc
+        let am = if cand { a.as_f64() } else { 0.0 };
+        (am, masked::<Y, T>(mv & !sat, y, d))
+    })
 }
 
 /// Runs `f` on the blocks of `0..n` (fixed by `n` alone) and combines them in order.
@@ -456,49 +514,98 @@ fn largest_room<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L,
     k
 }
 
+/// Compile-time choices of the write pass: a `ybar` is given (`Y`), and `eta` depends on
+/// the elements through the implicit-function formulas (`REG`, [`Mode::Regular`]).
+trait Flags: Copy + Send + Sync {
+    const Y: bool;
+    const REG: bool;
+}
+
+#[derive(Clone, Copy, Debug)]
+struct F<const Y: bool, const REG: bool>;
+
+impl<const Y: bool, const REG: bool> Flags for F<Y, REG> {
+    const Y: bool = Y;
+    const REG: bool = REG;
+}
+
+/// One row's constants of the per-element cotangents.
+#[derive(Clone, Copy, Debug)]
+struct Consts {
+    eta: f64,
+    /// `1 / eta` (0 unless `Mode::Regular`, where `eta > 0`).
+    inv_eta: f64,
+    /// `etabar / M` (`Mode::Regular`, else 0).
+    cs: f64,
+    /// `etabar * eta / M` (`Mode::Regular`, else 0).
+    cd: f64,
+}
+
+impl Consts {
+    fn of(info: &Info) -> Consts {
+        match info.mode {
+            Mode::Regular { inv_m } => Consts {
+                eta: info.eta,
+                inv_eta: 1.0 / info.eta,
+                cs: info.eb * inv_m,
+                cd: info.eb * info.eta * inv_m,
+            },
+            _ => Consts {
+                eta: info.eta,
+                inv_eta: 0.0,
+                cs: 0.0,
+                cd: 0.0,
+            },
+        }
+    }
+}
+
 /// The cotangents one element passes on: `[x, delta, lower, upper]`, from its own `ybar`
-/// (`Y`) and, for `Mode::Regular` (`REG`), through `eta`. Branch-free.
+/// (`has_y`) and, for `Mode::Regular` (`reg`), through `eta`. Branch-free; the flags are
+/// constants wherever it is inlined.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn terms<T: Real, P: PowM1, const Y: bool, const REG: bool>(
+fn terms<T: Real, P: PowM1>(
     pw: P,
-    info: &Info,
-    inv_m: f64,
+    c: &Consts,
     x: T,
     d: T,
     lo: T,
     hi: T,
-    yb: f64,
+    y: T,
+    has_y: bool,
+    reg: bool,
 ) -> [f64; 4] {
-    let eta = info.eta;
+    let eta = c.eta;
     let (sat, a, s) = classify(eta, x, d, lo, hi);
     let up = d > T::zero();
     let mut g = [0.0f64; 4];
-    if Y {
+    if has_y {
+        let yb = y.as_f64();
         g[0] = if sat { 0.0 } else { yb };
         g[1] = if sat { 0.0 } else { yb * eta };
         g[2] = if sat & !up { yb } else { 0.0 };
         g[3] = if sat & up { yb } else { 0.0 };
     }
-    if REG {
+    if reg {
+        // saturated: etabar * d eta / d x_j = etabar sign_j (s_j / eta)^(p-1) / M;
+        // unsaturated: etabar * d eta / d delta_j = -etabar eta |d_j|^(p-1) sign_j / M
         let (a64, s64) = (a.as_f64(), s.as_f64());
         let sign = if up { 1.0 } else { -1.0 };
-        let r = pw.pow_m1(if sat { s64 / eta } else { a64 }) * inv_m;
+        let v = pw.pow_m1(if sat { s64 * c.inv_eta } else { a64 });
         let q = if pw.below_one() & (s64 == 0.0) {
             0.0
         } else {
-            r
+            c.cs * v
         };
-        let eb = info.eb;
-        g[0] += eb * if sat { sign * q } else { 0.0 };
-        g[1] += eb
-            * if (a > T::zero()) & !sat {
-                -eta * r * sign
-            } else {
-                0.0
-            };
-        g[2] += eb * if sat & !up { q } else { 0.0 };
-        g[3] += eb * if sat & up { -q } else { 0.0 };
+        g[0] += if sat { sign * q } else { 0.0 };
+        g[1] += if (a > T::zero()) & !sat {
+            -(sign * (c.cd * v))
+        } else {
+            0.0
+        };
+        g[2] += if sat & !up { q } else { 0.0 };
+        g[3] += if sat & up { -q } else { 0.0 };
     }
     g
 }
@@ -667,20 +774,24 @@ impl<T: Real> Job<'_, '_, T> {
         let y = ybar.unwrap_or(&[]);
         let has_y = ybar.is_some();
         let acc = fold_blocks(row.len(), par, |start, end| match (pw, has_y) {
-            (Some(pw), true) => scan_finite::<T, P, L, H, true>(row, pw, eta, y, start, end),
-            (Some(pw), false) => scan_finite::<T, P, L, H, false>(row, pw, eta, y, start, end),
-            (None, true) => scan_inf::<T, L, H, true>(row, eta, eps_t, y, start, end),
-            (None, false) => scan_inf::<T, L, H, false>(row, eta, eps_t, y, start, end),
+            (Some(pw), true) => scan_finite_best::<T, P, L, H, true>(row, pw, eta, y, start, end),
+            (Some(pw), false) => scan_finite_best::<T, P, L, H, false>(row, pw, eta, y, start, end),
+            (None, true) => scan_inf_best::<T, L, H, true>(row, eta, eps_t, y, start, end),
+            (None, false) => scan_inf_best::<T, L, H, false>(row, eta, eps_t, y, start, end),
         });
         let eb = match self.cot {
             Cotangent::Eta(e) => e[r].as_f64(),
             Cotangent::Y(_) => acc.ebar,
         };
+        // whether anything can move (`delta != 0`): only asked when the scan's sums leave
+        // it open, so the scan needs no count
+        let any_mov = || row.d.iter().any(|v| v.abs() > T::zero());
         let (mode, ee) = match pw {
             Some(pw) => {
                 let m = acc.m;
-                let all_sat = acc.any_mov && m <= 0.0;
-                let regular = acc.any_mov && !all_sat;
+                // `m > 0` needs a movable element
+                let regular = m > 0.0;
+                let all_sat = !regular && any_mov();
                 let ee = if !regular {
                     0.0
                 } else if eta > 0.0 {
@@ -703,7 +814,7 @@ impl<T: Real> Job<'_, '_, T> {
                 if acc.a_reach > 0.0 {
                     let k = first_reaching(row, eps_t, acc.a_reach);
                     (Mode::InfReach { k }, 1.0 / acc.a_reach)
-                } else if acc.any_mov && eps > 0.0 {
+                } else if eps > 0.0 && any_mov() {
                     (
                         Mode::Follow {
                             k: largest_room(row),
@@ -745,56 +856,29 @@ impl<T: Real> Job<'_, '_, T> {
                 for (r, info) in infos.iter().enumerate() {
                     let ybar = ybar_row(r);
                     let row = row_of(r);
-                    let reg = match (pw, info.mode) {
-                        (Some(pw), Mode::Regular { inv_m }) if info.eb != 0.0 => Some((pw, inv_m)),
-                        _ => None,
-                    };
+                    let c = Consts::of(info);
                     let y = ybar.unwrap_or(&[]);
+                    let has_y = ybar.is_some();
                     let mut add = |j: usize, t: [f64; 4]| {
                         acc[j - j0][0] += t[2];
                         acc[j - j0][1] += t[3];
                     };
-                    match (reg, ybar.is_some()) {
-                        (Some((pw, im)), true) => (j0..j1).for_each(|j| {
-                            let t = terms::<T, P, true, true>(
-                                pw,
-                                info,
-                                im,
-                                row.x[j],
-                                row.d[j],
-                                row.lo.at(j),
-                                row.hi.at(j),
-                                y[j].as_f64(),
-                            );
-                            add(j, t)
-                        }),
-                        (Some((pw, im)), false) => (j0..j1).for_each(|j| {
-                            let t = terms::<T, P, false, true>(
-                                pw,
-                                info,
-                                im,
-                                row.x[j],
-                                row.d[j],
-                                row.lo.at(j),
-                                row.hi.at(j),
-                                0.0,
-                            );
-                            add(j, t)
-                        }),
-                        (None, true) => (j0..j1).for_each(|j| {
-                            let t = terms::<T, P1, true, false>(
-                                P1,
-                                info,
-                                0.0,
-                                row.x[j],
-                                row.d[j],
-                                row.lo.at(j),
-                                row.hi.at(j),
-                                y[j].as_f64(),
-                            );
-                            add(j, t)
-                        }),
-                        (None, false) => {}
+                    let at = |j: usize| (row.x[j], row.d[j], row.lo.at(j), row.hi.at(j));
+                    match (pw, info.mode) {
+                        (Some(pw), Mode::Regular { .. }) if info.eb != 0.0 => {
+                            for j in j0..j1 {
+                                let (x, d, lo, hi) = at(j);
+                                let yb = if has_y { y[j] } else { T::zero() };
+                                add(j, terms(pw, &c, x, d, lo, hi, yb, has_y, true));
+                            }
+                        }
+                        _ if has_y => {
+                            for j in j0..j1 {
+                                let (x, d, lo, hi) = at(j);
+                                add(j, terms(P1, &c, x, d, lo, hi, y[j], true, false));
+                            }
+                        }
+                        _ => {}
                     }
                     if let Some(k) = mode_k(info.mode) {
                         if (j0..j1).contains(&k) {
@@ -828,12 +912,13 @@ impl<T: Real> Job<'_, '_, T> {
     }
 }
 
-/// Writes the cotangents of elements `start..start + o.x.len()` of one row.
-fn write_range<T, P, L, H, const Y: bool, const REG: bool>(
+/// Writes the cotangents of elements `start..start + o.x.len()` of one row: one plain loop
+/// the compiler vectorises (bound cotangents, rarely wanted, in a second one).
+#[inline(always)]
+fn write_range<T, P, L, H, C>(
     pw: P,
     row: &Row<'_, T, L, H>,
-    info: &Info,
-    inv_m: f64,
+    c: &Consts,
     ybar: &[T],
     start: usize,
     o: &mut RowOut<'_, T>,
@@ -842,99 +927,49 @@ fn write_range<T, P, L, H, const Y: bool, const REG: bool>(
     P: PowM1,
     L: SideAccess<T>,
     H: SideAccess<T>,
+    C: Flags,
 {
     let len = o.x.len();
     let (xs, ds) = (&mut o.x[..len], &mut o.d[..len]);
-    let (mut lo_out, mut hi_out) = (o.lo.as_deref_mut(), o.hi.as_deref_mut());
     let (x, d) = (&row.x[start..start + len], &row.d[start..start + len]);
     let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
-    let ybar = if Y { &ybar[start..start + len] } else { x };
-    let full = len / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
-        let t = group::<T, P, L, H, Y, REG, LANES>(pw, info, inv_m, x, d, lo, hi, ybar, base);
-        store(
-            &t,
-            base,
-            xs,
-            ds,
-            lo_out.as_deref_mut(),
-            hi_out.as_deref_mut(),
-        );
+    let y = if C::Y { &ybar[start..start + len] } else { x };
+    // (a plain call, not a closure: closures are not always inlined into the AVX2 copy)
+    macro_rules! g {
+        ($i:ident) => {
+            terms(
+                pw,
+                c,
+                x[$i],
+                d[$i],
+                lo.at($i),
+                hi.at($i),
+                y[$i],
+                C::Y,
+                C::REG,
+            )
+        };
     }
-    for base in full..len {
-        let t = group::<T, P, L, H, Y, REG, 1>(pw, info, inv_m, x, d, lo, hi, ybar, base);
-        store(
-            &t,
-            base,
-            xs,
-            ds,
-            lo_out.as_deref_mut(),
-            hi_out.as_deref_mut(),
-        );
-    }
-}
-
-/// `terms` of the `W` elements from `base` on.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn group<T, P, L, H, const Y: bool, const REG: bool, const W: usize>(
-    pw: P,
-    info: &Info,
-    inv_m: f64,
-    x: &[T],
-    d: &[T],
-    lo: L,
-    hi: H,
-    ybar: &[T],
-    base: usize,
-) -> [[f64; W]; 4]
-where
-    T: Real,
-    P: PowM1,
-    L: SideAccess<T>,
-    H: SideAccess<T>,
-{
-    let (xi, di, yi) = (
-        &x[base..base + W],
-        &d[base..base + W],
-        &ybar[base..base + W],
-    );
-    let (lo, hi) = (lo.sub(base, W), hi.sub(base, W));
-    let mut t = [[0.0f64; W]; 4];
-    for k in 0..W {
-        let yb = if Y { yi[k].as_f64() } else { 0.0 };
-        let g = terms::<T, P, Y, REG>(pw, info, inv_m, xi[k], di[k], lo.at(k), hi.at(k), yb);
-        for (side, v) in g.into_iter().enumerate() {
-            t[side][k] = v;
+    match (o.lo.as_deref_mut(), o.hi.as_deref_mut()) {
+        (None, None) => {
+            for i in 0..len {
+                let t = g!(i);
+                xs[i] = T::of_f64(t[0]);
+                ds[i] = T::of_f64(t[1]);
+            }
         }
-    }
-    t
-}
-
-/// Stores a group's cotangents from `base` on.
-#[inline(always)]
-fn store<T: Real, const W: usize>(
-    t: &[[f64; W]; 4],
-    base: usize,
-    xs: &mut [T],
-    ds: &mut [T],
-    lo: Option<&mut [T]>,
-    hi: Option<&mut [T]>,
-) {
-    for (o, v) in xs[base..base + W].iter_mut().zip(t[0]) {
-        *o = T::of_f64(v);
-    }
-    for (o, v) in ds[base..base + W].iter_mut().zip(t[1]) {
-        *o = T::of_f64(v);
-    }
-    if let Some(l) = lo {
-        for (o, v) in l[base..base + W].iter_mut().zip(t[2]) {
-            *o = T::of_f64(v);
-        }
-    }
-    if let Some(h) = hi {
-        for (o, v) in h[base..base + W].iter_mut().zip(t[3]) {
-            *o = T::of_f64(v);
+        (mut lo_out, mut hi_out) => {
+            for i in 0..len {
+                let t = g!(i);
+                xs[i] = T::of_f64(t[0]);
+                ds[i] = T::of_f64(t[1]);
+                if let Some(l) = lo_out.as_deref_mut() {
+                    l[i] = T::of_f64(t[2]);
+                }
+                if let Some(h) = hi_out.as_deref_mut() {
+                    h[i] = T::of_f64(t[3]);
+                }
+            }
         }
     }
 }
@@ -949,20 +984,21 @@ fn write_row<T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) {
     let y = ybar.unwrap_or(&[]);
+    let c = Consts::of(info);
     let body = |start: usize, mut o: RowOut<'_, T>| {
         let o = &mut o;
         match (pw, info.mode, ybar.is_some()) {
-            (Some(pw), Mode::Regular { inv_m }, true) => {
-                write_range::<T, P, L, H, true, true>(pw, row, info, inv_m, y, start, o)
+            (Some(pw), Mode::Regular { .. }, true) => {
+                write_range_best::<T, P, L, H, F<true, true>>(pw, row, &c, y, start, o)
             }
-            (Some(pw), Mode::Regular { inv_m }, false) => {
-                write_range::<T, P, L, H, false, true>(pw, row, info, inv_m, y, start, o)
+            (Some(pw), Mode::Regular { .. }, false) => {
+                write_range_best::<T, P, L, H, F<false, true>>(pw, row, &c, y, start, o)
             }
             (_, _, true) => {
-                write_range::<T, P1, L, H, true, false>(P1, row, info, 0.0, y, start, o)
+                write_range_best::<T, P1, L, H, F<true, false>>(P1, row, &c, y, start, o)
             }
             (_, _, false) => {
-                write_range::<T, P1, L, H, false, false>(P1, row, info, 0.0, y, start, o)
+                write_range_best::<T, P1, L, H, F<false, false>>(P1, row, &c, y, start, o)
             }
         }
         if let Some(k) = mode_k(info.mode) {
@@ -989,3 +1025,14 @@ fn write_row<T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
         body(0, out);
     }
 }
+
+multiversion!(scan_finite_best, scan_finite_avx2, scan_finite,
+    <T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
+    (row: &Row<'_, T, L, H>, pw: P, eta: f64, ybar: &[T], start: usize, end: usize) -> Acc);
+multiversion!(scan_inf_best, scan_inf_avx2, scan_inf,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
+    (row: &Row<'_, T, L, H>, eta: f64, eps: T, ybar: &[T], start: usize, end: usize) -> Acc);
+multiversion!(write_range_best, write_range_avx2, write_range,
+    <T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>, C: Flags>,
+    (pw: P, row: &Row<'_, T, L, H>, c: &Consts, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
+    -> ());
