@@ -415,9 +415,9 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
-    if let Some(p2) = f32_chunk(row).and(pw.is_p2()) {
+    if let (Some(whole), Some(p2)) = (f32_chunk(row), pw.is_p2()) {
         let t = t.map(|v| v.as_f64() as f32);
-        let check_x = f32_chunk(row).is_some_and(|c| !(c.lo.is_finite() && c.hi.is_finite()));
+        let check_x = !(whole.lo.is_finite() && whole.hi.is_finite());
         return fold_chunks(row, par, |r| {
             let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
             // SAFETY: `f32_chunk` returns `Some` only after `has_avx2` has checked at run
