@@ -67,6 +67,7 @@ fn sum16(v: [__m256; 2]) -> f64 {
 
 /// `(|delta|, room)` of eight elements: `room = upper - x` where `delta > 0`, else
 /// `x - lower`.
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 fn abs_room(xv: __m256, dv: __m256, lo: __m256, hi: __m256) -> (__m256, __m256) {
     let a = _mm256_andnot_ps(_mm256_set1_ps(-0.0), dv);
@@ -76,6 +77,7 @@ fn abs_room(xv: __m256, dv: __m256, lo: __m256, hi: __m256) -> (__m256, __m256) 
     (a, _mm256_blendv_ps(dn, up, pos))
 }
 
+#[inline]
 #[target_feature(enable = "avx2,fma")]
 fn pow<const P2: bool>(v: __m256) -> __m256 {
     if P2 {

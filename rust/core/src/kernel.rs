@@ -725,6 +725,47 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
+/// `y = clip(x + eta * y, lower, upper)` over one stretch of a row, in place (the same
+/// arithmetic as [`apply_chunk`], so the results agree bitwise).
+#[inline(always)]
+fn apply_chunk_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    x: &[T],
+    lo: L,
+    hi: H,
+    eta: T,
+    y: &mut [T],
+) {
+    let x = &x[..y.len()];
+    for i in 0..y.len() {
+        let v = x[i] + eta * y[i];
+        y[i] = v.max(lo.at(i)).min(hi.at(i));
+    }
+}
+
+/// `y = clip(x + eta * y, lower, upper)` for one row whose `delta` is `y` itself (the noise
+/// path, which draws `delta` into the output).
+pub(crate) fn apply_row_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    x: &[T],
+    lo: L,
+    hi: H,
+    eta: T,
+    y: &mut [T],
+    par: bool,
+) {
+    let body = |start: usize, y: &mut [T]| {
+        let len = y.len();
+        let (lo, hi) = (lo.sub(start, len), hi.sub(start, len));
+        apply_chunk_in_place_best(&x[start..start + len], lo, hi, eta, y);
+    };
+    if par && y.len() > BLOCK {
+        y.par_chunks_mut(BLOCK)
+            .enumerate()
+            .for_each(|(bi, o)| body(bi * BLOCK, o));
+    } else {
+        body(0, y);
+    }
+}
+
 /// Declares `$best`, which runs `$generic` compiled for AVX2+FMA when the CPU has them and
 /// the baseline build otherwise.
 macro_rules! multiversion {
@@ -760,6 +801,9 @@ multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,
 multiversion!(apply_chunk_best, apply_chunk_avx2, apply_chunk,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
+multiversion!(apply_chunk_in_place_best, apply_chunk_in_place_avx2, apply_chunk_in_place,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (x: &[T], lo: L, hi: H, eta: T, y: &mut [T]) -> ());
 multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, pw: P) -> SatSums);

@@ -17,6 +17,7 @@ mod error;
 // `multiversion!` (AVX2+FMA dispatch of the lane loops) is also used by `vjp`
 #[macro_use]
 mod kernel;
+mod keystream;
 mod noise;
 mod norm;
 mod real;

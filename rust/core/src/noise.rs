@@ -25,14 +25,15 @@
 use std::convert::Infallible;
 
 use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, SeedableRng, TryRng};
+use rand_core::{Rng, TryRng};
 use rand_distr::{Distribution as RandDistribution, Exp1};
 use rayon::prelude::*;
 
 use crate::batch::{row_slice, summarise, Batch, Eps, Summary, PAR_ROW_MIN};
 use crate::bounds::{Bound, ScalarSide, SideAccess, SliceSide};
 use crate::error::CoreError;
-use crate::kernel::{Row, BLOCK};
+use crate::kernel::{apply_row_in_place, Row};
+use crate::keystream;
 use crate::norm::{Norm, PAny, Power, P1, P2};
 use crate::real::Real;
 use crate::solve::{solve_row, solve_row_inf, Options, RowOutcome};
@@ -167,10 +168,7 @@ struct BufRng {
 
 /// The generator of stream `stream` of `seed`, positioned at block `block`.
 fn chacha_at_block(seed: &Seed, stream: u64, block: usize) -> ChaCha8Rng {
-    let mut rng = ChaCha8Rng::from_seed(seed.0);
-    rng.set_stream(stream);
-    rng.set_word_pos((block as u128) << BLOCK_WORD_SHIFT);
-    rng
+    keystream::rng_at(&seed.0, stream, (block as u128) << BLOCK_WORD_SHIFT)
 }
 
 impl BufRng {
@@ -231,16 +229,17 @@ fn fill_block<T: Real>(dist: Distribution, seed: &Seed, stream: u64, block: usiz
             // element reserved) and the ziggurat's extra words from its own region, so an
             // element's value never depends on the length of the chunk it falls in.
             let base = (block as u128) << BLOCK_WORD_SHIFT;
-            let mut rng = chacha_at_block(seed, stream, block);
-            let mut extra = rng.clone();
-            let mut bytes = [0u8; ziggurat::CHUNK_BYTES];
+            let mut extra = chacha_at_block(seed, stream, block);
+            let mut buf = [0u32; ziggurat::CHUNK_WORDS];
             for (c, chunk) in out.chunks_mut(ziggurat::CHUNK).enumerate() {
-                rng.set_word_pos(base + (2 * ziggurat::CHUNK * c) as u128);
+                let words = &mut buf[..ziggurat::words_for::<T>(chunk.len())];
+                let pos = base + (2 * ziggurat::CHUNK * c) as u128;
+                keystream::fill(&seed.0, stream, pos, words);
                 if dist == Distribution::Gaussian {
                     extra.set_word_pos(base + EXTRA_REGION + ((c as u128) << EXTRA_SHIFT));
-                    ziggurat::gaussian_chunk(&mut rng, &mut extra, &mut bytes, chunk);
+                    ziggurat::gaussian_chunk(&mut extra, words, chunk);
                 } else {
-                    ziggurat::uniform_chunk(&mut rng, &mut bytes, chunk);
+                    ziggurat::uniform_chunk(words, chunk);
                 }
             }
         }
@@ -447,37 +446,9 @@ where
                 }
             };
             if !out.invalid {
-                apply_in_place(x, yrow, lo, hi, T::of_f64(out.eta), par_inner);
+                apply_row_in_place(x, lo, hi, T::of_f64(out.eta), yrow, par_inner);
             }
             out
         })
         .collect()
-}
-
-/// `y = clip(x + eta * y, lo, hi)` over one row, in place (the same arithmetic as
-/// `perturb`'s apply, so the results agree bitwise).
-fn apply_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
-    x: &[T],
-    y: &mut [T],
-    lo: L,
-    hi: H,
-    eta: T,
-    par: bool,
-) {
-    let body = |start: usize, y: &mut [T]| {
-        let len = y.len();
-        let x = &x[start..start + len];
-        let (lo, hi) = (lo.sub(start, len), hi.sub(start, len));
-        for i in 0..len {
-            let v = x[i] + eta * y[i];
-            y[i] = v.max(lo.at(i)).min(hi.at(i));
-        }
-    };
-    if par && y.len() > BLOCK {
-        y.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(bi, o)| body(bi * BLOCK, o));
-    } else {
-        body(0, y);
-    }
 }

@@ -20,8 +20,8 @@ use crate::real::Real;
 
 /// Elements per chunk of words drawn in bulk.
 pub(crate) const CHUNK: usize = 1024;
-/// Bytes of the word buffer a caller provides for one chunk.
-pub(crate) const CHUNK_BYTES: usize = 8 * CHUNK;
+/// 32-bit words of the buffer a caller provides for one chunk.
+pub(crate) const CHUNK_WORDS: usize = 2 * CHUNK;
 
 /// Right edge of the base layer.
 const R: f64 = 3.654_152_885_361_009;
@@ -38,6 +38,9 @@ struct Tables {
     x: [f64; 257],
     f: [f64; 257],
     x32: [f32; 257],
+    /// `k32[i]`: the smallest 23-bit `m` whose float32 candidate in layer `i` is not inside
+    /// the layer's rectangle (`2^23` when every one is).
+    k32: [u32; 256],
 }
 
 fn tables() -> &'static Tables {
@@ -50,12 +53,32 @@ fn tables() -> &'static Tables {
             x[i + 1] = (-2.0 * (V / x[i] + pdf(x[i])).ln()).sqrt();
         }
         x[256] = 0.0;
+        let x32 = x.map(|v| v as f32);
+        let k32 = std::array::from_fn(|i| first_outside(&x32, i));
         Tables {
             x,
             f: x.map(pdf),
-            x32: x.map(|v| v as f32),
+            x32,
+            k32,
         }
     })
+}
+
+/// The smallest `m < 2^23` with `candidate32(m, i) >= x32[i + 1]`, or `2^23` (binary search:
+/// the candidate is non-decreasing in `m`).
+fn first_outside(x32: &[f32; 257], i: usize) -> u32 {
+    const SCALE: f32 = 1.0 / (1u32 << 23) as f32;
+    let outside = |m: u32| (m as f32 + 0.5) * SCALE * x32[i] >= x32[i + 1];
+    let (mut lo, mut hi) = (0u32, 1u32 << 23);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if outside(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    lo
 }
 
 /// `out` as a slice of `U` when `T` is `U`.
@@ -118,60 +141,144 @@ fn slow(rng: &mut ChaCha8Rng, cand: (usize, f64, u64), t: &Tables) -> f64 {
 }
 
 /// float32: one little-endian `u32` per element: 8 index bits, 1 sign bit, 23 magnitude bits.
-fn gaussian_f32(rng: &mut ChaCha8Rng, extra: &mut ChaCha8Rng, bytes: &mut [u8], out: &mut [f32]) {
-    const SCALE: f32 = 1.0 / (1u32 << 23) as f32;
+///
+/// A candidate `x = ((m + 0.5) 2^-23) x32[i]` is accepted when `x < x32[i + 1]`; the tables'
+/// `k32[i]` is the smallest `m` for which it is not, so the test is `m < k32[i]` (the float
+/// product is monotone in `m`, so both tests agree on every word).
+fn gaussian_f32(extra: &mut ChaCha8Rng, words: &[u32], out: &mut [f32]) {
     let t = tables();
-    let bytes = &mut bytes[..4 * out.len()];
-    rng.fill_bytes(bytes);
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-        let w = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let x = ((w >> 9) as f32 + 0.5) * SCALE * t.x32[(w & 0xff) as usize];
-        *o = f32::from_bits(x.to_bits() | ((w & 0x100) << 23));
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: `has_avx2` checked at run time that this CPU executes AVX2.
+        done = unsafe { avx2::gaussian_f32(extra, words, out, t) };
     }
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
-        let i = b[0] as usize;
-        if o.abs() >= t.x32[i + 1] {
-            let sign = ((b[1] & 1) as u64) << 63;
-            *o = slow(extra, (i, o.abs() as f64, sign), t) as f32;
+    gaussian_f32_scalar(extra, &words[done..], &mut out[done..], t);
+}
+
+fn gaussian_f32_scalar(extra: &mut ChaCha8Rng, words: &[u32], out: &mut [f32], t: &Tables) {
+    for (o, &w) in out.iter_mut().zip(words) {
+        let (i, m) = ((w & 0xff) as usize, w >> 9);
+        let x = candidate32(m, i, t);
+        *o = if m < t.k32[i] {
+            f32::from_bits(x.to_bits() | ((w & 0x100) << 23))
+        } else {
+            reject32(extra, w, x, t)
+        };
+    }
+}
+
+/// The float32 candidate of magnitude bits `m` in layer `i`.
+#[inline(always)]
+fn candidate32(m: u32, i: usize, t: &Tables) -> f32 {
+    const SCALE: f32 = 1.0 / (1u32 << 23) as f32;
+    (m as f32 + 0.5) * SCALE * t.x32[i]
+}
+
+/// Finishes a float32 candidate `|x|` from word `w` that fell outside its rectangle.
+#[cold]
+fn reject32(extra: &mut ChaCha8Rng, w: u32, x: f32, t: &Tables) -> f32 {
+    let sign = (((w >> 8) & 1) as u64) << 63;
+    slow(extra, ((w & 0xff) as usize, x as f64, sign), t) as f32
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use rand_chacha::ChaCha8Rng;
+
+    use super::{candidate32, reject32, Tables};
+
+    /// The float32 Gaussian transform, eight words at a time (table look-ups by gather);
+    /// returns how many leading elements of `out` it wrote (a multiple of eight). Rejected
+    /// candidates are finished in element order, as the scalar loop does.
+    ///
+    /// # Safety
+    /// The CPU must execute AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn gaussian_f32(
+        extra: &mut ChaCha8Rng,
+        words: &[u32],
+        out: &mut [f32],
+        t: &Tables,
+    ) -> usize {
+        let scale = _mm256_set1_ps(1.0 / (1u32 << 23) as f32);
+        let half = _mm256_set1_ps(0.5);
+        let sign_bit = _mm256_set1_epi32(0x100);
+        let groups = out.len().min(words.len()) / 8;
+        for g in 0..groups {
+            let wb: &[u32; 8] = words[8 * g..8 * g + 8].try_into().expect("8 words");
+            let o: &mut [f32; 8] = (&mut out[8 * g..8 * g + 8]).try_into().expect("8 floats");
+            // SAFETY: `wb` is 32 readable bytes and `o` 32 writable ones (`loadu`/`storeu`
+            // need no alignment); every gather index is `w & 0xff` <= 255, inside the
+            // 257-entry `x32` and 256-entry `k32` tables.
+            let accepted = unsafe {
+                let w = _mm256_loadu_si256(wb.as_ptr() as *const __m256i);
+                let m = _mm256_srli_epi32::<9>(w);
+                let layer = {
+                    let x = |l: usize| t.x32[(wb[l] & 0xff) as usize];
+                    _mm256_setr_ps(x(0), x(1), x(2), x(3), x(4), x(5), x(6), x(7))
+                };
+                let k = {
+                    let k = |l: usize| t.k32[(wb[l] & 0xff) as usize] as i32;
+                    _mm256_setr_epi32(k(0), k(1), k(2), k(3), k(4), k(5), k(6), k(7))
+                };
+                let x = _mm256_mul_ps(
+                    _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(m), half), scale),
+                    layer,
+                );
+                let sign = _mm256_slli_epi32::<23>(_mm256_and_si256(w, sign_bit));
+                let y = _mm256_or_si256(_mm256_castps_si256(x), sign);
+                _mm256_storeu_si256(o.as_mut_ptr() as *mut __m256i, y);
+                _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpgt_epi32(k, m)))
+            };
+            if accepted != 0xff {
+                for l in 0..8 {
+                    if accepted & (1 << l) == 0 {
+                        let w = wb[l];
+                        let x = candidate32(w >> 9, (w & 0xff) as usize, t);
+                        o[l] = reject32(extra, w, x, t);
+                    }
+                }
+            }
         }
+        8 * groups
     }
 }
 
 /// float64: one little-endian `u64` per element: 8 index bits, 1 sign bit, 52 magnitude bits.
-fn gaussian_f64(rng: &mut ChaCha8Rng, extra: &mut ChaCha8Rng, bytes: &mut [u8], out: &mut [f64]) {
+fn gaussian_f64(extra: &mut ChaCha8Rng, words: &[u32], out: &mut [f64]) {
     let t = tables();
-    let bytes = &mut bytes[..8 * out.len()];
-    rng.fill_bytes(bytes);
-    let word = |b: &[u8]| {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(b);
-        u64::from_le_bytes(w)
-    };
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-        let (_, x, sign) = candidate64(word(b), t);
-        *o = with_sign(x, sign);
-    }
-    for (o, b) in out.iter_mut().zip(bytes.chunks_exact(8)) {
-        let c = candidate64(word(b), t);
-        if c.1 >= t.x[c.0 + 1] {
-            *o = slow(extra, c, t);
-        }
+    for (o, w) in out.iter_mut().zip(words.chunks_exact(2)) {
+        let c = candidate64(word64(w), t);
+        *o = if c.1 < t.x[c.0 + 1] {
+            with_sign(c.1, c.2)
+        } else {
+            slow(extra, c, t)
+        };
     }
 }
 
-/// Standard normal noise into `out` (at most [`CHUNK`] elements): one word per element from
-/// `rng`, the few further words the ziggurat needs from `extra` (in element order);
-/// `bytes` is scratch space of [`CHUNK_BYTES`].
-pub(crate) fn gaussian_chunk<T: Real>(
-    rng: &mut ChaCha8Rng,
-    extra: &mut ChaCha8Rng,
-    bytes: &mut [u8],
-    out: &mut [T],
-) {
+/// The `u64` of two consecutive words of the stream (low word first, as `next_u64`).
+#[inline(always)]
+fn word64(w: &[u32]) -> u64 {
+    w[0] as u64 | (w[1] as u64) << 32
+}
+
+/// 32-bit words [`gaussian_chunk`] and [`uniform_chunk`] read for `len` elements of `T`.
+pub(crate) fn words_for<T: Real>(len: usize) -> usize {
+    std::mem::size_of::<T>() / 4 * len
+}
+
+/// Standard normal noise into `out` (at most [`CHUNK`] elements) from `words` (one per
+/// element, [`words_for`] of them), drawing the few further words the ziggurat needs from
+/// `extra` (in element order).
+pub(crate) fn gaussian_chunk<T: Real>(extra: &mut ChaCha8Rng, words: &[u32], out: &mut [T]) {
     if let Some(o) = cast_mut::<T, f32>(out) {
-        gaussian_f32(rng, extra, bytes, o);
+        gaussian_f32(extra, words, o);
     } else if let Some(o) = cast_mut::<T, f64>(out) {
-        gaussian_f64(rng, extra, bytes, o);
+        gaussian_f64(extra, words, o);
     } else {
         unreachable!("Real is implemented for f32 and f64 only");
     }
@@ -180,23 +287,17 @@ pub(crate) fn gaussian_chunk<T: Real>(
 /// Uniform noise on `(-1, 1)` into `out` (at most [`CHUNK`] elements): a word `m` of `k`
 /// bits (24 for f32 from a `u32`, 53 for f64 from a `u64`) maps to `(2m + 1 - 2^k) / 2^k`,
 /// the odd multiples of `2^-k`: exact in the element type and symmetric about 0.
-pub(crate) fn uniform_chunk<T: Real>(rng: &mut ChaCha8Rng, bytes: &mut [u8], out: &mut [T]) {
+pub(crate) fn uniform_chunk<T: Real>(words: &[u32], out: &mut [T]) {
     if let Some(o) = cast_mut::<T, f32>(out) {
         const SCALE: f32 = 1.0 / (1u32 << 24) as f32;
-        let bytes = &mut bytes[..4 * o.len()];
-        rng.fill_bytes(bytes);
-        for (o, b) in o.iter_mut().zip(bytes.chunks_exact(4)) {
-            let m = (u32::from_le_bytes([b[0], b[1], b[2], b[3]]) >> 8) as i32;
+        for (o, &w) in o.iter_mut().zip(words) {
+            let m = (w >> 8) as i32;
             *o = (2 * m + 1 - (1 << 24)) as f32 * SCALE;
         }
     } else if let Some(o) = cast_mut::<T, f64>(out) {
         const SCALE: f64 = 1.0 / (1u64 << 53) as f64;
-        let bytes = &mut bytes[..8 * o.len()];
-        rng.fill_bytes(bytes);
-        for (o, b) in o.iter_mut().zip(bytes.chunks_exact(8)) {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            let m = (u64::from_le_bytes(w) >> 11) as i64;
+        for (o, w) in o.iter_mut().zip(words.chunks_exact(2)) {
+            let m = (word64(w) >> 11) as i64;
             *o = (2 * m + 1 - (1 << 53)) as f64 * SCALE;
         }
     } else {
@@ -217,6 +318,49 @@ mod tests {
             // every layer has area V
             let area = t.x[i] * (t.f[i + 1] - t.f[i]);
             assert!((area - V).abs() < 1e-6 * V || i == 255, "layer {i}: {area}");
+        }
+    }
+
+    #[test]
+    fn thresholds_split_each_layer_where_the_float_test_does() {
+        let t = tables();
+        for i in 0..256 {
+            let k = t.k32[i];
+            let inside = |m: u32| candidate32(m, i, t) < t.x32[i + 1];
+            if k > 0 {
+                assert!(inside(k - 1), "layer {i}");
+            }
+            if k < 1 << 23 {
+                assert!(!inside(k), "layer {i}");
+                assert!(!inside((1 << 23) - 1), "layer {i}");
+            }
+            assert!(inside(0) == (k > 0), "layer {i}");
+        }
+    }
+
+    /// The dispatched float32 transform (AVX2 where the CPU has it) against the scalar one on
+    /// the same words: bitwise equal output and the same extra words consumed.
+    #[test]
+    fn vector_and_scalar_float32_transforms_agree() {
+        use rand_core::SeedableRng;
+        let mut src = ChaCha8Rng::from_seed([3; 32]);
+        for len in [0usize, 7, 8, 1000, CHUNK] {
+            let mut words: Vec<u32> = (0..len).map(|_| src.next_u32()).collect();
+            // every layer, and the candidates on both sides of each layer's threshold
+            for (j, w) in words.iter_mut().enumerate().take(len.min(512)) {
+                let i = (j / 2) as u32;
+                let k = tables().k32[i as usize].min((1 << 23) - 1);
+                let m = if j % 2 == 0 { k.saturating_sub(1) } else { k };
+                *w = (m << 9) | ((j as u32 & 4) << 6) | i;
+            }
+            let mut extra_a = ChaCha8Rng::from_seed([9; 32]);
+            let mut extra_b = extra_a.clone();
+            let (mut a, mut b) = (vec![0f32; len], vec![0f32; len]);
+            gaussian_f32(&mut extra_a, &words, &mut a);
+            gaussian_f32_scalar(&mut extra_b, &words, &mut b, tables());
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "len {len}");
+            assert_eq!(extra_a.next_u64(), extra_b.next_u64(), "len {len}");
         }
     }
 }
