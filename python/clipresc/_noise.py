@@ -147,6 +147,7 @@ def noise(
     axis: int | Sequence[int] | None = None,
     row_offset: int = 0,
     unreachable: str = "saturate",
+    out: np.ndarray[Any, Any] | None = None,
 ) -> Any:
     """Random noise added to ``x`` so that, after clipping, each vector moved exactly ``eps``.
 
@@ -169,9 +170,15 @@ def noise(
         row_offset: the global index of this batch's first vector, for processing a large
             batch in pieces: rows ``a:b`` with ``row_offset=a`` equal rows ``a:b`` of one call.
         unreachable: ``"saturate"`` or ``"raise"``, as in :func:`clipresc.perturb`.
+        out: a NumPy array of ``x``'s shape and dtype to write the result into (``x`` must
+            be a NumPy array then). When it is C-contiguous and the vector axes are the
+            trailing ones, the core writes into it directly, which saves allocating (and
+            page-faulting) a result per call in a preprocessing loop. It must not overlap
+            ``x``. If the call raises after checking its arguments, ``out`` is filled with
+            NaN, never left half-written.
 
     Returns:
-        An array of ``x``'s shape and dtype.
+        An array of ``x``'s shape and dtype (``out`` itself when given).
 
     >>> import numpy as np, clipresc
     >>> x = np.random.default_rng(0).uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
@@ -179,6 +186,9 @@ def noise(
     >>> np.allclose(np.linalg.norm((y - x).reshape(4, -1), axis=1), 2.0, rtol=1e-5)
     True
     >>> bool(np.array_equal(clipresc.noise(x[2:], 2.0, seed=0, row_offset=2), y[2:]))
+    True
+    >>> buf = np.empty_like(x)
+    >>> clipresc.noise(x, 2.0, seed=0, out=buf) is buf and bool(np.array_equal(buf, y))
     True
     >>> clipresc.noise(x, 2.0, distribution="normal")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
@@ -188,6 +198,8 @@ def noise(
     dist = parse_distribution(distribution)
     seq = seed_sequence(seed)
     if _is_dask(x):
+        if out is not None:
+            raise TypeError("out is not supported for Dask arrays (the result is lazy)")
         from .backends import dask_backend
 
         return dask_backend.noise(
@@ -205,7 +217,25 @@ def noise(
 
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
-    return numpy_backend.noise(prob, dist, seed_key(seq), off)
+    if out is not None:
+        check_out(out, x)
+    return numpy_backend.noise(prob, dist, seed_key(seq), off, out=out)
+
+
+def check_out(out: Any, x: Any) -> None:
+    """Raise unless ``out`` can receive the result for ``x``: a writeable NumPy array of
+    ``x``'s shape and dtype that shares no memory with it."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
+    xa = np.asarray(x)
+    if out.shape != xa.shape:
+        raise ValueError(f"out must have x's shape {xa.shape}; got {out.shape}")
+    if out.dtype != xa.dtype:
+        raise TypeError(f"out must have x's dtype {xa.dtype}; got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable; got a read-only array")
+    if np.may_share_memory(out, xa):
+        raise ValueError("out must not overlap x")
 
 
 def sample(

@@ -63,13 +63,27 @@ def perturb(prob: Problem) -> np.ndarray[Any, Any]:
     return perturb_eta(prob)[0]
 
 
-def noise(prob: Problem, distribution: str, key: bytes, row_offset: int) -> np.ndarray[Any, Any]:
+def noise(
+    prob: Problem,
+    distribution: str,
+    key: bytes,
+    row_offset: int,
+    out: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
     """``clip(x + eta * n, lower, upper)`` with seeded noise ``n`` drawn in the core, fused.
 
     ``prob.delta`` is ignored (the noise takes its place); row ``r`` of ``prob.x`` uses the
-    noise stream ``row_offset + r`` of ``key``.
+    noise stream ``row_offset + r`` of ``key``. ``out`` (already checked to have ``x``'s
+    shape and dtype) receives the result, directly when its memory is the rows' layout; it
+    is filled with NaN if the core raises.
     """
-    y = np.empty_like(prob.x)
+    direct = (
+        out is not None
+        and prob.layout.is_trailing
+        and out.dtype == prob.x.dtype
+        and out.flags.c_contiguous
+    )
+    y = out.reshape(prob.x.shape) if direct and out is not None else np.empty_like(prob.x)
     eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
         count, first = _clipresc.noise_into(
@@ -84,10 +98,25 @@ def noise(prob: Problem, distribution: str, key: bytes, row_offset: int) -> np.n
             y,
             eta,
         )
+        _raise_unreachable(prob, count, first)
     except _clipresc.InputError as e:
+        _spoil(out)
         raise _input_error(prob, e) from None
-    _raise_unreachable(prob, count, first)
-    return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+    except BaseException:
+        _spoil(out)
+        raise
+    result = prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+    if out is None:
+        return result
+    if not direct:
+        np.copyto(out, result)
+    return out
+
+
+def _spoil(out: np.ndarray[Any, Any] | None) -> None:
+    """Fill ``out`` with NaN after a failed call, so that no partial result looks valid."""
+    if out is not None:
+        out.fill(np.nan)
 
 
 def vjp_rows(

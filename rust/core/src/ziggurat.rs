@@ -41,6 +41,8 @@ struct Tables {
     /// `k32[i]`: the smallest 23-bit `m` whose float32 candidate in layer `i` is not inside
     /// the layer's rectangle (`2^23` when every one is).
     k32: [u32; 256],
+    /// `x32[i]`'s bits in the low half and `k32[i]` in the high half, for one load of both.
+    pairs: [u64; 256],
 }
 
 fn tables() -> &'static Tables {
@@ -60,6 +62,7 @@ fn tables() -> &'static Tables {
             f: x.map(pdf),
             x32,
             k32,
+            pairs: std::array::from_fn(|i| x32[i].to_bits() as u64 | (k32[i] as u64) << 32),
         }
     })
 }
@@ -216,14 +219,19 @@ mod avx2 {
             let accepted = unsafe {
                 let w = _mm256_loadu_si256(wb.as_ptr() as *const __m256i);
                 let m = _mm256_srli_epi32::<9>(w);
-                let layer = {
-                    let x = |l: usize| t.x32[(wb[l] & 0xff) as usize];
-                    _mm256_setr_ps(x(0), x(1), x(2), x(3), x(4), x(5), x(6), x(7))
-                };
-                let k = {
-                    let k = |l: usize| t.k32[(wb[l] & 0xff) as usize] as i32;
-                    _mm256_setr_epi32(k(0), k(1), k(2), k(3), k(4), k(5), k(6), k(7))
-                };
+                // One 64-bit load per lane fetches (x32[i], k32[i]); the shuffles split the
+                // pairs into a vector of edges and one of thresholds, in lane order.
+                let pair = |l: usize| t.pairs[(wb[l] & 0xff) as usize] as i64;
+                let a = _mm256_castsi256_ps(_mm256_setr_epi64x(pair(0), pair(1), pair(2), pair(3)));
+                let b = _mm256_castsi256_ps(_mm256_setr_epi64x(pair(4), pair(5), pair(6), pair(7)));
+                let evens = _mm256_shuffle_ps::<0b10_00_10_00>(a, b);
+                let odds = _mm256_shuffle_ps::<0b11_01_11_01>(a, b);
+                let layer = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    _mm256_castps_pd(evens),
+                ));
+                let k = _mm256_castpd_si256(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                    _mm256_castps_pd(odds),
+                ));
                 let x = _mm256_mul_ps(
                     _mm256_mul_ps(_mm256_add_ps(_mm256_cvtepi32_ps(m), half), scale),
                     layer,
