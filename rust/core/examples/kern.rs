@@ -1,6 +1,13 @@
-//! Repeated core calls for `perf stat` (cycles are steadier than wall time on a busy
-//! machine): `cargo run --release --example kern -- scale 2 20`.
-use clipresc_core::{perturb, scale, Batch, Bound, Eps, Norm, Options};
+//! Repeated core calls for `perf stat` (CPU time is steadier than wall time on a busy
+//! machine): `cargo run --release --example kern -- MODE P REPS [small]` with MODE `scale`,
+//! `perturb`, `noise` (Gaussian, fused) or `sample` (the raw Gaussian noise alone); any
+//! other MODE times the plain `x + delta` loop.
+mod common;
+
+use clipresc_core::{
+    noise, perturb, sample, scale, Batch, Bound, Distribution, Eps, NoiseBatch, NoiseSpec, Norm,
+    Options, Seed,
+};
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -11,18 +18,7 @@ fn main() {
         Some("small") => (1024usize, 3 * 32 * 32),
         _ => (64usize, 3 * 224 * 224),
     };
-    let mut s = 88172645463325252u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
-    // roughly Gaussian: sum of four uniforms, centred
-    let d: Vec<f32> = (0..rows * n)
-        .map(|_| (next() + next() + next() + next() - 2.0) * 1.7)
-        .collect();
+    let (x, d) = common::images(rows, n);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
     let eps = if p.is_infinite() {
@@ -40,10 +36,27 @@ fn main() {
         eps: Eps::Scalar(eps),
         norm: Norm::new(p).unwrap(),
     };
+    let spec = NoiseSpec {
+        distribution: Distribution::Gaussian,
+        seed: Seed::from_u64(1),
+        row_offset: 0,
+    };
+    let nb = NoiseBatch {
+        x: &x,
+        rows,
+        n,
+        lower: b.lower,
+        upper: b.upper,
+        eps: b.eps,
+        norm: b.norm,
+        spec,
+    };
     for _ in 0..reps {
         match what.as_str() {
             "scale" => drop(scale(&b, &Options::default(), &mut eta).unwrap()),
             "perturb" => drop(perturb(&b, &Options::default(), &mut o, &mut eta).unwrap()),
+            "noise" => drop(noise(&nb, &Options::default(), &mut o, &mut eta).unwrap()),
+            "sample" => sample(&spec, rows, n, &mut o).unwrap(),
             _ => {
                 for i in 0..o.len() {
                     o[i] = x[i] + d[i];

@@ -1,4 +1,6 @@
 //! Quick timing of the core on the 64x3x224x224 f32 workload: `cargo run --release --example speed`.
+mod common;
+
 use clipresc_core::{perturb, scale, Batch, Bound, Eps, Norm, Options};
 use std::time::Instant;
 
@@ -9,15 +11,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let (rows, n) = (64usize, 3 * 224 * 224);
-    let mut s = 1u64;
-    let mut next = || {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        (s >> 40) as f32 / (1u64 << 24) as f32
-    };
-    let x: Vec<f32> = (0..rows * n).map(|_| next()).collect();
-    let d: Vec<f32> = (0..rows * n).map(|_| next() - 0.5).collect();
+    let (x, d) = common::images(rows, n);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
     let time = |f: &mut dyn FnMut()| {

@@ -13,6 +13,7 @@
 use std::arch::x86_64::*;
 
 use crate::kernel::{Collected, FirstSums, POINTS};
+use crate::norm::{P1, P2 as P2Norm};
 use crate::safeguard::Cand;
 
 const W: usize = 8;
@@ -216,11 +217,10 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
     let cand = |i: usize| {
         let a = d[i].abs() as f64;
         let s = (if d[i] > 0.0 { c.hi - x[i] } else { x[i] - c.lo }) as f64;
-        let (w, cc) = if P2 { (a * a, s * s) } else { (a, s) };
-        Cand {
-            key: s / a,
-            w,
-            c: cc,
+        if P2 {
+            Cand::new(a, s, P2Norm)
+        } else {
+            Cand::new(a, s, P1)
         }
     };
     for (vi, mut keep) in masks.into_iter().enumerate() {
@@ -243,33 +243,4 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
         }
     }
     out
-}
-
-/// `y = min(max(x + eta * delta, lower), upper)` (no FMA: rounds like NumPy).
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn apply(c: F32Chunk<'_>, eta: f32, out: &mut [f32]) {
-    let n = c.x.len().min(c.d.len()).min(out.len());
-    let (x, d, out) = (&c.x[..n], &c.d[..n], &mut out[..n]);
-    let full = n / W * W;
-    let (lo, hi, e) = (
-        _mm256_set1_ps(c.lo),
-        _mm256_set1_ps(c.hi),
-        _mm256_set1_ps(eta),
-    );
-    for ((xs, ds), os) in x[..full]
-        .chunks_exact(W)
-        .zip(d[..full].chunks_exact(W))
-        .zip(out[..full].chunks_exact_mut(W))
-    {
-        let y = _mm256_add_ps(load8!(xs), _mm256_mul_ps(e, load8!(ds)));
-        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
-        let os: &mut [f32; W] = os.try_into().expect("a slice of eight floats");
-        // SAFETY: `os` is eight f32 (32 writable bytes); `storeu` has no alignment
-        // requirement.
-        unsafe { _mm256_storeu_ps(os.as_mut_ptr(), y) };
-    }
-    for i in full..n {
-        let y = x[i] + eta * d[i];
-        out[i] = y.max(c.lo).min(c.hi);
-    }
 }

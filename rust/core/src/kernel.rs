@@ -708,12 +708,6 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 ) {
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
-        #[cfg(target_arch = "x86_64")]
-        if let (Some(c), Some(out)) = (f32_chunk(&sub), T::f32s_mut(out)) {
-            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
-            unsafe { crate::avx2::apply(c, eta.as_f64() as f32, out) };
-            return;
-        }
         apply_chunk_best(&sub, eta, out);
     };
     if par && out.len() > BLOCK {

@@ -25,6 +25,18 @@ pub(crate) struct Cand {
     pub c: f64,
 }
 
+impl Cand {
+    /// The candidate of an element with `|delta_i| = a` and room `s_i = s` (both in `f64`).
+    #[inline(always)]
+    pub(crate) fn new<P: Power>(a: f64, s: f64, pw: P) -> Cand {
+        Cand {
+            key: s / a,
+            w: pw.pow64(a),
+            c: pw.pow64(s),
+        }
+    }
+}
+
 /// Solves `c_base + m_base * t + sum_cands min(t w_i, c_i) = target` for the smallest `t`.
 ///
 /// `c_base` holds the caps of elements known to be saturated, `m_base` the weights of elements

@@ -80,11 +80,7 @@ fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             let (a, s) = row.element(i);
             let (a64, s64) = (a.as_f64(), s.as_f64());
             if a64 > 0.0 && a64.is_finite() && s64 > 0.0 && s64.is_finite() {
-                cands.push(Cand {
-                    key: s64 / a64,
-                    w: pw.pow64(a64),
-                    c: pw.pow64(s64),
-                });
+                cands.push(Cand::new(a64, s64, pw));
             }
         }
     }
@@ -207,11 +203,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         if s <= eta_t * a {
             c_base += pw.pow64(s64);
         } else {
-            cands.push(Cand {
-                key: s64 / a64,
-                w: pw.pow64(a64),
-                c: pw.pow64(s64),
-            });
+            cands.push(Cand::new(a64, s64, pw));
         }
     }
     match safeguard::select(cands, c_base, 0.0, target, pw) {
