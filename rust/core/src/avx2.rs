@@ -209,10 +209,11 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
             mask[h] = !(_mm256_movemask_ps(_mm256_or_ps(sat_lo, free_hi)) as u8);
         }
     }
+    let inside: usize = masks.iter().map(|m| m.count_ones() as usize).sum();
     let mut out = Collected {
         c: sum16(cs),
         m: sum16(ms),
-        cands: Vec::new(),
+        cands: Vec::with_capacity(inside + (n - full)),
     };
     let cand = |i: usize| {
         let a = d[i].abs() as f64;

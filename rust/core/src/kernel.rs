@@ -515,11 +515,7 @@ fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             inside &= inside - 1;
             let (a, s) = r.element(k);
             let (a64, s64) = (a.as_f64(), s.as_f64());
-            cands.push(Cand {
-                key: s64 / a64,
-                w: pw.pow64(a64),
-                c: pw.pow64(s64),
-            });
+            cands.push(Cand::new(a64, s64, pw));
         }
         base += len;
     }
