@@ -245,3 +245,41 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
     }
     out
 }
+
+/// `y = min(max(x + eta * delta, lower), upper)` with non-temporal stores (no FMA: rounds
+/// like NumPy): for outputs too large to stay in cache, the stores skip reading the
+/// destination lines first.
+#[target_feature(enable = "avx2,fma")]
+pub(crate) fn apply_stream(c: F32Chunk<'_>, eta: f32, out: &mut [f32]) {
+    let n = c.x.len().min(c.d.len()).min(out.len());
+    let (x, d, out) = (&c.x[..n], &c.d[..n], &mut out[..n]);
+    let one = |i: usize, out: &mut [f32]| {
+        let y = x[i] + eta * d[i];
+        out[i] = y.max(c.lo).min(c.hi);
+    };
+    // elements before the first 32-byte boundary of `out`
+    let head = (out.as_ptr().align_offset(32)).min(n);
+    for i in 0..head {
+        one(i, out);
+    }
+    let body = (n - head) / W * W;
+    let (lo, hi, e) = (
+        _mm256_set1_ps(c.lo),
+        _mm256_set1_ps(c.hi),
+        _mm256_set1_ps(eta),
+    );
+    for i in (head..head + body).step_by(W) {
+        let y = _mm256_add_ps(load8!(&x[i..i + W]), _mm256_mul_ps(e, load8!(&d[i..i + W])));
+        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+        let os: &mut [f32; W] = (&mut out[i..i + W]).try_into().expect("eight floats");
+        // SAFETY: `os` is eight writable f32 starting at `head + k * 8` elements from a
+        // 32-byte boundary (`align_offset` returned `head`), so it is 32-byte aligned, as
+        // `stream_ps` requires.
+        unsafe { _mm256_stream_ps(os.as_mut_ptr(), y) };
+    }
+    for i in head + body..n {
+        one(i, out);
+    }
+    // Non-temporal stores are weakly ordered: fence before anyone else reads `out`.
+    _mm_sfence();
+}

@@ -234,6 +234,7 @@ where
         return vec![RowOutcome::default(); b.rows];
     }
     let par_inner = n >= PAR_ROW_MIN && b.rows < 2 * rayon::current_num_threads();
+    let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;
     let solve_one = |r: usize| {
         let row = Row {
             x: &b.x[r * n..(r + 1) * n],
@@ -259,13 +260,17 @@ where
             .map(|(r, yrow)| {
                 let (row, out) = solve_one(r);
                 if !out.invalid {
-                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner);
+                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
                 }
                 out
             })
             .collect(),
     }
 }
+
+/// Outputs at least this large are written with non-temporal stores: they cannot stay in
+/// the cache for whoever reads them next, so the stores skip reading the lines first.
+pub const STREAM_MIN_BYTES: usize = 32 << 20;
 
 /// Per-row results of [`scale`] and [`perturb`].
 #[derive(Clone, Debug, Default, PartialEq)]

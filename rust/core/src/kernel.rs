@@ -695,15 +695,25 @@ fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
-/// `y = clip(x + eta * delta, lower, upper)` for one row.
+/// `y = clip(x + eta * delta, lower, upper)` for one row; `stream` asks for non-temporal
+/// stores (an output too large for the cache).
 pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
     par: bool,
+    stream: bool,
 ) {
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
+        #[cfg(target_arch = "x86_64")]
+        if stream {
+            if let (Some(c), Some(o)) = (f32_chunk(&sub), T::f32s_mut(out)) {
+                // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
+                unsafe { crate::avx2::apply_stream(c, eta.as_f64() as f32, o) };
+                return;
+            }
+        }
         apply_chunk_best(&sub, eta, out);
     };
     if par && out.len() > BLOCK {

@@ -28,7 +28,7 @@ mod vjp;
 mod ziggurat;
 
 pub use adversary::newton_adversary;
-pub use batch::{perturb, scale, solve_stats, Batch, Eps, Summary};
+pub use batch::{perturb, scale, solve_stats, Batch, Eps, Summary, STREAM_MIN_BYTES};
 pub use bounds::Bound;
 pub use error::CoreError;
 pub use noise::{noise, sample, Distribution, NoiseBatch, NoiseSpec, Seed, NOISE_BLOCK};

@@ -16,6 +16,8 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
     fn of_f64(v: f64) -> Self;
     /// The slice as `f32` when `Self` is `f32` (picks the hand-written `f32` kernels).
     fn f32s(s: &[Self]) -> Option<&[f32]>;
+    /// The mutable slice as `f32` when `Self` is `f32`.
+    fn f32s_mut(s: &mut [Self]) -> Option<&mut [f32]>;
 }
 
 impl Real for f32 {
@@ -33,6 +35,10 @@ impl Real for f32 {
     fn f32s(s: &[f32]) -> Option<&[f32]> {
         Some(s)
     }
+    #[inline(always)]
+    fn f32s_mut(s: &mut [f32]) -> Option<&mut [f32]> {
+        Some(s)
+    }
 }
 
 impl Real for f64 {
@@ -48,6 +54,10 @@ impl Real for f64 {
     }
     #[inline(always)]
     fn f32s(_: &[f64]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn f32s_mut(_: &mut [f64]) -> Option<&mut [f32]> {
         None
     }
 }

@@ -3,6 +3,7 @@
 
 use clipresc_core::{
     newton_adversary, perturb, scale, solve_stats, Batch, Bound, CoreError, Eps, Norm, Options,
+    STREAM_MIN_BYTES,
 };
 
 /// xorshift64*: a tiny deterministic generator so the tests need no extra crates.
@@ -351,4 +352,42 @@ fn bitwise_identical_for_any_thread_count() {
     let one = run(1);
     assert_eq!(one, run(2));
     assert_eq!(one, run(3));
+}
+
+/// A batch large enough for the non-temporal apply (odd row length, so rows start at every
+/// alignment and end in a tail): every element equals `clip(x + eta * delta)` computed here
+/// in plain `f32` arithmetic, and the clipped sizes are exact.
+#[test]
+fn large_output_written_with_streaming_stores_is_exact() {
+    let (rows, n) = (64usize, 150_531usize);
+    assert!(rows * n * 4 >= STREAM_MIN_BYTES);
+    let mut rng = Rng(42);
+    let x: Vec<f32> = (0..rows * n).map(|_| rng.next() as f32).collect();
+    let d: Vec<f32> = (0..rows * n).map(|_| rng.normal() as f32).collect();
+    let b = Batch {
+        x: &x,
+        delta: &d,
+        rows,
+        n,
+        lower: Bound::Scalar(0.0),
+        upper: Bound::Scalar(1.0),
+        eps: Eps::Scalar(50.0),
+        norm: Norm::P(2.0),
+    };
+    // `out` offset by one element from the allocation, so its start is not 32-byte aligned
+    let mut buf = vec![0f32; rows * n + 1];
+    let mut eta = vec![0f32; rows];
+    perturb(&b, &Options::default(), &mut buf[1..], &mut eta).unwrap();
+    let y = &buf[1..];
+    for (r, &e) in eta.iter().enumerate() {
+        for i in r * n..(r + 1) * n {
+            let want = (x[i] + e * d[i]).clamp(0.0, 1.0);
+            assert_eq!(y[i].to_bits(), want.to_bits(), "row {r}, element {i}");
+        }
+        let size: f64 = (r * n..(r + 1) * n)
+            .map(|i| (y[i] as f64 - x[i] as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        assert!((size - 50.0).abs() < 50.0 * 1e-5, "row {r}: {size}");
+    }
 }
