@@ -354,40 +354,69 @@ fn bitwise_identical_for_any_thread_count() {
     assert_eq!(one, run(3));
 }
 
-/// A batch large enough for the non-temporal apply (odd row length, so rows start at every
-/// alignment and end in a tail): every element equals `clip(x + eta * delta)` computed here
-/// in plain `f32` arithmetic, and the clipped sizes are exact.
+/// Batches of at least `STREAM_MIN_BYTES` (odd row length, so rows start at every alignment
+/// and end in a tail; `out` offset from its allocation): every element equals
+/// `clip(x + eta * delta)` computed here in plain arithmetic of the element type, and the
+/// clipped sizes are exact. f32 with scalar bounds takes the non-temporal apply; shared and
+/// per-element bounds and f64 take the ordinary one at the same size.
 #[test]
 fn large_output_written_with_streaming_stores_is_exact() {
     let (rows, n) = (64usize, 150_531usize);
     assert!(rows * n * 4 >= STREAM_MIN_BYTES);
     let mut rng = Rng(42);
-    let x: Vec<f32> = (0..rows * n).map(|_| rng.next() as f32).collect();
-    let d: Vec<f32> = (0..rows * n).map(|_| rng.normal() as f32).collect();
-    let b = Batch {
-        x: &x,
-        delta: &d,
-        rows,
-        n,
-        lower: Bound::Scalar(0.0),
-        upper: Bound::Scalar(1.0),
-        eps: Eps::Scalar(50.0),
-        norm: Norm::P(2.0),
+    let x: Vec<f64> = (0..rows * n).map(|_| 0.1 + 0.8 * rng.next()).collect();
+    let d: Vec<f64> = (0..rows * n).map(|_| rng.normal()).collect();
+    let shared_hi: Vec<f64> = (0..n).map(|j| 0.9 + 0.1 * (j % 3) as f64).collect();
+    let full_lo: Vec<f64> = (0..rows * n)
+        .map(|i| 0.1 * rng.next() * (i % 2) as f64)
+        .collect();
+    check_streamed::<f32>(&x, &d, rows, n, &shared_hi, &full_lo);
+    check_streamed::<f64>(&x, &d, rows / 2, 2 * n, &shared_hi, &full_lo);
+}
+
+fn check_streamed<T>(x: &[f64], d: &[f64], rows: usize, n: usize, hi: &[f64], lo: &[f64])
+where
+    T: clipresc_core::Real + PartialEq + std::fmt::Debug,
+{
+    let cast = |v: &[f64]| v.iter().map(|&a| T::of_f64(a)).collect::<Vec<T>>();
+    let (x, d) = (cast(x), cast(d));
+    let shared_hi: Vec<T> = cast(hi).into_iter().cycle().take(n).collect();
+    let full_lo = cast(lo);
+    let kinds = [
+        (Bound::Scalar(T::of_f64(0.0)), Bound::Scalar(T::of_f64(1.0))),
+        (Bound::Scalar(T::of_f64(0.0)), Bound::Shared(&shared_hi)),
+        (Bound::Full(&full_lo), Bound::Shared(&shared_hi)),
+    ];
+    let side = |b: &Bound<'_, T>, i: usize| match *b {
+        Bound::Scalar(v) => v,
+        Bound::Shared(s) => s[i % n],
+        Bound::Full(s) => s[i],
     };
-    // `out` offset by one element from the allocation, so its start is not 32-byte aligned
-    let mut buf = vec![0f32; rows * n + 1];
-    let mut eta = vec![0f32; rows];
-    perturb(&b, &Options::default(), &mut buf[1..], &mut eta).unwrap();
-    let y = &buf[1..];
-    for (r, &e) in eta.iter().enumerate() {
-        for i in r * n..(r + 1) * n {
-            let want = (x[i] + e * d[i]).clamp(0.0, 1.0);
-            assert_eq!(y[i].to_bits(), want.to_bits(), "row {r}, element {i}");
+    for (lower, upper) in kinds {
+        let b = Batch {
+            x: &x,
+            delta: &d,
+            rows,
+            n,
+            lower,
+            upper,
+            eps: Eps::Scalar(40.0),
+            norm: Norm::P(2.0),
+        };
+        let mut buf = vec![T::of_f64(0.0); rows * n + 1];
+        let mut eta = vec![T::of_f64(0.0); rows];
+        perturb(&b, &Options::default(), &mut buf[1..], &mut eta).unwrap();
+        let y = &buf[1..];
+        for (r, &e) in eta.iter().enumerate() {
+            let mut sq = 0.0f64;
+            for i in r * n..(r + 1) * n {
+                let v = x[i] + e * d[i];
+                let want = v.max(side(&lower, i)).min(side(&upper, i));
+                assert_eq!(y[i], want, "{}, row {r}, element {i}", T::NAME);
+                sq += (y[i].as_f64() - x[i].as_f64()).powi(2);
+            }
+            let size = sq.sqrt();
+            assert!((size - 40.0).abs() < 40.0 * 1e-5, "row {r}: {size}");
         }
-        let size: f64 = (r * n..(r + 1) * n)
-            .map(|i| (y[i] as f64 - x[i] as f64).powi(2))
-            .sum::<f64>()
-            .sqrt();
-        assert!((size - 50.0).abs() < 50.0 * 1e-5, "row {r}: {size}");
     }
 }
