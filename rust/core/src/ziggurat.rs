@@ -3,9 +3,10 @@
 //! Gaussian noise uses the ziggurat method (Marsaglia & Tsang 2000; 256 layers, the
 //! constants of `rand_distr`) with the index, the sign and the magnitude taken from disjoint
 //! bits of one word: a `u32` per element for `f32` output (8 index bits, 1 sign bit, 23
-//! magnitude bits), a `u64` for `f64` (52 magnitude bits). A chunk's words are drawn in
-//! bulk; a branch-free pass accepts the ~98.8% of candidates that fall inside their layer's
-//! rectangle, and a second pass finishes the rest (wedges and the tail beyond `R`) with
+//! magnitude bits), a `u64` for `f64` (52 magnitude bits). The caller draws a chunk's words
+//! in bulk (`keystream`); one pass accepts the ~98.8% of candidates that fall inside their
+//! layer's rectangle (for `f32` eight at a time with AVX2, by an exact integer threshold per
+//! layer) and finishes the rest (wedges and the tail beyond `R`) as it meets them, with
 //! further `u64` words drawn, in element order, from a second generator (placed by the
 //! caller). The result is exact (the standard normal distribution to the resolution of the
 //! magnitude bits) and depends only on the words of the two generators.
