@@ -218,23 +218,25 @@ def noise(
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
     if out is not None:
-        check_out(out, x)
+        check_out(out, x, prob)
     return numpy_backend.noise(prob, dist, seed_key(seq), off, out=out)
 
 
-def check_out(out: Any, x: Any) -> None:
-    """Raise unless ``out`` can receive the result for ``x``: a writeable NumPy array of
-    ``x``'s shape and dtype that shares no memory with it."""
+def check_out(out: Any, x: Any, prob: Problem) -> None:
+    """Raise unless ``out`` can receive the result for ``x`` (already laid out as ``prob``):
+    a writeable NumPy array of ``x``'s shape and dtype that shares no memory with it."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
-    xa = np.asarray(x)
-    if out.shape != xa.shape:
-        raise ValueError(f"out must have x's shape {xa.shape}; got {out.shape}")
-    if out.dtype != xa.dtype:
-        raise TypeError(f"out must have x's dtype {xa.dtype}; got {out.dtype}")
+    shape = prob.layout.shape
+    if out.shape != shape:
+        raise ValueError(f"out must have x's shape {shape}; got {out.shape}")
+    if out.dtype != prob.dtype:
+        raise TypeError(f"out must have x's dtype {prob.dtype}; got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable; got a read-only array")
-    if np.may_share_memory(out, xa):
+    if np.may_share_memory(out, prob.x) or (
+        isinstance(x, np.ndarray) and np.may_share_memory(out, x)
+    ):
         raise ValueError("out must not overlap x")
 
 

@@ -716,6 +716,12 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         }
         apply_chunk_best(&sub, eta, out);
     };
+    for_blocks(out, par, body);
+}
+
+/// Runs `body(start, stretch)` over `out`, in parallel blocks of [`BLOCK`] elements when
+/// `par` is set and the row is longer than one block, else once over the whole row.
+fn for_blocks<T: Real>(out: &mut [T], par: bool, body: impl Fn(usize, &mut [T]) + Sync) {
     if par && out.len() > BLOCK {
         out.par_chunks_mut(BLOCK)
             .enumerate()
@@ -757,13 +763,7 @@ pub(crate) fn apply_row_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         let (lo, hi) = (lo.sub(start, len), hi.sub(start, len));
         apply_chunk_in_place_best(&x[start..start + len], lo, hi, eta, y);
     };
-    if par && y.len() > BLOCK {
-        y.par_chunks_mut(BLOCK)
-            .enumerate()
-            .for_each(|(bi, o)| body(bi * BLOCK, o));
-    } else {
-        body(0, y);
-    }
+    for_blocks(y, par, body);
 }
 
 /// Declares `$best`, which runs `$generic` compiled for AVX2+FMA when the CPU has them and
