@@ -39,9 +39,15 @@ def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
     return eta
 
 
+def scale_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`scale` and the same scales as ``(rows,)`` in the work dtype."""
+    eta = scale_rows(prob)
+    return prob.layout.eta_from_rows(eta.astype(prob.dtype, copy=False)), eta
+
+
 def scale(prob: Problem) -> np.ndarray[Any, Any]:
     """``eta`` in the caller's dtype and ``eta_shape``."""
-    return prob.layout.eta_from_rows(scale_rows(prob).astype(prob.dtype, copy=False))
+    return scale_eta(prob)[0]
 
 
 def perturb_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:

@@ -66,10 +66,7 @@ def forward(
     ...         (1,), "saturate")
     array([[0.4]])
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
-    if kind == "scale":
-        return numpy_backend.scale(prob)
-    return numpy_backend.perturb(prob)
+    return forward_eta(kind, x, delta, eps, p, lower, upper, axis, unreachable)[0]
 
 
 def forward_eta(
@@ -94,8 +91,7 @@ def forward_eta(
     """
     prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
     if kind == "scale":
-        eta = numpy_backend.scale_rows(prob)
-        return prob.layout.eta_from_rows(eta.astype(prob.dtype, copy=False)), eta
+        return numpy_backend.scale_eta(prob)
     return numpy_backend.perturb_eta(prob)
 
 
