@@ -222,19 +222,20 @@ def test_zero_copy_for_contiguous_torch_cpu_tensors(monkeypatch: pytest.MonkeyPa
     x = torch.rand(4, 3, 8)
     d = torch.randn(4, 3, 8)
     seen: dict[str, Any] = {}
-    perturb, vjp_rows = numpy_backend.perturb, numpy_backend.vjp_rows
+    perturb_eta, vjp_rows = numpy_backend.perturb_eta, numpy_backend.vjp_rows
 
     def spy_perturb(prob: Any) -> Any:
         seen["x"], seen["delta"] = prob.x.ctypes.data, prob.delta.ctypes.data
-        seen["y"] = perturb(prob)
-        return seen["y"]
+        y, eta = perturb_eta(prob)
+        seen["y"] = y
+        return y, eta
 
     def spy_vjp(prob: Any, *args: Any) -> Any:
         seen["vx"], seen["vdelta"] = prob.x.ctypes.data, prob.delta.ctypes.data
         seen["g"] = vjp_rows(prob, *args)
         return seen["g"]
 
-    monkeypatch.setattr(numpy_backend, "perturb", spy_perturb)
+    monkeypatch.setattr(numpy_backend, "perturb_eta", spy_perturb)
     monkeypatch.setattr(numpy_backend, "vjp_rows", spy_vjp)
     y = clipresc.perturb(x, d, 1.0)
     assert seen["x"] == x.data_ptr() and seen["delta"] == d.data_ptr()
