@@ -468,3 +468,22 @@ def test_inputs_not_modified(dtype, fn):
     f(x[:, ::-1], d[:, ::-1], eps, p=math.inf, bounds=(lo, hi))
     for a, b in zip(args, before):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize(
+    "dtype, exponent",
+    [(np.float32, k) for k in (-100, -60, -20, 20, 60, 100)]
+    + [(np.float64, k) for k in (-900, -400, 400, 900)],
+)
+@pytest.mark.parametrize("p", [0.5, 1.0, 2.0, 3.0, 7.0])
+def test_extreme_delta_magnitudes(dtype, exponent, p):
+    """Tiny gradients or unnormalised noise: |delta|^p would underflow or overflow the
+    dtype, yet eta scales exactly as 1 / |delta| (DESIGN: scale invariance)."""
+    x, d = _data(np.float64, shape=(2, 600), seed=5)
+    eps = 0.5 * oracle.oracle_max_size(x, d, p)
+    want = oracle.oracle_eta(x, d, eps, p)
+    factor = 2.0**exponent
+    eta = clipresc.scale(x.astype(dtype), (d * factor).astype(dtype), eps, p=p)
+    assert eta.dtype == dtype
+    got = eta.ravel().astype(np.float64) * factor
+    np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-9)

@@ -174,6 +174,38 @@ def test_nan_in_bound(side):
         clipresc.scale(x, d, 0.1, bounds=bounds)
 
 
+@pytest.mark.parametrize("fn", FNS)
+@pytest.mark.parametrize("p", [0.5, 1.0, 2.0, 3.0, math.inf])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+@pytest.mark.parametrize("flaw", ["lower NaN", "upper NaN", "crossed"])
+def test_bad_bound_arrays_found_by_the_core(fn, p, dtype, eps, flaw):
+    """Per-element bound arrays are value-checked by the core's first pass (one pass over
+    x, delta and both bounds), yet the error still names the bounds, whatever p, dtype or
+    eps, even where delta is zero and x itself is bad too."""
+    x, d = _ok(shape=(3, 2, 40), dtype=dtype)
+    lo, hi = np.zeros(x.shape, dtype), np.ones(x.shape, dtype)
+    d[1] = 0.0
+    x[2, 0, 0] = np.nan
+    for where in [(1, 1, 7), (2, 1, 33)]:
+        if flaw == "lower NaN":
+            lo[where] = np.nan
+        elif flaw == "upper NaN":
+            hi[where] = np.nan
+        else:
+            lo[where], hi[where] = 0.75, 0.25
+    want = {
+        "lower NaN": "bounds: lower has 2 NaN values; first at index (1, 1, 7)",
+        "upper NaN": "bounds: upper has 2 NaN values; first at index (1, 1, 7)",
+        "crossed": "bounds: lower > upper at 2 positions; first at index (1, 1, 7)",
+    }[flaw]
+    with pytest.raises(ValueError, match=_m(want)):
+        fn(x, d, eps, p=p, bounds=(lo, hi))
+    x[2, 0, 0] = 0.5  # x valid: the bounds alone
+    with pytest.raises(ValueError, match=_m(want)):
+        fn(x, d, eps, p=p, bounds=(lo, hi))
+
+
 @pytest.mark.parametrize("side", ["lower", "upper"])
 def test_bounds_not_broadcastable(side):
     x, d = _ok(shape=(2, 4))

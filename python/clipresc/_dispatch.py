@@ -257,7 +257,7 @@ def _forward(
     named = _named_arrays(x, delta, eps, bounds)
     fam, path = route(named, vjp=False)
     if path == "numpy":
-        prob = prepare(x, delta, eps, p, bounds, axis, unreachable)
+        prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
         return numpy_backend.scale(prob) if kind == "scale" else numpy_backend.perturb(prob)
     if path == "dask":
         from .backends import dask_backend
@@ -271,7 +271,7 @@ def _forward(
         return fn(x, delta, eps, p=p, bounds=bounds, axis=axis, unreachable=unreachable)
     if path == "cpu":
         xn, dn, en, bn = _convert_args(fam, x, delta, eps, bounds, _to_numpy)
-        prob = prepare(xn, dn, en, p, bn, axis, unreachable)
+        prob = prepare(xn, dn, en, p, bn, axis, unreachable, core_checks_bounds=True)
         out = numpy_backend.scale(prob) if kind == "scale" else numpy_backend.perturb(prob)
         return _from_numpy(out, fam, x, x.dtype)
     if path == "cupy":

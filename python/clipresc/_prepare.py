@@ -36,6 +36,10 @@ class Problem:
     lower: BoundRows
     upper: BoundRows
     unreachable: Unreachable
+    unchecked_bounds: tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None = None
+    """The caller's bound arrays when their values (NaN, lower > upper) are still unchecked:
+    left to the core's first pass, which rejects every such element as x outside its bounds;
+    :func:`check_bound_values` then names the real cause."""
 
 
 def _first_index(mask: np.ndarray[Any, Any]) -> tuple[int, ...]:
@@ -78,12 +82,8 @@ def _parse_side(
     a = np.asarray(value)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"bounds: {side} must be real; got dtype {a.dtype}")
-    nan = np.isnan(a)
-    if nan.any():
-        raise ValueError(
-            f"bounds: {side} has {int(nan.sum())} NaN values; first at index {_first_index(nan)}"
-        )
     if a.ndim == 0:
+        _check_nan(a, side)
         return float(a), a
     nd = len(layout.shape)
     try:
@@ -102,23 +102,55 @@ def _parse_side(
     return layout.to_rows(np.broadcast_to(padded, layout.shape), dtype), a
 
 
+def _check_nan(a: np.ndarray[Any, Any], side: str) -> None:
+    nan = np.isnan(a)
+    if nan.any():
+        raise ValueError(
+            f"bounds: {side} has {int(nan.sum())} NaN values; first at index {_first_index(nan)}"
+        )
+
+
+def check_bound_values(lo_raw: np.ndarray[Any, Any], hi_raw: np.ndarray[Any, Any]) -> None:
+    """Raise ``ValueError`` for NaN bounds or ``lower > upper`` (the caller's arrays).
+
+    >>> import numpy as np
+    >>> check_bound_values(np.zeros(3), np.array([1.0, -1.0, 1.0]))
+    Traceback (most recent call last):
+    ValueError: bounds: lower > upper at 1 positions; first at index (1,)
+    """
+    _check_nan(lo_raw, "lower")
+    _check_nan(hi_raw, "upper")
+    crossed = np.asarray(lo_raw > hi_raw)
+    if crossed.any():
+        raise ValueError(
+            f"bounds: lower > upper at {int(crossed.sum())} positions; "
+            f"first at index {_first_index(crossed)}"
+        )
+
+
 def parse_bounds(
-    bounds: Sequence[Any] | None, layout: Layout, dtype: np.dtype[Any]
+    bounds: Sequence[Any] | None,
+    layout: Layout,
+    dtype: np.dtype[Any],
+    defer: list[np.ndarray[Any, Any]] | None = None,
 ) -> tuple[BoundRows, BoundRows]:
-    """``(lower, upper)`` as floats, shared ``(n,)`` rows or full ``(rows, n)`` arrays."""
+    """``(lower, upper)`` as floats, shared ``(n,)`` rows or full ``(rows, n)`` arrays.
+
+    With ``defer`` (a list), the value checks of bound arrays that hold one value per
+    element of the batch (the costly case: two more passes over x-sized arrays) are left to
+    the caller: the two raw arrays are appended to ``defer`` for :func:`check_bound_values`.
+    """
     if bounds is None:
         return -math.inf, math.inf
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
         raise ValueError("bounds must be a (lower, upper) pair or None")
     lo, lo_raw = _parse_side(bounds[0], "lower", -math.inf, layout, dtype)
     hi, hi_raw = _parse_side(bounds[1], "upper", math.inf, layout, dtype)
-    crossed = np.asarray(lo_raw > hi_raw) if lo_raw.ndim or hi_raw.ndim else lo_raw > hi_raw
-    crossed = np.asarray(crossed)
-    if crossed.any():
-        raise ValueError(
-            f"bounds: lower > upper at {int(crossed.sum())} positions; "
-            f"first at index {_first_index(crossed)}"
-        )
+    full = any(isinstance(v, np.ndarray) and v.ndim == 2 for v in (lo, hi))
+    if defer is not None and full:
+        defer += [lo_raw, hi_raw]
+    else:
+        check_bound_values(lo_raw, hi_raw)
     return lo, hi
 
 
@@ -138,8 +170,14 @@ def prepare(
     bounds: Sequence[Any] | None,
     axis: int | Sequence[int] | None,
     unreachable: Any,
+    core_checks_bounds: bool = False,
 ) -> Problem:
-    """Check every argument and lay the data out for the core."""
+    """Check every argument and lay the data out for the core.
+
+    ``core_checks_bounds``: the problem goes to a core entry point whose first pass rejects
+    x outside its bounds (``scale``, ``perturb``): per-element bound arrays are then not
+    checked here (see :attr:`Problem.unchecked_bounds`).
+    """
     xa = np.asarray(x)
     da = np.asarray(delta)
     check_real_dtype(xa.dtype, "x")
@@ -151,7 +189,8 @@ def prepare(
     layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
     wd = work_dtype(xa.dtype)
     eps_rows = parse_eps(eps, layout)
-    lower, upper = parse_bounds(bounds, layout, wd)
+    deferred: list[np.ndarray[Any, Any]] | None = [] if core_checks_bounds else None
+    lower, upper = parse_bounds(bounds, layout, wd, deferred)
     return Problem(
         layout=layout,
         dtype=xa.dtype,
@@ -162,4 +201,5 @@ def prepare(
         lower=lower,
         upper=upper,
         unreachable=mode,
+        unchecked_bounds=(deferred[0], deferred[1]) if deferred else None,
     )

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from .. import _clipresc
-from .._prepare import Problem
+from .._prepare import Problem, check_bound_values
 
 
 def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
@@ -19,6 +19,11 @@ def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
 
 
 def _input_error(prob: Problem, err: Exception) -> ValueError:
+    if prob.unchecked_bounds is not None:
+        try:  # the core reports NaN or crossed bounds as x outside them: name the cause
+            check_bound_values(*prob.unchecked_bounds)
+        except ValueError as bad:
+            return bad
     arg, problem, count, first = err.args
     where = prob.layout.index_of(first)
     if problem == "outside bounds":

@@ -43,9 +43,10 @@ def _prepare(
     upper: Side,
     axis: tuple[int, ...],
     unreachable: str,
+    core_checks_bounds: bool = False,
 ) -> Problem:
     bounds = (_side_value(lower), _side_value(upper))
-    return prepare(x, delta, eps, p, bounds, axis, unreachable)
+    return prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds)
 
 
 def forward(
@@ -89,7 +90,7 @@ def forward_eta(
     >>> y, eta
     (array([[0.9, 1. ]]), array([0.4]))
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable, core_checks_bounds=True)
     if kind == "scale":
         return numpy_backend.scale_eta(prob)
     return numpy_backend.perturb_eta(prob)

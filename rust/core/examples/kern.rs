@@ -1,7 +1,8 @@
 //! Repeated core calls for `perf stat` (CPU time is steadier than wall time on a busy
 //! machine): `cargo run --release --example kern -- MODE P REPS [small]` with MODE `scale`,
-//! `perturb`, `noise` (Gaussian, fused) or `sample` (the raw Gaussian noise alone); any
-//! other MODE times the plain `x + delta` loop.
+//! `perturb`, `noise` (Gaussian, fused) or `sample` (the raw Gaussian noise alone), or
+//! `scale_el` / `perturb_el` (per-element bound arrays); any other MODE times the plain
+//! `x + delta` loop.
 mod common;
 
 use clipresc_core::{
@@ -19,6 +20,7 @@ fn main() {
         _ => (64usize, 3 * 224 * 224),
     };
     let (x, d) = common::images(rows, n);
+    let (lo_el, hi_el) = (vec![0f32; rows * n], vec![1f32; rows * n]);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
     let eps = if p.is_infinite() {
@@ -35,6 +37,11 @@ fn main() {
         upper: Bound::Scalar(1.0),
         eps: Eps::Scalar(eps),
         norm: Norm::new(p).unwrap(),
+    };
+    let b_el = Batch {
+        lower: Bound::Full(&lo_el),
+        upper: Bound::Full(&hi_el),
+        ..b
     };
     let spec = NoiseSpec {
         distribution: Distribution::Gaussian,
@@ -56,6 +63,8 @@ fn main() {
             "scale" => drop(scale(&b, &Options::default(), &mut eta).unwrap()),
             "perturb" => drop(perturb(&b, &Options::default(), &mut o, &mut eta).unwrap()),
             "noise" => drop(noise(&nb, &Options::default(), &mut o, &mut eta).unwrap()),
+            "scale_el" => drop(scale(&b_el, &Options::default(), &mut eta).unwrap()),
+            "perturb_el" => drop(perturb(&b_el, &Options::default(), &mut o, &mut eta).unwrap()),
             "sample" => sample(&spec, rows, n, &mut o).unwrap(),
             _ => {
                 for i in 0..o.len() {

@@ -1,5 +1,5 @@
-//! Hand-written AVX2 kernels for the case that dominates real use: `f32` data, scalar bounds,
-//! `p = 1` or `p = 2`. The generic lane loops in `kernel` cover everything else; LLVM's
+//! Hand-written AVX2 kernels for the case that dominates real use: `f32` data, `p = 1` or
+//! `p = 2`, each bound a scalar or one value per element. The generic lane loops in `kernel` cover everything else; LLVM's
 //! vectoriser keeps their accumulators in registers only for the simplest passes (it spilled
 //! the first and the collecting pass to the stack, or fell back to scalar code), so these
 //! two passes are written with intrinsics.
@@ -20,13 +20,46 @@ const W: usize = 8;
 /// Elements per loop step: two vectors, for two independent dependency chains.
 const STEP: usize = 2 * W;
 
-/// A chunk of an `f32` row with scalar bounds.
+/// One side of the box over a chunk: a scalar, or one value per element.
+#[derive(Clone, Copy)]
+pub(crate) enum Side32<'a> {
+    Scalar(f32),
+    Slice(&'a [f32]),
+}
+
+impl<'a> Side32<'a> {
+    /// `(values, broadcast)`: the slice (empty for a scalar) and the scalar in every lane
+    /// (zero for a slice); the kernels take one or the other by a const parameter.
+    #[target_feature(enable = "avx2,fma")]
+    fn parts(self, n: usize) -> (&'a [f32], __m256) {
+        match self {
+            Side32::Scalar(v) => (&[], _mm256_set1_ps(v)),
+            Side32::Slice(s) => (&s[..n], _mm256_setzero_ps()),
+        }
+    }
+
+    /// The value at `i` (tails and the candidate list).
+    #[inline]
+    fn at(self, i: usize) -> f32 {
+        match self {
+            Side32::Scalar(v) => v,
+            Side32::Slice(s) => s[i],
+        }
+    }
+
+    /// Whether this side is one finite scalar.
+    pub(crate) fn finite_scalar(self) -> bool {
+        matches!(self, Side32::Scalar(v) if v.is_finite())
+    }
+}
+
+/// A chunk of an `f32` row and its bounds.
 #[derive(Clone, Copy)]
 pub(crate) struct F32Chunk<'a> {
     pub x: &'a [f32],
     pub d: &'a [f32],
-    pub lo: f32,
-    pub hi: f32,
+    pub lo: Side32<'a>,
+    pub hi: Side32<'a>,
 }
 
 /// Loads eight floats.
@@ -37,6 +70,17 @@ macro_rules! load8 {
         // alignment requirement.
         unsafe { _mm256_loadu_ps(s.as_ptr()) }
     }};
+}
+
+/// A side's eight lanes at `i`: loaded when `SLICE`, else the broadcast scalar.
+macro_rules! side8 {
+    ($slice_kind:expr, $values:expr, $bcast:expr, $i:expr) => {
+        if $slice_kind {
+            load8!(&$values[$i..$i + W])
+        } else {
+            $bcast
+        }
+    };
 }
 
 /// Eight lanes as an array.
@@ -97,19 +141,20 @@ fn pow_s<const P2: bool>(v: f32) -> f32 {
 }
 
 /// The first, validating pass over a chunk (see `FirstSums`). `CHECK_X` also checks that
-/// `x` is finite, which the bounds check implies when both bounds are finite.
+/// `x` is finite, which the bounds check implies when both bounds are finite. `LS` / `HS`:
+/// the lower / upper side holds one value per element.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
+pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const HS: bool>(
     c: F32Chunk<'_>,
     t: [f32; POINTS],
 ) -> FirstSums {
     let n = c.x.len().min(c.d.len());
     let (x, d) = (&c.x[..n], &c.d[..n]);
+    let ((lo_s, lo_b), (hi_s, hi_b)) = (c.lo.parts(n), c.hi.parts(n));
     // One vector per step: the accumulators (m0, four g, counts) and the constants
     // already fill the sixteen registers; unrolling spilled them.
     let full = n / W * W;
     let zero = _mm256_setzero_ps();
-    let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
     let (inf, sign) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(-0.0));
     let tv = [
         _mm256_set1_ps(t[0]),
@@ -121,15 +166,17 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
     let mut g = [zero; POINTS];
     let mut nsat0 = _mm256_setzero_si256();
     let (mut amax, mut bad) = (zero, zero);
-    for (xs, ds) in x[..full].chunks_exact(W).zip(d[..full].chunks_exact(W)) {
-        let (xv, dv) = (load8!(xs), load8!(ds));
+    for i in (0..full).step_by(W) {
+        let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
+        let lo = side8!(LS, lo_s, lo_b, i);
+        let hi = side8!(HS, hi_s, hi_b, i);
         let (a, s) = abs_room(xv, dv, lo, hi);
         let (w, cc) = (pow::<P2>(a), pow::<P2>(s));
         let sat0 = _mm256_cmp_ps::<_CMP_LE_OQ>(s, zero);
         m0 = _mm256_add_ps(m0, _mm256_andnot_ps(sat0, w));
         nsat0 = _mm256_sub_epi32(nsat0, _mm256_castps_si256(sat0));
         amax = _mm256_max_ps(amax, a);
-        // invalid: delta not finite, x below lower or above upper (or NaN)
+        // invalid: delta not finite, x below lower or above upper (or NaN, or a NaN bound)
         let mut b = _mm256_or_ps(
             _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
             _mm256_or_ps(
@@ -158,18 +205,20 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
     // SAFETY: `ns` is eight u32 (32 writable bytes); `storeu` has no alignment requirement.
     unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), nsat0) };
     out.nsat0 = ns.iter().map(|&v| v as u64).sum();
-    let mut any_mov = lanes(amax).iter().any(|&v| v > 0.0);
+    out.amax = lanes(amax).iter().fold(0.0f32, |m, &v| m.max(v)) as f64;
+    let mut any_mov = out.amax > 0.0;
     let mut any_bad = _mm256_movemask_ps(bad) != 0;
     for i in full..n {
-        let (xi, di) = (x[i], d[i]);
+        let (xi, di, lo, hi) = (x[i], d[i], c.lo.at(i), c.hi.at(i));
         let a = di.abs();
-        let s = if di > 0.0 { c.hi - xi } else { xi - c.lo };
+        let s = if di > 0.0 { hi - xi } else { xi - lo };
         let (w, cc) = (pow_s::<P2>(a), pow_s::<P2>(s));
         let sat0 = s <= 0.0;
         out.m0 += if sat0 { 0.0 } else { w as f64 };
         out.nsat0 += sat0 as u64;
         any_mov |= a > 0.0;
-        any_bad |= !(a < f32::INFINITY && xi >= c.lo && xi <= c.hi && xi.abs() < f32::INFINITY);
+        out.amax = out.amax.max(a as f64);
+        any_bad |= !(a < f32::INFINITY && xi >= lo && xi <= hi && xi.abs() < f32::INFINITY);
         for j in 0..POINTS {
             let gj = t[j] * w;
             out.g[j] += (if gj < cc { gj } else { cc }) as f64;
@@ -180,27 +229,31 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool>(
     out
 }
 
-/// Splits a chunk at the bracket `(eta_lo, eta_hi]` (see `Collected`).
+/// Splits a chunk at the bracket `(eta_lo, eta_hi]` (see `Collected`); `LS` / `HS` as in
+/// [`first`].
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32) -> Collected {
+pub(crate) fn collect<const P2: bool, const LS: bool, const HS: bool>(
+    c: F32Chunk<'_>,
+    eta_lo: f32,
+    eta_hi: f32,
+) -> Collected {
     let n = c.x.len().min(c.d.len());
     let (x, d) = (&c.x[..n], &c.d[..n]);
+    let ((lo_s, lo_b), (hi_s, hi_b)) = (c.lo.parts(n), c.hi.parts(n));
     let full = n / STEP * STEP;
     let zero = _mm256_setzero_ps();
-    let (lo, hi) = (_mm256_set1_ps(c.lo), _mm256_set1_ps(c.hi));
     let (elo, ehi) = (_mm256_set1_ps(eta_lo), _mm256_set1_ps(eta_hi));
     let (mut cs, mut ms) = ([zero; 2], [zero; 2]);
     // Per vector, a bit per element inside the bracket: written without branches or calls
     // so that the accumulators stay in registers; turned into candidates after the loop.
     let mut masks = vec![0u8; full / W];
-    for ((xs, ds), mask) in x[..full]
-        .chunks_exact(STEP)
-        .zip(d[..full].chunks_exact(STEP))
-        .zip(masks.chunks_exact_mut(2))
-    {
+    for (step, mask) in masks.chunks_exact_mut(2).enumerate() {
         for h in 0..2 {
-            let xv = load8!(&xs[h * W..(h + 1) * W]);
-            let dv = load8!(&ds[h * W..(h + 1) * W]);
+            let i = step * STEP + h * W;
+            let xv = load8!(&x[i..i + W]);
+            let dv = load8!(&d[i..i + W]);
+            let lo = side8!(LS, lo_s, lo_b, i);
+            let hi = side8!(HS, hi_s, hi_b, i);
             let (a, s) = abs_room(xv, dv, lo, hi);
             let sat_lo = _mm256_cmp_ps::<_CMP_LE_OQ>(s, _mm256_mul_ps(elo, a));
             let free_hi = _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a));
@@ -215,9 +268,15 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
         m: sum16(ms),
         cands: Vec::with_capacity(inside + (n - full)),
     };
+    let room = |i: usize| {
+        if d[i] > 0.0 {
+            c.hi.at(i) - x[i]
+        } else {
+            x[i] - c.lo.at(i)
+        }
+    };
     let cand = |i: usize| {
-        let a = d[i].abs() as f64;
-        let s = (if d[i] > 0.0 { c.hi - x[i] } else { x[i] - c.lo }) as f64;
+        let (a, s) = (d[i].abs() as f64, room(i) as f64);
         if P2 {
             Cand::new(a, s, P2Norm)
         } else {
@@ -232,8 +291,7 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
         }
     }
     for i in full..n {
-        let a = d[i].abs();
-        let s = if d[i] > 0.0 { c.hi - x[i] } else { x[i] - c.lo };
+        let (a, s) = (d[i].abs(), room(i));
         let (sat_lo, free_hi) = (s <= eta_lo * a, s > eta_hi * a);
         if sat_lo {
             out.c += pow_s::<P2>(s) as f64;
@@ -246,40 +304,59 @@ pub(crate) fn collect<const P2: bool>(c: F32Chunk<'_>, eta_lo: f32, eta_hi: f32)
     out
 }
 
-/// `y = min(max(x + eta * delta, lower), upper)` with non-temporal stores (no FMA: rounds
-/// like NumPy): for outputs too large to stay in cache, the stores skip reading the
-/// destination lines first.
+/// `y = min(max(x + eta * delta, lower), upper)` (no FMA: rounds like NumPy); `LS` / `HS`
+/// as in [`first`]. `STREAM` writes with non-temporal stores: for outputs too large to stay
+/// in cache, the stores skip reading the destination lines first.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn apply_stream(c: F32Chunk<'_>, eta: f32, out: &mut [f32]) {
+pub(crate) fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+    c: F32Chunk<'_>,
+    eta: f32,
+    out: &mut [f32],
+) {
     let n = c.x.len().min(c.d.len()).min(out.len());
     let (x, d, out) = (&c.x[..n], &c.d[..n], &mut out[..n]);
+    let ((lo_s, lo_b), (hi_s, hi_b)) = (c.lo.parts(n), c.hi.parts(n));
     let one = |i: usize, out: &mut [f32]| {
         let y = x[i] + eta * d[i];
-        out[i] = y.max(c.lo).min(c.hi);
+        out[i] = y.max(c.lo.at(i)).min(c.hi.at(i));
     };
-    // elements before the first 32-byte boundary of `out`
-    let head = (out.as_ptr().align_offset(32)).min(n);
+    // streaming: elements before the first 32-byte boundary of `out`
+    let head = if STREAM {
+        out.as_ptr().align_offset(32).min(n)
+    } else {
+        0
+    };
     for i in 0..head {
         one(i, out);
     }
     let body = (n - head) / W * W;
-    let (lo, hi, e) = (
-        _mm256_set1_ps(c.lo),
-        _mm256_set1_ps(c.hi),
-        _mm256_set1_ps(eta),
-    );
+    let e = _mm256_set1_ps(eta);
     for i in (head..head + body).step_by(W) {
         let y = _mm256_add_ps(load8!(&x[i..i + W]), _mm256_mul_ps(e, load8!(&d[i..i + W])));
-        let y = _mm256_min_ps(_mm256_max_ps(y, lo), hi);
+        let lo = side8!(LS, lo_s, lo_b, i);
+        let hi = side8!(HS, hi_s, hi_b, i);
+        // Exactly Rust's `y.max(lo).min(hi)`: `max_ps(lo, y)` returns `y` when the two are
+        // equal (the sign of a zero `y` survives), and a NaN `y` (an `eta` past f32's range
+        // times a zero delta) gives `lo`. Bounds are never NaN here (validated).
+        let nan = _mm256_cmp_ps::<_CMP_UNORD_Q>(y, y);
+        let y = _mm256_blendv_ps(_mm256_max_ps(lo, y), lo, nan);
+        let y = _mm256_min_ps(hi, y);
         let os: &mut [f32; W] = (&mut out[i..i + W]).try_into().expect("eight floats");
-        // SAFETY: `os` is eight writable f32 starting at `head + k * 8` elements from a
-        // 32-byte boundary (`align_offset` returned `head`), so it is 32-byte aligned, as
-        // `stream_ps` requires.
-        unsafe { _mm256_stream_ps(os.as_mut_ptr(), y) };
+        if STREAM {
+            // SAFETY: `os` is eight writable f32 starting at `head + k * 8` elements from a
+            // 32-byte boundary (`align_offset` returned `head`), so it is 32-byte aligned, as
+            // `stream_ps` requires.
+            unsafe { _mm256_stream_ps(os.as_mut_ptr(), y) };
+        } else {
+            // SAFETY: `os` is eight writable f32; `storeu` has no alignment requirement.
+            unsafe { _mm256_storeu_ps(os.as_mut_ptr(), y) };
+        }
     }
     for i in head + body..n {
         one(i, out);
     }
-    // Non-temporal stores are weakly ordered: fence before anyone else reads `out`.
-    _mm_sfence();
+    if STREAM {
+        // Non-temporal stores are weakly ordered: fence before anyone else reads `out`.
+        _mm_sfence();
+    }
 }

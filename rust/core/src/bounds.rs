@@ -53,12 +53,16 @@ impl<T: Real> Side<'_, T> {
 
 /// Element access that the compiler can specialise: a scalar side costs nothing per element.
 pub(crate) trait SideAccess<T: Real>: Copy + Send + Sync {
+    /// Whether the side holds one value per element (else one scalar).
+    const SLICE: bool;
     /// The side restricted to `start..start + len`.
     fn sub(self, start: usize, len: usize) -> Self;
     /// Value at `i` of a side already restricted with [`SideAccess::sub`].
     fn at(self, i: usize) -> T;
     /// The value when the side is one scalar for the whole row.
     fn scalar(self) -> Option<T>;
+    /// The values when the side holds one per element.
+    fn values(&self) -> Option<&[T]>;
 }
 
 #[derive(Clone, Copy)]
@@ -68,6 +72,7 @@ pub(crate) struct ScalarSide<T>(pub T);
 pub(crate) struct SliceSide<'a, T>(pub &'a [T]);
 
 impl<T: Real> SideAccess<T> for ScalarSide<T> {
+    const SLICE: bool = false;
     #[inline(always)]
     fn sub(self, _start: usize, _len: usize) -> Self {
         self
@@ -80,9 +85,14 @@ impl<T: Real> SideAccess<T> for ScalarSide<T> {
     fn scalar(self) -> Option<T> {
         Some(self.0)
     }
+    #[inline(always)]
+    fn values(&self) -> Option<&[T]> {
+        None
+    }
 }
 
 impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
+    const SLICE: bool = true;
     #[inline(always)]
     fn sub(self, start: usize, len: usize) -> Self {
         SliceSide(&self.0[start..start + len])
@@ -94,5 +104,9 @@ impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
     #[inline(always)]
     fn scalar(self) -> Option<T> {
         None
+    }
+    #[inline(always)]
+    fn values(&self) -> Option<&[T]> {
+        Some(self.0)
     }
 }

@@ -348,6 +348,8 @@ pub(crate) struct FirstSums {
     pub nmov: u64,
     pub bad: u64,
     pub g: [f64; POINTS],
+    /// The largest `|delta_i|`.
+    pub amax: f64,
 }
 
 impl std::ops::Add for FirstSums {
@@ -363,6 +365,7 @@ impl std::ops::Add for FirstSums {
             nmov: self.nmov + o.nmov,
             bad: self.bad + o.bad,
             g,
+            amax: self.amax.max(o.amax),
         }
     }
 }
@@ -379,9 +382,11 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     let mut nsat0 = [0u32; W];
     let mut nmov = [0u32; W];
     let mut bad = [0u32; W];
+    let mut amax = [z; W];
     let mut g = [[z; POINTS]; W];
     for_lanes_w::<W, T, L, H>(row, |k, x, d, lo, hi| {
         let a = d.abs();
+        amax[k] = if a > amax[k] { a } else { amax[k] };
         let s = room(x, d, lo, hi);
         let w = pw.pow(a);
         let c = pw.pow(s);
@@ -400,6 +405,7 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         out.nsat0 += nsat0[k] as u64;
         out.nmov += nmov[k] as u64;
         out.bad += bad[k] as u64;
+        out.amax = out.amax.max(amax[k].as_f64());
         for j in 0..POINTS {
             out.g[j] += g[k][j].as_f64();
         }
@@ -416,18 +422,20 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
     if let (Some(whole), Some(p2)) = (f32_chunk(row), pw.is_p2()) {
+        use crate::avx2::first;
         let t = t.map(|v| v.as_f64() as f32);
-        let check_x = !(whole.lo.is_finite() && whole.hi.is_finite());
+        let check_x = !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
+        let sides = (L::SLICE, H::SLICE);
         return fold_chunks(row, par, |r| {
             let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
             // SAFETY: `f32_chunk` returns `Some` only after `has_avx2` has checked at run
             // time that this CPU executes AVX2 and FMA, the kernels' only precondition.
             unsafe {
                 match (p2, check_x) {
-                    (true, false) => crate::avx2::first::<true, false>(c, t),
-                    (true, true) => crate::avx2::first::<true, true>(c, t),
-                    (false, false) => crate::avx2::first::<false, false>(c, t),
-                    (false, true) => crate::avx2::first::<false, true>(c, t),
+                    (true, false) => with_sides!(sides, first, [true, false], (c, t)),
+                    (true, true) => with_sides!(sides, first, [true, true], (c, t)),
+                    (false, false) => with_sides!(sides, first, [false, false], (c, t)),
+                    (false, true) => with_sides!(sides, first, [false, true], (c, t)),
                 }
             }
         });
@@ -435,21 +443,45 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     fold_chunks(row, par, |r| chunk_first_best(r, pw, t))
 }
 
-/// The row as `f32` data with scalar bounds on a CPU with AVX2 and FMA: the case the
-/// hand-written kernels of `avx2` take.
+/// Calls `f::<BEFORE.., LS, HS, AFTER..>(ARGS..)` for the run-time pair `sides = (LS, HS)`.
+#[cfg(target_arch = "x86_64")]
+macro_rules! with_sides {
+    ($sides:expr, $f:ident, [$($c:expr),*], ($($arg:expr),*)) => {
+        with_sides!($sides, $f, [$($c),*], [], ($($arg),*))
+    };
+    ($sides:expr, $f:ident, [$($c:expr),*], [$($after:expr),*], ($($arg:expr),*)) => {
+        match $sides {
+            (false, false) => $f::<$($c,)* false, false $(, $after)*>($($arg),*),
+            (false, true) => $f::<$($c,)* false, true $(, $after)*>($($arg),*),
+            (true, false) => $f::<$($c,)* true, false $(, $after)*>($($arg),*),
+            (true, true) => $f::<$($c,)* true, true $(, $after)*>($($arg),*),
+        }
+    };
+}
+#[cfg(target_arch = "x86_64")]
+use with_sides;
+
+/// The row as `f32` data on a CPU with AVX2 and FMA: the case the hand-written kernels of
+/// `avx2` take.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn f32_chunk<'a, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'a, T, L, H>,
-) -> Option<crate::avx2::F32Chunk<'a>> {
+fn f32_chunk<'r, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &'r Row<'_, T, L, H>,
+) -> Option<crate::avx2::F32Chunk<'r>> {
+    use crate::avx2::Side32;
     if !crate::simd::has_avx2() {
         return None;
     }
+    let side = |scalar: Option<T>, values: Option<&'r [T]>| match (scalar, values) {
+        (Some(v), _) => Some(Side32::Scalar(v.as_f64() as f32)),
+        (None, Some(s)) => T::f32s(s).map(Side32::Slice),
+        (None, None) => None,
+    };
     Some(crate::avx2::F32Chunk {
         x: T::f32s(row.x)?,
         d: T::f32s(row.d)?,
-        lo: row.lo.scalar()?.as_f64() as f32,
-        hi: row.hi.scalar()?.as_f64() as f32,
+        lo: side(row.lo.scalar(), row.lo.values())?,
+        hi: side(row.hi.scalar(), row.hi.values())?,
     })
 }
 
@@ -541,14 +573,16 @@ pub(crate) fn row_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>
     #[cfg(target_arch = "x86_64")]
     if let Some(p2) = f32_chunk(row).and(pw.is_p2()) {
         let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
+        let sides = (L::SLICE, H::SLICE);
         return fold_chunks(row, par, |r| {
             let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
             // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
             unsafe {
+                use crate::avx2::collect;
                 if p2 {
-                    crate::avx2::collect::<true>(c, lo, hi)
+                    with_sides!(sides, collect, [true], (c, lo, hi))
                 } else {
-                    crate::avx2::collect::<false>(c, lo, hi)
+                    with_sides!(sides, collect, [false], (c, lo, hi))
                 }
             }
         });
@@ -707,12 +741,18 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
         #[cfg(target_arch = "x86_64")]
-        if stream {
-            if let (Some(c), Some(o)) = (f32_chunk(&sub), T::f32s_mut(out)) {
-                // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
-                unsafe { crate::avx2::apply_stream(c, eta.as_f64() as f32, o) };
-                return;
+        if let (Some(c), Some(o)) = (f32_chunk(&sub), T::f32s_mut(out)) {
+            use crate::avx2::apply;
+            let (sides, e) = ((L::SLICE, H::SLICE), eta.as_f64() as f32);
+            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
+            unsafe {
+                if stream {
+                    with_sides!(sides, apply, [], [true], (c, e, o))
+                } else {
+                    with_sides!(sides, apply, [], [false], (c, e, o))
+                }
             }
+            return;
         }
         apply_chunk_best(&sub, eta, out);
     };

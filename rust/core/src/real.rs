@@ -10,8 +10,12 @@ use num_traits::Float;
 pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
     /// Machine epsilon as `f64`.
     const EPS: f64;
-    /// Number of mantissa bits (used to bound the safeguard's recursion depth).
+    /// The NumPy name of the type (for messages).
     const NAME: &'static str;
+    /// `|delta|^p` stays within `2^-POW_RANGE ..= 2^POW_RANGE` for the largest `|delta|` of
+    /// a row, or the row is solved on a copy of `delta` scaled by a power of two: sums of
+    /// `|delta_i|^p` in `Self` would otherwise overflow or underflow.
+    const POW_RANGE: i32;
     fn as_f64(self) -> f64;
     fn of_f64(v: f64) -> Self;
     /// The slice as `f32` when `Self` is `f32` (picks the hand-written `f32` kernels).
@@ -23,6 +27,7 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
 impl Real for f32 {
     const EPS: f64 = f32::EPSILON as f64;
     const NAME: &'static str = "float32";
+    const POW_RANGE: i32 = 60;
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self as f64
@@ -44,6 +49,7 @@ impl Real for f32 {
 impl Real for f64 {
     const EPS: f64 = f64::EPSILON;
     const NAME: &'static str = "float64";
+    const POW_RANGE: i32 = 500;
     #[inline(always)]
     fn as_f64(self) -> f64 {
         self

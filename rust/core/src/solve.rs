@@ -1,7 +1,7 @@
 //! Solving one row: Newton / variable fixing on `t = eta^p` from below, with the radix-select
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
-use crate::bounds::SideAccess;
+use crate::bounds::{SideAccess, SliceSide};
 use crate::kernel::{
     row_collect, row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row, POINTS,
 };
@@ -35,6 +35,9 @@ pub struct RowOutcome {
     pub safeguard: bool,
     /// Whether `eps` was above the largest reachable size (`eta` then saturates everything).
     pub unreachable: bool,
+    /// Whether `eta` is the smallest scale that saturates every movable element (`eps` at
+    /// or above the largest reachable size).
+    pub saturated: bool,
     /// Whether the row holds invalid values (non-finite, or `x` outside its box).
     pub invalid: bool,
 }
@@ -122,6 +125,9 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     if eps == 0.0 || first.nmov == 0 {
         return RowOutcome::eta(0.0, 0, false);
     }
+    if let Some(k) = delta_rescale::<T, P>(first.amax, pw) {
+        return solve_rescaled(row, eps, pw, opts, par, k);
+    }
     // (c, m, nsat) are the Newton sums at t.
     let (mut c, mut m, mut nsat, mut t) = (0.0, first.m0, first.nsat0, 0.0);
     if guess > 0.0 {
@@ -144,6 +150,60 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         }
     }
     newton(row, target, pw, opts, par, (c, m, nsat, t))
+}
+
+/// The exponent `k` such that `2^k` brings the largest `|delta_i|` into `[0.5, 1)`, when its `p`-th
+/// power lies outside `2^-POW_RANGE ..= 2^POW_RANGE` (the sums of `|delta_i|^p` in `T` would
+/// overflow, or underflow to zero).
+fn delta_rescale<T: Real, P: Power>(amax: f64, pw: P) -> Option<i32> {
+    let w = pw.pow64(amax);
+    let limit = 2f64.powi(T::POW_RANGE);
+    if (1.0 / limit..=limit).contains(&w) {
+        return None;
+    }
+    // amax = m * 2^e with m in [1, 2): scale by 2^-(e + 1) (none for a row already scaled
+    // so, whose pow range is as good as p allows)
+    let k = -(amax.log2().floor() as i32 + 1);
+    (k != 0).then_some(k)
+}
+
+/// Solves the row on an `f64` copy with `delta` scaled by `2^k` (a power of two, so the
+/// copy is exact for `f32` rows; for `f64` rows it loses only elements `2^-1000` below the
+/// largest, whose share of the size is below precision). The clipped size at `eta` for the
+/// copy equals the size at `eta * 2^k` for the row, so the answer scales back exactly.
+/// A saturated answer (`eps` out of reach) is taken from the row itself: it depends on the
+/// smallest deltas, which the copy may have lost.
+fn solve_rescaled<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+    k: i32,
+) -> RowOutcome {
+    // 2^k itself may lie outside f64's range (subnormal f64 deltas): two exact steps
+    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    let d: Vec<f64> = row.d.iter().map(|&v| v.as_f64() * a1 * a2).collect();
+    let x: Vec<f64> = row.x.iter().map(|&v| v.as_f64()).collect();
+    let side = |s: &dyn Fn(usize) -> T| (0..row.len()).map(|i| s(i).as_f64()).collect();
+    let (lo, hi): (Vec<f64>, Vec<f64>) = (side(&|i| row.lo.at(i)), side(&|i| row.hi.at(i)));
+    let copy = Row {
+        x: &x,
+        d: &d,
+        lo: SliceSide(&lo[..]),
+        hi: SliceSide(&hi[..]),
+    };
+    let out = solve_row(&copy, eps, pw, opts, par);
+    if out.saturated {
+        return RowOutcome {
+            passes: out.passes,
+            ..saturated(row, pw.pow64(eps), pw, out.passes, out.safeguard, par)
+        };
+    }
+    RowOutcome {
+        eta: out.eta * a1 * a2,
+        ..out
+    }
 }
 
 /// Newton / variable fixing from the lower bound `t` whose pass gave `(c, m, nsat)`.
@@ -227,6 +287,7 @@ fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         passes,
         safeguard,
         unreachable: target > sums.c_total * (1.0 + reach_slack::<T>()),
+        saturated: true,
         invalid: false,
     }
 }
@@ -258,6 +319,7 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         passes: 0,
         safeguard: false,
         unreachable: eps > s_max * (1.0 + reach_slack::<T>()),
+        saturated: true,
         invalid: false,
     }
 }

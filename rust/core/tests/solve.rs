@@ -357,8 +357,8 @@ fn bitwise_identical_for_any_thread_count() {
 /// Batches of at least `STREAM_MIN_BYTES` (odd row length, so rows start at every alignment
 /// and end in a tail; `out` offset from its allocation): every element equals
 /// `clip(x + eta * delta)` computed here in plain arithmetic of the element type, and the
-/// clipped sizes are exact. f32 with scalar bounds takes the non-temporal apply; shared and
-/// per-element bounds and f64 take the ordinary one at the same size.
+/// clipped sizes are exact. f32 takes the non-temporal apply (scalar, shared and per-element
+/// bounds); f64 takes the ordinary one at the same size.
 #[test]
 fn large_output_written_with_streaming_stores_is_exact() {
     let (rows, n) = (64usize, 150_531usize);
@@ -417,6 +417,274 @@ where
             }
             let size = sq.sqrt();
             assert!((size - 40.0).abs() < 40.0 * 1e-5, "row {r}: {size}");
+        }
+    }
+}
+
+/// The sides of a box as the core takes them, and as one f64 per element.
+type BoxKind<'a> = (Bound<'a, f32>, Bound<'a, f32>, Vec<f64>, Vec<f64>);
+
+/// The clipped size with one `[lo_i, hi_i]` box per element, in f64.
+fn clipped_size_boxes(x: &[f64], d: &[f64], lo: &[f64], hi: &[f64], eta: f64, p: f64) -> f64 {
+    let moved = (0..x.len()).map(|i| ((x[i] + eta * d[i]).clamp(lo[i], hi[i]) - x[i]).abs());
+    neumaier_sum(moved.map(|m| m.powf(p))).powf(1.0 / p)
+}
+
+/// The f32 kernels for p = 1 and 2 take bounds that are scalars or one value per element
+/// (shared by every row or not), infinite entries included; rows of every length class
+/// (shorter than one vector, ragged tails, long enough for the subsample estimate). Each
+/// row's size after clipping must equal eps (1e-5, the f32 contract) at the eta the f64
+/// bisection oracle finds, `y` must be exactly `clamp(x + eta * delta)`, and a NaN bound or
+/// an infinite x inside an infinite box must be reported.
+#[test]
+fn f32_kernels_with_per_element_bounds_match_the_oracle() {
+    let mut rng = Rng(7);
+    for &n in &[5usize, 8, 17, 1000, 20_011] {
+        let rows = 3;
+        let total = rows * n;
+        // Boxes of width 0 to 1 around [-0.5, 1.3]; some sides infinite; x in its box,
+        // a fifth of it on a side.
+        let lo: Vec<f64> = (0..total)
+            .map(|i| {
+                if i % 97 == 3 {
+                    f64::NEG_INFINITY
+                } else {
+                    -0.5 + 0.8 * rng.next()
+                }
+            })
+            .map(|v| v as f32 as f64)
+            .collect();
+        let hi: Vec<f64> = (0..total)
+            .map(|i| {
+                if i % 89 == 5 {
+                    f64::INFINITY
+                } else if i % 13 == 0 {
+                    lo[i].max(0.0) // zero width where lo >= 0
+                } else {
+                    lo[i].max(-0.2) + rng.next()
+                }
+            })
+            .map(|v| v as f32 as f64)
+            .collect();
+        let x: Vec<f64> = (0..total)
+            .map(|i| {
+                let (l, h) = (lo[i].max(-2.0), hi[i].min(3.0));
+                let u = rng.next();
+                let v = if u < 0.1 {
+                    l
+                } else if u < 0.2 {
+                    h
+                } else {
+                    l + (h - l) * rng.next()
+                };
+                v as f32 as f64
+            })
+            .collect();
+        let d: Vec<f64> = (0..total).map(|_| rng.normal() as f32 as f64).collect();
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (x32, d32, lo32, hi32) = (f(&x), f(&d), f(&lo), f(&hi));
+        let shared_lo: Vec<f32> = lo32[..n].to_vec();
+        let shared_lo_rows: Vec<f64> = (0..total).map(|i| lo[i % n]).collect();
+        // each kind: the two sides as the core takes them, and as f64 per element
+        let kinds: [BoxKind<'_>; 4] = [
+            (
+                Bound::Full(&lo32),
+                Bound::Full(&hi32),
+                lo.clone(),
+                hi.clone(),
+            ),
+            (
+                Bound::Scalar(-0.6),
+                Bound::Full(&hi32),
+                vec![-0.6f32 as f64; total],
+                hi.clone(),
+            ),
+            (
+                Bound::Shared(&shared_lo),
+                Bound::Scalar(f32::INFINITY),
+                shared_lo_rows.clone(),
+                vec![f64::INFINITY; total],
+            ),
+            (
+                Bound::Full(&lo32),
+                Bound::Scalar(2.0),
+                lo.clone(),
+                vec![2.0; total],
+            ),
+        ];
+        for (kind, (lower, upper, lo_rows, hi_rows)) in kinds.into_iter().enumerate() {
+            // x must lie in the box of this kind
+            let xk: Vec<f64> = (0..total)
+                .map(|i| x[i].clamp(lo_rows[i], hi_rows[i]))
+                .collect();
+            let xk32 = f(&xk);
+            assert!(
+                xk32.iter().zip(&xk).all(|(&a, &b)| a as f64 == b),
+                "x not in f32"
+            );
+            for &p in &[1.0, 2.0] {
+                let sl = |r: usize, v: &[f64]| v[r * n..(r + 1) * n].to_vec();
+                let max: Vec<f64> = (0..rows)
+                    .map(|r| {
+                        let (xr, dr) = (sl(r, &xk), sl(r, &d));
+                        clipped_size_boxes(&xr, &dr, &sl(r, &lo_rows), &sl(r, &hi_rows), 1e30, p)
+                    })
+                    .collect();
+                let eps: Vec<f64> = max
+                    .iter()
+                    .enumerate()
+                    .map(|(r, &m)| {
+                        let m = if m.is_finite() {
+                            m
+                        } else {
+                            3.0 * (n as f64).powf(1.0 / p)
+                        };
+                        m * [0.3, 0.8, 0.97][r]
+                    })
+                    .collect();
+                let b = Batch {
+                    x: &xk32,
+                    delta: &d32,
+                    rows,
+                    n,
+                    lower,
+                    upper,
+                    eps: Eps::PerRow(&eps),
+                    norm: Norm::P(p),
+                };
+                let mut y = vec![0f32; total];
+                let mut eta = vec![0f32; rows];
+                perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+                for r in 0..rows {
+                    let (xr, dr) = (sl(r, &xk), sl(r, &d));
+                    let (lr, hr) = (sl(r, &lo_rows), sl(r, &hi_rows));
+                    let e = eta[r] as f64;
+                    let want = oracle_boxes(&xr, &dr, &lr, &hr, eps[r], p);
+                    let size: f64 =
+                        neumaier_sum((0..n).map(|j| (y[r * n + j] as f64 - xr[j]).abs().powf(p)))
+                            .powf(1.0 / p);
+                    let what = format!("n={n} kind={kind} p={p} row {r}");
+                    assert!(
+                        (size - eps[r]).abs() <= 1e-5 * eps[r],
+                        "{what}: size {size} vs {}",
+                        eps[r]
+                    );
+                    assert!(
+                        (e - want).abs() <= 1e-4 * want,
+                        "{what}: eta {e} vs oracle {want}"
+                    );
+                    for j in 0..n {
+                        let i = r * n + j;
+                        let v = xk32[i] + eta[r] * d32[i];
+                        let yw = v.max(lo_rows[i] as f32).min(hi_rows[i] as f32);
+                        assert_eq!(y[i], yw, "{what}: element {j}");
+                    }
+                }
+            }
+            // a NaN bound and an infinite x in an infinite box are invalid elements
+            let mut bad_lo = lo32.clone();
+            bad_lo[total - 2] = f32::NAN;
+            let b = Batch {
+                x: &x32,
+                delta: &d32,
+                rows,
+                n,
+                lower: Bound::Full(&bad_lo),
+                upper: Bound::Full(&hi32),
+                eps: Eps::Scalar(0.0),
+                norm: Norm::P(2.0),
+            };
+            let mut eta = vec![0f32; rows];
+            let e = scale(&b, &Options::default(), &mut eta).unwrap_err();
+            assert!(
+                matches!(e, CoreError::OutOfBounds { count: 1, first } if first == total - 2),
+                "{e:?}"
+            );
+        }
+        let inf_at = (0..total).find(|&i| hi[i].is_infinite()).unwrap();
+        let mut xinf = x32.clone();
+        xinf[inf_at] = f32::INFINITY;
+        let b = Batch {
+            x: &xinf,
+            delta: &d32,
+            rows,
+            n,
+            lower: Bound::Full(&lo32),
+            upper: Bound::Full(&hi32),
+            eps: Eps::Scalar(1.0),
+            norm: Norm::P(1.0),
+        };
+        let mut eta = vec![0f32; rows];
+        let e = scale(&b, &Options::default(), &mut eta).unwrap_err();
+        assert!(
+            matches!(e, CoreError::NonFinite { arg: "x", count: 1, first } if first == inf_at),
+            "{e:?}"
+        );
+    }
+}
+
+/// The smallest eta whose clipped size (per-element boxes) reaches eps, by bisection.
+fn oracle_boxes(x: &[f64], d: &[f64], lo: &[f64], hi: &[f64], eps: f64, p: f64) -> f64 {
+    let size = |eta: f64| clipped_size_boxes(x, d, lo, hi, eta, p);
+    let mut hi_eta = 1.0;
+    while size(hi_eta) < eps && hi_eta < 1e300 {
+        hi_eta *= 2.0;
+    }
+    let mut lo_eta = 0.0;
+    for _ in 0..200 {
+        let mid = 0.5 * (lo_eta + hi_eta);
+        if size(mid) < eps {
+            lo_eta = mid;
+        } else {
+            hi_eta = mid;
+        }
+    }
+    hi_eta
+}
+
+/// Deltas whose `p`-th powers would overflow or underflow the element type (tiny gradients,
+/// unnormalised noise) give the same exact sizes: eta scales as 1 / |delta|.
+#[test]
+fn extreme_delta_magnitudes_are_rescaled() {
+    let mut rng = Rng(11);
+    let n = 20_000;
+    let (x, d) = random_case(&mut rng, n, 0.2);
+    for &p in &[0.5, 1.0, 2.0, 3.0, 7.0] {
+        let max_size = clipped_size(&x, &d, 0.0, 1.0, 1e300, p);
+        let eps = 0.5 * max_size;
+        let want = oracle(&x, &d, 0.0, 1.0, eps, p);
+        for &k in &[-100, -60, -20, 20, 60, 100] {
+            let factor = 2f64.powi(k);
+            let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+            let d32: Vec<f32> = d.iter().map(|&v| (v * factor) as f32).collect();
+            let b = Batch {
+                x: &x32,
+                delta: &d32,
+                rows: 1,
+                n,
+                lower: Bound::Scalar(0.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::Scalar(eps),
+                norm: Norm::new(p).unwrap(),
+            };
+            let mut eta = [0f32];
+            scale(&b, &Options::default(), &mut eta).unwrap();
+            let got = eta[0] as f64 * factor;
+            assert!(
+                (got - want).abs() <= 1e-4 * want,
+                "f32 p={p} 2^{k}: {got} vs {want}"
+            );
+        }
+        for &k in &[-900, -400, 400, 900] {
+            let factor = 2f64.powi(k);
+            let ds: Vec<f64> = d.iter().map(|&v| v * factor).collect();
+            let mut eta = [0f64];
+            scale(&batch(&x, &ds, 1, eps, p), &Options::default(), &mut eta).unwrap();
+            let got = eta[0] * factor;
+            assert!(
+                (got - want).abs() <= 1e-9 * want,
+                "f64 p={p} 2^{k}: {got} vs {want}"
+            );
         }
     }
 }
