@@ -12,7 +12,7 @@
 
 use std::arch::x86_64::*;
 
-use crate::kernel::{Collected, FirstSums, POINTS};
+use crate::kernel::{room, Collected, FirstSums, POINTS};
 use crate::norm::{P1, P2 as P2Norm};
 use crate::safeguard::Cand;
 
@@ -211,7 +211,7 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const H
     for i in full..n {
         let (xi, di, lo, hi) = (x[i], d[i], c.lo.at(i), c.hi.at(i));
         let a = di.abs();
-        let s = if di > 0.0 { hi - xi } else { xi - lo };
+        let s = room(xi, di, lo, hi);
         let (w, cc) = (pow_s::<P2>(a), pow_s::<P2>(s));
         let sat0 = s <= 0.0;
         out.m0 += if sat0 { 0.0 } else { w as f64 };
@@ -268,13 +268,7 @@ pub(crate) fn collect<const P2: bool, const LS: bool, const HS: bool>(
         m: sum16(ms),
         cands: Vec::with_capacity(inside + (n - full)),
     };
-    let room = |i: usize| {
-        if d[i] > 0.0 {
-            c.hi.at(i) - x[i]
-        } else {
-            x[i] - c.lo.at(i)
-        }
-    };
+    let room = |i: usize| room(x[i], d[i], c.lo.at(i), c.hi.at(i));
     let cand = |i: usize| {
         let (a, s) = (d[i].abs() as f64, room(i) as f64);
         if P2 {

@@ -50,14 +50,19 @@ fn neumaier_sum(values: impl Iterator<Item = f64>) -> f64 {
 
 /// The smallest eta whose clipped size reaches eps, by bisection (independent of the core).
 fn oracle(x: &[f64], d: &[f64], lo: f64, hi: f64, eps: f64, p: f64) -> f64 {
+    bisect(|eta| clipped_size(x, d, lo, hi, eta, p), eps)
+}
+
+/// The smallest eta with `size(eta) >= eps`, for a nondecreasing `size`.
+fn bisect(size: impl Fn(f64) -> f64, eps: f64) -> f64 {
     let mut hi_eta = 1.0;
-    while clipped_size(x, d, lo, hi, hi_eta, p) < eps && hi_eta < 1e300 {
+    while size(hi_eta) < eps && hi_eta < 1e300 {
         hi_eta *= 2.0;
     }
     let mut lo_eta = 0.0;
     for _ in 0..200 {
         let mid = 0.5 * (lo_eta + hi_eta);
-        if clipped_size(x, d, lo, hi, mid, p) < eps {
+        if size(mid) < eps {
             lo_eta = mid;
         } else {
             hi_eta = mid;
@@ -625,21 +630,7 @@ fn f32_kernels_with_per_element_bounds_match_the_oracle() {
 
 /// The smallest eta whose clipped size (per-element boxes) reaches eps, by bisection.
 fn oracle_boxes(x: &[f64], d: &[f64], lo: &[f64], hi: &[f64], eps: f64, p: f64) -> f64 {
-    let size = |eta: f64| clipped_size_boxes(x, d, lo, hi, eta, p);
-    let mut hi_eta = 1.0;
-    while size(hi_eta) < eps && hi_eta < 1e300 {
-        hi_eta *= 2.0;
-    }
-    let mut lo_eta = 0.0;
-    for _ in 0..200 {
-        let mid = 0.5 * (lo_eta + hi_eta);
-        if size(mid) < eps {
-            lo_eta = mid;
-        } else {
-            hi_eta = mid;
-        }
-    }
-    hi_eta
+    bisect(|eta| clipped_size_boxes(x, d, lo, hi, eta, p), eps)
 }
 
 /// Deltas whose `p`-th powers would overflow or underflow the element type (tiny gradients,
