@@ -11,14 +11,13 @@
 #![allow(clippy::needless_range_loop)]
 
 use std::arch::x86_64::*;
+use std::mem::MaybeUninit;
 
-use crate::kernel::{room, Collected, FirstSums, POINTS};
+use crate::kernel::{room, FirstSums};
 use crate::norm::{P1, P2 as P2Norm};
 use crate::safeguard::Cand;
 
 const W: usize = 8;
-/// Elements per loop step: two vectors, for two independent dependency chains.
-const STEP: usize = 2 * W;
 
 /// One side of the box over a chunk: a scalar, or one value per element.
 #[derive(Clone, Copy)]
@@ -98,18 +97,6 @@ fn sum8(v: __m256) -> f64 {
     lanes(v).iter().map(|&l| l as f64).sum()
 }
 
-/// Sums the sixteen lanes of `v` in `f64`, lane by lane in index order.
-#[target_feature(enable = "avx2,fma")]
-fn sum16(v: [__m256; 2]) -> f64 {
-    let mut s = 0.0;
-    for h in v {
-        for l in lanes(h) {
-            s += l as f64;
-        }
-    }
-    s
-}
-
 /// `(|delta|, room)` of eight elements: `room = upper - x` where `delta > 0`, else
 /// `x - lower`.
 #[inline]
@@ -140,161 +127,161 @@ fn pow_s<const P2: bool>(v: f32) -> f32 {
     }
 }
 
-/// The first, validating pass over a chunk (see `FirstSums`). `CHECK_X` also checks that
-/// `x` is finite, which the bounds check implies when both bounds are finite. `LS` / `HS`:
-/// the lower / upper side holds one value per element.
+/// Elements per piece of the first pass (a multiple of `W`; the packed elements of a piece
+/// stay on the stack, in L1).
+const PIECE: usize = 1024;
+
+/// Appends the candidates of elements with `|delta|` `a` and room `s`.
+fn push_cands<const P2: bool>(cands: &mut Vec<Cand>, a: &[f32], s: &[f32]) {
+    cands.reserve(a.len());
+    for (&a, &s) in a.iter().zip(s) {
+        cands.push(if P2 {
+            Cand::new(a as f64, s as f64, P2Norm)
+        } else {
+            Cand::new(a as f64, s as f64, P1)
+        });
+    }
+}
+
+/// For each 8-bit lane mask, the indices of its set lanes in order (then zeros): the
+/// permutation that packs those lanes to the front.
+static COMPRESS: [[u32; W]; 256] = {
+    let mut table = [[0u32; W]; 256];
+    let mut m = 0;
+    while m < 256 {
+        let (mut k, mut lane) = (0, 0);
+        while lane < W {
+            if (m >> lane) & 1 == 1 {
+                table[m][k] = lane as u32;
+                k += 1;
+            }
+            lane += 1;
+        }
+        m += 1;
+    }
+    table
+};
+
+/// The number of set lanes of each 8-bit lane mask.
+static COUNT: [u8; 256] = {
+    let mut table = [0u8; 256];
+    let mut m = 0;
+    while m < 256 {
+        table[m] = (m as u32).count_ones() as u8;
+        m += 1;
+    }
+    table
+};
+
+/// The first, validating pass over a chunk, split at the bracket `(eta_lo, eta_hi]` (see
+/// `FirstSums`). `CHECK_X` also checks that `x` is finite, which the bounds check implies
+/// when both bounds are finite. `LS` / `HS`: the lower / upper side holds one value per
+/// element.
 #[target_feature(enable = "avx2,fma")]
 pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const HS: bool>(
     c: F32Chunk<'_>,
-    t: [f32; POINTS],
+    eta_lo: f32,
+    eta_hi: f32,
 ) -> FirstSums {
     let n = c.x.len().min(c.d.len());
     let (x, d) = (&c.x[..n], &c.d[..n]);
     let ((lo_s, lo_b), (hi_s, hi_b)) = (c.lo.parts(n), c.hi.parts(n));
-    // One vector per step: the accumulators (m0, four g, counts) and the constants
-    // already fill the sixteen registers; unrolling spilled them.
     let full = n / W * W;
     let zero = _mm256_setzero_ps();
     let (inf, sign) = (_mm256_set1_ps(f32::INFINITY), _mm256_set1_ps(-0.0));
-    let tv = [
-        _mm256_set1_ps(t[0]),
-        _mm256_set1_ps(t[1]),
-        _mm256_set1_ps(t[2]),
-        _mm256_set1_ps(t[3]),
-    ];
-    let mut m0 = zero;
-    let mut g = [zero; POINTS];
-    let mut nsat0 = _mm256_setzero_si256();
-    let (mut amax, mut bad) = (zero, zero);
-    for i in (0..full).step_by(W) {
-        let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
-        let lo = side8!(LS, lo_s, lo_b, i);
-        let hi = side8!(HS, hi_s, hi_b, i);
-        let (a, s) = abs_room(xv, dv, lo, hi);
-        let (w, cc) = (pow::<P2>(a), pow::<P2>(s));
-        let sat0 = _mm256_cmp_ps::<_CMP_LE_OQ>(s, zero);
-        m0 = _mm256_add_ps(m0, _mm256_andnot_ps(sat0, w));
-        nsat0 = _mm256_sub_epi32(nsat0, _mm256_castps_si256(sat0));
-        amax = _mm256_max_ps(amax, a);
-        // invalid: delta not finite, x below lower or above upper (or NaN, or a NaN bound)
-        let mut b = _mm256_or_ps(
-            _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
-            _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
-                _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
-            ),
-        );
-        if CHECK_X {
-            let ax = _mm256_andnot_ps(sign, xv);
-            b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
-        }
-        bad = _mm256_or_ps(bad, b);
-        for j in 0..POINTS {
-            let gj = _mm256_min_ps(_mm256_mul_ps(tv[j], w), cc);
-            g[j] = _mm256_add_ps(g[j], gj);
-        }
-    }
-    let mut out = FirstSums {
-        m0: sum8(m0),
-        ..Default::default()
-    };
-    for j in 0..POINTS {
-        out.g[j] = sum8(g[j]);
-    }
-    let mut ns = [0u32; W];
-    // SAFETY: `ns` is eight u32 (32 writable bytes); `storeu` has no alignment requirement.
-    unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), nsat0) };
-    out.nsat0 = ns.iter().map(|&v| v as u64).sum();
-    out.amax = lanes(amax).iter().fold(0.0f32, |m, &v| m.max(v)) as f64;
-    let mut any_mov = out.amax > 0.0;
-    let mut any_bad = _mm256_movemask_ps(bad) != 0;
-    for i in full..n {
-        let (xi, di, lo, hi) = (x[i], d[i], c.lo.at(i), c.hi.at(i));
-        let a = di.abs();
-        let s = room(xi, di, lo, hi);
-        let (w, cc) = (pow_s::<P2>(a), pow_s::<P2>(s));
-        let sat0 = s <= 0.0;
-        out.m0 += if sat0 { 0.0 } else { w as f64 };
-        out.nsat0 += sat0 as u64;
-        any_mov |= a > 0.0;
-        out.amax = out.amax.max(a as f64);
-        any_bad |= !(a < f32::INFINITY && xi >= lo && xi <= hi && xi.abs() < f32::INFINITY);
-        for j in 0..POINTS {
-            let gj = t[j] * w;
-            out.g[j] += (if gj < cc { gj } else { cc }) as f64;
-        }
-    }
-    out.nmov = any_mov as u64;
-    out.bad = any_bad as u64;
-    out
-}
-
-/// Splits a chunk at the bracket `(eta_lo, eta_hi]` (see `Collected`); `LS` / `HS` as in
-/// [`first`].
-#[target_feature(enable = "avx2,fma")]
-pub(crate) fn collect<const P2: bool, const LS: bool, const HS: bool>(
-    c: F32Chunk<'_>,
-    eta_lo: f32,
-    eta_hi: f32,
-) -> Collected {
-    let n = c.x.len().min(c.d.len());
-    let (x, d) = (&c.x[..n], &c.d[..n]);
-    let ((lo_s, lo_b), (hi_s, hi_b)) = (c.lo.parts(n), c.hi.parts(n));
-    let full = n / STEP * STEP;
-    let zero = _mm256_setzero_ps();
     let (elo, ehi) = (_mm256_set1_ps(eta_lo), _mm256_set1_ps(eta_hi));
-    let (mut cs, mut ms) = ([zero; 2], [zero; 2]);
-    // Per vector, a bit per element inside the bracket: written without branches or calls
-    // so that the accumulators stay in registers; turned into candidates after the loop.
-    let mut masks = vec![0u8; full / W];
-    for (step, mask) in masks.chunks_exact_mut(2).enumerate() {
-        for h in 0..2 {
-            let i = step * STEP + h * W;
-            let xv = load8!(&x[i..i + W]);
-            let dv = load8!(&d[i..i + W]);
+    let mut out = FirstSums::default();
+    let mut any_bad = false;
+    // The (|delta|, room) of the elements inside the bracket, packed to the front: each
+    // vector's inside lanes are moved to its first lanes (`COMPRESS`) and stored where the
+    // previous vector's ended, so the loop has no data-dependent branch.
+    let mut packed_a = [MaybeUninit::<f32>::uninit(); PIECE];
+    let mut packed_s = [MaybeUninit::<f32>::uninit(); PIECE];
+    for start in (0..full).step_by(PIECE) {
+        // Accumulators per piece, folded into `out` after it: none lives across the call
+        // that turns the packed elements into candidates, so all stay in registers. One
+        // vector per step: with the constants they fill the sixteen registers.
+        let (mut cs, mut ms, mut amax, mut bad) = (zero, zero, zero, zero);
+        let mut nsat = _mm256_setzero_si256();
+        let mut count = 0usize;
+        for i in (start..full.min(start + PIECE)).step_by(W) {
+            let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
             let lo = side8!(LS, lo_s, lo_b, i);
             let hi = side8!(HS, hi_s, hi_b, i);
             let (a, s) = abs_room(xv, dv, lo, hi);
             let sat_lo = _mm256_cmp_ps::<_CMP_LE_OQ>(s, _mm256_mul_ps(elo, a));
             let free_hi = _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a));
-            cs[h] = _mm256_add_ps(cs[h], _mm256_and_ps(sat_lo, pow::<P2>(s)));
-            ms[h] = _mm256_add_ps(ms[h], _mm256_and_ps(free_hi, pow::<P2>(a)));
-            mask[h] = !(_mm256_movemask_ps(_mm256_or_ps(sat_lo, free_hi)) as u8);
+            cs = _mm256_add_ps(cs, _mm256_and_ps(sat_lo, pow::<P2>(s)));
+            ms = _mm256_add_ps(ms, _mm256_and_ps(free_hi, pow::<P2>(a)));
+            nsat = _mm256_sub_epi32(nsat, _mm256_castps_si256(sat_lo));
+            amax = _mm256_max_ps(amax, a);
+            // invalid: delta not finite, x below lower or above upper (or NaN, or a NaN bound)
+            let mut b = _mm256_or_ps(
+                _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
+                _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
+                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
+                ),
+            );
+            if CHECK_X {
+                let ax = _mm256_andnot_ps(sign, xv);
+                b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
+            }
+            bad = _mm256_or_ps(bad, b);
+            let outside = _mm256_or_ps(_mm256_or_ps(sat_lo, free_hi), b);
+            let inside = (!_mm256_movemask_ps(outside) & 0xff) as usize;
+            let perm: &[u32; W] = &COMPRESS[inside];
+            // SAFETY: `perm` is eight initialised u32 (32 readable bytes) and `loadu` has no
+            // alignment requirement. For the stores: at most one element per element seen
+            // is packed, so `count <= i - start` and `count + 8 <= PIECE` (the vector ends
+            // inside the piece): the eight floats written lie inside each buffer.
+            unsafe {
+                let perm = _mm256_loadu_si256(perm.as_ptr().cast());
+                let dst_a = packed_a.as_mut_ptr().add(count).cast::<f32>();
+                _mm256_storeu_ps(dst_a, _mm256_permutevar8x32_ps(a, perm));
+                let dst_s = packed_s.as_mut_ptr().add(count).cast::<f32>();
+                _mm256_storeu_ps(dst_s, _mm256_permutevar8x32_ps(s, perm));
+            }
+            count += COUNT[inside] as usize;
         }
-    }
-    let inside: usize = masks.iter().map(|m| m.count_ones() as usize).sum();
-    let mut out = Collected {
-        c: sum16(cs),
-        m: sum16(ms),
-        cands: Vec::with_capacity(inside + (n - full)),
-    };
-    let room = |i: usize| room(x[i], d[i], c.lo.at(i), c.hi.at(i));
-    let cand = |i: usize| {
-        let (a, s) = (d[i].abs() as f64, room(i) as f64);
-        if P2 {
-            Cand::new(a, s, P2Norm)
-        } else {
-            Cand::new(a, s, P1)
-        }
-    };
-    for (vi, mut keep) in masks.into_iter().enumerate() {
-        while keep != 0 {
-            let k = keep.trailing_zeros() as usize;
-            keep &= keep - 1;
-            out.cands.push(cand(vi * W + k));
-        }
+        out.c_lo += sum8(cs);
+        out.m_hi += sum8(ms);
+        let mut ns = [0u32; W];
+        // SAFETY: `ns` is eight u32 (32 writable bytes); `storeu` has no alignment
+        // requirement.
+        unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), nsat) };
+        out.nsat_lo += ns.iter().map(|&v| v as u64).sum::<u64>();
+        out.amax = lanes(amax).iter().fold(out.amax, |m, &v| m.max(v as f64));
+        any_bad |= _mm256_movemask_ps(bad) != 0;
+        // SAFETY: the first `count` floats of both buffers were written in this piece (each
+        // vector stored its `k` inside lanes at `count..count + k` before `count` grew by
+        // `k`), and `MaybeUninit<f32>` has the layout of `f32`.
+        let (pa, ps) = unsafe {
+            (
+                std::slice::from_raw_parts(packed_a.as_ptr().cast::<f32>(), count),
+                std::slice::from_raw_parts(packed_s.as_ptr().cast::<f32>(), count),
+            )
+        };
+        push_cands::<P2>(&mut out.cands, pa, ps);
     }
     for i in full..n {
-        let (a, s) = (d[i].abs(), room(i));
+        let (xi, di, lo, hi) = (x[i], d[i], c.lo.at(i), c.hi.at(i));
+        let a = di.abs();
+        let s = room(xi, di, lo, hi);
         let (sat_lo, free_hi) = (s <= eta_lo * a, s > eta_hi * a);
+        let b = !(a < f32::INFINITY && xi >= lo && xi <= hi && xi.abs() < f32::INFINITY);
+        any_bad |= b;
+        out.amax = out.amax.max(a as f64);
         if sat_lo {
-            out.c += pow_s::<P2>(s) as f64;
+            out.c_lo += pow_s::<P2>(s) as f64;
+            out.nsat_lo += 1;
         } else if free_hi {
-            out.m += pow_s::<P2>(a) as f64;
-        } else {
-            out.cands.push(cand(i));
+            out.m_hi += pow_s::<P2>(a) as f64;
+        } else if !b {
+            push_cands::<P2>(&mut out.cands, &[a], &[s]);
         }
     }
+    out.bad = any_bad as u64;
     out
 }
 

@@ -333,38 +333,37 @@ fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALID
     lanes.finish()
 }
 
-/// Number of guesses at which the first pass evaluates `g`.
-pub(crate) const POINTS: usize = 4;
-const LANES_FIRST: usize = 8;
-
-/// Sums of the first, validating pass: the Newton quantities at `t = 0` and
-/// `g(t_j) = sum_i min(t_j w_i, c_i)` at [`POINTS`] guesses `t_j`.
-#[derive(Clone, Copy, Debug, Default)]
+/// Sums of the first, validating pass, split at the bracket `(eta_lo, eta_hi]`: elements
+/// saturated at `eta_lo` enter by their caps, elements still free at `eta_hi` by their
+/// weights, and the few whose breakpoint lies inside the bracket come back as candidates.
+/// With the guesses around the subsample's estimate, the exact answer then follows from
+/// the candidates alone, without a second pass over the row.
+#[derive(Debug, Default)]
 pub(crate) struct FirstSums {
-    /// `sum w_i` over elements with room (the slope at `t = 0`).
-    pub m0: f64,
-    /// Elements saturated at `t = 0` (no room).
-    pub nsat0: u64,
-    pub nmov: u64,
+    /// `sum c_i` over elements saturated at `eta_lo` (`s_i <= eta_lo |delta_i|`).
+    pub c_lo: f64,
+    /// `sum w_i` over elements free at `eta_hi` (`s_i > eta_hi |delta_i|`).
+    pub m_hi: f64,
+    /// Number of elements saturated at `eta_lo`.
+    pub nsat_lo: u64,
+    /// The valid elements between the two.
+    pub cands: Vec<Cand>,
+    /// Number of invalid elements (the other fields are then meaningless).
     pub bad: u64,
-    pub g: [f64; POINTS],
-    /// The largest `|delta_i|`.
+    /// The largest `|delta_i|` (zero: nothing moves).
     pub amax: f64,
 }
 
 impl std::ops::Add for FirstSums {
     type Output = FirstSums;
-    fn add(self, o: FirstSums) -> FirstSums {
-        let mut g = self.g;
-        for (gj, oj) in g.iter_mut().zip(o.g) {
-            *gj += oj;
-        }
+    fn add(mut self, o: FirstSums) -> FirstSums {
+        self.cands.extend(o.cands);
         FirstSums {
-            m0: self.m0 + o.m0,
-            nsat0: self.nsat0 + o.nsat0,
-            nmov: self.nmov + o.nmov,
+            c_lo: self.c_lo + o.c_lo,
+            m_hi: self.m_hi + o.m_hi,
+            nsat_lo: self.nsat_lo + o.nsat_lo,
+            cands: self.cands,
             bad: self.bad + o.bad,
-            g,
             amax: self.amax.max(o.amax),
         }
     }
@@ -374,56 +373,80 @@ impl std::ops::Add for FirstSums {
 fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     pw: P,
-    t: [T; POINTS],
+    eta_lo: T,
+    eta_hi: T,
 ) -> FirstSums {
-    const W: usize = LANES_FIRST;
-    let z = T::zero();
-    let mut m0 = [z; W];
-    let mut nsat0 = [0u32; W];
-    let mut nmov = [0u32; W];
-    let mut bad = [0u32; W];
-    let mut amax = [z; W];
-    let mut g = [[z; POINTS]; W];
-    for_lanes_w::<W, T, L, H>(row, |k, x, d, lo, hi| {
-        let a = d.abs();
-        amax[k] = if a > amax[k] { a } else { amax[k] };
-        let s = room(x, d, lo, hi);
-        let w = pw.pow(a);
-        let c = pw.pow(s);
-        let sat0 = s <= z;
-        m0[k] = m0[k] + if sat0 { z } else { w };
-        nsat0[k] += sat0 as u32;
-        nmov[k] += (a > z) as u32;
-        bad[k] |= is_bad(x, d, lo, hi);
-        for j in 0..POINTS {
-            g[k][j] = g[k][j] + (t[j] * w).min(c);
+    let zero = T::zero();
+    let mut c_l = [zero; LANES];
+    let mut m_l = [zero; LANES];
+    let mut nsat = [0u32; LANES];
+    let mut amax = [zero; LANES];
+    let mut bad = [0u32; LANES];
+    let mut cands = Vec::new();
+    let n = row.len();
+    let mut base = 0;
+    while base < n {
+        let len = LANES.min(n - base);
+        let r = row.sub(base, base + len);
+        let mut inside = 0u32;
+        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
+            let a = d.abs();
+            let s = room(x, d, lo, hi);
+            let sat_lo = s <= eta_lo * a;
+            let free_hi = s > eta_hi * a;
+            let b = is_bad(x, d, lo, hi);
+            c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
+            m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
+            nsat[k] += sat_lo as u32;
+            amax[k] = if a > amax[k] { a } else { amax[k] };
+            bad[k] |= b;
+            inside |= ((!sat_lo & !free_hi & (b == 0)) as u32) << k;
+        };
+        if len == LANES {
+            let (xs, ds) = (&r.x[..LANES], &r.d[..LANES]);
+            for k in 0..LANES {
+                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
+            }
+        } else {
+            for k in 0..len {
+                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
+            }
         }
-    });
-    let mut out = FirstSums::default();
-    for k in 0..W {
-        out.m0 += m0[k].as_f64();
-        out.nsat0 += nsat0[k] as u64;
-        out.nmov += nmov[k] as u64;
+        while inside != 0 {
+            let k = inside.trailing_zeros() as usize;
+            inside &= inside - 1;
+            let (a, s) = r.element(k);
+            cands.push(Cand::new(a.as_f64(), s.as_f64(), pw));
+        }
+        base += len;
+    }
+    let mut out = FirstSums {
+        cands,
+        ..Default::default()
+    };
+    for k in 0..LANES {
+        out.c_lo += c_l[k].as_f64();
+        out.m_hi += m_l[k].as_f64();
+        out.nsat_lo += nsat[k] as u64;
         out.bad += bad[k] as u64;
         out.amax = out.amax.max(amax[k].as_f64());
-        for j in 0..POINTS {
-            out.g[j] += g[k][j].as_f64();
-        }
     }
     out
 }
 
-/// The first pass over a row: validation, the `t = 0` Newton sums and `g` at the guesses.
+/// The first pass over a row: validation, the largest `|delta|`, and the split of the row at
+/// the bracket `(eta_lo, eta_hi]` (see [`FirstSums`]).
 pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     pw: P,
-    t: [T; POINTS],
+    eta_lo: T,
+    eta_hi: T,
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
     if let (Some(whole), Some(p2)) = (f32_chunk(row), pw.is_p2()) {
         use crate::avx2::first;
-        let t = t.map(|v| v.as_f64() as f32);
+        let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
         let check_x = !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
         let sides = (L::SLICE, H::SLICE);
         return fold_chunks(row, par, |r| {
@@ -432,15 +455,15 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
             // time that this CPU executes AVX2 and FMA, the kernels' only precondition.
             unsafe {
                 match (p2, check_x) {
-                    (true, false) => with_sides!(sides, first, [true, false], (c, t)),
-                    (true, true) => with_sides!(sides, first, [true, true], (c, t)),
-                    (false, false) => with_sides!(sides, first, [false, false], (c, t)),
-                    (false, true) => with_sides!(sides, first, [false, true], (c, t)),
+                    (true, false) => with_sides!(sides, first, [true, false], (c, lo, hi)),
+                    (true, true) => with_sides!(sides, first, [true, true], (c, lo, hi)),
+                    (false, false) => with_sides!(sides, first, [false, false], (c, lo, hi)),
+                    (false, true) => with_sides!(sides, first, [false, true], (c, lo, hi)),
                 }
             }
         });
     }
-    fold_chunks(row, par, |r| chunk_first_best(r, pw, t))
+    fold_chunks(row, par, |r| chunk_first_best(r, pw, eta_lo, eta_hi))
 }
 
 /// Calls `f::<BEFORE.., LS, HS, AFTER..>(ARGS..)` for the run-time pair `sides = (LS, HS)`.
@@ -483,111 +506,6 @@ fn f32_chunk<'r, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         lo: side(row.lo.scalar(), row.lo.values())?,
         hi: side(row.hi.scalar(), row.hi.values())?,
     })
-}
-
-/// Result of [`row_collect`]: sums over the elements saturated below the bracket, over the
-/// elements free above it, and the elements whose breakpoint lies inside it.
-#[derive(Debug, Default)]
-pub(crate) struct Collected {
-    pub c: f64,
-    pub m: f64,
-    pub cands: Vec<Cand>,
-}
-
-impl std::ops::Add for Collected {
-    type Output = Collected;
-    fn add(mut self, o: Collected) -> Collected {
-        self.cands.extend(o.cands);
-        Collected {
-            c: self.c + o.c,
-            m: self.m + o.m,
-            cands: self.cands,
-        }
-    }
-}
-
-#[inline(always)]
-fn chunk_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta_lo: T,
-    eta_hi: T,
-) -> Collected {
-    let zero = T::zero();
-    let mut c_l = [zero; LANES];
-    let mut m_l = [zero; LANES];
-    let mut cands = Vec::new();
-    let n = row.len();
-    let mut base = 0;
-    while base < n {
-        let len = LANES.min(n - base);
-        let r = row.sub(base, base + len);
-        let mut inside = 0u32;
-        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
-            let a = d.abs();
-            let s = room(x, d, lo, hi);
-            let sat_lo = s <= eta_lo * a;
-            let free_hi = s > eta_hi * a;
-            c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
-            m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
-            inside |= ((!sat_lo & !free_hi) as u32) << k;
-        };
-        if len == LANES {
-            let (xs, ds) = (&r.x[..LANES], &r.d[..LANES]);
-            for k in 0..LANES {
-                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
-            }
-        } else {
-            for k in 0..len {
-                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
-            }
-        }
-        while inside != 0 {
-            let k = inside.trailing_zeros() as usize;
-            inside &= inside - 1;
-            let (a, s) = r.element(k);
-            let (a64, s64) = (a.as_f64(), s.as_f64());
-            cands.push(Cand::new(a64, s64, pw));
-        }
-        base += len;
-    }
-    let mut out = Collected {
-        cands,
-        ..Default::default()
-    };
-    for k in 0..LANES {
-        out.c += c_l[k].as_f64();
-        out.m += m_l[k].as_f64();
-    }
-    out
-}
-
-/// Splits a row at the bracket `(eta_lo, eta_hi]`: see [`Collected`].
-pub(crate) fn row_collect<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta_lo: T,
-    eta_hi: T,
-    par: bool,
-) -> Collected {
-    #[cfg(target_arch = "x86_64")]
-    if let Some(p2) = f32_chunk(row).and(pw.is_p2()) {
-        let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
-        let sides = (L::SLICE, H::SLICE);
-        return fold_chunks(row, par, |r| {
-            let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
-            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
-            unsafe {
-                use crate::avx2::collect;
-                if p2 {
-                    with_sides!(sides, collect, [true], (c, lo, hi))
-                } else {
-                    with_sides!(sides, collect, [false], (c, lo, hi))
-                }
-            }
-        });
-    }
-    fold_chunks(row, par, |r| chunk_collect_best(r, pw, eta_lo, eta_hi))
 }
 
 /// Runs `f` on every [`CHUNK`] of the row and adds the results in row order; blocks of
@@ -849,7 +767,4 @@ multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
     (row: &Row<'_, T, L, H>, pw: P) -> SatSums);
 multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
-    (row: &Row<'_, T, L, H>, pw: P, t: [T; POINTS]) -> FirstSums);
-multiversion!(chunk_collect_best, chunk_collect_avx2, chunk_collect,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
-    (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> Collected);
+    (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);

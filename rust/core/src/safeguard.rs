@@ -2,15 +2,18 @@
 //!
 //! Breakpoints are ordered by `key_i = s_i / |delta_i|` whatever `p` is, and for non-negative
 //! floats the order of the keys is the order of their bit patterns. Each level bins the
-//! candidates by the top bits of `key - min_key` (at most [`BUCKETS`] buckets holding
-//! `sum w` and `sum c`), finds the bucket where `g` crosses the target, and keeps only that
-//! bucket. The bit range shrinks by a factor of at least 2^11 per level, so there are at most
-//! six levels for `f64` keys; each is linear in the candidates it sees.
+//! candidates by the top bits of `key - min_key` (about a quarter as many buckets as
+//! candidates, between 64 and [`BUCKETS`], each holding `sum w` and `sum c`), finds the bucket
+//! where `g` crosses the target, and keeps only that bucket. The bit range shrinks by a factor
+//! of at least 2^5 per level, so there are at most thirteen levels for `f64` keys; each is
+//! linear in the candidates it sees.
 
 use crate::norm::Power;
 
-/// Buckets per level.
+/// The most buckets per level.
 pub const BUCKETS: usize = 4096;
+/// The fewest buckets per level.
+const MIN_BUCKETS: usize = 64;
 /// Below this many candidates, finish with plain variable fixing (at most `SMALL^2` work).
 const SMALL: usize = 64;
 
@@ -65,9 +68,13 @@ pub(crate) fn select<P: Power>(
         if lo == hi {
             return fix_small(&cands, c_base, m_base, target, pw, usize::MAX);
         }
+        // A few candidates per bucket: small tables stay in L1.
+        let buckets = (cands.len() / 4)
+            .next_power_of_two()
+            .clamp(MIN_BUCKETS, BUCKETS);
         let range = hi - lo;
         let width = 64 - range.leading_zeros();
-        let shift = width.saturating_sub(BUCKETS.trailing_zeros());
+        let shift = width.saturating_sub(buckets.trailing_zeros());
         let nb = ((range >> shift) + 1) as usize;
         cnt[..nb].fill(0);
         sw[..nb].fill(0.0);
@@ -79,21 +86,22 @@ pub(crate) fn select<P: Power>(
             sc[j] += c.c;
         }
         // g at the upper edge of bucket j, with buckets <= j saturated and the rest not.
-        // Suffix sums of the weights are built back to front (no cancellation).
-        let mut w_above = vec![0f64; nb];
+        // The weight above bucket j is a suffix sum, built back to front in place (no
+        // cancellation): `sw[j]` becomes the weight of the buckets after j.
         let mut acc = m_base;
-        for j in (0..nb).rev() {
-            w_above[j] = acc;
-            acc += sw[j];
+        for w in sw[..nb].iter_mut().rev() {
+            let own = *w;
+            *w = acc;
+            acc += own;
         }
-        let mut c_le = c_base;
-        let mut found = None;
+        // `c_below`: the caps of the buckets before j, summed front to back.
+        let (mut c_below, mut found) = (c_base, None);
         for j in 0..nb {
-            c_le += sc[j];
+            let c_le = c_below + sc[j];
             let edge_bits = (lo + (((j as u64) + 1) << shift) - 1).min(hi);
             let edge = f64::from_bits(edge_bits);
-            let g = if w_above[j] > 0.0 {
-                c_le + pw.pow64(edge) * w_above[j]
+            let g = if sw[j] > 0.0 {
+                c_le + pw.pow64(edge) * sw[j]
             } else {
                 c_le
             };
@@ -101,29 +109,24 @@ pub(crate) fn select<P: Power>(
                 found = Some(j);
                 break;
             }
+            c_below = c_le;
         }
         let Some(j) = found else {
             // Every candidate saturates: the free weight outside decides.
             if m_base > 0.0 {
-                let c_all = c_base + sc[..nb].iter().sum::<f64>();
-                return Some((target - c_all) / m_base);
+                return Some((target - c_below) / m_base);
             }
             return None;
         };
-        // Buckets below j saturate, buckets above stay free; recompute the sums exactly
-        // (not from the running differences) to avoid cancellation.
+        // Buckets below j saturate, buckets above stay free: both sums are sums of
+        // positive terms (no differences, so nothing cancels).
+        (c_base, m_base) = (c_below, sw[j]);
         let mut keep = Vec::with_capacity(cnt[j] as usize);
-        let (mut add_c, mut add_w) = (0.0, 0.0);
-        for c in &cands {
-            let b = ((c.key.to_bits() - lo) >> shift) as usize;
-            match b.cmp(&j) {
-                std::cmp::Ordering::Less => add_c += c.c,
-                std::cmp::Ordering::Greater => add_w += c.w,
-                std::cmp::Ordering::Equal => keep.push(*c),
-            }
-        }
-        c_base += add_c;
-        m_base += add_w;
+        keep.extend(
+            cands
+                .iter()
+                .filter(|c| ((c.key.to_bits() - lo) >> shift) as usize == j),
+        );
         cands = keep;
     }
 }

@@ -2,9 +2,7 @@
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
 use crate::bounds::{SideAccess, SliceSide};
-use crate::kernel::{
-    row_collect, row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row, POINTS,
-};
+use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row};
 use crate::norm::{Power, P1};
 use crate::real::Real;
 use crate::safeguard::{self, Cand};
@@ -62,8 +60,9 @@ fn reach_slack<T: Real>() -> f64 {
 const SUBSAMPLE_MIN: usize = 8192;
 const SUB_BLOCKS: usize = 16;
 const SUB_BLOCK_LEN: usize = 64;
-/// Where the first pass evaluates `g`, relative to the subsample's estimate.
-const GUESS_RATIOS: [f64; POINTS] = [0.8, 0.94, 1.06, 1.25];
+/// The bracket the first pass splits the row at, relative to the subsample's estimate of
+/// `t` (about 2.5% of the elements of a typical image fall inside).
+const GUESS_RATIOS: [f64; 2] = [0.8, 1.25];
 
 /// An estimate of `t` from a few blocks spread over the row (any value is safe: it only
 /// decides where the first pass looks; 0 means "no estimate").
@@ -96,11 +95,11 @@ fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 
 /// Solves one row for finite `p`.
 ///
-/// The first pass validates the row and evaluates `g` at a few guesses around a subsample
-/// estimate; when two of them bracket the target, one more pass collects the few elements
-/// whose breakpoints lie inside the bracket and the answer follows exactly from them.
-/// Otherwise Newton / variable fixing from the best lower bound finishes, with the radix
-/// select as a safeguard after [`Options::max_newton_passes`] passes.
+/// The first pass validates the row and splits it at a bracket around a subsample
+/// estimate: the sums over the elements saturated below it and free above it, and the few
+/// elements in between. When the bracket holds the answer, it follows exactly from those
+/// elements. Otherwise Newton / variable fixing from the best lower bound finishes, with
+/// the radix select as a safeguard after [`Options::max_newton_passes`] passes.
 pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: f64,
@@ -114,42 +113,58 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     } else {
         0.0
     };
-    let points = GUESS_RATIOS.map(|r| r * guess);
-    let first = row_pass_first(row, pw, points.map(T::of_f64), par);
+    let [eta_lo, eta_hi] = GUESS_RATIOS.map(|r| T::of_f64(pw.root64(r * guess)));
+    // A bracket past T's range would multiply infinity by zero deltas: split at zero instead.
+    let (eta_lo, eta_hi) = if eta_hi.is_finite() {
+        (eta_lo, eta_hi)
+    } else {
+        (T::zero(), T::zero())
+    };
+    let first = row_pass_first(row, pw, eta_lo, eta_hi, par);
     if first.bad > 0 {
         return RowOutcome {
             invalid: true,
             ..Default::default()
         };
     }
-    if eps == 0.0 || first.nmov == 0 {
+    if eps == 0.0 || first.amax == 0.0 {
         return RowOutcome::eta(0.0, 0, false);
     }
     if let Some(k) = delta_rescale::<T, P>(first.amax, pw) {
         return solve_rescaled(row, eps, pw, opts, par, k);
     }
-    // (c, m, nsat) are the Newton sums at t.
-    let (mut c, mut m, mut nsat, mut t) = (0.0, first.m0, first.nsat0, 0.0);
-    if guess > 0.0 {
-        let below = (0..POINTS).rev().find(|&j| first.g[j] <= target);
-        match below {
-            Some(j) if j + 1 < POINTS => {
-                let (lo, hi) = (pw.root64(points[j]), pw.root64(points[j + 1]));
-                let col = row_collect(row, pw, T::of_f64(lo), T::of_f64(hi), par);
-                return match safeguard::select(col.cands, col.c, col.m, target, pw) {
-                    Some(t) => RowOutcome::eta(pw.root64(t), 1, false),
-                    None => saturated(row, target, pw, 1, false, par),
-                };
-            }
-            Some(j) => {
-                t = points[j];
-                let sums = row_pass::<T, P, L, H, false>(row, pw, T::of_f64(pw.root64(t)), par);
-                (c, m, nsat) = (sums.c, sums.m, sums.nsat);
-            }
-            None => {}
-        }
+    let (t_lo, t_hi) = (pw.pow64(eta_lo.as_f64()), pw.pow64(eta_hi.as_f64()));
+    let (w_in, c_in) = first
+        .cands
+        .iter()
+        .fold((0.0, 0.0), |(w, c), k| (w + k.w, c + k.c));
+    let g_lo = first.c_lo + t_lo * (first.m_hi + w_in);
+    let g_hi = first.c_lo + c_in + t_hi * first.m_hi;
+    if target < g_lo {
+        // Below the bracket: Newton from t = 0, whose sums take one more pass.
+        let sums = row_pass::<T, P, L, H, false>(row, pw, T::zero(), par);
+        let out = newton(row, target, pw, opts, par, (sums.c, sums.m, sums.nsat, 0.0));
+        return RowOutcome {
+            passes: out.passes + 1,
+            ..out
+        };
     }
-    newton(row, target, pw, opts, par, (c, m, nsat, t))
+    if target < g_hi {
+        return match safeguard::select(first.cands, first.c_lo, first.m_hi, target, pw) {
+            Some(t) => RowOutcome::eta(pw.root64(t), 0, false),
+            None => saturated(row, target, pw, 0, false, par),
+        };
+    }
+    // At or above the bracket: every candidate saturates at its upper end.
+    let nsat_hi = first.nsat_lo + first.cands.len() as u64;
+    newton(
+        row,
+        target,
+        pw,
+        opts,
+        par,
+        (first.c_lo + c_in, first.m_hi, nsat_hi, t_hi),
+    )
 }
 
 /// The exponent `k` such that `2^k` brings the largest `|delta_i|` into `[0.5, 1)`, when its `p`-th
