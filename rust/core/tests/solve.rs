@@ -679,3 +679,66 @@ fn extreme_delta_magnitudes_are_rescaled() {
         }
     }
 }
+
+/// Rows of 20000 elements whose subsample (the first 64 elements of each sixteenth) is
+/// scaled by `sub_scale`: 1 keeps it typical, far from 1 makes its estimate miss.
+fn subsample_case(rng: &mut Rng, sub_scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let n = 20_000;
+    let (x, mut d) = random_case(rng, n, 0.1);
+    for b in 0..16 {
+        for v in &mut d[b * (n / 16)..b * (n / 16) + 64] {
+            *v *= sub_scale;
+        }
+    }
+    (x, d)
+}
+
+#[test]
+fn every_way_out_of_the_first_pass_matches_the_oracle() {
+    let mut rng = Rng(99);
+    // (subsample scale, whether the first pass alone must solve the row)
+    for &(sub_scale, one_pass) in &[(1.0, true), (1e-3, false), (1e3, false)] {
+        for &p in &[1.0, 2.0, 3.0] {
+            let (x, d) = subsample_case(&mut rng, sub_scale);
+            let eps = 0.3 * clipped_size(&x, &d, 0.0, 1.0, 1e12, p);
+            let want = oracle(&x, &d, 0.0, 1.0, eps, p);
+            let got = solve_stats(&batch(&x, &d, 1, eps, p), &Options::default()).unwrap()[0];
+            let size = clipped_size(&x, &d, 0.0, 1.0, got.eta, p);
+            let case = format!("sub_scale={sub_scale} p={p}");
+            assert!((size - eps).abs() <= 1e-12 * eps, "{case}: f64 size {size}");
+            assert!((got.eta - want).abs() <= 1e-9 * want, "{case}: f64 eta");
+            assert_eq!(got.passes == 0, one_pass, "{case}: {} passes", got.passes);
+            // float32: the AVX2 kernels where the CPU has them
+            let (x32, d32): (Vec<f32>, Vec<f32>) = (
+                x.iter().map(|&v| v as f32).collect(),
+                d.iter().map(|&v| v as f32).collect(),
+            );
+            let b32 = Batch {
+                x: &x32,
+                delta: &d32,
+                rows: 1,
+                n: x32.len(),
+                lower: Bound::Scalar(0.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::Scalar(eps),
+                norm: Norm::new(p).unwrap(),
+            };
+            let got32 = solve_stats(&b32, &Options::default()).unwrap()[0];
+            let (x64, d64): (Vec<f64>, Vec<f64>) = (
+                x32.iter().map(|&v| v as f64).collect(),
+                d32.iter().map(|&v| v as f64).collect(),
+            );
+            let size32 = clipped_size(&x64, &d64, 0.0, 1.0, got32.eta, p);
+            assert!(
+                (size32 - eps).abs() <= 1e-5 * eps,
+                "{case}: f32 size {size32}"
+            );
+            assert_eq!(
+                got32.passes == 0,
+                one_pass,
+                "{case}: f32 {} passes",
+                got32.passes
+            );
+        }
+    }
+}
