@@ -348,7 +348,8 @@ pub(crate) struct FirstSums {
     pub nsat_lo: u64,
     /// The valid elements between the two.
     pub cands: Vec<Cand>,
-    /// Number of invalid elements (the other fields are then meaningless).
+    /// Nonzero when the chunk holds invalid elements (the other fields are then
+    /// meaningless).
     pub bad: u64,
     /// The largest `|delta_i|` (zero: nothing moves).
     pub amax: f64,

@@ -52,7 +52,6 @@ pub(crate) fn select<P: Power>(
     target: f64,
     pw: P,
 ) -> Option<f64> {
-    let mut cnt = vec![0u32; BUCKETS];
     let mut sw = vec![0f64; BUCKETS];
     let mut sc = vec![0f64; BUCKETS];
     loop {
@@ -76,12 +75,10 @@ pub(crate) fn select<P: Power>(
         let width = 64 - range.leading_zeros();
         let shift = width.saturating_sub(buckets.trailing_zeros());
         let nb = ((range >> shift) + 1) as usize;
-        cnt[..nb].fill(0);
         sw[..nb].fill(0.0);
         sc[..nb].fill(0.0);
         for c in &cands {
             let j = ((c.key.to_bits() - lo) >> shift) as usize;
-            cnt[j] += 1;
             sw[j] += c.w;
             sc[j] += c.c;
         }
@@ -121,12 +118,11 @@ pub(crate) fn select<P: Power>(
         // Buckets below j saturate, buckets above stay free: both sums are sums of
         // positive terms (no differences, so nothing cancels).
         (c_base, m_base) = (c_below, sw[j]);
-        let mut keep = Vec::with_capacity(cnt[j] as usize);
-        keep.extend(
-            cands
-                .iter()
-                .filter(|c| ((c.key.to_bits() - lo) >> shift) as usize == j),
-        );
+        let keep: Vec<Cand> = cands
+            .iter()
+            .filter(|c| ((c.key.to_bits() - lo) >> shift) as usize == j)
+            .copied()
+            .collect();
         cands = keep;
     }
 }
