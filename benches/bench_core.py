@@ -11,10 +11,12 @@ For each workload and p in {1, 2, inf} it times (median of adaptive repeats afte
 2. naive NumPy rescale-then-clip (eta = eps/||d||_p, then clip),
 3. the paper's sort-based L2 algorithm in NumPy (``paper_reference.py``; p = 2 only;
    ``--quick`` times it on a sub-batch and scales per vector),
-4. ``clipresc.scale`` and 5. ``clipresc.perturb`` with scalar bounds (0, 1), plus a
-   diagnostic row: the compiled ``scale_into`` alone (2-D views, preallocated output,
-   none of the Python-side checks),
-6. ``perturb`` with per-element bounds arrays and (image workloads) per-channel bounds,
+4. ``clipresc.scale`` and 5. ``clipresc.perturb`` with scalar bounds (0, 1), allocating its
+   result and with ``out=`` (a preallocated result, as the floor has), plus diagnostic rows:
+   the compiled ``scale_into`` alone (2-D views, preallocated output, none of the
+   Python-side checks) and an allocating ``np.add(x, d)``,
+6. ``perturb`` with per-element bounds arrays (allocating and ``out=``) and (image
+   workloads) per-channel bounds,
 7. ``scale`` on the Newton adversary (``clipresc._clipresc.newton_adversary``) tiled to the
    workload's shape, compared per element with ``scale`` on the typical input.
 
@@ -177,6 +179,8 @@ class Bench:
         log(f"--- {wl.name}: eps {wl.eps}, data ready in {time.perf_counter() - t0:.1f} s")
 
         floor1 = self.timed(wl, None, "floor np.add(out=)", lambda: np.add(x, d, out=o), 4)
+        # diagnostic: what allocating (and page-faulting) a result costs the same add
+        self.timed(wl, None, "np.add allocating (diag)", lambda: np.add(x, d), 4)
 
         for p in PS:
             self.timed(wl, p, "naive rescale+clip", lambda p=p: naive_rescale_clip(x, d, wl.eps, p))
@@ -234,12 +238,19 @@ class Bench:
         lo_ch, hi_ch = np.zeros((3, 1, 1), dt), np.ones((3, 1, 1), dt)
         x2, d2 = x.reshape(wl.batch, -1), d.reshape(wl.batch, -1)
         eta_rows = np.empty(wl.batch, dtype=dt)
+        y_out = np.empty_like(x)  # the floor's `out=` counterpart: no result allocated per call
         for p in PS:
             self.timed(
                 wl, p, "clipresc.scale", lambda p=p: cr.scale(x, d, wl.eps, p=p, bounds=BOUNDS)
             )
             self.timed(
                 wl, p, "clipresc.perturb", lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=BOUNDS)
+            )
+            self.timed(
+                wl,
+                p,
+                "perturb out=",
+                lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=BOUNDS, out=y_out),
             )
             if hasattr(self.core, "scale_into"):  # diagnostic: the compiled core alone
                 self.timed(
@@ -253,6 +264,12 @@ class Bench:
                 p,
                 "perturb elem bounds",
                 lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=(lo_el, hi_el)),
+            )
+            self.timed(
+                wl,
+                p,
+                "perturb elem bounds out=",
+                lambda p=p: cr.perturb(x, d, wl.eps, p=p, bounds=(lo_el, hi_el), out=y_out),
             )
             if wl.image:
                 self.timed(
@@ -419,18 +436,27 @@ class Bench:
 
         for wl in workloads:
             w = wl.name
-            check(f"{w} p=2 perturb <= 1.5x floor", ratio(wl, 2.0, "clipresc.perturb"), 1.5)
-            check(f"{w} p=2 scale <= 1.25x floor", ratio(wl, 2.0, "clipresc.scale"), 1.25)
-            for p in (1.0, math.inf):
-                pl = p_label(p)
-                check(f"{w} p={pl} perturb <= 2.0x floor", ratio(wl, p, "clipresc.perturb"), 2.0)
-            for p in PS:
-                pl = p_label(p)
+            # perturb twice: allocating its result (as the API call does) and with
+            # out= (as the floor np.add(x, d, out=o) does)
+            for tail in ("", " out="):
                 check(
-                    f"{w} p={pl} perturb elem bounds <= 2.0x floor",
-                    ratio(wl, p, "perturb elem bounds"),
-                    2.0,
+                    f"{w} p=2 perturb{tail} <= 1.5x floor",
+                    ratio(wl, 2.0, "clipresc.perturb" if not tail else "perturb out="),
+                    1.5,
                 )
+            check(f"{w} p=2 scale <= 1.25x floor", ratio(wl, 2.0, "clipresc.scale"), 1.25)
+            for tail in ("", " out="):
+                for p in (1.0, math.inf):
+                    pl = p_label(p)
+                    method = "clipresc.perturb" if not tail else "perturb out="
+                    check(f"{w} p={pl} perturb{tail} <= 2.0x floor", ratio(wl, p, method), 2.0)
+                for p in PS:
+                    pl = p_label(p)
+                    check(
+                        f"{w} p={pl} perturb elem bounds{tail} <= 2.0x floor",
+                        ratio(wl, p, "perturb elem bounds" + tail),
+                        2.0,
+                    )
             paper = self.find(w, 2.0, "sort-based (paper) eta")
             check(
                 f"{w} p=2 perturb >= 100x faster than sort-based",

@@ -36,7 +36,7 @@ import array_api_compat
 import numpy as np
 
 from . import frameworks
-from ._prepare import prepare
+from ._prepare import check_out, prepare
 from ._prepare_xp import (
     XProblem,
     arg_shapes,
@@ -253,12 +253,20 @@ def _forward(
     bounds: Any,
     axis: Any,
     unreachable: Any,
+    out: Any = None,
 ) -> Any:
     named = _named_arrays(x, delta, eps, bounds)
     fam, path = route(named, vjp=False)
+    if out is not None and path != "numpy":
+        raise TypeError(f"out is supported for NumPy inputs only; got {fam or path} arrays")
     if path == "numpy":
         prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
-        return numpy_backend.scale(prob) if kind == "scale" else numpy_backend.perturb(prob)
+        if kind == "scale":
+            return numpy_backend.scale(prob)
+        if out is not None:
+            read = [("x", x), ("delta", delta), ("delta", prob.delta)]
+            check_out(out, prob, [*read, ("lower", prob.lower), ("upper", prob.upper)])
+        return numpy_backend.perturb(prob, out)
     if path == "dask":
         from .backends import dask_backend
 
@@ -315,9 +323,18 @@ def scale(x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreacha
     return _forward("scale", x, delta, eps, p, bounds, axis, unreachable)
 
 
-def perturb(x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any) -> Any:
+def perturb(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: Any,
+    bounds: Any,
+    axis: Any,
+    unreachable: Any,
+    out: Any = None,
+) -> Any:
     """:func:`clipresc.perturb` for arrays of any supported library."""
-    return _forward("perturb", x, delta, eps, p, bounds, axis, unreachable)
+    return _forward("perturb", x, delta, eps, p, bounds, axis, unreachable, out)
 
 
 # --------------------------------------------------------------------------- gradients

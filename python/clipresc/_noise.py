@@ -19,7 +19,7 @@ import numpy as np
 
 from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
 from ._layout import Layout
-from ._prepare import Problem, parse_bounds, parse_eps
+from ._prepare import Problem, check_out, parse_bounds, parse_eps
 
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
 """The noise distributions (their scale does not matter: ``eta`` rescales the noise)."""
@@ -218,26 +218,8 @@ def noise(
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
     if out is not None:
-        check_out(out, x, prob)
+        check_out(out, prob, [("x", x), ("lower", prob.lower), ("upper", prob.upper)])
     return numpy_backend.noise(prob, dist, seed_key(seq), off, out=out)
-
-
-def check_out(out: Any, x: Any, prob: Problem) -> None:
-    """Raise unless ``out`` can receive the result for ``x`` (already laid out as ``prob``):
-    a writeable NumPy array of ``x``'s shape and dtype that shares no memory with it."""
-    if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
-    shape = prob.layout.shape
-    if out.shape != shape:
-        raise ValueError(f"out must have x's shape {shape}; got {out.shape}")
-    if out.dtype != prob.dtype:
-        raise TypeError(f"out must have x's dtype {prob.dtype}; got {out.dtype}")
-    if not out.flags.writeable:
-        raise ValueError("out must be writeable; got a read-only array")
-    if np.may_share_memory(out, prob.x) or (
-        isinstance(x, np.ndarray) and np.may_share_memory(out, x)
-    ):
-        raise ValueError("out must not overlap x")
 
 
 def sample(

@@ -203,3 +203,21 @@ def prepare(
         unreachable=mode,
         unchecked_bounds=(deferred[0], deferred[1]) if deferred else None,
     )
+
+
+def check_out(out: Any, prob: Problem, inputs: Sequence[tuple[str, Any]]) -> None:
+    """Raise unless ``out`` can receive the result laid out as ``prob``: a writeable NumPy
+    array of ``x``'s shape and dtype that shares no memory with any of ``inputs`` (the
+    arrays the core reads, as ``(name, array)``; ``prob.x`` is checked as ``x``)."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
+    shape = prob.layout.shape
+    if out.shape != shape:
+        raise ValueError(f"out must have x's shape {shape}; got {out.shape}")
+    if out.dtype != prob.dtype:
+        raise TypeError(f"out must have x's dtype {prob.dtype}; got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable; got a read-only array")
+    for name, arr in [("x", prob.x), *inputs]:
+        if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
+            raise ValueError(f"out must not overlap {name}")

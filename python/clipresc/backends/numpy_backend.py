@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -55,23 +55,61 @@ def scale(prob: Problem) -> np.ndarray[Any, Any]:
     return scale_eta(prob)[0]
 
 
-def perturb_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """:func:`perturb` and the ``(rows,)`` scales it used, in the work dtype."""
-    y = np.empty_like(prob.x)
-    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
-    try:
-        count, first = _clipresc.perturb_into(
+def perturb_eta(
+    prob: Problem, out: np.ndarray[Any, Any] | None = None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """:func:`perturb` and the ``(rows,)`` scales it used, in the work dtype.
+
+    ``out`` (already checked by ``check_out``) receives the result as in :func:`noise`.
+    """
+
+    def core(y: np.ndarray[Any, Any], eta: np.ndarray[Any, Any]) -> tuple[int, int]:
+        return _clipresc.perturb_into(
             prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y, eta
         )
-    except _clipresc.InputError as e:
-        raise _input_error(prob, e) from None
-    _raise_unreachable(prob, count, first)
-    return prob.layout.from_rows(y.astype(prob.dtype, copy=False)), eta
+
+    return _into_out(prob, out, core)
 
 
-def perturb(prob: Problem) -> np.ndarray[Any, Any]:
+def perturb(prob: Problem, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
     """``clip(x + eta * delta, lower, upper)`` in the caller's dtype and layout."""
-    return perturb_eta(prob)[0]
+    return perturb_eta(prob, out)[0]
+
+
+def _into_out(
+    prob: Problem,
+    out: np.ndarray[Any, Any] | None,
+    core: Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any]], tuple[int, int]],
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """Runs ``core(y_rows, eta)``, a fused solve-and-apply, and returns ``(result, eta)``.
+
+    The core writes straight into ``out`` when its memory is the rows' layout (C-contiguous,
+    vector axes trailing, the work dtype); otherwise into a fresh array that is then copied.
+    If anything raises, ``out`` is filled with NaN so that no partial result looks valid.
+    """
+    direct = (
+        out is not None
+        and prob.layout.is_trailing
+        and out.dtype == prob.x.dtype
+        and out.flags.c_contiguous
+    )
+    y = out.reshape(prob.x.shape) if direct and out is not None else np.empty_like(prob.x)
+    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
+    try:
+        count, first = core(y, eta)
+        _raise_unreachable(prob, count, first)
+    except _clipresc.InputError as e:
+        _spoil(out)
+        raise _input_error(prob, e) from None
+    except BaseException:
+        _spoil(out)
+        raise
+    result = prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+    if out is None:
+        return result, eta
+    if not direct:
+        np.copyto(out, result)
+    return out, eta
 
 
 def noise(
@@ -88,40 +126,13 @@ def noise(
     shape and dtype) receives the result, directly when its memory is the rows' layout; it
     is filled with NaN if the core raises.
     """
-    direct = (
-        out is not None
-        and prob.layout.is_trailing
-        and out.dtype == prob.x.dtype
-        and out.flags.c_contiguous
-    )
-    y = out.reshape(prob.x.shape) if direct and out is not None else np.empty_like(prob.x)
-    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
-    try:
-        count, first = _clipresc.noise_into(
-            prob.x,
-            prob.lower,
-            prob.upper,
-            prob.eps,
-            prob.p,
-            distribution,
-            key,
-            row_offset,
-            y,
-            eta,
+
+    def core(y: np.ndarray[Any, Any], eta: np.ndarray[Any, Any]) -> tuple[int, int]:
+        return _clipresc.noise_into(
+            prob.x, prob.lower, prob.upper, prob.eps, prob.p, distribution, key, row_offset, y, eta
         )
-        _raise_unreachable(prob, count, first)
-    except _clipresc.InputError as e:
-        _spoil(out)
-        raise _input_error(prob, e) from None
-    except BaseException:
-        _spoil(out)
-        raise
-    result = prob.layout.from_rows(y.astype(prob.dtype, copy=False))
-    if out is None:
-        return result
-    if not direct:
-        np.copyto(out, result)
-    return out
+
+    return _into_out(prob, out, core)[0]
 
 
 def _spoil(out: np.ndarray[Any, Any] | None) -> None:
