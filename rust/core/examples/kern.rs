@@ -1,8 +1,9 @@
 //! Repeated core calls for `perf stat` (CPU time is steadier than wall time on a busy
 //! machine): `cargo run --release --example kern -- MODE P REPS [small]` with MODE `scale`,
 //! `perturb`, `noise` (Gaussian, fused) or `sample` (the raw Gaussian noise alone), or
-//! `scale_el` / `perturb_el` (per-element bound arrays); any other MODE times the plain
-//! `x + delta` loop.
+//! `scale_el` / `perturb_el` (per-element bound arrays), `adv` (`scale` on the Newton
+//! adversary, one per row; `KERN_PASSES` sets the Newton passes before the safeguard); any
+//! other MODE times the plain `x + delta` loop.
 mod common;
 
 use clipresc_core::{
@@ -19,11 +20,29 @@ fn main() {
         Some("small") => (1024usize, 3 * 32 * 32),
         _ => (64usize, 3 * 224 * 224),
     };
-    let (x, d) = common::images(rows, n);
+    let (x, d) = if what == "adv" {
+        let (xa, da, _, _) = clipresc_core::newton_adversary(n, p);
+        let tile = |v: &[f64]| -> Vec<f32> {
+            (0..rows)
+                .flat_map(|_| v.iter().map(|&e| e as f32))
+                .collect()
+        };
+        (tile(&xa), tile(&da))
+    } else {
+        common::images(rows, n)
+    };
+    let opts = Options {
+        max_newton_passes: std::env::var("KERN_PASSES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Options::default().max_newton_passes),
+    };
     let (lo_el, hi_el) = (vec![0f32; rows * n], vec![1f32; rows * n]);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
-    let eps = if p.is_infinite() {
+    let eps = if what == "adv" {
+        1.0
+    } else if p.is_infinite() {
         0.3
     } else {
         50.0 * (n as f64 / 150528.0).sqrt()
@@ -60,7 +79,7 @@ fn main() {
     };
     for _ in 0..reps {
         match what.as_str() {
-            "scale" => drop(scale(&b, &Options::default(), &mut eta).unwrap()),
+            "scale" | "adv" => drop(scale(&b, &opts, &mut eta).unwrap()),
             "perturb" => drop(perturb(&b, &Options::default(), &mut o, &mut eta).unwrap()),
             "noise" => drop(noise(&nb, &Options::default(), &mut o, &mut eta).unwrap()),
             "scale_el" => drop(scale(&b_el, &Options::default(), &mut eta).unwrap()),

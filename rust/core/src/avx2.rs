@@ -16,6 +16,7 @@ use std::mem::MaybeUninit;
 use crate::kernel::{room, FirstSums};
 use crate::norm::{P1, P2 as P2Norm};
 use crate::safeguard::Cand;
+use crate::simd::prefetch_ahead;
 
 const W: usize = 8;
 
@@ -205,6 +206,14 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const H
         let mut nsat = _mm256_setzero_si256();
         let mut count = 0usize;
         for i in (start..full.min(start + PIECE)).step_by(W) {
+            prefetch_ahead(x, i);
+            prefetch_ahead(d, i);
+            if LS {
+                prefetch_ahead(lo_s, i);
+            }
+            if HS {
+                prefetch_ahead(hi_s, i);
+            }
             let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
             let lo = side8!(LS, lo_s, lo_b, i);
             let hi = side8!(HS, hi_s, hi_b, i);
@@ -313,6 +322,14 @@ pub(crate) fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
     let body = (n - head) / W * W;
     let e = _mm256_set1_ps(eta);
     for i in (head..head + body).step_by(W) {
+        prefetch_ahead(x, i);
+        prefetch_ahead(d, i);
+        if LS {
+            prefetch_ahead(lo_s, i);
+        }
+        if HS {
+            prefetch_ahead(hi_s, i);
+        }
         let y = _mm256_add_ps(load8!(&x[i..i + W]), _mm256_mul_ps(e, load8!(&d[i..i + W])));
         let lo = side8!(LS, lo_s, lo_b, i);
         let hi = side8!(HS, hi_s, hi_b, i);

@@ -9,6 +9,7 @@ use crate::bounds::SideAccess;
 use crate::norm::Power;
 use crate::real::Real;
 use crate::safeguard::Cand;
+use crate::simd::prefetch_ahead;
 
 /// Elements summed in `T` lanes before the chunk's sum is added in `f64`.
 pub const CHUNK: usize = 1024;
@@ -44,6 +45,19 @@ impl<'a, T: Real, L: SideAccess<T>, H: SideAccess<T>> Row<'a, T, L, H> {
     pub fn element(&self, i: usize) -> (T, T) {
         let (x, d) = (self.x[i], self.d[i]);
         (d.abs(), room(x, d, self.lo.at(i), self.hi.at(i)))
+    }
+}
+
+/// Prefetches the streams of `row` (x, delta and per-element bounds) ahead of element `i`.
+#[inline(always)]
+fn prefetch_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>, i: usize) {
+    prefetch_ahead(row.x, i);
+    prefetch_ahead(row.d, i);
+    if let Some(v) = row.lo.values() {
+        prefetch_ahead(v, i);
+    }
+    if let Some(v) = row.hi.values() {
+        prefetch_ahead(v, i);
     }
 }
 
@@ -308,6 +322,7 @@ fn for_lanes_w<const W: usize, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let n = row.len();
     let full = n / W * W;
     for base in (0..full).step_by(W) {
+        prefetch_row(row, base);
         let xs = &row.x[base..base + W];
         let ds = &row.d[base..base + W];
         let lo = row.lo.sub(base, W);
@@ -387,6 +402,7 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     let n = row.len();
     let mut base = 0;
     while base < n {
+        prefetch_row(row, base);
         let len = LANES.min(n - base);
         let r = row.sub(base, base + len);
         let mut inside = 0u32;
@@ -603,6 +619,7 @@ fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
             .chunks_exact(LANES)
             .zip(row.d[..full].chunks_exact(LANES)),
     ) {
+        prefetch_row(row, base);
         let lo = row.lo.sub(base, LANES);
         let hi = row.hi.sub(base, LANES);
         let (am1, nm1, nb1) = (am, nm, nb);
@@ -642,9 +659,12 @@ fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 ) {
     let (x, d) = (row.x, &row.d[..row.x.len()]);
     let out = &mut out[..x.len()];
-    for i in 0..x.len() {
-        let y = x[i] + eta * d[i];
-        out[i] = y.max(row.lo.at(i)).min(row.hi.at(i));
+    for base in (0..x.len()).step_by(LANES) {
+        prefetch_row(row, base);
+        for i in base..(base + LANES).min(x.len()) {
+            let y = x[i] + eta * d[i];
+            out[i] = y.max(row.lo.at(i)).min(row.hi.at(i));
+        }
     }
 }
 
@@ -701,9 +721,13 @@ fn apply_chunk_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     y: &mut [T],
 ) {
     let x = &x[..y.len()];
-    for i in 0..y.len() {
-        let v = x[i] + eta * y[i];
-        y[i] = v.max(lo.at(i)).min(hi.at(i));
+    for base in (0..y.len()).step_by(LANES) {
+        prefetch_ahead(x, base);
+        prefetch_ahead(y, base);
+        for i in base..(base + LANES).min(y.len()) {
+            let v = x[i] + eta * y[i];
+            y[i] = v.max(lo.at(i)).min(hi.at(i));
+        }
     }
 }
 

@@ -77,10 +77,26 @@ pub(crate) fn select<P: Power>(
         let nb = ((range >> shift) + 1) as usize;
         sw[..nb].fill(0.0);
         sc[..nb].fill(0.0);
+        // Runs of candidates in one bucket are summed in registers first: adding each one
+        // to the table would chain every add through a store and a reload of the same
+        // slot (the adversary's background, tens of thousands of equal keys, spent half of
+        // the select there).
+        let (mut run_j, mut run_w, mut run_c) = (usize::MAX, 0.0, 0.0);
         for c in &cands {
             let j = ((c.key.to_bits() - lo) >> shift) as usize;
-            sw[j] += c.w;
-            sc[j] += c.c;
+            if j != run_j {
+                if run_j != usize::MAX {
+                    sw[run_j] += run_w;
+                    sc[run_j] += run_c;
+                }
+                (run_j, run_w, run_c) = (j, 0.0, 0.0);
+            }
+            run_w += c.w;
+            run_c += c.c;
+        }
+        if run_j != usize::MAX {
+            sw[run_j] += run_w;
+            sc[run_j] += run_c;
         }
         // g at the upper edge of bucket j, with buckets <= j saturated and the rest not.
         // The weight above bucket j is a suffix sum, built back to front in place (no

@@ -14,3 +14,29 @@ pub(crate) fn has_avx2() -> bool {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
     })
 }
+
+/// How far ahead of the element being read the streaming passes prefetch, in bytes. The
+/// hardware prefetcher of the development machine (a VM) did not keep up with these loops:
+/// prefetching 2 KiB ahead cut the CPU time of `scale` by a third (see the README).
+pub(crate) const PREFETCH_BYTES: usize = 2048;
+
+/// Asks the CPU to bring the cache line of `s[i + PREFETCH_BYTES / size_of::<T>()]` into L1.
+/// That element may lie past the end of `s` (the passes see a row in chunks, and the next
+/// chunk follows in memory): the address is only a hint.
+#[inline(always)]
+pub(crate) fn prefetch_ahead<T>(s: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let ahead = s
+            .as_ptr()
+            .wrapping_add(i + PREFETCH_BYTES / std::mem::size_of::<T>().max(1));
+        // SAFETY: a prefetch reads nothing the program sees and never faults, whatever the
+        // address (`wrapping_add` forms it without claiming it lies inside `s`; it is never
+        // dereferenced). SSE, part of baseline x86-64, has the instruction.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(ahead.cast())
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (s, i);
+}

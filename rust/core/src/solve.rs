@@ -267,7 +267,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) -> RowOutcome {
     let eta_t = T::of_f64(pw.root64(t));
-    let mut cands = Vec::new();
+    let mut cands = Vec::with_capacity(row.len());
     let mut c_base = 0.0f64;
     for i in 0..row.len() {
         let (a, s) = row.element(i);
