@@ -77,63 +77,32 @@ pub(crate) fn select<P: Power>(
         let nb = ((range >> shift) + 1) as usize;
         sw[..nb].fill(0.0);
         sc[..nb].fill(0.0);
-        // Runs of candidates in one bucket are summed in registers first: adding each one
-        // to the table would chain every add through a store and a reload of the same
-        // slot (the adversary's background, tens of thousands of equal keys, spent half of
-        // the select there).
-        let (mut run_j, mut run_w, mut run_c) = (usize::MAX, 0.0, 0.0);
+        let mut bins = Bins::new(&mut sw, &mut sc);
         for c in &cands {
-            let j = ((c.key.to_bits() - lo) >> shift) as usize;
-            if j != run_j {
-                if run_j != usize::MAX {
-                    sw[run_j] += run_w;
-                    sc[run_j] += run_c;
-                }
-                (run_j, run_w, run_c) = (j, 0.0, 0.0);
+            bins.add(((c.key.to_bits() - lo) >> shift) as usize, c);
+        }
+        bins.flush();
+        let j = match crossing(
+            &mut sw[..nb],
+            &sc[..nb],
+            (lo, hi, shift),
+            (c_base, m_base),
+            target,
+            pw,
+        ) {
+            Crossing::In {
+                bucket,
+                c_below,
+                m_above,
+            } => {
+                (c_base, m_base) = (c_below, m_above);
+                bucket
             }
-            run_w += c.w;
-            run_c += c.c;
-        }
-        if run_j != usize::MAX {
-            sw[run_j] += run_w;
-            sc[run_j] += run_c;
-        }
-        // g at the upper edge of bucket j, with buckets <= j saturated and the rest not.
-        // The weight above bucket j is a suffix sum, built back to front in place (no
-        // cancellation): `sw[j]` becomes the weight of the buckets after j.
-        let mut acc = m_base;
-        for w in sw[..nb].iter_mut().rev() {
-            let own = *w;
-            *w = acc;
-            acc += own;
-        }
-        // `c_below`: the caps of the buckets before j, summed front to back.
-        let (mut c_below, mut found) = (c_base, None);
-        for j in 0..nb {
-            let c_le = c_below + sc[j];
-            let edge_bits = (lo + (((j as u64) + 1) << shift) - 1).min(hi);
-            let edge = f64::from_bits(edge_bits);
-            let g = if sw[j] > 0.0 {
-                c_le + pw.pow64(edge) * sw[j]
-            } else {
-                c_le
-            };
-            if g >= target {
-                found = Some(j);
-                break;
+            Crossing::Above { c_all } => {
+                // Every candidate saturates: the free weight outside decides.
+                return (m_base > 0.0).then(|| (target - c_all) / m_base);
             }
-            c_below = c_le;
-        }
-        let Some(j) = found else {
-            // Every candidate saturates: the free weight outside decides.
-            if m_base > 0.0 {
-                return Some((target - c_below) / m_base);
-            }
-            return None;
         };
-        // Buckets below j saturate, buckets above stay free: both sums are sums of
-        // positive terms (no differences, so nothing cancels).
-        (c_base, m_base) = (c_below, sw[j]);
         let keep: Vec<Cand> = cands
             .iter()
             .filter(|c| ((c.key.to_bits() - lo) >> shift) as usize == j)
@@ -141,6 +110,106 @@ pub(crate) fn select<P: Power>(
             .collect();
         cands = keep;
     }
+}
+
+/// Adds candidates to bucket sums (`sum w`, `sum c`). Runs of candidates in one bucket are
+/// summed in registers first: adding each to its slot would chain every add through a store
+/// and a reload of that slot (the adversary's background, tens of thousands of equal keys,
+/// spent half of the select there). Call [`Bins::flush`] when done.
+pub(crate) struct Bins<'a> {
+    sw: &'a mut [f64],
+    sc: &'a mut [f64],
+    run: Option<usize>,
+    w: f64,
+    c: f64,
+}
+
+impl<'a> Bins<'a> {
+    pub(crate) fn new(sw: &'a mut [f64], sc: &'a mut [f64]) -> Self {
+        Bins {
+            sw,
+            sc,
+            run: None,
+            w: 0.0,
+            c: 0.0,
+        }
+    }
+
+    #[inline(always)]
+    pub(crate) fn add(&mut self, j: usize, cand: &Cand) {
+        if self.run != Some(j) {
+            self.flush();
+            self.run = Some(j);
+        }
+        self.w += cand.w;
+        self.c += cand.c;
+    }
+
+    pub(crate) fn flush(&mut self) {
+        if let Some(j) = self.run.take() {
+            self.sw[j] += self.w;
+            self.sc[j] += self.c;
+        }
+        (self.w, self.c) = (0.0, 0.0);
+    }
+}
+
+/// Where `g` crosses the target among buckets of keys (see [`crossing`]).
+pub(crate) enum Crossing {
+    /// In `bucket`: the buckets before it saturate (`c_below` holds their caps and the base),
+    /// the ones after stay free (`m_above` holds their weights and the base).
+    In {
+        bucket: usize,
+        c_below: f64,
+        m_above: f64,
+    },
+    /// Above every bucket: all of them saturate (`c_all` holds their caps and the base).
+    Above { c_all: f64 },
+}
+
+/// Finds the first bucket at whose upper edge `g` reaches `target`. Bucket `j` holds the keys
+/// whose bits `b` have `(b - lo) >> shift == j` (`lo`, `hi`: the smallest and largest key
+/// bits), with `sum w` in `sw[j]` and `sum c` in `sc[j]`; `base` is `(c_base, m_base)`.
+/// `sw` is overwritten with suffix sums.
+pub(crate) fn crossing<P: Power>(
+    sw: &mut [f64],
+    sc: &[f64],
+    (lo, hi, shift): (u64, u64, u32),
+    (c_base, m_base): (f64, f64),
+    target: f64,
+    pw: P,
+) -> Crossing {
+    // The weight above bucket j is a suffix sum, built back to front in place (no
+    // cancellation): `sw[j]` becomes the weight of the buckets after j.
+    let mut acc = m_base;
+    for w in sw.iter_mut().rev() {
+        let own = *w;
+        *w = acc;
+        acc += own;
+    }
+    // `c_below`: the caps of the buckets before j, summed front to back.
+    let mut c_below = c_base;
+    for (j, (&w_above, &c_own)) in sw.iter().zip(sc).enumerate() {
+        let c_le = c_below + c_own;
+        let edge_bits = (lo + (((j as u64) + 1) << shift) - 1).min(hi);
+        let edge = f64::from_bits(edge_bits);
+        let g = if w_above > 0.0 {
+            c_le + pw.pow64(edge) * w_above
+        } else {
+            c_le
+        };
+        if g >= target {
+            // Buckets below j saturate, buckets above stay free: both sums are sums of
+            // positive terms (no differences, so nothing cancels).
+            return Crossing::In {
+                bucket: j,
+                c_below,
+                m_above: w_above,
+            };
+        }
+        c_below = c_le;
+    }
+    Crossing::Above { c_all: c_below }
 }
 
 /// Variable fixing (Newton from below) on a small candidate set; after `max_passes` passes

@@ -5,7 +5,7 @@ use crate::bounds::{SideAccess, SliceSide};
 use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row};
 use crate::norm::{Power, P1};
 use crate::real::Real;
-use crate::safeguard::{self, Cand};
+use crate::safeguard::{self, crossing, Bins, Cand, Crossing};
 
 /// Tuning knobs of the solver.
 #[derive(Clone, Copy, Debug)]
@@ -17,7 +17,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            max_newton_passes: 8,
+            max_newton_passes: 6,
         }
     }
 }
@@ -258,6 +258,12 @@ fn newton<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 }
 
 /// Hands the elements still free at `t` to the radix select.
+///
+/// Its first level reads the row itself instead of a list of every free element: one pass
+/// bins the free elements by the top bits of their key (`sum w`, `sum c` per bin, eight bins
+/// per binade), a second collects only the bin where `g` crosses the target. A list of all
+/// free elements (the adversary's whole background) cost more than the Newton passes
+/// before it.
 fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     target: f64,
@@ -267,25 +273,73 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) -> RowOutcome {
     let eta_t = T::of_f64(pw.root64(t));
-    let mut cands = Vec::with_capacity(row.len());
-    let mut c_base = 0.0f64;
-    for i in 0..row.len() {
+    // The candidate of element i when it is free at `eta_t` (the same expressions in both
+    // passes, so both see the same keys).
+    let free = |i: usize| -> Option<Cand> {
         let (a, s) = row.element(i);
-        if a == T::zero() {
-            continue;
-        }
-        let (a64, s64) = (a.as_f64(), s.as_f64());
-        if s <= eta_t * a {
-            c_base += pw.pow64(s64);
-        } else {
-            cands.push(Cand::new(a64, s64, pw));
+        let sat = s <= eta_t * a;
+        (a != T::zero() && !sat).then(|| Cand::new(a.as_f64(), s.as_f64(), pw))
+    };
+    let (mut sw, mut sc) = (vec![0f64; BINS], vec![0f64; BINS]);
+    let mut c_base = 0.0f64;
+    let (mut e_lo, mut e_hi, mut key_hi) = (BINS, 0, 0u64);
+    let mut bins = Bins::new(&mut sw, &mut sc);
+    for i in 0..row.len() {
+        match free(i) {
+            Some(c) => {
+                let bits = c.key.to_bits();
+                let e = (bits >> MANTISSA_BITS) as usize;
+                (e_lo, e_hi, key_hi) = (e_lo.min(e), e_hi.max(e), key_hi.max(bits));
+                bins.add(e, &c);
+            }
+            None => {
+                let (a, s) = row.element(i);
+                if a != T::zero() {
+                    c_base += pw.pow64(s.as_f64());
+                }
+            }
         }
     }
-    match safeguard::select(cands, c_base, 0.0, target, pw) {
+    bins.flush();
+    let answer = if e_lo > e_hi {
+        safeguard::select(Vec::new(), c_base, 0.0, target, pw)
+    } else {
+        let base = (e_lo as u64) << MANTISSA_BITS;
+        let range = (base, key_hi, MANTISSA_BITS);
+        match crossing(
+            &mut sw[e_lo..=e_hi],
+            &sc[e_lo..=e_hi],
+            range,
+            (c_base, 0.0),
+            target,
+            pw,
+        ) {
+            Crossing::In {
+                bucket,
+                c_below,
+                m_above,
+            } => {
+                let e = e_lo + bucket;
+                let keep: Vec<Cand> = (0..row.len())
+                    .filter_map(free)
+                    .filter(|c| (c.key.to_bits() >> MANTISSA_BITS) as usize == e)
+                    .collect();
+                safeguard::select(keep, c_below, m_above, target, pw)
+            }
+            Crossing::Above { .. } => None,
+        }
+    };
+    match answer {
         Some(t_final) => RowOutcome::eta(pw.root64(t_final.max(t)), passes, true),
         None => saturated(row, target, pw, passes, true, par),
     }
 }
+
+/// The bins of the safeguard's first level: the bits of a non-negative `f64` key above
+/// `MANTISSA_BITS` (its exponent and top three mantissa bits, eight bins per binade), and
+/// their number.
+const MANTISSA_BITS: u32 = 49;
+const BINS: usize = 1 << (63 - MANTISSA_BITS);
 
 /// Every movable element saturates: the smallest eta reaching the largest size.
 fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
