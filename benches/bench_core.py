@@ -436,19 +436,13 @@ class Bench:
 
         for wl in workloads:
             w = wl.name
+            check(f"{w} p=2 scale <= 1.25x floor", ratio(wl, 2.0, "clipresc.scale"), 1.25)
             # perturb twice: allocating its result (as the API call does) and with
             # out= (as the floor np.add(x, d, out=o) does)
-            for tail in ("", " out="):
-                check(
-                    f"{w} p=2 perturb{tail} <= 1.5x floor",
-                    ratio(wl, 2.0, "clipresc.perturb" if not tail else "perturb out="),
-                    1.5,
-                )
-            check(f"{w} p=2 scale <= 1.25x floor", ratio(wl, 2.0, "clipresc.scale"), 1.25)
-            for tail in ("", " out="):
+            for tail, method in (("", "clipresc.perturb"), (" out=", "perturb out=")):
+                check(f"{w} p=2 perturb{tail} <= 1.5x floor", ratio(wl, 2.0, method), 1.5)
                 for p in (1.0, math.inf):
                     pl = p_label(p)
-                    method = "clipresc.perturb" if not tail else "perturb out="
                     check(f"{w} p={pl} perturb{tail} <= 2.0x floor", ratio(wl, p, method), 2.0)
                 for p in PS:
                     pl = p_label(p)

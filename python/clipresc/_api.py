@@ -65,8 +65,8 @@ def perturb(
     ``out``: a NumPy array of ``x``'s shape and dtype to write the result into (NumPy inputs
     only), returned. When it is C-contiguous and the vector axes are the trailing ones the
     core writes into it directly, which saves allocating (and page-faulting) a result per
-    call in a loop. It must not overlap ``x`` or ``delta``. If the call raises after checking
-    its arguments, ``out`` is filled with NaN, never left half-written.
+    call in a loop. It must not overlap ``x``, ``delta`` or a bound array. If the call raises
+    after checking its arguments, ``out`` is filled with NaN, never left half-written.
 
     >>> import numpy as np, clipresc
     >>> x = np.array([[0.5, 0.9]]); d = np.array([[1.0, 1.0]])

@@ -264,8 +264,8 @@ def _forward(
         if kind == "scale":
             return numpy_backend.scale(prob)
         if out is not None:
-            read = [("x", x), ("delta", delta), ("delta", prob.delta)]
-            check_out(out, prob, [*read, ("lower", prob.lower), ("upper", prob.upper)])
+            read = [("x", x), ("delta", delta), ("lower", prob.lower), ("upper", prob.upper)]
+            check_out(out, prob, read)
         return numpy_backend.perturb(prob, out)
     if path == "dask":
         from .backends import dask_backend

@@ -128,6 +128,20 @@ fn pow_s<const P2: bool>(v: f32) -> f32 {
     }
 }
 
+/// Prefetches `x`, `delta` and the bound sides that hold one value per element (`LS` / `HS`)
+/// ahead of element `i`.
+#[inline(always)]
+fn prefetch_streams<const LS: bool, const HS: bool>([x, d, lo, hi]: [&[f32]; 4], i: usize) {
+    prefetch_ahead(x, i);
+    prefetch_ahead(d, i);
+    if LS {
+        prefetch_ahead(lo, i);
+    }
+    if HS {
+        prefetch_ahead(hi, i);
+    }
+}
+
 /// Elements per piece of the first pass (a multiple of `W`; the packed elements of a piece
 /// stay on the stack, in L1).
 const PIECE: usize = 1024;
@@ -206,14 +220,7 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const H
         let mut nsat = _mm256_setzero_si256();
         let mut count = 0usize;
         for i in (start..full.min(start + PIECE)).step_by(W) {
-            prefetch_ahead(x, i);
-            prefetch_ahead(d, i);
-            if LS {
-                prefetch_ahead(lo_s, i);
-            }
-            if HS {
-                prefetch_ahead(hi_s, i);
-            }
+            prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
             let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
             let lo = side8!(LS, lo_s, lo_b, i);
             let hi = side8!(HS, hi_s, hi_b, i);
@@ -322,14 +329,7 @@ pub(crate) fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
     let body = (n - head) / W * W;
     let e = _mm256_set1_ps(eta);
     for i in (head..head + body).step_by(W) {
-        prefetch_ahead(x, i);
-        prefetch_ahead(d, i);
-        if LS {
-            prefetch_ahead(lo_s, i);
-        }
-        if HS {
-            prefetch_ahead(hi_s, i);
-        }
+        prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
         let y = _mm256_add_ps(load8!(&x[i..i + W]), _mm256_mul_ps(e, load8!(&d[i..i + W])));
         let lo = side8!(LS, lo_s, lo_b, i);
         let hi = side8!(HS, hi_s, hi_b, i);

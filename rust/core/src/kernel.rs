@@ -53,11 +53,8 @@ impl<'a, T: Real, L: SideAccess<T>, H: SideAccess<T>> Row<'a, T, L, H> {
 fn prefetch_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>, i: usize) {
     prefetch_ahead(row.x, i);
     prefetch_ahead(row.d, i);
-    if let Some(v) = row.lo.values() {
-        prefetch_ahead(v, i);
-    }
-    if let Some(v) = row.hi.values() {
-        prefetch_ahead(v, i);
+    for side in [row.lo.values(), row.hi.values()].into_iter().flatten() {
+        prefetch_ahead(side, i);
     }
 }
 
@@ -724,6 +721,9 @@ fn apply_chunk_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     for base in (0..y.len()).step_by(LANES) {
         prefetch_ahead(x, base);
         prefetch_ahead(y, base);
+        for side in [lo.values(), hi.values()].into_iter().flatten() {
+            prefetch_ahead(side, base);
+        }
         for i in base..(base + LANES).min(y.len()) {
             let v = x[i] + eta * y[i];
             y[i] = v.max(lo.at(i)).min(hi.at(i));

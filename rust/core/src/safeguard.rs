@@ -168,9 +168,9 @@ pub(crate) enum Crossing {
 }
 
 /// Finds the first bucket at whose upper edge `g` reaches `target`. Bucket `j` holds the keys
-/// whose bits `b` have `(b - lo) >> shift == j` (`lo`, `hi`: the smallest and largest key
-/// bits), with `sum w` in `sw[j]` and `sum c` in `sc[j]`; `base` is `(c_base, m_base)`.
-/// `sw` is overwritten with suffix sums.
+/// whose bits `b` have `(b - lo) >> shift == j` (`lo`: the bits at bucket 0's lower edge, at
+/// most the smallest key's; `hi`: the largest key's bits), with `sum w` in `sw[j]` and `sum c`
+/// in `sc[j]`; `base` is `(c_base, m_base)`. `sw` is overwritten with suffix sums.
 pub(crate) fn crossing<P: Power>(
     sw: &mut [f64],
     sc: &[f64],

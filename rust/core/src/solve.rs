@@ -273,31 +273,27 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) -> RowOutcome {
     let eta_t = T::of_f64(pw.root64(t));
-    // The candidate of element i when it is free at `eta_t` (the same expressions in both
-    // passes, so both see the same keys).
-    let free = |i: usize| -> Option<Cand> {
+    // Element i when it moves: whether it is saturated at `eta_t`, and its `|delta|` and room
+    // in `f64` (the same expressions in both passes, so both see the same keys).
+    let split = |i: usize| -> Option<(bool, f64, f64)> {
         let (a, s) = row.element(i);
-        let sat = s <= eta_t * a;
-        (a != T::zero() && !sat).then(|| Cand::new(a.as_f64(), s.as_f64(), pw))
+        (a != T::zero()).then(|| (s <= eta_t * a, a.as_f64(), s.as_f64()))
     };
     let (mut sw, mut sc) = (vec![0f64; BINS], vec![0f64; BINS]);
     let mut c_base = 0.0f64;
     let (mut e_lo, mut e_hi, mut key_hi) = (BINS, 0, 0u64);
     let mut bins = Bins::new(&mut sw, &mut sc);
     for i in 0..row.len() {
-        match free(i) {
-            Some(c) => {
+        match split(i) {
+            Some((true, _, s)) => c_base += pw.pow64(s),
+            Some((false, a, s)) => {
+                let c = Cand::new(a, s, pw);
                 let bits = c.key.to_bits();
                 let e = (bits >> MANTISSA_BITS) as usize;
                 (e_lo, e_hi, key_hi) = (e_lo.min(e), e_hi.max(e), key_hi.max(bits));
                 bins.add(e, &c);
             }
-            None => {
-                let (a, s) = row.element(i);
-                if a != T::zero() {
-                    c_base += pw.pow64(s.as_f64());
-                }
-            }
+            None => {}
         }
     }
     bins.flush();
@@ -321,7 +317,10 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             } => {
                 let e = e_lo + bucket;
                 let keep: Vec<Cand> = (0..row.len())
-                    .filter_map(free)
+                    .filter_map(|i| match split(i) {
+                        Some((false, a, s)) => Some(Cand::new(a, s, pw)),
+                        _ => None,
+                    })
                     .filter(|c| (c.key.to_bits() >> MANTISSA_BITS) as usize == e)
                     .collect();
                 safeguard::select(keep, c_below, m_above, target, pw)
