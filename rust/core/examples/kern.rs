@@ -3,7 +3,9 @@
 //! `perturb`, `noise` (Gaussian, fused) or `sample` (the raw Gaussian noise alone), or
 //! `scale_el` / `perturb_el` (per-element bound arrays), `adv` (`scale` on the Newton
 //! adversary, one per row; `KERN_PASSES` sets the Newton passes before the safeguard); any
-//! other MODE times the plain `x + delta` loop.
+//! other MODE times the plain `x + delta` loop. The fourth argument `small` times 1024 rows
+//! of 3072 elements, `mnist` 4096 rows of 784 `f64` elements (`scale`, `perturb`,
+//! `scale_el`, `perturb_el`); the default is 64 rows of 150528.
 mod common;
 
 use clipresc_core::{
@@ -18,8 +20,14 @@ fn main() {
     let reps: usize = args.get(3).map_or(20, |s| s.parse().unwrap());
     let (rows, n) = match args.get(4).map(|s| s.as_str()) {
         Some("small") => (1024usize, 3 * 32 * 32),
+        Some("mnist") => (4096usize, 784),
         _ => (64usize, 3 * 224 * 224),
     };
+    if args.get(4).map(|s| s.as_str()) == Some("mnist") {
+        let (x, d) = common::images(rows, n);
+        let wide = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
+        return run_f64(&what, p, reps, rows, n, (wide(x), wide(d)));
+    }
     let (x, d) = if what == "adv" {
         let (xa, da, _, _) = clipresc_core::newton_adversary(n, p);
         let tile = |v: &[f64]| -> Vec<f32> {
@@ -85,6 +93,43 @@ fn main() {
             "scale_el" => drop(scale(&b_el, &Options::default(), &mut eta).unwrap()),
             "perturb_el" => drop(perturb(&b_el, &Options::default(), &mut o, &mut eta).unwrap()),
             "sample" => sample(&spec, rows, n, &mut o).unwrap(),
+            _ => {
+                for i in 0..o.len() {
+                    o[i] = x[i] + d[i];
+                }
+            }
+        }
+    }
+    println!("{}", eta[0]);
+}
+
+/// The `f64` modes (`mnist`): eps 3.6 as in the benchmark.
+fn run_f64(what: &str, p: f64, reps: usize, rows: usize, n: usize, (x, d): (Vec<f64>, Vec<f64>)) {
+    let (lo_el, hi_el) = (vec![0f64; rows * n], vec![1f64; rows * n]);
+    let mut o = vec![0f64; rows * n];
+    let mut eta = vec![0f64; rows];
+    let b = Batch {
+        x: &x,
+        delta: &d,
+        rows,
+        n,
+        lower: Bound::Scalar(0.0),
+        upper: Bound::Scalar(1.0),
+        eps: Eps::Scalar(if p.is_infinite() { 0.3 } else { 3.6 }),
+        norm: Norm::new(p).unwrap(),
+    };
+    let b_el = Batch {
+        lower: Bound::Full(&lo_el),
+        upper: Bound::Full(&hi_el),
+        ..b
+    };
+    let opts = Options::default();
+    for _ in 0..reps {
+        match what {
+            "scale" => drop(scale(&b, &opts, &mut eta).unwrap()),
+            "perturb" => drop(perturb(&b, &opts, &mut o, &mut eta).unwrap()),
+            "scale_el" => drop(scale(&b_el, &opts, &mut eta).unwrap()),
+            "perturb_el" => drop(perturb(&b_el, &opts, &mut o, &mut eta).unwrap()),
             _ => {
                 for i in 0..o.len() {
                     o[i] = x[i] + d[i];

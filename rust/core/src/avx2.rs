@@ -188,12 +188,22 @@ static COUNT: [u8; 256] = {
     table
 };
 
-/// The first, validating pass over a chunk, split at the bracket `(eta_lo, eta_hi]` (see
-/// `FirstSums`). `CHECK_X` also checks that `x` is finite, which the bounds check implies
-/// when both bounds are finite. `LS` / `HS`: the lower / upper side holds one value per
-/// element.
+/// A pass over a chunk split at the bracket `(eta_lo, eta_hi]` (see `FirstSums`).
+/// `VALIDATE`: the first pass, which also counts invalid elements and finds the largest
+/// `|delta|` (`CHECK_X` then also checks that `x` is finite, which the bounds check implies
+/// when both bounds are finite); a later pass over a valid row leaves `bad` and `amax` at
+/// zero. `SPLIT`: the bracket is not empty (`eta_lo < eta_hi`); with `eta_lo == eta_hi`
+/// nothing lies inside, so the pass skips the candidates and the second comparison.
+/// `LS` / `HS`: the lower / upper side holds one value per element.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const HS: bool>(
+pub(crate) fn first<
+    const P2: bool,
+    const VALIDATE: bool,
+    const CHECK_X: bool,
+    const SPLIT: bool,
+    const LS: bool,
+    const HS: bool,
+>(
     c: F32Chunk<'_>,
     eta_lo: f32,
     eta_hi: f32,
@@ -226,25 +236,37 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const H
             let hi = side8!(HS, hi_s, hi_b, i);
             let (a, s) = abs_room(xv, dv, lo, hi);
             let sat_lo = _mm256_cmp_ps::<_CMP_LE_OQ>(s, _mm256_mul_ps(elo, a));
-            let free_hi = _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a));
+            // Without a split the complement (NaN lanes land in both, and are invalid).
+            let free_hi = if SPLIT {
+                _mm256_cmp_ps::<_CMP_GT_OQ>(s, _mm256_mul_ps(ehi, a))
+            } else {
+                _mm256_cmp_ps::<_CMP_NLE_UQ>(s, _mm256_mul_ps(elo, a))
+            };
             cs = _mm256_add_ps(cs, _mm256_and_ps(sat_lo, pow::<P2>(s)));
             ms = _mm256_add_ps(ms, _mm256_and_ps(free_hi, pow::<P2>(a)));
             nsat = _mm256_sub_epi32(nsat, _mm256_castps_si256(sat_lo));
-            amax = _mm256_max_ps(amax, a);
-            // invalid: delta not finite, x below lower or above upper (or NaN, or a NaN bound)
-            let mut b = _mm256_or_ps(
-                _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
-                _mm256_or_ps(
-                    _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
-                    _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
-                ),
-            );
-            if CHECK_X {
-                let ax = _mm256_andnot_ps(sign, xv);
-                b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
+            let mut outside = _mm256_or_ps(sat_lo, free_hi);
+            if VALIDATE {
+                amax = _mm256_max_ps(amax, a);
+                // invalid: delta not finite, x below lower or above upper (or NaN, or a NaN
+                // bound)
+                let mut b = _mm256_or_ps(
+                    _mm256_cmp_ps::<_CMP_NLT_UQ>(a, inf),
+                    _mm256_or_ps(
+                        _mm256_cmp_ps::<_CMP_NGE_UQ>(xv, lo),
+                        _mm256_cmp_ps::<_CMP_NLE_UQ>(xv, hi),
+                    ),
+                );
+                if CHECK_X {
+                    let ax = _mm256_andnot_ps(sign, xv);
+                    b = _mm256_or_ps(b, _mm256_cmp_ps::<_CMP_NLT_UQ>(ax, inf));
+                }
+                bad = _mm256_or_ps(bad, b);
+                outside = _mm256_or_ps(outside, b);
             }
-            bad = _mm256_or_ps(bad, b);
-            let outside = _mm256_or_ps(_mm256_or_ps(sat_lo, free_hi), b);
+            if !SPLIT {
+                continue;
+            }
             let inside = (!_mm256_movemask_ps(outside) & 0xff) as usize;
             let perm: &[u32; W] = &COMPRESS[inside];
             // SAFETY: `perm` is eight initialised u32 (32 readable bytes) and `loadu` has no
@@ -285,9 +307,12 @@ pub(crate) fn first<const P2: bool, const CHECK_X: bool, const LS: bool, const H
         let a = di.abs();
         let s = room(xi, di, lo, hi);
         let (sat_lo, free_hi) = (s <= eta_lo * a, s > eta_hi * a);
-        let b = !(a < f32::INFINITY && xi >= lo && xi <= hi && xi.abs() < f32::INFINITY);
+        let b =
+            VALIDATE && !(a < f32::INFINITY && xi >= lo && xi <= hi && xi.abs() < f32::INFINITY);
         any_bad |= b;
-        out.amax = out.amax.max(a as f64);
+        if VALIDATE {
+            out.amax = out.amax.max(a as f64);
+        }
         if sat_lo {
             out.c_lo += pow_s::<P2>(s) as f64;
             out.nsat_lo += 1;

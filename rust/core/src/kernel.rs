@@ -383,7 +383,7 @@ impl std::ops::Add for FirstSums {
 }
 
 #[inline(always)]
-fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
     row: &Row<'_, T, L, H>,
     pw: P,
     eta_lo: T,
@@ -408,12 +408,14 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             let s = room(x, d, lo, hi);
             let sat_lo = s <= eta_lo * a;
             let free_hi = s > eta_hi * a;
-            let b = is_bad(x, d, lo, hi);
+            let b = if VALIDATE { is_bad(x, d, lo, hi) } else { 0 };
             c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
             m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
             nsat[k] += sat_lo as u32;
-            amax[k] = if a > amax[k] { a } else { amax[k] };
-            bad[k] |= b;
+            if VALIDATE {
+                amax[k] = if a > amax[k] { a } else { amax[k] };
+                bad[k] |= b;
+            }
             inside |= ((!sat_lo & !free_hi & (b == 0)) as u32) << k;
         };
         if len == LANES {
@@ -448,36 +450,78 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     out
 }
 
-/// The first pass over a row: validation, the largest `|delta|`, and the split of the row at
-/// the bracket `(eta_lo, eta_hi]` (see [`FirstSums`]).
+/// A pass over a row split at the bracket `(eta_lo, eta_hi]` (see [`FirstSums`]); with
+/// `validate` (the first pass) it also validates the row and finds the largest `|delta|`.
 pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     pw: P,
-    eta_lo: T,
-    eta_hi: T,
+    (eta_lo, eta_hi): (T, T),
+    validate: bool,
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
     if let (Some(whole), Some(p2)) = (f32_chunk(row), pw.is_p2()) {
         use crate::avx2::first;
         let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
-        let check_x = !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
+        let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
+        let split = lo != hi;
         let sides = (L::SLICE, H::SLICE);
         return fold_chunks(row, par, |r| {
             let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
             // SAFETY: `f32_chunk` returns `Some` only after `has_avx2` has checked at run
             // time that this CPU executes AVX2 and FMA, the kernels' only precondition.
             unsafe {
-                match (p2, check_x) {
-                    (true, false) => with_sides!(sides, first, [true, false], (c, lo, hi)),
-                    (true, true) => with_sides!(sides, first, [true, true], (c, lo, hi)),
-                    (false, false) => with_sides!(sides, first, [false, false], (c, lo, hi)),
-                    (false, true) => with_sides!(sides, first, [false, true], (c, lo, hi)),
+                // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
+                match (p2, validate, check_x, split) {
+                    (true, true, false, false) => {
+                        with_sides!(sides, first, [true, true, false, false], (c, lo, hi))
+                    }
+                    (true, true, false, true) => {
+                        with_sides!(sides, first, [true, true, false, true], (c, lo, hi))
+                    }
+                    (true, true, true, false) => {
+                        with_sides!(sides, first, [true, true, true, false], (c, lo, hi))
+                    }
+                    (true, true, true, true) => {
+                        with_sides!(sides, first, [true, true, true, true], (c, lo, hi))
+                    }
+                    (true, false, _, false) => {
+                        with_sides!(sides, first, [true, false, false, false], (c, lo, hi))
+                    }
+                    (true, false, _, true) => {
+                        with_sides!(sides, first, [true, false, false, true], (c, lo, hi))
+                    }
+                    (false, true, false, false) => {
+                        with_sides!(sides, first, [false, true, false, false], (c, lo, hi))
+                    }
+                    (false, true, false, true) => {
+                        with_sides!(sides, first, [false, true, false, true], (c, lo, hi))
+                    }
+                    (false, true, true, false) => {
+                        with_sides!(sides, first, [false, true, true, false], (c, lo, hi))
+                    }
+                    (false, true, true, true) => {
+                        with_sides!(sides, first, [false, true, true, true], (c, lo, hi))
+                    }
+                    (false, false, _, false) => {
+                        with_sides!(sides, first, [false, false, false, false], (c, lo, hi))
+                    }
+                    (false, false, _, true) => {
+                        with_sides!(sides, first, [false, false, false, true], (c, lo, hi))
+                    }
                 }
             }
         });
     }
-    fold_chunks(row, par, |r| chunk_first_best(r, pw, eta_lo, eta_hi))
+    if validate {
+        fold_chunks(row, par, |r| {
+            chunk_first_best::<T, P, L, H, true>(r, pw, eta_lo, eta_hi)
+        })
+    } else {
+        fold_chunks(row, par, |r| {
+            chunk_first_best::<T, P, L, H, false>(r, pw, eta_lo, eta_hi)
+        })
+    }
 }
 
 /// Calls `f::<BEFORE.., LS, HS, AFTER..>(ARGS..)` for the run-time pair `sides = (LS, HS)`.
@@ -791,5 +835,5 @@ multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, pw: P) -> SatSums);
 multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
     (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);

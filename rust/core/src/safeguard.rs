@@ -16,6 +16,9 @@ pub const BUCKETS: usize = 4096;
 const MIN_BUCKETS: usize = 64;
 /// Below this many candidates, finish with plain variable fixing (at most `SMALL^2` work).
 const SMALL: usize = 64;
+/// Up to this many candidates, first try [`NEWTON_PASSES`] passes of variable fixing.
+const NEWTON_FIRST: usize = 1024;
+const NEWTON_PASSES: usize = 6;
 
 /// An element not yet known to be saturated.
 #[derive(Clone, Copy, Debug)]
@@ -52,12 +55,22 @@ pub(crate) fn select<P: Power>(
     target: f64,
     pw: P,
 ) -> Option<f64> {
-    let mut sw = vec![0f64; BUCKETS];
-    let mut sc = vec![0f64; BUCKETS];
+    // Allocated at the first level that bins (small sets never do), sized for it: the
+    // levels after it see fewer candidates, hence as many buckets or fewer.
+    let (mut sw, mut sc) = (Vec::new(), Vec::new());
+    let mut binned = false;
     loop {
         if cands.len() <= SMALL {
-            return fix_small(&cands, c_base, m_base, target, pw, usize::MAX);
+            return solved(fix_small(&cands, c_base, m_base, target, pw, usize::MAX));
         }
+        if cands.len() <= NEWTON_FIRST && !binned {
+            // Typical brackets hold a few dozen to a few hundred candidates, which Newton
+            // fixes in three or four passes; the limit keeps an adversarial set linear.
+            if let Fixed::Solved(t) = fix_small(&cands, c_base, m_base, target, pw, NEWTON_PASSES) {
+                return t;
+            }
+        }
+        binned = true;
         let (mut lo, mut hi) = (u64::MAX, 0u64);
         for c in &cands {
             let b = c.key.to_bits();
@@ -65,7 +78,7 @@ pub(crate) fn select<P: Power>(
             hi = hi.max(b);
         }
         if lo == hi {
-            return fix_small(&cands, c_base, m_base, target, pw, usize::MAX);
+            return solved(fix_small(&cands, c_base, m_base, target, pw, usize::MAX));
         }
         // A few candidates per bucket: small tables stay in L1.
         let buckets = (cands.len() / 4)
@@ -75,6 +88,9 @@ pub(crate) fn select<P: Power>(
         let width = 64 - range.leading_zeros();
         let shift = width.saturating_sub(buckets.trailing_zeros());
         let nb = ((range >> shift) + 1) as usize;
+        if sw.len() < nb {
+            (sw, sc) = (vec![0f64; nb], vec![0f64; nb]);
+        }
         sw[..nb].fill(0.0);
         sc[..nb].fill(0.0);
         let mut bins = Bins::new(&mut sw, &mut sc);
@@ -109,6 +125,14 @@ pub(crate) fn select<P: Power>(
             .copied()
             .collect();
         cands = keep;
+    }
+}
+
+/// The answer of a [`fix_small`] without a pass limit.
+fn solved(f: Fixed) -> Option<f64> {
+    match f {
+        Fixed::Solved(t) => t,
+        Fixed::Unfinished(_) => unreachable!("fix_small without a pass limit always finishes"),
     }
 }
 
@@ -212,8 +236,17 @@ pub(crate) fn crossing<P: Power>(
     Crossing::Above { c_all: c_below }
 }
 
-/// Variable fixing (Newton from below) on a small candidate set; after `max_passes` passes
-/// it returns the current iterate, a lower bound of the answer.
+/// The outcome of [`fix_small`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Fixed {
+    /// The exact answer (`None`: above the largest reachable value).
+    Solved(Option<f64>),
+    /// The pass limit came first: the current iterate, a lower bound of the answer.
+    Unfinished(f64),
+}
+
+/// Variable fixing (Newton from below) on a candidate set, at most `max_passes` passes over
+/// it.
 pub(crate) fn fix_small<P: Power>(
     cands: &[Cand],
     c_base: f64,
@@ -221,32 +254,54 @@ pub(crate) fn fix_small<P: Power>(
     target: f64,
     pw: P,
     max_passes: usize,
-) -> Option<f64> {
+) -> Fixed {
     let w_all: f64 = m_base + cands.iter().map(|c| c.w).sum::<f64>();
     if w_all <= 0.0 {
-        return if c_base >= target { Some(0.0) } else { None };
+        return Fixed::Solved((c_base >= target).then_some(0.0));
     }
     let mut t = ((target - c_base) / w_all).max(0.0);
     let mut nsat_prev = 0usize;
     for _ in 0..max_passes {
-        let eta = pw.root64(t);
-        let (mut c, mut m, mut nsat) = (c_base, m_base, 0usize);
-        for k in cands {
-            if k.key <= eta {
-                c += k.c;
-                nsat += 1;
-            } else {
-                m += k.w;
-            }
-        }
+        let (c, m, nsat) = sums_at(cands, pw.root64(t));
+        let (c, m) = (c_base + c, m_base + m);
         if nsat == nsat_prev {
-            return Some(t);
+            return Fixed::Solved(Some(t));
         }
         if m <= 0.0 {
-            return None;
+            return Fixed::Solved(None);
         }
         nsat_prev = nsat;
         t = t.max((target - c) / m);
     }
-    Some(t)
+    Fixed::Unfinished(t)
+}
+
+/// `(sum c, sum w, count)` of the candidates saturated at `eta` (key <= eta) for the caps
+/// and of the others for the weights. Branch-free in four lanes: which side a candidate
+/// falls on is unpredictable, and one chain of dependent adds would be as slow.
+fn sums_at(cands: &[Cand], eta: f64) -> (f64, f64, usize) {
+    const L: usize = 4;
+    let (mut c, mut m, mut n) = ([0f64; L], [0f64; L], [0usize; L]);
+    let mut lanes = cands.chunks_exact(L);
+    // Selecting by bit masks: written as `if`, LLVM branches.
+    let mut add = |k: usize, cand: &Cand| {
+        let sat = cand.key <= eta;
+        let mask = (sat as u64).wrapping_neg();
+        c[k] += f64::from_bits(cand.c.to_bits() & mask);
+        m[k] += f64::from_bits(cand.w.to_bits() & !mask);
+        n[k] += sat as usize;
+    };
+    for group in &mut lanes {
+        for (k, cand) in group.iter().enumerate() {
+            add(k, cand);
+        }
+    }
+    for (k, cand) in lanes.remainder().iter().enumerate() {
+        add(k, cand);
+    }
+    (
+        (c[0] + c[1]) + (c[2] + c[3]),
+        (m[0] + m[1]) + (m[2] + m[3]),
+        n.iter().sum(),
+    )
 }

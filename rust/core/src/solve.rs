@@ -2,10 +2,10 @@
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
 use crate::bounds::{SideAccess, SliceSide};
-use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, Row};
+use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, FirstSums, Row};
 use crate::norm::{Power, P1};
 use crate::real::Real;
-use crate::safeguard::{self, crossing, Bins, Cand, Crossing};
+use crate::safeguard::{self, crossing, Bins, Cand, Crossing, Fixed};
 
 /// Tuning knobs of the solver.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +88,7 @@ fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
     let share = (SUB_BLOCKS * SUB_BLOCK_LEN) as f64 / n as f64;
     match safeguard::fix_small(&cands, 0.0, 0.0, target * share, pw, 12) {
-        Some(t) if t.is_finite() && t > 0.0 => t,
+        Fixed::Solved(Some(t)) | Fixed::Unfinished(t) if t.is_finite() && t > 0.0 => t,
         _ => 0.0,
     }
 }
@@ -120,7 +120,7 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     } else {
         (T::zero(), T::zero())
     };
-    let first = row_pass_first(row, pw, eta_lo, eta_hi, par);
+    let first = row_pass_first(row, pw, (eta_lo, eta_hi), true, par);
     if first.bad > 0 {
         return RowOutcome {
             invalid: true,
@@ -133,38 +133,132 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     if let Some(k) = delta_rescale::<T, P>(first.amax, pw) {
         return solve_rescaled(row, eps, pw, opts, par, k);
     }
-    let (t_lo, t_hi) = (pw.pow64(eta_lo.as_f64()), pw.pow64(eta_hi.as_f64()));
-    let (w_in, c_in) = first
-        .cands
-        .iter()
-        .fold((0.0, 0.0), |(w, c), k| (w + k.w, c + k.c));
-    let g_lo = first.c_lo + t_lo * (first.m_hi + w_in);
-    let g_hi = first.c_lo + c_in + t_hi * first.m_hi;
-    if target < g_lo {
-        // Below the bracket: Newton from t = 0, whose sums take one more pass.
-        let sums = row_pass::<T, P, L, H, false>(row, pw, T::zero(), par);
-        let out = newton(row, target, pw, opts, par, (sums.c, sums.m, sums.nsat, 0.0));
-        return RowOutcome {
-            passes: out.passes + 1,
-            ..out
-        };
+    match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
+        Located::Below => below_bracket(row, target, pw, opts, par),
+        Located::Inside => inside_bracket(row, first, target, pw, par),
+        Located::Above(start) => above_first_bracket(row, target, pw, opts, par, start),
     }
-    if target < g_hi {
-        return match safeguard::select(first.cands, first.c_lo, first.m_hi, target, pw) {
-            Some(t) => RowOutcome::eta(pw.root64(t), 0, false),
-            None => saturated(row, target, pw, 0, false, par),
-        };
+}
+
+/// How far above the Newton step from the first pass the second pass's bracket reaches,
+/// as a ratio of `t`. Newton from the first pass undershoots by the size clipping takes
+/// away (`t*` is 1.0-1.3 times the step for perturbations of 1-20% of the range per
+/// element); 1.5 holds the answer for those with a few percent of the elements inside.
+const SECOND_BRACKET_RATIO: f64 = 1.5;
+
+/// The first pass's split of a row at a bracket of `t`, and the sizes `g` at its ends.
+struct Split {
+    g_lo: f64,
+    g_hi: f64,
+    /// The Newton start at the upper end: `(sum c, sum w, saturated count, t)`.
+    above: (f64, f64, u64, f64),
+}
+
+/// Where the target size lies relative to a [`Split`]'s bracket.
+enum Located {
+    Below,
+    Inside,
+    Above((f64, f64, u64, f64)),
+}
+
+impl Split {
+    fn of<T: Real, P: Power>(first: &FirstSums, eta_lo: T, eta_hi: T, pw: P) -> Split {
+        let (t_lo, t_hi) = (pw.pow64(eta_lo.as_f64()), pw.pow64(eta_hi.as_f64()));
+        let (w_in, c_in) = first
+            .cands
+            .iter()
+            .fold((0.0, 0.0), |(w, c), k| (w + k.w, c + k.c));
+        // At or above the bracket every candidate saturates at its upper end.
+        let nsat_hi = first.nsat_lo + first.cands.len() as u64;
+        Split {
+            g_lo: first.c_lo + t_lo * (first.m_hi + w_in),
+            g_hi: first.c_lo + c_in + t_hi * first.m_hi,
+            above: (first.c_lo + c_in, first.m_hi, nsat_hi, t_hi),
+        }
     }
-    // At or above the bracket: every candidate saturates at its upper end.
-    let nsat_hi = first.nsat_lo + first.cands.len() as u64;
-    newton(
+
+    fn locate(&self, target: f64) -> Located {
+        if target < self.g_lo {
+            Located::Below
+        } else if target < self.g_hi {
+            Located::Inside
+        } else {
+            Located::Above(self.above)
+        }
+    }
+}
+
+/// The answer lies below the first bracket: Newton from `t = 0`, whose sums take one more
+/// pass.
+fn below_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+) -> RowOutcome {
+    let sums = row_pass::<T, P, L, H, false>(row, pw, T::zero(), par);
+    let out = newton(
         row,
         target,
         pw,
         opts,
         par,
-        (first.c_lo + c_in, first.m_hi, nsat_hi, t_hi),
-    )
+        (sums.c, sums.m, sums.nsat, 0.0),
+        0,
+    );
+    RowOutcome {
+        passes: out.passes + 1,
+        ..out
+    }
+}
+
+/// The answer lies inside a pass's bracket: it follows from the candidates alone.
+fn inside_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    split: FirstSums,
+    target: f64,
+    pw: P,
+    par: bool,
+) -> RowOutcome {
+    match safeguard::select(split.cands, split.c_lo, split.m_hi, target, pw) {
+        Some(t) => RowOutcome::eta(pw.root64(t), 0, false),
+        None => saturated(row, target, pw, 0, false, par),
+    }
+}
+
+/// The answer lies above the first bracket (always so for rows too short for a subsample
+/// estimate, whose first bracket is empty at `t = 0`). The next pass brackets the Newton
+/// step from the upper end, which is a lower bound of the answer, up to
+/// [`SECOND_BRACKET_RATIO`] times it: most rows end there, without the Newton pass that
+/// only confirms the last step. Above that bracket, Newton goes on from its upper end.
+fn above_first_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+    start: (f64, f64, u64, f64),
+) -> RowOutcome {
+    let (c, m, _, t) = start;
+    if opts.max_newton_passes == 0 || m <= 0.0 {
+        return newton(row, target, pw, opts, par, start, 0);
+    }
+    let t_step = ((target - c) / m).max(t);
+    let [eta_lo, eta_hi] = [t_step, SECOND_BRACKET_RATIO * t_step].map(|v| T::of_f64(pw.root64(v)));
+    if !eta_hi.is_finite() {
+        return newton(row, target, pw, opts, par, start, 0);
+    }
+    let second = row_pass_first(row, pw, (eta_lo, eta_hi), false, par);
+    match Split::of(&second, eta_lo, eta_hi, pw).locate(target) {
+        // Only by rounding (the step is a lower bound): plain Newton from the old start.
+        Located::Below => newton(row, target, pw, opts, par, start, 1),
+        Located::Inside => RowOutcome {
+            passes: 1,
+            ..inside_bracket(row, second, target, pw, par)
+        },
+        Located::Above(start) => newton(row, target, pw, opts, par, start, 1),
+    }
 }
 
 /// The exponent `k` such that `2^k` brings the largest `|delta_i|` into `[0.5, 1)`, when its `p`-th
@@ -221,7 +315,8 @@ fn solve_rescaled<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
-/// Newton / variable fixing from the lower bound `t` whose pass gave `(c, m, nsat)`.
+/// Newton / variable fixing from the lower bound `t` whose pass gave `(c, m, nsat)`, after
+/// `passes_done` passes (counted against [`Options::max_newton_passes`]).
 fn newton<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     target: f64,
@@ -229,9 +324,10 @@ fn newton<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     opts: &Options,
     par: bool,
     start: (f64, f64, u64, f64),
+    passes_done: u32,
 ) -> RowOutcome {
     let (mut c, mut m, mut nsat, mut t) = start;
-    let mut passes = 0u32;
+    let mut passes = passes_done;
     loop {
         if m <= 0.0 {
             return saturated(row, target, pw, passes, false, par);

@@ -162,7 +162,10 @@ fn adversary_needs_one_pass_per_element_without_safeguard() {
             },
         )
         .unwrap()[0];
-        assert_eq!(plain.passes as usize, k + 1, "p={p}");
+        // K + 1 passes of plain Newton; the second pass brackets its step up to 1.5 times
+        // it, which holds the next chain element too (the iterates grow by 1.75 per pass)
+        // and saves one.
+        assert_eq!(plain.passes as usize, k, "p={p}");
         let guarded = solve_stats(&b, &Options::default()).unwrap()[0];
         assert!(guarded.safeguard && guarded.passes <= 8, "p={p}");
         // The residual left for the last free weights is tiny by construction, so compare
