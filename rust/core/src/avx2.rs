@@ -230,7 +230,10 @@ pub(crate) fn first<
         let mut nsat = _mm256_setzero_si256();
         let mut count = 0usize;
         for i in (start..full.min(start + PIECE)).step_by(W) {
-            prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
+            // Later passes find the row in cache (short rows in L1, image rows in L2).
+            if VALIDATE {
+                prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
+            }
             let (xv, dv) = (load8!(&x[i..i + W]), load8!(&d[i..i + W]));
             let lo = side8!(LS, lo_s, lo_b, i);
             let hi = side8!(HS, hi_s, hi_b, i);

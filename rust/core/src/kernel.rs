@@ -369,8 +369,12 @@ pub(crate) struct FirstSums {
 
 impl std::ops::Add for FirstSums {
     type Output = FirstSums;
-    fn add(mut self, o: FirstSums) -> FirstSums {
-        self.cands.extend(o.cands);
+    fn add(mut self, mut o: FirstSums) -> FirstSums {
+        if self.cands.is_empty() {
+            std::mem::swap(&mut self.cands, &mut o.cands);
+        } else {
+            self.cands.extend(o.cands);
+        }
         FirstSums {
             c_lo: self.c_lo + o.c_lo,
             m_hi: self.m_hi + o.m_hi,
