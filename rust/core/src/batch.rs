@@ -249,24 +249,29 @@ where
         };
         (row, out)
     };
-    match y {
-        None => (0..b.rows)
+    let solve_apply = |(r, yrow): (usize, &mut [T])| {
+        let (row, out) = solve_one(r);
+        if !out.invalid {
+            apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
+        }
+        out
+    };
+    // Waking the pool costs more than a small batch takes on one thread.
+    let parallel = b.rows > 1 && b.x.len() >= PAR_MIN_ELEMENTS;
+    match (y, parallel) {
+        (None, true) => (0..b.rows)
             .into_par_iter()
             .map(|r| solve_one(r).1)
             .collect(),
-        Some(y) => y
-            .par_chunks_mut(n)
-            .enumerate()
-            .map(|(r, yrow)| {
-                let (row, out) = solve_one(r);
-                if !out.invalid {
-                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
-                }
-                out
-            })
-            .collect(),
+        (None, false) => (0..b.rows).map(|r| solve_one(r).1).collect(),
+        (Some(y), true) => y.par_chunks_mut(n).enumerate().map(solve_apply).collect(),
+        (Some(y), false) => y.chunks_mut(n).enumerate().map(solve_apply).collect(),
     }
 }
+
+/// Batches smaller than this run on the calling thread (a few microseconds of work; waking
+/// the rayon pool took 20-50 us here).
+const PAR_MIN_ELEMENTS: usize = 1 << 16;
 
 /// Outputs at least this large are written with non-temporal stores: they cannot stay in
 /// the cache for whoever reads them next, so the stores skip reading the lines first.

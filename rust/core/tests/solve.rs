@@ -362,6 +362,52 @@ fn bitwise_identical_for_any_thread_count() {
     assert_eq!(one, run(3));
 }
 
+/// Small batches run on the calling thread, larger ones on the pool: either way each row's
+/// `eta` and output are bitwise those of the row solved alone.
+#[test]
+fn batches_on_one_thread_or_the_pool_match_rows_alone() {
+    let mut rng = Rng(11);
+    let n = 3072;
+    for rows in [1usize, 5, 21, 22, 40] {
+        let (x, d) = random_case(&mut rng, rows * n, 0.1);
+        let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+        let d32: Vec<f32> = d.iter().map(|&v| v as f32).collect();
+        let solve = |xs: &[f32], ds: &[f32], r: usize| {
+            let b = Batch {
+                x: xs,
+                delta: ds,
+                rows: r,
+                n,
+                lower: Bound::Scalar(0.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::Scalar(12.0),
+                norm: Norm::P(2.0),
+            };
+            let (mut y, mut eta) = (vec![0f32; r * n], vec![0f32; r]);
+            perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+            (eta, y)
+        };
+        let (eta, y) = solve(&x32, &d32, rows);
+        for r in 0..rows {
+            let span = r * n..(r + 1) * n;
+            let (eta1, y1) = solve(&x32[span.clone()], &d32[span.clone()], 1);
+            assert_eq!(eta[r].to_bits(), eta1[0].to_bits(), "rows={rows} row {r}");
+            assert!(y[span]
+                .iter()
+                .zip(&y1)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+            let (xr, dr) = (&x[r * n..(r + 1) * n], &d[r * n..(r + 1) * n]);
+            let x64: Vec<f64> = xr.iter().map(|&v| v as f32 as f64).collect();
+            let d64: Vec<f64> = dr.iter().map(|&v| v as f32 as f64).collect();
+            let size = clipped_size(&x64, &d64, 0.0, 1.0, eta[r] as f64, 2.0);
+            assert!(
+                (size - 12.0).abs() <= 1e-5 * 12.0,
+                "rows={rows} row {r}: size {size}"
+            );
+        }
+    }
+}
+
 /// Batches of at least `STREAM_MIN_BYTES` (odd row length, so rows start at every alignment
 /// and end in a tail; `out` offset from its allocation): every element equals
 /// `clip(x + eta * delta)` computed here in plain arithmetic of the element type, and the
