@@ -1,6 +1,8 @@
 //! Solving one row: Newton / variable fixing on `t = eta^p` from below, with the radix-select
 //! safeguard after a bounded number of passes, and the closed form for `p = inf`.
 
+use std::cell::RefCell;
+
 use crate::bounds::{SideAccess, SliceSide};
 use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, FirstSums, Row};
 use crate::norm::{Power, P1};
@@ -136,7 +138,13 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
         Located::Below => below_bracket(row, target, pw, opts, par),
         Located::Inside => inside_bracket(row, first, target, pw, par),
-        Located::Above(start) => above_first_bracket(row, target, pw, opts, par, start),
+        // Without an estimate (short rows) the first bracket was empty at `t = 0`.
+        Located::Above(start) if guess == 0.0 => {
+            above_first_bracket(row, target, pw, opts, par, start)
+        }
+        // A missed estimate: Newton from the bracket's upper end. (A bracketed pass here did
+        // not pay on long rows: the Newton adversary got 3% slower.)
+        Located::Above(start) => newton(row, target, pw, opts, par, start, 0),
     }
 }
 
@@ -227,9 +235,9 @@ fn inside_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
-/// The answer lies above the first bracket (always so for rows too short for a subsample
-/// estimate, whose first bracket is empty at `t = 0`). The next pass brackets the Newton
-/// step from the upper end, which is a lower bound of the answer, up to
+/// The answer lies above the first bracket, which was empty at `t = 0` (a row too short for
+/// a subsample estimate). The next pass brackets the Newton step from there, which is a
+/// lower bound of the answer, up to
 /// [`SECOND_BRACKET_RATIO`] times it: most rows end there, without the Newton pass that
 /// only confirms the last step. Above that bracket, Newton goes on from its upper end.
 fn above_first_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
@@ -375,7 +383,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         let (a, s) = row.element(i);
         (a != T::zero()).then(|| (s <= eta_t * a, a.as_f64(), s.as_f64()))
     };
-    let (mut sw, mut sc) = (vec![0f64; BINS], vec![0f64; BINS]);
+    let (mut sw, mut sc) = take_bin_tables();
     let mut c_base = 0.0f64;
     let (mut e_lo, mut e_hi, mut key_hi) = (BINS, 0, 0u64);
     let mut bins = Bins::new(&mut sw, &mut sc);
@@ -424,6 +432,11 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             Crossing::Above { .. } => None,
         }
     };
+    if e_lo <= e_hi {
+        sw[e_lo..=e_hi].fill(0.0);
+        sc[e_lo..=e_hi].fill(0.0);
+    }
+    BIN_TABLES.with(|t| *t.borrow_mut() = (sw, sc));
     match answer {
         Some(t_final) => RowOutcome::eta(pw.root64(t_final.max(t)), passes, true),
         None => saturated(row, target, pw, passes, true, par),
@@ -435,6 +448,24 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 /// their number.
 const MANTISSA_BITS: u32 = 49;
 const BINS: usize = 1 << (63 - MANTISSA_BITS);
+
+thread_local! {
+    /// This thread's bin tables (`sum w`, `sum c`), all zero between uses: zeroing 2 x 128
+    /// KiB per row cost more than the safeguard's work on rows of a few thousand elements.
+    /// Each use clears only the bins it touched.
+    static BIN_TABLES: RefCell<(Vec<f64>, Vec<f64>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Takes this thread's zeroed bin tables (fresh ones if another use on this thread holds
+/// them, or a panic lost them).
+fn take_bin_tables() -> (Vec<f64>, Vec<f64>) {
+    let (sw, sc) = BIN_TABLES.with(|t| std::mem::take(&mut *t.borrow_mut()));
+    if sw.len() == BINS && sc.len() == BINS {
+        (sw, sc)
+    } else {
+        (vec![0f64; BINS], vec![0f64; BINS])
+    }
+}
 
 /// Every movable element saturates: the smallest eta reaching the largest size.
 fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(

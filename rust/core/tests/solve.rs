@@ -162,10 +162,24 @@ fn adversary_needs_one_pass_per_element_without_safeguard() {
             },
         )
         .unwrap()[0];
-        // K + 1 passes of plain Newton; the second pass brackets its step up to 1.5 times
-        // it, which holds the next chain element too (the iterates grow by 1.75 per pass)
-        // and saves one.
-        assert_eq!(plain.passes as usize, k, "p={p}");
+        assert_eq!(plain.passes as usize, k + 1, "p={p}");
+        // A row too short for the subsample estimate: its second pass brackets the Newton
+        // step up to 1.5 times it, which also holds the next chain element (the iterates
+        // grow by 1.75 per pass), and saves one pass.
+        let (xs, ds, eps_s, ks) = newton_adversary(5_000, p);
+        let short = solve_stats(
+            &batch(&xs, &ds, 1, eps_s, p),
+            &Options {
+                max_newton_passes: 10_000,
+            },
+        )
+        .unwrap()[0];
+        assert_eq!(short.passes as usize, ks, "p={p} short row");
+        let size = clipped_size(&xs, &ds, 0.0, 1.0, short.eta, p);
+        assert!(
+            (size - eps_s).abs() <= 1e-12 * eps_s,
+            "p={p}: short size {size}"
+        );
         let guarded = solve_stats(&b, &Options::default()).unwrap()[0];
         assert!(guarded.safeguard && guarded.passes <= 8, "p={p}");
         // The residual left for the last free weights is tiny by construction, so compare
