@@ -46,7 +46,7 @@ def solve_stats(
     p: float,
     lower: float,
     upper: float,
-    max_newton_passes: int = 6,
+    max_newton_passes: int = 4,
 ) -> list[tuple[float, int, bool]]: ...
 def newton_adversary(
     n: int, p: float

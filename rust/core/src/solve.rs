@@ -19,7 +19,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            max_newton_passes: 6,
+            max_newton_passes: 4,
         }
     }
 }

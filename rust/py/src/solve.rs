@@ -243,7 +243,7 @@ pub(crate) fn perturb_into(
 
 /// Per-row `(eta, newton_passes, used_safeguard)` for float64 inputs with scalar bounds.
 #[pyfunction]
-#[pyo3(signature = (x, delta, eps, p, lower, upper, max_newton_passes = 6))]
+#[pyo3(signature = (x, delta, eps, p, lower, upper, max_newton_passes = 4))]
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn solve_stats(
     py: Python<'_>,
