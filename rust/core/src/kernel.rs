@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use crate::avx2::{Chunk, Lanes, Side};
 use crate::bounds::SideAccess;
 use crate::norm::Power;
 use crate::real::Real;
@@ -464,58 +466,13 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
-    if let (Some(whole), Some(p2)) = (f32_chunk(row), pw.is_p2()) {
-        use crate::avx2::first;
-        let (lo, hi) = (eta_lo.as_f64() as f32, eta_hi.as_f64() as f32);
-        let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
-        let split = lo != hi;
-        let sides = (L::SLICE, H::SLICE);
-        return fold_chunks(row, par, |r| {
-            let c = f32_chunk(r).expect("a sub-row keeps the kind of its row");
-            // SAFETY: `f32_chunk` returns `Some` only after `has_avx2` has checked at run
-            // time that this CPU executes AVX2 and FMA, the kernels' only precondition.
-            unsafe {
-                // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
-                match (p2, validate, check_x, split) {
-                    (true, true, false, false) => {
-                        with_sides!(sides, first, [true, true, false, false], (c, lo, hi))
-                    }
-                    (true, true, false, true) => {
-                        with_sides!(sides, first, [true, true, false, true], (c, lo, hi))
-                    }
-                    (true, true, true, false) => {
-                        with_sides!(sides, first, [true, true, true, false], (c, lo, hi))
-                    }
-                    (true, true, true, true) => {
-                        with_sides!(sides, first, [true, true, true, true], (c, lo, hi))
-                    }
-                    (true, false, _, false) => {
-                        with_sides!(sides, first, [true, false, false, false], (c, lo, hi))
-                    }
-                    (true, false, _, true) => {
-                        with_sides!(sides, first, [true, false, false, true], (c, lo, hi))
-                    }
-                    (false, true, false, false) => {
-                        with_sides!(sides, first, [false, true, false, false], (c, lo, hi))
-                    }
-                    (false, true, false, true) => {
-                        with_sides!(sides, first, [false, true, false, true], (c, lo, hi))
-                    }
-                    (false, true, true, false) => {
-                        with_sides!(sides, first, [false, true, true, false], (c, lo, hi))
-                    }
-                    (false, true, true, true) => {
-                        with_sides!(sides, first, [false, true, true, true], (c, lo, hi))
-                    }
-                    (false, false, _, false) => {
-                        with_sides!(sides, first, [false, false, false, false], (c, lo, hi))
-                    }
-                    (false, false, _, true) => {
-                        with_sides!(sides, first, [false, false, false, true], (c, lo, hi))
-                    }
-                }
-            }
-        });
+    if let Some(p2) = pw.is_p2() {
+        let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
+        let sums = avx2_first::<f32, _, _, _>(row, p2, bracket, validate, par)
+            .or_else(|| avx2_first::<f64, _, _, _>(row, p2, bracket, validate, par));
+        if let Some(sums) = sums {
+            return sums;
+        }
     }
     if validate {
         fold_chunks(row, par, |r| {
@@ -528,43 +485,105 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     }
 }
 
+/// [`row_pass_first`] with the AVX2 kernels of `E`, or `None` when the row's elements are
+/// not `E` or the CPU lacks AVX2.
+#[cfg(target_arch = "x86_64")]
+fn avx2_first<E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    p2: bool,
+    (eta_lo, eta_hi): (f64, f64),
+    validate: bool,
+    par: bool,
+) -> Option<FirstSums> {
+    let whole = avx2_chunk::<E, T, L, H>(row)?;
+    let (lo, hi) = (E::of_f64(eta_lo), E::of_f64(eta_hi));
+    let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
+    let split = lo != hi;
+    let sides = (L::SLICE, H::SLICE);
+    Some(fold_chunks(row, par, |r| {
+        let c = avx2_chunk::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
+        // SAFETY: `avx2_chunk` returns `Some` only after `has_avx2` has checked at run time
+        // that this CPU executes AVX2 and FMA, the kernels' only precondition.
+        unsafe {
+            // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
+            match (p2, validate, check_x, split) {
+                (true, true, false, false) => {
+                    with_sides!(sides, E::first, [true, true, false, false], (c, lo, hi))
+                }
+                (true, true, false, true) => {
+                    with_sides!(sides, E::first, [true, true, false, true], (c, lo, hi))
+                }
+                (true, true, true, false) => {
+                    with_sides!(sides, E::first, [true, true, true, false], (c, lo, hi))
+                }
+                (true, true, true, true) => {
+                    with_sides!(sides, E::first, [true, true, true, true], (c, lo, hi))
+                }
+                (true, false, _, false) => {
+                    with_sides!(sides, E::first, [true, false, false, false], (c, lo, hi))
+                }
+                (true, false, _, true) => {
+                    with_sides!(sides, E::first, [true, false, false, true], (c, lo, hi))
+                }
+                (false, true, false, false) => {
+                    with_sides!(sides, E::first, [false, true, false, false], (c, lo, hi))
+                }
+                (false, true, false, true) => {
+                    with_sides!(sides, E::first, [false, true, false, true], (c, lo, hi))
+                }
+                (false, true, true, false) => {
+                    with_sides!(sides, E::first, [false, true, true, false], (c, lo, hi))
+                }
+                (false, true, true, true) => {
+                    with_sides!(sides, E::first, [false, true, true, true], (c, lo, hi))
+                }
+                (false, false, _, false) => {
+                    with_sides!(sides, E::first, [false, false, false, false], (c, lo, hi))
+                }
+                (false, false, _, true) => {
+                    with_sides!(sides, E::first, [false, false, false, true], (c, lo, hi))
+                }
+            }
+        }
+    }))
+}
+
 /// Calls `f::<BEFORE.., LS, HS, AFTER..>(ARGS..)` for the run-time pair `sides = (LS, HS)`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! with_sides {
-    ($sides:expr, $f:ident, [$($c:expr),*], ($($arg:expr),*)) => {
-        with_sides!($sides, $f, [$($c),*], [], ($($arg),*))
+    ($sides:expr, $($f:ident)::+, [$($c:expr),*], ($($arg:expr),*)) => {
+        with_sides!($sides, $($f)::+, [$($c),*], [], ($($arg),*))
     };
-    ($sides:expr, $f:ident, [$($c:expr),*], [$($after:expr),*], ($($arg:expr),*)) => {
+    ($sides:expr, $($f:ident)::+, [$($c:expr),*], [$($after:expr),*], ($($arg:expr),*)) => {
         match $sides {
-            (false, false) => $f::<$($c,)* false, false $(, $after)*>($($arg),*),
-            (false, true) => $f::<$($c,)* false, true $(, $after)*>($($arg),*),
-            (true, false) => $f::<$($c,)* true, false $(, $after)*>($($arg),*),
-            (true, true) => $f::<$($c,)* true, true $(, $after)*>($($arg),*),
+            (false, false) => $($f)::+::<$($c,)* false, false $(, $after)*>($($arg),*),
+            (false, true) => $($f)::+::<$($c,)* false, true $(, $after)*>($($arg),*),
+            (true, false) => $($f)::+::<$($c,)* true, false $(, $after)*>($($arg),*),
+            (true, true) => $($f)::+::<$($c,)* true, true $(, $after)*>($($arg),*),
         }
     };
 }
 #[cfg(target_arch = "x86_64")]
 use with_sides;
 
-/// The row as `f32` data on a CPU with AVX2 and FMA: the case the hand-written kernels of
+/// The row as `E` data on a CPU with AVX2 and FMA: the case the hand-written kernels of
 /// `avx2` take.
 #[cfg(target_arch = "x86_64")]
 #[inline(always)]
-fn f32_chunk<'r, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+fn avx2_chunk<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &'r Row<'_, T, L, H>,
-) -> Option<crate::avx2::F32Chunk<'r>> {
-    use crate::avx2::Side32;
+) -> Option<Chunk<'r, E>> {
     if !crate::simd::has_avx2() {
         return None;
     }
     let side = |scalar: Option<T>, values: Option<&'r [T]>| match (scalar, values) {
-        (Some(v), _) => Some(Side32::Scalar(v.as_f64() as f32)),
-        (None, Some(s)) => T::f32s(s).map(Side32::Slice),
+        (Some(v), _) => Some(Side::Scalar(E::of_f64(v.as_f64()))),
+        (None, Some(s)) => E::of(s).map(Side::Slice),
         (None, None) => None,
     };
-    Some(crate::avx2::F32Chunk {
-        x: T::f32s(row.x)?,
-        d: T::f32s(row.d)?,
+    Some(Chunk {
+        x: E::of(row.x)?,
+        d: E::of(row.d)?,
         lo: side(row.lo.scalar(), row.lo.values())?,
         hi: side(row.hi.scalar(), row.hi.values())?,
     })
@@ -725,22 +744,38 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
         #[cfg(target_arch = "x86_64")]
-        if let (Some(c), Some(o)) = (f32_chunk(&sub), T::f32s_mut(out)) {
-            use crate::avx2::apply;
-            let (sides, e) = ((L::SLICE, H::SLICE), eta.as_f64() as f32);
-            // SAFETY: as in `row_pass_first`: `f32_chunk` has checked AVX2 and FMA.
-            unsafe {
-                if stream {
-                    with_sides!(sides, apply, [], [true], (c, e, o))
-                } else {
-                    with_sides!(sides, apply, [], [false], (c, e, o))
-                }
-            }
+        if avx2_apply::<f32, _, _, _>(&sub, eta, &mut *out, stream)
+            || avx2_apply::<f64, _, _, _>(&sub, eta, &mut *out, stream)
+        {
             return;
         }
         apply_chunk_best(&sub, eta, out);
     };
     for_blocks(out, par, body);
+}
+
+/// [`apply_row`]'s body with the AVX2 kernel of `E`; `false` (nothing written) when the
+/// row's elements are not `E` or the CPU lacks AVX2.
+#[cfg(target_arch = "x86_64")]
+fn avx2_apply<E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+    stream: bool,
+) -> bool {
+    let (Some(c), Some(o)) = (avx2_chunk::<E, T, L, H>(row), E::of_mut(out)) else {
+        return false;
+    };
+    let (sides, e) = ((L::SLICE, H::SLICE), E::of_f64(eta.as_f64()));
+    // SAFETY: `avx2_chunk` returned `Some` only after `has_avx2` checked AVX2 and FMA.
+    unsafe {
+        if stream {
+            with_sides!(sides, E::apply, [], [true], (c, e, o))
+        } else {
+            with_sides!(sides, E::apply, [], [false], (c, e, o))
+        }
+    }
+    true
 }
 
 /// Runs `body(start, stretch)` over `out`, in parallel blocks of [`BLOCK`] elements when
@@ -841,3 +876,210 @@ multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
 multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
     (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);
+
+/// The hand-written AVX2 kernels against the generic lane loops (compiled for the baseline
+/// CPU): the same sums, counts and candidates on every kind of chunk.
+#[cfg(all(test, target_arch = "x86_64"))]
+mod avx2_agreement {
+    use super::*;
+    use crate::bounds::{ScalarSide, SliceSide};
+    use crate::norm::{P1, P2};
+
+    /// A small deterministic generator (xorshift64*), uniform in `[0, 1)`.
+    struct Gen(u64);
+
+    impl Gen {
+        fn next(&mut self) -> f64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
+        }
+    }
+
+    /// Image-like data in [0, 1] (a quarter of it on the bounds), Gaussian-ish delta with
+    /// some zeros; `poison` puts a NaN, an infinity or an out-of-box `x` at one element.
+    fn data<T: Real>(n: usize, seed: u64, poison: Option<(usize, u8)>) -> (Vec<T>, Vec<T>) {
+        let mut g = Gen(seed | 1);
+        let x: Vec<f64> = (0..n)
+            .map(|_| match (g.next() * 8.0) as u32 {
+                0 => 0.0,
+                1 => 1.0,
+                _ => g.next(),
+            })
+            .collect();
+        let d: Vec<f64> = (0..n)
+            .map(|_| {
+                let u = g.next();
+                if u < 0.05 {
+                    0.0
+                } else {
+                    (g.next() + g.next() + g.next() - 1.5) * 0.2
+                }
+            })
+            .collect();
+        let (mut x, mut d): (Vec<T>, Vec<T>) = (
+            x.into_iter().map(T::of_f64).collect(),
+            d.into_iter().map(T::of_f64).collect(),
+        );
+        if let Some((i, kind)) = poison {
+            match kind {
+                0 => d[i] = T::nan(),
+                1 => d[i] = T::neg_infinity(),
+                2 => x[i] = T::of_f64(1.5),
+                _ => x[i] = T::nan(),
+            }
+        }
+        (x, d)
+    }
+
+    fn sorted(c: &[Cand]) -> Vec<(f64, f64, f64)> {
+        let mut v: Vec<_> = c.iter().map(|c| (c.key, c.w, c.c)).collect();
+        v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+        v
+    }
+
+    fn close(a: f64, b: f64, tol: f64) -> bool {
+        (a - b).abs() <= tol * a.abs().max(b.abs()) + f64::MIN_POSITIVE
+    }
+
+    fn compare<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+        row: &Row<'_, T, L, H>,
+        pw: P,
+        bracket: (T, T),
+        validate: bool,
+        what: &str,
+    ) {
+        let hand = row_pass_first(row, pw, bracket, validate, false);
+        let generic = if validate {
+            chunk_first::<T, P, L, H, true>(row, pw, bracket.0, bracket.1)
+        } else {
+            chunk_first::<T, P, L, H, false>(row, pw, bracket.0, bracket.1)
+        };
+        assert_eq!(hand.bad != 0, generic.bad != 0, "{what}: invalid flag");
+        if generic.bad != 0 {
+            return;
+        }
+        // Lanes are summed in a different order (and f32 in f32 within a piece).
+        let tol = 64.0 * T::EPS;
+        assert_eq!(hand.nsat_lo, generic.nsat_lo, "{what}: saturated count");
+        assert!(
+            close(hand.c_lo, generic.c_lo, tol),
+            "{what}: caps {} vs {}",
+            hand.c_lo,
+            generic.c_lo
+        );
+        assert!(
+            close(hand.m_hi, generic.m_hi, tol),
+            "{what}: weights {} vs {}",
+            hand.m_hi,
+            generic.m_hi
+        );
+        if validate {
+            assert_eq!(hand.amax, generic.amax, "{what}: largest |delta|");
+        }
+        assert_eq!(
+            sorted(&hand.cands),
+            sorted(&generic.cands),
+            "{what}: candidates"
+        );
+    }
+
+    fn agree<T: Real>() {
+        let lengths = [0usize, 1, 3, 4, 7, 8, 9, 15, 17, 31, 33, 1000, 1024, 1029];
+        for (li, &n) in lengths.iter().enumerate() {
+            for poison in [None, Some(0u8), Some(1), Some(2), Some(3)] {
+                let at = poison.map(|k| (n.saturating_sub(1) * (li + 1) / lengths.len(), k));
+                if n == 0 && at.is_some() {
+                    continue;
+                }
+                let (x, d) = data::<T>(n, 7 + li as u64, at);
+                let (lo_v, hi_v) = (vec![T::zero(); n], vec![T::one(); n]);
+                for bracket in [(0.5, 2.0), (1.0, 1.0), (0.0, 0.0), (3.0, 1e9)] {
+                    let b = (T::of_f64(bracket.0), T::of_f64(bracket.1));
+                    for validate in [true, false] {
+                        if !validate && poison.is_some() {
+                            continue;
+                        }
+                        let what = format!("{} n={n} {poison:?} {bracket:?} {validate}", T::NAME);
+                        let scalar = Row {
+                            x: &x,
+                            d: &d,
+                            lo: ScalarSide(T::zero()),
+                            hi: ScalarSide(T::one()),
+                        };
+                        compare(&scalar, P2, b, validate, &format!("{what} p2 scalar"));
+                        compare(&scalar, P1, b, validate, &format!("{what} p1 scalar"));
+                        let one_sided = Row {
+                            hi: ScalarSide(T::infinity()),
+                            ..scalar
+                        };
+                        compare(&one_sided, P2, b, validate, &format!("{what} p2 one-sided"));
+                        let slices = Row {
+                            x: &x,
+                            d: &d,
+                            lo: SliceSide(&lo_v[..]),
+                            hi: SliceSide(&hi_v[..]),
+                        };
+                        compare(&slices, P2, b, validate, &format!("{what} p2 slices"));
+                        let mixed = Row {
+                            x: &x,
+                            d: &d,
+                            lo: ScalarSide(T::zero()),
+                            hi: SliceSide(&hi_v[..]),
+                        };
+                        compare(&mixed, P1, b, validate, &format!("{what} p1 mixed"));
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn f32_kernels_agree_with_the_generic_loops() {
+        agree::<f32>();
+    }
+
+    #[test]
+    fn f64_kernels_agree_with_the_generic_loops() {
+        agree::<f64>();
+    }
+
+    /// `apply` against the scalar formula, bit for bit, streaming or not, at every
+    /// alignment of the output.
+    fn apply_matches<T: Real>() {
+        for n in [0usize, 1, 5, 8, 13, 64, 1031] {
+            let (x, d) = data::<T>(n, 99 + n as u64, None);
+            let hi_v: Vec<T> = (0..n)
+                .map(|i| T::of_f64(0.5 + (i % 3) as f64 * 0.25))
+                .collect();
+            let eta = T::of_f64(1.7);
+            let expect: Vec<T> = (0..n)
+                .map(|i| (x[i] + eta * d[i]).max(T::zero()).min(hi_v[i]))
+                .collect();
+            for stream in [false, true] {
+                for shift in 0..4 {
+                    let mut buf = vec![T::nan(); n + shift];
+                    let row = Row {
+                        x: &x,
+                        d: &d,
+                        lo: ScalarSide(T::zero()),
+                        hi: SliceSide(&hi_v[..]),
+                    };
+                    apply_row(&row, eta, &mut buf[shift..], false, stream);
+                    let same = buf[shift..]
+                        .iter()
+                        .zip(&expect)
+                        .all(|(a, b)| a.to_f64().map(f64::to_bits) == b.to_f64().map(f64::to_bits));
+                    assert!(same, "{} n={n} stream={stream} shift={shift}", T::NAME);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn apply_kernels_match_the_formula() {
+        apply_matches::<f32>();
+        apply_matches::<f64>();
+    }
+}

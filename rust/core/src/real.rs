@@ -22,6 +22,10 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
     fn f32s(s: &[Self]) -> Option<&[f32]>;
     /// The mutable slice as `f32` when `Self` is `f32`.
     fn f32s_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The slice as `f64` when `Self` is `f64` (picks the hand-written `f64` kernels).
+    fn f64s(s: &[Self]) -> Option<&[f64]>;
+    /// The mutable slice as `f64` when `Self` is `f64`.
+    fn f64s_mut(s: &mut [Self]) -> Option<&mut [f64]>;
 }
 
 impl Real for f32 {
@@ -44,6 +48,14 @@ impl Real for f32 {
     fn f32s_mut(s: &mut [f32]) -> Option<&mut [f32]> {
         Some(s)
     }
+    #[inline(always)]
+    fn f64s(_: &[f32]) -> Option<&[f64]> {
+        None
+    }
+    #[inline(always)]
+    fn f64s_mut(_: &mut [f32]) -> Option<&mut [f64]> {
+        None
+    }
 }
 
 impl Real for f64 {
@@ -65,5 +77,13 @@ impl Real for f64 {
     #[inline(always)]
     fn f32s_mut(_: &mut [f64]) -> Option<&mut [f32]> {
         None
+    }
+    #[inline(always)]
+    fn f64s(s: &[f64]) -> Option<&[f64]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn f64s_mut(s: &mut [f64]) -> Option<&mut [f64]> {
+        Some(s)
     }
 }
