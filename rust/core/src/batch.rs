@@ -8,7 +8,7 @@ use crate::error::CoreError;
 use crate::kernel::{apply_row, Row, BLOCK};
 use crate::norm::{Norm, PAny, Power, P1, P2};
 use crate::real::Real;
-use crate::solve::{solve_row, solve_row_inf, Options, RowOutcome};
+use crate::solve::{is_short, solve_row, solve_row_inf, Hints, Options, RowOutcome};
 
 /// The target size: one for all vectors, or one per vector.
 #[derive(Clone, Copy, Debug)]
@@ -235,7 +235,7 @@ where
     }
     let par_inner = n >= PAR_ROW_MIN && b.rows < 2 * rayon::current_num_threads();
     let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;
-    let solve_one = |r: usize| {
+    let solve_one = |r: usize, hints: &mut Hints| {
         let row = Row {
             x: &b.x[r * n..(r + 1) * n],
             d: &b.delta[r * n..(r + 1) * n],
@@ -244,28 +244,63 @@ where
         };
         let eps = b.eps.get(r);
         let out = match pw {
-            Some(pw) => solve_row(&row, eps, pw, opts, par_inner),
+            Some(pw) => {
+                let hint = hints.next(pw, eps);
+                let out = solve_row(&row, eps, pw, opts, par_inner, hint);
+                hints.record(pw, eps, hint, &out);
+                out
+            }
             None => solve_row_inf(&row, eps, par_inner),
         };
         (row, out)
     };
-    let solve_apply = |(r, yrow): (usize, &mut [T])| {
-        let (row, out) = solve_one(r);
-        if !out.invalid {
-            apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
-        }
-        out
+    // Rows are solved in fixed groups, in order within a group, so that each row can take
+    // the previous one's answer as its hint; the groups depend on the batch's shape alone.
+    let group = hint_group(b.rows, n, pw.is_some());
+    let solve_group = |g: usize, mut ys: Option<&mut [T]>| -> Vec<RowOutcome> {
+        let first = g * group;
+        let mut hints = Hints::default();
+        (first..b.rows.min(first + group))
+            .map(|r| {
+                let (row, out) = solve_one(r, &mut hints);
+                if let (Some(ys), false) = (ys.as_deref_mut(), out.invalid) {
+                    let yrow = &mut ys[(r - first) * n..(r - first + 1) * n];
+                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
+                }
+                out
+            })
+            .collect()
     };
     // Waking the pool costs more than a small batch takes on one thread.
     let parallel = b.rows > 1 && b.x.len() >= PAR_MIN_ELEMENTS;
+    let groups = b.rows.div_ceil(group);
     match (y, parallel) {
-        (None, true) => (0..b.rows)
+        (None, true) => (0..groups)
             .into_par_iter()
-            .map(|r| solve_one(r).1)
+            .flat_map_iter(|g| solve_group(g, None))
             .collect(),
-        (None, false) => (0..b.rows).map(|r| solve_one(r).1).collect(),
-        (Some(y), true) => y.par_chunks_mut(n).enumerate().map(solve_apply).collect(),
-        (Some(y), false) => y.chunks_mut(n).enumerate().map(solve_apply).collect(),
+        (None, false) => (0..groups).flat_map(|g| solve_group(g, None)).collect(),
+        (Some(y), true) => y
+            .par_chunks_mut(group * n)
+            .enumerate()
+            .flat_map_iter(|(g, ys)| solve_group(g, Some(ys)))
+            .collect(),
+        (Some(y), false) => y
+            .chunks_mut(group * n)
+            .enumerate()
+            .flat_map(|(g, ys)| solve_group(g, Some(ys)))
+            .collect(),
+    }
+}
+
+/// Rows per hint group (see [`Hints`]): up to 16 short rows, fewer in small batches so that
+/// there are at least 64 groups to share among threads; long rows (their own estimate) and
+/// `p = inf` (closed form) go one by one.
+fn hint_group(rows: usize, n: usize, finite_p: bool) -> usize {
+    if finite_p && is_short(n) {
+        (rows / 64).clamp(1, 16)
+    } else {
+        1
     }
 }
 

@@ -441,7 +441,7 @@ where
                     hi,
                 };
                 match pw {
-                    Some(pw) => solve_row(&row, b.eps.get(r), pw, opts, par_inner),
+                    Some(pw) => solve_row(&row, b.eps.get(r), pw, opts, par_inner, 0.0),
                     None => solve_row_inf(&row, b.eps.get(r), par_inner),
                 }
             };

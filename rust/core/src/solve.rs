@@ -95,25 +95,42 @@ fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
+/// Whether a row is too short for a subsample estimate: its first pass splits at the
+/// caller's hint (see [`solve_row`]), or at `t = 0` without one.
+pub(crate) fn is_short(n: usize) -> bool {
+    n < SUBSAMPLE_MIN
+}
+
 /// Solves one row for finite `p`.
 ///
-/// The first pass validates the row and splits it at a bracket around a subsample
-/// estimate: the sums over the elements saturated below it and free above it, and the few
-/// elements in between. When the bracket holds the answer, it follows exactly from those
-/// elements. Otherwise Newton / variable fixing from the best lower bound finishes, with
-/// the radix select as a safeguard after [`Options::max_newton_passes`] passes.
+/// The first pass validates the row and splits it at a bracket around an estimate of `t`:
+/// the sums over the elements saturated below it and free above it, and the few elements
+/// in between. When the bracket holds the answer, it follows exactly from those elements.
+/// Otherwise Newton / variable fixing from the best lower bound finishes, with the radix
+/// select as a safeguard after [`Options::max_newton_passes`] passes. Long rows estimate
+/// `t` on a subsample; short rows ([`is_short`]) take `hint` (a `t` the caller expects,
+/// such as the previous row's; 0: none). Any hint gives the exact answer; a good one saves
+/// a pass.
 pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: f64,
     pw: P,
     opts: &Options,
     par: bool,
+    hint: f64,
 ) -> RowOutcome {
     let target = pw.pow64(eps);
-    let guess = if eps > 0.0 {
-        subsample_guess(row, target, pw)
-    } else {
+    let short = is_short(row.len());
+    let guess = if eps <= 0.0 {
         0.0
+    } else if short {
+        if hint.is_finite() && hint > 0.0 {
+            hint
+        } else {
+            0.0
+        }
+    } else {
+        subsample_guess(row, target, pw)
     };
     let [eta_lo, eta_hi] = GUESS_RATIOS.map(|r| T::of_f64(pw.root64(r * guess)));
     // A bracket past T's range would multiply infinity by zero deltas: split at zero instead.
@@ -136,15 +153,60 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         return solve_rescaled(row, eps, pw, opts, par, k);
     }
     match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
+        Located::Below if short => below_hint(row, target, pw, opts, par),
         Located::Below => below_bracket(row, target, pw, opts, par),
         Located::Inside => inside_bracket(row, first, target, pw, par),
-        // Without an estimate (short rows) the first bracket was empty at `t = 0`.
-        Located::Above(start) if guess == 0.0 => {
-            above_first_bracket(row, target, pw, opts, par, start)
-        }
+        // Short rows: the first bracket was empty at `t = 0`, or the hint was too low.
+        Located::Above(start) if short => above_first_bracket(row, target, pw, opts, par, start),
         // A missed estimate: Newton from the bracket's upper end. (A bracketed pass here did
         // not pay on long rows: the Newton adversary got 3% slower.)
         Located::Above(start) => newton(row, target, pw, opts, par, start, 0),
+    }
+}
+
+/// Hints passed from row to row within a group of short rows (see [`solve_row`]): the
+/// previous row's `t` per unit of target size (`eps^p`), as long as every hint of the group
+/// so far was good. Rows in one batch are usually alike (one `eps`, similar images and
+/// noise), so the hint's bracket holds most answers and those rows are read once; a row it
+/// missed turns hints off for the rest of the group (its rows may differ in scale, such
+/// as gradients of different sizes, where each miss costs a pass).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Hints {
+    t_per_target: f64,
+    on: bool,
+}
+
+impl Default for Hints {
+    fn default() -> Self {
+        Hints {
+            t_per_target: 0.0,
+            on: true,
+        }
+    }
+}
+
+impl Hints {
+    /// The hint for a row of size `eps` (0: none).
+    pub(crate) fn next<P: Power>(&self, pw: P, eps: f64) -> f64 {
+        if self.on {
+            self.t_per_target * pw.pow64(eps)
+        } else {
+            0.0
+        }
+    }
+
+    /// Takes note of a row solved with `hint` (from [`Hints::next`]).
+    pub(crate) fn record<P: Power>(&mut self, pw: P, eps: f64, hint: f64, out: &RowOutcome) {
+        if hint > 0.0 && out.passes > 0 {
+            self.on = false;
+        }
+        let target = pw.pow64(eps);
+        let plain = !(out.saturated || out.invalid || out.safeguard);
+        self.t_per_target = if plain && out.eta > 0.0 && target > 0.0 {
+            pw.pow64(out.eta) / target
+        } else {
+            0.0
+        };
     }
 }
 
@@ -221,6 +283,30 @@ fn below_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
+/// A short row's answer lies below its hint's bracket: the sums at `t = 0` (one pass), then
+/// as without a hint.
+fn below_hint<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+) -> RowOutcome {
+    let zero = row_pass_first(row, pw, (T::zero(), T::zero()), false, par);
+    let out = above_first_bracket(
+        row,
+        target,
+        pw,
+        opts,
+        par,
+        (zero.c_lo, zero.m_hi, zero.nsat_lo, 0.0),
+    );
+    RowOutcome {
+        passes: out.passes + 1,
+        ..out
+    }
+}
+
 /// The answer lies inside a pass's bracket: it follows from the candidates alone.
 fn inside_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
@@ -235,10 +321,9 @@ fn inside_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
-/// The answer lies above the first bracket, which was empty at `t = 0` (a row too short for
-/// a subsample estimate). The next pass brackets the Newton step from there, which is a
-/// lower bound of the answer, up to
-/// [`SECOND_BRACKET_RATIO`] times it: most rows end there, without the Newton pass that
+/// The answer lies above a short row's first bracket (empty at `t = 0`, or around a hint
+/// that was too low). The next pass brackets the Newton step from there, which is a lower
+/// bound of the answer, up to [`SECOND_BRACKET_RATIO`] times it: most rows end there, without the Newton pass that
 /// only confirms the last step. Above that bracket, Newton goes on from its upper end.
 fn above_first_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
@@ -310,7 +395,7 @@ fn solve_rescaled<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         lo: SliceSide(&lo[..]),
         hi: SliceSide(&hi[..]),
     };
-    let out = solve_row(&copy, eps, pw, opts, par);
+    let out = solve_row(&copy, eps, pw, opts, par, 0.0);
     if out.saturated {
         return RowOutcome {
             passes: out.passes,

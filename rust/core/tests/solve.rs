@@ -815,3 +815,130 @@ fn every_way_out_of_the_first_pass_matches_the_oracle() {
         }
     }
 }
+
+/// `rows` short rows of `n` f64 elements; row `r`'s delta is scaled by `scale(r)`.
+fn short_rows(
+    rng: &mut Rng,
+    rows: usize,
+    n: usize,
+    scale: impl Fn(usize) -> f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let (x, mut d) = random_case(rng, rows * n, 0.2);
+    for (r, row) in d.chunks_mut(n).enumerate() {
+        let s = scale(r);
+        row.iter_mut().for_each(|v| *v *= 0.05 * s);
+    }
+    (x, d)
+}
+
+/// Rows of a batch pass their answers to the next row as a starting guess (hint groups):
+/// alike rows then take no pass after the first, every row stays exact, and the groups
+/// do not depend on the thread count.
+#[test]
+fn alike_short_rows_solve_in_one_pass_from_the_previous_rows_answer() {
+    let mut rng = Rng(21);
+    let (rows, n) = (512, 3072);
+    let (x, d) = short_rows(&mut rng, rows, n, |_| 1.0);
+    for &p in &[1.0, 2.0, 3.0] {
+        let eps = 0.3 * clipped_size(&x[..n], &d[..n], 0.0, 1.0, 1e12, p);
+        let stats = solve_stats(&batch(&x, &d, rows, eps, p), &Options::default()).unwrap();
+        let one_pass = stats.iter().filter(|o| o.passes == 0).count();
+        // groups of 8 rows here (512 / 64): every row but the first of each group
+        assert!(
+            one_pass >= rows * 7 / 8,
+            "p={p}: {one_pass} of {rows} rows in one pass"
+        );
+        // without hints (a batch of one row) a short row takes a second pass
+        let alone = solve_stats(&batch(&x[..n], &d[..n], 1, eps, p), &Options::default()).unwrap();
+        assert!(alone[0].passes >= 1, "p={p}");
+        for (r, o) in stats.iter().enumerate() {
+            let (xr, dr) = (&x[r * n..(r + 1) * n], &d[r * n..(r + 1) * n]);
+            let size = clipped_size(xr, dr, 0.0, 1.0, o.eta, p);
+            assert!(
+                (size - eps).abs() <= 1e-12 * eps,
+                "p={p} row {r}: size {size}"
+            );
+            let want = oracle(xr, dr, 0.0, 1.0, eps, p);
+            assert!((o.eta - want).abs() <= 1e-9 * want, "p={p} row {r}: eta");
+        }
+    }
+}
+
+/// Rows whose sizes differ by orders of magnitude (gradients of different samples): every
+/// hint misses, each group turns its hints off after the first miss, and every row is exact.
+#[test]
+fn rows_of_different_scales_stay_exact_when_hints_miss() {
+    let mut rng = Rng(23);
+    let (rows, n) = (256, 2000);
+    let (x, d) = short_rows(&mut rng, rows, n, |r| 10f64.powi((r % 7) as i32 - 3));
+    for &p in &[1.0, 2.0] {
+        let eps = 0.5;
+        let stats = solve_stats(&batch(&x, &d, rows, eps, p), &Options::default()).unwrap();
+        // at most the second row of each group tries a (missing) hint; the rest go as alone
+        let extra = stats.iter().filter(|o| o.passes > 1).count();
+        assert!(
+            extra <= rows / 4 + 8,
+            "p={p}: {extra} rows took more than two passes"
+        );
+        for (r, o) in stats.iter().enumerate() {
+            let (xr, dr) = (&x[r * n..(r + 1) * n], &d[r * n..(r + 1) * n]);
+            let want = oracle(xr, dr, 0.0, 1.0, eps, p);
+            if o.saturated {
+                assert!(clipped_size(xr, dr, 0.0, 1.0, 1e300, p) <= eps * (1.0 + 1e-12));
+                continue;
+            }
+            let size = clipped_size(xr, dr, 0.0, 1.0, o.eta, p);
+            assert!(
+                (size - eps).abs() <= 1e-12 * eps,
+                "p={p} row {r}: size {size}"
+            );
+            assert!((o.eta - want).abs() <= 1e-9 * want, "p={p} row {r}: eta");
+        }
+    }
+}
+
+/// Hint groups are fixed by the batch's shape: a batch of many short rows gives the same
+/// bits on 1, 2 and 3 threads.
+#[test]
+fn hint_groups_are_bitwise_identical_for_any_thread_count() {
+    let mut rng = Rng(25);
+    let (rows, n) = (1000, 784);
+    let (x, d) = short_rows(&mut rng, rows, n, |r| 1.0 + 0.01 * (r % 5) as f64);
+    let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
+    let d32: Vec<f32> = d.iter().map(|&v| v as f32).collect();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        pool.install(|| {
+            let b = Batch {
+                x: &x32,
+                delta: &d32,
+                rows,
+                n,
+                lower: Bound::Scalar(0.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::Scalar(1.5),
+                norm: Norm::P(2.0),
+            };
+            let (mut y, mut eta) = (vec![0f32; rows * n], vec![0f32; rows]);
+            perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+            let mut e64 = vec![0f64; rows];
+            scale(
+                &batch(&x, &d, rows, 1.5, 1.0),
+                &Options::default(),
+                &mut e64,
+            )
+            .unwrap();
+            (
+                eta.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                y.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                e64.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            )
+        })
+    };
+    let one = run(1);
+    assert_eq!(one, run(2));
+    assert_eq!(one, run(3));
+}
