@@ -153,8 +153,7 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         return solve_rescaled(row, eps, pw, opts, par, k);
     }
     match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
-        Located::Below if short => below_hint(row, target, pw, opts, par),
-        Located::Below => below_bracket(row, target, pw, opts, par),
+        Located::Below => below_bracket(row, target, pw, opts, par, short),
         Located::Inside => inside_bracket(row, first, target, pw, par),
         // Short rows: the first bracket was empty at `t = 0`, or the hint was too low.
         Located::Above(start) if short => above_first_bracket(row, target, pw, opts, par, start),
@@ -258,49 +257,24 @@ impl Split {
     }
 }
 
-/// The answer lies below the first bracket: Newton from `t = 0`, whose sums take one more
-/// pass.
+/// The answer lies below the first bracket: the sums at `t = 0` (one more pass), then as a
+/// row without an estimate: Newton from there, or for a short row the bracketed pass of
+/// [`above_first_bracket`].
 fn below_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     target: f64,
     pw: P,
     opts: &Options,
     par: bool,
-) -> RowOutcome {
-    let sums = row_pass::<T, P, L, H, false>(row, pw, T::zero(), par);
-    let out = newton(
-        row,
-        target,
-        pw,
-        opts,
-        par,
-        (sums.c, sums.m, sums.nsat, 0.0),
-        0,
-    );
-    RowOutcome {
-        passes: out.passes + 1,
-        ..out
-    }
-}
-
-/// A short row's answer lies below its hint's bracket: the sums at `t = 0` (one pass), then
-/// as without a hint.
-fn below_hint<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    target: f64,
-    pw: P,
-    opts: &Options,
-    par: bool,
+    short: bool,
 ) -> RowOutcome {
     let zero = row_pass_first(row, pw, (T::zero(), T::zero()), false, par);
-    let out = above_first_bracket(
-        row,
-        target,
-        pw,
-        opts,
-        par,
-        (zero.c_lo, zero.m_hi, zero.nsat_lo, 0.0),
-    );
+    let start = (zero.c_lo, zero.m_hi, zero.nsat_lo, 0.0);
+    let out = if short {
+        above_first_bracket(row, target, pw, opts, par, start)
+    } else {
+        newton(row, target, pw, opts, par, start, 0)
+    };
     RowOutcome {
         passes: out.passes + 1,
         ..out

@@ -350,6 +350,15 @@ fn errors_name_the_first_offender() {
     assert!(matches!(e, CoreError::Length { arg: "eta", .. }));
 }
 
+/// Runs `f` on a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 #[test]
 fn bitwise_identical_for_any_thread_count() {
     let mut rng = Rng(3);
@@ -358,11 +367,7 @@ fn bitwise_identical_for_any_thread_count() {
     let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let d32: Vec<f32> = d.iter().map(|&v| v as f32).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let b = Batch {
                 x: &x32,
                 delta: &d32,
@@ -907,11 +912,7 @@ fn hint_groups_are_bitwise_identical_for_any_thread_count() {
     let x32: Vec<f32> = x.iter().map(|&v| v as f32).collect();
     let d32: Vec<f32> = d.iter().map(|&v| v as f32).collect();
     let run = |threads: usize| {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
-        pool.install(|| {
+        on_threads(threads, || {
             let b = Batch {
                 x: &x32,
                 delta: &d32,

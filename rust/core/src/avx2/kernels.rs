@@ -3,6 +3,77 @@
 //! `to_lanes`, `add`, `sub`, `mul`, `and`, `or`, `max`, `min`, `abs`, the comparisons,
 //! `blend`, `mask_bits`, `count_add` / `count_total`, `compress_into` and `stream_store`.
 
+/// Declares `splat`, `zero`, `load`, `store`, `stream_store` and `to_lanes` over the
+/// intrinsics of `E`'s vector type (`W` lanes of `E`, 32 bytes).
+macro_rules! memory_ops {
+    (set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
+     stream: $stream:ident,) => {
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn splat(v: E) -> V {
+            $set1(v)
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn zero() -> V {
+            $setzero()
+        }
+
+        /// Loads `W` elements (`s` must hold exactly `W`).
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn load(s: &[E]) -> V {
+            let s: &[E; W] = s.try_into().expect("W elements");
+            // SAFETY: `s` is `W` initialised elements (32 readable bytes); `loadu` has no
+            // alignment requirement.
+            unsafe { $loadu(s.as_ptr()) }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn store(o: &mut [E; W], v: V) {
+            // SAFETY: `o` is `W` elements (32 writable bytes); `storeu` has no alignment
+            // requirement.
+            unsafe { $storeu(o.as_mut_ptr(), v) }
+        }
+
+        /// Stores `v` with a non-temporal hint.
+        ///
+        /// # Safety
+        /// `o` is 32-byte aligned.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn stream_store(o: &mut [E; W], v: V) {
+            // SAFETY: `o` is `W` writable elements (32 bytes), aligned by the caller's
+            // contract.
+            unsafe { $stream(o.as_mut_ptr(), v) }
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn to_lanes(v: V) -> [E; W] {
+            let mut out = [0.0; W];
+            store(&mut out, v);
+            out
+        }
+    };
+}
+
+/// Declares `fn NAME(a: V, b: V) -> V` for each `NAME => INTRINSIC;` (lane-wise, AVX2).
+macro_rules! binary_ops {
+    ($($(#[$doc:meta])* $name:ident => $f:expr;)*) => {
+        $(
+            $(#[$doc])*
+            #[inline]
+            #[target_feature(enable = "avx2,fma")]
+            fn $name(a: V, b: V) -> V {
+                $f(a, b)
+            }
+        )*
+    };
+}
+
 /// Expands the kernels (`first`, `apply`) and the [`Lanes`](super::Lanes) impl for `E`.
 macro_rules! kernels {
     () => {

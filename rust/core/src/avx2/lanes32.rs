@@ -17,142 +17,40 @@ fn of_slice_mut<T: Real>(s: &mut [T]) -> Option<&mut [E]> {
     T::f32s_mut(s)
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn splat(v: E) -> V {
-    _mm256_set1_ps(v)
+memory_ops! {
+    set1: _mm256_set1_ps,
+    setzero: _mm256_setzero_ps,
+    loadu: _mm256_loadu_ps,
+    storeu: _mm256_storeu_ps,
+    stream: _mm256_stream_ps,
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn zero() -> V {
-    _mm256_setzero_ps()
-}
-
-/// Loads `W` elements (`s` must hold exactly `W`).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn load(s: &[E]) -> V {
-    let s: &[E; W] = s.try_into().expect("W elements");
-    // SAFETY: `s` is `W` initialised floats (32 readable bytes); `loadu` has no alignment
-    // requirement.
-    unsafe { _mm256_loadu_ps(s.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn store(o: &mut [E; W], v: V) {
-    // SAFETY: `o` is `W` floats (32 writable bytes); `storeu` has no alignment requirement.
-    unsafe { _mm256_storeu_ps(o.as_mut_ptr(), v) }
-}
-
-/// Stores `v` with a non-temporal hint.
-///
-/// # Safety
-/// `o` is 32-byte aligned.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn stream_store(o: &mut [E; W], v: V) {
-    // SAFETY: `o` is `W` writable floats (32 bytes), aligned by the caller's contract.
-    unsafe { _mm256_stream_ps(o.as_mut_ptr(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn to_lanes(v: V) -> [E; W] {
-    let mut out = [0.0; W];
-    store(&mut out, v);
-    out
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn add(a: V, b: V) -> V {
-    _mm256_add_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn sub(a: V, b: V) -> V {
-    _mm256_sub_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul(a: V, b: V) -> V {
-    _mm256_mul_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn and(a: V, b: V) -> V {
-    _mm256_and_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn or(a: V, b: V) -> V {
-    _mm256_or_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn max(a: V, b: V) -> V {
-    _mm256_max_ps(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn min(a: V, b: V) -> V {
-    _mm256_min_ps(a, b)
+binary_ops! {
+    add => _mm256_add_ps;
+    sub => _mm256_sub_ps;
+    mul => _mm256_mul_ps;
+    and => _mm256_and_ps;
+    or => _mm256_or_ps;
+    max => _mm256_max_ps;
+    min => _mm256_min_ps;
+    /// `a > b` (false on NaN).
+    gt => _mm256_cmp_ps::<_CMP_GT_OQ>;
+    /// `a <= b` (false on NaN).
+    le => _mm256_cmp_ps::<_CMP_LE_OQ>;
+    /// `!(a <= b)` (true on NaN).
+    nle => _mm256_cmp_ps::<_CMP_NLE_UQ>;
+    /// `!(a < b)` (true on NaN).
+    nlt => _mm256_cmp_ps::<_CMP_NLT_UQ>;
+    /// `!(a >= b)` (true on NaN).
+    nge => _mm256_cmp_ps::<_CMP_NGE_UQ>;
+    /// Either is NaN.
+    unord => _mm256_cmp_ps::<_CMP_UNORD_Q>;
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn abs(v: V) -> V {
     _mm256_andnot_ps(_mm256_set1_ps(-0.0), v)
-}
-
-/// `a > b` (false on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn gt(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_GT_OQ>(a, b)
-}
-
-/// `a <= b` (false on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn le(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_LE_OQ>(a, b)
-}
-
-/// `!(a <= b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nle(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_NLE_UQ>(a, b)
-}
-
-/// `!(a < b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nlt(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_NLT_UQ>(a, b)
-}
-
-/// `!(a >= b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nge(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_NGE_UQ>(a, b)
-}
-
-/// Either is NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn unord(a: V, b: V) -> V {
-    _mm256_cmp_ps::<_CMP_UNORD_Q>(a, b)
 }
 
 /// `mask ? b : a`, lane by lane.

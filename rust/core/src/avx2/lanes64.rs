@@ -17,142 +17,40 @@ fn of_slice_mut<T: Real>(s: &mut [T]) -> Option<&mut [E]> {
     T::f64s_mut(s)
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn splat(v: E) -> V {
-    _mm256_set1_pd(v)
+memory_ops! {
+    set1: _mm256_set1_pd,
+    setzero: _mm256_setzero_pd,
+    loadu: _mm256_loadu_pd,
+    storeu: _mm256_storeu_pd,
+    stream: _mm256_stream_pd,
 }
 
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn zero() -> V {
-    _mm256_setzero_pd()
-}
-
-/// Loads `W` elements (`s` must hold exactly `W`).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn load(s: &[E]) -> V {
-    let s: &[E; W] = s.try_into().expect("W elements");
-    // SAFETY: `s` is `W` initialised doubles (32 readable bytes); `loadu` has no alignment
-    // requirement.
-    unsafe { _mm256_loadu_pd(s.as_ptr()) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn store(o: &mut [E; W], v: V) {
-    // SAFETY: `o` is `W` doubles (32 writable bytes); `storeu` has no alignment requirement.
-    unsafe { _mm256_storeu_pd(o.as_mut_ptr(), v) }
-}
-
-/// Stores `v` with a non-temporal hint.
-///
-/// # Safety
-/// `o` is 32-byte aligned.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn stream_store(o: &mut [E; W], v: V) {
-    // SAFETY: `o` is `W` writable doubles (32 bytes), aligned by the caller's contract.
-    unsafe { _mm256_stream_pd(o.as_mut_ptr(), v) }
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn to_lanes(v: V) -> [E; W] {
-    let mut out = [0.0; W];
-    store(&mut out, v);
-    out
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn add(a: V, b: V) -> V {
-    _mm256_add_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn sub(a: V, b: V) -> V {
-    _mm256_sub_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mul(a: V, b: V) -> V {
-    _mm256_mul_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn and(a: V, b: V) -> V {
-    _mm256_and_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn or(a: V, b: V) -> V {
-    _mm256_or_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn max(a: V, b: V) -> V {
-    _mm256_max_pd(a, b)
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn min(a: V, b: V) -> V {
-    _mm256_min_pd(a, b)
+binary_ops! {
+    add => _mm256_add_pd;
+    sub => _mm256_sub_pd;
+    mul => _mm256_mul_pd;
+    and => _mm256_and_pd;
+    or => _mm256_or_pd;
+    max => _mm256_max_pd;
+    min => _mm256_min_pd;
+    /// `a > b` (false on NaN).
+    gt => _mm256_cmp_pd::<_CMP_GT_OQ>;
+    /// `a <= b` (false on NaN).
+    le => _mm256_cmp_pd::<_CMP_LE_OQ>;
+    /// `!(a <= b)` (true on NaN).
+    nle => _mm256_cmp_pd::<_CMP_NLE_UQ>;
+    /// `!(a < b)` (true on NaN).
+    nlt => _mm256_cmp_pd::<_CMP_NLT_UQ>;
+    /// `!(a >= b)` (true on NaN).
+    nge => _mm256_cmp_pd::<_CMP_NGE_UQ>;
+    /// Either is NaN.
+    unord => _mm256_cmp_pd::<_CMP_UNORD_Q>;
 }
 
 #[inline]
 #[target_feature(enable = "avx2,fma")]
 fn abs(v: V) -> V {
     _mm256_andnot_pd(_mm256_set1_pd(-0.0), v)
-}
-
-/// `a > b` (false on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn gt(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_GT_OQ>(a, b)
-}
-
-/// `a <= b` (false on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn le(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_LE_OQ>(a, b)
-}
-
-/// `!(a <= b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nle(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_NLE_UQ>(a, b)
-}
-
-/// `!(a < b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nlt(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_NLT_UQ>(a, b)
-}
-
-/// `!(a >= b)` (true on NaN).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn nge(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_NGE_UQ>(a, b)
-}
-
-/// Either is NaN.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn unord(a: V, b: V) -> V {
-    _mm256_cmp_pd::<_CMP_UNORD_Q>(a, b)
 }
 
 /// `mask ? b : a`, lane by lane.
