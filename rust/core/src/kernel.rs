@@ -77,90 +77,6 @@ fn is_bad<T: Real>(x: T, d: T, lo: T, hi: T) -> u32 {
     (!ok) as u32
 }
 
-/// Sums of one Newton pass at a given `eta`.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub(crate) struct PassSums {
-    /// `sum c_i` over saturated elements (`s_i <= eta |delta_i|`).
-    pub c: f64,
-    /// `sum w_i` over unsaturated elements.
-    pub m: f64,
-    /// Number of saturated elements (elements with zero delta and zero room included).
-    pub nsat: u64,
-    /// Number of elements with `delta_i != 0` (validating pass only).
-    pub nmov: u64,
-    /// Number of invalid elements (validating pass only).
-    pub bad: u64,
-}
-
-impl PassSums {
-    fn add(self, o: PassSums) -> PassSums {
-        PassSums {
-            c: self.c + o.c,
-            m: self.m + o.m,
-            nsat: self.nsat + o.nsat,
-            nmov: self.nmov + o.nmov,
-            bad: self.bad + o.bad,
-        }
-    }
-}
-
-/// Lane accumulators of one Newton pass over a chunk.
-struct PassLanes<T, P, const VALIDATE: bool> {
-    pw: P,
-    eta: T,
-    c: [T; LANES],
-    m: [T; LANES],
-    nsat: [u32; LANES],
-    nmov: [u32; LANES],
-    bad: [u32; LANES],
-}
-
-impl<T: Real, P: Power, const VALIDATE: bool> PassLanes<T, P, VALIDATE> {
-    #[inline(always)]
-    fn new(pw: P, eta: T) -> Self {
-        let z = T::zero();
-        PassLanes {
-            pw,
-            eta,
-            c: [z; LANES],
-            m: [z; LANES],
-            nsat: [0; LANES],
-            nmov: [0; LANES],
-            bad: [0; LANES],
-        }
-    }
-
-    #[inline(always)]
-    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
-        let zero = T::zero();
-        let a = d.abs();
-        let s = room(x, d, lo, hi);
-        let sat = s <= self.eta * a;
-        let c = self.pw.pow(s);
-        let w = self.pw.pow(a);
-        self.c[k] = self.c[k] + if sat { c } else { zero };
-        self.m[k] = self.m[k] + if sat { zero } else { w };
-        self.nsat[k] += sat as u32;
-        if VALIDATE {
-            self.nmov[k] += (a > zero) as u32;
-            self.bad[k] += is_bad(x, d, lo, hi);
-        }
-    }
-
-    #[inline(always)]
-    fn finish(self) -> PassSums {
-        let mut out = PassSums::default();
-        for k in 0..LANES {
-            out.c += self.c[k].as_f64();
-            out.m += self.m[k].as_f64();
-            out.nsat += self.nsat[k] as u64;
-            out.nmov += self.nmov[k] as u64;
-            out.bad += self.bad[k] as u64;
-        }
-        out
-    }
-}
-
 /// Lane accumulators of the `p = inf` pass over a chunk.
 struct InfLanes<T> {
     eps: T,
@@ -333,18 +249,6 @@ fn for_lanes_w<const W: usize, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     for i in full..n {
         push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
     }
-}
-
-/// One Newton pass over at most [`CHUNK`] elements.
-#[inline(always)]
-fn chunk_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta: T,
-) -> PassSums {
-    let mut lanes = PassLanes::<T, P, VALIDATE>::new(pw, eta);
-    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
-    lanes.finish()
 }
 
 /// Sums of the first, validating pass, split at the bracket `(eta_lo, eta_hi]`: elements
@@ -622,31 +526,6 @@ where
     }
 }
 
-impl std::ops::Add for PassSums {
-    type Output = PassSums;
-    fn add(self, o: PassSums) -> PassSums {
-        PassSums::add(self, o)
-    }
-}
-
-/// One Newton pass over the whole row at `eta` (validating every element when `VALIDATE`).
-pub(crate) fn row_pass<
-    T: Real,
-    P: Power,
-    L: SideAccess<T>,
-    H: SideAccess<T>,
-    const VALIDATE: bool,
->(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta: T,
-    par: bool,
-) -> PassSums {
-    fold_chunks(row, par, |r| {
-        chunk_pass_best::<T, P, L, H, VALIDATE>(r, pw, eta)
-    })
-}
-
 /// For `p = inf`: the largest `|delta_i|` among elements with room `s_i >= eps`, the number of
 /// movable elements and the number of invalid elements, in one validating pass.
 #[derive(Clone, Copy, Debug, Default)]
@@ -858,9 +737,6 @@ macro_rules! multiversion {
     };
 }
 
-multiversion!(chunk_pass_best, chunk_pass_avx2, chunk_pass,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
-    (row: &Row<'_, T, L, H>, pw: P, eta: T) -> PassSums);
 multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, eps: T) -> InfSums);

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use crate::bounds::{SideAccess, SliceSide};
-use crate::kernel::{row_pass, row_pass_first, row_pass_inf, row_pass_sat, FirstSums, Row};
+use crate::kernel::{row_pass_first, row_pass_inf, row_pass_sat, FirstSums, Row};
 use crate::norm::{Power, P1};
 use crate::real::Real;
 use crate::safeguard::{self, crossing, Bins, Cand, Crossing, Fixed};
@@ -411,12 +411,14 @@ fn newton<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             // Found by the fuzzer (rust/fuzz/corpus/scale/regress-newton-overflow).
             return finish_with_safeguard(row, target, pw, t, passes, par);
         }
-        let sums = row_pass::<T, P, L, H, false>(row, pw, T::of_f64(eta), par);
+        // An empty bracket at eta: the plain Newton sums, through the split kernels.
+        let e = T::of_f64(eta);
+        let sums = row_pass_first(row, pw, (e, e), false, par);
         passes += 1;
-        if sums.nsat == nsat {
+        if sums.nsat_lo == nsat {
             return RowOutcome::eta(eta, passes, false);
         }
-        (c, m, nsat, t) = (sums.c, sums.m, sums.nsat, t_new);
+        (c, m, nsat, t) = (sums.c_lo, sums.m_hi, sums.nsat_lo, t_new);
     }
 }
 
