@@ -4,7 +4,10 @@
 use std::cell::RefCell;
 
 use crate::bounds::{SideAccess, SliceSide};
-use crate::kernel::{row_pass_first, row_pass_inf, row_pass_sat, FirstSums, Row};
+use crate::kernel::{
+    row_bin_free, row_collect_bin, row_pass_first, row_pass_inf, row_pass_sat, FirstSums, FreeBins,
+    Row,
+};
 use crate::norm::{Power, P1};
 use crate::real::Real;
 use crate::safeguard::{self, crossing, Bins, Cand, Crossing, Fixed};
@@ -438,30 +441,16 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
 ) -> RowOutcome {
     let eta_t = T::of_f64(pw.root64(t));
-    // Element i when it moves: whether it is saturated at `eta_t`, and its `|delta|` and room
-    // in `f64` (the same expressions in both passes, so both see the same keys).
-    let split = |i: usize| -> Option<(bool, f64, f64)> {
-        let (a, s) = row.element(i);
-        (a != T::zero()).then(|| (s <= eta_t * a, a.as_f64(), s.as_f64()))
-    };
     let (mut sw, mut sc) = take_bin_tables();
-    let mut c_base = 0.0f64;
-    let (mut e_lo, mut e_hi, mut key_hi) = (BINS, 0, 0u64);
     let mut bins = Bins::new(&mut sw, &mut sc);
-    for i in 0..row.len() {
-        match split(i) {
-            Some((true, _, s)) => c_base += pw.pow64(s),
-            Some((false, a, s)) => {
-                let c = Cand::new(a, s, pw);
-                let bits = c.key.to_bits();
-                let e = (bits >> MANTISSA_BITS) as usize;
-                (e_lo, e_hi, key_hi) = (e_lo.min(e), e_hi.max(e), key_hi.max(bits));
-                bins.add(e, &c);
-            }
-            None => {}
-        }
-    }
+    let scan = row_bin_free(row, pw, eta_t, MANTISSA_BITS, &mut bins);
     bins.flush();
+    let FreeBins {
+        c_base,
+        e_lo,
+        e_hi,
+        key_hi,
+    } = scan;
     let answer = if e_lo > e_hi {
         safeguard::select(Vec::new(), c_base, 0.0, target, pw)
     } else {
@@ -480,14 +469,7 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
                 c_below,
                 m_above,
             } => {
-                let e = e_lo + bucket;
-                let keep: Vec<Cand> = (0..row.len())
-                    .filter_map(|i| match split(i) {
-                        Some((false, a, s)) => Some(Cand::new(a, s, pw)),
-                        _ => None,
-                    })
-                    .filter(|c| (c.key.to_bits() >> MANTISSA_BITS) as usize == e)
-                    .collect();
+                let keep = row_collect_bin(row, pw, eta_t, MANTISSA_BITS, e_lo + bucket);
                 safeguard::select(keep, c_below, m_above, target, pw)
             }
             Crossing::Above { .. } => None,
