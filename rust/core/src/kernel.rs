@@ -553,6 +553,8 @@ fn for_moving<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     while base < n {
         let len = K.min(n - base);
         let r = row.sub(base, base + len);
+        // `Cand::new`'s fields as separate arrays: an array of `Cand` vectorised worse (the
+        // adversary took 6% longer).
         let (mut key, mut w, mut c, mut kind) = ([0f64; K], [0f64; K], [0f64; K], [0u8; K]);
         let mut lane = |k: usize| {
             let (a, s) = r.element(k);
@@ -634,28 +636,6 @@ fn collect_bin<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         }
     });
     keep
-}
-
-/// [`bin_free`] compiled for AVX2 where the CPU has it.
-pub(crate) fn row_bin_free<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta_t: T,
-    shift: u32,
-    bins: &mut Bins<'_>,
-) -> FreeBins {
-    bin_free_best(row, pw, eta_t, shift, bins)
-}
-
-/// [`collect_bin`] compiled for AVX2 where the CPU has it.
-pub(crate) fn row_collect_bin<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    pw: P,
-    eta_t: T,
-    shift: u32,
-    bin: usize,
-) -> Vec<Cand> {
-    collect_bin_best(row, pw, eta_t, shift, bin)
 }
 
 /// For `p = inf`: the largest `|delta_i|` among elements with room `s_i >= eps`, the number of
@@ -846,7 +826,7 @@ pub(crate) fn apply_row_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 /// Declares `$best`, which runs `$generic` compiled for AVX2+FMA when the CPU has them and
 /// the baseline build otherwise.
 macro_rules! multiversion {
-    ($best:ident, $avx2:ident, $generic:ident,
+    ($vis:vis $best:ident, $avx2:ident, $generic:ident,
      <$($g:ident: $bound:path),* $(; const $c:ident: bool)?>,
      ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         #[cfg(target_arch = "x86_64")]
@@ -856,7 +836,7 @@ macro_rules! multiversion {
         }
 
         #[inline(always)]
-        fn $best<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
+        $vis fn $best<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             if crate::simd::has_avx2() {
                 // SAFETY: `$avx2` differs from `$generic` only in being compiled for AVX2
@@ -869,10 +849,11 @@ macro_rules! multiversion {
     };
 }
 
-multiversion!(bin_free_best, bin_free_avx2, bin_free,
+// `row_bin_free`: `bin_free`, compiled for AVX2 where the CPU has it (likewise below).
+multiversion!(pub(crate) row_bin_free, bin_free_avx2, bin_free,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, pw: P, eta_t: T, shift: u32, bins: &mut Bins<'_>) -> FreeBins);
-multiversion!(collect_bin_best, collect_bin_avx2, collect_bin,
+multiversion!(pub(crate) row_collect_bin, collect_bin_avx2, collect_bin,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, pw: P, eta_t: T, shift: u32, bin: usize) -> Vec<Cand>);
 multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,

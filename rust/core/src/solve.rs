@@ -300,8 +300,9 @@ fn inside_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 
 /// The answer lies above a short row's first bracket (empty at `t = 0`, or around a hint
 /// that was too low). The next pass brackets the Newton step from there, which is a lower
-/// bound of the answer, up to [`SECOND_BRACKET_RATIO`] times it: most rows end there, without the Newton pass that
-/// only confirms the last step. Above that bracket, Newton goes on from its upper end.
+/// bound of the answer, up to [`SECOND_BRACKET_RATIO`] times it: most rows end there,
+/// without the Newton pass that only confirms the last step. Above that bracket, Newton
+/// goes on from its upper end.
 fn above_first_bracket<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     target: f64,
@@ -443,14 +444,13 @@ fn finish_with_safeguard<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     let eta_t = T::of_f64(pw.root64(t));
     let (mut sw, mut sc) = take_bin_tables();
     let mut bins = Bins::new(&mut sw, &mut sc);
-    let scan = row_bin_free(row, pw, eta_t, MANTISSA_BITS, &mut bins);
-    bins.flush();
     let FreeBins {
         c_base,
         e_lo,
         e_hi,
         key_hi,
-    } = scan;
+    } = row_bin_free(row, pw, eta_t, MANTISSA_BITS, &mut bins);
+    bins.flush();
     let answer = if e_lo > e_hi {
         safeguard::select(Vec::new(), c_base, 0.0, target, pw)
     } else {
