@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -487,3 +488,52 @@ def test_extreme_delta_magnitudes(dtype, exponent, p):
     assert eta.dtype == dtype
     got = eta.ravel().astype(np.float64) * factor
     np.testing.assert_allclose(got, want, rtol=1e-4 if dtype == np.float32 else 1e-9)
+
+
+# ------------------------------------------------------------------ eta beyond the dtype
+
+# (dtype, k): deltas of ordinary size times 2^-k are subnormal in dtype, so eta ~ 2^k
+# overflows it
+TINY_DELTAS = [(np.float16, 24), (np.float32, 140), (np.float64, 1062)]
+
+
+def _tiny_delta_case(dtype, k, seed=3):
+    x, d = _data(np.float64, shape=(2, 40), seed=seed)
+    d[:, ::5] = 0.0
+    tiny = (d * 2.0 ** (-(k // 2)) * 2.0 ** (-(k - k // 2))).astype(dtype)
+    # the stored (rounded) deltas, brought back to ordinary sizes exactly
+    ordinary = tiny.astype(np.float64) * 2.0 ** (k // 2) * 2.0 ** (k - k // 2)
+    return x.astype(dtype), tiny, ordinary
+
+
+@pytest.mark.parametrize("p", P_ALL)
+@pytest.mark.parametrize(("dtype", "k"), TINY_DELTAS)
+def test_perturb_is_exact_when_eta_exceeds_the_dtype(p, dtype, k):
+    x, tiny, ordinary = _tiny_delta_case(dtype, k)
+    x64 = x.astype(np.float64)
+    eps = 0.5 * oracle.oracle_max_size(x64, ordinary, p)
+    # eta * delta is the same for the tiny deltas and the ordinary ones
+    eta = oracle.oracle_eta(x64, ordinary, eps, p)[:, None]
+    want = np.clip(x64 + eta * ordinary, 0.0, 1.0)
+    y = clipresc.perturb(x, tiny, eps, p=p)
+    assert y.dtype == dtype
+    tol = {np.float16: 1e-3, np.float32: 1e-6, np.float64: 1e-13}[dtype]
+    np.testing.assert_allclose(y.astype(np.float64), want, rtol=0, atol=tol)
+    np.testing.assert_array_equal(y[tiny == 0], x[tiny == 0])  # zero deltas stay put
+
+
+@pytest.mark.parametrize(("dtype", "k"), TINY_DELTAS)
+def test_scale_warns_when_eta_exceeds_the_dtype(dtype, k):
+    x, tiny, _ = _tiny_delta_case(dtype, k)
+    with pytest.warns(RuntimeWarning, match=rf"range of {np.dtype(dtype).name} for 2 of 2 vec"):
+        eta = clipresc.scale(x, tiny, 0.5)
+    assert eta.dtype == dtype and np.isinf(eta).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_scale_within_the_dtype_does_not_warn(dtype):
+    x, d = _data(np.float64, shape=(4, 30))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eta = clipresc.scale(x.astype(dtype), (d * 1e-3).astype(dtype), 1.0)
+    assert np.isfinite(eta).all()

@@ -36,6 +36,7 @@ import array_api_compat
 import numpy as np
 
 from . import frameworks
+from ._overflow import warn_eta_overflow
 from ._prepare import check_out, prepare
 from ._prepare_xp import (
     XProblem,
@@ -45,6 +46,7 @@ from ._prepare_xp import (
     from_rows,
     prepare_xp,
     raise_unreachable,
+    to_bool,
 )
 from .backends import generic, numpy_backend
 
@@ -312,10 +314,21 @@ def _forward_xp(
             prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper
         )
         raise_unreachable(xp, prob, flags)
-        return xp.reshape(xp.astype(eta, prob.dtype), prob.layout.eta_shape)
+        cast = xp.astype(eta, prob.dtype)
+        overflow = _count_concrete(xp, xp.isinf(cast))
+        if overflow:
+            warn_eta_overflow(overflow, prob.layout.rows, str(prob.dtype).rsplit(".", 1)[-1])
+        return xp.reshape(cast, prob.layout.eta_shape)
     y, _, flags = backend.perturb_rows(prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
     raise_unreachable(xp, prob, flags)
     return xp.astype(from_rows(xp, y, prob.layout), prob.dtype)
+
+
+def _count_concrete(xp: Any, mask: Any) -> int:
+    """How many entries of ``mask`` are set; 0 when it has no values yet (tracers)."""
+    if not to_bool(xp.any(mask)):
+        return 0
+    return int(xp.sum(xp.astype(mask, xp.int64)))
 
 
 def scale(x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any) -> Any:

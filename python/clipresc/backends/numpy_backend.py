@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _clipresc
+from .._overflow import warn_eta_overflow
 from .._prepare import Problem, check_bound_values
 
 
@@ -47,7 +48,14 @@ def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
 def scale_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """:func:`scale` and the same scales as ``(rows,)`` in the work dtype."""
     eta = scale_rows(prob)
-    return prob.layout.eta_from_rows(eta.astype(prob.dtype, copy=False)), eta
+    if eta.dtype == prob.dtype:
+        cast = eta
+    else:
+        with np.errstate(over="ignore"):  # float16 results: reported below
+            cast = eta.astype(prob.dtype)
+    if np.isinf(cast).any():
+        warn_eta_overflow(int(np.isinf(cast).sum()), prob.layout.rows, cast.dtype.name)
+    return prob.layout.eta_from_rows(cast), eta
 
 
 def scale(prob: Problem) -> np.ndarray[Any, Any]:

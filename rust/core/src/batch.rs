@@ -5,7 +5,7 @@ use rayon::prelude::*;
 
 use crate::bounds::{Bound, ScalarSide, Side, SideAccess, SliceSide};
 use crate::error::CoreError;
-use crate::kernel::{apply_row, Row, BLOCK};
+use crate::kernel::{apply_row, apply_row_wide, needs_wide_apply, Row, BLOCK};
 use crate::norm::{Norm, PAny, Power, P1, P2};
 use crate::real::Real;
 use crate::solve::{is_short, solve_row, solve_row_inf, Hints, Options, RowOutcome};
@@ -265,7 +265,11 @@ where
                 let (row, out) = solve_one(r, &mut hints);
                 if let (Some(ys), false) = (ys.as_deref_mut(), out.invalid) {
                     let yrow = &mut ys[(r - first) * n..(r - first + 1) * n];
-                    apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
+                    if needs_wide_apply::<T>(out.eta) {
+                        apply_row_wide(&row, out.eta_parts.unwrap_or((out.eta, 0)), yrow);
+                    } else {
+                        apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
+                    }
                 }
                 out
             })

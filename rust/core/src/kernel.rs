@@ -769,6 +769,55 @@ fn avx2_apply<E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     true
 }
 
+/// Whether a row's `eta` must be applied by [`apply_row_wide`]: it lies outside the normal
+/// range of `T` (beyond it, `eta * delta` in `T` would overflow, or lose bits as a
+/// subnormal), or outside `f64`'s (`eta_parts` holds it then).
+pub(crate) fn needs_wide_apply<T: Real>(eta: f64) -> bool {
+    eta != 0.0 && !T::of_f64(eta).is_normal()
+}
+
+/// `clip(x + eta * d, lo, hi)` in `f64`, rounded once to `T`.
+#[inline]
+fn clip_wide<T: Real>(x: T, d: f64, eta: f64, lo: T, hi: T) -> T {
+    let y = x.as_f64() + eta * d;
+    if y.is_nan() {
+        // An infinite eta (beyond f64) times a zero delta: the element does not move.
+        return x;
+    }
+    T::of_f64(y.max(lo.as_f64()).min(hi.as_f64()))
+}
+
+/// `y = clip(x + eta * delta, lower, upper)` for a row whose `eta = m * 2^k` lies outside
+/// the range [`apply_row`] handles ([`needs_wide_apply`]): computed in `f64` with `delta`
+/// scaled by `2^k` (exact for the deltas that made eta so large or small). A rare path
+/// (subnormal or near-overflow deltas), so one plain loop.
+pub(crate) fn apply_row_wide<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    (m, k): (f64, i32),
+    out: &mut [T],
+) {
+    // 2^k itself may lie outside f64's range: two exact steps
+    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    for (i, o) in out.iter_mut().enumerate().take(row.len()) {
+        let d = row.d[i].as_f64() * a1 * a2;
+        *o = clip_wide(row.x[i], d, m, row.lo.at(i), row.hi.at(i));
+    }
+}
+
+/// [`apply_row_wide`] for a row whose `delta` is `y` itself (the noise path).
+pub(crate) fn apply_row_in_place_wide<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    x: &[T],
+    lo: L,
+    hi: H,
+    (m, k): (f64, i32),
+    y: &mut [T],
+) {
+    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    for (i, (v, &xi)) in y.iter_mut().zip(x).enumerate() {
+        *v = clip_wide(xi, v.as_f64() * a1 * a2, m, lo.at(i), hi.at(i));
+    }
+}
+
 /// Runs `body(start, stretch)` over `out`, in parallel blocks of [`BLOCK`] elements when
 /// `par` is set and the row is longer than one block, else once over the whole row.
 fn for_blocks<T: Real>(out: &mut [T], par: bool, body: impl Fn(usize, &mut [T]) + Sync) {

@@ -32,7 +32,7 @@ use rayon::prelude::*;
 use crate::batch::{row_slice, summarise, Batch, Eps, Summary, PAR_ROW_MIN};
 use crate::bounds::{Bound, ScalarSide, SideAccess, SliceSide};
 use crate::error::CoreError;
-use crate::kernel::{apply_row_in_place, Row};
+use crate::kernel::{apply_row_in_place, apply_row_in_place_wide, needs_wide_apply, Row};
 use crate::keystream;
 use crate::norm::{Norm, PAny, Power, P1, P2};
 use crate::real::Real;
@@ -446,7 +446,12 @@ where
                 }
             };
             if !out.invalid {
-                apply_row_in_place(x, lo, hi, T::of_f64(out.eta), yrow, par_inner);
+                if needs_wide_apply::<T>(out.eta) {
+                    let parts = out.eta_parts.unwrap_or((out.eta, 0));
+                    apply_row_in_place_wide(x, lo, hi, parts, yrow);
+                } else {
+                    apply_row_in_place(x, lo, hi, T::of_f64(out.eta), yrow, par_inner);
+                }
             }
             out
         })

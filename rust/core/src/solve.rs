@@ -43,6 +43,10 @@ pub struct RowOutcome {
     pub saturated: bool,
     /// Whether the row holds invalid values (non-finite, or `x` outside its box).
     pub invalid: bool,
+    /// `eta` as `(m, k)`, exactly `m * 2^k`, when the row was solved with a rescaled
+    /// `delta` (subnormal or huge deltas), so that `eta` itself may overflow or underflow
+    /// `f64`; the apply then scales `delta` instead.
+    pub eta_parts: Option<(f64, i32)>,
 }
 
 impl RowOutcome {
@@ -382,6 +386,7 @@ fn solve_rescaled<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
     RowOutcome {
         eta: out.eta * a1 * a2,
+        eta_parts: Some((out.eta, k)),
         ..out
     }
 }
@@ -527,6 +532,9 @@ fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         unreachable: target > sums.c_total * (1.0 + reach_slack::<T>()),
         saturated: true,
         invalid: false,
+        // Past `f64`'s range only for subnormal deltas; an infinite eta saturates the same
+        // elements (all that move).
+        eta_parts: None,
     }
 }
 
@@ -547,17 +555,39 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         return RowOutcome::eta(0.0, 0, false);
     }
     if sums.amax > 0.0 {
-        return RowOutcome::eta(eps / sums.amax, 0, false);
+        let (eta, eta_parts) = quotient(eps, sums.amax);
+        return RowOutcome {
+            eta_parts,
+            ..RowOutcome::eta(eta, 0, false)
+        };
     }
     // Unreachable: the largest room, reached first by the fastest of its elements.
     let sums = row_pass_sat(row, P1, par);
     let (s_max, a_best) = (sums.s_max, sums.a_at_s_max);
+    let (eta, eta_parts) = if s_max > 0.0 {
+        quotient(s_max, a_best)
+    } else {
+        (0.0, None)
+    };
     RowOutcome {
-        eta: if s_max > 0.0 { s_max / a_best } else { 0.0 },
+        eta,
         passes: 0,
         safeguard: false,
         unreachable: eps > s_max * (1.0 + reach_slack::<T>()),
         saturated: true,
         invalid: false,
+        eta_parts,
     }
+}
+
+/// `num / den` (both positive and finite) and, when `den` is subnormal, the quotient as
+/// `(m, k)` with `m * 2^k` exact (the quotient itself may overflow `f64`).
+fn quotient(num: f64, den: f64) -> (f64, Option<(f64, i32)>) {
+    if den.is_normal() {
+        return (num / den, None);
+    }
+    // Scaling a subnormal by a power of two is exact; 2^600 makes any of them normal.
+    const K: i32 = 600;
+    let m = num / (den * 2f64.powi(K));
+    (m * 2f64.powi(K), Some((m, K)))
 }

@@ -758,6 +758,97 @@ fn extreme_delta_magnitudes_are_rescaled() {
     }
 }
 
+/// `perturb` on deltas so small (or large) that eta leaves the element type's range:
+/// `eta * delta` is still applied exactly (in `f64`, with `delta` rescaled), and elements
+/// whose delta is zero stay where they are. `scale` returns the out-of-range eta as inf (or
+/// a subnormal). Checked element by element against the clipped point at the oracle's eta
+/// for the same deltas scaled back to ordinary magnitudes (a power of two: exact).
+#[test]
+fn perturb_is_exact_when_eta_leaves_the_type_range() {
+    fn check<T: clipresc_core::Real>(k: i32, p: f64, reachable: bool, tol: f64) {
+        let mut rng = Rng(5 + k.unsigned_abs() as u64);
+        let n = 300;
+        let (x, d) = random_case(&mut rng, n, 0.2);
+        // 2^k may lie outside f64's range: two exact steps
+        let (f1, f2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+        let xs: Vec<T> = x.iter().map(|&v| T::of_f64(v)).collect();
+        let mut ds: Vec<T> = d.iter().map(|&v| T::of_f64(v * f1 * f2)).collect();
+        for i in (0..n).step_by(7) {
+            ds[i] = T::zero();
+        }
+        // the deltas as stored (subnormals keep few bits), brought back to ordinary sizes
+        let du: Vec<f64> = ds.iter().map(|v| v.as_f64() / f1 / f2).collect();
+        let xu: Vec<f64> = xs.iter().map(|v| v.as_f64()).collect();
+        let max_size = clipped_size(&xu, &du, 0.0, 1.0, 1e300, p);
+        let eps = if reachable { 0.5 } else { 2.0 } * max_size;
+        let want = if reachable {
+            oracle(&xu, &du, 0.0, 1.0, eps, p)
+        } else if p.is_infinite() {
+            // the largest room, reached first by the fastest of its elements
+            let room = |i: usize| if du[i] > 0.0 { 1.0 - xu[i] } else { xu[i] };
+            let moving = (0..n).filter(|&i| du[i] != 0.0);
+            let s_max = moving.clone().map(room).fold(0.0, f64::max);
+            moving
+                .filter(|&i| room(i) == s_max)
+                .map(|i| s_max / du[i].abs())
+                .fold(f64::INFINITY, f64::min)
+        } else {
+            1e300
+        };
+        let b = Batch {
+            x: &xs,
+            delta: &ds,
+            rows: 1,
+            n,
+            lower: Bound::Scalar(T::zero()),
+            upper: Bound::Scalar(T::one()),
+            eps: Eps::Scalar(eps),
+            norm: Norm::new(p).unwrap(),
+        };
+        let (mut y, mut eta) = (vec![T::zero(); n], [T::zero()]);
+        perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+        let what = format!("{} 2^{k} p={p} reachable={reachable}", T::NAME);
+        let yu: Vec<f64> = y.iter().map(|v| v.as_f64()).collect();
+        for i in 0..n {
+            let exact = (xu[i] + want * du[i]).clamp(0.0, 1.0);
+            assert!(
+                (yu[i] - exact).abs() <= tol,
+                "{what} [{i}]: {} vs {exact}",
+                yu[i]
+            );
+            if ds[i] == T::zero() {
+                assert_eq!(yu[i], xu[i], "{what} [{i}]: a zero delta moved");
+            }
+        }
+        let moved: Vec<f64> = yu.iter().zip(&xu).map(|(a, b)| a - b).collect();
+        let size = clipped_size(&vec![0.0; n], &moved, -1.0, 1.0, 1.0, p);
+        let target = eps.min(max_size);
+        assert!(
+            (size - target).abs() <= 10.0 * tol * target,
+            "{what}: size {size} vs {target}"
+        );
+        let eta_ok = if reachable {
+            let e = eta[0].as_f64();
+            e.is_infinite() || (e * f1 * f2 - want).abs() <= 1e3 * tol * want
+        } else {
+            true
+        };
+        assert!(eta_ok, "{what}: eta {:?}", eta[0]);
+    }
+    for p in [1.0, 2.0, 3.0, f64::INFINITY] {
+        for reachable in [true, false] {
+            // f32: subnormal deltas (eta past f32's range) and huge ones (eta subnormal)
+            for k in [-140, -135, 124] {
+                check::<f32>(k, p, reachable, 2e-6);
+            }
+            // f64: subnormal deltas (eta past f64's range) and huge ones
+            for k in [-1062, -1040, 1020] {
+                check::<f64>(k, p, reachable, 1e-12);
+            }
+        }
+    }
+}
+
 /// Rows of 20000 elements whose subsample (the first 64 elements of each sixteenth) is
 /// scaled by `sub_scale`: 1 keeps it typical, far from 1 makes its estimate miss.
 fn subsample_case(rng: &mut Rng, sub_scale: f64) -> (Vec<f64>, Vec<f64>) {
