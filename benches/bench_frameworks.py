@@ -4,9 +4,10 @@ Run from the repository root:
 
     .venv/bin/python benches/bench_frameworks.py [--quick] [--eps EPS] [--json OUT]
 
-1. Per-call overhead on a tiny input (1 x 10, float32, L2): ``clipresc.perturb`` on NumPy,
-   ``clipresc.frameworks.torch.perturb`` (eager, no grad; with ``x`` requiring grad; forward
-   + backward), the JAX function eagerly and jitted.
+1. Per-call overhead on a tiny input (1 x 10, float32, L2): ``clipresc.perturb`` on NumPy
+   (and the compiled call it makes, alone), ``clipresc.frameworks.torch.perturb`` (eager,
+   no grad; with ``x`` requiring grad; forward + backward), the JAX function eagerly and
+   jitted.
 2. Throughput at 64 x 3 x 224 x 224 float32 (L2, eps = 50 unless ``--eps``, bounds (0, 1)):
    the NumPy path; torch CPU forward; torch forward + backward (gradients to x, delta and
    eps); the same computed with plain torch ops as the naive rescale-then-clip
@@ -64,6 +65,10 @@ def bench_tiny(quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     ref = m(lambda: clipresc.perturb(x, d, 0.5))
     out["numpy"] = _row("numpy  clipresc.perturb", ref, unit="us")
+    # the compiled call alone, with the arguments the API hands it: the rest is Python
+    y, eta = np.empty_like(x), np.empty(1, np.float32)
+    core = m(lambda: clipresc._clipresc.perturb_into(x, d, 0.0, 1.0, 0.5, 2.0, y, eta))
+    out["core"] = _row("numpy  compiled perturb_into alone", core, ref, "us")
     try:
         import torch
 

@@ -295,3 +295,63 @@ def test_importing_and_using_clipresc_imports_no_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# --------------------------------------------------------------------------- cheap paths
+
+
+def _plain_case():
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0, 1, (5, 3, 4, 4)).astype(np.float32)
+    return x, rng.standard_normal(x.shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("fn", ["scale", "perturb"])
+def test_plain_float_arguments_match_the_general_path(fn):
+    """A Python float eps and a pair of float bounds skip conversions (the per-call cost of
+    small batches); the results must be the bits of the same values given as arrays."""
+    x, d = _plain_case()
+    f = getattr(clipresc, fn)
+    plain = f(x, d, 0.75, bounds=(0.0, 1.0))
+    for eps, bounds in [
+        (np.float64(0.75), (0.0, 1.0)),
+        (np.full(5, 0.75), (0.0, 1.0)),
+        (0.75, (np.float32(0.0), np.array(1.0))),
+        (0.75, [0.0, 1.0]),
+    ]:
+        np.testing.assert_array_equal(f(x, d, eps, bounds=bounds), plain)
+    one_sided = f(x, d, 0.75, bounds=(-math.inf, 1.0))
+    np.testing.assert_array_equal(one_sided, f(x, d, 0.75, bounds=(None, np.float64(1.0))))
+
+
+@pytest.mark.parametrize(
+    ("eps", "bounds", "message"),
+    [
+        (-1.0, (0.0, 1.0), r"eps has 1 negative or NaN values; first at index \(\)"),
+        (math.nan, (0.0, 1.0), r"eps has 1 negative or NaN values"),
+        (math.inf, (0.0, 1.0), r"eps has 1 infinite values"),
+        (0.5, (1.0, 0.0), r"bounds: lower > upper at 1 positions"),
+        (0.5, (math.nan, 1.0), r"bounds: lower has 1 NaN values"),
+        (0.5, (0.0, math.nan), r"bounds: upper has 1 NaN values"),
+    ],
+)
+def test_plain_float_arguments_still_get_the_errors(eps, bounds, message):
+    x, d = _plain_case()
+    with pytest.raises(ValueError, match=message):
+        clipresc.scale(x, d, eps, bounds=bounds)
+
+
+def test_layouts_are_shared_and_contiguous_rows_are_views():
+    from clipresc._layout import Layout
+
+    a = Layout.of((5, 3, 4, 4), (1, 2, 3))
+    assert Layout.of((5, 3, 4, 4), (1, 2, 3)) is a
+    x, _ = _plain_case()
+    rows = a.to_rows(x, np.dtype(np.float32))
+    assert rows.shape == (5, 48) and np.shares_memory(rows, x)
+    # anything else is still converted: another dtype, a strided view
+    assert not np.shares_memory(a.to_rows(x, np.dtype(np.float64)), x)
+    strided = x[:, :, ::-1, :]
+    np.testing.assert_array_equal(
+        a.to_rows(strided, np.dtype(np.float32)), np.ascontiguousarray(strided).reshape(5, 48)
+    )

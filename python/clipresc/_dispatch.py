@@ -65,7 +65,11 @@ def family_of(a: Any) -> str | None:
     >>> family_of(np.zeros(3)), family_of(np.float32(1)), family_of([1.0]), family_of(None)
     ('numpy', None, None, None)
     """
-    if a is None or isinstance(a, (numbers.Number, np.generic, list, tuple)):
+    if type(a) is np.ndarray:  # the common cases first: the ABC checks below cost more
+        return None if a.ndim == 0 else "numpy"
+    if a is None or type(a) is float:
+        return None
+    if isinstance(a, (numbers.Number, np.generic, list, tuple)):
         return None
     if isinstance(a, np.ndarray):
         return None if a.ndim == 0 else "numpy"

@@ -27,7 +27,7 @@ class Layout:
 
     @classmethod
     def of(cls, shape: tuple[int, ...], vec_axes: tuple[int, ...]) -> Layout:
-        return cls(tuple(int(s) for s in shape), vec_axes)
+        return _layout_of(tuple(int(s) for s in shape), vec_axes)
 
     @functools.cached_property
     def batch_axes(self) -> tuple[int, ...]:
@@ -63,6 +63,14 @@ class Layout:
 
         No copy when ``a`` is already such an array in the right dtype.
         """
+        if (
+            self.is_trailing
+            and isinstance(a, np.ndarray)
+            and a.dtype == dtype
+            and a.flags.c_contiguous
+            and a.flags.aligned
+        ):
+            return a.reshape(self.rows, self.n)  # a view: the common case, kept cheap
         k = len(self.vec_axes)
         nd = len(self.shape)
         moved = a if self.is_trailing else np.moveaxis(a, self.vec_axes, range(nd - k, nd))
@@ -99,3 +107,10 @@ class Layout:
         if len(self.batch_shape) <= 1:
             return int(r)
         return tuple(int(i) for i in np.unravel_index(int(r), self.batch_shape))
+
+
+@functools.lru_cache(maxsize=256)
+def _layout_of(shape: tuple[int, ...], vec_axes: tuple[int, ...]) -> Layout:
+    """One shared (immutable) layout per shape and axes, so that its derived sizes are
+    computed once rather than on every call."""
+    return Layout(shape, vec_axes)

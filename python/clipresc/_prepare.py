@@ -49,6 +49,8 @@ def _first_index(mask: np.ndarray[Any, Any]) -> tuple[int, ...]:
 
 def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
     """A scalar, or one float64 per row. Checks sign, NaN, infinity and length."""
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the common case, kept cheap
+        return eps
     e = np.asarray(eps)
     if e.dtype.kind not in "fiu":
         raise TypeError(f"eps must be a real number or array of real numbers; got dtype {e.dtype}")
@@ -142,6 +144,11 @@ def parse_bounds(
     """
     if bounds is None:
         return -math.inf, math.inf
+    if type(bounds) is tuple and len(bounds) == 2:
+        lo, hi = bounds
+        # two valid floats (the default (0.0, 1.0) among them): nothing to convert
+        if type(lo) is float and type(hi) is float and lo <= hi:
+            return lo, hi
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
         raise ValueError("bounds must be a (lower, upper) pair or None")
     lo, lo_raw = _parse_side(bounds[0], "lower", -math.inf, layout, dtype)
