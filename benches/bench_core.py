@@ -10,7 +10,8 @@ For each workload and p in {1, 2, inf} it times (median of adaptive repeats afte
    workload, before and after, the smaller median is used),
 2. naive NumPy rescale-then-clip (eta = eps/||d||_p, then clip),
 3. the paper's sort-based L2 algorithm in NumPy (``paper_reference.py``; p = 2 only;
-   ``--quick`` times it on a sub-batch and scales per vector),
+   ``--quick`` times it on a sub-batch and scales per vector), and as a diagnostic the
+   same algorithm with the published code's operations (fancy indexing, concatenation),
 4. ``clipresc.scale`` and 5. ``clipresc.perturb`` with scalar bounds (0, 1), allocating its
    result and with ``out=`` (a preallocated result, as the floor has), plus diagnostic rows:
    the compiled ``scale_into`` alone (2-D views, preallocated output, none of the
@@ -44,6 +45,7 @@ from _timing import Timing, measure
 
 PS = (1.0, 2.0, math.inf)
 BOUNDS = (0.0, 1.0)
+PUBLISHED = "sort-based, published ops"
 
 
 @dataclass(frozen=True)
@@ -203,33 +205,31 @@ class Bench:
         if self.s.paper_sub_elems is not None:
             sub = max(1, min(wl.batch, self.s.paper_sub_elems // wl.n))
         xs, ds = x[:sub], d[:sub]
-
-        def fn() -> object:
-            return paper_reference.l2_clipping_aware_rescaling(xs, ds, wl.eps, *BOUNDS)
-
-        try:
-            t = measure(
-                fn,
-                min_repeats=self.s.paper_min_repeats,
-                max_repeats=max(self.s.paper_min_repeats, 10),
-                budget_s=min(self.s.budget_s, 1.0),
-                slow_call_s=1.0,
-                min_repeats_slow=self.s.paper_min_repeats,
-            )
-        except MemoryError as exc:
-            self.record(wl, 2.0, "sort-based (paper) eta", None, error=repr(exc))
-            return
         scale = wl.batch / sub
         note = "" if sub == wl.batch else f"[{sub} of {wl.batch} rows, scaled x{scale:.1f}]"
-        self.record(
-            wl,
-            2.0,
-            "sort-based (paper) eta",
-            t,
-            median_s=t.median * scale,
-            note=note,
-            paper_rows=sub,
-        )
+        # the transcription (the baseline of the target) and, as a diagnostic, the same
+        # algorithm with the published code's operations
+        for method, algo in (
+            ("sort-based (paper) eta", paper_reference.l2_clipping_aware_rescaling),
+            (PUBLISHED, paper_reference.l2_clipping_aware_rescaling_as_published),
+        ):
+
+            def fn(algo: Any = algo) -> object:
+                return algo(xs, ds, wl.eps, *BOUNDS)
+
+            try:
+                t = measure(
+                    fn,
+                    min_repeats=self.s.paper_min_repeats,
+                    max_repeats=max(self.s.paper_min_repeats, 10),
+                    budget_s=min(self.s.budget_s, 1.0),
+                    slow_call_s=1.0,
+                    min_repeats_slow=self.s.paper_min_repeats,
+                )
+            except MemoryError as exc:
+                self.record(wl, 2.0, method, None, error=repr(exc))
+                continue
+            self.record(wl, 2.0, method, t, median_s=t.median * scale, note=note, paper_rows=sub)
 
     def clipresc_methods(self, wl: Workload, x: np.ndarray, d: np.ndarray) -> None:
         cr = self.clipresc

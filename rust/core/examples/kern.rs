@@ -5,7 +5,8 @@
 //! adversary, one per row; `KERN_PASSES` sets the Newton passes before the safeguard); any
 //! other MODE times the plain `x + delta` loop. The fourth argument `small` times 1024 rows
 //! of 3072 elements, `mnist` 4096 rows of 784 `f64` elements (`scale`, `perturb`,
-//! `scale_el`, `perturb_el`); the default is 64 rows of 150528.
+//! `scale_el`, `perturb_el`); the default is 64 rows of 150528. `KERN_EPS` overrides the
+//! size asked for (by default one that saturates p = 3 and above on image rows).
 mod common;
 
 use clipresc_core::{
@@ -48,7 +49,10 @@ fn main() {
     let (lo_el, hi_el) = (vec![0f32; rows * n], vec![1f32; rows * n]);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
-    let eps = if what == "adv" {
+    let eps_env: Option<f64> = std::env::var("KERN_EPS").ok().and_then(|v| v.parse().ok());
+    let eps = if let Some(e) = eps_env {
+        e
+    } else if what == "adv" {
         1.0
     } else if p.is_infinite() {
         0.3
