@@ -43,9 +43,9 @@ pub struct RowOutcome {
     pub saturated: bool,
     /// Whether the row holds invalid values (non-finite, or `x` outside its box).
     pub invalid: bool,
-    /// `eta` as `(m, k)`, exactly `m * 2^k`, when the row was solved with a rescaled
-    /// `delta` (subnormal or huge deltas), so that `eta` itself may overflow or underflow
-    /// `f64`; the apply then scales `delta` instead.
+    /// `eta` as `(m, k)`, exactly `m * 2^k`, when it came from a rescaled `delta` (subnormal
+    /// or huge deltas) or, for `p = inf`, from dividing by a subnormal `|delta_i|`: `eta`
+    /// itself may then overflow or underflow `f64`, and the apply scales `delta` instead.
     pub eta_parts: Option<(f64, i32)>,
 }
 
