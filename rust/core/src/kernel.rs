@@ -120,6 +120,9 @@ struct SatLanes<T, P> {
     c: [T; LANES],
     smax: [T; LANES],
     a_at: [T; LANES],
+    /// The rooms of the current block's moving elements (0 for the others), raised to
+    /// the power p and added to `c` once the block is complete (see [`SatLanes::flush`]).
+    pend: [T; LANES],
 }
 
 /// Sums of [`SatLanes`] over a row.
@@ -165,6 +168,17 @@ impl<T: Real, P: Power> SatLanes<T, P> {
             c: [z; LANES],
             smax: [z; LANES],
             a_at: [z; LANES],
+            pend: [z; LANES],
+        }
+    }
+
+    /// Adds the powers of the pending rooms to `c`, in a loop of their own (so that a `p`
+    /// outside {1, 2} vectorises too); `pow(0) = 0`, so flushing twice adds nothing.
+    #[inline(always)]
+    fn flush(&mut self) {
+        for k in 0..LANES {
+            self.c[k] = self.c[k] + self.pw.pow(self.pend[k]);
+            self.pend[k] = T::zero();
         }
     }
 
@@ -176,16 +190,17 @@ impl<T: Real, P: Power> SatLanes<T, P> {
         let mov = a > zero;
         let key = s / a;
         self.key[k] = self.key[k].max(if mov { key } else { zero });
-        self.c[k] = self.c[k] + if mov { self.pw.pow(s) } else { zero };
         // Immobile elements enter as (room 0, |delta| 0), which never wins.
         let s_in = if mov { s } else { zero };
+        self.pend[k] = s_in;
         let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s_in, a));
         self.smax[k] = sm;
         self.a_at[k] = am;
     }
 
     #[inline(always)]
-    fn finish(self) -> SatSums {
+    fn finish(mut self) -> SatSums {
+        self.flush(); // a last, partial block
         let mut out = SatSums::default();
         for k in 0..LANES {
             out = out
@@ -206,7 +221,20 @@ fn chunk_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     pw: P,
 ) -> SatSums {
     let mut lanes = SatLanes::<T, P>::new(pw);
-    for_lanes(row, |k, x, d, lo, hi| lanes.push(k, x, d, lo, hi));
+    let n = row.len();
+    let full = n / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        prefetch_row(row, base);
+        let (xs, ds) = (&row.x[base..base + LANES], &row.d[base..base + LANES]);
+        let (lo, hi) = (row.lo.sub(base, LANES), row.hi.sub(base, LANES));
+        for k in 0..LANES {
+            lanes.push(k, xs[k], ds[k], lo.at(k), hi.at(k));
+        }
+        lanes.flush();
+    }
+    for i in full..n {
+        lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
+    }
     lanes.finish()
 }
 
@@ -217,38 +245,6 @@ pub(crate) fn row_pass_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>
     par: bool,
 ) -> SatSums {
     fold_chunks(row, par, |r| chunk_sat_best(r, pw))
-}
-
-/// Feeds every element of a chunk (at most [`CHUNK`] long) to `push`, in fixed lanes.
-#[inline(always)]
-fn for_lanes<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    push: impl FnMut(usize, T, T, T, T),
-) {
-    for_lanes_w::<LANES, T, L, H>(row, push)
-}
-
-/// [`for_lanes`] with `W` lanes.
-#[inline(always)]
-fn for_lanes_w<const W: usize, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
-    mut push: impl FnMut(usize, T, T, T, T),
-) {
-    let n = row.len();
-    let full = n / W * W;
-    for base in (0..full).step_by(W) {
-        prefetch_row(row, base);
-        let xs = &row.x[base..base + W];
-        let ds = &row.d[base..base + W];
-        let lo = row.lo.sub(base, W);
-        let hi = row.hi.sub(base, W);
-        for k in 0..W {
-            push(k, xs[k], ds[k], lo.at(k), hi.at(k));
-        }
-    }
-    for i in full..n {
-        push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
-    }
 }
 
 /// Sums of the first, validating pass, split at the bracket `(eta_lo, eta_hi]`: elements
@@ -313,14 +309,21 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALI
         let len = LANES.min(n - base);
         let r = row.sub(base, base + len);
         let mut inside = 0u32;
+        // the value each lane raises to the power p (its room when saturated, else its
+        // |delta|) and where the power goes: computed after the lanes, in a loop of its own,
+        // so that a p outside {1, 2} vectorises too
+        let mut base_v = [zero; LANES];
+        let mut to_c = [false; LANES];
+        let mut to_m = [false; LANES];
         let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
             let a = d.abs();
             let s = room(x, d, lo, hi);
             let sat_lo = s <= eta_lo * a;
             let free_hi = s > eta_hi * a;
             let b = if VALIDATE { is_bad(x, d, lo, hi) } else { 0 };
-            c_l[k] = c_l[k] + if sat_lo { pw.pow(s) } else { zero };
-            m_l[k] = m_l[k] + if free_hi { pw.pow(a) } else { zero };
+            base_v[k] = if sat_lo { s } else { a };
+            to_c[k] = sat_lo;
+            to_m[k] = free_hi;
             nsat[k] += sat_lo as u32;
             if VALIDATE {
                 amax[k] = if a > amax[k] { a } else { amax[k] };
@@ -337,6 +340,11 @@ fn chunk_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALI
             for k in 0..len {
                 lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
             }
+        }
+        for k in 0..LANES {
+            let v = pw.pow(base_v[k]);
+            c_l[k] = c_l[k] + if to_c[k] { v } else { zero };
+            m_l[k] = m_l[k] + if to_m[k] { v } else { zero };
         }
         while inside != 0 {
             let k = inside.trailing_zeros() as usize;
@@ -555,13 +563,15 @@ fn for_moving<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         let r = row.sub(base, base + len);
         // `Cand::new`'s fields as separate arrays: an array of `Cand` vectorised worse (the
         // adversary took 6% longer).
+        // The powers come after the lanes, in a loop of their own, so that for f32 data and
+        // a p outside {1, 2} they vectorise too.
         let (mut key, mut w, mut c, mut kind) = ([0f64; K], [0f64; K], [0f64; K], [0u8; K]);
         let mut lane = |k: usize| {
             let (a, s) = r.element(k);
             let (a64, s64) = (a.as_f64(), s.as_f64());
             key[k] = s64 / a64;
-            w[k] = pw.pow64(a64);
-            c[k] = pw.pow64(s64);
+            w[k] = a64;
+            c[k] = s64;
             // 0: does not move, 1: saturated, 2: free
             kind[k] = ((a != T::zero()) as u8) << ((s <= eta_t * a) as u8 ^ 1);
         };
@@ -573,6 +583,10 @@ fn for_moving<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
             for k in 0..len {
                 lane(k);
             }
+        }
+        for k in 0..K {
+            w[k] = pw.pow_widened::<T>(w[k]);
+            c[k] = pw.pow_widened::<T>(c[k]);
         }
         for k in 0..len {
             if kind[k] != 0 {

@@ -14,6 +14,7 @@ mod avx2;
 mod batch;
 mod bounds;
 mod error;
+mod fastpow;
 // `multiversion!` (AVX2+FMA dispatch of the lane loops) is also used by `vjp`
 #[macro_use]
 mod kernel;

@@ -35,6 +35,11 @@ impl Norm {
 pub trait Power: Copy + Send + Sync {
     fn pow<T: Real>(self, v: T) -> T;
     fn pow64(self, v: f64) -> f64;
+    /// [`Power::pow64`] of a value of `T` widened to `f64` (see [`Real::pow_widened`]).
+    #[inline(always)]
+    fn pow_widened<T: Real>(self, v: f64) -> f64 {
+        self.pow64(v)
+    }
     fn root64(self, t: f64) -> f64;
     /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`).
     fn is_p2(self) -> Option<bool> {
@@ -91,11 +96,15 @@ impl Power for P2 {
 impl Power for PAny {
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
-        v.powf(T::of_f64(self.0))
+        v.pow_any(self.0)
     }
     #[inline(always)]
     fn pow64(self, v: f64) -> f64 {
         v.powf(self.0)
+    }
+    #[inline(always)]
+    fn pow_widened<T: Real>(self, v: f64) -> f64 {
+        T::pow_widened(v, self.0)
     }
     #[inline(always)]
     fn root64(self, t: f64) -> f64 {

@@ -18,6 +18,11 @@ pub trait Real: Float + Send + Sync + Default + std::fmt::Debug + 'static {
     const POW_RANGE: i32;
     fn as_f64(self) -> f64;
     fn of_f64(v: f64) -> Self;
+    /// `self^p` for `self >= 0` (or inf, NaN) and a finite `p > 0`.
+    fn pow_any(self, p: f64) -> Self;
+    /// `v^p` for a value `v` of this type widened to `f64`, accurate far below this type's
+    /// precision (for `f32`: without a libm call, so that lane loops vectorise it).
+    fn pow_widened(v: f64, p: f64) -> f64;
     /// The slice as `f32` when `Self` is `f32` (picks the hand-written `f32` kernels).
     fn f32s(s: &[Self]) -> Option<&[f32]>;
     /// The mutable slice as `f32` when `Self` is `f32`.
@@ -39,6 +44,15 @@ impl Real for f32 {
     #[inline(always)]
     fn of_f64(v: f64) -> Self {
         v as f32
+    }
+    /// In `f64` without a libm call (so that lane loops vectorise it), rounded once.
+    #[inline(always)]
+    fn pow_any(self, p: f64) -> Self {
+        Self::pow_widened(f64::from(self), p) as f32
+    }
+    #[inline(always)]
+    fn pow_widened(v: f64, p: f64) -> f64 {
+        crate::fastpow::pow(v, p)
     }
     #[inline(always)]
     fn f32s(s: &[f32]) -> Option<&[f32]> {
@@ -69,6 +83,14 @@ impl Real for f64 {
     #[inline(always)]
     fn of_f64(v: f64) -> Self {
         v
+    }
+    #[inline(always)]
+    fn pow_any(self, p: f64) -> Self {
+        self.powf(p)
+    }
+    #[inline(always)]
+    fn pow_widened(v: f64, p: f64) -> f64 {
+        v.powf(p)
     }
     #[inline(always)]
     fn f32s(_: &[f64]) -> Option<&[f32]> {
