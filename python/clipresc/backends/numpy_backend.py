@@ -53,8 +53,9 @@ def scale_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]
     else:
         with np.errstate(over="ignore"):  # float16 results: reported below
             cast = eta.astype(prob.dtype)
-    if np.isinf(cast).any():
-        warn_eta_overflow(int(np.isinf(cast).sum()), prob.layout.rows, cast.dtype.name)
+    overflow = np.isinf(cast)
+    if overflow.any():
+        warn_eta_overflow(int(overflow.sum()), prob.layout.rows, cast.dtype.name)
     return prob.layout.eta_from_rows(cast), eta
 
 

@@ -12,6 +12,7 @@ use crate::norm::Power;
 use crate::real::Real;
 use crate::safeguard::{Bins, Cand};
 use crate::simd::prefetch_ahead;
+use crate::solve::pow2_steps;
 
 /// Elements summed in `T` lanes before the chunk's sum is added in `f64`.
 pub const CHUNK: usize = 1024;
@@ -810,8 +811,7 @@ pub(crate) fn apply_row_wide<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     (m, k): (f64, i32),
     out: &mut [T],
 ) {
-    // 2^k itself may lie outside f64's range: two exact steps
-    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    let (a1, a2) = pow2_steps(k);
     for (i, o) in out.iter_mut().enumerate().take(row.len()) {
         let d = row.d[i].as_f64() * a1 * a2;
         *o = clip_wide(row.x[i], d, m, row.lo.at(i), row.hi.at(i));
@@ -826,7 +826,7 @@ pub(crate) fn apply_row_in_place_wide<T: Real, L: SideAccess<T>, H: SideAccess<T
     (m, k): (f64, i32),
     y: &mut [T],
 ) {
-    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    let (a1, a2) = pow2_steps(k);
     for (i, (v, &xi)) in y.iter_mut().zip(x).enumerate() {
         *v = clip_wide(xi, v.as_f64() * a1 * a2, m, lo.at(i), hi.at(i));
     }

@@ -365,8 +365,7 @@ fn solve_rescaled<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
     k: i32,
 ) -> RowOutcome {
-    // 2^k itself may lie outside f64's range (subnormal f64 deltas): two exact steps
-    let (a1, a2) = (2f64.powi(k / 2), 2f64.powi(k - k / 2));
+    let (a1, a2) = pow2_steps(k);
     let d: Vec<f64> = row.d.iter().map(|&v| v.as_f64() * a1 * a2).collect();
     let x: Vec<f64> = row.x.iter().map(|&v| v.as_f64()).collect();
     let side = |s: &dyn Fn(usize) -> T| (0..row.len()).map(|i| s(i).as_f64()).collect();
@@ -578,6 +577,12 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         invalid: false,
         eta_parts,
     }
+}
+
+/// `2^k` as two factors, each within `f64`'s range: `2^k` itself may lie outside it
+/// (subnormal f64 deltas), while `v * a1 * a2` scales `v` exactly in two steps.
+pub(crate) fn pow2_steps(k: i32) -> (f64, f64) {
+    (2f64.powi(k / 2), 2f64.powi(k - k / 2))
 }
 
 /// `num / den` (both positive and finite) and, when `den` is subnormal, the quotient as
