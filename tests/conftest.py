@@ -8,6 +8,8 @@ Select with ``HYPOTHESIS_PROFILE=fuzz pytest tests``.
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
 from hypothesis import HealthCheck, settings
 
@@ -23,3 +25,27 @@ settings.register_profile(
     max_examples=int(os.environ.get("CLIPRESC_FUZZ_EXAMPLES", "5000")),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+#: Test files that execute the GPU kernels (as OpenCL C on a CPU device).
+_KERNEL_EXEC_FILES = ("tests/gpu/test_opencl_exec.py", "tests/gpu/test_cupy_backend_emulated.py")
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which OpenCL device executed the GPU kernels, and how many such tests ran."""
+    counts = {
+        outcome: sum(
+            1
+            for r in terminalreporter.stats.get(outcome, [])
+            if getattr(r, "when", "call") == "call" or outcome != "passed"
+            if str(getattr(r, "nodeid", "")).startswith(_KERNEL_EXEC_FILES)
+        )
+        for outcome in ("passed", "failed", "error", "skipped")
+    }
+    if not any(counts.values()):
+        return
+    opencl = sys.modules.get("clipresc.backends.opencl_backend")
+    device = opencl.default_device_description() if opencl is not None else None
+    summary = ", ".join(f"{n} {outcome}" for outcome, n in counts.items() if n)
+    terminalreporter.write_sep("-", "GPU kernel execution")
+    terminalreporter.write_line(f"OpenCL device: {device or 'none'}; kernel tests: {summary}")

@@ -19,9 +19,10 @@ import pytest
 sys.path.insert(0, os.path.dirname(__file__))
 
 from _gpu_oracle import bisect_eta, make_case
+from _opencl_env import import_pyopencl, opencl_queue
 
-cl = pytest.importorskip("pyopencl")
-cla = pytest.importorskip("pyopencl.array")
+cl = import_pyopencl()
+import pyopencl.array as cla  # noqa: E402
 
 from clipresc.backends import cupy_backend as cb  # noqa: E402
 from clipresc.backends import opencl_backend as ob  # noqa: E402
@@ -84,10 +85,7 @@ def _fake_cupy() -> types.SimpleNamespace:
 
 @pytest.fixture
 def fake_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
-    try:
-        ob.default_queue()
-    except (RuntimeError, cl.Error) as exc:  # pragma: no cover - environment dependent
-        pytest.skip(f"no OpenCL device with float64: {exc}")
+    opencl_queue()
     monkeypatch.setattr(cb, "_cupy", _fake_cupy)
     cb._module_factory.cache_clear()
     yield

@@ -4,13 +4,14 @@ The same source that CuPy compiles with NVRTC is built here with ``-DCLIPRESC_OP
 (see ``kernels/dialect.h``) and run through :mod:`pyopencl` on any OpenCL device with
 ``cl_khr_fp64``. Its main use is executing the real GPU kernel logic (barriers, shared
 memory reductions, the safeguarded solve) on a CPU in CI, via the PoCL CPU device
-(``pip install pyopencl pocl-binary-distribution``).
+(Debian's ``pocl-opencl-icd``) or the Oclgrind simulator.
 
 All functions take and return numpy arrays on 2-D C-contiguous ``(B, n)`` data (one vector
 per row); they copy to the device and back. ``eps`` is a scalar or ``B`` values; each
 bound is ``None`` (unbounded), a scalar, or an array broadcastable to ``(B, n)`` with at
 most two dimensions (``(n,)`` shares one bound vector across the batch). Pass ``queue`` to
-choose the device; by default the first OpenCL device with float64 support is used.
+choose the device; by default :func:`clipresc.backends.opencl_device.select_device` picks
+one (``CLIPRESC_OPENCL_DEVICE`` names it; otherwise PoCL's CPU device is preferred).
 
 Importing this module does not import pyopencl.
 """
@@ -37,6 +38,7 @@ from clipresc.kernels import (
 
 __all__ = [
     "ForwardResult",
+    "default_device_description",
     "default_queue",
     "forward_rows",
     "perturb_rows",
@@ -50,6 +52,7 @@ _MAX_GROUPS = 1 << 16
 
 _lock = threading.Lock()
 _queue: Any = None
+_device_text: str | None = None
 _programs: dict[tuple[int, str], dict[str, Any]] = {}
 
 
@@ -63,20 +66,26 @@ class ForwardResult(NamedTuple):
 
 
 def default_queue() -> Any:
-    """A command queue on the first OpenCL device that supports float64 (cached)."""
-    global _queue
+    """A command queue on the device :func:`.opencl_device.select_device` picks (cached).
+
+    Raises ``RuntimeError`` saying what to install when no usable device exists.
+    """
+    global _queue, _device_text
     with _lock:
         if _queue is None:
             import pyopencl as cl
 
-            for platform in cl.get_platforms():
-                for device in platform.get_devices():
-                    if "cl_khr_fp64" in device.extensions:
-                        ctx = cl.Context([device])
-                        _queue = cl.CommandQueue(ctx)
-                        return _queue
-            raise RuntimeError("no OpenCL device with cl_khr_fp64 found")
+            from clipresc.backends.opencl_device import select_device
+
+            chosen = select_device()
+            _queue = cl.CommandQueue(cl.Context([chosen.device]))
+            _device_text = chosen.description
         return _queue
+
+
+def default_device_description() -> str | None:
+    """Which device :func:`default_queue` chose (``None`` before its first call)."""
+    return _device_text
 
 
 def _kernels(queue: Any, real: str) -> dict[str, Any]:
@@ -88,10 +97,13 @@ def _kernels(queue: Any, real: str) -> dict[str, Any]:
         kernels = _programs.get(key)
         if kernels is None:
             options = list(build_defines(real, opencl=True))
-            if any("Portable Computing Language" in d.platform.name for d in queue.context.devices):
+            platforms = " ".join(d.platform.name for d in queue.context.devices)
+            if "Portable Computing Language" in platforms or "Oclgrind" in platforms:
                 # PoCL's work-group compiler aborts ("Could not find a dominating
                 # alternative variable") on some optimised forms of the barrier loops;
                 # unoptimised front-end IR avoids that and also builds much faster.
+                # Oclgrind needs an explicit optimisation level, and its race and
+                # uninitialised-value checkers report false positives on optimised code.
                 options.append("-cl-opt-disable")
             prg = cl.Program(queue.context, kernel_source()).build(options=options)
             kernels = {name: cl.Kernel(prg, name) for name in KERNEL_NAMES}

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Execute the GPU kernels under the Oclgrind OpenCL simulator with its checkers on (data
+# races, out-of-bounds and uninitialised accesses, API misuse) and fail on any diagnostic.
+# Oclgrind is CPU-independent but some 40x slower than PoCL, so the kernel tests run in
+# their reduced form (CLIPRESC_KERNEL_TESTS=reduced; see tests/gpu/_opencl_env.py).
+# First a canary kernel with a known race and uninitialised read must be reported: a
+# checker that reports nothing cannot pass this check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+icd_lib=${OCLGRIND_ICD_LIB:-}
+if [ -z "$icd_lib" ]; then
+    for c in /usr/lib/oclgrind/liboclgrind-rt-icd.so /usr/lib/*/oclgrind/liboclgrind-rt-icd.so \
+        /usr/local/lib/liboclgrind-rt-icd.so; do
+        [ -e "$c" ] && icd_lib=$c && break
+    done
+fi
+if [ -z "$icd_lib" ]; then
+    echo "Oclgrind's ICD library not found: apt-get install oclgrind, or set OCLGRIND_ICD_LIB" >&2
+    exit 1
+fi
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+# A vendors directory holding Oclgrind alone: the kernels cannot run anywhere else.
+mkdir "$work/vendors"
+echo "$icd_lib" >"$work/vendors/oclgrind.icd"
+export OCL_ICD_VENDORS="$work/vendors" CLIPRESC_OPENCL_DEVICE=oclgrind CLIPRESC_REQUIRE_OPENCL=1
+export OCLGRIND_DATA_RACES=1 OCLGRIND_UNINITIALIZED=1 OCLGRIND_CHECK_API=1
+
+OCLGRIND_LOG="$work/canary.log" "$PY" tests/gpu/oclgrind_canary.py
+for expected in "data race" "Uninitialized value"; do
+    if ! grep -q "$expected" "$work/canary.log"; then
+        echo "Oclgrind did not report the canary's '$expected': its checkers are not active" >&2
+        exit 1
+    fi
+done
+echo "oclgrind check: the canary's race and uninitialised read were reported"
+
+log="$work/oclgrind.log"
+: >"$log"
+start=$SECONDS
+set +e
+OCLGRIND_LOG="$log" CLIPRESC_KERNEL_TESTS=reduced \
+    "$PY" -m pytest -q -p no:cacheprovider tests/gpu/test_opencl_exec.py "$@"
+status=$?
+set -e
+echo "oclgrind check: pytest exit $status in $((SECONDS - start)) s"
+if [ -s "$log" ]; then
+    echo "Oclgrind reported $(wc -l <"$log") log line(s):" >&2
+    head -n 60 "$log" >&2
+    exit 1
+fi
+echo "oclgrind check: no diagnostics in Oclgrind's log"
+exit "$status"
