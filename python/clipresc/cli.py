@@ -7,6 +7,8 @@ file beside OUT, renamed over OUT only when every chunk is written: an error, Ct
 SIGTERM leaves no OUT (and no temporary file). A chunked ``noise`` run gives the same bytes
 as ``clipresc.noise`` on the whole array with the same seed.
 
+``clipresc --version`` prints the version; ``python -m clipresc`` is the same command.
+
 Exit status: 0 on success, 1 for bad files or data (one line on stderr), 2 for bad
 arguments, 130 when interrupted.
 """
@@ -30,6 +32,7 @@ from typing import Any, Callable, NoReturn, TextIO, cast
 import click
 import numpy as np
 
+from . import __version__
 from ._args import parse_p, parse_unreachable
 from ._noise import DISTRIBUTIONS, seed_sequence
 
@@ -531,6 +534,9 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="clipresc", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Exact clipping-aware rescaling of perturbations (see `clipresc COMMAND --help`)."""
 
@@ -667,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> NoReturn:
-    """The console script: :func:`main` with ``sys.argv``, exiting with its status."""
+    """Exit with :func:`main`'s status for ``sys.argv`` (the installed script runs
+    :func:`clipresc.__main__.console`, which first checks that click is there)."""
     sys.exit(main())
 
 

@@ -124,3 +124,18 @@ def test_import_pulls_no_framework() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_console_script() -> None:
+    """The installed ``clipresc`` script: its version with click, the extra to install without."""
+    script = Path(sys.executable).parent / "clipresc"
+    if not script.exists():
+        pytest.skip("the clipresc console script is not installed")
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    try:
+        import click  # noqa: F401
+    except ImportError:
+        assert r.returncode == 1
+        assert r.stderr.strip().endswith('pip install "clipresc[cli]"'), r.stderr
+    else:
+        assert (r.returncode, r.stdout) == (0, f"clipresc {clipresc.__version__}\n"), r.stderr
