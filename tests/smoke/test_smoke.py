@@ -65,7 +65,7 @@ def test_closed_forms() -> None:
     y = clipresc.perturb(xi, rng.standard_normal(xi.shape).astype(np.float32), 2.0)
     assert y.dtype == np.float32
     assert np.allclose(np.linalg.norm((y - xi).reshape(4, -1), axis=1), 2.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="x has 1 non-finite values"):
+    with pytest.raises(ValueError, match="x has 1 non-finite value"):
         clipresc.scale(np.array([[np.nan, 0.5]]), d, 0.5)
 
 
