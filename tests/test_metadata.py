@@ -104,3 +104,29 @@ def test_readme_names_the_platforms() -> None:
         assert f"`{tag}`" in install, tag
     for doc in ("CHANGELOG.md", "docs/VERSIONING.md", "CITATION.cff"):
         assert f"]({doc})" in install and (ROOT / doc).is_file(), doc
+
+
+def test_release_workflow_builds_the_listed_platforms() -> None:
+    """The wheels of the README's table, the sdist, and trusted publishing on v* tags."""
+    yaml = pytest.importorskip("yaml")
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "release.yml").read_text("utf-8"))
+    jobs = wf["jobs"]
+    linux = {(m["target"], m["libc"]) for m in jobs["linux"]["strategy"]["matrix"]["include"]}
+    assert linux == {
+        (arch, libc)
+        for arch in ("x86_64", "aarch64")
+        for libc in ("manylinux2014", "musllinux_1_2")
+    }
+    assert {m["target"] for m in jobs["macos"]["strategy"]["matrix"]["include"]} == {
+        "x86_64",
+        "aarch64",
+    }
+    assert "windows" in jobs and "sdist" in jobs
+    on = wf[True] if True in wf else wf["on"]  # YAML 1.1 reads the key `on` as true
+    assert on["push"]["tags"] == ["v*"]
+    publish = jobs["publish"]
+    assert publish["permissions"] == {"id-token": "write"}
+    assert publish["if"] == "startsWith(github.ref, 'refs/tags/v')"
+    assert set(publish["needs"]) == {"linux", "macos", "windows", "sdist"}
+    uses = [step.get("uses", "") for step in publish["steps"]]
+    assert "pypa/gh-action-pypi-publish@release/v1" in uses

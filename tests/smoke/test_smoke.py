@@ -139,3 +139,18 @@ def test_console_script() -> None:
         assert r.stderr.strip().endswith('pip install "clipresc[cli]"'), r.stderr
     else:
         assert (r.returncode, r.stdout) == (0, f"clipresc {clipresc.__version__}\n"), r.stderr
+
+
+def test_project_urls_in_metadata() -> None:
+    from importlib.metadata import metadata
+
+    entries = metadata("clipresc").get_all("Project-URL") or []
+    urls = dict(entry.split(", ", 1) for entry in entries)
+    repo = "https://github.com/clipresc/clipresc"
+    assert urls == {
+        "Homepage": repo,
+        "Source": repo,
+        "Issues": f"{repo}/issues",
+        "Documentation": f"{repo}#readme",
+        "Changelog": f"{repo}/blob/main/CHANGELOG.md",
+    }
