@@ -1,4 +1,5 @@
-"""Argument checking shared by every backend: dtypes, axes, ``p``, ``unreachable``.
+"""Argument checking shared by every backend: dtypes, axes, ``p``, ``unreachable``, and how
+lists of Python ints are read.
 
 Every check raises with a message that names the argument and says what is wrong.
 """
