@@ -117,3 +117,24 @@ dist-check: $(STAMP_BUILD) stubtest ## build wheel + sdist, install each in a fr
 clean: ## remove build outputs and the virtual environment
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 	rm -rf .venv-dist-wheel .venv-dist-sdist rust/fuzz/artifacts rust/fuzz/target
+
+# --- release wheels -------------------------------------------------------------------
+.PHONY: wheel lint-release
+STAMP_RELEASE := $(VENV)/.release-stamp
+WHEEL_TARGET ?= x86_64-unknown-linux-gnu
+WHEEL_ARCH := $(firstword $(subst -, ,$(WHEEL_TARGET)))
+
+$(STAMP_RELEASE): requirements-release.txt | $(PY)
+	$(PIP) install -q -r requirements-release.txt
+	touch $@
+
+# .venv/bin first on PATH: maturin finds zig as `python3 -m ziglang`
+wheel: $(STAMP_RELEASE) ## abi3 manylinux2014 (glibc 2.17) wheel for WHEEL_TARGET in dist/ (maturin --zig), checked by .ci/check-wheel.sh
+	rm -f dist/clipresc-*-manylinux*_$(WHEEL_ARCH).whl
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(LOCKED) $(VENV)/bin/maturin build --release --zig \
+		--compatibility manylinux2014 --target $(WHEEL_TARGET) --out dist
+	AUDITWHEEL=$(abspath $(VENV))/bin/auditwheel PYTHON=$(PY) \
+		.ci/check-wheel.sh dist/clipresc-*-manylinux*_$(WHEEL_ARCH).whl
+
+lint-release: $(STAMP_RELEASE) ## the release workflow against GitHub's workflow schema
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/release.yml

@@ -170,8 +170,9 @@ def expected_raise_message(ref: Ref) -> str | None:
     count = int(ref.unreach.sum())
     first = int(np.flatnonzero(ref.unreach)[0])
     b = ref.unreach.size
+    vectors = "1 vector" if b == 1 else f"{b} vectors"
     return re.escape(
-        f"eps exceeds the largest reachable size for {count} of {b} vectors; first: vector {first}"
+        f"eps exceeds the largest reachable size for {count} of {vectors}; first: vector {first}"
     )
 
 

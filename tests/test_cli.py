@@ -159,7 +159,11 @@ def test_file_errors(files: Path) -> None:
     np.savez(files / "arch.npz", a=np.zeros(3))
     cases = [
         (("noise", "missing.npy", "o.npy"), "missing.npy: no such file"),
-        (("noise", "text.npy", "o.npy"), "text.npy: not a readable .npy file"),
+        (
+            ("noise", "text.npy", "o.npy"),
+            "text.npy: not a .npy file: it holds text "
+            "(np.loadtxt reads text; save arrays with np.save)",
+        ),
         (("noise", "ints.npy", "o.npy"), "x must be a real floating-point array; got dtype int64"),
         (("noise", "fortran.npy", "o.npy"), "Fortran-ordered arrays are not supported"),
         (("noise", "arch.npz", "o.npy"), "arch.npz: not a .npy file"),
@@ -175,17 +179,55 @@ def test_file_errors(files: Path) -> None:
         assert leftovers(files) == []
 
 
+def test_files_that_are_not_npy_or_not_float(files: Path) -> None:
+    """Exact messages for what users put in a .npy by mistake (NumPy alone would say
+    "pickled (object) data" for a text file)."""
+    (files / "text.npy").write_text("0.5 0.25\n1 0\n")
+    (files / "empty.npy").write_bytes(b"")
+    (files / "blob.npy").write_bytes(bytes(range(128, 256)))
+    np.save(files / "u8.npy", np.full((2, 3), 7, np.uint8))
+    np.save(files / "i32.npy", np.zeros((2, 3), np.int32))
+    cases = [
+        (
+            ("noise", "text.npy", "o.npy"),
+            "text.npy: not a .npy file: it holds text "
+            "(np.loadtxt reads text; save arrays with np.save)",
+        ),
+        (("noise", "empty.npy", "o.npy"), "empty.npy: not a .npy file: the file is empty"),
+        (
+            ("noise", "blob.npy", "o.npy"),
+            "blob.npy: not a .npy file: it does not start with the .npy header; "
+            "save arrays with np.save",
+        ),
+        (
+            ("noise", "u8.npy", "o.npy"),
+            "u8.npy: x must be a real floating-point array; got dtype uint8 (save 8-bit "
+            "images as float32: x.astype(np.float32) / 255 with --bounds 0 1, or "
+            "x.astype(np.float32) with --bounds 0 255)",
+        ),
+        (
+            ("perturb", "x.npy", "i32.npy", "o.npy"),
+            "i32.npy: delta must be a real floating-point array; got dtype int32 (save it as "
+            "float32 or float64, e.g. delta.astype(np.float32))",
+        ),
+    ]
+    for args, message in cases:
+        r = run(*args, "--eps", 1, cwd=files)
+        assert (r.returncode, r.stderr) == (1, f"clipresc: error: {message}\n")
+        assert not (files / "o.npy").exists() and leftovers(files) == []
+
+
 def test_data_outside_bounds_leaves_no_output(files: Path) -> None:
     x = np.load(files / "x.npy")
     x[30, 1, 2, 3] = 1.5
     np.save(files / "bad.npy", x)
     r = run("noise", "bad.npy", "o.npy", "--eps", 1, "--chunk-mb", 0.01, cwd=files)
-    one_line_error(r, 1, "x has 1 values outside bounds; first at index (30, 1, 2, 3)")
+    one_line_error(r, 1, "x has 1 value outside bounds; first at index (30, 1, 2, 3)")
     assert not (files / "o.npy").exists() and leftovers(files) == []
     x[30, 1, 2, 3] = np.nan
     np.save(files / "bad.npy", x)
     r = run("perturb", "bad.npy", "d.npy", "o.npy", "--eps", 1, cwd=files)
-    one_line_error(r, 1, "x has 1 non-finite values; first at index (30, 1, 2, 3)")
+    one_line_error(r, 1, "x has 1 non-finite value; first at index (30, 1, 2, 3)")
     r = run("noise", "x.npy", "o.npy", "--eps", 1e6, "--unreachable", "raise", cwd=files)
     one_line_error(r, 1, "eps exceeds the largest reachable size")
     assert not (files / "o.npy").exists() and leftovers(files) == []

@@ -327,12 +327,12 @@ def test_plain_float_arguments_match_the_general_path(fn):
 @pytest.mark.parametrize(
     ("eps", "bounds", "message"),
     [
-        (-1.0, (0.0, 1.0), r"eps has 1 negative or NaN values; first at index \(\)"),
-        (math.nan, (0.0, 1.0), r"eps has 1 negative or NaN values"),
-        (math.inf, (0.0, 1.0), r"eps has 1 infinite values"),
-        (0.5, (1.0, 0.0), r"bounds: lower > upper at 1 positions"),
-        (0.5, (math.nan, 1.0), r"bounds: lower has 1 NaN values"),
-        (0.5, (0.0, math.nan), r"bounds: upper has 1 NaN values"),
+        (-1.0, (0.0, 1.0), r"eps has 1 negative or NaN value; first at index \(\)"),
+        (math.nan, (0.0, 1.0), r"eps has 1 negative or NaN value"),
+        (math.inf, (0.0, 1.0), r"eps has 1 infinite value"),
+        (0.5, (1.0, 0.0), r"bounds: lower > upper at 1 position"),
+        (0.5, (math.nan, 1.0), r"bounds: lower has 1 NaN value"),
+        (0.5, (0.0, math.nan), r"bounds: upper has 1 NaN value"),
     ],
 )
 def test_plain_float_arguments_still_get_the_errors(eps, bounds, message):

@@ -115,7 +115,7 @@ def test_unreachable_finite_p_gives_max_key(p, dtype):
     np.testing.assert_allclose(eta, [[2.0]], rtol=4 * _ulps(dtype))
     y = clipresc.perturb(x, d, 10.0, p=p)
     np.testing.assert_array_equal(y, np.array([[1.0, 0.0, 1.0, 0.0]], dtype))
-    with pytest.raises(ValueError, match=r"for 1 of 1 vectors; first: vector 0"):
+    with pytest.raises(ValueError, match=r"for 1 of 1 vector; first: vector 0"):
         clipresc.scale(x, d, 10.0, p=p, unreachable="raise")
 
 
@@ -162,7 +162,7 @@ def test_all_movable_elements_stuck(p, dtype):
     eta = clipresc.scale(x, d, 0.5, p=p)
     assert eta[0, 0] == 0.0
     np.testing.assert_array_equal(clipresc.perturb(x, d, 0.5, p=p), x)
-    with pytest.raises(ValueError, match=r"for 1 of 1 vectors; first: vector 0"):
+    with pytest.raises(ValueError, match=r"for 1 of 1 vector; first: vector 0"):
         clipresc.scale(x, d, 0.5, p=p, unreachable="raise")
     # eps == 0 is reachable
     assert clipresc.scale(x, d, 0.0, p=p, unreachable="raise")[0, 0] == 0.0

@@ -34,7 +34,7 @@ def _m(text: str) -> str:
 def test_nonfinite_x(fn, dtype, bad):
     x, d = _ok(dtype=dtype)
     x[1, 2, 3] = bad
-    with pytest.raises(ValueError, match=_m("x has 1 non-finite values; first at index (1, 2, 3)")):
+    with pytest.raises(ValueError, match=_m("x has 1 non-finite value; first at index (1, 2, 3)")):
         fn(x, d, 0.1)
 
 
@@ -66,7 +66,7 @@ def test_nonfinite_delta_after_cast():
     d = d.astype(np.float64)
     d[1, 0, 3] = 1e300
     with pytest.raises(
-        ValueError, match=_m("delta has 1 non-finite values; first at index (1, 0, 3)")
+        ValueError, match=_m("delta has 1 non-finite value; first at index (1, 0, 3)")
     ):
         clipresc.scale(x, d, 0.1)
 
@@ -80,7 +80,7 @@ def test_nonfinite_index_in_original_coordinates_of_views():
     x2 = x.copy()
     xr = x2[:, ::-1]
     xr[1, 0] = np.nan  # x2[1, 4]
-    with pytest.raises(ValueError, match=_m("x has 1 non-finite values; first at index (1, 0)")):
+    with pytest.raises(ValueError, match=_m("x has 1 non-finite value; first at index (1, 0)")):
         clipresc.scale(xr, d, 0.1)
     # with a non-default axis the index is still in x's own coordinates
     x3, d3 = _ok()
@@ -92,7 +92,7 @@ def test_nonfinite_index_in_original_coordinates_of_views():
 def test_nonfinite_1d_index():
     x, d = _ok(shape=(10,))
     x[7] = np.nan
-    with pytest.raises(ValueError, match=_m("x has 1 non-finite values; first at index (7,)")):
+    with pytest.raises(ValueError, match=_m("x has 1 non-finite value; first at index (7,)")):
         clipresc.scale(x, d, 0.1)
 
 
@@ -122,7 +122,7 @@ def test_x_outside_array_bounds():
         clipresc.scale(x, d, 0.1, bounds=(lo, hi))
     hi[1, 2, 0] = 0.05
     with pytest.raises(
-        ValueError, match=_m("x has 1 values outside bounds; first at index (1, 2, 0)")
+        ValueError, match=_m("x has 1 value outside bounds; first at index (1, 2, 0)")
     ):
         clipresc.scale(x, d, 0.1, bounds=(0.0, hi))
 
@@ -130,9 +130,7 @@ def test_x_outside_array_bounds():
 def test_x_outside_one_sided_bounds():
     x, d = _ok(shape=(2, 5))
     x[1, 3] = -0.5
-    with pytest.raises(
-        ValueError, match=_m("x has 1 values outside bounds; first at index (1, 3)")
-    ):
+    with pytest.raises(ValueError, match=_m("x has 1 value outside bounds; first at index (1, 3)")):
         clipresc.scale(x, d, 0.1, bounds=(0.0, None))
     clipresc.scale(x, d, 0.1, bounds=(None, 1.0))  # fine
     clipresc.scale(x, d, 0.1, bounds=None)  # fine
@@ -170,7 +168,7 @@ def test_nan_in_bound(side):
     with pytest.raises(ValueError, match=_m(f"bounds: {side} has 2 NaN values")):
         clipresc.scale(x, d, 0.1, bounds=bounds)
     bounds = (np.nan, 1.0) if side == "lower" else (0.0, np.nan)
-    with pytest.raises(ValueError, match=_m(f"bounds: {side} has 1 NaN values")):
+    with pytest.raises(ValueError, match=_m(f"bounds: {side} has 1 NaN value")):
         clipresc.scale(x, d, 0.1, bounds=bounds)
 
 
@@ -239,7 +237,7 @@ def test_bounds_not_a_pair(bounds):
 @pytest.mark.parametrize("bad", [-0.1, np.nan, -1e-300])
 def test_eps_negative_or_nan_scalar(fn, bad):
     x, d = _ok()
-    with pytest.raises(ValueError, match=_m("eps has 1 negative or NaN values")):
+    with pytest.raises(ValueError, match=_m("eps has 1 negative or NaN value")):
         fn(x, d, bad)
 
 
@@ -258,12 +256,12 @@ def test_eps_infinite(bad):
     eps = np.array([0.1, 0.2, 0.3, bad, 0.1])
     if bad < 0:
         # -inf is negative: either message is defensible, but it must be rejected
-        with pytest.raises(ValueError, match=r"eps has 1 (negative or NaN|infinite) values"):
+        with pytest.raises(ValueError, match=r"eps has 1 (negative or NaN|infinite) value;"):
             clipresc.scale(x, d, eps)
         return
-    with pytest.raises(ValueError, match=_m("eps has 1 infinite values; first at index (3,)")):
+    with pytest.raises(ValueError, match=_m("eps has 1 infinite value; first at index (3,)")):
         clipresc.scale(x, d, eps)
-    with pytest.raises(ValueError, match=_m("eps has 1 infinite values")):
+    with pytest.raises(ValueError, match=_m("eps has 1 infinite value")):
         clipresc.scale(x, d, math.inf)
 
 
@@ -339,9 +337,8 @@ def test_shape_mismatch(fn):
 @pytest.mark.parametrize(("axis", "ndim"), [(3, 3), (-4, 3), (1, 1), (-2, 1)])
 def test_axis_out_of_range(axis, ndim):
     x, d = _ok(shape=(2, 3, 4)[:ndim] if ndim > 1 else (5,))
-    with pytest.raises(
-        ValueError, match=_m(f"axis {axis} is out of range for x with {ndim} dimensions")
-    ):
+    dims = "1 dimension" if ndim == 1 else f"{ndim} dimensions"
+    with pytest.raises(ValueError, match=_m(f"axis {axis} is out of range for x with {dims}")):
         clipresc.scale(x, d, 0.1, axis=axis)
 
 
@@ -428,3 +425,146 @@ def test_first_error_in_documented_order_is_deterministic():
     count = int(np.isnan(x).sum())
     first = tuple(int(i) for i in np.argwhere(np.isnan(x))[0])
     assert f"x has {count} non-finite values; first at index {first}" in msgs.pop()
+
+
+# ------------------------------------------------------------------ lists of ints, integer arrays
+
+
+def test_integer_lists_are_read_as_float64():
+    """Lists and tuples of Python ints are taken as NumPy's float functions take them."""
+    y = clipresc.perturb([[0.5, 0.9]], [[1, 1]], 0.5)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y, clipresc.perturb(np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5))
+    np.testing.assert_allclose(y, [[0.5 + math.sqrt(0.25 - 0.01), 1.0]], rtol=1e-15)
+    # x = 0 moves the whole 0.5; x = 1 sits on the upper bound
+    eta = clipresc.scale([[0, 1]], ((1, 1),), 0.5, p=1)
+    assert eta.dtype == np.float64 and eta.tolist() == [[0.5]]
+    g = clipresc.perturb_vjp([[0, 1]], [[1, 1]], 0.5, 1.0)
+    want = clipresc.perturb_vjp(np.array([[0.0, 1.0]]), np.ones((1, 2)), 0.5, 1.0)
+    for k in ("x", "delta", "eps"):
+        np.testing.assert_array_equal(g[k], want[k])
+    # a float32 x casts an integer-list delta to float32, as it does any delta
+    y32 = clipresc.perturb(np.array([[0.5, 0.9]], np.float32), [[1, 1]], 0.5)
+    assert y32.dtype == np.float32
+
+
+def test_integer_lists_with_an_array_api_x():
+    xp = pytest.importorskip("array_api_strict")
+    x = xp.asarray([[0.5, 0.9]], dtype=xp.float64)
+    y = clipresc.perturb(x, [[1, 1]], 0.5)
+    np.testing.assert_array_equal(np.asarray(y), clipresc.perturb([[0.5, 0.9]], [[1, 1]], 0.5))
+
+
+U8_HINT = (
+    "x must be a real floating-point array; got dtype uint8 (for 8-bit images, use "
+    "x.astype(np.float32) / 255 with bounds=(0, 1), or x.astype(np.float32) with "
+    "bounds=(0, 255))"
+)
+
+
+@pytest.mark.parametrize(
+    ("x", "d", "message"),
+    [
+        (np.full((2, 3), 200, np.uint8), np.ones((2, 3)), U8_HINT),
+        # a list of uint8 images is still uint8 data: not converted
+        ([np.array([0, 255], np.uint8)], [[1.0, 1.0]], U8_HINT),
+        (
+            np.zeros((2, 3), np.uint16),
+            np.ones((2, 3)),
+            "x must be a real floating-point array; got dtype uint16 (for 16-bit images, use "
+            "x.astype(np.float32) / 65535 with bounds=(0, 1), or x.astype(np.float32) with "
+            "bounds=(0, 65535))",
+        ),
+        (
+            np.zeros((2, 3)),
+            np.ones((2, 3), np.int32),
+            "delta must be a real floating-point array; got dtype int32 (convert it first, "
+            "e.g. delta.astype(np.float32): integer arrays are not converted implicitly)",
+        ),
+        (
+            np.zeros((2, 3), np.int64),
+            np.ones((2, 3)),
+            "x must be a real floating-point array; got dtype int64 (convert it first, "
+            "e.g. x.astype(np.float32): integer arrays are not converted implicitly)",
+        ),
+        ([[True, False]], [[1.0, 1.0]], "x must be a real floating-point array; got dtype bool"),
+    ],
+)
+def test_integer_arrays_are_refused_with_a_hint(x, d, message):
+    for fn in FNS:
+        with pytest.raises(TypeError) as ei:
+            fn(x, d, 0.1)
+        assert str(ei.value) == message
+
+
+def test_uint8_hint_converts_to_data_that_works():
+    img = np.array([[0, 128, 255]], np.uint8)
+    a = clipresc.perturb(img.astype(np.float32) / 255, np.ones((1, 3), np.float32), 0.1)
+    b = clipresc.perturb(img.astype(np.float32), np.ones((1, 3), np.float32), 25.5, bounds=(0, 255))
+    np.testing.assert_allclose(a * 255, b, rtol=1e-6)
+
+
+# ------------------------------------------------------------------ one thing, many things
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda: clipresc.scale([[0.5, np.nan]], [[1.0, 1.0]], 0.1),
+            "x has 1 non-finite value; first at index (0, 1)",
+        ),
+        (
+            lambda: clipresc.scale([[np.nan, np.nan]], [[1.0, 1.0]], 0.1),
+            "x has 2 non-finite values; first at index (0, 0)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5, 1.5]], [[1.0, 1.0]], 0.1),
+            "x has 1 value outside bounds; first at index (0, 1)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5]], [[1.0]], [-1.0]),
+            "eps has 1 negative or NaN value; first at index (0,)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5]], [[1.0]], [np.inf]),
+            "eps has 1 infinite value; first at index (0,)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5]], [[1.0]], [0.1, 0.2]),
+            "eps must be a scalar or hold one value per vector (1 vector); got shape (2,)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5, 0.5]], [[1.0, 1.0]], 0.1, bounds=([0.0, np.nan], 1.0)),
+            "bounds: lower has 1 NaN value; first at index (1,)",
+        ),
+        (
+            lambda: clipresc.scale(
+                [[0.5, 0.5]], [[1.0, 1.0]], 0.1, bounds=([0.0, 1.0], [1.0, 0.0])
+            ),
+            "bounds: lower > upper at 1 position; first at index (1,)",
+        ),
+        (
+            lambda: clipresc.scale([[0.5, 0.5]], [[1.0, 1.0]], 5.0, unreachable="raise"),
+            "eps exceeds the largest reachable size for 1 of 1 vector; first: vector 0",
+        ),
+        (
+            lambda: clipresc.scale([0.5, 0.5], [1.0, 1.0], 0.1, axis=1),
+            "axis 1 is out of range for x with 1 dimension",
+        ),
+    ],
+)
+def test_counts_agree_with_their_noun(call, message):
+    with pytest.raises(ValueError) as ei:
+        call()
+    assert str(ei.value) == message
+
+
+def test_overflow_warning_counts_one_vector():
+    x = np.full((1, 2), 0.5, np.float16)
+    d = np.full((1, 2), 1e-7, np.float16)
+    with pytest.warns(RuntimeWarning) as w:
+        clipresc.scale(x, d, 1.0, bounds=None)
+    assert str(w[0].message).startswith(
+        "eta exceeds the range of float16 for 1 of 1 vector and is returned as inf"
+    )

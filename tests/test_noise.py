@@ -178,15 +178,15 @@ def test_data_errors() -> None:
     bad = x.copy()
     bad[1, 2, 3] = 1.5
     with pytest.raises(
-        ValueError, match=r"x has 1 values outside bounds; first at index \(1, 2, 3\)"
+        ValueError, match=r"x has 1 value outside bounds; first at index \(1, 2, 3\)"
     ):
         clipresc.noise(bad, 1.0)
     bad[0, 0, 1] = np.nan
-    with pytest.raises(ValueError, match=r"x has 1 non-finite values; first at index \(0, 0, 1\)"):
+    with pytest.raises(ValueError, match=r"x has 1 non-finite value; first at index \(0, 0, 1\)"):
         clipresc.noise(bad, 1.0)
     with pytest.raises(TypeError, match="x must be a real floating-point array; got dtype int64"):
         clipresc.noise(np.zeros((2, 3), dtype=np.int64), 1.0)
-    with pytest.raises(ValueError, match="eps has 1 negative or NaN values"):
+    with pytest.raises(ValueError, match="eps has 1 negative or NaN value"):
         clipresc.noise(x, [1.0, -1.0])
     with pytest.raises(ValueError, match="eps must be a scalar or hold one value per vector"):
         clipresc.noise(x, [1.0, 1.0, 1.0])

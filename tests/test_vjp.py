@@ -187,7 +187,7 @@ def test_errors_match_the_forward() -> None:
     bad = x.copy()
     bad[1, 0, 2] = 1.5
     with pytest.raises(
-        ValueError, match=r"x has 1 values outside bounds; first at index \(1, 0, 2\)"
+        ValueError, match=r"x has 1 value outside bounds; first at index \(1, 0, 2\)"
     ):
         clipresc.scale_vjp(bad, d, 0.3, 1.0)
     with pytest.raises(ValueError, match="etabar of shape"):

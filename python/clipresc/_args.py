@@ -1,4 +1,5 @@
-"""Argument checking shared by every backend: dtypes, axes, ``p``, ``unreachable``.
+"""Argument checking shared by every backend: dtypes, axes, ``p``, ``unreachable``, and how
+lists of Python ints are read.
 
 Every check raises with a message that names the argument and says what is wrong.
 """
@@ -13,22 +14,91 @@ from typing import Any, Literal
 
 import numpy as np
 
+from ._messages import counted
+
 Unreachable = Literal["saturate", "raise"]
 UNREACHABLE_MODES: tuple[str, ...] = ("saturate", "raise")
+
+
+# 8- and 16-bit images: how to bring them to floats, and the bounds that then apply
+_IMAGE_SCALE = {"uint8": ("8-bit", "255"), "uint16": ("16-bit", "65535")}
+
+
+def not_float_message(name: str, dtype_name: str, cli: bool = False) -> str:
+    """The message for ``name`` (``x`` or ``delta``) of a dtype that is not a real float; for
+    integer dtypes it says how to convert (with ``cli``, in the command line's terms).
+
+    >>> not_float_message("x", "uint8")  # doctest: +NORMALIZE_WHITESPACE
+    'x must be a real floating-point array; got dtype uint8 (for 8-bit images, use
+    x.astype(np.float32) / 255 with bounds=(0, 1), or x.astype(np.float32) with
+    bounds=(0, 255))'
+    >>> not_float_message("delta", "int64")  # doctest: +NORMALIZE_WHITESPACE
+    'delta must be a real floating-point array; got dtype int64 (convert it first, e.g.
+    delta.astype(np.float32): integer arrays are not converted implicitly)'
+    """
+    msg = f"{name} must be a real floating-point array; got dtype {dtype_name}"
+    if name == "x" and dtype_name in _IMAGE_SCALE:
+        bits, top = _IMAGE_SCALE[dtype_name]
+        if cli:
+            return (
+                f"{msg} (save {bits} images as float32: x.astype(np.float32) / {top} "
+                f"with --bounds 0 1, or x.astype(np.float32) with --bounds 0 {top})"
+            )
+        return (
+            f"{msg} (for {bits} images, use x.astype(np.float32) / {top} with bounds=(0, 1), "
+            f"or x.astype(np.float32) with bounds=(0, {top}))"
+        )
+    if dtype_name.startswith(("int", "uint")):
+        if cli:
+            return f"{msg} (save it as float32 or float64, e.g. {name}.astype(np.float32))"
+        return (
+            f"{msg} (convert it first, e.g. {name}.astype(np.float32): integer arrays are not "
+            "converted implicitly)"
+        )
+    return msg
+
+
+def _python_numbers(value: Any) -> bool:
+    """Whether every leaf of the nested lists or tuples ``value`` is a Python int or float."""
+    if isinstance(value, (list, tuple)):
+        return all(_python_numbers(v) for v in value)
+    return type(value) is int or type(value) is float
+
+
+def float_lists(value: Any) -> Any:
+    """``value``, except that (nested) lists or tuples of Python ints become lists of floats.
+
+    NumPy's float functions read such lists as float64 (``np.sqrt([1, 2])``), and so does
+    clipresc for ``x`` and ``delta``. Arrays of an integer dtype (NumPy's, a framework's, or
+    lists of them) are left as they are and refused later: converting a uint8 image
+    silently would keep its 0..255 range against the default bounds (0, 1).
+
+    >>> float_lists([[1, 2]]), float_lists((1, 2.5)), float_lists([True, False])
+    ([[1.0, 2.0]], (1, 2.5), [True, False])
+    """
+    if not isinstance(value, (list, tuple)):
+        return value
+    try:
+        kind = np.asarray(value).dtype.kind
+    except (TypeError, ValueError):  # ragged or not numbers: the later checks say what
+        return value
+    if kind in "iu" and _python_numbers(value):
+        return np.asarray(value, dtype=np.float64).tolist()
+    return value
 
 
 def check_real_dtype(dtype: Any, name: str) -> None:
     """Raise ``TypeError`` unless ``dtype`` is float16, float32 or float64.
 
     >>> check_real_dtype(np.dtype("float32"), "x")
-    >>> check_real_dtype(np.dtype("int64"), "x")
+    >>> check_real_dtype(np.dtype("bool"), "x")
     Traceback (most recent call last):
     ...
-    TypeError: x must be a real floating-point array; got dtype int64
+    TypeError: x must be a real floating-point array; got dtype bool
     """
     dt = np.dtype(dtype)
     if dt.kind != "f":
-        raise TypeError(f"{name} must be a real floating-point array; got dtype {dt}")
+        raise TypeError(not_float_message(name, str(dt)))
     if dt.itemsize > 8:
         raise TypeError(f"{name} has dtype {dt}; clipresc supports float16, float32 and float64")
 
@@ -90,7 +160,7 @@ def vector_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
         except TypeError:
             raise TypeError(f"axis must be an int or a tuple of ints; got {axis!r}") from None
         if not -ndim <= ai < ndim:
-            raise ValueError(f"axis {ai} is out of range for x with {ndim} dimensions")
+            raise ValueError(f"axis {ai} is out of range for x with {counted(ndim, 'dimension')}")
         out.append(ai % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"axis contains duplicates: {axis!r}")

@@ -36,6 +36,7 @@ import array_api_compat
 import numpy as np
 
 from . import frameworks
+from ._args import float_lists
 from ._overflow import warn_eta_overflow
 from ._prepare import check_out, prepare
 from ._prepare_xp import (
@@ -261,6 +262,7 @@ def _forward(
     unreachable: Any,
     out: Any = None,
 ) -> Any:
+    x, delta = float_lists(x), float_lists(delta)
     named = _named_arrays(x, delta, eps, bounds)
     fam, path = route(named, vjp=False)
     if out is not None and path != "numpy":
@@ -435,6 +437,7 @@ def _vjp(
     unreachable: Any,
 ) -> dict[str, Any]:
     cot_name = "etabar" if kind == "scale" else "ybar"
+    x, delta = float_lists(x), float_lists(delta)
     named = _named_arrays(x, delta, eps, bounds, **{cot_name: cot})
     fam, path = route(named, vjp=True)
     if path == "numpy":

@@ -6,6 +6,8 @@ import os
 import sys
 import warnings
 
+from ._messages import counted
+
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -33,7 +35,7 @@ def warn_eta_overflow(count: int, rows: int, dtype_name: str) -> None:
         return
     wider = "" if dtype_name == "float64" else "; or pass float64 inputs"
     warnings.warn(
-        f"eta exceeds the range of {dtype_name} for {count} of {rows} vectors and is "
+        f"eta exceeds the range of {dtype_name} for {count} of {counted(rows, 'vector')} and is "
         "returned as inf (delta is tiny next to eps); x + eta * delta would then be NaN "
         f"where delta is 0. perturb applies such scales exactly{wider}.",
         RuntimeWarning,

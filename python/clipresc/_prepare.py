@@ -18,6 +18,7 @@ from ._args import (
     work_dtype,
 )
 from ._layout import Layout
+from ._messages import counted
 
 BoundRows = Union[float, "np.ndarray[Any, Any]"]
 
@@ -58,7 +59,8 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
     for bad, what in ((np.isnan(e) | (e < 0), "negative or NaN"), (np.isinf(e), "infinite")):
         if bad.any():
             raise ValueError(
-                f"eps has {int(bad.sum())} {what} values; first at index {_first_index(bad)}"
+                f"eps has {counted(int(bad.sum()), what + ' value')}; "
+                f"first at index {_first_index(bad)}"
             )
     if e.ndim == 0:
         return float(e)
@@ -69,7 +71,7 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
         full = np.broadcast_to(e, layout.eta_shape)
     except ValueError:
         raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+            f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
             f"got shape {e.shape}"
         ) from None
     return np.require(full.reshape(rows), np.float64, ["C", "A"])
@@ -108,7 +110,8 @@ def _check_nan(a: np.ndarray[Any, Any], side: str) -> None:
     nan = np.isnan(a)
     if nan.any():
         raise ValueError(
-            f"bounds: {side} has {int(nan.sum())} NaN values; first at index {_first_index(nan)}"
+            f"bounds: {side} has {counted(int(nan.sum()), 'NaN value')}; "
+            f"first at index {_first_index(nan)}"
         )
 
 
@@ -118,14 +121,14 @@ def check_bound_values(lo_raw: np.ndarray[Any, Any], hi_raw: np.ndarray[Any, Any
     >>> import numpy as np
     >>> check_bound_values(np.zeros(3), np.array([1.0, -1.0, 1.0]))
     Traceback (most recent call last):
-    ValueError: bounds: lower > upper at 1 positions; first at index (1,)
+    ValueError: bounds: lower > upper at 1 position; first at index (1,)
     """
     _check_nan(lo_raw, "lower")
     _check_nan(hi_raw, "upper")
     crossed = np.asarray(lo_raw > hi_raw)
     if crossed.any():
         raise ValueError(
-            f"bounds: lower > upper at {int(crossed.sum())} positions; "
+            f"bounds: lower > upper at {counted(int(crossed.sum()), 'position')}; "
             f"first at index {_first_index(crossed)}"
         )
 

@@ -20,8 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._args import Unreachable, parse_p, parse_unreachable, vector_axes
+from ._args import Unreachable, not_float_message, parse_p, parse_unreachable, vector_axes
 from ._layout import Layout
+from ._messages import counted
 
 Array = Any
 
@@ -82,7 +83,7 @@ def _raise_if(
 def check_float(xp: Any, dt: Any, name: str) -> None:
     """``TypeError`` unless ``dt`` is a real floating dtype of ``xp``."""
     if not xp.isdtype(dt, "real floating"):
-        raise TypeError(f"{name} must be a real floating-point array; got dtype {dtype_name(dt)}")
+        raise TypeError(not_float_message(name, dtype_name(dt)))
 
 
 def to_rows(xp: Any, a: Array, layout: Layout) -> Array:
@@ -175,12 +176,12 @@ def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
     _raise_if(
         xp,
         (e < 0) | (e != e),
-        lambda c, i: f"eps has {c} negative or NaN values; first at index {i}",
+        lambda c, i: f"eps has {counted(c, 'negative or NaN value')}; first at index {i}",
     )
     _raise_if(
         xp,
         (e == math.inf) | (e == -math.inf),
-        lambda c, i: f"eps has {c} infinite values; first at index {i}",
+        lambda c, i: f"eps has {counted(c, 'infinite value')}; first at index {i}",
     )
     rows = layout.rows
     shape = tuple(int(s) for s in e.shape)
@@ -196,7 +197,8 @@ def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
         ok = False
     if not ok:
         raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({rows} vectors); got shape {shape}"
+            "eps must be a scalar or hold one value per vector "
+            f"({counted(rows, 'vector')}); got shape {shape}"
         )
     full = xp.broadcast_to(xp.astype(e, like.dtype), layout.eta_shape)
     return xp.reshape(full, (rows,))
@@ -226,7 +228,7 @@ def _parse_side(
     _raise_if(
         xp,
         a != a,
-        lambda c, i: f"bounds: {side} has {c} NaN values; first at index {i}",
+        lambda c, i: f"bounds: {side} has {counted(c, 'NaN value')}; first at index {i}",
     )
     shape = tuple(int(s) for s in a.shape)
     nd = len(layout.shape)
@@ -282,26 +284,26 @@ def prepare_xp(
         upper, hi_raw = _parse_side(xp, bounds[1], "upper", math.inf, layout, x)
     if is_number(lo_raw) and is_number(hi_raw):
         if lo_raw > hi_raw:
-            raise ValueError("bounds: lower > upper at 1 positions; first at index ()")
+            raise ValueError("bounds: lower > upper at 1 position; first at index ()")
     else:
         _raise_if(
             xp,
             lo_raw > hi_raw,
-            lambda c, i: f"bounds: lower > upper at {c} positions; first at index {i}",
+            lambda c, i: f"bounds: lower > upper at {counted(c, 'position')}; first at index {i}",
         )
     # the core's checks, reported in its order and the caller's coordinates
     rows_index = layout.index_of
     for name, a in (("x", xr), ("delta", dr)):
 
         def nonfinite(c: int, i: tuple[int, ...], name: str = name) -> str:
-            return f"{name} has {c} non-finite values; first at index {i}"
+            return f"{name} has {counted(c, 'non-finite value')}; first at index {i}"
 
         _raise_if(xp, ~xp.isfinite(a), nonfinite, rows_index)
     outside = (xr < lower) | (xr > upper)
     _raise_if(
         xp,
         outside,
-        lambda c, i: f"x has {c} values outside bounds; first at index {i}",
+        lambda c, i: f"x has {counted(c, 'value')} outside bounds; first at index {i}",
         rows_index,
     )
     return XProblem(
@@ -327,8 +329,8 @@ def raise_unreachable(xp: Any, prob: XProblem, flags: Array) -> None:
     count = int(xp.sum(xp.astype(flags, xp.int64)))
     first = int(xp.argmax(xp.astype(flags, xp.int32)))
     raise ValueError(
-        f"eps exceeds the largest reachable size for {count} of {prob.layout.rows} "
-        f"vectors; first: vector {prob.layout.row_index(first)}"
+        f"eps exceeds the largest reachable size for {count} of "
+        f"{counted(prob.layout.rows, 'vector')}; first: vector {prob.layout.row_index(first)}"
     )
 
 

@@ -7,12 +7,15 @@ file beside OUT, renamed over OUT only when every chunk is written: an error, Ct
 SIGTERM leaves no OUT (and no temporary file). A chunked ``noise`` run gives the same bytes
 as ``clipresc.noise`` on the whole array with the same seed.
 
+``clipresc --version`` prints the version; ``python -m clipresc`` is the same command.
+
 Exit status: 0 on success, 1 for bad files or data (one line on stderr), 2 for bad
 arguments, 130 when interrupted.
 """
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import math
@@ -30,7 +33,8 @@ from typing import Any, Callable, NoReturn, TextIO, cast
 import click
 import numpy as np
 
-from ._args import parse_p, parse_unreachable
+from . import __version__
+from ._args import not_float_message, parse_p, parse_unreachable
 from ._noise import DISTRIBUTIONS, seed_sequence
 
 DEFAULT_CHUNK_MB = 32
@@ -161,6 +165,33 @@ class NpyInput:
         )
 
 
+NPY_MAGIC = b"\x93NUMPY"
+
+
+def not_npy_reason(head: bytes) -> str | None:
+    """Why a file starting with ``head`` (its first bytes) is no ``.npy`` file; ``None`` when
+    it starts like one. NumPy itself would try such a file as a pickle and report
+    "pickled (object) data", which says nothing useful about a text file.
+
+    >>> print(not_npy_reason(NPY_MAGIC + b"\\x01\\x00"))
+    None
+    >>> not_npy_reason(b"0.5 0.25\\n1 0\\n")
+    'it holds text (np.loadtxt reads text; save arrays with np.save)'
+    >>> not_npy_reason(b"PK\\x03\\x04")
+    'it is a zip archive (an .npz file?); save one array with np.save'
+    """
+    if head.startswith(NPY_MAGIC):
+        return None
+    if not head:
+        return "the file is empty"
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "it is a zip archive (an .npz file?); save one array with np.save"
+    text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(head)
+    if all(c.isprintable() or c in "\t\n\r" for c in text) and "\ufffd" not in text:
+        return "it holds text (np.loadtxt reads text; save arrays with np.save)"
+    return "it does not start with the .npy header; save arrays with np.save"
+
+
 def open_input(path: str, name: str) -> NpyInput:
     """Check that ``path`` is a readable ``.npy`` file of a float dtype, C-ordered."""
     p = Path(path)
@@ -169,6 +200,10 @@ def open_input(path: str, name: str) -> NpyInput:
     if p.is_dir():
         raise CliError(f"{path}: is a directory, expected a .npy file")
     try:
+        with open(path, "rb") as f:
+            reason = not_npy_reason(f.read(512))
+        if reason is not None:
+            raise CliError(f"{path}: not a .npy file: {reason}")
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except PermissionError:
         raise CliError(f"{path}: permission denied") from None
@@ -179,7 +214,7 @@ def open_input(path: str, name: str) -> NpyInput:
     try:
         dt = a.dtype
         if dt.kind != "f" or dt.itemsize > 8:
-            raise CliError(f"{path}: {name} must be a real floating-point array; got dtype {dt}")
+            raise CliError(f"{path}: {not_float_message(name, str(dt), cli=True)}")
         if a.ndim == 0:
             raise CliError(f"{path}: {name} must have at least one dimension")
         if not a.flags.c_contiguous:
@@ -289,8 +324,8 @@ class Job:
 def _globalize(msg: str, start: int) -> str:
     """Shift the row (first) coordinate of the indices in a chunk's error message.
 
-    >>> _globalize("x has 1 values outside bounds; first at index (2, 0, 5)", 100)
-    'x has 1 values outside bounds; first at index (102, 0, 5)'
+    >>> _globalize("x has 1 value outside bounds; first at index (2, 0, 5)", 100)
+    'x has 1 value outside bounds; first at index (102, 0, 5)'
     """
 
     def index(m: re.Match[str]) -> str:
@@ -531,6 +566,9 @@ def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    __version__, "--version", prog_name="clipresc", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """Exact clipping-aware rescaling of perturbations (see `clipresc COMMAND --help`)."""
 
@@ -667,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def console() -> NoReturn:
-    """The console script: :func:`main` with ``sys.argv``, exiting with its status."""
+    """Exit with :func:`main`'s status for ``sys.argv`` (the installed script runs
+    :func:`clipresc.__main__.console`, which first checks that click is there)."""
     sys.exit(main())
 
 

@@ -65,7 +65,7 @@ def test_closed_forms() -> None:
     y = clipresc.perturb(xi, rng.standard_normal(xi.shape).astype(np.float32), 2.0)
     assert y.dtype == np.float32
     assert np.allclose(np.linalg.norm((y - xi).reshape(4, -1), axis=1), 2.0, rtol=1e-5)
-    with pytest.raises(ValueError, match="x has 1 non-finite values"):
+    with pytest.raises(ValueError, match="x has 1 non-finite value"):
         clipresc.scale(np.array([[np.nan, 0.5]]), d, 0.5)
 
 
@@ -124,3 +124,33 @@ def test_import_pulls_no_framework() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_console_script() -> None:
+    """The installed ``clipresc`` script: its version with click, the extra to install without."""
+    script = Path(sys.executable).parent / "clipresc"
+    if not script.exists():
+        pytest.skip("the clipresc console script is not installed")
+    r = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    try:
+        import click  # noqa: F401
+    except ImportError:
+        assert r.returncode == 1
+        assert r.stderr.strip().endswith('pip install "clipresc[cli]"'), r.stderr
+    else:
+        assert (r.returncode, r.stdout) == (0, f"clipresc {clipresc.__version__}\n"), r.stderr
+
+
+def test_project_urls_in_metadata() -> None:
+    from importlib.metadata import metadata
+
+    entries = metadata("clipresc").get_all("Project-URL") or []
+    urls = dict(entry.split(", ", 1) for entry in entries)
+    repo = "https://github.com/clipresc/clipresc"
+    assert urls == {
+        "Homepage": repo,
+        "Source": repo,
+        "Issues": f"{repo}/issues",
+        "Documentation": f"{repo}#readme",
+        "Changelog": f"{repo}/blob/main/CHANGELOG.md",
+    }

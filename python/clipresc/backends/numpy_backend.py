@@ -7,6 +7,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _clipresc
+from .._messages import counted
 from .._overflow import warn_eta_overflow
 from .._prepare import Problem, check_bound_values
 
@@ -14,8 +15,8 @@ from .._prepare import Problem, check_bound_values
 def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
     if count and prob.unreachable == "raise":
         raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of {prob.layout.rows} "
-            f"vectors; first: vector {prob.layout.row_index(first)}"
+            f"eps exceeds the largest reachable size for {count} of "
+            f"{counted(prob.layout.rows, 'vector')}; first: vector {prob.layout.row_index(first)}"
         )
 
 
@@ -28,8 +29,8 @@ def _input_error(prob: Problem, err: Exception) -> ValueError:
     arg, problem, count, first = err.args
     where = prob.layout.index_of(first)
     if problem == "outside bounds":
-        return ValueError(f"x has {count} values outside bounds; first at index {where}")
-    return ValueError(f"{arg} has {count} {problem} values; first at index {where}")
+        return ValueError(f"x has {counted(count, 'value')} outside bounds; first at index {where}")
+    return ValueError(f"{arg} has {counted(count, problem + ' value')}; first at index {where}")
 
 
 def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:

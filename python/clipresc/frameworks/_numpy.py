@@ -214,10 +214,10 @@ def check_dtype(name: str, what: str) -> None:
 
     ``bfloat16`` is accepted (the frameworks compute it in float32).
 
-    >>> check_dtype("int32", "x")
+    >>> check_dtype("complex64", "x")
     Traceback (most recent call last):
     ...
-    TypeError: x must be a real floating-point array; got dtype int32
+    TypeError: x must be a real floating-point array; got dtype complex64
     """
     if name == "bfloat16":
         return

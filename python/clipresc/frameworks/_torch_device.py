@@ -15,6 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from .._messages import counted
 from ..backends import generic
 
 torch: Any = importlib.import_module("torch")
@@ -56,10 +57,12 @@ def _first(mask: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in nz[0].tolist())
 
 
-def _count_raise(mask: Any, message: str) -> None:
+def _count_raise(mask: Any, head: str, noun: str, tail: str = "") -> None:
+    """Raise ``ValueError("{head} {N noun(s)}{tail}; first at index {idx}")`` when ``mask``
+    has a true entry."""
     count = int(mask.sum())
     if count:
-        raise ValueError(message.format(count=count, idx=_first(mask)))
+        raise ValueError(f"{head} {counted(count, noun)}{tail}; first at index {_first(mask)}")
 
 
 def _pad(t: Any, ndim: int) -> Any:
@@ -70,31 +73,23 @@ def _check(
     lay: _Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
 ) -> Any:
     """The data checks of the NumPy path; returns ``eps`` as ``(rows,)``."""
-    _count_raise(
-        torch.isnan(eps) | (eps < 0), "eps has {count} negative or NaN values; first at index {idx}"
-    )
-    _count_raise(torch.isinf(eps), "eps has {count} infinite values; first at index {idx}")
+    _count_raise(torch.isnan(eps) | (eps < 0), "eps has", "negative or NaN value")
+    _count_raise(torch.isinf(eps), "eps has", "infinite value")
     for t, s, side in ((lower, lo, "lower"), (upper, hi, "upper")):
         if t is None and math.isnan(s):
-            raise ValueError(f"bounds: {side} has 1 NaN values; first at index ()")
+            raise ValueError(f"bounds: {side} has 1 NaN value; first at index ()")
         if t is not None:
-            _count_raise(
-                torch.isnan(t), f"bounds: {side} has {{count}} NaN values; first at index {{idx}}"
-            )
+            _count_raise(torch.isnan(t), f"bounds: {side} has", "NaN value")
     lo_b = lo if lower is None else lower
     hi_b = hi if upper is None else upper
     if lower is not None or upper is not None:
         crossed = torch.as_tensor(lo_b, device=x.device) > torch.as_tensor(hi_b, device=x.device)
-        _count_raise(crossed, "bounds: lower > upper at {count} positions; first at index {idx}")
+        _count_raise(crossed, "bounds: lower > upper at", "position")
     elif lo > hi:
-        raise ValueError("bounds: lower > upper at 1 positions; first at index ()")
+        raise ValueError("bounds: lower > upper at 1 position; first at index ()")
     for t, name in ((x, "x"), (delta, "delta")):
-        _count_raise(
-            ~torch.isfinite(t), f"{name} has {{count}} non-finite values; first at index {{idx}}"
-        )
-    _count_raise(
-        (x < lo_b) | (x > hi_b), "x has {count} values outside bounds; first at index {idx}"
-    )
+        _count_raise(~torch.isfinite(t), f"{name} has", "non-finite value")
+    _count_raise((x < lo_b) | (x > hi_b), "x has", "value", " outside bounds")
     if eps.ndim == 1 and eps.shape[0] == lay.rows:
         return eps
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
@@ -186,7 +181,7 @@ def _raise_unreachable(lay: _Layout, flag: Any, unreachable: str) -> None:
     if count:
         first = int(torch.nonzero(flag)[0, 0])
         raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of {lay.rows} vectors; "
+            f"eps exceeds the largest reachable size for {count} of {counted(lay.rows, 'vector')}; "
             f"first: vector {lay.row_index(first)}"
         )
 

@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._messages import counted
 from . import _numpy
 
 jax: Any = importlib.import_module("jax")
@@ -288,7 +289,7 @@ def _run(
     rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
     if not _numpy.eps_rows_shape_ok(tuple(eps.shape), rows, eta_shape):
         raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+            f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
             f"got shape {tuple(eps.shape)}"
         )
     arrays: list[Any] = []

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._messages import counted
 from . import _numpy
 
 tf: Any = importlib.import_module("tensorflow")
@@ -173,7 +174,7 @@ def _run_impl(
         rows = math.prod(s for a, s in enumerate(xs) if a not in axes)
         if not _numpy.eps_rows_shape_ok(es, rows, eta_shape):
             raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
                 f"got shape {es}"
             )
     tensors: list[Any] = []

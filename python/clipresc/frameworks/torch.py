@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._messages import counted
 from . import _numpy
 
 torch: Any = importlib.import_module("torch")
@@ -360,7 +361,7 @@ def _prepare_args(
         rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
         if not _numpy.eps_rows_shape_ok(eps_shape, rows, eta_shape):
             raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({rows} vectors); "
+                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
                 f"got shape {eps_shape}"
             )
     sides: list[Any] = []

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
+from .._messages import counted
+
 __all__ = [
     "BLOCK",
     "KERNEL_NAMES",
@@ -134,7 +136,7 @@ def eps_operand(eps: Any, B: int) -> Operand:
     size = math.prod(int(s) for s in shape)
     if size not in (1, B):
         raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({B} vectors); "
+            f"eps must be a scalar or hold one value per vector ({counted(B, 'vector')}); "
             f"got shape {tuple(shape)}"
         )
     return Operand(eps, 0.0, 0, 1 if size > 1 else 0, "none", (size, 1))

@@ -27,25 +27,81 @@ pub enum CoreError {
     },
 }
 
+/// `n` followed by `noun`, with an `s` unless `n` is 1 (every count in a message goes
+/// through here, so one thing is never "1 things").
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("{n} {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 impl fmt::Display for CoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CoreError::NonFinite { arg, count, first } => write!(
                 f,
-                "{arg} has {count} non-finite values; first at flat index {first}"
+                "{arg} has {}; first at flat index {first}",
+                counted(*count, "non-finite value")
             ),
             CoreError::OutOfBounds { count, first } => write!(
                 f,
-                "x has {count} values outside bounds; first at flat index {first}"
+                "x has {} outside bounds; first at flat index {first}",
+                counted(*count, "value")
             ),
-            CoreError::BadEps { what, count, first } => {
-                write!(f, "eps has {count} {what} values; first at index {first}")
-            }
+            CoreError::BadEps { what, count, first } => write!(
+                f,
+                "eps has {}; first at index {first}",
+                counted(*count, &format!("{what} value"))
+            ),
             CoreError::Length { arg, expected, got } => {
-                write!(f, "{arg} must hold {expected} values; got {got}")
+                write!(
+                    f,
+                    "{arg} must hold {}; got {got}",
+                    counted(*expected, "value")
+                )
             }
         }
     }
 }
 
 impl std::error::Error for CoreError {}
+
+#[cfg(test)]
+mod tests {
+    use super::CoreError;
+
+    #[test]
+    fn messages_say_one_value_and_n_values() {
+        let one = CoreError::NonFinite {
+            arg: "delta",
+            count: 1,
+            first: 7,
+        };
+        assert_eq!(
+            one.to_string(),
+            "delta has 1 non-finite value; first at flat index 7"
+        );
+        let many = CoreError::OutOfBounds { count: 3, first: 0 };
+        assert_eq!(
+            many.to_string(),
+            "x has 3 values outside bounds; first at flat index 0"
+        );
+        let eps = CoreError::BadEps {
+            what: "negative or NaN",
+            count: 1,
+            first: 2,
+        };
+        assert_eq!(
+            eps.to_string(),
+            "eps has 1 negative or NaN value; first at index 2"
+        );
+        let len = CoreError::Length {
+            arg: "eps",
+            expected: 1,
+            got: 4,
+        };
+        assert_eq!(len.to_string(), "eps must hold 1 value; got 4");
+    }
+}
