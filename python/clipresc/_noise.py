@@ -179,11 +179,11 @@ def noise(
             batch in pieces: rows ``a:b`` with ``row_offset=a`` equal rows ``a:b`` of one call.
         unreachable: ``"saturate"`` or ``"raise"``, as in :func:`clipresc.perturb`.
         out: a NumPy array of ``x``'s shape and dtype to write the result into (``x`` must
-            be a NumPy array then, else ``TypeError``). When it is C-contiguous and the vector axes are the
-            trailing ones, the core writes into it directly, which saves allocating (and
-            page-faulting) a result per call in a preprocessing loop. It must not overlap
-            ``x``. If the call raises after checking its arguments, ``out`` is filled with
-            NaN, never left half-written.
+            be a NumPy array then, else ``TypeError``). When it is C-contiguous and the
+            vector axes are the trailing ones, the core writes into it directly, which
+            saves allocating (and page-faulting) a result per call in a preprocessing loop.
+            It must not overlap ``x``. If the call raises after checking its arguments,
+            ``out`` is filled with NaN, never left half-written.
 
     Returns:
         An array of ``x``'s library, shape and dtype (``out`` itself when given).
