@@ -27,6 +27,9 @@ DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher"
 DEFAULT_BOUNDS = (0.0, 1.0)
 _MAX_STREAM = 2**64
 
+_NATIVE = ("torch", "jax", "tensorflow", "cupy")
+"""Libraries whose arrays :mod:`clipresc._noise_native` takes and returns."""
+
 SeedLike = Union[None, int, np.integer[Any], np.random.SeedSequence]
 
 
@@ -156,8 +159,11 @@ def noise(
     :func:`clipresc.scale`, computed fused: the only full-size array is the result.
 
     Args:
-        x: points inside the box, a float16/32/64 array (or a Dask array, giving a lazy
-            Dask array); axis 0 is the batch by default.
+        x: points inside the box, a float16/32/64 (or bfloat16) array of NumPy, PyTorch,
+            JAX, TensorFlow, CuPy or Dask (a lazy result); axis 0 is the batch by default.
+            The result is in ``x``'s library, device and dtype with the NumPy path's bits
+            (see :mod:`clipresc._noise_native`: CUDA tensors and CuPy arrays go through the
+            host; no gradient flows, a tensor that requires grad gives one that does not).
         eps: the size wanted after clipping: a scalar or one value per vector.
         p: any real ``p > 0`` or ``math.inf``.
         bounds: ``(lower, upper)`` as in :func:`clipresc.perturb`; ``None`` for no clipping.
@@ -165,20 +171,22 @@ def noise(
             ``"rademacher"`` (random signs).
         seed: ``None`` (fresh entropy), a non-negative int or a
             :class:`numpy.random.SeedSequence`; the same seed gives the same result whatever
-            the thread count or chunking.
+            the thread count or chunking. An integer scalar of ``x``'s library counts as
+            its int value; under ``jax.jit`` the seed must be given, static (the compiled
+            function repeats its noise) or a traced JAX integer scalar.
         axis: the axes forming one vector (default: all but the first).
         row_offset: the global index of this batch's first vector, for processing a large
             batch in pieces: rows ``a:b`` with ``row_offset=a`` equal rows ``a:b`` of one call.
         unreachable: ``"saturate"`` or ``"raise"``, as in :func:`clipresc.perturb`.
         out: a NumPy array of ``x``'s shape and dtype to write the result into (``x`` must
-            be a NumPy array then). When it is C-contiguous and the vector axes are the
-            trailing ones, the core writes into it directly, which saves allocating (and
-            page-faulting) a result per call in a preprocessing loop. It must not overlap
-            ``x``. If the call raises after checking its arguments, ``out`` is filled with
-            NaN, never left half-written.
+            be a NumPy array then, else ``TypeError``). When it is C-contiguous and the
+            vector axes are the trailing ones, the core writes into it directly, which
+            saves allocating (and page-faulting) a result per call in a preprocessing loop.
+            It must not overlap ``x``. If the call raises after checking its arguments,
+            ``out`` is filled with NaN, never left half-written.
 
     Returns:
-        An array of ``x``'s shape and dtype (``out`` itself when given).
+        An array of ``x``'s library, shape and dtype (``out`` itself when given).
 
     >>> import numpy as np, clipresc
     >>> x = np.random.default_rng(0).uniform(0, 1, (4, 3, 8, 8)).astype(np.float32)
@@ -196,6 +204,24 @@ def noise(
     ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'normal'
     """
     dist = parse_distribution(distribution)
+    fam = _library_of(x, eps, bounds)
+    if fam in _NATIVE:
+        if out is not None:
+            raise TypeError(f"out is supported for NumPy inputs only; got {fam} arrays")
+        from . import _noise_native
+
+        return _noise_native.noise(
+            fam,
+            x,
+            eps,
+            p=p,
+            bounds=bounds,
+            distribution=dist,
+            seed=seed,
+            axis=axis,
+            row_offset=row_offset,
+            unreachable=unreachable,
+        )
     seq = seed_sequence(seed)
     if _is_dask(x):
         if out is not None:
@@ -213,13 +239,58 @@ def noise(
             row_offset=row_offset,
             unreachable=unreachable,
         )
+    return noise_numpy(x, eps, p, bounds, dist, seq, axis, row_offset, unreachable, out=out)
+
+
+def noise_numpy(
+    x: Any,
+    eps: Any,
+    p: Any,
+    bounds: Sequence[Any] | None,
+    distribution: str,
+    seed: Any,
+    axis: Any,
+    row_offset: Any,
+    unreachable: Any,
+    out: np.ndarray[Any, Any] | None = None,
+) -> np.ndarray[Any, Any]:
+    """:func:`noise` of NumPy arrays in the Rust core: the reference the other libraries match.
+
+    >>> x = np.full((2, 3), 0.5)
+    >>> y = noise_numpy(x, 0.1, 2.0, (0.0, 1.0), "gaussian", 0, None, 0, "saturate")
+    >>> bool(np.array_equal(y, noise(x, 0.1, seed=0)))
+    True
+    """
     from .backends import numpy_backend
 
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
+    key = seed_key(seed)
     if out is not None:
         check_out(out, prob, [("x", x), ("lower", prob.lower), ("upper", prob.upper)])
-    return numpy_backend.noise(prob, dist, seed_key(seq), off, out=out)
+    res: np.ndarray[Any, Any] = numpy_backend.noise(prob, distribution, key, off, out=out)
+    return res
+
+
+def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
+    """The library of ``x`` (``None`` for NumPy and plain values), checking that ``eps`` and
+    array bounds are numbers, NumPy arrays or arrays of that same library."""
+    from ._dispatch import family_of
+
+    fam = family_of(x)
+    if fam in (None, "numpy"):
+        return None
+    others = {"eps": eps}
+    if bounds is not None and isinstance(bounds, (tuple, list)) and len(bounds) == 2:
+        others["lower"], others["upper"] = bounds[0], bounds[1]
+    for name, v in others.items():
+        f = family_of(v)
+        if f not in (None, "numpy", fam) and not (fam == "dask" and f == "numpy"):
+            raise TypeError(
+                f"clipresc got arrays of different libraries in one call (x: {fam}, "
+                f"{name}: {f}); pass every array argument from one library"
+            )
+    return fam
 
 
 def sample(

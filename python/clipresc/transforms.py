@@ -24,26 +24,37 @@ from ._noise import DEFAULT_BOUNDS, noise, parse_distribution, seed_sequence
 __all__ = ["ExactNoise"]
 
 
-def _torch_worker_id() -> int:
-    """The ``torch.utils.data`` worker id, or -1 in the main process (never imports torch)."""
+def _torch_worker_seed() -> int | None:
+    """The seed of this ``torch.utils.data`` worker, ``None`` outside one (never imports
+    torch).
+
+    The DataLoader draws a base seed from the main process's torch RNG (or its
+    ``generator``) each time it starts workers, and gives worker ``i`` the seed
+    ``base + i``: it differs between workers and between epochs (persistent workers keep
+    theirs), and ``torch.manual_seed`` makes it reproducible.
+    """
     torch = sys.modules.get("torch")
     if torch is None:
-        return -1
+        return None
     info = torch.utils.data.get_worker_info()
-    return -1 if info is None else int(info.id)
-
-
-def _is_torch_tensor(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
+    return None if info is None else int(info.seed)
 
 
 class ExactNoise:
     """Adds random noise whose size after clipping to ``bounds`` is exactly ``eps``.
 
-    Each call draws fresh noise. With a ``seed`` the sequence of calls is reproducible: call
-    ``k`` of a transform (in each ``torch.utils.data`` worker, whose id is mixed in) uses
-    the key ``SeedSequence(seed, spawn_key=(worker + 1, k))``.
+    Each call draws fresh noise, also in ``torch.utils.data`` workers: every epoch and every
+    worker gets its own noise, whatever ``num_workers``, ``persistent_workers`` and the
+    multiprocessing start method. With a ``seed`` the noise is reproducible: in the main
+    process (``num_workers=0``) call ``k`` of a transform uses the key
+    ``SeedSequence(seed, spawn_key=(0, k))``; in a DataLoader worker, call ``k`` of that
+    worker with worker seed ``s = torch.utils.data.get_worker_info().seed`` uses
+    ``SeedSequence(seed, spawn_key=(1, s, k))`` (``k`` counts from 0 again whenever ``s``
+    changes, i.e. for each new set of workers). The DataLoader draws ``s`` from the main
+    process's torch RNG (or its ``generator``) each time it starts workers, so a whole run
+    is reproducible when the program calls ``torch.manual_seed`` and uses the same
+    ``seed``; with ``seed=None`` the transform's own entropy makes runs differ. (A
+    ``SeedSequence`` seed's own ``spawn_key`` comes first.)
 
     Args:
         eps: the size of each sample's perturbation after clipping (``>= 0``).
@@ -55,8 +66,10 @@ class ExactNoise:
             An input with at most that many axes is one sample; one with more is a batch
             whose leading axes index the samples.
 
-    Inputs are NumPy arrays or, when PyTorch is installed, ``torch.Tensor`` s (CPU or not:
-    the result is returned on the input's device, in its dtype; no gradient flows).
+    Inputs are NumPy arrays or arrays of any library :func:`clipresc.noise` takes
+    (``torch.Tensor`` s on any device, JAX, TensorFlow, CuPy): the result comes back in the
+    input's library, device and dtype, with the same values as for the NumPy array; no
+    gradient flows.
 
     >>> import numpy as np
     >>> t = ExactNoise(eps=0.25, p=math.inf, distribution="rademacher", seed=3)
@@ -89,6 +102,10 @@ class ExactNoise:
         self.sample_ndim = sample_ndim
         self._root = seed_sequence(seed)
         self._calls = 0
+        """Calls made in the main process."""
+        self._worker_seed: int | None = None
+        self._worker_calls = 0
+        """Calls made in the DataLoader worker whose seed is ``_worker_seed``."""
 
     def __repr__(self) -> str:
         return (
@@ -97,17 +114,33 @@ class ExactNoise:
         )
 
     def _next_seed(self) -> np.random.SeedSequence:
-        key = (_torch_worker_id() + 1, self._calls)
-        self._calls += 1
+        ws = _torch_worker_seed()
+        key: tuple[int, ...]
+        if ws is None:
+            key = (0, self._calls)
+            self._calls += 1
+        else:
+            # a worker starts from a copy of the main process's transform, and a fresh set of
+            # workers (a new epoch without persistent workers) from the same copy again:
+            # the worker seed, drawn anew each time, is what tells them apart
+            if ws != self._worker_seed:
+                self._worker_seed, self._worker_calls = ws, 0
+            key = (1, ws, self._worker_calls)
+            self._worker_calls += 1
         root = self._root
         return np.random.SeedSequence(root.entropy, spawn_key=(*root.spawn_key, *key))
 
-    def _apply(self, x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
-        nd = x.ndim
+    def __call__(self, x: Any) -> Any:
+        """Return ``x`` with noise of exact size ``eps`` per sample (same library, type,
+        shape, dtype and device)."""
+        nd = getattr(x, "ndim", None)
+        if nd is None:
+            x = np.asarray(x)
+            nd = x.ndim
         if nd == 0:
             raise ValueError("x must have at least one dimension")
         axis = tuple(range(max(nd - self.sample_ndim, 0), nd))
-        out: np.ndarray[Any, Any] = noise(
+        return noise(
             x,
             self.eps,
             p=self.p,
@@ -116,14 +149,3 @@ class ExactNoise:
             seed=self._next_seed(),
             axis=axis,
         )
-        return out
-
-    def __call__(self, x: Any) -> Any:
-        """Return ``x`` with noise of exact size ``eps`` per sample (same type, shape, dtype)."""
-        if _is_torch_tensor(x):
-            torch = sys.modules["torch"]
-            t = x.detach()
-            work = t.to(torch.float32) if t.dtype in (torch.bfloat16,) else t
-            y = self._apply(work.cpu().numpy())
-            return torch.from_numpy(y).to(device=x.device, dtype=x.dtype)
-        return self._apply(np.asarray(x))
