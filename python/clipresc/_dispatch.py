@@ -35,7 +35,7 @@ from typing import Any, Callable
 import array_api_compat
 import numpy as np
 
-from . import frameworks
+from . import _errors, frameworks
 from ._args import float_lists
 from ._overflow import warn_eta_overflow
 from ._prepare import check_out, prepare
@@ -108,10 +108,7 @@ def _family(named: dict[str, Any]) -> tuple[str, Any]:
         present = {"dask"}
     if len(present) > 1:
         which = ", ".join(f"{name}: {f}" for name, f in fams.items() if f is not None)
-        raise TypeError(
-            f"clipresc got arrays of different libraries in one call ({which}); "
-            "pass every array argument from one library"
-        )
+        raise _errors.mixed_libraries(which)
     if not present:
         return "numpy", None
     fam = present.pop()
@@ -266,7 +263,7 @@ def _forward(
     named = _named_arrays(x, delta, eps, bounds)
     fam, path = route(named, vjp=False)
     if out is not None and path != "numpy":
-        raise TypeError(f"out is supported for NumPy inputs only; got {fam or path} arrays")
+        raise _errors.out_numpy_only(fam or path)
     if path == "numpy":
         prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
         if kind == "scale":

@@ -17,8 +17,8 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
-from ._layout import Layout
+from . import _errors
+from ._call import describe
 from ._prepare import Problem, check_out, parse_bounds, parse_eps
 
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
@@ -113,11 +113,10 @@ def prepare_noise(
     The problem's ``delta`` is ``x`` itself (unused: the core draws the direction).
     """
     xa = np.asarray(x)
-    check_real_dtype(xa.dtype, "x")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
-    layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
-    wd = work_dtype(xa.dtype)
+    call = describe(xa.shape, xa.dtype, xa.shape, xa.dtype, p, axis, unreachable)
+    layout = call.layout
+    assert layout is not None
+    wd = call.work_dtype
     eps_rows = parse_eps(eps, layout)
     lower, upper = parse_bounds(bounds, layout, wd)
     rows = layout.to_rows(xa, wd)
@@ -127,10 +126,10 @@ def prepare_noise(
         x=rows,
         delta=rows,
         eps=eps_rows,
-        p=pf,
+        p=call.p,
         lower=lower,
         upper=upper,
-        unreachable=mode,
+        unreachable=call.unreachable,
     )
 
 
@@ -207,7 +206,7 @@ def noise(
     fam = _library_of(x, eps, bounds)
     if fam in _NATIVE:
         if out is not None:
-            raise TypeError(f"out is supported for NumPy inputs only; got {fam} arrays")
+            raise _errors.out_numpy_only(fam)
         from . import _noise_native
 
         return _noise_native.noise(

@@ -35,8 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes
-from ._layout import Layout
+from ._call import describe
 from ._noise import noise_numpy, parse_row_offset, seed_sequence
 
 __all__ = ["noise"]
@@ -106,13 +105,9 @@ def _values(x: Any, eps: Any, bounds: Any, seed: Any) -> dict[str, Any]:
 
 def _check_static(shape: tuple[int, ...], dtype: Any, kw: dict[str, Any]) -> None:
     """The checks that need no values, at trace time (errors then name the Python line)."""
-    check_real_dtype(dtype, "x")
-    parse_p(kw["p"])
-    parse_unreachable(kw["unreachable"])
-    if len(shape) == 0:
-        raise ValueError("x must have at least one dimension")
-    lay = Layout.of(shape, vector_axes(kw["axis"], len(shape)))
-    parse_row_offset(kw["row_offset"], lay.rows)
+    call = describe(shape, dtype, shape, dtype, kw["p"], kw["axis"], kw["unreachable"])
+    assert call.layout is not None
+    parse_row_offset(kw["row_offset"], call.layout.rows)
 
 
 def _callback(

@@ -6,18 +6,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import _clipresc
-from .._messages import counted
+from .. import _clipresc, _errors
 from .._overflow import warn_eta_overflow
 from .._prepare import Problem, check_bound_values
 
 
 def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
     if count and prob.unreachable == "raise":
-        raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of "
-            f"{counted(prob.layout.rows, 'vector')}; first: vector {prob.layout.row_index(first)}"
-        )
+        raise _errors.unreachable(count, prob.layout.rows, prob.layout.row_index(first))
 
 
 def _input_error(prob: Problem, err: Exception) -> ValueError:
@@ -26,11 +22,7 @@ def _input_error(prob: Problem, err: Exception) -> ValueError:
             check_bound_values(*prob.unchecked_bounds)
         except ValueError as bad:
             return bad
-    arg, problem, count, first = err.args
-    where = prob.layout.index_of(first)
-    if problem == "outside bounds":
-        return ValueError(f"x has {counted(count, 'value')} outside bounds; first at index {where}")
-    return ValueError(f"{arg} has {counted(count, problem + ' value')}; first at index {where}")
+    return _errors.from_core(err, prob.layout.index_of)
 
 
 def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from clipresc import _errors
 from clipresc.kernels import (
     BLOCK,
     KERNEL_NAMES,
@@ -130,10 +131,10 @@ def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> _Pre
     x = np.ascontiguousarray(x)
     real_name(x.dtype.itemsize)
     if x.dtype.kind != "f":
-        raise TypeError(f"x must be a real floating-point array; got dtype {x.dtype}")
+        raise _errors.rows_not_float(x.dtype)
     d = np.ascontiguousarray(np.asarray(d, dtype=x.dtype))
     if d.shape != x.shape:
-        raise ValueError(f"delta must have the same shape as x; got {d.shape} and {x.shape}")
+        raise _errors.shape_mismatch(d.shape, x.shape)
     B, n = x.shape
     if np.ndim(eps) == 0 and not isinstance(eps, np.ndarray):
         eps_op = eps_operand(float(eps), B)

@@ -22,7 +22,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from .._args import check_real_dtype, parse_p, parse_unreachable, vector_axes
+from .. import _errors
+from .._args import check_real_dtype
+from .._call import describe
 from .._layout import Layout
 from .._prepare import Problem, prepare
 from ..backends import numpy_backend
@@ -224,7 +226,7 @@ def check_dtype(name: str, what: str) -> None:
     try:
         dt = np.dtype(name)
     except TypeError:
-        raise TypeError(f"{what} must be a real floating-point array; got dtype {name}") from None
+        raise _errors.not_float(what, name) from None
     check_real_dtype(dt, what)
 
 
@@ -242,16 +244,10 @@ def check_meta(
     >>> check_meta("float32", "float32", (2, 3), (2, 3), 2, "saturate", None)
     (2.0, 'saturate', (1,))
     """
-    check_dtype(x_dtype, "x")
-    check_dtype(d_dtype, "delta")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
-    if tuple(x_shape) != tuple(d_shape):
-        raise ValueError(
-            f"delta must have the same shape as x; got {tuple(d_shape)} and {tuple(x_shape)}"
-        )
-    axes = vector_axes(axis, len(x_shape))
-    return pf, str(mode), axes
+    call = describe(
+        tuple(x_shape), x_dtype, tuple(d_shape), d_dtype, p, axis, unreachable, numpy=False
+    )
+    return call.p, str(call.unreachable), call.vec_axes
 
 
 def split_bounds(bounds: Any) -> tuple[Any, Any]:
@@ -263,7 +259,7 @@ def split_bounds(bounds: Any) -> tuple[Any, Any]:
     if bounds is None:
         return None, None
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError("bounds must be a (lower, upper) pair or None")
+        raise _errors.bounds_not_pair()
     return bounds[0], bounds[1]
 
 
@@ -277,12 +273,12 @@ def scalar_side(value: Any, side: str) -> float | None:
     if value is None:
         return -math.inf if side == "lower" else math.inf
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"bounds: {side} must be real; got dtype bool")
+        raise _errors.bound_not_real(side, "bool")
     if isinstance(value, numbers.Real):
         return float(value)
     if isinstance(value, np.ndarray) and value.ndim == 0:
         if value.dtype.kind not in "fiu":
-            raise TypeError(f"bounds: {side} must be real; got dtype {value.dtype}")
+            raise _errors.bound_not_real(side, str(value.dtype))
         return float(value)
     return None
 
@@ -301,7 +297,7 @@ def check_side_array(side: str, dtype_name: str, shape: tuple[int, ...], x_shape
         except TypeError:
             kind = "?"
         if kind not in "fiu":
-            raise TypeError(f"bounds: {side} must be real; got dtype {dtype_name}")
+            raise _errors.bound_not_real(side, dtype_name)
     xs = tuple(int(s) for s in x_shape)
     bs = tuple(int(s) for s in shape)
     ok = len(bs) <= len(xs)
@@ -311,7 +307,7 @@ def check_side_array(side: str, dtype_name: str, shape: tuple[int, ...], x_shape
         except ValueError:
             ok = False
     if not ok:
-        raise ValueError(f"bounds: {side} of shape {bs} does not broadcast to x's shape {xs}")
+        raise _errors.bound_shape(side, bs, xs)
 
 
 def check_eps_dtype(dtype_name: str) -> None:
@@ -329,9 +325,7 @@ def check_eps_dtype(dtype_name: str) -> None:
     except TypeError:
         kind = "?"
     if kind not in "fiu":
-        raise TypeError(
-            f"eps must be a real number or array of real numbers; got dtype {dtype_name}"
-        )
+        raise _errors.eps_not_real(f"dtype {dtype_name}")
 
 
 def eps_rows_shape_ok(shape: tuple[int, ...], rows: int, eta_shape: tuple[int, ...]) -> bool:

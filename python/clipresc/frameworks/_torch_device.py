@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .._messages import counted
+from .. import _errors
 from ..backends import generic
 
 torch: Any = importlib.import_module("torch")
@@ -57,12 +57,11 @@ def _first(mask: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in nz[0].tolist())
 
 
-def _count_raise(mask: Any, head: str, noun: str, tail: str = "") -> None:
-    """Raise ``ValueError("{head} {N noun(s)}{tail}; first at index {idx}")`` when ``mask``
-    has a true entry."""
+def _count_raise(mask: Any, error: Any) -> None:
+    """Raise ``error(count, first_index)`` when ``mask`` has a true entry."""
     count = int(mask.sum())
     if count:
-        raise ValueError(f"{head} {counted(count, noun)}{tail}; first at index {_first(mask)}")
+        raise error(count, _first(mask))
 
 
 def _pad(t: Any, ndim: int) -> Any:
@@ -73,23 +72,29 @@ def _check(
     lay: _Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
 ) -> Any:
     """The data checks of the NumPy path; returns ``eps`` as ``(rows,)``."""
-    _count_raise(torch.isnan(eps) | (eps < 0), "eps has", "negative or NaN value")
-    _count_raise(torch.isinf(eps), "eps has", "infinite value")
+    _count_raise(
+        torch.isnan(eps) | (eps < 0),
+        _errors.negative_eps,
+    )
+    _count_raise(torch.isinf(eps), _errors.infinite_eps)
     for t, s, side in ((lower, lo, "lower"), (upper, hi, "upper")):
+        name = f"bounds: {side}"
         if t is None and math.isnan(s):
-            raise ValueError(f"bounds: {side} has 1 NaN value; first at index ()")
+            raise _errors.bad_values(name, "NaN", 1, ())
         if t is not None:
-            _count_raise(torch.isnan(t), f"bounds: {side} has", "NaN value")
+            _count_raise(torch.isnan(t), lambda c, i, n=name: _errors.bad_values(n, "NaN", c, i))
     lo_b = lo if lower is None else lower
     hi_b = hi if upper is None else upper
     if lower is not None or upper is not None:
         crossed = torch.as_tensor(lo_b, device=x.device) > torch.as_tensor(hi_b, device=x.device)
-        _count_raise(crossed, "bounds: lower > upper at", "position")
+        _count_raise(crossed, _errors.crossed_bounds)
     elif lo > hi:
-        raise ValueError("bounds: lower > upper at 1 position; first at index ()")
+        raise _errors.crossed_bounds(1, ())
     for t, name in ((x, "x"), (delta, "delta")):
-        _count_raise(~torch.isfinite(t), f"{name} has", "non-finite value")
-    _count_raise((x < lo_b) | (x > hi_b), "x has", "value", " outside bounds")
+        _count_raise(
+            ~torch.isfinite(t), lambda c, i, n=name: _errors.bad_values(n, "non-finite", c, i)
+        )
+    _count_raise((x < lo_b) | (x > hi_b), _errors.outside_bounds)
     if eps.ndim == 1 and eps.shape[0] == lay.rows:
         return eps
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
@@ -180,10 +185,7 @@ def _raise_unreachable(lay: _Layout, flag: Any, unreachable: str) -> None:
     count = int(flag.sum())
     if count:
         first = int(torch.nonzero(flag)[0, 0])
-        raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of {counted(lay.rows, 'vector')}; "
-            f"first: vector {lay.row_index(first)}"
-        )
+        raise _errors.unreachable(count, lay.rows, lay.row_index(first))
 
 
 def forward_eta(

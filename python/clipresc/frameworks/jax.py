@@ -44,7 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._messages import counted
+from .. import _errors
 from . import _numpy
 
 jax: Any = importlib.import_module("jax")
@@ -288,10 +288,7 @@ def _run(
     eta_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
     if not _numpy.eps_rows_shape_ok(tuple(eps.shape), rows, eta_shape):
-        raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-            f"got shape {tuple(eps.shape)}"
-        )
+        raise _errors.eps_shape(rows, tuple(eps.shape))
     arrays: list[Any] = []
     scalars: list[float] = []
     shapes: list[Any] = []

@@ -40,7 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .._messages import counted
+from .. import _errors
 from . import _numpy
 
 tf: Any = importlib.import_module("tensorflow")
@@ -151,7 +151,7 @@ def _run_impl(
     xs = _known(x.shape)
     xl, dl = tuple(x.shape.as_list()), tuple(delta.shape.as_list() if delta.shape.rank else ())
     if len(xl) != len(dl) or any(a != b for a, b in zip(xl, dl) if a is not None and b is not None):
-        raise ValueError(f"delta must have the same shape as x; got {dl} and {xl}")
+        raise _errors.shape_mismatch(dl, xl)
     pf, mode, axes = _numpy.check_meta(x.dtype.name, delta.dtype.name, xl, xl, p, unreachable, axis)
     out_dtype = x.dtype
     wd = tf.float64 if x.dtype == tf.float64 else tf.float32
@@ -173,10 +173,7 @@ def _run_impl(
         eta_shape = tuple(1 if a in axes else s for a, s in enumerate(xs))
         rows = math.prod(s for a, s in enumerate(xs) if a not in axes)
         if not _numpy.eps_rows_shape_ok(es, rows, eta_shape):
-            raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-                f"got shape {es}"
-            )
+            raise _errors.eps_shape(rows, es)
     tensors: list[Any] = []
     scalars: list[float] = []
     for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from .._messages import counted
+from .. import _errors
 from . import _numpy
 
 torch: Any = importlib.import_module("torch")
@@ -360,10 +360,7 @@ def _prepare_args(
         eta_shape = tuple(_eta_shape(x.shape, axes))
         rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
         if not _numpy.eps_rows_shape_ok(eps_shape, rows, eta_shape):
-            raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-                f"got shape {eps_shape}"
-            )
+            raise _errors.eps_shape(rows, eps_shape)
     sides: list[Any] = []
     for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
         s = _numpy.scalar_side(value, side)
