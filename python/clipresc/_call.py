@@ -47,11 +47,8 @@ class Call:
     delta_dtype: str
     p: float
     unreachable: Unreachable
-
-    @property
-    def work_dtype(self) -> np.dtype[Any]:
-        """The dtype the core computes in: float64 for float64 ``x``, float32 otherwise."""
-        return _F64 if self.x_dtype == "float64" else _F32
+    work_dtype: np.dtype[Any]
+    """The dtype the core computes in: float64 for float64 ``x``, float32 otherwise."""
 
 
 _F32 = np.dtype(np.float32)
@@ -110,7 +107,7 @@ def _describe(
     axes = vector_axes(axis, len(xs))
     known = all(s is not None for s in xs)
     layout = Layout.of(xs, axes) if known else None  # type: ignore[arg-type]
-    return Call(len(xs), axes, layout, xd, dd, pf, mode)
+    return Call(len(xs), axes, layout, xd, dd, pf, mode, _F64 if xd == "float64" else _F32)
 
 
 def describe(

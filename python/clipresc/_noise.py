@@ -274,7 +274,7 @@ def noise_numpy(
 def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     """The library of ``x`` (``None`` for NumPy and plain values), checking that ``eps`` and
     array bounds are numbers, NumPy arrays or arrays of that same library."""
-    from ._dispatch import family_of
+    from ._libraries import library_of as family_of
 
     fam = family_of(x)
     if fam in (None, "numpy"):

@@ -92,10 +92,31 @@ def forward_eta(
     >>> y, eta
     (array([[0.9, 1. ]]), array([0.4]))
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable, core_checks_bounds=True)
+    return forward_problem(kind, x, delta, eps, p, lower, upper, axis, unreachable)[:2]
+
+
+def forward_problem(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    lower: Side,
+    upper: Side,
+    axis: tuple[int, ...],
+    unreachable: str,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Problem]:
+    """:func:`forward_eta` and the checked problem, which :func:`vjp_of` takes."""
+    if type(lower) is float and type(upper) is float:  # no arrays to wrap
+        bounds: tuple[Any, Any] = (lower, upper)
+    else:
+        bounds = (_side_value(lower), _side_value(upper))
+    prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
     if kind == "scale":
-        return numpy_backend.scale_eta(prob)
-    return numpy_backend.perturb_eta(prob)
+        out, eta = numpy_backend.scale_eta(prob)
+    else:
+        out, eta = numpy_backend.perturb_eta(prob)
+    return out, eta, prob
 
 
 def _reduce_to(g: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
@@ -171,6 +192,23 @@ def vjp(
     (1.0, [[-0.2, 0.0]], True)
     """
     prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    return vjp_of(prob, kind, x, delta, eps, cot, lower, upper, eta)
+
+
+def vjp_of(
+    prob: Problem,
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    cot: Any,
+    lower: Side,
+    upper: Side,
+    eta: Any = None,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """:func:`vjp` of the problem its forward prepared (:func:`forward_problem`): the
+    arguments are not read or checked again. ``x``, ``delta``, ``eps``, ``lower`` and
+    ``upper`` only give the cotangents their shapes and dtypes."""
     lay = prob.layout
     wd = prob.x.dtype
     c = np.asarray(cot)
