@@ -7,14 +7,16 @@ starts from it; they differ only in how they convert and check their arrays. The
 is cached per argument tuple, so a loop of calls on arrays of one shape pays for the
 checks once.
 
-``split_bounds`` and :func:`arg_shapes` read the ``bounds`` argument and the shapes the
-cotangents of ``eps`` and the bounds must take, for every library alike.
+The other functions check ``eps`` and ``bounds`` as far as their metadata allow (dtype,
+shape, number or array), for every library alike; the checks of their values belong to
+the path that holds the values (:mod:`clipresc._prepare`, :mod:`clipresc._prepare_xp`).
 """
 
 from __future__ import annotations
 
 import functools
 import math
+import numbers
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Union
@@ -165,6 +167,85 @@ def split_bounds(bounds: Any) -> tuple[Any, Any]:
     return bounds[0], bounds[1]
 
 
+def check_meta(
+    x_dtype: str,
+    d_dtype: str,
+    x_shape: tuple[int, ...],
+    d_shape: tuple[int, ...],
+    p: Any,
+    unreachable: Any,
+    axis: Any,
+) -> tuple[float, str, tuple[int, ...]]:
+    """The checks that need no data, in the NumPy path's order; returns ``(p, mode, axes)``.
+
+    >>> check_meta("float32", "float32", (2, 3), (2, 3), 2, "saturate", None)
+    (2.0, 'saturate', (1,))
+    """
+    call = describe(
+        tuple(x_shape), x_dtype, tuple(d_shape), d_dtype, p, axis, unreachable, numpy=False
+    )
+    return call.p, str(call.unreachable), call.vec_axes
+
+
+def scalar_side(value: Any, side: str) -> float | None:
+    """``value`` as a float when it is ``None`` (``-inf``/``+inf``) or a Python/NumPy real
+    number or 0-d NumPy array; ``None`` when it is an array (of any framework).
+
+    >>> scalar_side(None, "lower"), scalar_side(1, "upper"), scalar_side(np.zeros(3), "upper")
+    (-inf, 1.0, None)
+    """
+    if value is None:
+        return -math.inf if side == "lower" else math.inf
+    if isinstance(value, (bool, np.bool_)):
+        raise _errors.bound_not_real(side, "bool")
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, np.ndarray) and value.ndim == 0:
+        if value.dtype.kind not in "fiu":
+            raise _errors.bound_not_real(side, str(value.dtype))
+        return float(value)
+    return None
+
+
+def check_side_array(side: str, dtype_name: str, shape: tuple[int, ...], x_shape: Any) -> None:
+    """Dtype and broadcast checks of an array bound (messages as the NumPy path).
+
+    >>> check_side_array("lower", "float32", (4,), (2, 3))
+    Traceback (most recent call last):
+    ...
+    ValueError: bounds: lower of shape (4,) does not broadcast to x's shape (2, 3)
+    """
+    if dtype_name != "bfloat16":
+        try:
+            kind: str = np.dtype(dtype_name).kind
+        except TypeError:
+            kind = "?"
+        if kind not in "fiu":
+            raise _errors.bound_not_real(side, dtype_name)
+    xs = tuple(int(s) for s in x_shape)
+    bs = tuple(int(s) for s in shape)
+    if not fits(bs, xs):
+        raise _errors.bound_shape(side, bs, xs)
+
+
+def check_eps_dtype(dtype_name: str) -> None:
+    """Reject non-real ``eps`` arrays like the NumPy path.
+
+    >>> check_eps_dtype("complex64")
+    Traceback (most recent call last):
+    ...
+    TypeError: eps must be a real number or array of real numbers; got dtype complex64
+    """
+    if dtype_name == "bfloat16":
+        return
+    try:
+        kind: str = np.dtype(dtype_name).kind
+    except TypeError:
+        kind = "?"
+    if kind not in "fiu":
+        raise _errors.eps_not_real(f"dtype {dtype_name}")
+
+
 def fits(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
     """Whether an array of ``shape`` broadcasts to ``target`` (no more dimensions).
 
@@ -179,27 +260,12 @@ def fits(shape: tuple[int, ...], target: tuple[int, ...]) -> bool:
         return False
 
 
-def eps_fits(shape: tuple[int, ...], layout: Layout) -> bool:
+def eps_fits(shape: tuple[int, ...], rows: int, eta_shape: tuple[int, ...]) -> bool:
     """Whether an ``eps`` of ``shape`` is a scalar or holds one value per vector.
 
-    >>> lay = Layout.of((3, 2), (1,))
-    >>> eps_fits((3,), lay), eps_fits((2,), lay), eps_fits((3, 1), lay)
+    >>> eps_fits((3,), 3, (3, 1)), eps_fits((2,), 3, (3, 1)), eps_fits((3, 1), 3, (3, 1))
     (True, False, True)
     """
-    if len(shape) == 0 or (len(shape) == 1 and shape[0] == layout.rows):
+    if len(shape) == 0 or (len(shape) == 1 and shape[0] == rows):
         return True
-    return fits(shape, layout.eta_shape)
-
-
-def shared_shape(layout: Layout) -> tuple[int, ...]:
-    """The shape of a bound shared by every vector: ``x``'s with the batch axes at 1.
-
-    >>> shared_shape(Layout.of((4, 2, 3), (1, 2)))
-    (1, 2, 3)
-    """
-    return tuple(1 if a in layout.batch_axes else s for a, s in enumerate(layout.shape))
-
-
-def rows_of(shape: Shape, axes: tuple[int, ...]) -> int:
-    """The number of vectors of an ``x`` of ``shape`` with vector axes ``axes``."""
-    return math.prod(int(s or 0) for a, s in enumerate(shape) if a not in axes)
+    return fits(shape, eta_shape)

@@ -51,16 +51,14 @@ from ._prepare_xp import (
     arg_shapes,
     cotangent,
     fit_cotangents,
-    from_rows,
     prepare_xp,
     raise_unreachable,
     to_bool,
-    to_rows,
 )
 from .backends import numpy_backend, row_backend
 from .backends.interface import RowBackend
 
-__all__ = ["family_of", "perturb", "perturb_vjp", "route", "scale", "scale_vjp"]
+__all__ = ["family_of", "forward", "route", "vjp"]
 
 family_of = library_of  # the name the tests and older callers know
 
@@ -262,7 +260,7 @@ def _forward_rows(
         return xp.reshape(cast, prob.layout.eta_shape)
     y, _, flags = backend.perturb_rows(*args)
     raise_unreachable(xp, prob, flags)
-    return xp.astype(from_rows(xp, y, prob.layout), prob.dtype)
+    return xp.astype(prob.layout.from_rows_xp(xp, y), prob.dtype)
 
 
 def _count_concrete(xp: Any, mask: Any) -> int:
@@ -270,25 +268,6 @@ def _count_concrete(xp: Any, mask: Any) -> int:
     if not to_bool(xp.any(mask)):
         return 0
     return int(xp.sum(xp.astype(mask, xp.int64)))
-
-
-def scale(x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any) -> Any:
-    """:func:`clipresc.scale` for arrays of any supported library."""
-    return forward("scale", x, delta, eps, p, bounds, axis, unreachable)
-
-
-def perturb(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-    out: Any = None,
-) -> Any:
-    """:func:`clipresc.perturb` for arrays of any supported library."""
-    return forward("perturb", x, delta, eps, p, bounds, axis, unreachable, out)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -346,7 +325,7 @@ def _vjp_rows(
     if kind == "scale":
         c = xp.reshape(cotangent(xp, cot, lay.eta_shape, "etabar", prob.x), (lay.rows,))
     else:
-        c = to_rows(xp, cotangent(xp, cot, lay.shape, "ybar", prob.x), lay)
+        c = lay.to_rows_xp(xp, cotangent(xp, cot, lay.shape, "ybar", prob.x))
     eta = None
     if backend.NEEDS_ETA or prob.unreachable == "raise":
         eta, flags = backend.scale_rows(*args)
@@ -395,31 +374,3 @@ def vjp(
     )
     out = _vjp_rows(kind, xp, row_backend(path), xc, dc, ec, cc, p, bc, axis, unreachable)
     return {k: back(v, lib) for k, v in out.items()}
-
-
-def scale_vjp(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    etabar: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-) -> dict[str, Any]:
-    """:func:`clipresc.scale_vjp` for arrays of any supported library."""
-    return vjp("scale", x, delta, eps, etabar, p, bounds, axis, unreachable)
-
-
-def perturb_vjp(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    ybar: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-) -> dict[str, Any]:
-    """:func:`clipresc.perturb_vjp` for arrays of any supported library."""
-    return vjp("perturb", x, delta, eps, ybar, p, bounds, axis, unreachable)

@@ -325,6 +325,87 @@ def mixed_libraries(which: str) -> TypeError:
     )
 
 
+def not_tensors(framework: str, kind: str, x: Any, delta: Any) -> TypeError:
+    """A framework integration called with ``x`` / ``delta`` that are not its arrays."""
+    return TypeError(
+        f"clipresc.frameworks.{framework} needs {kind} for x and delta; got "
+        f"{type(x).__name__} and {type(delta).__name__}"
+    )
+
+
+def unknown_rank() -> ValueError:
+    return ValueError("x must have a known number of dimensions")
+
+
+def rows_not_2d(shape: Any) -> ValueError:
+    """A backend's ``x`` that is not ``(rows, n)``."""
+    return ValueError(f"x must be 2-D (B, n); got shape {shape}")
+
+
+def ybar_rows_shape(shape: Any, got: Any) -> ValueError:
+    return ValueError(f"ybar must have x's shape {shape}; got {got}")
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def bad_distribution(names: str, distribution: Any) -> ValueError:
+    return ValueError(f"distribution must be one of {names}; got {distribution!r}")
+
+
+def bad_seed(seed: Any, lib: str | None = None) -> ValueError:
+    """A seed that is not None, a non-negative int or a SeedSequence (or, for ``lib``, an
+    integer scalar of that library)."""
+    text = "seed must be None, a non-negative int or a numpy.random.SeedSequence"
+    if lib is not None:
+        text += f" (or a {lib} integer scalar)"
+    return ValueError(f"{text}; got {seed!r}")
+
+
+def row_offset_not_int(row_offset: Any) -> TypeError:
+    return TypeError(f"row_offset must be an int; got {type(row_offset).__name__}")
+
+
+def row_offset_range(off: int) -> ValueError:
+    return ValueError(f"row_offset must be in [0, 2**64 - rows]; got {off}")
+
+
+def noise_dtype(dt: Any) -> TypeError:
+    return TypeError(f"dtype must be float32 or float64; got {dt}")
+
+
+def jit_needs_seed() -> ValueError:
+    return ValueError(
+        "clipresc.noise under jax.jit (or another JAX trace) needs a seed: a Python int "
+        "(static: the compiled function repeats its noise) or a JAX integer scalar "
+        "(traced, e.g. a step counter: the noise of seed=int(value))"
+    )
+
+
+def traced_seed(seed: Any) -> ValueError:
+    return ValueError(f"a traced seed must be a JAX integer scalar; got {seed!r}")
+
+
+def tf_function_seed() -> ValueError:
+    return ValueError("inside tf.function, seed must be None, a Python int or a SeedSequence")
+
+
+def no_native_noise(lib: str) -> ValueError:
+    return ValueError(f"no native noise for {lib} arrays")
+
+
+def transform_eps(eps: Any) -> ValueError:
+    return ValueError(f"eps must be a finite number >= 0; got {eps!r}")
+
+
+def transform_sample_ndim(sample_ndim: Any) -> ValueError:
+    return ValueError(f"sample_ndim must be a positive int; got {sample_ndim!r}")
+
+
+def out_dask() -> TypeError:
+    return TypeError("out is not supported for Dask arrays (the result is lazy)")
+
+
 def out_numpy_only(got: str) -> TypeError:
     return TypeError(f"out is supported for NumPy inputs only; got {got} arrays")
 

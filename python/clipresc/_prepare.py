@@ -86,9 +86,8 @@ def _parse_side(
         raise _errors.bound_shape(side, a.shape, layout.shape)
     padded = a.reshape((1,) * (nd - a.ndim) + a.shape)
     if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
-        one = tuple(1 if ax in layout.batch_axes else s for ax, s in enumerate(layout.shape))
-        shared = Layout.of(one, layout.vec_axes)
-        return shared.to_rows(np.broadcast_to(padded, one), dtype)[0], a
+        shared = layout.shared
+        return shared.to_rows(np.broadcast_to(padded, shared.shape), dtype)[0], a
     return layout.to_rows(np.broadcast_to(padded, layout.shape), dtype), a
 
 

@@ -23,7 +23,7 @@ import numpy as np
 from . import _errors
 from ._args import Unreachable
 from ._call import describe
-from ._layout import Layout
+from ._layout import Layout, reduce_to
 
 Array = Any
 
@@ -79,23 +79,6 @@ def _raise_if(
 
     count, first = _count_first(xp, mask, index or c_index)
     raise error(count, first)
-
-
-def to_rows(xp: Any, a: Array, layout: Layout) -> Array:
-    """``a`` (of ``layout.shape``) as ``(rows, n)``: vector axes moved last and flattened."""
-    perm = layout.batch_axes + layout.vec_axes
-    if perm != tuple(range(len(perm))):
-        a = xp.permute_dims(a, perm)
-    return xp.reshape(a, (layout.rows, layout.n))
-
-
-def from_rows(xp: Any, r: Array, layout: Layout) -> Array:
-    """Inverse of :func:`to_rows`."""
-    perm = layout.batch_axes + layout.vec_axes
-    full = xp.reshape(r, layout.batch_shape + layout.vec_shape)
-    if perm == tuple(range(len(perm))):
-        return full
-    return xp.permute_dims(full, tuple(perm.index(a) for a in range(len(perm))))
 
 
 @dataclass(frozen=True)
@@ -222,11 +205,10 @@ def _parse_side(
     aw = xp.astype(a, like.dtype)
     padded = xp.reshape(aw, (1,) * (nd - len(shape)) + shape)
     if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
-        one = tuple(1 if ax in layout.batch_axes else s for ax, s in enumerate(layout.shape))
-        shared = Layout.of(one, layout.vec_axes)
-        row = to_rows(xp, xp.broadcast_to(padded, one), shared)
+        shared = layout.shared
+        row = shared.to_rows_xp(xp, xp.broadcast_to(padded, shared.shape))
         return xp.reshape(row, (layout.n,)), a
-    return to_rows(xp, xp.broadcast_to(padded, layout.shape), layout), a
+    return layout.to_rows_xp(xp, xp.broadcast_to(padded, layout.shape)), a
 
 
 def prepare_xp(
@@ -244,8 +226,8 @@ def prepare_xp(
     call = describe(xs, x.dtype, ds, delta.dtype, p, axis, unreachable, numpy=False)
     layout = call.layout
     assert layout is not None
-    xr = to_rows(xp, x, layout)
-    dr = xp.astype(to_rows(xp, delta, layout), x.dtype)
+    xr = layout.to_rows_xp(xp, x)
+    dr = xp.astype(layout.to_rows_xp(xp, delta), x.dtype)
     eps_rows = _parse_eps(xp, eps, layout, x)
     if bounds is None:
         lower: float | Array = -math.inf
@@ -315,17 +297,6 @@ def cotangent(xp: Any, cot: Any, shape: tuple[int, ...], what: str, like: Array)
     return xp.broadcast_to(xp.astype(c, like.dtype), shape)
 
 
-def _reduce_to(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
-    """Sum ``g`` over the axes along which an array of ``shape`` broadcasts to it."""
-    lead = g.ndim - len(shape)
-    if lead > 0:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return xp.reshape(xp.asarray(g), shape)
-
-
 def _float_dtype(xp: Any, dt: Any, default: Any) -> Any:
     return dt if dt is not None and xp.isdtype(dt, "real floating") else default
 
@@ -343,8 +314,8 @@ def fit_cotangents(
     arguments: ``eps``'s cotangent has ``eps``'s shape (0-d for a number), an array bound's
     the bound's shape, and a number bound gets ``None``."""
     out: dict[str, Any] = {
-        "x": xp.astype(from_rows(xp, g["x"], layout), x_dtype, copy=False),
-        "delta": xp.astype(from_rows(xp, g["delta"], layout), delta_dtype, copy=False),
+        "x": xp.astype(layout.from_rows_xp(xp, g["x"]), x_dtype, copy=False),
+        "delta": xp.astype(layout.from_rows_xp(xp, g["delta"]), delta_dtype, copy=False),
     }
     e = g["eps"]
     if shapes.eps is None or shapes.eps == ():
@@ -352,7 +323,7 @@ def fit_cotangents(
     elif shapes.eps_per_row:
         eg = e
     else:
-        eg = _reduce_to(xp, xp.reshape(e, layout.eta_shape), shapes.eps)
+        eg = reduce_to(xp, xp.reshape(e, layout.eta_shape), shapes.eps)
     out["eps"] = xp.astype(eg, _float_dtype(xp, shapes.eps_dtype, x_dtype), copy=False)
     for side, shape, dt in (
         ("lower", shapes.lower, shapes.lower_dtype),
@@ -362,12 +333,6 @@ def fit_cotangents(
         if shape is None or gs is None:
             out[side] = None
             continue
-        if gs.ndim == 1:  # shared by every vector: the batch axes have size 1
-            one = tuple(1 if a in layout.batch_axes else s for a, s in enumerate(layout.shape))
-            full = from_rows(xp, xp.reshape(gs, (1, layout.n)), Layout.of(one, layout.vec_axes))
-        else:
-            full = from_rows(xp, gs, layout)
-        out[side] = xp.astype(
-            _reduce_to(xp, full, shape), _float_dtype(xp, dt, x_dtype), copy=False
-        )
+        full = layout.bound_from_rows_xp(xp, gs)
+        out[side] = xp.astype(reduce_to(xp, full, shape), _float_dtype(xp, dt, x_dtype), copy=False)
     return out

@@ -127,7 +127,7 @@ class _Prepared(NamedTuple):
 def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> _Prepared:
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (B, n); got shape {x.shape}")
+        raise _errors.rows_not_2d(x.shape)
     x = np.ascontiguousarray(x)
     real_name(x.dtype.itemsize)
     if x.dtype.kind != "f":
@@ -316,7 +316,7 @@ def _vjp(
     if ybar is not None:
         ybar_h = np.ascontiguousarray(np.asarray(ybar, dtype=dt))
         if ybar_h.shape != pr.x.shape:
-            raise ValueError(f"ybar must have x's shape {pr.x.shape}; got {ybar_h.shape}")
+            raise _errors.ybar_rows_shape(pr.x.shape, ybar_h.shape)
         ybar_d = cla.to_device(queue, ybar_h)
     etabar_d = None
     if etabar is not None:

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import _call as call_args
 from .. import _errors
 from .._call import describe, split_bounds
 from . import _numpy
@@ -368,10 +369,7 @@ def _prepare_args(
     if torch.compiler.is_compiling():
         return _traced_args(x, delta, eps, p, bounds, axis, unreachable)
     if not isinstance(x, torch.Tensor) or not isinstance(delta, torch.Tensor):
-        raise TypeError(
-            "clipresc.frameworks.torch needs torch tensors for x and delta; got "
-            f"{type(x).__name__} and {type(delta).__name__}"
-        )
+        raise _errors.not_tensors("torch", "torch tensors", x, delta)
     call = describe(x.shape, x.dtype, delta.shape, delta.dtype, p, axis, unreachable, numpy=False)
     axes = call.vec_axes
     if delta.dtype != x.dtype:
@@ -379,19 +377,19 @@ def _prepare_args(
     wd = torch.float64 if x.dtype == torch.float64 else torch.float32
     eps_t: Any
     if isinstance(eps, torch.Tensor):
-        _numpy.check_eps_dtype(_dtype_name(eps.dtype))
+        call_args.check_eps_dtype(_dtype_name(eps.dtype))
         eps_t = eps.to(device=x.device, dtype=torch.float64)
     elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
         eps_t = float(eps)  # made a tensor only if the operator is called (see _call)
     else:
         e = np.asarray(eps)
-        _numpy.check_eps_dtype(str(e.dtype))
+        call_args.check_eps_dtype(str(e.dtype))
         eps_t = torch.as_tensor(e.astype(np.float64), device=x.device)
     eps_shape = tuple(eps_t.shape) if isinstance(eps_t, torch.Tensor) else ()
     if eps_shape:
         eta_shape = tuple(_eta_shape(x.shape, axes))
         rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
-        if not _numpy.eps_rows_shape_ok(eps_shape, rows, eta_shape):
+        if not call_args.eps_fits(eps_shape, rows, eta_shape):
             raise _errors.eps_shape(rows, eps_shape)
     if (
         type(bounds) is tuple
@@ -403,12 +401,12 @@ def _prepare_args(
     else:
         sides: list[Any] = []
         for value, side in zip(split_bounds(bounds), ("lower", "upper")):
-            s = _numpy.scalar_side(value, side)
+            s = call_args.scalar_side(value, side)
             if s is not None:
                 sides += [None, s]
                 continue
             t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-            _numpy.check_side_array(side, _dtype_name(t.dtype), tuple(t.shape), tuple(x.shape))
+            call_args.check_side_array(side, _dtype_name(t.dtype), tuple(t.shape), tuple(x.shape))
             t = t.to(device=x.device, dtype=wd)
             sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
         lower_t, lower_s, upper_t, upper_s = sides
