@@ -8,45 +8,28 @@ CuPy; clipresc imports it only for CuPy arrays or CUDA tensors on a machine with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from . import cupy_backend
 from .cupy_backend import perturb_rows, scale_rows
 
 __all__ = ["perturb_rows", "perturb_vjp_rows", "scale_rows", "scale_vjp_rows"]
 
-Array = Any
-
 NEEDS_ETA = False
 
 
-def _named(g: tuple[Any, ...]) -> dict[str, Any]:
-    return dict(zip(("x", "delta", "eps", "lower", "upper"), g))
+def _named(kernel_vjp: Callable[..., tuple[Any, ...]]) -> Callable[..., dict[str, Any]]:
+    """``kernel_vjp(x, d, eps, p, lower, upper, cot)`` (a tuple of cotangents) with the
+    interface's signature (``eta`` before ``cot``, ignored) and result (a dict)."""
+
+    def vjp_rows(
+        x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, eta: Any, cot: Any
+    ) -> dict[str, Any]:
+        g = kernel_vjp(x, d, eps, p, lower, upper, cot)
+        return dict(zip(("x", "delta", "eps", "lower", "upper"), g))
+
+    return vjp_rows
 
 
-def scale_vjp_rows(
-    x: Array,
-    d: Array,
-    eps: Array,
-    p: float,
-    lower: Any,
-    upper: Any,
-    eta: Array | None,
-    etabar: Array,
-) -> dict[str, Array | None]:
-    """:meth:`~clipresc.backends.interface.RowBackend.scale_vjp_rows` on the GPU."""
-    return _named(cupy_backend.scale_vjp_rows(x, d, eps, p, lower, upper, etabar))
-
-
-def perturb_vjp_rows(
-    x: Array,
-    d: Array,
-    eps: Array,
-    p: float,
-    lower: Any,
-    upper: Any,
-    eta: Array | None,
-    ybar: Array,
-) -> dict[str, Array | None]:
-    """:meth:`~clipresc.backends.interface.RowBackend.perturb_vjp_rows` on the GPU."""
-    return _named(cupy_backend.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar))
+scale_vjp_rows = _named(cupy_backend.scale_vjp_rows)
+perturb_vjp_rows = _named(cupy_backend.perturb_vjp_rows)

@@ -9,10 +9,23 @@ forward's ``eta`` so that a caller who has it never solves twice.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 Array = Any
 Bound = Any
+
+SolveRows = Callable[[Array, Array, Array, float, Bound, Bound], tuple[Array, ...]]
+"""``(x, d, eps, p, lower, upper)`` -> ``(eta, unreachable)`` for ``scale_rows``,
+``(y, eta, unreachable)`` for ``perturb_rows``: ``y`` ``(rows, n)``, the rest ``(rows,)``."""
+
+VjpRows = Callable[
+    [Array, Array, Array, float, Bound, Bound, "Array | None", Array], dict[str, "Array | None"]
+]
+"""``(x, d, eps, p, lower, upper, eta, cot)`` -> the cotangents ``{"x", "delta", "eps",
+"lower", "upper"}``: ``x`` / ``delta`` ``(rows, n)``, ``eps`` ``(rows,)``, each bound in its
+own shape (``None`` for a number). ``cot`` is ``etabar`` ``(rows,)`` for ``scale_vjp_rows``
+and ``ybar`` ``(rows, n)`` for ``perturb_vjp_rows``; ``eta`` is the forward's (``None``
+when :attr:`RowBackend.NEEDS_ETA` is false)."""
 
 
 class RowBackend(Protocol):
@@ -20,51 +33,13 @@ class RowBackend(Protocol):
 
     >>> from clipresc.backends import generic
     >>> names = ("scale_rows", "perturb_rows", "scale_vjp_rows", "perturb_vjp_rows")
-    >>> all(callable(getattr(generic, name)) for name in names)
+    >>> all(callable(getattr(generic, name)) for name in names) and generic.NEEDS_ETA
     True
     """
 
     NEEDS_ETA: bool
     """Whether the VJPs read ``eta`` (else they may be given ``None``)."""
-
-    def scale_rows(
-        self, x: Array, d: Array, eps: Array, p: float, lower: Bound, upper: Bound
-    ) -> tuple[Array, Array]:
-        """``(eta, unreachable)``, both ``(rows,)``."""
-        ...
-
-    def perturb_rows(
-        self, x: Array, d: Array, eps: Array, p: float, lower: Bound, upper: Bound
-    ) -> tuple[Array, Array, Array]:
-        """``(y, eta, unreachable)``: ``y`` ``(rows, n)``, the rest ``(rows,)``."""
-        ...
-
-    def scale_vjp_rows(
-        self,
-        x: Array,
-        d: Array,
-        eps: Array,
-        p: float,
-        lower: Bound,
-        upper: Bound,
-        eta: Array | None,
-        etabar: Array,
-    ) -> dict[str, Array | None]:
-        """Cotangents ``{"x", "delta", "eps", "lower", "upper"}`` for ``etabar``
-        (``(rows,)``): ``x`` / ``delta`` ``(rows, n)``, ``eps`` ``(rows,)``, each bound in
-        its own shape (``None`` for a number)."""
-        ...
-
-    def perturb_vjp_rows(
-        self,
-        x: Array,
-        d: Array,
-        eps: Array,
-        p: float,
-        lower: Bound,
-        upper: Bound,
-        eta: Array | None,
-        ybar: Array,
-    ) -> dict[str, Array | None]:
-        """As :meth:`scale_vjp_rows` for the cotangent ``ybar`` (``(rows, n)``) of ``y``."""
-        ...
+    scale_rows: SolveRows
+    perturb_rows: SolveRows
+    scale_vjp_rows: VjpRows
+    perturb_vjp_rows: VjpRows
