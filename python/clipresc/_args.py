@@ -14,48 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ._messages import counted
+from . import _errors
 
 Unreachable = Literal["saturate", "raise"]
 UNREACHABLE_MODES: tuple[str, ...] = ("saturate", "raise")
-
-
-# 8- and 16-bit images: how to bring them to floats, and the bounds that then apply
-_IMAGE_SCALE = {"uint8": ("8-bit", "255"), "uint16": ("16-bit", "65535")}
-
-
-def not_float_message(name: str, dtype_name: str, cli: bool = False) -> str:
-    """The message for ``name`` (``x`` or ``delta``) of a dtype that is not a real float; for
-    integer dtypes it says how to convert (with ``cli``, in the command line's terms).
-
-    >>> not_float_message("x", "uint8")  # doctest: +NORMALIZE_WHITESPACE
-    'x must be a real floating-point array; got dtype uint8 (for 8-bit images, use
-    x.astype(np.float32) / 255 with bounds=(0, 1), or x.astype(np.float32) with
-    bounds=(0, 255))'
-    >>> not_float_message("delta", "int64")  # doctest: +NORMALIZE_WHITESPACE
-    'delta must be a real floating-point array; got dtype int64 (convert it first, e.g.
-    delta.astype(np.float32): integer arrays are not converted implicitly)'
-    """
-    msg = f"{name} must be a real floating-point array; got dtype {dtype_name}"
-    if name == "x" and dtype_name in _IMAGE_SCALE:
-        bits, top = _IMAGE_SCALE[dtype_name]
-        if cli:
-            return (
-                f"{msg} (save {bits} images as float32: x.astype(np.float32) / {top} "
-                f"with --bounds 0 1, or x.astype(np.float32) with --bounds 0 {top})"
-            )
-        return (
-            f"{msg} (for {bits} images, use x.astype(np.float32) / {top} with bounds=(0, 1), "
-            f"or x.astype(np.float32) with bounds=(0, {top}))"
-        )
-    if dtype_name.startswith(("int", "uint")):
-        if cli:
-            return f"{msg} (save it as float32 or float64, e.g. {name}.astype(np.float32))"
-        return (
-            f"{msg} (convert it first, e.g. {name}.astype(np.float32): integer arrays are not "
-            "converted implicitly)"
-        )
-    return msg
 
 
 def _python_numbers(value: Any) -> bool:
@@ -98,9 +60,9 @@ def check_real_dtype(dtype: Any, name: str) -> None:
     """
     dt = np.dtype(dtype)
     if dt.kind != "f":
-        raise TypeError(not_float_message(name, str(dt)))
+        raise _errors.not_float(name, str(dt))
     if dt.itemsize > 8:
-        raise TypeError(f"{name} has dtype {dt}; clipresc supports float16, float32 and float64")
+        raise _errors.too_wide(name, str(dt))
 
 
 def work_dtype(dtype: Any) -> np.dtype[Any]:
@@ -120,10 +82,10 @@ def parse_p(p: Any) -> float:
     (2.0, inf)
     """
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a real number; got {type(p).__name__}")
+        raise _errors.p_not_real(p)
     pf = float(p)
     if math.isnan(pf) or pf <= 0:
-        raise ValueError(f"p must be a positive number or inf; got {p!r}")
+        raise _errors.p_not_positive(p)
     return pf
 
 
@@ -134,7 +96,7 @@ def parse_unreachable(unreachable: Any) -> Unreachable:
     'raise'
     """
     if unreachable not in UNREACHABLE_MODES:
-        raise ValueError(f"unreachable must be 'saturate' or 'raise'; got {unreachable!r}")
+        raise _errors.bad_unreachable(unreachable)
     return unreachable  # type: ignore[no-any-return]
 
 
@@ -147,21 +109,21 @@ def vector_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     ((1, 2, 3), (2,), (0, 2), (0,))
     """
     if ndim == 0:
-        raise ValueError("x must have at least one dimension")
+        raise _errors.no_dimensions()
     if axis is None:
         return tuple(range(1, ndim)) if ndim > 1 else (0,)
     raw = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     if not raw:
-        raise ValueError("axis must name at least one axis")
+        raise _errors.no_axis()
     out = []
     for a in raw:
         try:
             ai = operator.index(a)
         except TypeError:
-            raise TypeError(f"axis must be an int or a tuple of ints; got {axis!r}") from None
+            raise _errors.axis_not_int(axis) from None
         if not -ndim <= ai < ndim:
-            raise ValueError(f"axis {ai} is out of range for x with {counted(ndim, 'dimension')}")
+            raise _errors.axis_out_of_range(ai, ndim)
         out.append(ai % ndim)
     if len(set(out)) != len(out):
-        raise ValueError(f"axis contains duplicates: {axis!r}")
+        raise _errors.axis_duplicates(axis)
     return tuple(sorted(out))

@@ -14,27 +14,12 @@ True
 
 from __future__ import annotations
 
-import importlib
-import sys
 from types import ModuleType
 from typing import Any
 
+from .._libraries import FRAMEWORKS, framework_module, library_of
+
 __all__ = ["framework_of", "module_for"]
-
-
-def _is_torch(x: Any) -> bool:
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
-
-
-def _is_jax(x: Any) -> bool:
-    jax = sys.modules.get("jax")
-    return jax is not None and isinstance(x, (jax.Array, jax.core.Tracer))
-
-
-def _is_tensorflow(x: Any) -> bool:
-    tf = sys.modules.get("tensorflow")
-    return tf is not None and isinstance(x, (tf.Tensor, tf.Variable))
 
 
 def framework_of(x: Any) -> str | None:
@@ -45,10 +30,8 @@ def framework_of(x: Any) -> str | None:
     >>> framework_of([1.0]) is None
     True
     """
-    for name, test in (("torch", _is_torch), ("jax", _is_jax), ("tensorflow", _is_tensorflow)):
-        if test(x):
-            return name
-    return None
+    lib = library_of(x)
+    return lib if lib in FRAMEWORKS else None
 
 
 def module_for(x: Any) -> ModuleType | None:
@@ -57,7 +40,5 @@ def module_for(x: Any) -> ModuleType | None:
     >>> module_for(3.0) is None
     True
     """
-    name = framework_of(x)
-    if name is None:
-        return None
-    return importlib.import_module(f"{__name__}.{name}")
+    lib = framework_of(x)
+    return None if lib is None else framework_module(lib)
