@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +16,13 @@ sys.path.insert(0, str(DOCS / "figures"))
 # PyPI's torch wheel bundles Triton, whose LLVM clashes with TensorFlow's in one process;
 # autodoc imports both frameworks' modules (the test suite does the same in conftest.py)
 sys.modules["triton"] = None  # type: ignore[assignment]
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up notices
 
 import clipresc  # noqa: E402  (after the Triton guard)
 
 project = "clipresc"
 author = "the clipresc developers"
-copyright = "the clipresc developers, BSD-3-Clause"  # noqa: A001  (Sphinx's name)
+copyright = "the clipresc developers, BSD-3-Clause"
 release = clipresc.__version__
 version = release
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-import clipresc  # noqa: E402
+import clipresc
 
 
 def naive(x: np.ndarray, d: np.ndarray, eps: float) -> np.ndarray:
