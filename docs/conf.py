@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,15 +62,29 @@ nitpick_ignore_regex = [
     (r"py:.*", r"clipresc\.(_\w+|frameworks\.(module_for|framework_of))(\..*)?"),
 ]
 
-# Markdown files outside docs/ that pages link to, and the page that shows each
-REPO_LINKS = {"../CHANGELOG.md": "changelog.md", "../README.md": "index.md"}
+# Markdown files outside docs/ that pages link to, and the page that shows each; links to
+# other files outside docs/ go to the file in the repository
+REPO_LINKS = {"CHANGELOG.md": "changelog"}
+REPO_URL = "https://github.com/clipresc/clipresc/blob/main/"
+_LINK = re.compile(r"\]\(((?:\.\./)+[^)#\s]+)(#[^)\s]*)?\)")
 
 
 def _adapt_source(app: Any, docname: str, source: list[str]) -> None:
-    """Point links to repository files at their pages, and drop ``ARCHITECTURE`` from the
-    table of contents while that page does not exist."""
-    for target, page in REPO_LINKS.items():
-        source[0] = source[0].replace(f"]({target})", f"]({page})")
+    """Point links to repository files outside docs/ at their pages or at the repository,
+    and drop ``ARCHITECTURE`` from the table of contents while that page does not exist."""
+    here = (DOCS / docname).parent
+
+    def relink(m: re.Match[str]) -> str:
+        target = (here / m.group(1)).resolve()
+        if target.is_relative_to(DOCS):
+            return m.group(0)
+        path = target.relative_to(ROOT).as_posix()
+        if path in REPO_LINKS:
+            page = os.path.relpath(DOCS / REPO_LINKS[path], here)
+            return f"]({page}.md{m.group(2) or ''})"
+        return f"]({REPO_URL}{path}{m.group(2) or ''})"
+
+    source[0] = _LINK.sub(relink, source[0])
     if docname == "index" and not (DOCS / "ARCHITECTURE.md").exists():
         source[0] = "\n".join(
             line for line in source[0].splitlines() if line.strip() != "ARCHITECTURE"
