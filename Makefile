@@ -132,7 +132,7 @@ clean: ## remove build outputs and the virtual environment
 # --- release wheels -------------------------------------------------------------------
 .PHONY: wheel lint-release
 STAMP_RELEASE := $(VENV)/.release-stamp
-WHEEL_TARGET ?= x86_64-unknown-linux-gnu
+WHEEL_TARGET ?= $(shell uname -m)-unknown-linux-gnu
 WHEEL_ARCH := $(firstword $(subst -, ,$(WHEEL_TARGET)))
 
 $(STAMP_RELEASE): requirements-release.txt | $(PY)
