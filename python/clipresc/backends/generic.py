@@ -18,7 +18,7 @@ layout normalisation and error raising live in the layer above. Conventions:
   data's device (JAX without ``jax_enable_x64``, for example, does not), and cast back to
   the input dtype at the end.
 
-Semantics (see ``docs/CONTRACT.md`` and ``DESIGN.md`` section 1): with the room
+Semantics (see ``docs/CONTRACT.md``): with the room
 ``s_i = upper_i - x_i`` where ``d_i > 0`` and ``x_i - lower_i`` where ``d_i < 0``, ``eta`` is
 the smallest scale with ``||clip(x + eta d, lower, upper) - x||_p = eps``. ``eps == 0`` or an
 all-zero ``d`` row gives ``eta = 0`` (a zero row is never flagged unreachable). When ``eps``
@@ -28,7 +28,7 @@ movable elements with the largest room. Ties (``s_i == eta |d_i|``) count as sat
 infinite room never saturates.
 
 Differentiation conventions (``scale_vjp_rows`` / ``perturb_vjp_rows``), from the closed
-form of DESIGN.md section 3:
+form (implicit differentiation of the size equation):
 
 * The saturated set is recomputed from the given ``eta`` as
   ``S = {i : d_i != 0, s_i / |d_i| <= eta}`` (ties saturated, like the forward), so at a
