@@ -55,7 +55,7 @@ from ._prepare_xp import (
     raise_unreachable,
     to_bool,
 )
-from .backends import numpy_backend, row_backend
+from .backends import row_backend
 from .backends.interface import RowBackend
 
 __all__ = ["family_of", "forward", "route", "vjp"]
@@ -207,15 +207,16 @@ def forward(
     if out is not None and path != "numpy":
         raise _errors.out_numpy_only(lib or path)
     if path == "numpy":
+        core = row_backend("numpy")
         prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
         if kind == "scale":
-            return numpy_backend.scale(prob)
+            return core.scale(prob)
         if out is not None:
             read = [("x", x), ("delta", delta), ("lower", prob.lower), ("upper", prob.upper)]
             check_out(out, prob, read)
-        return numpy_backend.perturb(prob, out)
+        return core.perturb(prob, out)
     if path == "dask":
-        from .backends import dask_backend
+        from .backends import dask_backend  # plans the blocks of row_backend("dask")
 
         fn = dask_backend.scale if kind == "scale" else dask_backend.perturb
         return fn(x, delta, eps, p, bounds, axis, unreachable)
@@ -227,7 +228,8 @@ def forward(
     if path == "cpu":
         xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
         prob = prepare(xn, dn, en, p, bn, axis, unreachable, core_checks_bounds=True)
-        res = numpy_backend.scale(prob) if kind == "scale" else numpy_backend.perturb(prob)
+        core = row_backend("cpu")
+        res = core.scale(prob) if kind == "scale" else core.perturb(prob)
         return _from_numpy(res, lib, x, x.dtype)
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
@@ -296,7 +298,7 @@ def _vjp_numpy(
     else:
         c = cotangent(npx, cot, lay.shape, "ybar", prob.x)
         cot_rows = lay.to_rows(c, prob.x.dtype)
-    g = numpy_backend.vjp_rows(
+    g = row_backend("numpy").vjp_rows(
         prob, kind, cot_rows, shapes.lower is not None, shapes.upper is not None
     )
     return fit_cotangents(npx, g, lay, shapes, prob.dtype, da.dtype)

@@ -258,14 +258,14 @@ def noise_numpy(
     >>> bool(np.array_equal(y, noise(x, 0.1, seed=0)))
     True
     """
-    from .backends import numpy_backend
+    from .backends import row_backend
 
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
     key = seed_key(seed)
     if out is not None:
         check_out(out, prob, [("x", x), ("lower", prob.lower), ("upper", prob.upper)])
-    res: np.ndarray[Any, Any] = numpy_backend.noise(prob, distribution, key, off, out=out)
+    res: np.ndarray[Any, Any] = row_backend("numpy").noise(prob, distribution, key, off, out=out)
     return res
 
 

@@ -29,7 +29,7 @@ from .._call import describe
 from .._layout import Layout
 from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
 from .._prepare import parse_bounds, parse_eps, prepare
-from . import numpy_backend
+from . import row_backend
 
 __all__ = ["is_dask", "noise", "perturb", "scale"]
 
@@ -201,7 +201,7 @@ def _scale_block(
     p, axis, unreachable = args
     try:
         prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.scale(prob)
+        return row_backend("dask").scale(prob)
     except ValueError as e:
         raise plan.globalize(e, block_info) from None
 
@@ -220,7 +220,7 @@ def _perturb_block(
     p, axis, unreachable = args
     try:
         prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.perturb(prob)
+        return row_backend("dask").perturb(prob)
     except ValueError as e:
         raise plan.globalize(e, block_info) from None
 
@@ -241,7 +241,7 @@ def _noise_block(
     p, axis, unreachable = args
     try:
         prob = prepare_noise(xb, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.noise(prob, distribution, key, base + a)
+        return row_backend("dask").noise(prob, distribution, key, base + a)
     except ValueError as e:
         raise plan.globalize(e, block_info) from None
 
