@@ -39,8 +39,8 @@ from ._noise import DISTRIBUTIONS, seed_sequence
 DEFAULT_CHUNK_MB = 32
 
 
-class CliError(Exception):
-    """A failure reported as one line on stderr with exit status 1."""
+CliError = _errors.CommandLineError
+_one_line = _errors.one_line
 
 
 class _Terminated(BaseException):
@@ -182,49 +182,45 @@ def not_npy_reason(head: bytes) -> str | None:
     if head.startswith(NPY_MAGIC):
         return None
     if not head:
-        return "the file is empty"
+        return _errors.NOT_NPY_REASONS["empty"]
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
-        return "it is a zip archive (an .npz file?); save one array with np.save"
+        return _errors.NOT_NPY_REASONS["zip"]
     text = codecs.getincrementaldecoder("utf-8")(errors="replace").decode(head)
     if all(c.isprintable() or c in "\t\n\r" for c in text) and "\ufffd" not in text:
-        return "it holds text (np.loadtxt reads text; save arrays with np.save)"
-    return "it does not start with the .npy header; save arrays with np.save"
+        return _errors.NOT_NPY_REASONS["text"]
+    return _errors.NOT_NPY_REASONS["header"]
 
 
 def open_input(path: str, name: str) -> NpyInput:
     """Check that ``path`` is a readable ``.npy`` file of a float dtype, C-ordered."""
     p = Path(path)
     if not p.exists():
-        raise CliError(f"{path}: no such file")
+        raise _errors.file_missing(path)
     if p.is_dir():
-        raise CliError(f"{path}: is a directory, expected a .npy file")
+        raise _errors.file_is_directory(path)
     try:
         with open(path, "rb") as f:
             reason = not_npy_reason(f.read(512))
         if reason is not None:
-            raise CliError(f"{path}: not a .npy file: {reason}")
+            raise _errors.not_npy(path, reason)
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except PermissionError:
-        raise CliError(f"{path}: permission denied") from None
+        raise _errors.file_permission(path) from None
     except (ValueError, OSError, EOFError) as e:
-        raise CliError(f"{path}: not a readable .npy file ({_one_line(e)})") from None
+        raise _errors.npy_unreadable(path, e) from None
     if not isinstance(a, np.memmap):
-        raise CliError(f"{path}: not a .npy file (an .npz archive or empty array?)")
+        raise _errors.npy_not_memmap(path)
     try:
         dt = a.dtype
         if dt.kind != "f" or dt.itemsize > 8:
-            raise CliError(f"{path}: {_errors.not_float_message(name, str(dt), cli=True)}")
+            raise _errors.npy_not_float(path, name, str(dt))
         if a.ndim == 0:
-            raise CliError(f"{path}: {name} must have at least one dimension")
+            raise _errors.npy_no_dimensions(path, name)
         if not a.flags.c_contiguous:
-            raise CliError(f"{path}: Fortran-ordered arrays are not supported; save it C-ordered")
+            raise _errors.npy_fortran(path)
         return NpyInput(path, dt, tuple(a.shape), int(a.offset))
     finally:
         del a
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split()) or type(e).__name__
 
 
 class AtomicOutput:
@@ -235,19 +231,19 @@ class AtomicOutput:
     def __init__(self, path: str, dtype: np.dtype[Any], shape: tuple[int, ...], force: bool):
         out = Path(path)
         if out.is_dir():
-            raise CliError(f"{path}: is a directory")
+            raise _errors.file_is_directory(path, expected_npy=False)
         if out.exists() and not force:
-            raise CliError(f"{path}: already exists (use --force to overwrite)")
+            raise _errors.out_exists(path)
         parent = out.parent
         if not parent.is_dir():
-            raise CliError(f"{path}: directory {str(parent)!r} does not exist")
+            raise _errors.out_no_directory(path, str(parent))
         self.path = str(out)
         self.dtype = dtype
         self.shape = shape
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=parent)
         except OSError as e:
-            raise CliError(f"{path}: cannot create a file here ({_one_line(e)})") from None
+            raise _errors.out_cannot_create(path, e) from None
         self.committed = False
         try:
             umask = os.umask(0)
@@ -271,7 +267,7 @@ class AtomicOutput:
         except OSError as e:
             os.close(fd)
             self.discard()
-            raise CliError(f"{path}: cannot write ({_one_line(e)})") from None
+            raise _errors.out_cannot_write(path, e) from None
         except BaseException:
             os.close(fd)
             self.discard()
@@ -351,8 +347,8 @@ def run_chunk(job: Job, start: int, stop: int) -> int:
         else:
             y = _api.perturb(x, d, job.eps, job.p, job.bounds, None, job.unreachable)
     except ValueError as e:
-        where = f" (in rows {start}:{stop})" if len(job.x.shape) > 1 else ""
-        raise CliError(f"{job.x.path}: {_globalize(e, start)}{where}") from None
+        rows = (start, stop) if len(job.x.shape) > 1 else None
+        raise _errors.chunk_failed(job.x.path, _globalize(e, start), rows) from None
     finally:
         del x, d
     data = memoryview(cast(Any, np.ascontiguousarray(y))).cast("B")
@@ -360,7 +356,7 @@ def run_chunk(job: Job, start: int, stop: int) -> int:
     try:
         _pwrite_all(fd, data, job.out_offset + start * job.x.row_bytes)
     except OSError as e:
-        raise CliError(f"cannot write the output ({_one_line(e)})") from None
+        raise _errors.out_cannot_write(None, e) from None
     finally:
         os.close(fd)
     return (stop - start) * job.x.row_bytes
@@ -392,15 +388,13 @@ def _run_dask(
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError:
-        raise CliError(
-            "--workers/--scheduler need dask.distributed: pip install 'clipresc[dask]'"
-        ) from None
+        raise _errors.no_distributed() from None
     with contextlib.ExitStack() as stack:
         if scheduler is not None:
             try:
                 client = stack.enter_context(Client(scheduler, timeout="10s"))
             except OSError as e:
-                raise CliError(f"cannot reach the scheduler {scheduler} ({_one_line(e)})") from None
+                raise _errors.no_scheduler(scheduler, e) from None
         else:
             cluster = stack.enter_context(
                 LocalCluster(
@@ -445,7 +439,7 @@ def _process(
     if delta_path is not None:
         delta = open_input(delta_path, "delta")
         if delta.shape != x.shape:
-            raise CliError(f"{delta_path}: {_errors.shape_mismatch(delta.shape, x.shape)}")
+            raise _errors.npy_shape_mismatch(delta_path, delta.shape, x.shape)
     seq = seed_sequence(seed) if kind == "noise" else None
     ranges = list(_chunks(x.rows, x.row_bytes + (delta.row_bytes if delta else 0), chunk_mb))
     if len(x.shape) == 1:
@@ -475,7 +469,7 @@ def _process(
 
 def _check_eps(eps: float) -> float:
     if not (math.isfinite(eps) and eps >= 0):
-        raise click.BadParameter(f"must be a finite number >= 0; got {eps}", param_hint="--eps")
+        raise click.BadParameter(_errors.option_eps(eps), param_hint="--eps")
     return eps
 
 
@@ -489,9 +483,7 @@ def _check_p(p: float) -> float:
 def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float] | None:
     lo, hi = bounds
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
-        raise click.BadParameter(
-            f"must be LOWER UPPER with LOWER <= UPPER; got {lo} {hi}", param_hint="--bounds"
-        )
+        raise click.BadParameter(_errors.option_bounds(lo, hi), param_hint="--bounds")
     if lo == -math.inf and hi == math.inf:
         return None
     return lo, hi
@@ -499,11 +491,11 @@ def _check_bounds(bounds: tuple[float, float]) -> tuple[float, float] | None:
 
 def _check_parallel(workers: int | None, scheduler: str | None, chunk_mb: float) -> None:
     if workers is not None and scheduler is not None:
-        raise click.UsageError("--workers and --scheduler are mutually exclusive")
+        raise click.UsageError(_errors.OPTIONS_EXCLUSIVE)
     if workers is not None and workers < 1:
-        raise click.BadParameter(f"must be >= 1; got {workers}", param_hint="--workers")
+        raise click.BadParameter(_errors.option_workers(workers), param_hint="--workers")
     if not (chunk_mb > 0 and math.isfinite(chunk_mb)):
-        raise click.BadParameter(f"must be > 0; got {chunk_mb}", param_hint="--chunk-mb")
+        raise click.BadParameter(_errors.option_chunk_mb(chunk_mb), param_hint="--chunk-mb")
 
 
 def _common_options(f: Callable[..., Any]) -> Callable[..., Any]:
@@ -587,12 +579,12 @@ def demo(out: str, no_figure: bool) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        click.echo("(no figure: install matplotlib, e.g. pip install 'clipresc[cli]')", err=True)
+        click.echo(_errors.NO_MATPLOTLIB, err=True)
         return
     try:
         demo_mod.figure(out)
     except OSError as e:
-        raise CliError(f"{out}: cannot write the figure ({_one_line(e)})") from None
+        raise _errors.out_cannot_write(out, e, " the figure") from None
     click.echo(f"\nfigure: {out}")
 
 
@@ -685,10 +677,10 @@ def main(argv: list[str] | None = None) -> int:
         click.echo(f"clipresc: error: {_one_line(Exception(msg))}", err=True)
         return 1
     except (KeyboardInterrupt, _Terminated, click.exceptions.Abort):
-        click.echo("clipresc: interrupted; no output written", err=True)
+        click.echo(_errors.INTERRUPTED, err=True)
         return 130
     except MemoryError:
-        click.echo("clipresc: error: out of memory (try a smaller --chunk-mb)", err=True)
+        click.echo(f"clipresc: error: {_errors.OUT_OF_MEMORY}", err=True)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)

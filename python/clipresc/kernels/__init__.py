@@ -43,7 +43,7 @@ def kernel_source() -> str:
     header = pkg.joinpath("dialect.h").read_text(encoding="utf-8")
     body = pkg.joinpath("clipresc.cu").read_text(encoding="utf-8")
     if _INCLUDE not in body:  # pragma: no cover - guards against editing mistakes
-        raise RuntimeError("clipresc.cu must include dialect.h")
+        raise _errors.kernel_source_broken()
     return body.replace(_INCLUDE, header, 1)
 
 
@@ -53,7 +53,7 @@ def real_name(itemsize: int) -> str:
         return "float"
     if itemsize == 8:
         return "double"
-    raise TypeError(f"GPU kernels support float32 and float64 only; got itemsize {itemsize}")
+    raise _errors.kernel_itemsize(itemsize)
 
 
 def build_defines(real: str, *, opencl: bool = False, block: int = BLOCK) -> tuple[str, ...]:
