@@ -42,35 +42,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _support  # noqa: F401  (tests/ on sys.path)
 from _timing import Timing, measure
+from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
 BOUNDS = (0.0, 1.0)
 TARGET_WORKLOAD = "64x3x224x224 f32"
 TARGET_RATIO = 1.5
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    shape: tuple[int, ...]
-    dtype: type[np.floating[Any]]
-    eps: float
-
-    @property
-    def batch(self) -> int:
-        return self.shape[0]
-
-    @property
-    def n(self) -> int:
-        return math.prod(self.shape[1:])
-
-
-WORKLOADS = (
-    Workload("64x3x224x224 f32", (64, 3, 224, 224), np.float32, 50.0),
-    Workload("1024x3x32x32 f32", (1024, 3, 32, 32), np.float32, 10.0),
-    Workload("4096x784 f64", (4096, 784), np.float64, 3.6),
-)
 
 
 @dataclass(frozen=True)
@@ -236,9 +215,7 @@ class Bench:
     def run_workload(self, wl: Workload, seed: int) -> None:
         cupy, cb, cr = self.cupy, self.cb, self.clipresc
         t0 = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        x = rng.random(wl.shape, dtype=wl.dtype)
-        d = rng.standard_normal(wl.shape, dtype=wl.dtype)
+        x, d = image_and_noise(wl.shape, wl.dtype, seed)
         o = np.empty_like(x)
         xg = cupy.asarray(x)  # original shape (public API)
         dg = cupy.asarray(d)

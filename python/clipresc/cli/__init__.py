@@ -75,4 +75,3 @@ def console() -> NoReturn:
     """Exit with :func:`main`'s status for ``sys.argv`` (the installed script runs
     :func:`clipresc.__main__.console`, which first checks that click is there)."""
     sys.exit(main())
-
