@@ -47,7 +47,6 @@ from ._libraries import (
 from ._overflow import warn_eta_overflow
 from ._prepare import check_out, prepare
 from ._prepare_xp import (
-    XProblem,
     arg_shapes,
     cotangent,
     fit_cotangents,
@@ -274,40 +273,14 @@ def _count_concrete(xp: Any, mask: Any) -> int:
 
 # --------------------------------------------------------------------------- gradients
 
-
-def _vjp_numpy(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    cot: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-) -> dict[str, Any]:
-    """The VJP of NumPy inputs through the Rust core (results as NumPy arrays)."""
-    npx = array_api_compat.array_namespace(np.empty(0))
-    xa, da = np.asarray(x), np.asarray(delta)
-    prob = prepare(xa, da, eps, p, bounds, axis, unreachable)
-    lay = prob.layout
-    shapes = arg_shapes(eps, bounds, lay)
-    if kind == "scale":
-        c = cotangent(npx, cot, lay.eta_shape, "etabar", prob.x)
-        cot_rows = np.reshape(c, (lay.rows,))
-    else:
-        c = cotangent(npx, cot, lay.shape, "ybar", prob.x)
-        cot_rows = lay.to_rows(c, prob.x.dtype)
-    g = row_backend("numpy").vjp_rows(
-        prob, kind, cot_rows, shapes.lower is not None, shapes.upper is not None
-    )
-    return fit_cotangents(npx, g, lay, shapes, prob.dtype, da.dtype)
+_NP = array_api_compat.array_namespace(np.empty(0))
+"""NumPy as an array-API namespace."""
 
 
 def _vjp_rows(
     kind: str,
+    path: str,
     xp: Any,
-    backend: RowBackend,
     x: Any,
     delta: Any,
     eps: Any,
@@ -317,24 +290,37 @@ def _vjp_rows(
     axis: Any,
     unreachable: Any,
 ) -> dict[str, Any]:
-    """The VJP on the caller's arrays through a row backend: one solve for ``eta`` (whose
-    flags answer ``unreachable="raise"``), then the closed form from that ``eta``. A
-    backend whose VJP derives its own (:attr:`RowBackend.NEEDS_ETA` false) is not asked
-    to solve first unless the flags are needed."""
-    prob: XProblem = prepare_xp(xp, x, delta, eps, p, bounds, axis, unreachable)
+    """The VJP through the backend of ``path``, in ``xp``'s arrays. The Rust core
+    (``numpy``, ``cpu``) takes the prepared problem whole and solves inside its VJP; another
+    row backend solves once for ``eta`` (whose flags answer ``unreachable="raise"``), then
+    gives that ``eta`` to its VJP, unless it derives its own
+    (:attr:`~clipresc.backends.interface.RowBackend.NEEDS_ETA` false) and no flags are
+    needed."""
+    if path in ("numpy", "cpu"):
+        da = np.asarray(delta)
+        prob: Any = prepare(np.asarray(x), da, eps, p, bounds, axis, unreachable)
+        shapes, delta_dtype = arg_shapes(eps, bounds, prob.layout), da.dtype
+    else:
+        prob = prepare_xp(xp, x, delta, eps, p, bounds, axis, unreachable)
+        shapes, delta_dtype = prob.shapes, prob.delta_dtype
     lay = prob.layout
-    args = (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
     if kind == "scale":
         c = xp.reshape(cotangent(xp, cot, lay.eta_shape, "etabar", prob.x), (lay.rows,))
     else:
         c = lay.to_rows_xp(xp, cotangent(xp, cot, lay.shape, "ybar", prob.x))
-    eta = None
-    if backend.NEEDS_ETA or prob.unreachable == "raise":
-        eta, flags = backend.scale_rows(*args)
-        raise_unreachable(xp, prob, flags)
-    fn = backend.scale_vjp_rows if kind == "scale" else backend.perturb_vjp_rows
-    g = fn(*args, eta, c)
-    return fit_cotangents(xp, g, lay, prob.shapes, prob.dtype, prob.delta_dtype)
+    if path in ("numpy", "cpu"):
+        want = (shapes.lower is not None, shapes.upper is not None)
+        g = row_backend("numpy").vjp_rows(prob, kind, c, *want)
+    else:
+        backend = row_backend(path)
+        args = (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
+        eta = None
+        if backend.NEEDS_ETA or prob.unreachable == "raise":
+            eta, flags = backend.scale_rows(*args)
+            raise_unreachable(xp, prob, flags)
+        fn = backend.scale_vjp_rows if kind == "scale" else backend.perturb_vjp_rows
+        g = fn(*args, eta, c)
+    return fit_cotangents(xp, g, lay, shapes, prob.dtype, delta_dtype)
 
 
 def vjp(
@@ -355,10 +341,11 @@ def vjp(
     named = arguments(x, delta, eps, bounds, **{cot_name: cot})
     lib, path = route(named, vjp=True)
     if path == "numpy":
-        return _vjp_numpy(kind, x, delta, eps, cot, p, bounds, axis, unreachable)
+        return _vjp_rows(kind, path, _NP, x, delta, eps, cot, p, bounds, axis, unreachable)
     if path == "cpu":
         xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
-        out = _vjp_numpy(kind, xn, dn, en, _to_numpy(cot, lib), p, bn, axis, unreachable)
+        cn = _to_numpy(cot, lib)
+        out = _vjp_rows(kind, path, _NP, xn, dn, en, cn, p, bn, axis, unreachable)
         likes: dict[str, Any] = {"x": x, "delta": delta, "eps": eps}
         if bn is not None:
             likes["lower"], likes["upper"] = bounds[0], bounds[1]
@@ -374,5 +361,5 @@ def vjp(
     xp = array_api_compat.array_namespace(
         *[a for a in (xc, dc, ec, cc, *(bc or ())) if library_of(a)]
     )
-    out = _vjp_rows(kind, xp, row_backend(path), xc, dc, ec, cc, p, bc, axis, unreachable)
+    out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
     return {k: back(v, lib) for k, v in out.items()}
