@@ -90,8 +90,12 @@ def _path(lib: str, arrays: list[Any], vjp: bool) -> str:
 # --------------------------------------------------------------------------- conversions
 
 
-def _to_numpy(a: Any, lib: str) -> Any:
-    """A NumPy view of a CPU array (no copy where the memory allows); values pass through."""
+def to_numpy(a: Any, lib: str) -> Any:
+    """A NumPy view of a CPU array of ``lib`` (no copy where the memory allows; float32 for
+    a bfloat16 tensor); values pass through.
+
+    >>> to_numpy(np.ones(2), "numpy").tolist(), to_numpy(0.5, "torch")
+    ([1.0, 1.0], 0.5)"""
     if library_of(a) is None:
         return a
     if lib == "tensorflow":
@@ -146,7 +150,7 @@ def _from_cupy(r: Any, lib: str) -> Any:
 
 
 _CONVERT: dict[str, tuple[Callable[[Any, str], Any], Callable[[Any, str], Any]]] = {
-    "cpu": (_to_numpy, lambda r, lib: r),
+    "cpu": (to_numpy, lambda r, lib: r),
     "cupy": (_to_cupy, _from_cupy),
     "generic": (lambda a, lib: a, lambda r, lib: r),
 }
@@ -225,7 +229,7 @@ def forward(
         fn = mod.scale if kind == "scale" else mod.perturb
         return fn(x, delta, eps, p=p, bounds=bounds, axis=axis, unreachable=unreachable)
     if path == "cpu":
-        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
+        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, to_numpy)
         prob = prepare(xn, dn, en, p, bn, axis, unreachable, core_checks_bounds=True)
         core = row_backend("cpu")
         res = core.scale(prob) if kind == "scale" else core.perturb(prob)
@@ -343,8 +347,8 @@ def vjp(
     if path == "numpy":
         return _vjp_rows(kind, path, _NP, x, delta, eps, cot, p, bounds, axis, unreachable)
     if path == "cpu":
-        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
-        cn = _to_numpy(cot, lib)
+        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, to_numpy)
+        cn = to_numpy(cot, lib)
         out = _vjp_rows(kind, path, _NP, xn, dn, en, cn, p, bn, axis, unreachable)
         likes: dict[str, Any] = {"x": x, "delta": delta, "eps": eps}
         if bn is not None:
