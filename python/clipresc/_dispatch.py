@@ -221,8 +221,7 @@ def forward(
     if path == "dask":
         from .backends import dask_backend  # plans the blocks of row_backend("dask")
 
-        fn = dask_backend.scale if kind == "scale" else dask_backend.perturb
-        return fn(x, delta, eps, p, bounds, axis, unreachable)
+        return dask_backend.forward(kind, x, delta, eps, p, bounds, axis, unreachable)
     if path == "framework":
         mod = framework_module(lib)
         assert mod is not None

@@ -31,7 +31,7 @@ from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_k
 from .._prepare import parse_bounds, parse_eps, prepare
 from . import row_backend
 
-__all__ = ["is_dask", "noise", "perturb", "scale"]
+__all__ = ["forward", "is_dask", "noise"]
 
 
 def is_dask(x: Any) -> bool:
@@ -128,7 +128,7 @@ def _eps_block(eps: float | np.ndarray[Any, Any], a: int, b: int) -> Any:
 
 
 class _Common:
-    """The eager part shared by the three functions."""
+    """The eager part shared by :func:`forward` and :func:`noise`."""
 
     def __init__(
         self, x: da.Array, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
@@ -218,7 +218,8 @@ def _block(
         raise plan.globalize(e, block_info) from None
 
 
-def scale(
+def forward(
+    kind: str,
     x: Any,
     delta: Any,
     eps: Any,
@@ -227,27 +228,15 @@ def scale(
     axis: int | Sequence[int] | None,
     unreachable: str,
 ) -> da.Array:
-    """Lazy :func:`clipresc.scale`: ``eta`` with ``x``'s shape, vector axes of size 1."""
+    """Lazy :func:`clipresc.scale` (``kind="scale"``: ``eta`` with ``x``'s shape, vector
+    axes of size 1) or :func:`clipresc.perturb` (blockwise and fused)."""
     xd, dd = _pair(x, delta)
     c = _Common(xd, eps, p, bounds, axis, unreachable)
-    vec = set(c.plan.layout.vec_axes)
-    chunks = tuple((1,) if a in vec else ch for a, ch in enumerate(c.x.chunks))
-    return c.map("scale", c.x, dd.rechunk(c.x.chunks), chunks=chunks)
-
-
-def perturb(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    bounds: Sequence[Any] | None,
-    axis: int | Sequence[int] | None,
-    unreachable: str,
-) -> da.Array:
-    """Lazy :func:`clipresc.perturb`, blockwise and fused."""
-    xd, dd = _pair(x, delta)
-    c = _Common(xd, eps, p, bounds, axis, unreachable)
-    return c.map("perturb", c.x, dd.rechunk(c.x.chunks))
+    chunks = None
+    if kind == "scale":
+        vec = set(c.plan.layout.vec_axes)
+        chunks = tuple((1,) if a in vec else ch for a, ch in enumerate(c.x.chunks))
+    return c.map(kind, c.x, dd.rechunk(c.x.chunks), chunks=chunks)
 
 
 def noise(
