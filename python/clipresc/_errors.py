@@ -485,17 +485,22 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split()) or type(e).__name__
 
 
-def _file(path: str, text: str) -> CommandLineError:
-    return CommandLineError(f"{path}: {text}")
-
-
-def file_missing(path: str) -> CommandLineError:
-    return _file(path, "no such file")
-
-
-def file_is_directory(path: str, expected_npy: bool = True) -> CommandLineError:
-    return _file(path, "is a directory, expected a .npy file" if expected_npy else "is a directory")
-
+_FILE_PROBLEMS = {
+    "missing": "no such file",
+    "directory": "is a directory, expected a .npy file",
+    "out directory": "is a directory",
+    "permission": "permission denied",
+    "not npy": "not a .npy file: {reason}",
+    "unreadable": "not a readable .npy file ({err})",
+    "not memmap": "not a .npy file (an .npz archive or empty array?)",
+    "no dimensions": "{name} must have at least one dimension",
+    "fortran": "Fortran-ordered arrays are not supported; save it C-ordered",
+    "exists": "already exists (use --force to overwrite)",
+    "no parent": "directory {parent!r} does not exist",
+    "cannot create": "cannot create a file here ({err})",
+    "cannot write": "cannot write ({err})",
+    "cannot write figure": "cannot write the figure ({err})",
+}
 
 NOT_NPY_REASONS = {
     "empty": "the file is empty",
@@ -506,61 +511,34 @@ NOT_NPY_REASONS = {
 """Why a file is no ``.npy`` file, by what its first bytes look like."""
 
 
-def not_npy(path: str, reason: str) -> CommandLineError:
-    return _file(path, f"not a .npy file: {reason}")
+def file_error(path: str, problem: str, **values: Any) -> CommandLineError:
+    """``path: <text of problem>`` for a file the command reads or writes (``err``, an
+    exception, is given on one line).
 
-
-def file_permission(path: str) -> CommandLineError:
-    return _file(path, "permission denied")
-
-
-def npy_unreadable(path: str, err: BaseException) -> CommandLineError:
-    return _file(path, f"not a readable .npy file ({one_line(err)})")
-
-
-def npy_not_memmap(path: str) -> CommandLineError:
-    return _file(path, "not a .npy file (an .npz archive or empty array?)")
+    >>> str(file_error("a.npy", "no parent", parent="out"))
+    "a.npy: directory 'out' does not exist"
+    """
+    if "err" in values:
+        values["err"] = one_line(values["err"])
+    return CommandLineError(f"{path}: " + _FILE_PROBLEMS[problem].format(**values))
 
 
 def npy_not_float(path: str, name: str, dtype_name: str) -> CommandLineError:
-    return _file(path, not_float_message(name, dtype_name, cli=True))
-
-
-def npy_no_dimensions(path: str, name: str) -> CommandLineError:
-    return _file(path, f"{name} must have at least one dimension")
-
-
-def npy_fortran(path: str) -> CommandLineError:
-    return _file(path, "Fortran-ordered arrays are not supported; save it C-ordered")
+    return CommandLineError(f"{path}: {not_float_message(name, dtype_name, cli=True)}")
 
 
 def npy_shape_mismatch(path: str, delta_shape: Any, x_shape: Any) -> CommandLineError:
-    return _file(path, str(shape_mismatch(delta_shape, x_shape)))
+    return CommandLineError(f"{path}: {shape_mismatch(delta_shape, x_shape)}")
 
 
-def out_exists(path: str) -> CommandLineError:
-    return _file(path, "already exists (use --force to overwrite)")
-
-
-def out_no_directory(path: str, parent: str) -> CommandLineError:
-    return _file(path, f"directory {parent!r} does not exist")
-
-
-def out_cannot_create(path: str, err: BaseException) -> CommandLineError:
-    return _file(path, f"cannot create a file here ({one_line(err)})")
-
-
-def out_cannot_write(path: str | None, err: BaseException, what: str = "") -> CommandLineError:
-    """Writing failed: ``path`` (``None``: the output being written) and ``what`` was written."""
-    if path is None:
-        return CommandLineError(f"cannot write the output ({one_line(err)})")
-    return _file(path, f"cannot write{what} ({one_line(err)})")
+def output_unwritable(err: BaseException) -> CommandLineError:
+    return CommandLineError(f"cannot write the output ({one_line(err)})")
 
 
 def chunk_failed(path: str, text: str, rows: tuple[int, int] | None) -> CommandLineError:
     """A chunk's value error (``text``, already at the whole input's index) in file ``path``."""
     where = f" (in rows {rows[0]}:{rows[1]})" if rows is not None else ""
-    return _file(path, f"{text}{where}")
+    return CommandLineError(f"{path}: {text}{where}")
 
 
 def no_distributed() -> CommandLineError:
@@ -573,20 +551,21 @@ def no_scheduler(address: str, err: BaseException) -> CommandLineError:
     return CommandLineError(f"cannot reach the scheduler {address} ({one_line(err)})")
 
 
-def option_eps(eps: float) -> str:
-    return f"must be a finite number >= 0; got {eps}"
+_OPTION_PROBLEMS = {
+    "--eps": "must be a finite number >= 0; got {}",
+    "--bounds": "must be LOWER UPPER with LOWER <= UPPER; got {} {}",
+    "--workers": "must be >= 1; got {}",
+    "--chunk-mb": "must be > 0; got {}",
+}
 
 
-def option_bounds(lo: float, hi: float) -> str:
-    return f"must be LOWER UPPER with LOWER <= UPPER; got {lo} {hi}"
+def bad_option(option: str, *values: Any) -> str:
+    """The text of click's ``BadParameter`` for ``option`` given ``values``.
 
-
-def option_workers(workers: int) -> str:
-    return f"must be >= 1; got {workers}"
-
-
-def option_chunk_mb(chunk_mb: float) -> str:
-    return f"must be > 0; got {chunk_mb}"
+    >>> bad_option("--bounds", 1.0, 0.0)
+    'must be LOWER UPPER with LOWER <= UPPER; got 1.0 0.0'
+    """
+    return _OPTION_PROBLEMS[option].format(*values)
 
 
 OPTIONS_EXCLUSIVE = "--workers and --scheduler are mutually exclusive"

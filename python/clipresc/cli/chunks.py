@@ -75,7 +75,7 @@ def run_chunk(job: Job, start: int, stop: int) -> int:
     try:
         pwrite_all(fd, data, job.out_offset + start * job.x.row_bytes)
     except OSError as e:
-        raise _errors.out_cannot_write(None, e) from None
+        raise _errors.output_unwritable(e) from None
     finally:
         os.close(fd)
     return (stop - start) * job.x.row_bytes

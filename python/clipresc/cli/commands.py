@@ -50,7 +50,7 @@ def demo(out: str, no_figure: bool) -> None:
     try:
         demo_mod.figure(out)
     except OSError as e:
-        raise _errors.out_cannot_write(out, e, " the figure") from None
+        raise _errors.file_error(out, "cannot write figure", err=e) from None
     click.echo(f"\nfigure: {out}")
 
 

@@ -88,29 +88,29 @@ def open_input(path: str, name: str) -> NpyInput:
     """Check that ``path`` is a readable ``.npy`` file of a float dtype, C-ordered."""
     p = Path(path)
     if not p.exists():
-        raise _errors.file_missing(path)
+        raise _errors.file_error(path, "missing")
     if p.is_dir():
-        raise _errors.file_is_directory(path)
+        raise _errors.file_error(path, "directory")
     try:
         with open(path, "rb") as f:
             reason = not_npy_reason(f.read(512))
         if reason is not None:
-            raise _errors.not_npy(path, reason)
+            raise _errors.file_error(path, "not npy", reason=reason)
         a = np.load(path, mmap_mode="r", allow_pickle=False)
     except PermissionError:
-        raise _errors.file_permission(path) from None
+        raise _errors.file_error(path, "permission") from None
     except (ValueError, OSError, EOFError) as e:
-        raise _errors.npy_unreadable(path, e) from None
+        raise _errors.file_error(path, "unreadable", err=e) from None
     if not isinstance(a, np.memmap):
-        raise _errors.npy_not_memmap(path)
+        raise _errors.file_error(path, "not memmap")
     try:
         dt = a.dtype
         if dt.kind != "f" or dt.itemsize > 8:
             raise _errors.npy_not_float(path, name, str(dt))
         if a.ndim == 0:
-            raise _errors.npy_no_dimensions(path, name)
+            raise _errors.file_error(path, "no dimensions", name=name)
         if not a.flags.c_contiguous:
-            raise _errors.npy_fortran(path)
+            raise _errors.file_error(path, "fortran")
         return NpyInput(path, dt, tuple(a.shape), int(a.offset))
     finally:
         del a
@@ -124,19 +124,19 @@ class AtomicOutput:
     def __init__(self, path: str, dtype: np.dtype[Any], shape: tuple[int, ...], force: bool):
         out = Path(path)
         if out.is_dir():
-            raise _errors.file_is_directory(path, expected_npy=False)
+            raise _errors.file_error(path, "out directory")
         if out.exists() and not force:
-            raise _errors.out_exists(path)
+            raise _errors.file_error(path, "exists")
         parent = out.parent
         if not parent.is_dir():
-            raise _errors.out_no_directory(path, str(parent))
+            raise _errors.file_error(path, "no parent", parent=str(parent))
         self.path = str(out)
         self.dtype = dtype
         self.shape = shape
         try:
             fd, self.tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=parent)
         except OSError as e:
-            raise _errors.out_cannot_create(path, e) from None
+            raise _errors.file_error(path, "cannot create", err=e) from None
         self.committed = False
         try:
             umask = os.umask(0)
@@ -160,7 +160,7 @@ class AtomicOutput:
         except OSError as e:
             os.close(fd)
             self.discard()
-            raise _errors.out_cannot_write(path, e) from None
+            raise _errors.file_error(path, "cannot write", err=e) from None
         except BaseException:
             os.close(fd)
             self.discard()

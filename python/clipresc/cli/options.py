@@ -15,7 +15,7 @@ DEFAULT_CHUNK_MB = 32
 
 def check_eps(eps: float) -> float:
     if not (math.isfinite(eps) and eps >= 0):
-        raise click.BadParameter(_errors.option_eps(eps), param_hint="--eps")
+        raise click.BadParameter(_errors.bad_option("--eps", eps), param_hint="--eps")
     return eps
 
 
@@ -29,7 +29,7 @@ def check_p(p: float) -> float:
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float] | None:
     lo, hi = bounds
     if math.isnan(lo) or math.isnan(hi) or lo > hi:
-        raise click.BadParameter(_errors.option_bounds(lo, hi), param_hint="--bounds")
+        raise click.BadParameter(_errors.bad_option("--bounds", lo, hi), param_hint="--bounds")
     if lo == -math.inf and hi == math.inf:
         return None
     return lo, hi
@@ -39,9 +39,11 @@ def check_parallel(workers: int | None, scheduler: str | None, chunk_mb: float) 
     if workers is not None and scheduler is not None:
         raise click.UsageError(_errors.OPTIONS_EXCLUSIVE)
     if workers is not None and workers < 1:
-        raise click.BadParameter(_errors.option_workers(workers), param_hint="--workers")
+        raise click.BadParameter(_errors.bad_option("--workers", workers), param_hint="--workers")
     if not (chunk_mb > 0 and math.isfinite(chunk_mb)):
-        raise click.BadParameter(_errors.option_chunk_mb(chunk_mb), param_hint="--chunk-mb")
+        raise click.BadParameter(
+            _errors.bad_option("--chunk-mb", chunk_mb), param_hint="--chunk-mb"
+        )
 
 
 def common_options(f: Callable[..., Any]) -> Callable[..., Any]:
