@@ -89,22 +89,27 @@ def main() -> int:
             f"(written in {time.perf_counter() - t0:.1f} s), {os.cpu_count()} CPUs",
             file=sys.stderr,
         )
+
+        def noise_cmd(out: str, *extra: str) -> list[str]:
+            return [
+                str(script),
+                "noise",
+                "x.npy",
+                out,
+                "--eps",
+                "50",
+                "--seed",
+                "0",
+                "-q",
+                "--force",
+                *extra,
+            ]
+
         runs = [
             ("I/O floor: chunked NumPy copy", [sys.executable, "-c", COPY, "x.npy", "c.npy"]),
             (
                 "clipresc noise",
-                [
-                    str(script),
-                    "noise",
-                    "x.npy",
-                    "y.npy",
-                    "--eps",
-                    "50",
-                    "--seed",
-                    "0",
-                    "-q",
-                    "--force",
-                ],
+                noise_cmd("y.npy"),
             ),
             (
                 "clipresc perturb",
@@ -117,20 +122,7 @@ def main() -> int:
             runs.append(
                 (
                     "clipresc noise --workers 2 (Dask)",
-                    [
-                        str(script),
-                        "noise",
-                        "x.npy",
-                        "w.npy",
-                        "--eps",
-                        "50",
-                        "--seed",
-                        "0",
-                        "-q",
-                        "--force",
-                        "--workers",
-                        "2",
-                    ],
+                    noise_cmd("w.npy", "--workers", "2"),
                 )
             )
         except ImportError:

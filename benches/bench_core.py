@@ -42,7 +42,7 @@ import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
 import paper_reference
-from _timing import Timing, measure
+from _timing import Timing, fmt, log, measure, p_label
 from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
@@ -62,14 +62,6 @@ class Settings:
 
 QUICK = Settings(0.3, 3, 40, 1 << 21, 2, 5.0)
 FULL = Settings(2.0, 5, 200, None, 3, 60.0)
-
-
-def p_label(p: float) -> str:
-    return "inf" if math.isinf(p) else f"{p:g}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def naive_rescale_clip(x: np.ndarray, d: np.ndarray, eps: float, p: float) -> np.ndarray:
@@ -442,11 +434,6 @@ class Bench:
                     10.0,
                 )
         return out
-
-
-def fmt(v: float | None, spec: str) -> str:
-    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-    return format("-", f">{width or 1}s") if v is None else format(v, spec)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

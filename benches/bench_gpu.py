@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import Timing, measure
+from _timing import Timing, fmt, log, measure, p_label
 from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
@@ -62,14 +62,6 @@ class Settings:
 
 QUICK = Settings(0.3, 5, 200, 2)
 FULL = Settings(1.5, 10, 2000, 3)
-
-
-def p_label(p: float) -> str:
-    return "inf" if math.isinf(p) else f"{p:g}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def find_cuda() -> tuple[Any, str]:
@@ -342,11 +334,6 @@ class Bench:
                     }
                 )
         return out
-
-
-def fmt(v: float | None, spec: str) -> str:
-    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-    return format("-", f">{width or 1}s") if v is None else format(v, spec)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

@@ -35,16 +35,12 @@ from typing import Any, Callable
 import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import Timing, measure
+from _timing import Timing, log, measure
 from support.workloads import image_and_noise
 
 SHAPE = (64, 3, 224, 224)
 EPS = {2.0: 50.0, 1.0: 5000.0, math.inf: 0.03}
 TARGET_RATIO = 3.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main() -> int:
