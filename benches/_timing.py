@@ -1,4 +1,5 @@
-"""Small timing helper for the benchmarks: median of N repeats after warm-up.
+"""Small helpers shared by the benchmarks: the median of N repeats after warm-up, and the
+table and log formatting (``p_label``, ``fmt``, ``log``).
 
 The repeat count adapts to a time budget: at least ``min_repeats`` timed calls, then more
 until ``budget_s`` of timed calls have been spent or ``max_repeats`` is reached. A call
@@ -9,7 +10,9 @@ that is slow on its own (warm-up longer than ``slow_call_s``) is timed only
 from __future__ import annotations
 
 import gc
+import math
 import statistics
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -82,3 +85,19 @@ def measure(
         warmup=warmup,
         samples=samples,
     )
+
+
+def p_label(p: float) -> str:
+    """``p`` for a table: ``inf`` or the shortest float text."""
+    return "inf" if math.isinf(p) else f"{p:g}"
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (the table goes to stdout)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fmt(v: float | None, spec: str) -> str:
+    """``v`` formatted with ``spec``, or ``-`` right-aligned in its width when missing."""
+    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
+    return format("-", f">{width or 1}s") if v is None else format(v, spec)

@@ -31,7 +31,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _support  # noqa: F401  (tests/ on sys.path)
 from _timing import measure
+from support.workloads import image_and_noise
 
 TARGETS = {"numpy": 15, "torch forward": 40, "torch backward": 30}
 
@@ -75,9 +77,7 @@ def main() -> None:
 
     package_dir = os.path.dirname(os.path.abspath(clipresc.__file__))
     print(f"# CPU: {_cpu_model()}; Python {platform.python_version()}; package {package_dir}")
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (1, 10)).astype(np.float32)
-    d = rng.standard_normal((1, 10)).astype(np.float32)
+    x, d = image_and_noise((1, 10), np.float32, seed=0)
 
     cases: dict[str, Callable[[], object]] = {"numpy": lambda: clipresc.perturb(x, d, 0.5)}
     timed: dict[str, Callable[[], object]] = dict(cases)

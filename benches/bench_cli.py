@@ -32,6 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+import _support  # noqa: F401  (tests/ on sys.path)
+from support.workloads import write_npy_rows
+
 ROW = (3, 224, 224)
 RUNNER = (
     "import resource, subprocess, sys, time;"
@@ -51,20 +54,6 @@ for i in range(0, len(a), step):
     o.flush()
     del src
 """
-
-
-def make_file(path: Path, rows: int, kind: str, seed: int) -> None:
-    a = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(rows, *ROW))
-    rng = np.random.default_rng(seed)
-    step = 64
-    for i in range(0, rows, step):
-        n = min(step, rows - i)
-        if kind == "x":
-            a[i : i + n] = rng.random((n, *ROW), dtype=np.float32)
-        else:
-            a[i : i + n] = rng.standard_normal((n, *ROW), dtype=np.float32)
-    a.flush()
-    del a
 
 
 def measure(cmd: list[str]) -> tuple[int, float, float]:
@@ -92,30 +81,35 @@ def main() -> int:
     results = []
     try:
         t0 = time.perf_counter()
-        make_file(d / "x.npy", rows, "x", 0)
-        make_file(d / "d.npy", rows, "d", 1)
+        write_npy_rows(d / "x.npy", (rows, *ROW), "x", 0)
+        write_npy_rows(d / "d.npy", (rows, *ROW), "delta", 1)
         nbytes = rows * row_bytes
         print(
             f"IN: {rows}x3x224x224 float32 = {nbytes / 2**30:.2f} GiB "
             f"(written in {time.perf_counter() - t0:.1f} s), {os.cpu_count()} CPUs",
             file=sys.stderr,
         )
+
+        def noise_cmd(out: str, *extra: str) -> list[str]:
+            return [
+                str(script),
+                "noise",
+                "x.npy",
+                out,
+                "--eps",
+                "50",
+                "--seed",
+                "0",
+                "-q",
+                "--force",
+                *extra,
+            ]
+
         runs = [
             ("I/O floor: chunked NumPy copy", [sys.executable, "-c", COPY, "x.npy", "c.npy"]),
             (
                 "clipresc noise",
-                [
-                    str(script),
-                    "noise",
-                    "x.npy",
-                    "y.npy",
-                    "--eps",
-                    "50",
-                    "--seed",
-                    "0",
-                    "-q",
-                    "--force",
-                ],
+                noise_cmd("y.npy"),
             ),
             (
                 "clipresc perturb",
@@ -128,20 +122,7 @@ def main() -> int:
             runs.append(
                 (
                     "clipresc noise --workers 2 (Dask)",
-                    [
-                        str(script),
-                        "noise",
-                        "x.npy",
-                        "w.npy",
-                        "--eps",
-                        "50",
-                        "--seed",
-                        "0",
-                        "-q",
-                        "--force",
-                        "--workers",
-                        "2",
-                    ],
+                    noise_cmd("w.npy", "--workers", "2"),
                 )
             )
         except ImportError:

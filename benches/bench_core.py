@@ -40,36 +40,14 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _support  # noqa: F401  (tests/ on sys.path)
 import paper_reference
-from _timing import Timing, measure
+from _timing import Timing, fmt, log, measure, p_label
+from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
 BOUNDS = (0.0, 1.0)
 PUBLISHED = "sort-based, published ops"
-
-
-@dataclass(frozen=True)
-class Workload:
-    name: str
-    shape: tuple[int, ...]
-    dtype: type[np.floating[Any]]
-    eps: float
-    image: bool
-
-    @property
-    def batch(self) -> int:
-        return self.shape[0]
-
-    @property
-    def n(self) -> int:
-        return math.prod(self.shape[1:])
-
-
-WORKLOADS = (
-    Workload("64x3x224x224 f32", (64, 3, 224, 224), np.float32, 50.0, True),
-    Workload("1024x3x32x32 f32", (1024, 3, 32, 32), np.float32, 10.0, True),
-    Workload("4096x784 f64", (4096, 784), np.float64, 3.6, False),
-)
 
 
 @dataclass(frozen=True)
@@ -84,14 +62,6 @@ class Settings:
 
 QUICK = Settings(0.3, 3, 40, 1 << 21, 2, 5.0)
 FULL = Settings(2.0, 5, 200, None, 3, 60.0)
-
-
-def p_label(p: float) -> str:
-    return "inf" if math.isinf(p) else f"{p:g}"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def naive_rescale_clip(x: np.ndarray, d: np.ndarray, eps: float, p: float) -> np.ndarray:
@@ -174,9 +144,7 @@ class Bench:
     # -- one workload ----------------------------------------------------------------
     def run_workload(self, wl: Workload, seed: int) -> None:
         t0 = time.perf_counter()
-        rng = np.random.default_rng(seed)
-        x = rng.random(wl.shape, dtype=wl.dtype)
-        d = rng.standard_normal(wl.shape, dtype=wl.dtype)
+        x, d = image_and_noise(wl.shape, wl.dtype, seed)
         o = np.empty_like(x)
         log(f"--- {wl.name}: eps {wl.eps}, data ready in {time.perf_counter() - t0:.1f} s")
 
@@ -466,11 +434,6 @@ class Bench:
                     10.0,
                 )
         return out
-
-
-def fmt(v: float | None, spec: str) -> str:
-    width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
-    return format("-", f">{width or 1}s") if v is None else format(v, spec)
 
 
 def print_table(rows: list[dict[str, Any]]) -> None:

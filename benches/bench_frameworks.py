@@ -34,7 +34,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _support  # noqa: F401  (tests/ on sys.path)
 from _timing import Timing, measure
+from support.workloads import image_and_noise
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -54,9 +56,7 @@ def bench_tiny(quick: bool) -> dict[str, Any]:
     import clipresc
 
     budget = 0.3 if quick else 1.0
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (1, 10)).astype(np.float32)
-    d = rng.standard_normal((1, 10)).astype(np.float32)
+    x, d = image_and_noise((1, 10), np.float32, seed=0)
 
     def m(fn: Callable[[], object]) -> Timing:
         return measure(fn, warmup=20, min_repeats=200, max_repeats=20000, budget_s=budget)
@@ -147,9 +147,7 @@ def bench_big(quick: bool, eps: float) -> dict[str, Any]:
     import clipresc
 
     budget = 1.0 if quick else 3.0
-    rng = np.random.default_rng(1)
-    x = rng.uniform(0, 1, BIG).astype(np.float32)
-    d = rng.standard_normal(BIG).astype(np.float32)
+    x, d = image_and_noise(BIG, np.float32, seed=1)
 
     def m(fn: Callable[[], object]) -> Timing:
         return measure(fn, warmup=1, min_repeats=3, max_repeats=30, budget_s=budget)

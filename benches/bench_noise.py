@@ -34,15 +34,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from _timing import Timing, measure
+import _support  # noqa: F401  (tests/ on sys.path)
+from _timing import Timing, log, measure
+from support.workloads import image_and_noise
 
 SHAPE = (64, 3, 224, 224)
 EPS = {2.0: 50.0, 1.0: 5000.0, math.inf: 0.03}
 TARGET_RATIO = 3.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def main() -> int:
@@ -55,9 +53,7 @@ def main() -> int:
     import clipresc
     from clipresc import _clipresc
 
-    rng = np.random.default_rng(0)
-    x = rng.random(SHAPE, dtype=np.float32)
-    d = rng.standard_normal(SHAPE, dtype=np.float32)
+    x, d = image_and_noise(SHAPE, np.float32, seed=0)
     o = np.empty_like(x)
     x2 = x.reshape(SHAPE[0], -1)
     y2 = np.empty_like(x2)

@@ -7,13 +7,10 @@ github.com/jonasrauber/clipping-aware-rescaling). Vectorised over the batch: one
 bounds ``[a, b]``. Computation happens in the dtype of ``x`` (like the reference).
 
 :func:`self_check` compares the transcription with the tests' bisection oracle
-(``tests/oracle.py``); run this file directly (``python benches/paper_reference.py``).
+(``tests/support/oracle.py``); run this file directly (``python benches/paper_reference.py``).
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -115,8 +112,8 @@ def self_check(seed: int = 0, verbose: bool = True) -> float:
     Returns the largest relative error seen (eta vs bisection, achieved size vs target,
     the two variants against each other).
     """
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from oracle import bisect_eta  # the tests' oracle: one copy for tests and benches
+    import _support  # noqa: F401  (tests/ on sys.path)
+    from support.oracle import bisect_eta  # the tests' oracle: one copy for tests and benches
 
     rng = np.random.default_rng(seed)
     worst = 0.0

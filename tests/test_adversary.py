@@ -8,10 +8,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import clipresc
-import oracle
-from checks import assert_eta_in_bracket, check_eta, check_perturb, examples
 from clipresc import _clipresc
-from strategies import Case
+from support import oracle
+from support.checks import assert_eta_in_bracket, check_eta, check_perturb, examples
+from support.strategies import Case
 
 P_FINITE = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0]
 

@@ -21,7 +21,7 @@ import pytest
 import clipresc
 from clipresc import _dispatch
 from clipresc.backends import numpy_backend
-from framework_cases import Bad, bad_cases
+from support.framework_cases import Bad, bad_cases
 
 
 @dataclass

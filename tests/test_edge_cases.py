@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import clipresc
-import oracle
+from support import oracle
 
 P_ALL = [0.5, 0.7, 1.0, 1.5, 2.0, 3.0, math.inf]
 DTYPES = [np.float32, np.float64]

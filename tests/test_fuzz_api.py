@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import clipresc
-from strategies import normalize_axes, to_2d
+from support.strategies import normalize_axes, to_2d
 
 # ------------------------------------------------------------------------ the contract
 

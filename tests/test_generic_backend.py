@@ -1,8 +1,8 @@
 """Tests of the pure array-API backend (``clipresc.backends.generic``).
 
-The forward is checked against an independent float64 oracle written here: the achieved
-post-clip size ``||clip(x + eta d, l, u) - x||_p`` (evaluated as the clipped step
-``clip(eta d, l - x, u - x)``, which is the same number without cancellation) must equal
+The forward is checked against the independent float64 oracle (``support.oracle``): the
+achieved post-clip size ``||clip(x + eta d, l, u) - x||_p`` (evaluated as the clipped step
+``min(eta |d|, room)``, which is the same number without cancellation) must equal
 ``eps`` to 1e-12 relative, and ``eta`` must match a bisection on that size; saturating
 values of unreachable rows are computed by brute force. The VJPs are checked against
 central finite differences in float64. Everything runs on NumPy and array-api-strict
@@ -21,9 +21,9 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-import oracle
 from clipresc.backends import generic as G
-from fd import central_diff, one_sided_diff
+from support import oracle
+from support.fd import central_diff, one_sided_diff
 
 P_FWD = [0.5, 1.0, 2.0, 3.0, math.inf]
 P_GRAD = [0.7, 1.0, 2.0, 3.0, math.inf]
@@ -96,42 +96,19 @@ def full(b: Any, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def rooms(x: np.ndarray, d: np.ndarray, lo: Any, hi: Any) -> np.ndarray:
-    lo, hi = full(lo, x.shape), full(hi, x.shape)
-    with np.errstate(invalid="ignore"):
-        s = np.where(d > 0, hi - x, x - lo)
-    return np.where(d != 0, s, 0.0)
+    return oracle.rooms(x, d, lo, hi)
 
 
 def achieved(x: np.ndarray, d: np.ndarray, eta: np.ndarray, lo: Any, hi: Any, p: float) -> Any:
-    """``||clip(x + eta d, lo, hi) - x||_p`` per row, in float64."""
-    lo, hi = full(lo, x.shape), full(hi, x.shape)
-    step = np.abs(np.clip(np.asarray(eta, np.float64)[:, None] * d, lo - x, hi - x))
-    if math.isinf(p):
-        return step.max(axis=1)
-    return (step**p).sum(axis=1) ** (1.0 / p)
+    """``||clip(x + eta d, lo, hi) - x||_p`` per row, in float64 (the oracle's)."""
+    return oracle.achieved_size(x, d, eta, p, lo, hi)
 
 
 def max_size(x: np.ndarray, d: np.ndarray, lo: Any, hi: Any, p: float) -> np.ndarray:
-    s = rooms(x, d, lo, hi)
-    if math.isinf(p):
-        return s.max(axis=1)
-    return (s**p).sum(axis=1) ** (1.0 / p)
+    return oracle.max_size(x, d, p, lo, hi)
 
 
-def saturating_eta(x: np.ndarray, d: np.ndarray, lo: Any, hi: Any, p: float) -> np.ndarray:
-    """Brute-force saturating eta (contract): finite p: max s_i/|d_i|; inf: see contract."""
-    s = rooms(x, d, lo, hi)
-    out = np.zeros(x.shape[0])
-    for r in range(x.shape[0]):
-        mov = [i for i in range(x.shape[1]) if d[r, i] != 0]
-        if not mov:
-            continue
-        if math.isinf(p):
-            smax = max(s[r, i] for i in mov)
-            out[r] = min(s[r, i] / abs(d[r, i]) for i in mov if s[r, i] == smax)
-        else:
-            out[r] = max(s[r, i] / abs(d[r, i]) for i in mov)
-    return out
+saturating_eta = oracle.saturating_eta
 
 
 # --------------------------------------------------------------------------- data

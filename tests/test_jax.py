@@ -18,7 +18,7 @@ from jax.test_util import check_grads  # noqa: E402
 
 import clipresc  # noqa: E402
 from clipresc.frameworks import jax as cj  # noqa: E402
-from framework_cases import (  # noqa: E402
+from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,

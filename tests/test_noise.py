@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 
 import clipresc
-import oracle
 from clipresc._noise import DISTRIBUTIONS, sample, seed_key
 from clipresc.transforms import ExactNoise
+from support import oracle
 
 DISTS = list(DISTRIBUTIONS)
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-import oracle
-from checks import examples
-from strategies import P_SPECIAL, Case, cases
+from support import oracle
+from support.checks import examples
+from support.strategies import P_SPECIAL, Case, cases
 
 
 @pytest.mark.parametrize("p", [*P_SPECIAL, 0.31, 4.9])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import clipresc
-from checks import (
+from support.checks import (
     TOL,
     check_eta,
     check_perturb,
@@ -18,7 +18,7 @@ from checks import (
     expected_raise_message,
     reference,
 )
-from strategies import Case, cases, compute_dtype, to_2d
+from support.strategies import Case, cases, compute_dtype, to_2d
 
 
 def _call(fn, case: Case, **kw):

@@ -16,7 +16,7 @@ tf = pytest.importorskip("tensorflow")
 
 import clipresc  # noqa: E402
 from clipresc.frameworks import tensorflow as ctf  # noqa: E402
-from framework_cases import (  # noqa: E402
+from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 import clipresc  # noqa: E402
 from clipresc.frameworks import _torch_device  # noqa: E402
 from clipresc.frameworks import torch as ct  # noqa: E402
-from framework_cases import (  # noqa: E402
+from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,

@@ -18,7 +18,7 @@ import pytest
 import clipresc
 from clipresc import _clipresc
 from clipresc.backends import generic
-from fd import central_diff, one_sided_diff
+from support.fd import central_diff, one_sided_diff
 
 PS = [0.7, 1.0, 2.0, 3.0, math.inf]
 KEYS = ("x", "delta", "eps", "lower", "upper")

@@ -47,7 +47,6 @@ from ._libraries import (
 from ._overflow import warn_eta_overflow
 from ._prepare import check_out, prepare
 from ._prepare_xp import (
-    XProblem,
     arg_shapes,
     cotangent,
     fit_cotangents,
@@ -55,7 +54,7 @@ from ._prepare_xp import (
     raise_unreachable,
     to_bool,
 )
-from .backends import numpy_backend, row_backend
+from .backends import row_backend
 from .backends.interface import RowBackend
 
 __all__ = ["family_of", "forward", "route", "vjp"]
@@ -91,8 +90,12 @@ def _path(lib: str, arrays: list[Any], vjp: bool) -> str:
 # --------------------------------------------------------------------------- conversions
 
 
-def _to_numpy(a: Any, lib: str) -> Any:
-    """A NumPy view of a CPU array (no copy where the memory allows); values pass through."""
+def to_numpy(a: Any, lib: str) -> Any:
+    """A NumPy view of a CPU array of ``lib`` (no copy where the memory allows; float32 for
+    a bfloat16 tensor); values pass through.
+
+    >>> to_numpy(np.ones(2), "numpy").tolist(), to_numpy(0.5, "torch")
+    ([1.0, 1.0], 0.5)"""
     if library_of(a) is None:
         return a
     if lib == "tensorflow":
@@ -147,7 +150,7 @@ def _from_cupy(r: Any, lib: str) -> Any:
 
 
 _CONVERT: dict[str, tuple[Callable[[Any, str], Any], Callable[[Any, str], Any]]] = {
-    "cpu": (_to_numpy, lambda r, lib: r),
+    "cpu": (to_numpy, lambda r, lib: r),
     "cupy": (_to_cupy, _from_cupy),
     "generic": (lambda a, lib: a, lambda r, lib: r),
 }
@@ -207,27 +210,28 @@ def forward(
     if out is not None and path != "numpy":
         raise _errors.out_numpy_only(lib or path)
     if path == "numpy":
+        core = row_backend("numpy")
         prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
         if kind == "scale":
-            return numpy_backend.scale(prob)
+            return core.scale(prob)
         if out is not None:
             read = [("x", x), ("delta", delta), ("lower", prob.lower), ("upper", prob.upper)]
             check_out(out, prob, read)
-        return numpy_backend.perturb(prob, out)
+        return core.perturb(prob, out)
     if path == "dask":
-        from .backends import dask_backend
+        from .backends import dask_backend  # plans the blocks of row_backend("dask")
 
-        fn = dask_backend.scale if kind == "scale" else dask_backend.perturb
-        return fn(x, delta, eps, p, bounds, axis, unreachable)
+        return dask_backend.forward(kind, x, delta, eps, p, bounds, axis, unreachable)
     if path == "framework":
         mod = framework_module(lib)
         assert mod is not None
         fn = mod.scale if kind == "scale" else mod.perturb
         return fn(x, delta, eps, p=p, bounds=bounds, axis=axis, unreachable=unreachable)
     if path == "cpu":
-        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
+        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, to_numpy)
         prob = prepare(xn, dn, en, p, bn, axis, unreachable, core_checks_bounds=True)
-        res = numpy_backend.scale(prob) if kind == "scale" else numpy_backend.perturb(prob)
+        core = row_backend("cpu")
+        res = core.scale(prob) if kind == "scale" else core.perturb(prob)
         return _from_numpy(res, lib, x, x.dtype)
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
@@ -272,40 +276,14 @@ def _count_concrete(xp: Any, mask: Any) -> int:
 
 # --------------------------------------------------------------------------- gradients
 
-
-def _vjp_numpy(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    cot: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-) -> dict[str, Any]:
-    """The VJP of NumPy inputs through the Rust core (results as NumPy arrays)."""
-    npx = array_api_compat.array_namespace(np.empty(0))
-    xa, da = np.asarray(x), np.asarray(delta)
-    prob = prepare(xa, da, eps, p, bounds, axis, unreachable)
-    lay = prob.layout
-    shapes = arg_shapes(eps, bounds, lay)
-    if kind == "scale":
-        c = cotangent(npx, cot, lay.eta_shape, "etabar", prob.x)
-        cot_rows = np.reshape(c, (lay.rows,))
-    else:
-        c = cotangent(npx, cot, lay.shape, "ybar", prob.x)
-        cot_rows = lay.to_rows(c, prob.x.dtype)
-    g = numpy_backend.vjp_rows(
-        prob, kind, cot_rows, shapes.lower is not None, shapes.upper is not None
-    )
-    return fit_cotangents(npx, g, lay, shapes, prob.dtype, da.dtype)
+_NP = array_api_compat.array_namespace(np.empty(0))
+"""NumPy as an array-API namespace."""
 
 
 def _vjp_rows(
     kind: str,
+    path: str,
     xp: Any,
-    backend: RowBackend,
     x: Any,
     delta: Any,
     eps: Any,
@@ -315,24 +293,37 @@ def _vjp_rows(
     axis: Any,
     unreachable: Any,
 ) -> dict[str, Any]:
-    """The VJP on the caller's arrays through a row backend: one solve for ``eta`` (whose
-    flags answer ``unreachable="raise"``), then the closed form from that ``eta``. A
-    backend whose VJP derives its own (:attr:`RowBackend.NEEDS_ETA` false) is not asked
-    to solve first unless the flags are needed."""
-    prob: XProblem = prepare_xp(xp, x, delta, eps, p, bounds, axis, unreachable)
+    """The VJP through the backend of ``path``, in ``xp``'s arrays. The Rust core
+    (``numpy``, ``cpu``) takes the prepared problem whole and solves inside its VJP; another
+    row backend solves once for ``eta`` (whose flags answer ``unreachable="raise"``), then
+    gives that ``eta`` to its VJP, unless it derives its own
+    (:attr:`~clipresc.backends.interface.RowBackend.NEEDS_ETA` false) and no flags are
+    needed."""
+    if path in ("numpy", "cpu"):
+        da = np.asarray(delta)
+        prob: Any = prepare(np.asarray(x), da, eps, p, bounds, axis, unreachable)
+        shapes, delta_dtype = arg_shapes(eps, bounds, prob.layout), da.dtype
+    else:
+        prob = prepare_xp(xp, x, delta, eps, p, bounds, axis, unreachable)
+        shapes, delta_dtype = prob.shapes, prob.delta_dtype
     lay = prob.layout
-    args = (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
     if kind == "scale":
         c = xp.reshape(cotangent(xp, cot, lay.eta_shape, "etabar", prob.x), (lay.rows,))
     else:
         c = lay.to_rows_xp(xp, cotangent(xp, cot, lay.shape, "ybar", prob.x))
-    eta = None
-    if backend.NEEDS_ETA or prob.unreachable == "raise":
-        eta, flags = backend.scale_rows(*args)
-        raise_unreachable(xp, prob, flags)
-    fn = backend.scale_vjp_rows if kind == "scale" else backend.perturb_vjp_rows
-    g = fn(*args, eta, c)
-    return fit_cotangents(xp, g, lay, prob.shapes, prob.dtype, prob.delta_dtype)
+    if path in ("numpy", "cpu"):
+        want = (shapes.lower is not None, shapes.upper is not None)
+        g = row_backend("numpy").vjp_rows(prob, kind, c, *want)
+    else:
+        backend = row_backend(path)
+        args = (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
+        eta = None
+        if backend.NEEDS_ETA or prob.unreachable == "raise":
+            eta, flags = backend.scale_rows(*args)
+            raise_unreachable(xp, prob, flags)
+        fn = backend.scale_vjp_rows if kind == "scale" else backend.perturb_vjp_rows
+        g = fn(*args, eta, c)
+    return fit_cotangents(xp, g, lay, shapes, prob.dtype, delta_dtype)
 
 
 def vjp(
@@ -353,10 +344,11 @@ def vjp(
     named = arguments(x, delta, eps, bounds, **{cot_name: cot})
     lib, path = route(named, vjp=True)
     if path == "numpy":
-        return _vjp_numpy(kind, x, delta, eps, cot, p, bounds, axis, unreachable)
+        return _vjp_rows(kind, path, _NP, x, delta, eps, cot, p, bounds, axis, unreachable)
     if path == "cpu":
-        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, _to_numpy)
-        out = _vjp_numpy(kind, xn, dn, en, _to_numpy(cot, lib), p, bn, axis, unreachable)
+        xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, to_numpy)
+        cn = to_numpy(cot, lib)
+        out = _vjp_rows(kind, path, _NP, xn, dn, en, cn, p, bn, axis, unreachable)
         likes: dict[str, Any] = {"x": x, "delta": delta, "eps": eps}
         if bn is not None:
             likes["lower"], likes["upper"] = bounds[0], bounds[1]
@@ -372,5 +364,5 @@ def vjp(
     xp = array_api_compat.array_namespace(
         *[a for a in (xc, dc, ec, cc, *(bc or ())) if library_of(a)]
     )
-    out = _vjp_rows(kind, xp, row_backend(path), xc, dc, ec, cc, p, bc, axis, unreachable)
+    out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
     return {k: back(v, lib) for k, v in out.items()}

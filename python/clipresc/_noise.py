@@ -18,8 +18,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _errors
-from ._call import describe
-from ._prepare import Problem, check_out, parse_bounds, parse_eps
+from ._prepare import Problem, check_out, prepare
 
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
 """The noise distributions (their scale does not matter: ``eta`` rescales the noise)."""
@@ -110,25 +109,7 @@ def prepare_noise(
 
     The problem's ``delta`` is ``x`` itself (unused: the core draws the direction).
     """
-    xa = np.asarray(x)
-    call = describe(xa.shape, xa.dtype, xa.shape, xa.dtype, p, axis, unreachable)
-    layout = call.layout
-    assert layout is not None
-    wd = call.work_dtype
-    eps_rows = parse_eps(eps, layout)
-    lower, upper = parse_bounds(bounds, layout, wd)
-    rows = layout.to_rows(xa, wd)
-    return Problem(
-        layout=layout,
-        dtype=xa.dtype,
-        x=rows,
-        delta=rows,
-        eps=eps_rows,
-        p=call.p,
-        lower=lower,
-        upper=upper,
-        unreachable=call.unreachable,
-    )
+    return prepare(x, x, eps, p, bounds, axis, unreachable)
 
 
 def _is_dask(x: Any) -> bool:
@@ -202,40 +183,27 @@ def noise(
     """
     dist = parse_distribution(distribution)
     fam = _library_of(x, eps, bounds)
+    kw: dict[str, Any] = {
+        "p": p,
+        "bounds": bounds,
+        "distribution": dist,
+        "axis": axis,
+        "row_offset": row_offset,
+        "unreachable": unreachable,
+    }
     if fam in _NATIVE:
         if out is not None:
             raise _errors.out_numpy_only(fam)
         from . import _noise_native
 
-        return _noise_native.noise(
-            fam,
-            x,
-            eps,
-            p=p,
-            bounds=bounds,
-            distribution=dist,
-            seed=seed,
-            axis=axis,
-            row_offset=row_offset,
-            unreachable=unreachable,
-        )
+        return _noise_native.noise(fam, x, eps, seed=seed, **kw)
     seq = seed_sequence(seed)
     if _is_dask(x):
         if out is not None:
             raise _errors.out_dask()
         from .backends import dask_backend
 
-        return dask_backend.noise(
-            x,
-            eps,
-            p=p,
-            bounds=bounds,
-            distribution=dist,
-            seed=seq,
-            axis=axis,
-            row_offset=row_offset,
-            unreachable=unreachable,
-        )
+        return dask_backend.noise(x, eps, seed=seq, **kw)
     return noise_numpy(x, eps, p, bounds, dist, seq, axis, row_offset, unreachable, out=out)
 
 
@@ -258,14 +226,14 @@ def noise_numpy(
     >>> bool(np.array_equal(y, noise(x, 0.1, seed=0)))
     True
     """
-    from .backends import numpy_backend
+    from .backends import row_backend
 
     prob = prepare_noise(x, eps, p, bounds, axis, unreachable)
     off = parse_row_offset(row_offset, prob.layout.rows)
     key = seed_key(seed)
     if out is not None:
         check_out(out, prob, [("x", x), ("lower", prob.lower), ("upper", prob.upper)])
-    res: np.ndarray[Any, Any] = numpy_backend.noise(prob, distribution, key, off, out=out)
+    res: np.ndarray[Any, Any] = row_backend("numpy").noise(prob, distribution, key, off, out=out)
     return res
 
 

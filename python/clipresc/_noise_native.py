@@ -37,6 +37,7 @@ import numpy as np
 
 from . import _errors
 from ._call import describe
+from ._dispatch import to_numpy
 from ._noise import noise_numpy, parse_row_offset, seed_sequence
 
 __all__ = ["noise"]
@@ -128,12 +129,7 @@ def _torch(x: Any, eps: Any, bounds: Any, seed: Any, kw: dict[str, Any]) -> Any:
     torch = sys.modules["torch"]
 
     def host(a: Any) -> Any:
-        if not isinstance(a, torch.Tensor):
-            return a
-        t = a.detach()
-        if t.dtype == torch.bfloat16:
-            t = t.float()
-        return t.cpu().resolve_conj().resolve_neg().numpy()
+        return to_numpy(a.cpu(), "torch") if isinstance(a, torch.Tensor) else a
 
     t = x.detach()
     work = t.float() if t.dtype == torch.bfloat16 else t

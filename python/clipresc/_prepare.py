@@ -170,7 +170,7 @@ def prepare(
     :attr:`Problem.unchecked_bounds`).
     """
     xa = x if type(x) is np.ndarray else np.asarray(x)
-    da = delta if type(delta) is np.ndarray else np.asarray(delta)
+    da = xa if delta is x else delta if type(delta) is np.ndarray else np.asarray(delta)
     call = describe(xa.shape, xa.dtype, da.shape, da.dtype, p, axis, unreachable)
     layout = call.layout
     assert layout is not None
@@ -196,12 +196,15 @@ def prepare(
         xr = xa.reshape(layout.rows, layout.n)  # a view: the common case, kept cheap
     else:
         xr = layout.to_rows(xa, wd)
-    if da.dtype != xa.dtype or not da.dtype.isnative:  # delta is rounded to x's dtype first
-        da = _as_dtype(da, xa.dtype.newbyteorder("="))
-    if layout.is_trailing and da.dtype == wd and da.flags.c_contiguous and da.flags.aligned:
-        dr = da.reshape(layout.rows, layout.n)
+    if delta is x:  # noise: the core draws the direction, delta is only a placeholder
+        dr = xr
     else:
-        dr = layout.to_rows(da, wd)
+        if da.dtype != xa.dtype or not da.dtype.isnative:  # rounded to x's dtype first
+            da = _as_dtype(da, xa.dtype.newbyteorder("="))
+        if layout.is_trailing and da.dtype == wd and da.flags.c_contiguous and da.flags.aligned:
+            dr = da.reshape(layout.rows, layout.n)
+        else:
+            dr = layout.to_rows(da, wd)
     return Problem(
         layout,
         xa.dtype,

@@ -18,8 +18,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _gpu_oracle import bisect_eta, make_case
 from _opencl_env import import_pyopencl, opencl_queue
+
+from support.gpu_cases import bisect_eta, make_case
 
 cl = import_pyopencl()
 import pyopencl.array as cla  # noqa: E402

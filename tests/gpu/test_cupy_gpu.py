@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _gpu_oracle import BOUND_KINDS, adversarial_row, bisect_eta, make_case
+from support.gpu_cases import BOUND_KINDS, adversarial_row, bisect_eta, make_case
 
 cupy = pytest.importorskip("cupy")
 

@@ -3,7 +3,7 @@
 Needs ``pyopencl`` and an OpenCL device with float64, e.g. Debian's PoCL CPU device
 (``pocl-opencl-icd``, which ``make test`` installs); ``_opencl_env`` says what happens
 without one (skipped under plain pytest, a failure under ``make test``). Results are compared
-with an independent float64 bisection oracle (``_gpu_oracle.py``), the VJP kernels with
+with an independent float64 bisection oracle (``support/gpu_cases.py``), the VJP kernels with
 central finite differences of the forward kernel in float64, and (when built) with the
 Rust core's ``clipresc.scale``.
 """
@@ -20,7 +20,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _gpu_oracle import (
+from _opencl_env import import_pyopencl, opencl_queue, reduced
+
+from support.gpu_cases import (
     BOUND_KINDS,
     adversarial_row,
     bisect_eta,
@@ -28,7 +30,6 @@ from _gpu_oracle import (
     rooms,
     size_pow,
 )
-from _opencl_env import import_pyopencl, opencl_queue, reduced
 
 cl = import_pyopencl()
 

@@ -1,30 +1,49 @@
 """Backends: each computes the contract for one kind of arrays, on ``(rows, n)`` inputs.
 
-:class:`clipresc.backends.interface.RowBackend` is what a backend that works in the
-caller's array library implements (:mod:`~clipresc.backends.generic`, the CuPy kernels);
-:func:`row_backend` is the registry that picks one by the path
-:func:`clipresc._dispatch.route` chose. :mod:`~clipresc.backends.numpy_backend` (the
-Rust core on NumPy arrays) and :mod:`~clipresc.backends.dask_backend` (lazy blocks
-through the NumPy backend) are reached directly by :mod:`clipresc._dispatch`.
+Every backend implements :class:`clipresc.backends.interface.RowBackend`: the Rust core on
+NumPy rows (:mod:`~clipresc.backends.numpy_backend`, for the ``numpy`` and ``cpu`` paths
+and each block of a Dask array), the pure array API (:mod:`~clipresc.backends.generic`)
+and the CuPy kernels (:mod:`~clipresc.backends.cupy_rows`). :func:`row_backend` is the
+registry that picks one by the path :func:`clipresc._dispatch.route` chose;
+:mod:`~clipresc.backends.dask_backend` plans the lazy blocks that the NumPy backend
+computes.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 if TYPE_CHECKING:
-    from .interface import RowBackend
+    from .interface import ProblemBackend, RowBackend
 
-_ROW_BACKENDS = {"generic": "generic", "cupy": "cupy_rows"}
-"""Path -> module implementing :class:`~clipresc.backends.interface.RowBackend`."""
+_ROW_BACKENDS = {
+    "numpy": "numpy_backend",
+    "cpu": "numpy_backend",
+    "dask": "numpy_backend",
+    "generic": "generic",
+    "cupy": "cupy_rows",
+}
+"""Path -> module implementing :class:`~clipresc.backends.interface.RowBackend` (for
+``dask``, the backend of each block)."""
+
+_LOADED: dict[str, Any] = {}
 
 
-def row_backend(path: str) -> RowBackend:
-    """The row backend for ``path`` (``"generic"`` or ``"cupy"``), imported on first use
-    (CuPy only for CuPy arrays and CUDA tensors).
+@overload
+def row_backend(path: Literal["numpy", "cpu", "dask"]) -> ProblemBackend: ...
+@overload
+def row_backend(path: str) -> RowBackend: ...
 
-    >>> row_backend("generic").__name__
-    'clipresc.backends.generic'
+
+def row_backend(path: str) -> Any:
+    """The row backend for ``path`` (a path of :func:`clipresc._dispatch.route` but
+    ``"framework"``), imported on first use (CuPy only for CuPy arrays and CUDA tensors).
+
+    >>> row_backend("generic").__name__, row_backend("cpu").__name__
+    ('clipresc.backends.generic', 'clipresc.backends.numpy_backend')
     """
-    return importlib.import_module(f"{__name__}.{_ROW_BACKENDS[path]}")
+    mod = _LOADED.get(path)
+    if mod is None:
+        mod = _LOADED[path] = importlib.import_module(f"{__name__}.{_ROW_BACKENDS[path]}")
+    return mod

@@ -25,12 +25,14 @@ from clipresc.kernels import (
     BLOCK,
     ROWINFO,
     Operand,
+    bound_grad_args,
     bound_operand,
     build_defines,
     eps_operand,
     kernel_source,
     norm_mode,
     real_name,
+    vjp_args,
 )
 
 __all__ = [
@@ -236,7 +238,6 @@ def _vjp(
     x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any, etabar: Any
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     cupy = _cupy()
-    import numpy as np
 
     pr = _prepare(x, d, eps, p, lower, upper)
     B, n, xx = pr["B"], pr["n"], pr["x"]
@@ -260,41 +261,18 @@ def _vjp(
     rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info else None
     if B > 0:
         common = _common(pr)
+        same = (lambda a: a), xx
         get_kernel("clipresc_vjp", pr["real"])(
             (min(B, _MAX_BLOCKS),),
             (BLOCK,),
-            (
-                *common,
-                ybar if ybar is not None else xx,
-                np.int32(ybar is not None),
-                etabar if etabar is not None else xx,
-                np.int32(etabar is not None),
-                xbar,
-                dbar,
-                epsbar,
-                lbar if lbar is not None else xx,
-                np.int32(lbar is not None),
-                ubar if ubar is not None else xx,
-                np.int32(ubar is not None),
-                rowinfo if rowinfo is not None else xx,
-                np.int32(need_info),
-            ),
+            vjp_args(common, (xbar, dbar, epsbar), ybar, etabar, lbar, ubar, rowinfo, *same),
         )
         if need_info and n > 0:
             blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
             get_kernel("clipresc_bound_grad_shared", pr["real"])(
                 (blocks,),
                 (BLOCK,),
-                (
-                    *common,
-                    ybar if ybar is not None else xx,
-                    np.int32(ybar is not None),
-                    rowinfo,
-                    lshared if lshared is not None else xx,
-                    np.int32(lshared is not None),
-                    ushared if ushared is not None else xx,
-                    np.int32(ushared is not None),
-                ),
+                bound_grad_args(common, ybar, rowinfo, lshared, ushared, *same),
             )
     else:
         for a in (lbar, ubar, lshared, ushared):

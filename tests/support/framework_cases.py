@@ -12,6 +12,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import oracle
+
 P_GRAD = [1.0, 2.0, 3.0, math.inf]
 
 
@@ -49,16 +51,18 @@ def value_cases(dtype: Any = np.float64) -> list[Case]:
 
 
 def achieved_size(x: np.ndarray, y: np.ndarray, p: float, axis: Any) -> np.ndarray:
-    """``||y - x||_p`` per vector, in float64 (independent of clipresc)."""
-    diff = np.abs(y.astype(np.float64) - x.astype(np.float64))
+    """``||y - x||_p`` per vector (:func:`support.oracle.lp_size`), with ``x``'s dimensions
+    and the vector axes kept as size 1."""
     nd = x.ndim
     if axis is None:
         axes = tuple(range(1, nd)) if nd > 1 else (0,)
     else:
         axes = tuple(a % nd for a in ((axis,) if isinstance(axis, int) else axis))
-    if math.isinf(p):
-        return diff.max(axis=axes, keepdims=True)
-    return (diff**p).sum(axis=axes, keepdims=True) ** (1.0 / p)
+    diff = y.astype(np.float64) - x.astype(np.float64)
+    rest = tuple(a for a in range(nd) if a not in axes)
+    rows = np.transpose(diff, rest + axes).reshape(math.prod(diff.shape[a] for a in rest), -1)
+    kept = tuple(1 if a in axes else diff.shape[a] for a in range(nd))
+    return oracle.lp_size(rows, p).reshape(kept)
 
 
 def check_size(case: Case, y: np.ndarray, rtol: float) -> None:

@@ -1,26 +1,23 @@
-"""Independent float64 reference for the GPU kernel tests (numpy only, no clipresc import).
+"""Inputs for the GPU kernel tests (numpy only, no clipresc import).
 
-``bisect_eta`` is the tests' one bisection oracle (``tests/oracle.py``), returning
-``(eta, unreachable)`` per row. Also: input builders shared by the OpenCL and CuPy
-tests, including the adversarial chain on which plain Newton fixes one element per pass.
+``bisect_eta`` is :func:`support.oracle.bisect_eta_flags` (``(eta, unreachable)`` per
+row). Also: input builders shared by the OpenCL and CuPy tests, including the
+adversarial chain on which plain Newton fixes one element per pass.
 """
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from oracle import bisect_eta_flags as bisect_eta
+from . import oracle
+from .oracle import bisect_eta_flags as bisect_eta
 
 __all__ = [
     "adversarial_row",
     "bisect_eta",
     "make_case",
-    "max_size",
     "newton_passes",
     "rooms",
     "size_pow",
@@ -32,11 +29,11 @@ BOUND_KINDS = ("scalar", "full", "shared", "half_inf")
 def rooms(
     x: np.ndarray, d: np.ndarray, lower: Any, upper: Any
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """float64 ``(s, a, movable)`` broadcast to ``x.shape`` (bounds: None, scalar or array)."""
+    """float64 ``(s, a, movable)`` broadcast to ``x.shape`` (bounds: None, scalar or array):
+    the room to the bound in ``d``'s direction (0 where ``d == 0``), ``|d|``, ``d != 0``."""
     x = np.asarray(x, dtype=np.float64)
     d = np.asarray(d, dtype=np.float64)
-    lo = np.broadcast_to(np.asarray(-np.inf if lower is None else lower, dtype=np.float64), x.shape)
-    hi = np.broadcast_to(np.asarray(np.inf if upper is None else upper, dtype=np.float64), x.shape)
+    lo, hi = oracle.broadcast_bounds(x, lower, upper)
     with np.errstate(invalid="ignore"):
         s = np.where(d > 0, hi - x, x - lo)
     s = np.maximum(np.where(d != 0, s, 0.0), 0.0)
@@ -50,14 +47,6 @@ def size_pow(s: np.ndarray, a: np.ndarray, mv: np.ndarray, eta: np.ndarray, p: f
     if np.isinf(p):
         return m.max(axis=1, initial=0.0)
     return (m**p).sum(axis=1)
-
-
-def max_size(s: np.ndarray, mv: np.ndarray, p: float) -> np.ndarray:
-    """Largest reachable size per row (not raised to p)."""
-    sm = np.where(mv, s, 0.0)
-    if np.isinf(p):
-        return sm.max(axis=1, initial=0.0)
-    return (sm**p).sum(axis=1) ** (1.0 / p)
 
 
 def make_case(
@@ -94,8 +83,8 @@ def make_case(
         lower = lower.astype(dtype)
     if isinstance(upper, np.ndarray):
         upper = upper.astype(dtype)
-    s, a, mv = rooms(x, d, lower, upper)
-    top = max_size(s, mv, p)
+    _, a, mv = rooms(x, d, lower, upper)
+    top = oracle.max_size(x, d, p, lower, upper)
     pp = 2.0 if np.isinf(p) else p
     naive = (np.where(mv, a, 0.0) ** pp).sum(axis=1) ** (1.0 / pp) * 0.3
     scale = np.where(np.isfinite(top), top, naive)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from hypothesis import strategies as st
 
-import oracle
+from . import oracle
 
 P_SPECIAL = (0.5, 0.7, 1.0, 1.5, 2.0, 3.0, math.inf)
 FLOAT_DTYPES = (np.float32, np.float64)

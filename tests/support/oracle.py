@@ -87,6 +87,33 @@ def _room_f64(x, d, lo, hi) -> np.ndarray:
     return s
 
 
+def rooms(x, delta, lower, upper) -> np.ndarray:
+    """float64 room of each element to its bound in ``delta``'s direction (0 where
+    ``delta == 0``; bounds as in :func:`broadcast_bounds`)."""
+    x = np.asarray(x, dtype=np.float64)
+    lo, hi = broadcast_bounds(x, lower, upper)
+    return _room_f64(x, np.asarray(delta, dtype=np.float64), lo, hi)
+
+
+def saturating_eta(x, delta, lower, upper, p: float) -> np.ndarray:
+    """The contract's saturating ``eta`` per row, by brute force: ``max s_i / |d_i|`` over
+    the movable elements for finite ``p``; for ``p = inf``, ``min s_i / |d_i|`` over those
+    with the largest room. 0 for a row that cannot move."""
+    d = np.asarray(delta, dtype=np.float64)
+    s = rooms(x, d, lower, upper)
+    out = np.zeros(d.shape[0])
+    for r in range(d.shape[0]):
+        mov = [i for i in range(d.shape[1]) if d[r, i] != 0]
+        if not mov:
+            continue
+        if math.isinf(p):
+            smax = max(s[r, i] for i in mov)
+            out[r] = min(s[r, i] / abs(d[r, i]) for i in mov if s[r, i] == smax)
+        else:
+            out[r] = max(s[r, i] / abs(d[r, i]) for i in mov)
+    return out
+
+
 def _norm_rows_f64(a: np.ndarray, p: float) -> np.ndarray:
     """||a_b||_p per row for non-negative float64 a (inf entries allowed)."""
     out = np.empty(a.shape[0], dtype=np.float64)

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from hypothesis import settings
 
-import oracle
-from strategies import Case, compute_dtype, to_2d
+from . import oracle
+from .strategies import Case, compute_dtype, to_2d
 
 # Tolerances per compute dtype.
 #   rel_T:  relative perturbation of T = eps^p (and of every term of g) the implementation

@@ -1,0 +1,5 @@
+"""``python -m clipresc.cli``: the ``clipresc`` command."""
+
+from . import console
+
+console()
