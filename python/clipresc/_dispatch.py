@@ -262,6 +262,10 @@ def _forward(
     unreachable: Any,
     out: Any = None,
 ) -> Any:
+    traced = frameworks.compiling_module(x)
+    if traced is not None and out is None:  # torch.compile: no untraceable dispatch
+        fn = traced.scale if kind == "scale" else traced.perturb
+        return fn(x, delta, eps, p=p, bounds=bounds, axis=axis, unreachable=unreachable)
     x, delta = float_lists(x), float_lists(delta)
     named = _named_arrays(x, delta, eps, bounds)
     fam, path = route(named, vjp=False)

@@ -14,12 +14,11 @@ True
 
 from __future__ import annotations
 
-import importlib
 import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["framework_of", "module_for"]
+__all__ = ["compiling_module", "framework_of", "module_for"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -60,4 +59,28 @@ def module_for(x: Any) -> ModuleType | None:
     name = framework_of(x)
     if name is None:
         return None
-    return importlib.import_module(f"{__name__}.{name}")
+    # import statements rather than importlib: torch.compile traces them (importlib's
+    # machinery is marked as skipped), and sys.modules answers every later call
+    if name == "torch":
+        from . import torch as mod
+    elif name == "jax":
+        from . import jax as mod
+    else:
+        from . import tensorflow as mod
+    return mod
+
+
+def compiling_module(x: Any) -> ModuleType | None:
+    """The PyTorch integration when ``x`` is a tensor that ``torch.compile`` is tracing (so
+    the caller can hand it over without the dispatch's library checks, which trace into
+    graph breaks), else ``None``.
+
+    >>> compiling_module([1.0]) is None
+    True
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor) or not torch.compiler.is_compiling():
+        return None
+    from . import torch as mod
+
+    return mod

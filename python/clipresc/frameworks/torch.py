@@ -97,6 +97,20 @@ def _on_cpu(*ts: Any) -> bool:
     return all(not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in ts)
 
 
+def _strided_like(t: Any, like: Any) -> Any:
+    """``t`` (``like``'s shape) with the strides ``torch.empty_like(like)`` has, so that a
+    ``channels_last`` (or otherwise permuted dense) input gives an output of its layout; the
+    fake implementations promise exactly these strides."""
+    if like.is_contiguous() and t.is_contiguous():
+        return t
+    want = torch.empty_like(like, device="meta").stride()
+    if all(a == b for a, b, n in zip(t.stride(), want, t.shape) if n > 1):
+        return t if t.stride() == want else t.as_strided(t.shape, want)
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out
+
+
 # --------------------------------------------------------------------------- forward op
 
 
@@ -122,6 +136,8 @@ def _forward_impl(
             eps = torch.tensor(eps, dtype=torch.float64, device=x.device)
         args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
         out, eta = _device.forward_eta(kind, *args)
+        if kind == "perturb":
+            out = _strided_like(out, x)
         return (out, eta) if with_eta else out
     np_args = (
         _np(x),
@@ -134,10 +150,12 @@ def _forward_impl(
         unreachable,
     )
     if not with_eta:
-        return _from_np(_numpy.forward(kind, *np_args), x.dtype)
+        out = _from_np(_numpy.forward(kind, *np_args), x.dtype)
+        return _strided_like(out, x) if kind == "perturb" else out
     out, eta = _numpy.forward_eta(kind, *np_args)
     eta_t = torch.from_numpy(eta.reshape(_eta_shape(x.shape, axis)))
-    return _from_np(out, x.dtype), eta_t
+    out = _from_np(out, x.dtype)
+    return (_strided_like(out, x) if kind == "perturb" else out), eta_t
 
 
 def _scale_impl(*args: Any) -> Any:
@@ -157,7 +175,7 @@ def _scale_fake(x: Any, *args: Any) -> Any:
 def _perturb_fake(x: Any, *args: Any) -> tuple[Any, Any]:
     axis = args[7]
     eta = x.new_empty(_eta_shape(x.shape, axis), dtype=_work_dtype(x.dtype))
-    return x.new_empty(x.shape), eta
+    return torch.empty_like(x), eta
 
 
 _scale_op = torch.library.custom_op(
@@ -222,7 +240,7 @@ def _backward_impl(
     # absent bound cotangents are distinct empty tensors (outputs may not alias)
     gl = x.new_empty((0,)) if gs[3] is None else gs[3]
     gu = x.new_empty((0,)) if gs[4] is None else gs[4]
-    return gs[0], gs[1], gs[2], gl, gu
+    return _strided_like(gs[0], x), _strided_like(gs[1], delta), gs[2], gl, gu
 
 
 def _scale_backward_impl(grad: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
@@ -247,7 +265,7 @@ def _backward_fake(
     def like(t: Any) -> Any:
         return x.new_empty((0,)) if t is None else t.new_empty(t.shape)
 
-    return like(x), like(delta), like(eps), like(lower), like(upper)
+    return torch.empty_like(x), torch.empty_like(delta), like(eps), like(lower), like(upper)
 
 
 _scale_backward_op.register_fake(_backward_fake)
@@ -416,13 +434,15 @@ def _traced_args(
 
 
 def _plain(t: Any) -> bool:
-    return not isinstance(t, torch.Tensor) or (type(t) is torch.Tensor and not t.requires_grad)
+    return not isinstance(t, torch.Tensor) or (
+        type(t) is torch.Tensor and not t.requires_grad and not t.is_meta
+    )
 
 
 def _call(kind: str, args: tuple[Any, ...]) -> Any:
-    """The operator, or for plain tensors needing no gradient outside any tracing or
-    functorch transform, its implementation directly (the operator's dispatch costs more
-    than a small problem)."""
+    """The differentiable operator (:mod:`._torch_func`), or for plain tensors needing no
+    gradient outside any tracing or functorch transform, its implementation directly (the
+    dispatch costs more than a small problem)."""
     if (
         not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
@@ -432,9 +452,7 @@ def _call(kind: str, args: tuple[Any, ...]) -> Any:
     if not isinstance(args[2], torch.Tensor):
         x = args[0]
         args = (*args[:2], torch.tensor(args[2], dtype=torch.float64, device=x.device), *args[3:])
-    if kind == "scale":
-        return torch.ops.clipresc.scale(*args)
-    return torch.ops.clipresc.perturb(*args)[0]
+    return _func.apply(kind, args)
 
 
 def scale(
@@ -489,3 +507,4 @@ def perturb(
 
 
 from . import _torch_device as _device  # noqa: E402  (uses the helpers above)
+from . import _torch_func as _func  # noqa: E402
