@@ -10,7 +10,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -120,11 +120,27 @@ def parse_p(p: Any) -> float:
     (2.0, inf)
     """
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a real number; got {type(p).__name__}")
+        raise TypeError(f"p must be a real number; got {type(p).__name__}{_static_p_hint(p)}")
     pf = float(p)
     if math.isnan(pf) or pf <= 0:
         raise ValueError(f"p must be a positive number or inf; got {p!r}")
     return pf
+
+
+def _static_p_hint(p: Any) -> str:
+    """For an array ``p`` (a tracer above all), why it must be a Python number and how."""
+    if not hasattr(p, "shape"):
+        return ""
+    hint = (
+        "; p must be a static Python number (e.g. 2.0 or math.inf): it selects the "
+        "algorithm, so it cannot be an array or a traced value"
+    )
+    if "Tracer" in type(p).__name__:
+        return (
+            f"{hint}. Under jax.jit mark it static (static_argnums / static_argnames) or "
+            "bind it with functools.partial"
+        )
+    return f"{hint}; pass float(p), or under tf.function / torch.compile a Python number"
 
 
 def parse_unreachable(unreachable: Any) -> Unreachable:
@@ -138,18 +154,31 @@ def parse_unreachable(unreachable: Any) -> Unreachable:
     return unreachable  # type: ignore[no-any-return]
 
 
-def vector_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+_AXIS_TYPE = "axis must be an int or a tuple of ints (or None, or 'all': one vector); got {axis!r}"
+
+Axis = Union[int, Sequence[int], Literal["all"], None]
+"""The ``axis`` argument: ``None`` (every axis but the first), an axis, several, or ``"all"``."""
+
+
+def vector_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     """Normalise ``axis`` to a sorted tuple of non-negative axes forming one vector.
 
     The default is every axis but the first (axis 0 is the batch); a 1-D input is one vector.
+    ``"all"``: the whole array is one vector (one example, e.g. inside ``vmap``).
 
     >>> vector_axes(None, 4), vector_axes(-1, 3), vector_axes((0, 2), 3), vector_axes(None, 1)
     ((1, 2, 3), (2,), (0, 2), (0,))
+    >>> vector_axes("all", 3)
+    (0, 1, 2)
     """
     if ndim == 0:
         raise ValueError("x must have at least one dimension")
     if axis is None:
         return tuple(range(1, ndim)) if ndim > 1 else (0,)
+    if isinstance(axis, str):
+        if axis != "all":
+            raise TypeError(_AXIS_TYPE.format(axis=axis))
+        return tuple(range(ndim))
     raw = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     if not raw:
         raise ValueError("axis must name at least one axis")
@@ -158,7 +187,7 @@ def vector_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
         try:
             ai = operator.index(a)
         except TypeError:
-            raise TypeError(f"axis must be an int or a tuple of ints; got {axis!r}") from None
+            raise TypeError(_AXIS_TYPE.format(axis=axis)) from None
         if not -ndim <= ai < ndim:
             raise ValueError(f"axis {ai} is out of range for x with {counted(ndim, 'dimension')}")
         out.append(ai % ndim)

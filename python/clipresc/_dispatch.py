@@ -103,6 +103,9 @@ def _named_arrays(x: Any, delta: Any, eps: Any, bounds: Any, **more: Any) -> dic
 def _family(named: dict[str, Any]) -> tuple[str, Any]:
     """The one family of the array arguments and an array of it (``"numpy"`` if none)."""
     fams = {name: family_of(v) for name, v in named.items()}
+    for name, f in fams.items():
+        if f == "torch" or f == "tensorflow":  # sparse, nested, ragged: a clear TypeError
+            frameworks.check_layout(name, named[name], f)
     present = {f for f in fams.values() if f is not None}
     if present == {"dask", "numpy"}:  # Dask arrays are made of NumPy chunks
         present = {"dask"}

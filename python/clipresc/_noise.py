@@ -17,7 +17,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
+from ._args import Axis, check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
 from ._layout import Layout
 from ._prepare import Problem, check_out, parse_bounds, parse_eps
 
@@ -105,7 +105,7 @@ def prepare_noise(
     eps: Any,
     p: Any,
     bounds: Sequence[Any] | None,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     unreachable: Any,
 ) -> Problem:
     """Check the arguments of :func:`noise` and lay ``x`` out as ``(rows, n)``.
@@ -147,7 +147,7 @@ def noise(
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
     distribution: str = "gaussian",
     seed: SeedLike = None,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     row_offset: int = 0,
     unreachable: str = "saturate",
     out: np.ndarray[Any, Any] | None = None,
@@ -242,6 +242,9 @@ def noise(
     return noise_numpy(x, eps, p, bounds, dist, seq, axis, row_offset, unreachable, out=out)
 
 
+noise.autograph_info__ = None  # type: ignore[attr-defined]  # AutoGraph: see clipresc._api
+
+
 def noise_numpy(
     x: Any,
     eps: Any,
@@ -277,7 +280,10 @@ def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     array bounds are numbers, NumPy arrays or arrays of that same library."""
     from ._dispatch import family_of
 
+    from .frameworks import check_layout
+
     fam = family_of(x)
+    check_layout("x", x, fam)
     if fam in (None, "numpy"):
         return None
     others = {"eps": eps}

@@ -24,7 +24,7 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .._args import check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
+from .._args import Axis, check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
 from .._layout import Layout
 from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
 from .._prepare import parse_bounds, parse_eps, prepare
@@ -301,7 +301,7 @@ def noise(
     bounds: Sequence[Any] | None,
     distribution: str,
     seed: np.random.SeedSequence,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     row_offset: int,
     unreachable: str,
 ) -> da.Array:

@@ -18,7 +18,7 @@ import sys
 from types import ModuleType
 from typing import Any
 
-__all__ = ["compiling_module", "framework_of", "module_for"]
+__all__ = ["check_layout", "compiling_module", "framework_of", "module_for"]
 
 
 def _is_torch(x: Any) -> bool:
@@ -62,12 +62,16 @@ def module_for(x: Any) -> ModuleType | None:
     # import statements rather than importlib: torch.compile traces them (importlib's
     # machinery is marked as skipped), and sys.modules answers every later call
     if name == "torch":
-        from . import torch as mod
-    elif name == "jax":
-        from . import jax as mod
-    else:
-        from . import tensorflow as mod
-    return mod
+        from . import torch as torch_module
+
+        return torch_module
+    if name == "jax":
+        from . import jax as jax_module
+
+        return jax_module
+    from . import tensorflow as tf_module
+
+    return tf_module
 
 
 def compiling_module(x: Any) -> ModuleType | None:
@@ -84,3 +88,36 @@ def compiling_module(x: Any) -> ModuleType | None:
     from . import torch as mod
 
     return mod
+
+
+def check_layout(name: str, a: Any, fam: str | None) -> None:
+    """Raise ``TypeError`` for an argument of library ``fam`` that is not a dense array:
+    sparse or nested PyTorch tensors, TensorFlow sparse or ragged tensors.
+
+    >>> check_layout("x", [1.0], None)
+    """
+    if fam == "torch":
+        torch = sys.modules["torch"]
+        if getattr(a, "is_nested", False):
+            raise TypeError(
+                f"{name} is a nested tensor; clipresc needs dense tensors: pad x and delta "
+                "with .to_padded_tensor(0.0) (zero delta entries do not move) or call "
+                "clipresc on each component with axis='all'"
+            )
+        if a.layout != torch.strided:
+            raise TypeError(
+                f"{name} is a sparse tensor (layout {a.layout}); clipresc needs dense tensors: "
+                f"call {name}.to_dense() first"
+            )
+    elif fam == "tensorflow":
+        tf = sys.modules["tensorflow"]
+        if isinstance(a, tf.SparseTensor):
+            raise TypeError(
+                f"{name} is a tf.SparseTensor; clipresc needs dense tensors: call "
+                f"tf.sparse.to_dense({name}) first"
+            )
+        if isinstance(a, tf.RaggedTensor):
+            raise TypeError(
+                f"{name} is a tf.RaggedTensor; clipresc needs dense tensors: pad it "
+                f"({name}.to_tensor()) or call clipresc on each row with axis='all'"
+            )

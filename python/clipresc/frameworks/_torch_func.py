@@ -64,7 +64,7 @@ def _forward_function(kind: str) -> Any:
     bound here rather than passed: ``torch.compile`` wants tensors first in ``apply``.)"""
     backward_fn = _backward_function(kind)
 
-    class Forward(torch.autograd.Function):
+    class Forward(torch.autograd.Function):  # type: ignore[misc]
         generate_vmap_rule = True
 
         # explicit parameters: torch.compile counts them to tell this style from ctx-first
@@ -131,7 +131,7 @@ def _backward_function(kind: str) -> Any:
     """The backward operator of ``kind`` as an autograd Function, recorded when a graph of
     the gradient is built; its own backward raises (no second derivatives)."""
 
-    class Backward(torch.autograd.Function):
+    class Backward(torch.autograd.Function):  # type: ignore[misc]
         generate_vmap_rule = True
 
         @staticmethod

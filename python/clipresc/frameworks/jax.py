@@ -44,6 +44,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._args import Axis
 from .._messages import counted
 from . import _numpy
 
@@ -335,7 +336,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.
@@ -359,7 +360,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.

@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .._args import Axis
 from .._messages import counted
 from . import _numpy
 
@@ -216,7 +217,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for TensorFlow tensors, differentiable, usable in ``tf.function``.
@@ -239,7 +240,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for TensorFlow tensors, differentiable, usable in

@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from .._args import Axis, vector_axes
 from .._messages import counted
 from . import _numpy
 
@@ -410,13 +411,7 @@ def _traced_args(
     The metadata checks are left to the operator, which runs every check of the NumPy path
     when the compiled code runs.
     """
-    nd = x.ndim
-    if axis is None:
-        axes = list(range(1, nd)) if nd > 1 else [0]
-    elif isinstance(axis, (tuple, list)):
-        axes = sorted([int(a) % nd for a in axis])
-    else:
-        axes = [int(axis) % nd]
+    axes = list(vector_axes(axis, x.ndim))
     wd = _work_dtype(x.dtype)
     eps_t = torch.as_tensor(eps, device=x.device).to(torch.float64)
     sides: list[Any] = []
@@ -461,7 +456,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for PyTorch tensors, differentiable.
@@ -485,7 +480,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for PyTorch tensors, differentiable.
