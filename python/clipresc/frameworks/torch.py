@@ -413,7 +413,8 @@ def _traced_args(
     """
     axes = list(vector_axes(axis, x.ndim))
     wd = _work_dtype(x.dtype)
-    eps_t = torch.as_tensor(eps, device=x.device).to(torch.float64)
+    # float64 from the start: a Python float made a default-dtype (float32) tensor rounds
+    eps_t = torch.as_tensor(eps, dtype=torch.float64, device=x.device)
     sides: list[Any] = []
     lower, upper = (None, None) if bounds is None else (bounds[0], bounds[1])
     for value, inf in ((lower, -math.inf), (upper, math.inf)):
@@ -422,7 +423,7 @@ def _traced_args(
         elif isinstance(value, (int, float)):
             sides += [None, float(value)]
         else:
-            t = torch.as_tensor(value, device=x.device).to(wd)
+            t = torch.as_tensor(value, dtype=wd, device=x.device)
             sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
     delta = delta.to(x.dtype)
     return (x, delta, eps_t, sides[0], sides[2], sides[1], sides[3], float(p), axes, unreachable)
