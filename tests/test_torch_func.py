@@ -73,7 +73,10 @@ def test_compile_first_call_imports_nothing_untraceable() -> None:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         x = torch.rand(4, 3, 5, 5, dtype=torch.float64) * 0.8 + 0.1
         d = torch.randn(4, 3, 5, 5, dtype=torch.float64)
-        f = lambda a, b: clipresc.perturb(a, b, 0.7, bounds=([0.1], 1.0)) + clipresc.scale(a, b, 0.7)
+        def f(a, b):
+            y = clipresc.perturb(a, b, 0.7, bounds=([0.1], 1.0)) + clipresc.scale(a, b, 0.7)
+            return y + clipresc.noise(a, 0.3, seed=1)
+
         y = torch.compile(f, backend="aot_eager", fullgraph=True)(x, d)
         print(bool(torch.equal(y, f(x, d))))
         """
@@ -284,3 +287,53 @@ def test_tensor_p_gets_static_hint() -> None:
     x = torch.rand(2, 3)
     with pytest.raises(TypeError, match=r"p must be a real number; got Tensor; p must be a stat"):
         clipresc.perturb(x, x, 0.5, p=torch.tensor(2.0))
+
+
+# --------------------------------------------------------------------------- noise
+
+
+def test_noise_compiles_fullgraph_with_eager_bits() -> None:
+    rng = np.random.default_rng(6)
+    x = torch.from_numpy(rng.uniform(0.1, 0.9, (4, 3, 5, 5)).astype(np.float32))
+    x = x.contiguous(memory_format=torch.channels_last)
+    eps = torch.tensor([0.5, 1.0, 1.5, 2.0])
+    lo = torch.full((3, 1, 1), 0.05)
+
+    def f(a: Any, e: Any) -> Any:
+        n1 = clipresc.noise(a, e, seed=11, bounds=(lo, 1.0), p=3.0)
+        n2 = clipresc.noise(a, 0.7, seed=12, axis="all", distribution="laplace")
+        return n1, n2
+
+    torch._dynamo.reset()
+    got = torch.compile(f, fullgraph=True)(x, eps)
+    want = f(x, eps)
+    for g, w in zip(got, want):
+        assert torch.equal(g, w)
+    assert got[0].stride() == x.stride()
+    assert not torch.equal(got[0], clipresc.noise(x, eps, seed=12, bounds=(lo, 1.0), p=3.0))
+
+
+def test_noise_compiled_seed_none_is_fresh_each_call() -> None:
+    x = torch.rand(3, 40, dtype=torch.float64) * 0.8 + 0.1
+    xr = x.clone().requires_grad_()
+
+    def f(a: Any) -> Any:
+        return clipresc.noise(a, 0.5), clipresc.noise(a, 0.5)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, fullgraph=True)
+    a1, b1 = compiled(xr)
+    a2, _ = compiled(xr)
+    assert not torch.equal(a1, b1)  # two calls in one graph are not merged
+    assert not torch.equal(a1, a2)  # each run draws anew
+    assert not a1.requires_grad
+    for y in (a1, b1, a2):
+        np.testing.assert_allclose((y - x).norm(dim=1).numpy(), 0.5, rtol=1e-12)
+
+
+def test_noise_compiled_refuses_seed_sequence() -> None:
+    seq = np.random.SeedSequence(3)
+    torch._dynamo.reset()
+    compiled = torch.compile(lambda a: clipresc.noise(a, 0.5, seed=seq), fullgraph=True)
+    with pytest.raises(Exception, match=r"under torch.compile, seed must be None or a Python"):
+        compiled(torch.rand(2, 4))

@@ -204,6 +204,22 @@ def noise(
     ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'normal'
     """
     dist = parse_distribution(distribution)
+    from .frameworks import compiling_module
+
+    if out is None and compiling_module(x) is not None:  # torch.compile: one opaque operator
+        from .frameworks import _torch_noise
+
+        return _torch_noise.noise(
+            x,
+            eps,
+            p=p,
+            bounds=bounds,
+            distribution=dist,
+            seed=seed,
+            axis=axis,
+            row_offset=row_offset,
+            unreachable=unreachable,
+        )
     fam = _library_of(x, eps, bounds)
     if fam in _NATIVE:
         if out is not None:
