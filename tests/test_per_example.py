@@ -125,8 +125,9 @@ def test_tf_function_runs_public_functions_unconverted() -> None:
         logger.removeHandler(handler)
         logger.setLevel(level)
     log = buf.getvalue()
-    for name in ("perturb", "scale", "noise"):
-        assert f"Permanently allowed: <function {name} " in log
+    for name in ("perturb", "scale", "noise"):  # cached when an earlier test allowed it
+        allowed = rf"(Permanently allowed: <function {name} .*AutoGraph artifact|Allowlisted <function {name} .*: from cache)"  # noqa: E501
+        assert re.search(allowed, log), name
     # AutoGraph looks at each public function once and lets it run: nothing inside converted
     converted = set(re.findall(r"^Converted call: <function (\S+) at", log, re.M))
     assert {c.rsplit(".", 1)[-1] for c in converted} == {"step", "perturb", "scale", "noise"}

@@ -152,4 +152,4 @@ def perturb_vjp(
 # tf.autograph.experimental.do_not_convert sets) instead of rewriting clipresc's Python into
 # graph code, which it cannot do for the dispatch and which warns; set without importing TF
 for _public in (scale, perturb, scale_vjp, perturb_vjp):
-    _public.autograph_info__ = None  # type: ignore[attr-defined]
+    setattr(_public, "autograph_info__", None)  # noqa: B010  (not an attribute mypy knows)

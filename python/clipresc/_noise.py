@@ -258,7 +258,7 @@ def noise(
     return noise_numpy(x, eps, p, bounds, dist, seq, axis, row_offset, unreachable, out=out)
 
 
-noise.autograph_info__ = None  # type: ignore[attr-defined]  # AutoGraph: see clipresc._api
+setattr(noise, "autograph_info__", None)  # noqa: B010  # AutoGraph: see clipresc._api
 
 
 def noise_numpy(
@@ -295,7 +295,6 @@ def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     """The library of ``x`` (``None`` for NumPy and plain values), checking that ``eps`` and
     array bounds are numbers, NumPy arrays or arrays of that same library."""
     from ._dispatch import family_of
-
     from .frameworks import check_layout
 
     fam = family_of(x)
