@@ -7,7 +7,9 @@ implementation for tracing and an autograd formula whose backward is itself a cu
 (``clipresc::scale_backward`` / ``clipresc::perturb_backward``) computing the closed-form
 VJP from the ``eta`` the forward found (no second solve). They therefore work in eager
 mode, with ``torch.autograd``, ``torch.compile`` and ``torch.export``, and pass
-``torch.library.opcheck``.
+``torch.library.opcheck``. :func:`scale` and :func:`perturb` call them through the autograd
+Functions of :mod:`clipresc.frameworks._torch_func`, which also run under ``torch.func``
+(``grad``, ``vjp``, ``jacrev``, ``vmap`` with batching rules).
 
 Where the work happens:
 
