@@ -4,6 +4,7 @@ error, ``channels_last`` and ``meta`` tensors, and inputs clipresc refuses (spar
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -337,3 +338,56 @@ def test_noise_compiled_refuses_seed_sequence() -> None:
     compiled = torch.compile(lambda a: clipresc.noise(a, 0.5, seed=seq), fullgraph=True)
     with pytest.raises(Exception, match=r"under torch.compile, seed must be None or a Python"):
         compiled(torch.rand(2, 4))
+
+
+@pytest.mark.usefixtures("no_vmap_fallback")
+@pytest.mark.parametrize(
+    ("axis", "eps_kind", "in_dims"),
+    [
+        (None, "scalar", (0, None, 0, None)),
+        (None, "rows", (None, 0, 0, 0)),
+        ((0, 2), "eta", (0, 0, None, 0)),
+        ((0, 2), "rows", (0, None, 0, None)),
+        (-1, "eta", (None, None, 0, 0)),
+        ("all", "scalar", (0, 0, 0, 0)),
+    ],
+)
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_vmap_rules_against_a_loop(fn: str, axis: Any, eps_kind: str, in_dims: tuple) -> None:
+    """Batching rules for any mix of batched and unbatched x, delta, eps (scalar, one per
+    vector, or eta-shaped) and a tensor bound: values and per-example gradients equal a
+    Python loop over the examples."""
+    from clipresc._args import vector_axes
+
+    rng = np.random.default_rng(9)
+    size, shape = 3, (2, 3, 4)
+    vec = vector_axes(axis, len(shape))
+    rows = math.prod(s for a, s in enumerate(shape) if a not in vec)
+    eta_shape = tuple(1 if a in vec else s for a, s in enumerate(shape))
+    eshape = {"scalar": (), "rows": (rows,), "eta": eta_shape}[eps_kind]
+    full = [
+        rng.uniform(0.1, 0.9, (size, *shape)),
+        rng.standard_normal((size, *shape)),
+        rng.uniform(0.3, 1.3, (size, *eshape)),
+        rng.uniform(0.0, 0.05, (size, 3, 1)),
+    ]
+    args = [torch.from_numpy(a if d == 0 else a[0]) for a, d in zip(full, in_dims)]
+    f = getattr(ct, fn)
+
+    def g(a: Any, b: Any, e: Any, low: Any) -> Any:
+        return f(a, b, e, p=3.0, bounds=(low, 1.0), axis=axis)
+
+    def h(*a: Any) -> Any:
+        return g(*a).sin().sum()
+
+    def example(i: int) -> list[Any]:
+        return [a[i] if d == 0 else a for a, d in zip(args, in_dims)]
+
+    got = torch.func.vmap(g, in_dims=in_dims)(*args)
+    want = torch.stack([g(*example(i)) for i in range(size)])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+    grads = torch.func.vmap(torch.func.grad(h, argnums=(0, 1, 2, 3)), in_dims=in_dims)(*args)
+    for i in range(size):
+        leaves = [t.clone().requires_grad_() for t in example(i)]
+        for g_vmap, g_loop in zip(grads, torch.autograd.grad(h(*leaves), leaves)):
+            torch.testing.assert_close(g_vmap[i], g_loop, rtol=1e-10, atol=1e-12)
