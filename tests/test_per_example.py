@@ -6,6 +6,7 @@ framework inputs clipresc does not take (a traced ``p``, sparse or ragged TF ten
 from __future__ import annotations
 
 import functools
+import importlib
 import io
 import logging
 import math
@@ -50,6 +51,34 @@ def test_axis_all_noise_and_vjp() -> None:
     g = clipresc.perturb_vjp(x[0], d[0], 0.8, np.ones_like(x[0]), axis="all")
     want = clipresc.perturb_vjp(x[:1], d[:1], 0.8, np.ones_like(x[:1]))
     np.testing.assert_array_equal(g["x"], want["x"][0])
+
+
+@pytest.mark.parametrize("lib", ["dask", "array_api_strict", "torch", "jax", "tensorflow"])
+def test_axis_all_in_every_library(lib: str) -> None:
+    """axis='all' gives the NumPy path's values in every library (noise: its bits)."""
+    x, d, _ = _problem(4)
+    x, d = x[0].astype(np.float32), d[0].astype(np.float32)
+    want = clipresc.perturb(x, d, 0.9, axis="all")
+    want_noise = clipresc.noise(x, 0.9, seed=2, axis="all")
+    mod = pytest.importorskip("dask.array" if lib == "dask" else lib)
+    convert: dict[str, Any] = {
+        "dask": lambda a: mod.from_array(a, chunks=2),
+        "array_api_strict": lambda a: mod.asarray(a),
+        "torch": lambda a: mod.from_numpy(a),
+        "jax": lambda a: importlib.import_module("jax.numpy").asarray(a),
+        "tensorflow": lambda a: mod.constant(a),
+    }
+    conv = convert[lib]
+
+    def back(a: Any) -> Any:
+        a = a.compute() if lib == "dask" else a
+        return np.asarray(a.numpy() if lib in ("torch", "tensorflow") else a)
+
+    y = clipresc.perturb(conv(x), conv(d), 0.9, axis="all")
+    np.testing.assert_allclose(back(y), want, rtol=1e-6, atol=1e-7)
+    if lib != "array_api_strict":  # noise returns the libraries it takes
+        n = clipresc.noise(conv(x), 0.9, seed=2, axis="all")
+        np.testing.assert_array_equal(back(n), want_noise)
 
 
 @pytest.mark.parametrize("bad", ["al", "ALL", "batch"])
