@@ -12,7 +12,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
 .PHONY: bench-gpu
-.PHONY: bench-noise bench-cli
+.PHONY: bench-noise bench-cli bench-calls
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
 help: ## list the targets
@@ -75,6 +75,9 @@ fmt: $(STAMP_DEPS) ## format Rust and Python
 
 bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor
 	$(PY) benches/bench_core.py
+
+bench-calls: $(STAMP_BUILD) ## package Python calls per perturb (NumPy, torch forward/backward) and per-call time
+	$(PY) benches/bench_calls.py
 
 bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead and throughput
 	$(PY) benches/bench_frameworks.py

@@ -37,18 +37,27 @@ done
 echo "oclgrind check: the canary's race and uninitialised read were reported"
 
 log="$work/oclgrind.log"
+api="$work/api-errors.txt"
 : >"$log"
 start=$SECONDS
 set +e
+# Kernel diagnostics go to OCLGRIND_LOG; API-misuse reports (OCLGRIND_CHECK_API) are
+# written by the runtime straight to file descriptor 2, so pytest captures only Python's
+# sys.stderr (--capture=sys) and the process's own stderr is kept for the API check.
 OCLGRIND_LOG="$log" CLIPRESC_KERNEL_TESTS=reduced \
-    "$PY" -m pytest -q -p no:cacheprovider tests/gpu/test_opencl_exec.py "$@"
+    "$PY" -m pytest -q -p no:cacheprovider --capture=sys tests/gpu/test_opencl_exec.py "$@" \
+    2>"$api"
 status=$?
 set -e
 echo "oclgrind check: pytest exit $status in $((SECONDS - start)) s"
+if [ "$status" -ne 0 ]; then
+    grep -v -e '^$' -e 'Oclgrind - OpenCL' -e $'^\t' "$api" | tail -n 40 >&2 || true
+fi
 if [ -s "$log" ]; then
     echo "Oclgrind reported $(wc -l <"$log") log line(s):" >&2
     head -n 60 "$log" >&2
     exit 1
 fi
 echo "oclgrind check: no diagnostics in Oclgrind's log"
+"$PY" .ci/oclgrind_api_errors.py "$api"
 exit "$status"

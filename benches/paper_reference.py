@@ -6,17 +6,19 @@ github.com/jonasrauber/clipping-aware-rescaling). Vectorised over the batch: one
 ``argsort`` per row, then cumulative sums over the sorted breakpoints. L2 only, scalar
 bounds ``[a, b]``. Computation happens in the dtype of ``x`` (like the reference).
 
-``bisect_eta`` is a slow, obviously-correct oracle used to check the transcription;
-run this file directly (``python benches/paper_reference.py``) for that check.
+:func:`self_check` compares the transcription with the tests' bisection oracle
+(``tests/oracle.py``); run this file directly (``python benches/paper_reference.py``).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 
 __all__ = [
     "achieved_norm",
-    "bisect_eta",
     "l2_clipping_aware_rescaling",
     "l2_clipping_aware_rescaling_as_published",
     "self_check",
@@ -104,33 +106,6 @@ def achieved_norm(
     return np.linalg.norm(diff, ord=p, axis=1)
 
 
-def bisect_eta(
-    x: np.ndarray,
-    delta: np.ndarray,
-    eps: float,
-    p: float = 2.0,
-    a: float = 0.0,
-    b: float = 1.0,
-    iters: int = 200,
-) -> np.ndarray:
-    """Bisection on the monotone post-clip size; float64; shape ``(B,)``."""
-    n_batch = x.shape[0]
-    x64 = x.reshape(n_batch, -1).astype(np.float64)
-    d64 = delta.reshape(n_batch, -1).astype(np.float64)
-    room = np.where(d64 > 0, b - x64, x64 - a)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        key = np.where(d64 != 0, room / np.abs(d64), 0.0)
-    hi = key.max(axis=1)  # every movable element saturated at this eta
-    lo = np.zeros(n_batch)
-    reachable = achieved_norm(x64, d64, hi, p, a, b) >= eps
-    for _ in range(iters):
-        mid = 0.5 * (lo + hi)
-        big = achieved_norm(x64, d64, mid, p, a, b) >= eps
-        hi = np.where(big, mid, hi)
-        lo = np.where(big, lo, mid)
-    return np.where(reachable, hi, key.max(axis=1))
-
-
 def self_check(seed: int = 0, verbose: bool = True) -> float:
     """Compare the transcription with bisection on a few float64 vectors.
 
@@ -140,6 +115,9 @@ def self_check(seed: int = 0, verbose: bool = True) -> float:
     Returns the largest relative error seen (eta vs bisection, achieved size vs target,
     the two variants against each other).
     """
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from oracle import bisect_eta  # the tests' oracle: one copy for tests and benches
+
     rng = np.random.default_rng(seed)
     worst = 0.0
     # (batch, n, eps): mild, heavy and unreachable clipping, plus sparse delta
@@ -151,7 +129,7 @@ def self_check(seed: int = 0, verbose: bool = True) -> float:
         eta = l2_clipping_aware_rescaling(x, d, eps).reshape(-1)
         published = l2_clipping_aware_rescaling_as_published(x, d, eps).reshape(-1)
         worst = max(worst, float(np.max(np.abs(published - eta) / np.maximum(eta, 1e-300))))
-        ref = bisect_eta(x, d, eps)
+        ref = bisect_eta(x, d, eps, 2.0)
         got = achieved_norm(x, d, eta)
         max_size = achieved_norm(x, d, ref)
         target = np.minimum(eps, max_size)

@@ -37,6 +37,7 @@ MP_MAX_ELEMENTS = 40_000
 __all__ = [
     "achieved_size",
     "bisect_eta",
+    "bisect_eta_flags",
     "broadcast_bounds",
     "cond_eta",
     "lp_size",
@@ -456,6 +457,17 @@ def bisect_eta(x, delta, eps, p: float, lower=0.0, upper=1.0) -> np.ndarray:
             sel = mov[i] & (s[i] == smax[i])
             out[i] = np.min(s[i][sel] / a[i][sel])
     return out
+
+
+def bisect_eta_flags(x, delta, eps, p: float, lower=0.0, upper=1.0):
+    """:func:`bisect_eta` and the rows whose ``eps`` exceeds the largest reachable size
+    (``(eta, unreachable)``); a row with nothing movable (all-zero ``delta``) is never
+    flagged, a row whose movable elements have no room is flagged for any ``eps > 0``."""
+    eta = bisect_eta(x, delta, eps, p, lower, upper)
+    d = np.asarray(delta, dtype=np.float64)
+    e = _eps_rows(eps, d.shape[0])
+    unreachable = (e > max_size(x, delta, p, lower, upper)) & (d != 0).any(axis=1)
+    return eta, unreachable
 
 
 def size_rounding_bound(y, x, delta, p: float, dtype, lower, upper, target) -> np.ndarray:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
+import oracle
 from clipresc.backends import generic as G
 from fd import central_diff, one_sided_diff
 
@@ -115,26 +116,6 @@ def max_size(x: np.ndarray, d: np.ndarray, lo: Any, hi: Any, p: float) -> np.nda
     if math.isinf(p):
         return s.max(axis=1)
     return (s**p).sum(axis=1) ** (1.0 / p)
-
-
-def bisect_eta(x: np.ndarray, d: np.ndarray, eps: np.ndarray, lo: Any, hi: Any, p: float) -> Any:
-    """Smallest float64 eta with achieved size >= eps (rows must be reachable, eps > 0)."""
-    a = np.zeros(len(eps))
-    b = np.ones(len(eps))
-    for _ in range(2000):
-        short = achieved(x, d, b, lo, hi, p) < eps
-        if not short.any():
-            break
-        b = np.where(short, 2 * b, b)
-    for _ in range(3000):
-        mid = 0.5 * (a + b)
-        done = (mid <= a) | (mid >= b)
-        if done.all():
-            break
-        up = achieved(x, d, mid, lo, hi, p) >= eps
-        b = np.where(~done & up, mid, b)
-        a = np.where(~done & ~up, mid, a)
-    return b
 
 
 def saturating_eta(x: np.ndarray, d: np.ndarray, lo: Any, hi: Any, p: float) -> np.ndarray:
@@ -243,7 +224,7 @@ def check_forward(case: Case, p: float, eta: np.ndarray, mask: np.ndarray, rtol:
     lo_r, hi_r = full(lo, x.shape)[reach], full(hi, x.shape)[reach]
     got = achieved(x[reach], d[reach], eta[reach], lo_r, hi_r, p)
     np.testing.assert_allclose(got, eps[reach], rtol=rtol, atol=0)
-    ref = bisect_eta(x[reach], d[reach], eps[reach], lo_r, hi_r, p)
+    ref = oracle.bisect_eta(x[reach], d[reach], eps[reach], p, lo_r, hi_r)
     np.testing.assert_allclose(eta[reach], ref, rtol=1e3 * rtol, atol=0)
 
 

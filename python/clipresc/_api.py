@@ -44,7 +44,7 @@ def scale(
     >>> clipresc.scale(x, d, 0.5, p=1)  # 0.9 saturates after 0.1; 0.5 moves the other 0.4
     array([[0.4]])
     """
-    return _dispatch.scale(x, delta, eps, p, bounds, axis, unreachable)
+    return _dispatch.forward("scale", x, delta, eps, p, bounds, axis, unreachable)
 
 
 def perturb(
@@ -78,7 +78,7 @@ def perturb(
     >>> clipresc.perturb(x, d, 0.5, p=1, out=buf) is buf and bool(np.array_equal(buf, y))
     True
     """
-    return _dispatch.perturb(x, delta, eps, p, bounds, axis, unreachable, out=out)
+    return _dispatch.forward("perturb", x, delta, eps, p, bounds, axis, unreachable, out)
 
 
 def scale_vjp(
@@ -118,7 +118,7 @@ def scale_vjp(
     >>> g["upper"]  # the upper bound of the saturated element
     array([ 0., -1.])
     """
-    return _dispatch.scale_vjp(x, delta, eps, etabar, p, bounds, axis, unreachable)
+    return _dispatch.vjp("scale", x, delta, eps, etabar, p, bounds, axis, unreachable)
 
 
 def perturb_vjp(
@@ -145,7 +145,7 @@ def perturb_vjp(
     >>> g["x"], g["eps"]  # y[0] = x[0] + eps - (1 - x[1])
     (array([[1., 1.]]), array(1.))
     """
-    return _dispatch.perturb_vjp(x, delta, eps, ybar, p, bounds, axis, unreachable)
+    return _dispatch.vjp("perturb", x, delta, eps, ybar, p, bounds, axis, unreachable)
 
 
 # tf.function's AutoGraph calls functions carrying this attribute as they are (it is what

@@ -14,48 +14,10 @@ from typing import Any, Literal, Union
 
 import numpy as np
 
-from ._messages import counted
+from . import _errors
 
 Unreachable = Literal["saturate", "raise"]
 UNREACHABLE_MODES: tuple[str, ...] = ("saturate", "raise")
-
-
-# 8- and 16-bit images: how to bring them to floats, and the bounds that then apply
-_IMAGE_SCALE = {"uint8": ("8-bit", "255"), "uint16": ("16-bit", "65535")}
-
-
-def not_float_message(name: str, dtype_name: str, cli: bool = False) -> str:
-    """The message for ``name`` (``x`` or ``delta``) of a dtype that is not a real float; for
-    integer dtypes it says how to convert (with ``cli``, in the command line's terms).
-
-    >>> not_float_message("x", "uint8")  # doctest: +NORMALIZE_WHITESPACE
-    'x must be a real floating-point array; got dtype uint8 (for 8-bit images, use
-    x.astype(np.float32) / 255 with bounds=(0, 1), or x.astype(np.float32) with
-    bounds=(0, 255))'
-    >>> not_float_message("delta", "int64")  # doctest: +NORMALIZE_WHITESPACE
-    'delta must be a real floating-point array; got dtype int64 (convert it first, e.g.
-    delta.astype(np.float32): integer arrays are not converted implicitly)'
-    """
-    msg = f"{name} must be a real floating-point array; got dtype {dtype_name}"
-    if name == "x" and dtype_name in _IMAGE_SCALE:
-        bits, top = _IMAGE_SCALE[dtype_name]
-        if cli:
-            return (
-                f"{msg} (save {bits} images as float32: x.astype(np.float32) / {top} "
-                f"with --bounds 0 1, or x.astype(np.float32) with --bounds 0 {top})"
-            )
-        return (
-            f"{msg} (for {bits} images, use x.astype(np.float32) / {top} with bounds=(0, 1), "
-            f"or x.astype(np.float32) with bounds=(0, {top}))"
-        )
-    if dtype_name.startswith(("int", "uint")):
-        if cli:
-            return f"{msg} (save it as float32 or float64, e.g. {name}.astype(np.float32))"
-        return (
-            f"{msg} (convert it first, e.g. {name}.astype(np.float32): integer arrays are not "
-            "converted implicitly)"
-        )
-    return msg
 
 
 def _python_numbers(value: Any) -> bool:
@@ -98,9 +60,9 @@ def check_real_dtype(dtype: Any, name: str) -> None:
     """
     dt = np.dtype(dtype)
     if dt.kind != "f":
-        raise TypeError(not_float_message(name, str(dt)))
+        raise _errors.not_float(name, str(dt))
     if dt.itemsize > 8:
-        raise TypeError(f"{name} has dtype {dt}; clipresc supports float16, float32 and float64")
+        raise _errors.too_wide(name, str(dt))
 
 
 def work_dtype(dtype: Any) -> np.dtype[Any]:
@@ -120,27 +82,11 @@ def parse_p(p: Any) -> float:
     (2.0, inf)
     """
     if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
-        raise TypeError(f"p must be a real number; got {type(p).__name__}{_static_p_hint(p)}")
+        raise _errors.p_not_real(p)
     pf = float(p)
     if math.isnan(pf) or pf <= 0:
-        raise ValueError(f"p must be a positive number or inf; got {p!r}")
+        raise _errors.p_not_positive(p)
     return pf
-
-
-def _static_p_hint(p: Any) -> str:
-    """For an array ``p`` (a tracer above all), why it must be a Python number and how."""
-    if not hasattr(p, "shape"):
-        return ""
-    hint = (
-        "; p must be a static Python number (e.g. 2.0 or math.inf): it selects the "
-        "algorithm, so it cannot be an array or a traced value"
-    )
-    if "Tracer" in type(p).__name__:
-        return (
-            f"{hint}. Under jax.jit mark it static (static_argnums / static_argnames) or "
-            "bind it with functools.partial"
-        )
-    return f"{hint}; pass float(p), or under tf.function / torch.compile a Python number"
 
 
 def parse_unreachable(unreachable: Any) -> Unreachable:
@@ -150,11 +96,9 @@ def parse_unreachable(unreachable: Any) -> Unreachable:
     'raise'
     """
     if unreachable not in UNREACHABLE_MODES:
-        raise ValueError(f"unreachable must be 'saturate' or 'raise'; got {unreachable!r}")
+        raise _errors.bad_unreachable(unreachable)
     return unreachable  # type: ignore[no-any-return]
 
-
-_AXIS_TYPE = "axis must be an int or a tuple of ints (or None, or 'all': one vector); got {axis!r}"
 
 Axis = Union[int, Sequence[int], Literal["all"], None]
 """The ``axis`` argument: ``None`` (every axis but the first), an axis, several, or ``"all"``."""
@@ -172,25 +116,25 @@ def vector_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     (0, 1, 2)
     """
     if ndim == 0:
-        raise ValueError("x must have at least one dimension")
+        raise _errors.no_dimensions()
     if axis is None:
         return tuple(range(1, ndim)) if ndim > 1 else (0,)
     if isinstance(axis, str):
         if axis != "all":
-            raise TypeError(_AXIS_TYPE.format(axis=axis))
+            raise _errors.axis_not_int(axis)
         return tuple(range(ndim))
     raw = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     if not raw:
-        raise ValueError("axis must name at least one axis")
+        raise _errors.no_axis()
     out = []
     for a in raw:
         try:
             ai = operator.index(a)
         except TypeError:
-            raise TypeError(_AXIS_TYPE.format(axis=axis)) from None
+            raise _errors.axis_not_int(axis) from None
         if not -ndim <= ai < ndim:
-            raise ValueError(f"axis {ai} is out of range for x with {counted(ndim, 'dimension')}")
+            raise _errors.axis_out_of_range(ai, ndim)
         out.append(ai % ndim)
     if len(set(out)) != len(out):
-        raise ValueError(f"axis contains duplicates: {axis!r}")
+        raise _errors.axis_duplicates(axis)
     return tuple(sorted(out))

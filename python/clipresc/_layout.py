@@ -1,4 +1,7 @@
-"""Moving between the caller's layout and the core's ``(rows, n)`` layout."""
+"""Moving between the caller's layout and the core's ``(rows, n)`` layout, for every
+array library: NumPy arrays (:meth:`Layout.to_rows`, which also sets the dtype and the
+memory order the Rust core needs) and any array-API namespace, PyTorch's on any device
+included (:meth:`Layout.to_rows_xp`)."""
 
 from __future__ import annotations
 
@@ -54,6 +57,22 @@ class Layout:
         return tuple(1 if a in self.vec_axes else s for a, s in enumerate(self.shape))
 
     @functools.cached_property
+    def perm(self) -> tuple[int, ...]:
+        """The axes in ``(rows, n)`` order: the batch axes, then the vector axes."""
+        return self.batch_axes + self.vec_axes
+
+    @functools.cached_property
+    def shared(self) -> Layout:
+        """The layout of a bound shared by every vector: ``x``'s shape with the batch
+        axes at 1 (one row).
+
+        >>> Layout.of((4, 2, 3), (1, 2)).shared.shape
+        (1, 2, 3)
+        """
+        one = tuple(1 if a in self.batch_axes else s for a, s in enumerate(self.shape))
+        return Layout.of(one, self.vec_axes)
+
+    @functools.cached_property
     def is_trailing(self) -> bool:
         k = len(self.vec_axes)
         return self.vec_axes == tuple(range(len(self.shape) - k, len(self.shape)))
@@ -86,6 +105,38 @@ class Layout:
         full = rows.reshape(self.batch_shape + self.vec_shape)
         return full if self.is_trailing else np.moveaxis(full, range(nd - k, nd), self.vec_axes)
 
+    def bound_from_rows(self, g: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+        """A bound's cotangent in the core's form (a shared ``(n,)`` row or ``(rows, n)``)
+        on ``x``'s axes (batch axes of size 1 for a shared row)."""
+        if g.ndim == 1:
+            return self.shared.from_rows(g.reshape(1, self.n))
+        return self.from_rows(g)
+
+    def to_rows_xp(self, xp: Any, a: Any) -> Any:
+        """``a`` (of this layout's shape) as ``(rows, n)`` in the array-API namespace
+        ``xp``: vector axes moved last and flattened (no dtype change).
+
+        >>> import array_api_compat.numpy as xp
+        >>> Layout.of((2, 3), (0,)).to_rows_xp(xp, np.arange(6).reshape(2, 3)).tolist()
+        [[0, 3], [1, 4], [2, 5]]
+        """
+        if self.perm != tuple(range(len(self.perm))):
+            a = xp.permute_dims(a, self.perm)
+        return xp.reshape(a, (self.rows, self.n))
+
+    def from_rows_xp(self, xp: Any, r: Any) -> Any:
+        """Inverse of :meth:`to_rows_xp`."""
+        full = xp.reshape(r, self.batch_shape + self.vec_shape)
+        if self.perm == tuple(range(len(self.perm))):
+            return full
+        return xp.permute_dims(full, tuple(self.perm.index(a) for a in range(len(self.perm))))
+
+    def bound_from_rows_xp(self, xp: Any, g: Any) -> Any:
+        """:meth:`bound_from_rows` in the namespace ``xp``."""
+        if g.ndim == 1:
+            return self.shared.from_rows_xp(xp, xp.reshape(g, (1, self.n)))
+        return self.from_rows_xp(xp, g)
+
     def eta_from_rows(self, eta: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
         """The ``(rows,)`` scales reshaped to :attr:`eta_shape`."""
         return eta.reshape(self.eta_shape)
@@ -107,6 +158,29 @@ class Layout:
         if len(self.batch_shape) <= 1:
             return int(r)
         return tuple(int(i) for i in np.unravel_index(int(r), self.batch_shape))
+
+
+def reduce_to(xp: Any, g: Any, shape: tuple[int, ...]) -> Any:
+    """Sum the cotangent ``g`` over the axes along which an argument of ``shape`` was
+    broadcast to ``g``'s shape (how a bound's or ``eps``'s cotangent gets its shape).
+
+    >>> import array_api_compat.numpy as xp
+    >>> g = np.ones((2, 3))
+    >>> reduce_to(xp, g, (3,)).tolist(), reduce_to(xp, g, (2, 1)).tolist()
+    ([2.0, 2.0, 2.0], [[3.0], [3.0]])
+    """
+    if tuple(g.shape) == tuple(shape):
+        return g
+    if math.prod(g.shape) == math.prod(shape) and g.ndim >= len(shape):
+        # only axes of size 1 differ (e.g. one eps per vector, (rows,) against (rows, 1))
+        return xp.reshape(g, shape)
+    lead = g.ndim - len(shape)
+    if lead > 0:
+        g = xp.sum(g, axis=tuple(range(lead)))
+    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
+    if axes:
+        g = xp.sum(g, axis=axes, keepdims=True)
+    return xp.reshape(xp.asarray(g), shape)
 
 
 @functools.lru_cache(maxsize=256)

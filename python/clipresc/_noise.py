@@ -17,8 +17,9 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._args import Axis, check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
-from ._layout import Layout
+from . import _errors
+from ._args import Axis
+from ._call import describe
 from ._prepare import Problem, check_out, parse_bounds, parse_eps
 
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
@@ -45,7 +46,7 @@ def parse_distribution(distribution: Any) -> str:
     """
     if not isinstance(distribution, str) or distribution not in DISTRIBUTIONS:
         names = ", ".join(repr(d) for d in DISTRIBUTIONS)
-        raise ValueError(f"distribution must be one of {names}; got {distribution!r}")
+        raise _errors.bad_distribution(names, distribution)
     return distribution
 
 
@@ -67,9 +68,7 @@ def seed_sequence(seed: Any) -> np.random.SeedSequence:
     if seed is None:
         return np.random.SeedSequence()
     if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(
-            f"seed must be None, a non-negative int or a numpy.random.SeedSequence; got {seed!r}"
-        )
+        raise _errors.bad_seed(seed)
     return np.random.SeedSequence(int(seed))
 
 
@@ -90,13 +89,13 @@ def parse_row_offset(row_offset: Any, rows: int) -> int:
     3
     """
     if isinstance(row_offset, (bool, np.bool_)):
-        raise TypeError(f"row_offset must be an int; got {type(row_offset).__name__}")
+        raise _errors.row_offset_not_int(row_offset)
     try:
         off = operator.index(row_offset)
     except TypeError:
-        raise TypeError(f"row_offset must be an int; got {type(row_offset).__name__}") from None
+        raise _errors.row_offset_not_int(row_offset) from None
     if off < 0 or off + rows > _MAX_STREAM:
-        raise ValueError(f"row_offset must be in [0, 2**64 - rows]; got {off}")
+        raise _errors.row_offset_range(off)
     return off
 
 
@@ -113,11 +112,10 @@ def prepare_noise(
     The problem's ``delta`` is ``x`` itself (unused: the core draws the direction).
     """
     xa = np.asarray(x)
-    check_real_dtype(xa.dtype, "x")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
-    layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
-    wd = work_dtype(xa.dtype)
+    call = describe(xa.shape, xa.dtype, xa.shape, xa.dtype, p, axis, unreachable)
+    layout = call.layout
+    assert layout is not None
+    wd = call.work_dtype
     eps_rows = parse_eps(eps, layout)
     lower, upper = parse_bounds(bounds, layout, wd)
     rows = layout.to_rows(xa, wd)
@@ -127,10 +125,10 @@ def prepare_noise(
         x=rows,
         delta=rows,
         eps=eps_rows,
-        p=pf,
+        p=call.p,
         lower=lower,
         upper=upper,
-        unreachable=mode,
+        unreachable=call.unreachable,
     )
 
 
@@ -204,9 +202,9 @@ def noise(
     ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'normal'
     """
     dist = parse_distribution(distribution)
-    from .frameworks import compiling_module
+    from ._libraries import compiling_torch_module
 
-    if out is None and compiling_module(x) is not None:  # torch.compile: one opaque operator
+    if out is None and compiling_torch_module(x) is not None:  # torch.compile: one operator
         from .frameworks import _torch_noise
 
         return _torch_noise.noise(
@@ -223,7 +221,7 @@ def noise(
     fam = _library_of(x, eps, bounds)
     if fam in _NATIVE:
         if out is not None:
-            raise TypeError(f"out is supported for NumPy inputs only; got {fam} arrays")
+            raise _errors.out_numpy_only(fam)
         from . import _noise_native
 
         return _noise_native.noise(
@@ -241,7 +239,7 @@ def noise(
     seq = seed_sequence(seed)
     if _is_dask(x):
         if out is not None:
-            raise TypeError("out is not supported for Dask arrays (the result is lazy)")
+            raise _errors.out_dask()
         from .backends import dask_backend
 
         return dask_backend.noise(
@@ -294,11 +292,11 @@ def noise_numpy(
 def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     """The library of ``x`` (``None`` for NumPy and plain values), checking that ``eps`` and
     array bounds are numbers, NumPy arrays or arrays of that same library."""
-    from ._dispatch import family_of
-    from .frameworks import check_layout
+    from ._libraries import check_dense
+    from ._libraries import library_of as family_of
 
     fam = family_of(x)
-    check_layout("x", x, fam)
+    check_dense("x", x, fam)
     if fam in (None, "numpy"):
         return None
     others = {"eps": eps}
@@ -307,10 +305,7 @@ def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     for name, v in others.items():
         f = family_of(v)
         if f not in (None, "numpy", fam) and not (fam == "dask" and f == "numpy"):
-            raise TypeError(
-                f"clipresc got arrays of different libraries in one call (x: {fam}, "
-                f"{name}: {f}); pass every array argument from one library"
-            )
+            raise _errors.mixed_libraries(f"x: {fam}, {name}: {f}")
     return fam
 
 
@@ -336,7 +331,7 @@ def sample(
     rows, n = (int(s) for s in shape)
     dt = np.dtype(dtype)
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
-        raise TypeError(f"dtype must be float32 or float64; got {dt}")
+        raise _errors.noise_dtype(dt)
     off = parse_row_offset(row_offset, rows)
     out = np.empty((rows, n), dtype=dt)
     from . import _clipresc

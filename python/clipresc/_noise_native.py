@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from ._args import check_real_dtype, parse_p, parse_unreachable, vector_axes
-from ._layout import Layout
+from . import _errors
+from ._call import describe
 from ._noise import noise_numpy, parse_row_offset, seed_sequence
 
 __all__ = ["noise"]
@@ -58,10 +58,7 @@ def _seed_int(seed: Any, lib: str) -> Any:
         return seed
     shape = tuple(getattr(seed, "shape", (None,)))
     if shape != () or _dtype_kind(getattr(seed, "dtype", None)) not in ("i", "u"):
-        raise ValueError(
-            "seed must be None, a non-negative int or a numpy.random.SeedSequence "
-            f"(or a {lib} integer scalar); got {seed!r}"
-        )
+        raise _errors.bad_seed(seed, lib)
     return int(seed)
 
 
@@ -106,13 +103,9 @@ def _values(x: Any, eps: Any, bounds: Any, seed: Any) -> dict[str, Any]:
 
 def _check_static(shape: tuple[int, ...], dtype: Any, kw: dict[str, Any]) -> None:
     """The checks that need no values, at trace time (errors then name the Python line)."""
-    check_real_dtype(dtype, "x")
-    parse_p(kw["p"])
-    parse_unreachable(kw["unreachable"])
-    if len(shape) == 0:
-        raise ValueError("x must have at least one dimension")
-    lay = Layout.of(shape, vector_axes(kw["axis"], len(shape)))
-    parse_row_offset(kw["row_offset"], lay.rows)
+    call = describe(shape, dtype, shape, dtype, kw["p"], kw["axis"], kw["unreachable"])
+    assert call.layout is not None
+    parse_row_offset(kw["row_offset"], call.layout.rows)
 
 
 def _callback(
@@ -169,14 +162,10 @@ def _jax(x: Any, eps: Any, bounds: Any, seed: Any, kw: dict[str, Any]) -> Any:
         return y if y.dtype == out_dtype else y.astype(out_dtype)
     _check_static(tuple(xw.shape), np.dtype(xw.dtype), kw)
     if seed is None:
-        raise ValueError(
-            "clipresc.noise under jax.jit (or another JAX trace) needs a seed: a Python int "
-            "(static: the compiled function repeats its noise) or a JAX integer scalar "
-            "(traced, e.g. a step counter: the noise of seed=int(value))"
-        )
+        raise _errors.jit_needs_seed()
     if "seed" in dynamic:
         if tuple(seed.shape) != () or not jnp.issubdtype(seed.dtype, jnp.integer):
-            raise ValueError(f"a traced seed must be a JAX integer scalar; got {seed!r}")
+            raise _errors.traced_seed(seed)
     else:
         vals["seed"] = seed_sequence(_seed_int(seed, "JAX"))
     for k in ("x", "lower", "upper"):
@@ -229,7 +218,7 @@ def _tensorflow(x: Any, eps: Any, bounds: Any, seed: Any, kw: dict[str, Any]) ->
     _check_static(tuple(xw.shape), np.dtype(xw.dtype.as_numpy_dtype), kw)
     dynamic = [k for k, v in vals.items() if isinstance(v, tensors)]
     if "seed" in dynamic:
-        raise ValueError("inside tf.function, seed must be None, a Python int or a SeedSequence")
+        raise _errors.tf_function_seed()
     vals["seed"] = seed_sequence(seed) if seed is not None else None
     for k in dynamic:
         vals[k] = cast(vals[k])
@@ -285,7 +274,7 @@ def noise(
     """
     fn = _BY_LIBRARY.get(lib)
     if fn is None:
-        raise ValueError(f"no native noise for {lib} arrays")
+        raise _errors.no_native_noise(lib)
     kw = {
         "p": p,
         "distribution": distribution,

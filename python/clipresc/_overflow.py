@@ -6,7 +6,7 @@ import os
 import sys
 import warnings
 
-from ._messages import counted
+from ._errors import eta_overflow_message
 
 _PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
 
@@ -33,11 +33,8 @@ def warn_eta_overflow(count: int, rows: int, dtype_name: str) -> None:
     """
     if count == 0:
         return
-    wider = "" if dtype_name == "float64" else "; or pass float64 inputs"
     warnings.warn(
-        f"eta exceeds the range of {dtype_name} for {count} of {counted(rows, 'vector')} and is "
-        "returned as inf (delta is tiny next to eps); x + eta * delta would then be NaN "
-        f"where delta is 0. perturb applies such scales exactly{wider}.",
+        eta_overflow_message(count, rows, dtype_name),
         RuntimeWarning,
         stacklevel=_caller_stacklevel(),
     )

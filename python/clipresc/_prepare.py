@@ -9,16 +9,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from ._args import (
-    Unreachable,
-    check_real_dtype,
-    parse_p,
-    parse_unreachable,
-    vector_axes,
-    work_dtype,
-)
+from . import _errors
+from ._args import Unreachable
+from ._call import describe
 from ._layout import Layout
-from ._messages import counted
 
 BoundRows = Union[float, "np.ndarray[Any, Any]"]
 
@@ -54,14 +48,11 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
         return eps
     e = np.asarray(eps)
     if e.dtype.kind not in "fiu":
-        raise TypeError(f"eps must be a real number or array of real numbers; got dtype {e.dtype}")
+        raise _errors.eps_not_real(f"dtype {e.dtype}")
     e = e.astype(np.float64, copy=False)
     for bad, what in ((np.isnan(e) | (e < 0), "negative or NaN"), (np.isinf(e), "infinite")):
         if bad.any():
-            raise ValueError(
-                f"eps has {counted(int(bad.sum()), what + ' value')}; "
-                f"first at index {_first_index(bad)}"
-            )
+            raise _errors.bad_values("eps", what, int(bad.sum()), _first_index(bad))
     if e.ndim == 0:
         return float(e)
     rows = layout.rows
@@ -70,10 +61,7 @@ def parse_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
     try:
         full = np.broadcast_to(e, layout.eta_shape)
     except ValueError:
-        raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-            f"got shape {e.shape}"
-        ) from None
+        raise _errors.eps_shape(rows, e.shape) from None
     return np.require(full.reshape(rows), np.float64, ["C", "A"])
 
 
@@ -85,7 +73,7 @@ def _parse_side(
         return default, np.asarray(default)
     a = np.asarray(value)
     if a.dtype.kind not in "fiu":
-        raise TypeError(f"bounds: {side} must be real; got dtype {a.dtype}")
+        raise _errors.bound_not_real(side, str(a.dtype))
     if a.ndim == 0:
         _check_nan(a, side)
         return float(a), a
@@ -95,24 +83,18 @@ def _parse_side(
     except ValueError:
         fits = False
     if not fits:
-        raise ValueError(
-            f"bounds: {side} of shape {a.shape} does not broadcast to x's shape {layout.shape}"
-        )
+        raise _errors.bound_shape(side, a.shape, layout.shape)
     padded = a.reshape((1,) * (nd - a.ndim) + a.shape)
     if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
-        one = tuple(1 if ax in layout.batch_axes else s for ax, s in enumerate(layout.shape))
-        shared = Layout.of(one, layout.vec_axes)
-        return shared.to_rows(np.broadcast_to(padded, one), dtype)[0], a
+        shared = layout.shared
+        return shared.to_rows(np.broadcast_to(padded, shared.shape), dtype)[0], a
     return layout.to_rows(np.broadcast_to(padded, layout.shape), dtype), a
 
 
 def _check_nan(a: np.ndarray[Any, Any], side: str) -> None:
     nan = np.isnan(a)
     if nan.any():
-        raise ValueError(
-            f"bounds: {side} has {counted(int(nan.sum()), 'NaN value')}; "
-            f"first at index {_first_index(nan)}"
-        )
+        raise _errors.bad_values(f"bounds: {side}", "NaN", int(nan.sum()), _first_index(nan))
 
 
 def check_bound_values(lo_raw: np.ndarray[Any, Any], hi_raw: np.ndarray[Any, Any]) -> None:
@@ -127,10 +109,7 @@ def check_bound_values(lo_raw: np.ndarray[Any, Any], hi_raw: np.ndarray[Any, Any
     _check_nan(hi_raw, "upper")
     crossed = np.asarray(lo_raw > hi_raw)
     if crossed.any():
-        raise ValueError(
-            f"bounds: lower > upper at {counted(int(crossed.sum()), 'position')}; "
-            f"first at index {_first_index(crossed)}"
-        )
+        raise _errors.crossed_bounds(int(crossed.sum()), _first_index(crossed))
 
 
 def parse_bounds(
@@ -153,7 +132,7 @@ def parse_bounds(
         if type(lo) is float and type(hi) is float and lo <= hi:
             return lo, hi
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError("bounds must be a (lower, upper) pair or None")
+        raise _errors.bounds_not_pair()
     lo, lo_raw = _parse_side(bounds[0], "lower", -math.inf, layout, dtype)
     hi, hi_raw = _parse_side(bounds[1], "upper", math.inf, layout, dtype)
     full = any(isinstance(v, np.ndarray) and v.ndim == 2 for v in (lo, hi))
@@ -184,34 +163,56 @@ def prepare(
 ) -> Problem:
     """Check every argument and lay the data out for the core.
 
-    ``core_checks_bounds``: the problem goes to a core entry point whose first pass rejects
-    x outside its bounds (``scale``, ``perturb``): per-element bound arrays are then not
-    checked here (see :attr:`Problem.unchecked_bounds`).
+    The checks that need no data are :func:`clipresc._call.describe`'s; this adds those
+    of the values of ``eps`` and the bounds. ``core_checks_bounds``: the problem goes to a
+    core entry point whose first pass rejects x outside its bounds (``scale``,
+    ``perturb``): per-element bound arrays are then not checked here (see
+    :attr:`Problem.unchecked_bounds`).
     """
-    xa = np.asarray(x)
-    da = np.asarray(delta)
-    check_real_dtype(xa.dtype, "x")
-    check_real_dtype(da.dtype, "delta")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
-    if xa.shape != da.shape:
-        raise ValueError(f"delta must have the same shape as x; got {da.shape} and {xa.shape}")
-    layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
-    wd = work_dtype(xa.dtype)
-    eps_rows = parse_eps(eps, layout)
+    xa = x if type(x) is np.ndarray else np.asarray(x)
+    da = delta if type(delta) is np.ndarray else np.asarray(delta)
+    call = describe(xa.shape, xa.dtype, da.shape, da.dtype, p, axis, unreachable)
+    layout = call.layout
+    assert layout is not None
+    wd = call.work_dtype
+    if type(eps) is float and 0.0 <= eps < math.inf:  # the common cases, kept cheap
+        eps_rows: float | np.ndarray[Any, Any] = eps
+    else:
+        eps_rows = parse_eps(eps, layout)
     deferred: list[np.ndarray[Any, Any]] | None = [] if core_checks_bounds else None
-    lower, upper = parse_bounds(bounds, layout, wd, deferred)
+    lower: BoundRows
+    upper: BoundRows
+    if (
+        type(bounds) is tuple
+        and len(bounds) == 2
+        and type(bounds[0]) is float
+        and type(bounds[1]) is float
+        and bounds[0] <= bounds[1]
+    ):
+        lower, upper = bounds
+    else:
+        lower, upper = parse_bounds(bounds, layout, wd, deferred)
+    if layout.is_trailing and xa.dtype == wd and xa.flags.c_contiguous and xa.flags.aligned:
+        xr = xa.reshape(layout.rows, layout.n)  # a view: the common case, kept cheap
+    else:
+        xr = layout.to_rows(xa, wd)
+    if da.dtype != xa.dtype or not da.dtype.isnative:  # delta is rounded to x's dtype first
+        da = _as_dtype(da, xa.dtype.newbyteorder("="))
+    if layout.is_trailing and da.dtype == wd and da.flags.c_contiguous and da.flags.aligned:
+        dr = da.reshape(layout.rows, layout.n)
+    else:
+        dr = layout.to_rows(da, wd)
     return Problem(
-        layout=layout,
-        dtype=xa.dtype,
-        x=layout.to_rows(xa, wd),
-        delta=layout.to_rows(_as_dtype(da, xa.dtype.newbyteorder("=")), wd),
-        eps=eps_rows,
-        p=pf,
-        lower=lower,
-        upper=upper,
-        unreachable=mode,
-        unchecked_bounds=(deferred[0], deferred[1]) if deferred else None,
+        layout,
+        xa.dtype,
+        xr,
+        dr,
+        eps_rows,
+        call.p,
+        lower,
+        upper,
+        call.unreachable,
+        (deferred[0], deferred[1]) if deferred else None,
     )
 
 
@@ -220,14 +221,14 @@ def check_out(out: Any, prob: Problem, inputs: Sequence[tuple[str, Any]]) -> Non
     array of ``x``'s shape and dtype that shares no memory with any of ``inputs`` (the
     arrays the core reads, as ``(name, array)``; ``prob.x`` is checked as ``x``)."""
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a NumPy array; got {type(out).__name__}")
+        raise _errors.out_not_numpy(out)
     shape = prob.layout.shape
     if out.shape != shape:
-        raise ValueError(f"out must have x's shape {shape}; got {out.shape}")
+        raise _errors.out_shape(shape, out.shape)
     if out.dtype != prob.dtype:
-        raise TypeError(f"out must have x's dtype {prob.dtype}; got {out.dtype}")
+        raise _errors.out_dtype(prob.dtype, out.dtype)
     if not out.flags.writeable:
-        raise ValueError("out must be writeable; got a read-only array")
+        raise _errors.out_read_only()
     for name, arr in [("x", prob.x), *inputs]:
         if isinstance(arr, np.ndarray) and np.may_share_memory(out, arr):
-            raise ValueError(f"out must not overlap {name}")
+            raise _errors.out_overlaps(name)

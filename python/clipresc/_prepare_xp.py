@@ -20,9 +20,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ._args import Unreachable, not_float_message, parse_p, parse_unreachable, vector_axes
-from ._layout import Layout
-from ._messages import counted
+from . import _errors
+from ._args import Unreachable
+from ._call import describe
+from ._layout import Layout, reduce_to
 
 Array = Any
 
@@ -65,10 +66,10 @@ def _count_first(
 def _raise_if(
     xp: Any,
     mask: Array,
-    message: Callable[[int, tuple[int, ...]], str],
+    error: Callable[[int, tuple[int, ...]], ValueError],
     index: Callable[[int], tuple[int, ...]] | None = None,
 ) -> None:
-    """Raise ``ValueError(message(count, first_index))`` when ``mask`` has a true entry."""
+    """Raise ``error(count, first_index)`` when ``mask`` has a true entry."""
     if not to_bool(xp.any(mask)):
         return
     shape = tuple(mask.shape)
@@ -77,30 +78,7 @@ def _raise_if(
         return tuple(int(i) for i in np.unravel_index(flat, shape)) if shape else ()
 
     count, first = _count_first(xp, mask, index or c_index)
-    raise ValueError(message(count, first))
-
-
-def check_float(xp: Any, dt: Any, name: str) -> None:
-    """``TypeError`` unless ``dt`` is a real floating dtype of ``xp``."""
-    if not xp.isdtype(dt, "real floating"):
-        raise TypeError(not_float_message(name, dtype_name(dt)))
-
-
-def to_rows(xp: Any, a: Array, layout: Layout) -> Array:
-    """``a`` (of ``layout.shape``) as ``(rows, n)``: vector axes moved last and flattened."""
-    perm = layout.batch_axes + layout.vec_axes
-    if perm != tuple(range(len(perm))):
-        a = xp.permute_dims(a, perm)
-    return xp.reshape(a, (layout.rows, layout.n))
-
-
-def from_rows(xp: Any, r: Array, layout: Layout) -> Array:
-    """Inverse of :func:`to_rows`."""
-    perm = layout.batch_axes + layout.vec_axes
-    full = xp.reshape(r, layout.batch_shape + layout.vec_shape)
-    if perm == tuple(range(len(perm))):
-        return full
-    return xp.permute_dims(full, tuple(perm.index(a) for a in range(len(perm))))
+    raise error(count, first)
 
 
 @dataclass(frozen=True)
@@ -167,21 +145,14 @@ def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
     elif hasattr(eps, "shape") and hasattr(eps, "dtype"):
         e = eps
         if not xp.isdtype(e.dtype, ("real floating", "integral")):
-            raise TypeError(
-                "eps must be a real number or array of real numbers; "
-                f"got dtype {dtype_name(e.dtype)}"
-            )
+            raise _errors.eps_not_real(f"dtype {dtype_name(e.dtype)}")
     else:
-        raise TypeError(f"eps must be a real number or array of real numbers; got {type(eps)}")
-    _raise_if(
-        xp,
-        (e < 0) | (e != e),
-        lambda c, i: f"eps has {counted(c, 'negative or NaN value')}; first at index {i}",
-    )
+        raise _errors.eps_not_real(str(type(eps)))
+    _raise_if(xp, (e < 0) | (e != e), _errors.negative_eps)
     _raise_if(
         xp,
         (e == math.inf) | (e == -math.inf),
-        lambda c, i: f"eps has {counted(c, 'infinite value')}; first at index {i}",
+        _errors.infinite_eps,
     )
     rows = layout.rows
     shape = tuple(int(s) for s in e.shape)
@@ -196,10 +167,7 @@ def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(
-            "eps must be a scalar or hold one value per vector "
-            f"({counted(rows, 'vector')}); got shape {shape}"
-        )
+        raise _errors.eps_shape(rows, shape)
     full = xp.broadcast_to(xp.astype(e, like.dtype), layout.eta_shape)
     return xp.reshape(full, (rows,))
 
@@ -219,17 +187,13 @@ def _parse_side(
     if is_number(value):
         return float(value), float(value)
     if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"bounds: {side} must be real; got dtype bool")
+        raise _errors.bound_not_real(side, "bool")
     a = value
     if isinstance(value, (list, tuple)):
         a = xp.asarray(np.asarray(value), device=_device(like))
     if not xp.isdtype(a.dtype, ("real floating", "integral")):
-        raise TypeError(f"bounds: {side} must be real; got dtype {dtype_name(a.dtype)}")
-    _raise_if(
-        xp,
-        a != a,
-        lambda c, i: f"bounds: {side} has {counted(c, 'NaN value')}; first at index {i}",
-    )
+        raise _errors.bound_not_real(side, dtype_name(a.dtype))
+    _raise_if(xp, a != a, lambda c, i: _errors.bad_values(f"bounds: {side}", "NaN", c, i))
     shape = tuple(int(s) for s in a.shape)
     nd = len(layout.shape)
     try:
@@ -237,17 +201,14 @@ def _parse_side(
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(
-            f"bounds: {side} of shape {shape} does not broadcast to x's shape {layout.shape}"
-        )
+        raise _errors.bound_shape(side, shape, layout.shape)
     aw = xp.astype(a, like.dtype)
     padded = xp.reshape(aw, (1,) * (nd - len(shape)) + shape)
     if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
-        one = tuple(1 if ax in layout.batch_axes else s for ax, s in enumerate(layout.shape))
-        shared = Layout.of(one, layout.vec_axes)
-        row = to_rows(xp, xp.broadcast_to(padded, one), shared)
+        shared = layout.shared
+        row = shared.to_rows_xp(xp, xp.broadcast_to(padded, shared.shape))
         return xp.reshape(row, (layout.n,)), a
-    return to_rows(xp, xp.broadcast_to(padded, layout.shape), layout), a
+    return layout.to_rows_xp(xp, xp.broadcast_to(padded, layout.shape)), a
 
 
 def prepare_xp(
@@ -261,16 +222,12 @@ def prepare_xp(
     unreachable: Any,
 ) -> XProblem:
     """Check every argument (values where concrete) and lay the data out as ``(rows, n)``."""
-    check_float(xp, x.dtype, "x")
-    check_float(xp, delta.dtype, "delta")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
     xs, ds = tuple(int(s) for s in x.shape), tuple(int(s) for s in delta.shape)
-    if xs != ds:
-        raise ValueError(f"delta must have the same shape as x; got {ds} and {xs}")
-    layout = Layout.of(xs, vector_axes(axis, len(xs)))
-    xr = to_rows(xp, x, layout)
-    dr = xp.astype(to_rows(xp, delta, layout), x.dtype)
+    call = describe(xs, x.dtype, ds, delta.dtype, p, axis, unreachable, numpy=False)
+    layout = call.layout
+    assert layout is not None
+    xr = layout.to_rows_xp(xp, x)
+    dr = xp.astype(layout.to_rows_xp(xp, delta), x.dtype)
     eps_rows = _parse_eps(xp, eps, layout, x)
     if bounds is None:
         lower: float | Array = -math.inf
@@ -279,33 +236,24 @@ def prepare_xp(
         hi_raw: Any = math.inf
     else:
         if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-            raise ValueError("bounds must be a (lower, upper) pair or None")
+            raise _errors.bounds_not_pair()
         lower, lo_raw = _parse_side(xp, bounds[0], "lower", -math.inf, layout, x)
         upper, hi_raw = _parse_side(xp, bounds[1], "upper", math.inf, layout, x)
     if is_number(lo_raw) and is_number(hi_raw):
         if lo_raw > hi_raw:
-            raise ValueError("bounds: lower > upper at 1 position; first at index ()")
+            raise _errors.crossed_bounds(1, ())
     else:
-        _raise_if(
-            xp,
-            lo_raw > hi_raw,
-            lambda c, i: f"bounds: lower > upper at {counted(c, 'position')}; first at index {i}",
-        )
+        _raise_if(xp, lo_raw > hi_raw, _errors.crossed_bounds)
     # the core's checks, reported in its order and the caller's coordinates
     rows_index = layout.index_of
     for name, a in (("x", xr), ("delta", dr)):
 
-        def nonfinite(c: int, i: tuple[int, ...], name: str = name) -> str:
-            return f"{name} has {counted(c, 'non-finite value')}; first at index {i}"
+        def nonfinite(c: int, i: tuple[int, ...], name: str = name) -> ValueError:
+            return _errors.bad_values(name, "non-finite", c, i)
 
         _raise_if(xp, ~xp.isfinite(a), nonfinite, rows_index)
     outside = (xr < lower) | (xr > upper)
-    _raise_if(
-        xp,
-        outside,
-        lambda c, i: f"x has {counted(c, 'value')} outside bounds; first at index {i}",
-        rows_index,
-    )
+    _raise_if(xp, outside, _errors.outside_bounds, rows_index)
     return XProblem(
         xp=xp,
         layout=layout,
@@ -314,10 +262,10 @@ def prepare_xp(
         x=xr,
         delta=dr,
         eps=eps_rows,
-        p=pf,
+        p=call.p,
         lower=lower,
         upper=upper,
-        unreachable=mode,
+        unreachable=call.unreachable,
         shapes=arg_shapes(eps, bounds, layout),
     )
 
@@ -328,10 +276,7 @@ def raise_unreachable(xp: Any, prob: XProblem, flags: Array) -> None:
         return
     count = int(xp.sum(xp.astype(flags, xp.int64)))
     first = int(xp.argmax(xp.astype(flags, xp.int32)))
-    raise ValueError(
-        f"eps exceeds the largest reachable size for {count} of "
-        f"{counted(prob.layout.rows, 'vector')}; first: vector {prob.layout.row_index(first)}"
-    )
+    raise _errors.unreachable(count, prob.layout.rows, prob.layout.row_index(first))
 
 
 def cotangent(xp: Any, cot: Any, shape: tuple[int, ...], what: str, like: Array) -> Array:
@@ -341,26 +286,15 @@ def cotangent(xp: Any, cot: Any, shape: tuple[int, ...], what: str, like: Array)
     else:
         c = cot
         if not xp.isdtype(c.dtype, ("real floating", "integral")):
-            raise TypeError(f"{what} must be a real array; got dtype {dtype_name(c.dtype)}")
+            raise _errors.cotangent_not_real(what, dtype_name(c.dtype))
     cs = tuple(int(s) for s in c.shape)
     try:
         ok = len(cs) <= len(shape) and np.broadcast_shapes(cs, shape) == shape
     except ValueError:
         ok = False
     if not ok:
-        raise ValueError(f"{what} of shape {cs} does not broadcast to {shape}")
+        raise _errors.cotangent_shape(what, cs, shape)
     return xp.broadcast_to(xp.astype(c, like.dtype), shape)
-
-
-def _reduce_to(xp: Any, g: Array, shape: tuple[int, ...]) -> Array:
-    """Sum ``g`` over the axes along which an array of ``shape`` broadcasts to it."""
-    lead = g.ndim - len(shape)
-    if lead > 0:
-        g = xp.sum(g, axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
-    if axes:
-        g = xp.sum(g, axis=axes, keepdims=True)
-    return xp.reshape(xp.asarray(g), shape)
 
 
 def _float_dtype(xp: Any, dt: Any, default: Any) -> Any:
@@ -380,8 +314,8 @@ def fit_cotangents(
     arguments: ``eps``'s cotangent has ``eps``'s shape (0-d for a number), an array bound's
     the bound's shape, and a number bound gets ``None``."""
     out: dict[str, Any] = {
-        "x": xp.astype(from_rows(xp, g["x"], layout), x_dtype, copy=False),
-        "delta": xp.astype(from_rows(xp, g["delta"], layout), delta_dtype, copy=False),
+        "x": xp.astype(layout.from_rows_xp(xp, g["x"]), x_dtype, copy=False),
+        "delta": xp.astype(layout.from_rows_xp(xp, g["delta"]), delta_dtype, copy=False),
     }
     e = g["eps"]
     if shapes.eps is None or shapes.eps == ():
@@ -389,7 +323,7 @@ def fit_cotangents(
     elif shapes.eps_per_row:
         eg = e
     else:
-        eg = _reduce_to(xp, xp.reshape(e, layout.eta_shape), shapes.eps)
+        eg = reduce_to(xp, xp.reshape(e, layout.eta_shape), shapes.eps)
     out["eps"] = xp.astype(eg, _float_dtype(xp, shapes.eps_dtype, x_dtype), copy=False)
     for side, shape, dt in (
         ("lower", shapes.lower, shapes.lower_dtype),
@@ -399,12 +333,6 @@ def fit_cotangents(
         if shape is None or gs is None:
             out[side] = None
             continue
-        if gs.ndim == 1:  # shared by every vector: the batch axes have size 1
-            one = tuple(1 if a in layout.batch_axes else s for a, s in enumerate(layout.shape))
-            full = from_rows(xp, xp.reshape(gs, (1, layout.n)), Layout.of(one, layout.vec_axes))
-        else:
-            full = from_rows(xp, gs, layout)
-        out[side] = xp.astype(
-            _reduce_to(xp, full, shape), _float_dtype(xp, dt, x_dtype), copy=False
-        )
+        full = layout.bound_from_rows_xp(xp, gs)
+        out[side] = xp.astype(reduce_to(xp, full, shape), _float_dtype(xp, dt, x_dtype), copy=False)
     return out

@@ -20,7 +20,6 @@ import contextlib
 import errno
 import math
 import os
-import re
 import signal
 import sys
 import tempfile
@@ -33,8 +32,8 @@ from typing import Any, Callable, NoReturn, TextIO, cast
 import click
 import numpy as np
 
-from . import __version__
-from ._args import not_float_message, parse_p, parse_unreachable
+from . import __version__, _errors
+from ._args import parse_p, parse_unreachable
 from ._noise import DISTRIBUTIONS, seed_sequence
 
 DEFAULT_CHUNK_MB = 32
@@ -214,7 +213,7 @@ def open_input(path: str, name: str) -> NpyInput:
     try:
         dt = a.dtype
         if dt.kind != "f" or dt.itemsize > 8:
-            raise CliError(f"{path}: {not_float_message(name, str(dt), cli=True)}")
+            raise CliError(f"{path}: {_errors.not_float_message(name, str(dt), cli=True)}")
         if a.ndim == 0:
             raise CliError(f"{path}: {name} must have at least one dimension")
         if not a.flags.c_contiguous:
@@ -321,20 +320,14 @@ class Job:
     unreachable: str
 
 
-def _globalize(msg: str, start: int) -> str:
-    """Shift the row (first) coordinate of the indices in a chunk's error message.
+def _globalize(err: ValueError, start: int) -> str:
+    """The text of a chunk's error with its index moved to the whole input's rows.
 
-    >>> _globalize("x has 1 value outside bounds; first at index (2, 0, 5)", 100)
+    >>> _globalize(_errors.outside_bounds(1, (2, 0, 5)), 100)
     'x has 1 value outside bounds; first at index (102, 0, 5)'
     """
-
-    def index(m: re.Match[str]) -> str:
-        idx = [int(v) for v in m.group(1).split(",") if v.strip()]
-        idx[0] += start
-        return f"index {tuple(idx)}"
-
-    msg = re.sub(r"index \(([-\d, ]+)\)", index, msg)
-    return re.sub(r"vector (\d+)", lambda m: f"vector {int(m.group(1)) + start}", msg)
+    check = _errors.check_of(err)
+    return str(err) if check is None else check.rebased(0, start).text()
 
 
 def run_chunk(job: Job, start: int, stop: int) -> int:
@@ -359,7 +352,7 @@ def run_chunk(job: Job, start: int, stop: int) -> int:
             y = _api.perturb(x, d, job.eps, job.p, job.bounds, None, job.unreachable)
     except ValueError as e:
         where = f" (in rows {start}:{stop})" if len(job.x.shape) > 1 else ""
-        raise CliError(f"{job.x.path}: {_globalize(str(e), start)}{where}") from None
+        raise CliError(f"{job.x.path}: {_globalize(e, start)}{where}") from None
     finally:
         del x, d
     data = memoryview(cast(Any, np.ascontiguousarray(y))).cast("B")
@@ -452,10 +445,7 @@ def _process(
     if delta_path is not None:
         delta = open_input(delta_path, "delta")
         if delta.shape != x.shape:
-            raise CliError(
-                f"{delta_path}: delta must have the same shape as x; "
-                f"got {delta.shape} and {x.shape}"
-            )
+            raise CliError(f"{delta_path}: {_errors.shape_mismatch(delta.shape, x.shape)}")
     seq = seed_sequence(seed) if kind == "noise" else None
     ranges = list(_chunks(x.rows, x.row_bytes + (delta.row_bytes if delta else 0), chunk_mb))
     if len(x.shape) == 1:

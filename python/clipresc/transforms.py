@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _errors
 from ._args import parse_p
 from ._noise import DEFAULT_BOUNDS, noise, parse_distribution, seed_sequence
 
@@ -92,9 +93,9 @@ class ExactNoise:
     ) -> None:
         e = float(eps)
         if not (e >= 0 and math.isfinite(e)):
-            raise ValueError(f"eps must be a finite number >= 0; got {eps!r}")
+            raise _errors.transform_eps(eps)
         if isinstance(sample_ndim, bool) or not isinstance(sample_ndim, int) or sample_ndim < 1:
-            raise ValueError(f"sample_ndim must be a positive int; got {sample_ndim!r}")
+            raise _errors.transform_sample_ndim(sample_ndim)
         self.eps = e
         self.p = parse_p(p)
         self.bounds = bounds
@@ -138,7 +139,7 @@ class ExactNoise:
             x = np.asarray(x)
             nd = x.ndim
         if nd == 0:
-            raise ValueError("x must have at least one dimension")
+            raise _errors.no_dimensions()
         axis = tuple(range(max(nd - self.sample_ndim, 0), nd))
         return noise(
             x,

@@ -1,18 +1,20 @@
 """Independent float64 reference for the GPU kernel tests (numpy only, no clipresc import).
 
-``bisect_eta`` finds, per row, the smallest float64 ``eta`` whose achieved size
-``||clip(x + eta d, l, u) - x||_p`` (evaluated directly as ``min(eta |d_i|, s_i)``) reaches
-``eps``, by bisection on the bit pattern of ``eta``. Rows whose ``eps`` exceeds the
-largest reachable size get the smallest ``eta`` reaching that size (flagged unreachable).
-Also: input builders shared by the OpenCL and CuPy tests, including the adversarial
-chain on which plain Newton fixes one element per pass.
+``bisect_eta`` is the tests' one bisection oracle (``tests/oracle.py``), returning
+``(eta, unreachable)`` per row. Also: input builders shared by the OpenCL and CuPy
+tests, including the adversarial chain on which plain Newton fixes one element per pass.
 """
 
 from __future__ import annotations
 
+import os
+import sys
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from oracle import bisect_eta_flags as bisect_eta
 
 __all__ = [
     "adversarial_row",
@@ -56,43 +58,6 @@ def max_size(s: np.ndarray, mv: np.ndarray, p: float) -> np.ndarray:
     if np.isinf(p):
         return sm.max(axis=1, initial=0.0)
     return (sm**p).sum(axis=1) ** (1.0 / p)
-
-
-def bisect_eta(
-    x: np.ndarray, d: np.ndarray, eps: Any, p: float, lower: Any, upper: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """``(eta, unreachable)`` per row in float64 by bisection on eta's bit pattern.
-
-    Rows with nothing movable (all-zero delta) give eta = 0 and are not flagged, like the
-    Rust core; rows whose movable elements have no room are flagged when eps > 0."""
-    s, a, mv = rooms(x, d, lower, upper)
-    B = s.shape[0]
-    eps = np.broadcast_to(np.asarray(eps, dtype=np.float64), (B,)).copy()
-    target = eps.copy() if np.isinf(p) else eps**p
-    smax = max_size(s, mv, p)
-    top = size_pow(s, a, mv, np.full(B, np.inf), p)  # everything saturated
-    unreach = (eps > smax) & mv.any(axis=1)  # an all-zero delta row is not flagged
-    target = np.where(unreach, top, target)
-    zero = (eps == 0) | ~mv.any(axis=1) | (target == 0)
-    # upper bracket: a finite eta with f(eta) >= target
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keys = np.where(mv & np.isfinite(s), s / np.where(a > 0, a, 1.0), 0.0)
-    hi = np.maximum(keys.max(axis=1, initial=0.0), 1e-300)
-    for _ in range(2100):
-        short = ~zero & (size_pow(s, a, mv, hi, p) < target)
-        if not short.any():
-            break
-        hi = np.where(short, hi * 2.0, hi)
-    lo_b = np.zeros(B, dtype=np.int64)
-    hi_b = hi.view(np.int64).copy()
-    for _ in range(70):
-        mid_b = lo_b + (hi_b - lo_b) // 2
-        mid = mid_b.view(np.float64)
-        ok = size_pow(s, a, mv, mid, p) >= target
-        hi_b = np.where(ok, mid_b, hi_b)
-        lo_b = np.where(ok, lo_b, mid_b)
-    eta = np.where(zero, 0.0, hi_b.view(np.float64))
-    return eta, unreach
 
 
 def make_case(

@@ -20,6 +20,7 @@ import functools
 import importlib
 from typing import Any, Callable
 
+from clipresc import _errors
 from clipresc.kernels import (
     BLOCK,
     ROWINFO,
@@ -83,14 +84,14 @@ def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> dict
     import numpy as np
 
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (B, n); got shape {x.shape}")
+        raise _errors.rows_not_2d(x.shape)
     if x.dtype.kind != "f":
-        raise TypeError(f"x must be a real floating-point array; got dtype {x.dtype}")
+        raise _errors.rows_not_float(x.dtype)
     real = real_name(x.dtype.itemsize)
     x = cupy.ascontiguousarray(x)
     d = cupy.ascontiguousarray(d, dtype=x.dtype)
     if d.shape != x.shape:
-        raise ValueError(f"delta must have the same shape as x; got {d.shape} and {x.shape}")
+        raise _errors.shape_mismatch(d.shape, x.shape)
     B, n = (int(s) for s in x.shape)
 
     if isinstance(eps, cupy.ndarray):
@@ -244,7 +245,7 @@ def _vjp(
     if ybar is not None:
         ybar = cupy.ascontiguousarray(ybar, dtype=dt)
         if ybar.shape != xx.shape:
-            raise ValueError(f"ybar must have x's shape {xx.shape}; got {ybar.shape}")
+            raise _errors.ybar_rows_shape(xx.shape, ybar.shape)
     if etabar is not None:
         etabar = cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(etabar, dtype=dt), (B,)))
 

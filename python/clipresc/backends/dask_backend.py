@@ -16,7 +16,6 @@ This module imports dask; clipresc imports it only when the caller passed a Dask
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,7 +23,9 @@ import dask.array as da
 import numpy as np
 from dask.base import tokenize
 
-from .._args import Axis, check_real_dtype, parse_p, parse_unreachable, vector_axes, work_dtype
+from .. import _errors
+from .._args import Axis, check_real_dtype, work_dtype
+from .._call import describe
 from .._layout import Layout
 from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
 from .._prepare import parse_bounds, parse_eps, prepare
@@ -71,24 +72,11 @@ class _Plan:
         if self.first is None or block_info is None:
             return err
         start = block_info[0]["array-location"][self.first][0]
-        first = self.first
-        nbatch = len(self.layout.batch_axes)
-
-        def index(m: re.Match[str]) -> str:
-            idx = [int(v) for v in m.group(1).split(",") if v.strip()]
-            idx[first] += start
-            return f"index {tuple(idx)}"
-
-        def vector(m: re.Match[str]) -> str:
-            if nbatch == 1:
-                return f"vector {int(m.group(1)) + start}"
-            idx = [int(v) for v in m.group(2).split(",") if v.strip()]
-            idx[0] += start
-            return f"vector {tuple(idx)}"
-
-        msg = re.sub(r"index \(([-\d, ]+)\)", index, str(err))
-        msg = re.sub(r"vector (\d+)|vector \(([-\d, ]+)\)", vector, msg)
-        return ValueError(f"{msg} (in the Dask block of vectors {self.row_range(block_info)})")
+        context = f" (in the Dask block of vectors {self.row_range(block_info)})"
+        check = _errors.check_of(err)
+        if check is None:
+            return ValueError(f"{err}{context}")
+        return check.rebased(self.first, start, context).error()
 
 
 Slots = list[tuple[str, Any]]
@@ -104,7 +92,7 @@ def _bound_args(
     if bounds is None:
         return [], None
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError("bounds must be a (lower, upper) pair or None")
+        raise _errors.bounds_not_pair()
     lay = plan.layout
     nd = len(lay.shape)
     arrays: list[da.Array] = []
@@ -114,9 +102,7 @@ def _bound_args(
         v = value.compute() if isinstance(value, da.Array) and value.ndim == 0 else value
         shape = tuple(np.shape(v)) if v is not None else ()
         if len(shape) > nd or np.broadcast_shapes(shape, lay.shape) != lay.shape:
-            raise ValueError(
-                f"bounds: {side} of shape {shape} does not broadcast to x's shape {lay.shape}"
-            )
+            raise _errors.bound_shape(side, shape, lay.shape)
         padded = (1,) * (nd - len(shape)) + shape
         if v is None or all(padded[a] == 1 for a in lay.batch_axes):
             v = v.compute() if isinstance(v, da.Array) else v
@@ -147,12 +133,11 @@ class _Common:
     def __init__(
         self, x: da.Array, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
     ) -> None:
-        check_real_dtype(x.dtype, "x")
-        parse_p(p)
-        parse_unreachable(unreachable)
         if any(math.isnan(s) for s in x.shape):
-            raise ValueError("x must have a known shape (call compute_chunk_sizes() first)")
-        self.plan = _Plan(tuple(int(s) for s in x.shape), vector_axes(axis, x.ndim))
+            raise _errors.unknown_dask_shape()
+        shape = tuple(int(s) for s in x.shape)
+        call = describe(shape, x.dtype, shape, x.dtype, p, axis, unreachable)
+        self.plan = _Plan(shape, call.vec_axes)
         self.x = self.plan.rechunk(x)
         if isinstance(eps, da.Array):
             eps = eps.compute()
@@ -190,7 +175,7 @@ def _pair(x: Any, delta: Any) -> tuple[da.Array, da.Array]:
     """``x`` and ``delta`` as Dask arrays of one chunking (either may be NumPy)."""
     xs, ds = tuple(np.shape(x)), tuple(np.shape(delta))
     if xs != ds:
-        raise ValueError(f"delta must have the same shape as x; got {ds} and {xs}")
+        raise _errors.shape_mismatch(ds, xs)
     like = x if isinstance(x, da.Array) else delta
     xd = x if isinstance(x, da.Array) else da.from_array(np.asarray(x), chunks=like.chunks)
     dd = (

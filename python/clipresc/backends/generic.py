@@ -263,6 +263,11 @@ def _solve(r: _Rows, p: float) -> tuple[Array, Array]:
     return _solve_inf(r) if math.isinf(p) else _solve_finite(r, p)
 
 
+NEEDS_ETA = True
+"""The VJPs recompute the saturated set from the forward's ``eta`` (see
+:class:`clipresc.backends.interface.RowBackend`)."""
+
+
 def scale_rows(
     x: Array, d: Array, eps: Array, p: float, lower: Bound, upper: Bound
 ) -> tuple[Array, Array]:

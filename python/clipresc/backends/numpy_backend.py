@@ -6,18 +6,14 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .. import _clipresc
-from .._messages import counted
+from .. import _clipresc, _errors
 from .._overflow import warn_eta_overflow
 from .._prepare import Problem, check_bound_values
 
 
 def _raise_unreachable(prob: Problem, count: int, first: int) -> None:
     if count and prob.unreachable == "raise":
-        raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of "
-            f"{counted(prob.layout.rows, 'vector')}; first: vector {prob.layout.row_index(first)}"
-        )
+        raise _errors.unreachable(count, prob.layout.rows, prob.layout.row_index(first))
 
 
 def _input_error(prob: Problem, err: Exception) -> ValueError:
@@ -26,11 +22,7 @@ def _input_error(prob: Problem, err: Exception) -> ValueError:
             check_bound_values(*prob.unchecked_bounds)
         except ValueError as bad:
             return bad
-    arg, problem, count, first = err.args
-    where = prob.layout.index_of(first)
-    if problem == "outside bounds":
-        return ValueError(f"x has {counted(count, 'value')} outside bounds; first at index {where}")
-    return ValueError(f"{arg} has {counted(count, problem + ' value')}; first at index {where}")
+    return _errors.from_core(err, prob.layout.index_of)
 
 
 def scale_rows(prob: Problem) -> np.ndarray[Any, Any]:
@@ -72,26 +64,24 @@ def perturb_eta(
 
     ``out`` (already checked by ``check_out``) receives the result as in :func:`noise`.
     """
-
-    def core(y: np.ndarray[Any, Any], eta: np.ndarray[Any, Any]) -> tuple[int, int]:
-        return _clipresc.perturb_into(
-            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y, eta
-        )
-
-    return _into_out(prob, out, core)
+    args = (prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p)
+    return _into_out(prob, out, _clipresc.perturb_into, args)
 
 
 def perturb(prob: Problem, out: np.ndarray[Any, Any] | None = None) -> np.ndarray[Any, Any]:
     """``clip(x + eta * delta, lower, upper)`` in the caller's dtype and layout."""
-    return perturb_eta(prob, out)[0]
+    args = (prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p)
+    return _into_out(prob, out, _clipresc.perturb_into, args)[0]
 
 
 def _into_out(
     prob: Problem,
     out: np.ndarray[Any, Any] | None,
-    core: Callable[[np.ndarray[Any, Any], np.ndarray[Any, Any]], tuple[int, int]],
+    core: Callable[..., tuple[int, int]],
+    args: tuple[Any, ...],
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """Runs ``core(y_rows, eta)``, a fused solve-and-apply, and returns ``(result, eta)``.
+    """Runs ``core(*args, y_rows, eta)``, a fused solve-and-apply of the Rust core, and
+    returns ``(result, eta)``.
 
     The core writes straight into ``out`` when its memory is the rows' layout (C-contiguous,
     vector axes trailing, the work dtype); otherwise into a fresh array that is then copied.
@@ -106,15 +96,20 @@ def _into_out(
     y = out.reshape(prob.x.shape) if direct and out is not None else np.empty_like(prob.x)
     eta = np.empty(prob.layout.rows, dtype=prob.x.dtype)
     try:
-        count, first = core(y, eta)
-        _raise_unreachable(prob, count, first)
+        count, first = core(*args, y, eta)
+        if count and prob.unreachable == "raise":
+            _raise_unreachable(prob, count, first)
     except _clipresc.InputError as e:
         _spoil(out)
         raise _input_error(prob, e) from None
     except BaseException:
         _spoil(out)
         raise
-    result = prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+    lay = prob.layout
+    if lay.is_trailing:  # the common case, kept cheap
+        result = y.astype(prob.dtype, copy=False).reshape(lay.shape)
+    else:
+        result = lay.from_rows(y.astype(prob.dtype, copy=False))
     if out is None:
         return result, eta
     if not direct:
@@ -137,12 +132,8 @@ def noise(
     is filled with NaN if the core raises.
     """
 
-    def core(y: np.ndarray[Any, Any], eta: np.ndarray[Any, Any]) -> tuple[int, int]:
-        return _clipresc.noise_into(
-            prob.x, prob.lower, prob.upper, prob.eps, prob.p, distribution, key, row_offset, y, eta
-        )
-
-    return _into_out(prob, out, core)[0]
+    args = (prob.x, prob.lower, prob.upper, prob.eps, prob.p, distribution, key, row_offset)
+    return _into_out(prob, out, _clipresc.noise_into, args)[0]
 
 
 def _spoil(out: np.ndarray[Any, Any] | None) -> None:

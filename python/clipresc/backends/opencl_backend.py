@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from clipresc import _errors
 from clipresc.kernels import (
     BLOCK,
     KERNEL_NAMES,
@@ -126,14 +127,14 @@ class _Prepared(NamedTuple):
 def _prepare(x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any) -> _Prepared:
     x = np.asarray(x)
     if x.ndim != 2:
-        raise ValueError(f"x must be 2-D (B, n); got shape {x.shape}")
+        raise _errors.rows_not_2d(x.shape)
     x = np.ascontiguousarray(x)
     real_name(x.dtype.itemsize)
     if x.dtype.kind != "f":
-        raise TypeError(f"x must be a real floating-point array; got dtype {x.dtype}")
+        raise _errors.rows_not_float(x.dtype)
     d = np.ascontiguousarray(np.asarray(d, dtype=x.dtype))
     if d.shape != x.shape:
-        raise ValueError(f"delta must have the same shape as x; got {d.shape} and {x.shape}")
+        raise _errors.shape_mismatch(d.shape, x.shape)
     B, n = x.shape
     if np.ndim(eps) == 0 and not isinstance(eps, np.ndarray):
         eps_op = eps_operand(float(eps), B)
@@ -315,7 +316,7 @@ def _vjp(
     if ybar is not None:
         ybar_h = np.ascontiguousarray(np.asarray(ybar, dtype=dt))
         if ybar_h.shape != pr.x.shape:
-            raise ValueError(f"ybar must have x's shape {pr.x.shape}; got {ybar_h.shape}")
+            raise _errors.ybar_rows_shape(pr.x.shape, ybar_h.shape)
         ybar_d = cla.to_device(queue, ybar_h)
     etabar_d = None
     if etabar is not None:

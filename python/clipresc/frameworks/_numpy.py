@@ -16,14 +16,11 @@ broadcastable to ``x``; ``axis`` is a tuple of non-negative vector axes.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Sequence
 from typing import Any, Union
 
 import numpy as np
 
-from .._args import check_real_dtype, parse_p, parse_unreachable, vector_axes
-from .._layout import Layout
+from .._layout import reduce_to
 from .._prepare import Problem, prepare
 from ..backends import numpy_backend
 
@@ -49,27 +46,6 @@ def _prepare(
     return prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds)
 
 
-def forward(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    lower: Side,
-    upper: Side,
-    axis: tuple[int, ...],
-    unreachable: str,
-) -> np.ndarray[Any, Any]:
-    """``scale`` (``kind="scale"``) or ``perturb`` of NumPy arrays through the Rust core.
-
-    >>> import numpy as np
-    >>> forward("scale", np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5, 1.0, 0.0, 1.0,
-    ...         (1,), "saturate")
-    array([[0.4]])
-    """
-    return forward_eta(kind, x, delta, eps, p, lower, upper, axis, unreachable)[0]
-
-
 def forward_eta(
     kind: str,
     x: Any,
@@ -81,7 +57,8 @@ def forward_eta(
     axis: tuple[int, ...],
     unreachable: str,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """:func:`forward` and the scales it solved for, ``(rows,)`` in the work dtype (float32
+    """``scale`` (``kind="scale"``) or ``perturb`` of NumPy arrays through the Rust core,
+    and the scales it solved for, ``(rows,)`` in the work dtype (float32
     for float16 input): hand them to :func:`vjp` as ``eta``.
 
     >>> import numpy as np
@@ -90,25 +67,31 @@ def forward_eta(
     >>> y, eta
     (array([[0.9, 1. ]]), array([0.4]))
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable, core_checks_bounds=True)
+    return forward_problem(kind, x, delta, eps, p, lower, upper, axis, unreachable)[:2]
+
+
+def forward_problem(
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    p: float,
+    lower: Side,
+    upper: Side,
+    axis: tuple[int, ...],
+    unreachable: str,
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Problem]:
+    """:func:`forward_eta` and the checked problem, which :func:`vjp_of` takes."""
+    if type(lower) is float and type(upper) is float:  # no arrays to wrap
+        bounds: tuple[Any, Any] = (lower, upper)
+    else:
+        bounds = (_side_value(lower), _side_value(upper))
+    prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
     if kind == "scale":
-        return numpy_backend.scale_eta(prob)
-    return numpy_backend.perturb_eta(prob)
-
-
-def _reduce_to(g: np.ndarray[Any, Any], shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
-    """Sum ``g`` over the axes along which an array of ``shape`` broadcasts to ``g``."""
-    if g.shape == shape:
-        return g
-    if g.size == math.prod(shape) and g.ndim >= len(shape):
-        return g.reshape(shape)
-    lead = g.ndim - len(shape)
-    if lead > 0:
-        g = g.sum(axis=tuple(range(lead)))
-    axes = tuple(i for i, s in enumerate(shape) if s == 1 and g.shape[i] != 1)
-    if axes:
-        g = g.sum(axis=axes, keepdims=True)
-    return g.reshape(shape)
+        out, eta = numpy_backend.scale_eta(prob)
+    else:
+        out, eta = numpy_backend.perturb_eta(prob)
+    return out, eta, prob
 
 
 def _fit(g: Any, like: Any, full_shape: tuple[int, ...]) -> np.ndarray[Any, Any]:
@@ -125,7 +108,7 @@ def _fit(g: Any, like: Any, full_shape: tuple[int, ...]) -> np.ndarray[Any, Any]
     ga = np.asarray(g)
     if ga.shape != shape and ga.ndim < len(full_shape) and ga.size == math.prod(full_shape):
         ga = ga.reshape(full_shape)
-    out = np.asarray(_reduce_to(ga, shape), dtype=dtype)
+    out = np.asarray(reduce_to(np, ga, shape), dtype=dtype)
     return out if out.flags.writeable else np.array(out)
 
 
@@ -169,6 +152,23 @@ def vjp(
     (1.0, [[-0.2, 0.0]], True)
     """
     prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    return vjp_of(prob, kind, x, delta, eps, cot, lower, upper, eta)
+
+
+def vjp_of(
+    prob: Problem,
+    kind: str,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    cot: Any,
+    lower: Side,
+    upper: Side,
+    eta: Any = None,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """:func:`vjp` of the problem its forward prepared (:func:`forward_problem`): the
+    arguments are not read or checked again. ``x``, ``delta``, ``eps``, ``lower`` and
+    ``upper`` only give the cotangents their shapes and dtypes."""
     lay = prob.layout
     wd = prob.x.dtype
     c = np.asarray(cot)
@@ -187,12 +187,7 @@ def vjp(
 
     def full(gb: Any) -> Any:
         """A bound's cotangent from the core's layout back to ``x``'s axes."""
-        if gb is None:
-            return None
-        if gb.ndim == 1:  # one row shared by every vector: batch axes of size 1
-            one = tuple(1 if a in lay.batch_axes else s for a, s in enumerate(lay.shape))
-            return Layout.of(one, lay.vec_axes).from_rows(gb.reshape(1, lay.n))
-        return lay.from_rows(gb)
+        return None if gb is None else lay.bound_from_rows(gb)
 
     xshape = lay.shape
     gx, gd, ge = g["x"], g["delta"], g["eps"]
@@ -204,145 +199,3 @@ def vjp(
         None if isinstance(lower, float) else _fit(full(g["lower"]), lower, xshape),
         None if isinstance(upper, float) else _fit(full(g["upper"]), upper, xshape),
     )
-
-
-# --------------------------------------------------------------------------- argument checks
-
-
-def check_dtype(name: str, what: str) -> None:
-    """Raise ``TypeError`` unless the dtype called ``name`` is a supported float.
-
-    ``bfloat16`` is accepted (the frameworks compute it in float32).
-
-    >>> check_dtype("complex64", "x")
-    Traceback (most recent call last):
-    ...
-    TypeError: x must be a real floating-point array; got dtype complex64
-    """
-    if name == "bfloat16":
-        return
-    try:
-        dt = np.dtype(name)
-    except TypeError:
-        raise TypeError(f"{what} must be a real floating-point array; got dtype {name}") from None
-    check_real_dtype(dt, what)
-
-
-def check_meta(
-    x_dtype: str,
-    d_dtype: str,
-    x_shape: tuple[int, ...],
-    d_shape: tuple[int, ...],
-    p: Any,
-    unreachable: Any,
-    axis: Any,
-) -> tuple[float, str, tuple[int, ...]]:
-    """The checks that need no data, in the NumPy path's order; returns ``(p, mode, axes)``.
-
-    >>> check_meta("float32", "float32", (2, 3), (2, 3), 2, "saturate", None)
-    (2.0, 'saturate', (1,))
-    """
-    check_dtype(x_dtype, "x")
-    check_dtype(d_dtype, "delta")
-    pf = parse_p(p)
-    mode = parse_unreachable(unreachable)
-    if tuple(x_shape) != tuple(d_shape):
-        raise ValueError(
-            f"delta must have the same shape as x; got {tuple(d_shape)} and {tuple(x_shape)}"
-        )
-    axes = vector_axes(axis, len(x_shape))
-    return pf, str(mode), axes
-
-
-def split_bounds(bounds: Any) -> tuple[Any, Any]:
-    """``(lower, upper)`` of a ``bounds`` argument (``None`` sides for ``bounds=None``).
-
-    >>> split_bounds(None), split_bounds((0, None))
-    ((None, None), (0, None))
-    """
-    if bounds is None:
-        return None, None
-    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError("bounds must be a (lower, upper) pair or None")
-    return bounds[0], bounds[1]
-
-
-def scalar_side(value: Any, side: str) -> float | None:
-    """``value`` as a float when it is ``None`` (``-inf``/``+inf``) or a Python/NumPy real
-    number or 0-d NumPy array; ``None`` when it is an array (of any framework).
-
-    >>> scalar_side(None, "lower"), scalar_side(1, "upper"), scalar_side(np.zeros(3), "upper")
-    (-inf, 1.0, None)
-    """
-    if value is None:
-        return -math.inf if side == "lower" else math.inf
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"bounds: {side} must be real; got dtype bool")
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.ndim == 0:
-        if value.dtype.kind not in "fiu":
-            raise TypeError(f"bounds: {side} must be real; got dtype {value.dtype}")
-        return float(value)
-    return None
-
-
-def check_side_array(side: str, dtype_name: str, shape: tuple[int, ...], x_shape: Any) -> None:
-    """Dtype and broadcast checks of an array bound (messages as the NumPy path).
-
-    >>> check_side_array("lower", "float32", (4,), (2, 3))
-    Traceback (most recent call last):
-    ...
-    ValueError: bounds: lower of shape (4,) does not broadcast to x's shape (2, 3)
-    """
-    if dtype_name != "bfloat16":
-        try:
-            kind: str = np.dtype(dtype_name).kind
-        except TypeError:
-            kind = "?"
-        if kind not in "fiu":
-            raise TypeError(f"bounds: {side} must be real; got dtype {dtype_name}")
-    xs = tuple(int(s) for s in x_shape)
-    bs = tuple(int(s) for s in shape)
-    ok = len(bs) <= len(xs)
-    if ok:
-        try:
-            ok = np.broadcast_shapes(bs, xs) == xs
-        except ValueError:
-            ok = False
-    if not ok:
-        raise ValueError(f"bounds: {side} of shape {bs} does not broadcast to x's shape {xs}")
-
-
-def check_eps_dtype(dtype_name: str) -> None:
-    """Reject non-real ``eps`` arrays like the NumPy path.
-
-    >>> check_eps_dtype("complex64")
-    Traceback (most recent call last):
-    ...
-    TypeError: eps must be a real number or array of real numbers; got dtype complex64
-    """
-    if dtype_name == "bfloat16":
-        return
-    try:
-        kind: str = np.dtype(dtype_name).kind
-    except TypeError:
-        kind = "?"
-    if kind not in "fiu":
-        raise TypeError(
-            f"eps must be a real number or array of real numbers; got dtype {dtype_name}"
-        )
-
-
-def eps_rows_shape_ok(shape: tuple[int, ...], rows: int, eta_shape: tuple[int, ...]) -> bool:
-    """Whether an ``eps`` of ``shape`` is a scalar or one value per vector.
-
-    >>> eps_rows_shape_ok((3,), 3, (3, 1)), eps_rows_shape_ok((2,), 3, (3, 1))
-    (True, False)
-    """
-    if len(shape) == 0 or (len(shape) == 1 and shape[0] == rows):
-        return True
-    try:
-        return len(shape) <= len(eta_shape) and np.broadcast_shapes(shape, eta_shape) == eta_shape
-    except ValueError:
-        return False

@@ -15,41 +15,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-from .._messages import counted
+from .. import _errors
+from .._layout import Layout, reduce_to
 from ..backends import generic
 
 torch: Any = importlib.import_module("torch")
+_xp: Any = importlib.import_module("array_api_compat.torch")
 
 
-class _Layout:
-    """Vector axes moved to the end and flattened: ``shape`` <-> ``(rows, n)``."""
-
-    def __init__(self, shape: Sequence[int], axis: Sequence[int]) -> None:
-        self.shape = tuple(int(s) for s in shape)
-        self.vec = tuple(axis)
-        self.batch = tuple(a for a in range(len(self.shape)) if a not in self.vec)
-        self.perm = self.batch + self.vec
-        self.inv = tuple(self.perm.index(a) for a in range(len(self.shape)))
-        self.batch_shape = tuple(self.shape[a] for a in self.batch)
-        self.rows = math.prod(self.batch_shape)
-        self.n = math.prod(self.shape[a] for a in self.vec)
-        self.eta_shape = tuple(1 if a in self.vec else s for a, s in enumerate(self.shape))
-
-    def to_rows(self, t: Any) -> Any:
-        return t.permute(self.perm).reshape(self.rows, self.n).contiguous()
-
-    def from_rows(self, r: Any) -> Any:
-        full = r.reshape(self.batch_shape + tuple(self.shape[a] for a in self.vec))
-        return full.permute(self.inv)
-
-    def row_index(self, r: int) -> int | tuple[int, ...]:
-        if len(self.batch_shape) <= 1:
-            return int(r)
-        out = []
-        for s in reversed(self.batch_shape):
-            r, i = divmod(r, s)
-            out.append(int(i))
-        return tuple(reversed(out))
+def _rows(lay: Layout, t: Any) -> Any:
+    """``t`` as ``(rows, n)``, contiguous on its device."""
+    return lay.to_rows_xp(_xp, t).contiguous()
 
 
 def _first(mask: Any) -> tuple[int, ...]:
@@ -57,12 +33,11 @@ def _first(mask: Any) -> tuple[int, ...]:
     return tuple(int(i) for i in nz[0].tolist())
 
 
-def _count_raise(mask: Any, head: str, noun: str, tail: str = "") -> None:
-    """Raise ``ValueError("{head} {N noun(s)}{tail}; first at index {idx}")`` when ``mask``
-    has a true entry."""
+def _count_raise(mask: Any, error: Any) -> None:
+    """Raise ``error(count, first_index)`` when ``mask`` has a true entry."""
     count = int(mask.sum())
     if count:
-        raise ValueError(f"{head} {counted(count, noun)}{tail}; first at index {_first(mask)}")
+        raise error(count, _first(mask))
 
 
 def _pad(t: Any, ndim: int) -> Any:
@@ -70,26 +45,32 @@ def _pad(t: Any, ndim: int) -> Any:
 
 
 def _check(
-    lay: _Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
+    lay: Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
 ) -> Any:
     """The data checks of the NumPy path; returns ``eps`` as ``(rows,)``."""
-    _count_raise(torch.isnan(eps) | (eps < 0), "eps has", "negative or NaN value")
-    _count_raise(torch.isinf(eps), "eps has", "infinite value")
+    _count_raise(
+        torch.isnan(eps) | (eps < 0),
+        _errors.negative_eps,
+    )
+    _count_raise(torch.isinf(eps), _errors.infinite_eps)
     for t, s, side in ((lower, lo, "lower"), (upper, hi, "upper")):
+        name = f"bounds: {side}"
         if t is None and math.isnan(s):
-            raise ValueError(f"bounds: {side} has 1 NaN value; first at index ()")
+            raise _errors.bad_values(name, "NaN", 1, ())
         if t is not None:
-            _count_raise(torch.isnan(t), f"bounds: {side} has", "NaN value")
+            _count_raise(torch.isnan(t), lambda c, i, n=name: _errors.bad_values(n, "NaN", c, i))
     lo_b = lo if lower is None else lower
     hi_b = hi if upper is None else upper
     if lower is not None or upper is not None:
         crossed = torch.as_tensor(lo_b, device=x.device) > torch.as_tensor(hi_b, device=x.device)
-        _count_raise(crossed, "bounds: lower > upper at", "position")
+        _count_raise(crossed, _errors.crossed_bounds)
     elif lo > hi:
-        raise ValueError("bounds: lower > upper at 1 position; first at index ()")
+        raise _errors.crossed_bounds(1, ())
     for t, name in ((x, "x"), (delta, "delta")):
-        _count_raise(~torch.isfinite(t), f"{name} has", "non-finite value")
-    _count_raise((x < lo_b) | (x > hi_b), "x has", "value", " outside bounds")
+        _count_raise(
+            ~torch.isfinite(t), lambda c, i, n=name: _errors.bad_values(n, "non-finite", c, i)
+        )
+    _count_raise((x < lo_b) | (x > hi_b), _errors.outside_bounds)
     if eps.ndim == 1 and eps.shape[0] == lay.rows:
         return eps
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
@@ -102,26 +83,21 @@ def _eps_tensor(eps: Any, x: Any) -> Any:
     return torch.tensor(float(eps), dtype=torch.float64, device=x.device)
 
 
-def _bound_rows(lay: _Layout, t: Any, s: float) -> Any:
+def _bound_rows(lay: Layout, t: Any, s: float) -> Any:
     """A bound for the row backends: a float, an ``(n,)`` row shared by all vectors, or
     ``(rows, n)``."""
     if t is None:
         return s
     pt = _pad(t, len(lay.shape))
-    if all(pt.shape[a] == 1 for a in lay.batch):
-        one = tuple(1 if a in lay.batch else n for a, n in enumerate(lay.shape))
-        return _Layout(one, lay.vec).to_rows(pt.expand(one)).reshape(lay.n)
-    return lay.to_rows(pt.expand(lay.shape))
+    if all(pt.shape[a] == 1 for a in lay.batch_axes):
+        return _rows(lay.shared, pt.expand(lay.shared.shape)).reshape(lay.n)
+    return _rows(lay, pt.expand(lay.shape))
 
 
-def _bound_back(lay: _Layout, g: Any, t: Any) -> Any:
+def _bound_back(lay: Layout, g: Any, t: Any) -> Any:
     """The cotangent of a row-layout bound (``(n,)`` or ``(rows, n)``) in ``t``'s shape."""
-    if g.ndim == 1:
-        one = tuple(1 if a in lay.batch else n for a, n in enumerate(lay.shape))
-        full = _Layout(one, lay.vec).from_rows(g.reshape(1, lay.n))
-    else:
-        full = lay.from_rows(g)
-    return full.sum_to_size(_pad(t, len(lay.shape)).shape).reshape(t.shape).to(t.dtype)
+    full = lay.bound_from_rows_xp(_xp, g)
+    return reduce_to(_xp, full, tuple(t.shape)).to(t.dtype)
 
 
 def _cupy_for(x: Any) -> Any:
@@ -156,7 +132,7 @@ def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any) -> Any:
 
 
 def _solve(
-    lay: _Layout,
+    lay: Layout,
     x: Any,
     delta: Any,
     eps: Any,
@@ -167,23 +143,20 @@ def _solve(
     p: float,
 ) -> tuple[Any, ...]:
     eps_rows = _check(lay, x, delta, eps, lower, upper, lo, hi)
-    xr = lay.to_rows(x)
-    dr = lay.to_rows(delta)
+    xr = _rows(lay, x)
+    dr = _rows(lay, delta)
     lr = _bound_rows(lay, lower, lo)
     ur = _bound_rows(lay, upper, hi)
     return xr, dr, eps_rows, lr, ur
 
 
-def _raise_unreachable(lay: _Layout, flag: Any, unreachable: str) -> None:
+def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
     if unreachable != "raise":
         return
     count = int(flag.sum())
     if count:
         first = int(torch.nonzero(flag)[0, 0])
-        raise ValueError(
-            f"eps exceeds the largest reachable size for {count} of {counted(lay.rows, 'vector')}; "
-            f"first: vector {lay.row_index(first)}"
-        )
+        raise _errors.unreachable(count, lay.rows, lay.row_index(first))
 
 
 def forward_eta(
@@ -201,7 +174,7 @@ def forward_eta(
 ) -> tuple[Any, Any]:
     """:func:`forward` and the scales it used (``eta``'s shape, in the work dtype)."""
     eps = _eps_tensor(eps, x)
-    lay = _Layout(x.shape, axis)
+    lay = Layout.of(tuple(x.shape), tuple(axis))
     xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
     wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     cp = _cupy_for(x)
@@ -213,7 +186,7 @@ def forward_eta(
     eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
     if kind == "scale":
         return eta.to(x.dtype).reshape(lay.eta_shape).contiguous(), eta_w
-    return lay.from_rows(y.to(x.dtype)).contiguous(), eta_w
+    return lay.from_rows_xp(_xp, y.to(x.dtype)).contiguous(), eta_w
 
 
 def forward(
@@ -254,13 +227,13 @@ def vjp(
     ``eta``, the scales from :func:`forward_eta`, spares the array-API path its solve.
     """
     eps = _eps_tensor(eps, x)
-    lay = _Layout(x.shape, axis)
+    lay = Layout.of(tuple(x.shape), tuple(axis))
     xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
     cp = _cupy_for(x)
     if kind == "scale":
         cot = grad.reshape(lay.rows)
     else:
-        cot = lay.to_rows(grad)
+        cot = _rows(lay, grad)
     if cp is not None and lay.rows > 0:
         wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
@@ -276,19 +249,18 @@ def vjp(
         out = fn(xr, dr, er, p, lr, ur, eta, cot)
         gx, gd, ge, gl, gu = out["x"], out["delta"], out["eps"], out["lower"], out["upper"]
     return (
-        lay.from_rows(gx).to(x.dtype).contiguous(),
-        lay.from_rows(gd).to(delta.dtype).contiguous(),
+        lay.from_rows_xp(_xp, gx).to(x.dtype).contiguous(),
+        lay.from_rows_xp(_xp, gd).to(delta.dtype).contiguous(),
         _eps_back(lay, ge, eps),
         None if lower is None else _bound_back(lay, gl, lower).contiguous(),
         None if upper is None else _bound_back(lay, gu, upper).contiguous(),
     )
 
 
-def _eps_back(lay: _Layout, ge: Any, eps: Any) -> Any:
+def _eps_back(lay: Layout, ge: Any, eps: Any) -> Any:
     """The ``(rows,)`` cotangent of ``eps`` in ``eps``'s own shape and dtype."""
     if eps.ndim == 1 and eps.shape[0] == lay.rows:
         g = ge.reshape(lay.rows)
     else:
-        full = ge.reshape(lay.eta_shape)
-        g = full.sum_to_size(_pad(eps, len(lay.shape)).shape).reshape(eps.shape)
+        g = reduce_to(_xp, ge.reshape(lay.eta_shape), tuple(eps.shape))
     return g.to(eps.dtype).contiguous()

@@ -29,19 +29,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from . import _numpy
+from .. import _call as call_args
+from .. import _errors
 from . import torch as _ct
 
 torch: Any = importlib.import_module("torch")
 
-__all__ = ["DOUBLE_BACKWARD_MESSAGE", "apply"]
-
-DOUBLE_BACKWARD_MESSAGE = (
-    "clipresc does not support second derivatives (double backward, gradgradcheck, a "
-    "gradient of a gradient, nested torch.func.grad): the closed-form backward of "
-    "clipresc.{kind} is not itself differentiable. First derivatives work with autograd, "
-    "torch.compile and every torch.func transform."
-)
+__all__ = ["apply"]
 
 _N_STATIC = 5  # lower_s, upper_s, p, axis, unreachable
 
@@ -100,6 +94,8 @@ def _forward_function(kind: str) -> Any:
                 ctx.mark_non_differentiable(eta)
             ctx.save_for_backward(eta, x, delta, eps, lower, upper)
             ctx.statics = tuple(statics)
+            # the problem the forward checked, when it rode along with eta (CPU, eager)
+            ctx.problem = getattr(eta, "_clipresc_problem", None)
 
         @staticmethod
         def backward(ctx: Any, grad: Any, *_eta_grad: Any) -> tuple[Any, ...]:
@@ -110,7 +106,9 @@ def _forward_function(kind: str) -> Any:
                 direct = _plain_eager(args[:7])
             else:
                 direct = False
-            if direct:
+            if direct and ctx.problem is not None and _ct._on_cpu(grad, eta, x):
+                gx, gd, ge, gl, gu = _ct._backward_of(kind, ctx.problem, *args[:7])
+            elif direct:
                 gx, gd, ge, gl, gu = _ct._backward_impl(kind, *args)
             else:
                 gx, gd, ge, gl, gu = backward_fn.apply(*args)
@@ -158,7 +156,7 @@ def _backward_function(kind: str) -> Any:
 
         @staticmethod
         def backward(ctx: Any, *grads: Any) -> Any:
-            raise NotImplementedError(DOUBLE_BACKWARD_MESSAGE.format(kind=kind))
+            raise _errors.double_backward(kind)
 
     Backward.__name__ = Backward.__qualname__ = f"{kind.capitalize()}BackwardFunction"
     return Backward
@@ -196,10 +194,8 @@ def _fold_eps(eps: Any, rows: int, eta_shape: tuple[int, ...]) -> Any:
     """A batched ``eps`` ``(B, *E)`` as ``(B, *eta_shape)``: one value per vector of the
     folded call (``E`` is a scalar, ``(rows,)`` or broadcastable to ``eta_shape``)."""
     size, own = eps.shape[0], tuple(eps.shape[1:])
-    if not _numpy.eps_rows_shape_ok(own, rows, eta_shape):
-        raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({rows}); got shape {own}"
-        )
+    if not call_args.eps_fits(own, rows, eta_shape):
+        raise _errors.eps_shape(rows, own)
     if own == (rows,):
         return eps.reshape(size, *eta_shape)
     pad = (1,) * (len(eta_shape) - len(own))
@@ -295,7 +291,7 @@ def _backward_vmap(kind: str) -> Any:
 
 def _no_double_backward(kind: str) -> Any:
     def backward(ctx: Any, *grads: Any) -> Any:
-        raise NotImplementedError(DOUBLE_BACKWARD_MESSAGE.format(kind=kind))
+        raise _errors.double_backward(kind)
 
     return backward
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .. import _errors
 from . import torch as _ct
 
 torch: Any = importlib.import_module("torch")
@@ -96,11 +97,7 @@ def noise(
     if seed is not None and (
         isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _MAX_SEED
     ):
-        raise TypeError(
-            "under torch.compile, seed must be None or a Python int in [0, 2**63); got "
-            f"{type(seed).__name__} (call clipresc.noise outside the compiled function for "
-            "other seeds)"
-        )
+        raise _errors.compiled_noise_seed(seed)
     x = x.detach()
     args = _ct._traced_args(x, x, eps, p, bounds, axis, unreachable)
     _, _, eps_t, lower, upper, lower_s, upper_s, pf, axes, mode = args

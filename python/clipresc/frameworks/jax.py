@@ -44,8 +44,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import _call as call_args
+from .. import _errors
 from .._args import Axis
-from .._messages import counted
 from . import _numpy
 
 jax: Any = importlib.import_module("jax")
@@ -267,7 +268,7 @@ def _run(
 ) -> Any:
     if not hasattr(x, "dtype") or not hasattr(delta, "dtype"):
         x, delta = jnp.asarray(x), jnp.asarray(delta)
-    pf, mode, axes = _numpy.check_meta(
+    pf, mode, axes = call_args.check_meta(
         _dtype_name(x.dtype),
         _dtype_name(delta.dtype),
         tuple(x.shape),
@@ -282,22 +283,19 @@ def _run(
     delta = jnp.asarray(delta, dtype=x.dtype)
     if not hasattr(eps, "dtype"):
         eps = np.asarray(eps)
-    _numpy.check_eps_dtype(_dtype_name(eps.dtype))
+    call_args.check_eps_dtype(_dtype_name(eps.dtype))
     if not jnp.issubdtype(eps.dtype, jnp.floating):
         eps = jnp.asarray(eps, dtype=jnp.result_type(float))
     eps = jnp.asarray(eps)
     eta_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
-    if not _numpy.eps_rows_shape_ok(tuple(eps.shape), rows, eta_shape):
-        raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-            f"got shape {tuple(eps.shape)}"
-        )
+    if not call_args.eps_fits(tuple(eps.shape), rows, eta_shape):
+        raise _errors.eps_shape(rows, tuple(eps.shape))
     arrays: list[Any] = []
     scalars: list[float] = []
     shapes: list[Any] = []
-    for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
-        s = _numpy.scalar_side(value, side)
+    for value, side in zip(call_args.split_bounds(bounds), ("lower", "upper")):
+        s = call_args.scalar_side(value, side)
         if s is not None:
             arrays.append(None)
             scalars.append(s)
@@ -305,7 +303,7 @@ def _run(
             continue
         if not hasattr(value, "dtype"):
             value = np.asarray(value)
-        _numpy.check_side_array(side, _dtype_name(value.dtype), tuple(value.shape), x.shape)
+        call_args.check_side_array(side, _dtype_name(value.dtype), tuple(value.shape), x.shape)
         b = jnp.asarray(value, dtype=wd)
         b = b.reshape(1) if b.ndim == 0 else b
         arrays.append(b)

@@ -40,8 +40,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from .. import _call as call_args
+from .. import _errors
 from .._args import Axis
-from .._messages import counted
 from . import _numpy
 
 tf: Any = importlib.import_module("tensorflow")
@@ -148,12 +149,14 @@ def _run_impl(
     x = tf.convert_to_tensor(x)
     delta = tf.convert_to_tensor(delta)
     if x.shape.rank is None:
-        raise ValueError("x must have a known number of dimensions")
+        raise _errors.unknown_rank()
     xs = _known(x.shape)
     xl, dl = tuple(x.shape.as_list()), tuple(delta.shape.as_list() if delta.shape.rank else ())
     if len(xl) != len(dl) or any(a != b for a, b in zip(xl, dl) if a is not None and b is not None):
-        raise ValueError(f"delta must have the same shape as x; got {dl} and {xl}")
-    pf, mode, axes = _numpy.check_meta(x.dtype.name, delta.dtype.name, xl, xl, p, unreachable, axis)
+        raise _errors.shape_mismatch(dl, xl)
+    pf, mode, axes = call_args.check_meta(
+        x.dtype.name, delta.dtype.name, xl, xl, p, unreachable, axis
+    )
     out_dtype = x.dtype
     wd = tf.float64 if x.dtype == tf.float64 else tf.float32
     if x.dtype == tf.bfloat16:
@@ -162,44 +165,41 @@ def _run_impl(
         delta = tf.cast(delta, x.dtype)
     if isinstance(eps, (tf.Tensor, tf.Variable)):
         eps = tf.convert_to_tensor(eps)
-        _numpy.check_eps_dtype(eps.dtype.name)
+        call_args.check_eps_dtype(eps.dtype.name)
         if not eps.dtype.is_floating:
             eps = tf.cast(eps, tf.float64)
     else:
         e = np.asarray(eps)
-        _numpy.check_eps_dtype(str(e.dtype))
+        call_args.check_eps_dtype(str(e.dtype))
         eps = tf.constant(e.astype(np.float64))
     es = _known(eps.shape)
     if xs is not None and es is not None:
         eta_shape = tuple(1 if a in axes else s for a, s in enumerate(xs))
         rows = math.prod(s for a, s in enumerate(xs) if a not in axes)
-        if not _numpy.eps_rows_shape_ok(es, rows, eta_shape):
-            raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-                f"got shape {es}"
-            )
+        if not call_args.eps_fits(es, rows, eta_shape):
+            raise _errors.eps_shape(rows, es)
     tensors: list[Any] = []
     scalars: list[float] = []
-    for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
-        s = _numpy.scalar_side(value, side)
+    for value, side in zip(call_args.split_bounds(bounds), ("lower", "upper")):
+        s = call_args.scalar_side(value, side)
         if s is not None:
             scalars.append(s)
             continue
         b = tf.convert_to_tensor(value)
         bs = _known(b.shape)
         if xs is not None and bs is not None:
-            _numpy.check_side_array(side, b.dtype.name, bs, xs)
+            call_args.check_side_array(side, b.dtype.name, bs, xs)
         b = tf.cast(b, wd) if b.dtype != wd else b
         tensors.append(tf.reshape(b, [1]) if b.shape.rank == 0 else b)
         scalars.append(0.0)
-    lowers = _numpy.split_bounds(bounds)
+    lowers = call_args.split_bounds(bounds)
     cfg = _Config(
         kind,
         pf,
         scalars[0],
         scalars[1],
-        _numpy.scalar_side(lowers[0], "lower") is None,
-        _numpy.scalar_side(lowers[1], "upper") is None,
+        call_args.scalar_side(lowers[0], "lower") is None,
+        call_args.scalar_side(lowers[1], "upper") is None,
         axes,
         mode,
     )

@@ -47,8 +47,10 @@ from typing import Any
 
 import numpy as np
 
+from .. import _call as call_args
+from .. import _errors
 from .._args import Axis, vector_axes
-from .._messages import counted
+from .._call import describe, split_bounds
 from . import _numpy
 
 torch: Any = importlib.import_module("torch")
@@ -97,7 +99,10 @@ def _eta_shape(shape: Sequence[int], axis: Sequence[int]) -> list[int]:
 
 
 def _on_cpu(*ts: Any) -> bool:
-    return all(not isinstance(t, torch.Tensor) or t.device.type == "cpu" for t in ts)
+    for t in ts:  # a loop, not all(...): this runs on every call
+        if isinstance(t, torch.Tensor) and t.device.type != "cpu":
+            return False
+    return True
 
 
 def _strided_like(t: Any, like: Any) -> Any:
@@ -152,13 +157,17 @@ def _forward_impl(
         tuple(axis),
         unreachable,
     )
+    out, eta, prob = _numpy.forward_problem(kind, *np_args)
+    out_t = _from_np(out, x.dtype)
+    if kind == "perturb":
+        out_t = _strided_like(out_t, x)
     if not with_eta:
-        out = _from_np(_numpy.forward(kind, *np_args), x.dtype)
-        return _strided_like(out, x) if kind == "perturb" else out
-    out, eta = _numpy.forward_eta(kind, *np_args)
-    eta_t = torch.from_numpy(eta.reshape(_eta_shape(x.shape, axis)))
-    out = _from_np(out, x.dtype)
-    return (_strided_like(out, x) if kind == "perturb" else out), eta_t
+        return out_t
+    eta_t = torch.from_numpy(eta.reshape(prob.layout.eta_shape))
+    # the checked problem rides along with eta to the backward, which then reads and
+    # checks nothing again (see _setup_context)
+    eta_t._clipresc_problem = prob
+    return out_t, eta_t
 
 
 def _scale_impl(*args: Any) -> Any:
@@ -246,6 +255,30 @@ def _backward_impl(
     return _strided_like(gs[0], x), _strided_like(gs[1], delta), gs[2], gl, gu
 
 
+def _backward_of(
+    kind: str, prob: Any, grad: Any, eta: Any, x: Any, delta: Any, eps: Any, lower: Any, upper: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The CPU backward from the problem the forward checked (nothing is checked again)."""
+    gx, gd, ge, gl, gu = _numpy.vjp_of(
+        prob,
+        kind,
+        _np(x),
+        _np(delta),
+        _np(eps),
+        _np(grad),
+        prob.lower if lower is None else _np(lower),
+        prob.upper if upper is None else _np(upper),
+        eta=_np(eta),
+    )
+    return (
+        _strided_like(_from_np(gx, x.dtype), x),
+        _strided_like(_from_np(gd, delta.dtype), delta),
+        _from_np(ge, eps.dtype),
+        None if gl is None else _from_np(gl, lower.dtype),
+        None if gu is None else _from_np(gu, upper.dtype),
+    )
+
+
 def _scale_backward_impl(grad: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
     return _backward_impl("scale", grad, *args)
 
@@ -284,25 +317,33 @@ def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         eta = output if output.dtype == _work_dtype(x.dtype) else None
     ctx.save_for_backward(eta, x, delta, eps, lower, upper)
     ctx.statics = tuple(statics)
+    ctx.problem = getattr(eta, "_clipresc_problem", None)
 
 
 def _eager_backward(tensors: tuple[Any, ...]) -> bool:
     """Whether the backward may run its implementation directly instead of the operator:
     plain tensors, no tracing, no functorch transform and no graph being recorded (no
     double backward). The operator's dispatch costs more than a small problem."""
-    return (
-        not torch.is_grad_enabled()
-        and not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-        and all(t is None or type(t) is torch.Tensor for t in tensors)
-    )
+    if (
+        torch.is_grad_enabled()
+        or torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+    ):
+        return False
+    for t in tensors:  # a loop, not all(...): this runs on every backward
+        if t is not None and type(t) is not torch.Tensor:
+            return False
+    return True
 
 
 def _make_backward(kind: str, op: Any) -> Any:
     def backward(ctx: Any, grad: Any, *unused: Any) -> tuple[Any, ...]:
         eta, x, delta, eps, lower, upper = ctx.saved_tensors
         args = (grad, eta, x, delta, eps, lower, upper, *ctx.statics)
-        if _eager_backward(args[:7]):
+        eager = _eager_backward(args[:7])
+        if eager and ctx.problem is not None and _on_cpu(grad, eta, x):
+            gx, gd, ge, gl, gu = _backward_of(kind, ctx.problem, *args[:7])
+        elif eager:
             gx, gd, ge, gl, gu = _backward_impl(kind, *args)
         else:
             gx, gd, ge, gl, gu = op(*args)
@@ -350,53 +391,49 @@ def _prepare_args(
     if torch.compiler.is_compiling():
         return _traced_args(x, delta, eps, p, bounds, axis, unreachable)
     if not isinstance(x, torch.Tensor) or not isinstance(delta, torch.Tensor):
-        raise TypeError(
-            "clipresc.frameworks.torch needs torch tensors for x and delta; got "
-            f"{type(x).__name__} and {type(delta).__name__}"
-        )
-    pf, mode, axes = _numpy.check_meta(
-        _dtype_name(x.dtype),
-        _dtype_name(delta.dtype),
-        tuple(x.shape),
-        tuple(delta.shape),
-        p,
-        unreachable,
-        axis,
-    )
+        raise _errors.not_tensors("torch", "torch tensors", x, delta)
+    call = describe(x.shape, x.dtype, delta.shape, delta.dtype, p, axis, unreachable, numpy=False)
+    axes = call.vec_axes
     if delta.dtype != x.dtype:
         delta = delta.to(x.dtype)
-    wd = _work_dtype(x.dtype)
+    wd = torch.float64 if x.dtype == torch.float64 else torch.float32
     eps_t: Any
     if isinstance(eps, torch.Tensor):
-        _numpy.check_eps_dtype(_dtype_name(eps.dtype))
+        call_args.check_eps_dtype(_dtype_name(eps.dtype))
         eps_t = eps.to(device=x.device, dtype=torch.float64)
     elif isinstance(eps, (int, float)) and not isinstance(eps, bool):
         eps_t = float(eps)  # made a tensor only if the operator is called (see _call)
     else:
         e = np.asarray(eps)
-        _numpy.check_eps_dtype(str(e.dtype))
+        call_args.check_eps_dtype(str(e.dtype))
         eps_t = torch.as_tensor(e.astype(np.float64), device=x.device)
     eps_shape = tuple(eps_t.shape) if isinstance(eps_t, torch.Tensor) else ()
     if eps_shape:
         eta_shape = tuple(_eta_shape(x.shape, axes))
         rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
-        if not _numpy.eps_rows_shape_ok(eps_shape, rows, eta_shape):
-            raise ValueError(
-                f"eps must be a scalar or hold one value per vector ({counted(rows, 'vector')}); "
-                f"got shape {eps_shape}"
-            )
-    sides: list[Any] = []
-    for value, side in zip(_numpy.split_bounds(bounds), ("lower", "upper")):
-        s = _numpy.scalar_side(value, side)
-        if s is not None:
-            sides += [None, s]
-            continue
-        t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
-        _numpy.check_side_array(side, _dtype_name(t.dtype), tuple(t.shape), tuple(x.shape))
-        t = t.to(device=x.device, dtype=wd)
-        sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
-    lower_t, lower_s, upper_t, upper_s = sides
-    return (x, delta, eps_t, lower_t, upper_t, lower_s, upper_s, pf, list(axes), mode)
+        if not call_args.eps_fits(eps_shape, rows, eta_shape):
+            raise _errors.eps_shape(rows, eps_shape)
+    if (
+        type(bounds) is tuple
+        and len(bounds) == 2
+        and type(bounds[0]) is float
+        and type(bounds[1]) is float
+    ):  # number bounds, the common case: nothing to convert
+        lower_t, lower_s, upper_t, upper_s = None, bounds[0], None, bounds[1]
+    else:
+        sides: list[Any] = []
+        for value, side in zip(split_bounds(bounds), ("lower", "upper")):
+            s = call_args.scalar_side(value, side)
+            if s is not None:
+                sides += [None, s]
+                continue
+            t = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value))
+            call_args.check_side_array(side, _dtype_name(t.dtype), tuple(t.shape), tuple(x.shape))
+            t = t.to(device=x.device, dtype=wd)
+            sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
+        lower_t, lower_s, upper_t, upper_s = sides
+    args = (x, delta, eps_t, lower_t, upper_t, lower_s, upper_s, call.p, list(axes))
+    return (*args, call.unreachable)
 
 
 def _traced_args(
@@ -444,7 +481,11 @@ def _call(kind: str, args: tuple[Any, ...]) -> Any:
     if (
         not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
-        and all(_plain(t) for t in args[:5])
+        and _plain(args[0])
+        and _plain(args[1])
+        and _plain(args[2])
+        and _plain(args[3])
+        and _plain(args[4])
     ):
         return _forward_impl(kind, *args)
     if not isinstance(args[2], torch.Tensor):

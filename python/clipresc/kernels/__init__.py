@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-from .._messages import counted
+from .. import _errors
 
 __all__ = [
     "BLOCK",
@@ -68,7 +68,7 @@ def norm_mode(p: float) -> tuple[float, int]:
     """``(p, pm)`` for the kernels: pm is 1 or 2 for the fast paths, 3 for inf, else 0."""
     p = float(p)
     if math.isnan(p) or p <= 0.0:
-        raise ValueError(f"p must be a positive number or inf; got {p!r}")
+        raise _errors.p_not_positive(p)
     if math.isinf(p):
         return 0.0, 3
     if p == 1.0:
@@ -109,14 +109,10 @@ def bound_operand(bound: Any, B: int, n: int, *, default: float, name: str) -> O
         return Operand(None, float(bound), 0, 0, "none", (1, 1))
     shape = tuple(int(s) for s in shape)
     if len(shape) > 2:
-        raise ValueError(
-            f"bounds: {name} of shape {shape} does not broadcast to x's shape {(B, n)}"
-        )
+        raise _errors.bound_shape(name, shape, (B, n))
     s2 = (1,) * (2 - len(shape)) + shape
     if s2[0] not in (1, B) or s2[1] not in (1, n):
-        raise ValueError(
-            f"bounds: {name} of shape {shape} does not broadcast to x's shape {(B, n)}"
-        )
+        raise _errors.bound_shape(name, shape, (B, n))
     rs = s2[1] if s2[0] > 1 else 0
     es = 1 if s2[1] > 1 else 0
     if s2[1] == n and s2[0] == B:
@@ -135,8 +131,5 @@ def eps_operand(eps: Any, B: int) -> Operand:
         return Operand(None, float(eps), 0, 0, "none", (1, 1))
     size = math.prod(int(s) for s in shape)
     if size not in (1, B):
-        raise ValueError(
-            f"eps must be a scalar or hold one value per vector ({counted(B, 'vector')}); "
-            f"got shape {tuple(shape)}"
-        )
+        raise _errors.eps_shape(B, tuple(shape))
     return Operand(eps, 0.0, 0, 1 if size > 1 else 0, "none", (size, 1))
