@@ -44,11 +44,12 @@ def _plain_eager(tensors: tuple[Any, ...]) -> bool:
     """Whether the implementation may run directly instead of the operator: no tracing, no
     functorch transform, plain tensors on a real device (``is_compiling`` comes first so
     that ``torch.compile`` folds the test)."""
-    return (
-        not torch.compiler.is_compiling()
-        and not torch._C._are_functorch_transforms_active()
-        and all(t is None or (type(t) is torch.Tensor and not t.is_meta) for t in tensors)
-    )
+    if torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active():
+        return False
+    for t in tensors:  # a loop, not all(...): this runs on every call
+        if t is not None and (type(t) is not torch.Tensor or t.is_meta):
+            return False
+    return True
 
 
 def _forward_function(kind: str) -> Any:
