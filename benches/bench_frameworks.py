@@ -4,6 +4,7 @@ Run from the repository root:
 
     .venv/bin/python benches/bench_frameworks.py [--quick] [--eps EPS] [--json OUT]
 
+0. The header names the CPU model.
 1. Per-call overhead on a tiny input (1 x 10, float32, L2): ``clipresc.perturb`` on NumPy
    (and the compiled call it makes, alone), ``clipresc.frameworks.torch.perturb`` (eager,
    no grad; with ``x`` requiring grad; forward + backward), the JAX function eagerly and
@@ -13,6 +14,12 @@ Run from the repository root:
    eps); the same computed with plain torch ops as the naive rescale-then-clip
    (``eta = eps / ||delta||``, then ``clamp``) forward and forward + backward; jitted JAX on
    CPU.
+3. Per-call overhead of the public ``clipresc.perturb`` (dispatch included) on 1 x 10
+   arrays of each library (NumPy, torch, torch with grad, a ``torch.compile``d call, JAX,
+   TensorFlow).
+4. A ``torch.compile``d training step (inductor, ``fullgraph=True``) with
+   ``clipresc.perturb`` inside against the same step with the naive rescale-then-clip; the
+   ratio is reported.
 
 The NumPy path, the torch forward and the torch forward + backward are timed in turn (one
 call of each per round), so their ratios hold on a shared machine. Prints medians and
@@ -24,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -39,6 +47,10 @@ from _timing import Timing, measure
 from support.workloads import image_and_noise
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# PyTorch's PyPI wheel bundles Triton, whose LLVM aborts TensorFlow's in one process (see the
+# README); inductor's CPU code needs no Triton
+if importlib.util.find_spec("tensorflow") is not None and "triton" not in sys.modules:
+    sys.modules["triton"] = None  # type: ignore[assignment]
 
 BIG = (64, 3, 224, 224)
 EPS = 50.0
@@ -217,6 +229,152 @@ def bench_big(quick: bool, eps: float) -> dict[str, Any]:
     return out
 
 
+def bench_tiny_top_level(quick: bool) -> dict[str, Any]:
+    """Per-call overhead of the public ``clipresc.perturb`` (dispatch included) on each
+    library's 1 x 10 float32 arrays, and of a ``torch.compile``d call."""
+    import clipresc
+
+    budget = 0.3 if quick else 1.0
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (1, 10)).astype(np.float32)
+    d = rng.standard_normal((1, 10)).astype(np.float32)
+
+    def m(fn: Callable[[], object]) -> Timing:
+        return measure(fn, warmup=20, min_repeats=200, max_repeats=20000, budget_s=budget)
+
+    print("\nper-call overhead of clipresc.perturb itself, 1 x 10 float32 (median per call):")
+    out: dict[str, Any] = {}
+    ref = m(lambda: clipresc.perturb(x, d, 0.5))
+    out["numpy"] = _row("numpy       clipresc.perturb", ref, unit="us")
+    try:
+        import torch
+    except ImportError:
+        print("  torch not installed")
+    else:
+        tx, td = torch.from_numpy(x), torch.from_numpy(d)
+        out["torch"] = _row(
+            "torch       clipresc.perturb", m(lambda: clipresc.perturb(tx, td, 0.5)), ref, "us"
+        )
+        txg = tx.clone().requires_grad_()
+        out["torch_grad"] = _row(
+            "torch       clipresc.perturb, x requires_grad",
+            m(lambda: clipresc.perturb(txg, td, 0.5)),
+            ref,
+            "us",
+        )
+        compiled = torch.compile(lambda a, b: clipresc.perturb(a, b, 0.5), fullgraph=True)
+        compiled(tx, td)
+        out["torch_compiled"] = _row(
+            "torch       torch.compile(fullgraph) call", m(lambda: compiled(tx, td)), ref, "us"
+        )
+    try:
+        import jax.numpy as jnp
+    except ImportError:
+        print("  jax not installed")
+    else:
+        jx, jd = jnp.asarray(x), jnp.asarray(d)
+        out["jax"] = _row(
+            "jax         clipresc.perturb (eager)",
+            m(lambda: clipresc.perturb(jx, jd, 0.5).block_until_ready()),
+            ref,
+            "us",
+        )
+    try:
+        import tensorflow as tf
+    except ImportError:
+        print("  tensorflow not installed")
+    else:
+        fx, fd = tf.constant(x), tf.constant(d)
+        out["tensorflow"] = _row(
+            "tensorflow  clipresc.perturb (eager)",
+            m(lambda: clipresc.perturb(fx, fd, 0.5)),
+            ref,
+            "us",
+        )
+    return out
+
+
+def bench_compiled_step(quick: bool) -> dict[str, Any]:
+    """A ``torch.compile``d (inductor, fullgraph) training step with ``clipresc.perturb``
+    inside against the same step with the naive rescale-then-clip, timed in turn.
+
+    Step: ``x_adv = perturb(x, delta, eps)`` (L2, eps 2, bounds (0, 1)), a small CNN,
+    cross-entropy, gradients to the weights and to ``delta`` (as in adversarial training),
+    an SGD update of the weights. 128 x 3 x 32 x 32 float32 (32 with ``--quick``).
+    """
+    try:
+        import torch
+    except ImportError:
+        print("\n  torch not installed")
+        return {}
+    import clipresc
+
+    batch = 32 if quick else 128
+    torch.manual_seed(0)
+    x = torch.rand(batch, 3, 32, 32)
+    labels = torch.randint(0, 10, (batch,))
+    delta = torch.randn(batch, 3, 32, 32, requires_grad=True)
+
+    def model() -> Any:
+        return torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.MaxPool2d(2),
+            torch.nn.Conv2d(16, 32, 3, padding=1),
+            torch.nn.ReLU(),
+            torch.nn.AdaptiveAvgPool2d(1),
+            torch.nn.Flatten(),
+            torch.nn.Linear(32, 10),
+        )
+
+    def naive(a: Any, b: Any, eps: float) -> Any:
+        norm = b.flatten(1).norm(dim=1).reshape(-1, 1, 1, 1)
+        return torch.clamp(a + (eps / norm) * b, 0.0, 1.0)
+
+    def make_step(perturb: Callable[..., Any]) -> Callable[[], object]:
+        net = model()
+        opt = torch.optim.SGD(net.parameters(), lr=0.01)
+
+        @torch.compile(fullgraph=True)
+        def loss_fn(a: Any, b: Any) -> Any:
+            return torch.nn.functional.cross_entropy(net(perturb(a, b, 2.0)), labels)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            delta.grad = None
+            loss_fn(x, delta).backward()
+            opt.step()
+
+        return step
+
+    print(
+        f"\ntorch.compile'd training step (inductor, fullgraph), {batch}x3x32x32 float32, "
+        "gradients to the weights and delta (median per step):"
+    )
+    t0 = time.perf_counter()
+    ours, base = make_step(clipresc.perturb), make_step(naive)
+    ours(), base()  # compile both
+    print(f"  (compiling both steps took {time.perf_counter() - t0:.1f} s)")
+    t_ours, t_base = interleaved([ours, base], repeats=20 if quick else 60)
+    out = {
+        "naive": _row("naive rescale-then-clip step", t_base),
+        "clipresc": _row("clipresc.perturb step (ratio vs naive)", t_ours, t_base),
+    }
+    return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def targets(big: dict[str, Any]) -> dict[str, Any]:
     print("\ntargets:")
     res: dict[str, Any] = {}
@@ -243,12 +401,15 @@ def main(argv: list[str] | None = None) -> int:
 
     print(
         f"clipresc {clipresc.__version__}, Python {platform.python_version()}, "
-        f"{os.cpu_count()} CPUs, Rust VJP: "
+        f"{cpu_model()}, {os.cpu_count()} CPUs, Rust VJP: "
         f"{'yes' if hasattr(clipresc, 'perturb_vjp') else 'no (array-API VJP on NumPy)'}"
     )
     tiny = bench_tiny(args.quick)
+    tiny_top = bench_tiny_top_level(args.quick)
+    step = bench_compiled_step(args.quick)
     big = bench_big(args.quick, args.eps)
-    res = {"tiny": tiny, "big": big, "targets": targets(big)}
+    res = {"tiny": tiny, "tiny_top_level": tiny_top, "compiled_step": step, "big": big}
+    res["targets"] = targets(big)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _dispatch
+from ._args import Axis
 
 DEFAULT_BOUNDS = (0.0, 1.0)
 
@@ -17,7 +18,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """The scale ``eta`` with ``||clip(x + eta * delta, lower, upper) - x||_p == eps``.
@@ -52,7 +53,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
     *,
     out: Any = None,
@@ -87,7 +88,7 @@ def scale_vjp(
     etabar: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> dict[str, Any]:
     """Vector-Jacobian product of :func:`scale`: the cotangents of its inputs for ``etabar``.
@@ -127,7 +128,7 @@ def perturb_vjp(
     ybar: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> dict[str, Any]:
     """Vector-Jacobian product of :func:`perturb`: the cotangents of its inputs for ``ybar``.
@@ -145,3 +146,10 @@ def perturb_vjp(
     (array([[1., 1.]]), array(1.))
     """
     return _dispatch.vjp("perturb", x, delta, eps, ybar, p, bounds, axis, unreachable)
+
+
+# tf.function's AutoGraph calls functions carrying this attribute as they are (it is what
+# tf.autograph.experimental.do_not_convert sets) instead of rewriting clipresc's Python into
+# graph code, which it cannot do for the dispatch and which warns; set without importing TF
+for _public in (scale, perturb, scale_vjp, perturb_vjp):
+    setattr(_public, "autograph_info__", None)  # noqa: B010  (not an attribute mypy knows)

@@ -10,7 +10,7 @@ import math
 import numbers
 import operator
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 
@@ -100,18 +100,29 @@ def parse_unreachable(unreachable: Any) -> Unreachable:
     return unreachable  # type: ignore[no-any-return]
 
 
-def vector_axes(axis: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
+Axis = Union[int, Sequence[int], Literal["all"], None]
+"""The ``axis`` argument: ``None`` (every axis but the first), an axis, several, or ``"all"``."""
+
+
+def vector_axes(axis: Axis, ndim: int) -> tuple[int, ...]:
     """Normalise ``axis`` to a sorted tuple of non-negative axes forming one vector.
 
     The default is every axis but the first (axis 0 is the batch); a 1-D input is one vector.
+    ``"all"``: the whole array is one vector (one example, e.g. inside ``vmap``).
 
     >>> vector_axes(None, 4), vector_axes(-1, 3), vector_axes((0, 2), 3), vector_axes(None, 1)
     ((1, 2, 3), (2,), (0, 2), (0,))
+    >>> vector_axes("all", 3)
+    (0, 1, 2)
     """
     if ndim == 0:
         raise _errors.no_dimensions()
     if axis is None:
         return tuple(range(1, ndim)) if ndim > 1 else (0,)
+    if isinstance(axis, str):
+        if axis != "all":
+            raise _errors.axis_not_int(axis)
+        return tuple(range(ndim))
     raw = (axis,) if not isinstance(axis, (tuple, list)) else tuple(axis)
     if not raw:
         raise _errors.no_axis()

@@ -24,7 +24,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _errors
-from ._args import Unreachable, check_real_dtype, parse_p, parse_unreachable, vector_axes
+from ._args import Axis, Unreachable, check_real_dtype, parse_p, parse_unreachable, vector_axes
 from ._layout import Layout
 
 Shape = tuple[Union[int, None], ...]
@@ -118,7 +118,7 @@ def describe(
     delta_shape: Shape,
     delta_dtype: Any,
     p: Any,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     unreachable: Any,
     numpy: bool = True,
 ) -> Call:

@@ -37,6 +37,7 @@ from ._args import float_lists
 from ._libraries import (
     FRAMEWORKS,
     arguments,
+    compiling_torch_module,
     framework_module,
     gpu_ready,
     is_cuda,
@@ -204,6 +205,10 @@ def forward(
     if _is_plain_numpy(x, delta, eps, bounds):
         lib, path = "numpy", "numpy"
     else:
+        traced = compiling_torch_module(x)
+        if traced is not None and out is None:  # torch.compile: no untraceable dispatch
+            fn = traced.scale if kind == "scale" else traced.perturb
+            return fn(x, delta, eps, p=p, bounds=bounds, axis=axis, unreachable=unreachable)
         x, delta = float_lists(x), float_lists(delta)
         lib, _, arrays = library_of_call(arguments(x, delta, eps, bounds))
         path = _path(lib, arrays, vjp=False)

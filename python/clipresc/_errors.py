@@ -251,7 +251,25 @@ def bound_not_real(side: str, dtype_name: str) -> TypeError:
 
 
 def p_not_real(p: Any) -> TypeError:
-    return TypeError(f"p must be a real number; got {type(p).__name__}")
+    """``p`` that is not a real number; an array or traced ``p`` (which selects the
+    algorithm, so must be static) gets a hint on how to pass it.
+
+    >>> str(p_not_real("2"))
+    'p must be a real number; got str'
+    """
+    text = f"p must be a real number; got {type(p).__name__}"
+    if not hasattr(p, "shape"):
+        return TypeError(text)
+    text += (
+        "; p must be a static Python number (e.g. 2.0 or math.inf): it selects the "
+        "algorithm, so it cannot be an array or a traced value"
+    )
+    if "Tracer" in type(p).__name__:
+        return TypeError(
+            f"{text}. Under jax.jit mark it static (static_argnums / static_argnames) or "
+            "bind it with functools.partial"
+        )
+    return TypeError(f"{text}; pass float(p), or under tf.function / torch.compile a number")
 
 
 def p_not_positive(p: Any) -> ValueError:
@@ -271,7 +289,9 @@ def no_axis() -> ValueError:
 
 
 def axis_not_int(axis: Any) -> TypeError:
-    return TypeError(f"axis must be an int or a tuple of ints; got {axis!r}")
+    return TypeError(
+        f"axis must be an int or a tuple of ints (or None, or 'all': one vector); got {axis!r}"
+    )
 
 
 def axis_out_of_range(axis: int, ndim: int) -> ValueError:
@@ -322,6 +342,52 @@ def mixed_libraries(which: str) -> TypeError:
     return TypeError(
         f"clipresc got arrays of different libraries in one call ({which}); "
         "pass every array argument from one library"
+    )
+
+
+def nested_tensor(name: str) -> TypeError:
+    return TypeError(
+        f"{name} is a nested tensor; clipresc needs dense tensors: pad x and delta with "
+        ".to_padded_tensor(0.0) (zero delta entries do not move) or call clipresc on each "
+        "component with axis='all'"
+    )
+
+
+def sparse_tensor(name: str, layout: str) -> TypeError:
+    return TypeError(
+        f"{name} is a sparse tensor (layout {layout}); clipresc needs dense tensors: call "
+        f"{name}.to_dense() first"
+    )
+
+
+def tf_sparse(name: str) -> TypeError:
+    return TypeError(
+        f"{name} is a tf.SparseTensor; clipresc needs dense tensors: call "
+        f"tf.sparse.to_dense({name}) first"
+    )
+
+
+def tf_ragged(name: str) -> TypeError:
+    return TypeError(
+        f"{name} is a tf.RaggedTensor; clipresc needs dense tensors: pad it "
+        f"({name}.to_tensor()) or call clipresc on each row with axis='all'"
+    )
+
+
+def double_backward(kind: str) -> NotImplementedError:
+    return NotImplementedError(
+        "clipresc does not support second derivatives (double backward, gradgradcheck, a "
+        "gradient of a gradient, nested torch.func.grad): the closed-form backward of "
+        f"clipresc.{kind} is not itself differentiable. First derivatives work with "
+        "autograd, torch.compile and every torch.func transform."
+    )
+
+
+def compiled_noise_seed(seed: Any) -> TypeError:
+    return TypeError(
+        "under torch.compile, seed must be None or a Python int in [0, 2**63); got "
+        f"{type(seed).__name__} (call clipresc.noise outside the compiled function for "
+        "other seeds)"
     )
 
 

@@ -76,6 +76,9 @@ def library_of_call(named: dict[str, Any]) -> tuple[str, Any, list[Any]]:
     'numpy'
     """
     libs = {name: library_of(v) for name, v in named.items()}
+    for name, lib in libs.items():
+        if lib == "torch" or lib == "tensorflow":
+            check_dense(name, named[name], lib)
     present = {f for f in libs.values() if f is not None}
     if present == {"dask", "numpy"}:  # Dask arrays are made of NumPy chunks
         present = {"dask"}
@@ -93,9 +96,56 @@ def library_of_call(named: dict[str, Any]) -> tuple[str, Any, list[Any]]:
 def framework_module(lib: str) -> ModuleType | None:
     """The integration module of a framework (imported now), or ``None`` for other
     libraries or when the framework's integration cannot be imported."""
-    if lib not in FRAMEWORKS:
+    # import statements rather than importlib: torch.compile traces them (importlib's
+    # machinery is marked as skipped), and sys.modules answers every later call
+    if lib == "torch":
+        from .frameworks import torch as torch_module
+
+        return torch_module
+    if lib == "jax":
+        from .frameworks import jax as jax_module
+
+        return jax_module
+    if lib == "tensorflow":
+        from .frameworks import tensorflow as tf_module
+
+        return tf_module
+    return None
+
+
+def compiling_torch_module(x: Any) -> ModuleType | None:
+    """The PyTorch integration when ``x`` is a tensor that ``torch.compile`` is tracing (the
+    caller then hands it over without the library checks, which trace into graph breaks),
+    else ``None``.
+
+    >>> compiling_torch_module(np.zeros(2)) is None
+    True
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not isinstance(x, torch.Tensor) or not torch.compiler.is_compiling():
         return None
-    return importlib.import_module(f"clipresc.frameworks.{lib}")
+    from .frameworks import torch as torch_module
+
+    return torch_module
+
+
+def check_dense(name: str, a: Any, lib: str | None) -> None:
+    """Raise ``TypeError`` for an argument of library ``lib`` that is not a dense array:
+    sparse or nested PyTorch tensors, TensorFlow sparse or ragged tensors.
+
+    >>> check_dense("x", np.zeros(2), "numpy")
+    """
+    if lib == "torch":
+        if getattr(a, "is_nested", False):
+            raise _errors.nested_tensor(name)
+        if a.layout != sys.modules["torch"].strided:
+            raise _errors.sparse_tensor(name, str(a.layout))
+    elif lib == "tensorflow":
+        tf = sys.modules["tensorflow"]
+        if isinstance(a, tf.SparseTensor):
+            raise _errors.tf_sparse(name)
+        if isinstance(a, tf.RaggedTensor):
+            raise _errors.tf_ragged(name)
 
 
 @functools.cache

@@ -18,6 +18,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _errors
+from ._args import Axis
 from ._prepare import Problem, check_out, prepare
 
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
@@ -102,7 +103,7 @@ def prepare_noise(
     eps: Any,
     p: Any,
     bounds: Sequence[Any] | None,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     unreachable: Any,
 ) -> Problem:
     """Check the arguments of :func:`noise` and lay ``x`` out as ``(rows, n)``.
@@ -125,7 +126,7 @@ def noise(
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
     distribution: str = "gaussian",
     seed: SeedLike = None,
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     row_offset: int = 0,
     unreachable: str = "saturate",
     out: np.ndarray[Any, Any] | None = None,
@@ -182,6 +183,22 @@ def noise(
     ValueError: distribution must be one of 'gaussian', 'uniform', ...; got 'normal'
     """
     dist = parse_distribution(distribution)
+    from ._libraries import compiling_torch_module
+
+    if out is None and compiling_torch_module(x) is not None:  # torch.compile: one operator
+        from .frameworks import _torch_noise
+
+        return _torch_noise.noise(
+            x,
+            eps,
+            p=p,
+            bounds=bounds,
+            distribution=dist,
+            seed=seed,
+            axis=axis,
+            row_offset=row_offset,
+            unreachable=unreachable,
+        )
     fam = _library_of(x, eps, bounds)
     kw: dict[str, Any] = {
         "p": p,
@@ -205,6 +222,9 @@ def noise(
 
         return dask_backend.noise(x, eps, seed=seq, **kw)
     return noise_numpy(x, eps, p, bounds, dist, seq, axis, row_offset, unreachable, out=out)
+
+
+setattr(noise, "autograph_info__", None)  # noqa: B010  # AutoGraph: see clipresc._api
 
 
 def noise_numpy(
@@ -240,9 +260,11 @@ def noise_numpy(
 def _library_of(x: Any, eps: Any, bounds: Any) -> str | None:
     """The library of ``x`` (``None`` for NumPy and plain values), checking that ``eps`` and
     array bounds are numbers, NumPy arrays or arrays of that same library."""
+    from ._libraries import check_dense
     from ._libraries import library_of as family_of
 
     fam = family_of(x)
+    check_dense("x", x, fam)
     if fam in (None, "numpy"):
         return None
     others = {"eps": eps}

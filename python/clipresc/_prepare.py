@@ -10,7 +10,7 @@ from typing import Any, Union
 import numpy as np
 
 from . import _errors
-from ._args import Unreachable
+from ._args import Axis, Unreachable
 from ._call import describe
 from ._layout import Layout
 
@@ -157,7 +157,7 @@ def prepare(
     eps: Any,
     p: Any,
     bounds: Sequence[Any] | None,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     unreachable: Any,
     core_checks_bounds: bool = False,
 ) -> Problem:

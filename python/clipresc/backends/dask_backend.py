@@ -24,7 +24,7 @@ import numpy as np
 from dask.base import tokenize
 
 from .. import _errors
-from .._args import check_real_dtype, work_dtype
+from .._args import Axis, check_real_dtype, work_dtype
 from .._call import describe
 from .._layout import Layout
 from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_key
@@ -247,7 +247,7 @@ def noise(
     bounds: Sequence[Any] | None,
     distribution: str,
     seed: np.random.SeedSequence,
-    axis: int | Sequence[int] | None,
+    axis: Axis,
     row_offset: int,
     unreachable: str,
 ) -> da.Array:

@@ -46,6 +46,7 @@ import numpy as np
 
 from .. import _call as call_args
 from .. import _errors
+from .._args import Axis
 from . import _numpy
 
 jax: Any = importlib.import_module("jax")
@@ -333,7 +334,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.
@@ -357,7 +358,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for JAX arrays: usable under ``jit``, ``grad`` and ``vmap``.

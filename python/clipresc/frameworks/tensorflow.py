@@ -42,6 +42,7 @@ import numpy as np
 
 from .. import _call as call_args
 from .. import _errors
+from .._args import Axis
 from . import _numpy
 
 tf: Any = importlib.import_module("tensorflow")
@@ -216,7 +217,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for TensorFlow tensors, differentiable, usable in ``tf.function``.
@@ -239,7 +240,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for TensorFlow tensors, differentiable, usable in

@@ -7,7 +7,9 @@ implementation for tracing and an autograd formula whose backward is itself a cu
 (``clipresc::scale_backward`` / ``clipresc::perturb_backward``) computing the closed-form
 VJP from the ``eta`` the forward found (no second solve). They therefore work in eager
 mode, with ``torch.autograd``, ``torch.compile`` and ``torch.export``, and pass
-``torch.library.opcheck``.
+``torch.library.opcheck``. :func:`scale` and :func:`perturb` call them through the autograd
+Functions of :mod:`clipresc.frameworks._torch_func`, which also run under ``torch.func``
+(``grad``, ``vjp``, ``jacrev``, ``vmap`` with batching rules).
 
 Where the work happens:
 
@@ -47,6 +49,7 @@ import numpy as np
 
 from .. import _call as call_args
 from .. import _errors
+from .._args import Axis, vector_axes
 from .._call import describe, split_bounds
 from . import _numpy
 
@@ -102,6 +105,20 @@ def _on_cpu(*ts: Any) -> bool:
     return True
 
 
+def _strided_like(t: Any, like: Any) -> Any:
+    """``t`` (``like``'s shape) with the strides ``torch.empty_like(like)`` has, so that a
+    ``channels_last`` (or otherwise permuted dense) input gives an output of its layout; the
+    fake implementations promise exactly these strides."""
+    if like.is_contiguous() and t.is_contiguous():
+        return t
+    want = torch.empty_like(like, device="meta").stride()
+    if all(a == b for a, b, n in zip(t.stride(), want, t.shape) if n > 1):
+        return t if t.stride() == want else t.as_strided(t.shape, want)
+    out = torch.empty_like(like, dtype=t.dtype)
+    out.copy_(t)
+    return out
+
+
 # --------------------------------------------------------------------------- forward op
 
 
@@ -127,6 +144,8 @@ def _forward_impl(
             eps = torch.tensor(eps, dtype=torch.float64, device=x.device)
         args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
         out, eta = _device.forward_eta(kind, *args)
+        if kind == "perturb":
+            out = _strided_like(out, x)
         return (out, eta) if with_eta else out
     np_args = (
         _np(x),
@@ -139,13 +158,16 @@ def _forward_impl(
         unreachable,
     )
     out, eta, prob = _numpy.forward_problem(kind, *np_args)
+    out_t = _from_np(out, x.dtype)
+    if kind == "perturb":
+        out_t = _strided_like(out_t, x)
     if not with_eta:
-        return _from_np(out, x.dtype)
+        return out_t
     eta_t = torch.from_numpy(eta.reshape(prob.layout.eta_shape))
     # the checked problem rides along with eta to the backward, which then reads and
     # checks nothing again (see _setup_context)
     eta_t._clipresc_problem = prob
-    return _from_np(out, x.dtype), eta_t
+    return out_t, eta_t
 
 
 def _scale_impl(*args: Any) -> Any:
@@ -165,7 +187,7 @@ def _scale_fake(x: Any, *args: Any) -> Any:
 def _perturb_fake(x: Any, *args: Any) -> tuple[Any, Any]:
     axis = args[7]
     eta = x.new_empty(_eta_shape(x.shape, axis), dtype=_work_dtype(x.dtype))
-    return x.new_empty(x.shape), eta
+    return torch.empty_like(x), eta
 
 
 _scale_op = torch.library.custom_op(
@@ -230,7 +252,7 @@ def _backward_impl(
     # absent bound cotangents are distinct empty tensors (outputs may not alias)
     gl = x.new_empty((0,)) if gs[3] is None else gs[3]
     gu = x.new_empty((0,)) if gs[4] is None else gs[4]
-    return gs[0], gs[1], gs[2], gl, gu
+    return _strided_like(gs[0], x), _strided_like(gs[1], delta), gs[2], gl, gu
 
 
 def _backward_of(
@@ -249,8 +271,8 @@ def _backward_of(
         eta=_np(eta),
     )
     return (
-        _from_np(gx, x.dtype),
-        _from_np(gd, delta.dtype),
+        _strided_like(_from_np(gx, x.dtype), x),
+        _strided_like(_from_np(gd, delta.dtype), delta),
         _from_np(ge, eps.dtype),
         None if gl is None else _from_np(gl, lower.dtype),
         None if gu is None else _from_np(gu, upper.dtype),
@@ -279,7 +301,7 @@ def _backward_fake(
     def like(t: Any) -> Any:
         return x.new_empty((0,)) if t is None else t.new_empty(t.shape)
 
-    return like(x), like(delta), like(eps), like(lower), like(upper)
+    return torch.empty_like(x), torch.empty_like(delta), like(eps), like(lower), like(upper)
 
 
 _scale_backward_op.register_fake(_backward_fake)
@@ -428,15 +450,10 @@ def _traced_args(
     The metadata checks are left to the operator, which runs every check of the NumPy path
     when the compiled code runs.
     """
-    nd = x.ndim
-    if axis is None:
-        axes = list(range(1, nd)) if nd > 1 else [0]
-    elif isinstance(axis, (tuple, list)):
-        axes = sorted([int(a) % nd for a in axis])
-    else:
-        axes = [int(axis) % nd]
+    axes = list(vector_axes(axis, x.ndim))
     wd = _work_dtype(x.dtype)
-    eps_t = torch.as_tensor(eps, device=x.device).to(torch.float64)
+    # float64 from the start: a Python float made a default-dtype (float32) tensor rounds
+    eps_t = torch.as_tensor(eps, dtype=torch.float64, device=x.device)
     sides: list[Any] = []
     lower, upper = (None, None) if bounds is None else (bounds[0], bounds[1])
     for value, inf in ((lower, -math.inf), (upper, math.inf)):
@@ -445,20 +462,22 @@ def _traced_args(
         elif isinstance(value, (int, float)):
             sides += [None, float(value)]
         else:
-            t = torch.as_tensor(value, device=x.device).to(wd)
+            t = torch.as_tensor(value, dtype=wd, device=x.device)
             sides += [t.reshape(1) if t.ndim == 0 else t, 0.0]
     delta = delta.to(x.dtype)
     return (x, delta, eps_t, sides[0], sides[2], sides[1], sides[3], float(p), axes, unreachable)
 
 
 def _plain(t: Any) -> bool:
-    return not isinstance(t, torch.Tensor) or (type(t) is torch.Tensor and not t.requires_grad)
+    return not isinstance(t, torch.Tensor) or (
+        type(t) is torch.Tensor and not t.requires_grad and not t.is_meta
+    )
 
 
 def _call(kind: str, args: tuple[Any, ...]) -> Any:
-    """The operator, or for plain tensors needing no gradient outside any tracing or
-    functorch transform, its implementation directly (the operator's dispatch costs more
-    than a small problem)."""
+    """The differentiable operator (:mod:`._torch_func`), or for plain tensors needing no
+    gradient outside any tracing or functorch transform, its implementation directly (the
+    dispatch costs more than a small problem)."""
     if (
         not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
@@ -472,9 +491,7 @@ def _call(kind: str, args: tuple[Any, ...]) -> Any:
     if not isinstance(args[2], torch.Tensor):
         x = args[0]
         args = (*args[:2], torch.tensor(args[2], dtype=torch.float64, device=x.device), *args[3:])
-    if kind == "scale":
-        return torch.ops.clipresc.scale(*args)
-    return torch.ops.clipresc.perturb(*args)[0]
+    return _func.apply(kind, args)
 
 
 def scale(
@@ -483,7 +500,7 @@ def scale(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.scale` for PyTorch tensors, differentiable.
@@ -507,7 +524,7 @@ def perturb(
     eps: Any,
     p: float = 2.0,
     bounds: Sequence[Any] | None = (0.0, 1.0),
-    axis: int | Sequence[int] | None = None,
+    axis: Axis = None,
     unreachable: str = "saturate",
 ) -> Any:
     """:func:`clipresc.perturb` for PyTorch tensors, differentiable.
@@ -529,3 +546,4 @@ def perturb(
 
 
 from . import _torch_device as _device  # noqa: E402  (uses the helpers above)
+from . import _torch_func as _func  # noqa: E402
