@@ -94,3 +94,29 @@ def test_syntax_error_fails() -> None:
     broken = kernel_source().replace("CR_BARRIER();", "CR_BARRIER()", 1)
     with pytest.raises(compiler.CompileException):
         _compile(broken, nvrtc_options("float", "compute_80"))
+
+
+def _fma_count(ptx: str) -> int:
+    return len(re.findall(r"\bfma\.rn\.f(?:32|64)\b", ptx))
+
+
+@pytest.mark.parametrize("real", REALS)
+def test_fma_policy_no_contraction(real: str) -> None:
+    """The documented FMA policy (cupy_backend.FMA_OPTIONS): NVRTC does not contract
+    ``a + b * c``. NVRTC's default does (the same source then has more FMAs), and with the
+    policy the only FMAs left are libdevice's own inside ``pow``: replacing ``pow`` by a
+    product leaves none."""
+    from clipresc.backends.cupy_backend import FMA_OPTIONS
+
+    assert FMA_OPTIONS == ("--fmad=false",)
+    opts = nvrtc_options(real, "compute_90")
+    assert "--fmad=false" in opts and not any(o.startswith("--fmad=true") for o in opts)
+    src = kernel_source()
+    policy, _ = _compile(src, opts)
+    default, _ = _compile(src, tuple(o for o in opts if o != "--fmad=false"))
+    assert _fma_count(default) > _fma_count(policy)
+    no_pow = src.replace("pow(v, p)", "(v * p)").replace("pow(t, 1.0 / p)", "(t * p)")
+    no_pow = no_pow.replace("pow(v, p - 1.0)", "(v * p)")
+    assert not re.search(r"\bpow\(", no_pow.split("#endif /* CLIPRESC_DIALECT_H */", 1)[1])
+    bare, _ = _compile(no_pow, opts)
+    assert _fma_count(bare) == 0

@@ -295,6 +295,7 @@ def _vjp(
     ybar: Any,
     etabar: Any,
     queue: Any,
+    eta: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     import pyopencl.array as cla
 
@@ -322,6 +323,9 @@ def _vjp(
     if etabar is not None:
         etabar_h = np.ascontiguousarray(np.broadcast_to(np.asarray(etabar, dtype=dt), (pr.B,)))
         etabar_d = cla.to_device(queue, etabar_h)
+    eta_d = None
+    if eta is not None:
+        eta_d = cla.to_device(queue, np.ascontiguousarray(np.asarray(eta, dtype=dt).reshape(pr.B)))
 
     xbar = cla.empty(queue, (pr.B, pr.n), dt)
     dbar = cla.empty(queue, (pr.B, pr.n), dt)
@@ -350,6 +354,8 @@ def _vjp(
         np.int32(ubar is not None),
         rowinfo.data if rowinfo is not None else dev.dummy,
         np.int32(need_info),
+        eta_d.data if eta_d is not None else dev.dummy,
+        np.int32(eta_d is not None),
     )
     lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
     ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
@@ -408,14 +414,16 @@ def perturb_vjp_rows(
     ybar: Any,
     *,
     queue: Any = None,
+    eta: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
-    for scalar / missing bounds.
+    for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
+    kernel its solve (it reads the saturated set at that ``eta``).
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta)
 
 
 def scale_vjp_rows(
@@ -428,9 +436,10 @@ def scale_vjp_rows(
     etabar: Any,
     *,
     queue: Any = None,
+    eta: Any = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta)

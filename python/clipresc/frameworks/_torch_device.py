@@ -224,7 +224,8 @@ def vjp(
 ) -> tuple[Any, Any, Any, Any, Any]:
     """Cotangents ``(x, delta, eps, lower, upper)`` (bounds ``None`` when not tensors).
 
-    ``eta``, the scales from :func:`forward_eta`, spares the array-API path its solve.
+    ``eta``, the scales from :func:`forward_eta`, spares both paths their solve (the CUDA
+    kernel and the array-API one).
     """
     eps = _eps_tensor(eps, x)
     lay = Layout.of(tuple(x.shape), tuple(axis))
@@ -237,13 +238,14 @@ def vjp(
     if cp is not None and lay.rows > 0:
         wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
+        # the forward's eta (work dtype) spares the kernel its solve
+        eta_k = _given_eta(eta, wd, lay.rows)
         gx, gd, ge, gl, gu = _run_cupy(
-            cp, x, fn, xr.to(wd), dr.to(wd), er, p, lr, ur, cot.to(wd).contiguous()
+            cp, x, fn, xr.to(wd), dr.to(wd), er, p, lr, ur, cot.to(wd).contiguous(), eta_k
         )
     else:
-        if eta is not None and eta.dtype == xr.dtype and eta.numel() == lay.rows:
-            eta = eta.reshape(lay.rows)
-        else:
+        eta = _given_eta(eta, xr.dtype, lay.rows)
+        if eta is None:
             eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
         fn = generic.scale_vjp_rows if kind == "scale" else generic.perturb_vjp_rows
         out = fn(xr, dr, er, p, lr, ur, eta, cot)
@@ -255,6 +257,14 @@ def vjp(
         None if lower is None else _bound_back(lay, gl, lower).contiguous(),
         None if upper is None else _bound_back(lay, gu, upper).contiguous(),
     )
+
+
+def _given_eta(eta: Any, dtype: Any, rows: int) -> Any:
+    """The forward's ``eta`` as ``(rows,)`` when it is usable (the work dtype, one value
+    per row), else ``None`` (the backend then solves once)."""
+    if eta is None or eta.dtype != dtype or eta.numel() != rows:
+        return None
+    return eta.reshape(rows).contiguous()
 
 
 def _eps_back(lay: Layout, ge: Any, eps: Any) -> Any:

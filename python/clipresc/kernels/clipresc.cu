@@ -127,10 +127,10 @@ CR_DEVICE acc cr_powm1(acc v, acc p, int pm) {
 
 /* ----------------------------------------------------------------- block reduction */
 
-/* Partial results of one pass over a row: two double sums, two integer sums and one
+/* Partial results of one pass over a row: three double sums, two integer sums and one
  * lexicographic arg-max (larger k1, then larger k2, then smaller index). */
 typedef struct {
-    acc s0, s1;
+    acc s0, s1, s2;
     cr_i64 n0, n1;
     acc k1, k2;
     cr_i64 ki;
@@ -140,6 +140,7 @@ CR_DEVICE cr_part cr_part_zero(void) {
     cr_part q;
     q.s0 = 0.0;
     q.s1 = 0.0;
+    q.s2 = 0.0;
     q.n0 = 0;
     q.n1 = 0;
     q.k1 = -1.0;
@@ -164,13 +165,15 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
 }
 
 #define CR_BUF_PARAMS                                                        \
-    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_k1, \
+    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_s2,   \
+        CR_LOCAL_PTR acc *sh_k1,                                                  \
         CR_LOCAL_PTR acc *sh_k2, CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1, \
         CR_LOCAL_PTR cr_i64 *sh_ki
-#define CR_BUFS sh_s0, sh_s1, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
+#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
 #define CR_DECLARE_BUFS              \
     CR_SHARED acc sh_s0[CR_NB];      \
     CR_SHARED acc sh_s1[CR_NB];      \
+    CR_SHARED acc sh_s2[CR_NB];      \
     CR_SHARED acc sh_k1[CR_NB];      \
     CR_SHARED acc sh_k2[CR_NB];      \
     CR_SHARED cr_i64 sh_n0[CR_NB];   \
@@ -184,6 +187,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     int t = (int)CR_TID;
     sh_s0[t] = q.s0;
     sh_s1[t] = q.s1;
+    sh_s2[t] = q.s2;
     sh_n0[t] = q.n0;
     sh_n1[t] = q.n1;
     sh_k1[t] = q.k1;
@@ -195,6 +199,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
         if (t < h) {
             sh_s0[t] += sh_s0[t + h];
             sh_s1[t] += sh_s1[t + h];
+            sh_s2[t] += sh_s2[t + h];
             sh_n0[t] += sh_n0[t + h];
             sh_n1[t] += sh_n1[t + h];
             if (cr_better(sh_k1[t + h], sh_k2[t + h], sh_ki[t + h], sh_k1[t], sh_k2[t], sh_ki[t])) {
@@ -208,6 +213,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     cr_part r;
     r.s0 = sh_s0[0];
     r.s1 = sh_s1[0];
+    r.s2 = sh_s2[0];
     r.n0 = sh_n0[0];
     r.n1 = sh_n1[0];
     r.k1 = sh_k1[0];
@@ -424,24 +430,54 @@ CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, CR_BUF_PARAMS) {
     return st;
 }
 
+/* The state of a row whose eta the forward already found (the VJP's given eta): no
+ * solve. The breakpoint index k and the unreachable flag are recovered by cr_vjp_pass. */
+CR_DEVICE cr_state cr_given(acc eps, acc p, int pm, acc eta) {
+    cr_state st = cr_start(eps, p, pm);
+    st.eta = eta;
+    st.phase = CR_PH_DONE;
+    return st;
+}
+
 /* After the solve (VJP only): M = sum of a^p and sum of ybar * d over the unsaturated
- * set, stored in st->msol and st->ybar_d. (Kept out of the solve's state machine: PoCL's
- * work-group compiler fails on that variant.) */
+ * set, stored in st->msol and st->ybar_d. With a given eta (find_k, finite p only) the
+ * same pass recovers what the solve leaves behind: the breakpoint index k (arg-max of
+ * the key over the movable elements, in the TOTALS pass's order) and, from the total
+ * C = sum of s^p, whether eps reaches past every breakpoint (T >= C). Such a row's eta
+ * is the largest breakpoint exactly (which a float32 eta may round below), so it is
+ * set to that and every movable element counts as saturated, as after the solve.
+ * (Kept out of the solve's state machine: PoCL's work-group compiler fails on that
+ * variant.) */
 CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
-                           CR_BUF_PARAMS) {
+                           int find_k, CR_BUF_PARAMS) {
     cr_part q = cr_part_zero();
+    int inf = st->pm == CR_PM_INF;
     for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
         cr_el e = cr_load(r, i);
-        if (e.mv && !(e.s <= st->eta * e.a)) {
-            if (st->pm != CR_PM_INF) q.s0 += cr_pow(e.a, st->p, st->pm);
+        if (!e.mv) continue;
+        if (find_k) {
+            q.n1 += 1;
+            q.s2 += cr_pow(e.s, st->p, st->pm);
+            cr_part_argmax(&q, cr_key(e), 0.0, i);
+        }
+        if (!(e.s <= st->eta * e.a)) {
+            if (!inf) q.s0 += cr_pow(e.a, st->p, st->pm);
             if (has_ybar) q.s1 += CR_ACC(ybar_row[i]) * e.d;
         }
     }
     q = cr_reduce(CR_BUFS, q);
     st->msol = q.s0;
     st->ybar_d = q.s1;
+    if (find_k) {
+        st->k = q.ki;
+        if (q.n1 > 0 && st->eps > 0.0 && st->T >= q.s2) {
+            st->eta = q.k1;
+            st->unreach = st->T > q.s2;
+            st->msol = 0.0;
+            st->ybar_d = 0.0;
+        }
+    }
 }
-
 /* ----------------------------------------------------------------- gradients */
 
 typedef struct {
@@ -593,21 +629,33 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
 }
 
 /* Backward: the closed-form VJP for perturb (cotangent ybar of y) and/or scale
- * (cotangent etabar of eta). Writes xbar, deltabar (B, n), epsbar (B,), the bound
+ * (cotangent etabar of eta). With has_eta the row's eta is the forward's (eta_in, B
+ * values in the element type) and, for finite p, nothing is solved: one pass gathers the
+ * sums and the breakpoint index, one writes the cotangents. Without it the row is
+ * solved first (for p = inf always: that solve is a single arg-max pass). Writes xbar, deltabar (B, n), epsbar (B,), the bound
  * cotangents when the bound is a full (B, n) array, and (optionally) the per-row
  * coefficients to rowinfo (B x CR_ROWINFO doubles) for clipresc_bound_grad_shared. */
 CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
                        const CR_GLOBAL real* etabar_p, int has_etabar, CR_GLOBAL real* xbar,
                        CR_GLOBAL real* dbar, CR_GLOBAL real* epsbar, CR_GLOBAL real* lbar,
                        int lbar_full, CR_GLOBAL real* ubar, int ubar_full,
-                       CR_GLOBAL acc* rowinfo, int write_rowinfo) {
+                       CR_GLOBAL acc* rowinfo, int write_rowinfo, const CR_GLOBAL real* eta_in,
+                       int has_eta) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
-        cr_state s = cr_run_row(r, eps, p, pm, CR_BUFS);
-        cr_vjp_pass(r, &s, ybar_row, has_ybar, CR_BUFS);
+        /* p = inf: the solve is the one arg-max pass that recovering k would take, and it
+         * gives eta exactly; so a given eta is used for finite p only. */
+        int given = has_eta && pm != CR_PM_INF;
+        cr_state s;
+        if (given) {
+            s = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        } else {
+            s = cr_run_row(r, eps, p, pm, CR_BUFS);
+        }
+        cr_vjp_pass(r, &s, ybar_row, has_ybar, given, CR_BUFS);
         /* total cotangent of eta: the given one plus sum over unsaturated of ybar * d */
         acc eb = s.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
         acc ak = s.k >= 0 ? fabs(CR_ACC(r.d[s.k])) : 1.0;
