@@ -181,12 +181,18 @@ def forward_rows(
     *,
     want_y: bool = True,
     want_passes: bool = False,
+    err: Any = None,
 ) -> tuple[Any | None, Any, Any, Any | None]:
     """Solve every row and optionally apply ``y = clip(x + eta * d, lower, upper)``.
 
     Returns ``(y or None, eta, unreachable, passes or None)``: ``eta`` (B,) in x's dtype,
     ``unreachable`` a (B,) bool mask (eps above the largest reachable size; eta is then the
     saturating scale), ``passes`` (B,) int32 passes over each row.
+
+    ``err``, a zeroed one-element int32 CuPy array, makes the kernel validate its inputs
+    (NaN / inf, x outside the bounds, crossed bounds, eps) in its first pass and OR the
+    ``kernels.ERR_BITS`` it finds (and the unreachable bit) into it, on the stream: the
+    caller reads it when it wants (one synchronisation), or never (CUDA graphs).
     """
     cupy = _cupy()
     import numpy as np
@@ -210,6 +216,8 @@ def forward_rows(
                 np.int32(want_y),
                 passes if passes is not None else xx,
                 np.int32(want_passes),
+                err if err is not None else xx,
+                np.int32(err is not None),
             ),
         )
     return y, eta, flag, passes
@@ -256,6 +264,7 @@ def _vjp(
     ybar: Any,
     etabar: Any,
     eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     cupy = _cupy()
     import numpy as np
@@ -304,6 +313,8 @@ def _vjp(
                 np.int32(need_info),
                 eta if eta is not None else xx,
                 np.int32(eta is not None),
+                err if err is not None else xx,
+                np.int32(err is not None),
             ),
         )
         if need_info and n > 0:
@@ -336,24 +347,41 @@ def _vjp(
 
 
 def perturb_vjp_rows(
-    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any, eta: Any = None
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    ybar: Any,
+    eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
     ``eta`` is the forward's ``(B,)`` scales: given, the kernel solves nothing (it reads
-    the saturated set at that ``eta``); ``None``, it solves each row once first.
+    the saturated set at that ``eta``); ``None``, it solves each row once first. ``err``
+    as in :func:`forward_rows` (all bits but the unreachable one).
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds.
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, eta)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, eta, err)
 
 
 def scale_vjp_rows(
-    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, etabar: Any, eta: Any = None
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    etabar: Any,
+    eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
-    ``eta`` and the result as :func:`perturb_vjp_rows`.
+    ``eta``, ``err`` and the result as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, eta)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, eta, err)

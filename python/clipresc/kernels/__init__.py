@@ -16,6 +16,7 @@ from .. import _errors
 
 __all__ = [
     "BLOCK",
+    "ERR_BITS",
     "KERNEL_NAMES",
     "ROWINFO",
     "Operand",
@@ -33,6 +34,21 @@ BLOCK = 256
 ROWINFO = 6
 #: Every kernel defined in ``clipresc.cu``.
 KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared")
+
+#: Bits of the error word the kernels OR into when asked to check (``CR_ERR_*`` in
+#: ``clipresc.cu``), in the order the NumPy path checks (the host reruns the exact checks
+#: for the message when the word is not 0).
+ERR_BITS = {
+    "eps negative or NaN": 1,
+    "eps infinite": 2,
+    "lower NaN": 4,
+    "upper NaN": 8,
+    "lower > upper": 16,
+    "x non-finite": 32,
+    "delta non-finite": 64,
+    "x outside bounds": 128,
+    "unreachable": 256,
+}
 
 _INCLUDE = '#include "dialect.h"'
 

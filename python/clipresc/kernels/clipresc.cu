@@ -51,6 +51,18 @@
 
 #define CR_ROWINFO 6 /* doubles per row in the rowinfo scratch */
 
+/* Bits of the error word (kernels/__init__.py ERR_BITS names them; the host reads the
+ * word once per call and, when it is not 0, reruns the exact checks for the message). */
+#define CR_ERR_EPS_NEG 1    /* eps < 0 or NaN */
+#define CR_ERR_EPS_INF 2    /* eps infinite */
+#define CR_ERR_LO_NAN 4     /* a lower bound is NaN */
+#define CR_ERR_HI_NAN 8     /* an upper bound is NaN */
+#define CR_ERR_CROSSED 16   /* lower > upper */
+#define CR_ERR_X 32         /* x not finite */
+#define CR_ERR_D 64         /* delta not finite */
+#define CR_ERR_OUTSIDE 128  /* x outside [lower, upper] */
+#define CR_ERR_UNREACH 256  /* some row's eps exceeds its largest reachable size */
+
 /* ----------------------------------------------------------------- element access */
 
 typedef struct {
@@ -99,6 +111,23 @@ CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
     acc s = e.d > 0.0 ? e.hi - e.x : e.x - e.lo;
     e.s = s > 0.0 ? s : 0.0;
     return e;
+}
+
+/* Error bits of one element (NaN bounds compare false, so they are not "outside"). */
+CR_DEVICE int cr_check_el(cr_el e) {
+    int bad = 0;
+    if (!isfinite(e.x)) bad |= CR_ERR_X;
+    if (!isfinite(e.d)) bad |= CR_ERR_D;
+    if (isnan(e.lo)) bad |= CR_ERR_LO_NAN;
+    if (isnan(e.hi)) bad |= CR_ERR_HI_NAN;
+    if (e.lo > e.hi) bad |= CR_ERR_CROSSED;
+    if (e.x < e.lo || e.x > e.hi) bad |= CR_ERR_OUTSIDE;
+    return bad;
+}
+
+CR_DEVICE int cr_check_eps(acc eps) {
+    if (!(eps >= 0.0)) return CR_ERR_EPS_NEG;
+    return isinf(eps) ? CR_ERR_EPS_INF : 0;
 }
 
 /* The breakpoint s / a, rounded so that the element counts as saturated there: the
@@ -418,12 +447,19 @@ CR_DEVICE void cr_step(cr_state* st, cr_part q) {
 }
 
 /* Runs the solve for one row. Every thread of the block must call it; all of them
- * return the same state. */
-CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, CR_BUF_PARAMS) {
+ * return the same state. With check, the first pass (which reads every element) also
+ * ORs each element's error bits into *bad. */
+CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
+                              CR_BUF_PARAMS) {
     cr_state st = cr_start(eps, p, pm);
     while (st.phase != CR_PH_DONE) {
         cr_part q = cr_part_zero();
-        for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) cr_accumulate(&q, &st, cr_load(r, i), i);
+        int first = check && st.passes == 0;
+        for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (first) *bad |= cr_check_el(e);
+            cr_accumulate(&q, &st, e, i);
+        }
         q = cr_reduce(CR_BUFS, q);
         cr_step(&st, q);
     }
@@ -449,11 +485,12 @@ CR_DEVICE cr_state cr_given(acc eps, acc p, int pm, acc eta) {
  * (Kept out of the solve's state machine: PoCL's work-group compiler fails on that
  * variant.) */
 CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
-                           int find_k, CR_BUF_PARAMS) {
+                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
     cr_part q = cr_part_zero();
     int inf = st->pm == CR_PM_INF;
     for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
         cr_el e = cr_load(r, i);
+        if (check) *bad |= cr_check_el(e);
         if (!e.mv) continue;
         if (find_k) {
             q.n1 += 1;
@@ -599,20 +636,26 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
 
 /* Forward: eta (and the unreachable flag) per row; optionally the fused apply
  * y = clip(x + eta d, l, u) (saturated elements get the bound exactly) and the number
- * of passes over each row. */
+ * of passes over each row. With check, the first pass validates every element and each
+ * row's eps, and the CR_ERR_* bits found (CR_ERR_UNREACH for unreachable rows) are ORed
+ * into *err, which the host zeroes before and reads once after. */
 CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
                            CR_GLOBAL unsigned char* flag_out, CR_GLOBAL real* y, int write_y,
-                           CR_GLOBAL int* passes_out, int write_passes) {
+                           CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
+                           int check) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state s = cr_run_row(r, eps, p, pm, CR_BUFS);
+        int bad = 0;
+        cr_state s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
         if (CR_TID == 0) {
             eta_out[row] = CR_REAL(s.eta);
             flag_out[row] = (unsigned char)s.unreach;
             if (write_passes) passes_out[row] = s.passes;
+            if (check) bad |= cr_check_eps(eps) | (s.unreach ? CR_ERR_UNREACH : 0);
         }
+        if (bad) CR_ATOMIC_OR(err, bad);
         if (write_y) {
             for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
                 cr_el e = cr_load(r, i);
@@ -640,7 +683,7 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
                        CR_GLOBAL real* dbar, CR_GLOBAL real* epsbar, CR_GLOBAL real* lbar,
                        int lbar_full, CR_GLOBAL real* ubar, int ubar_full,
                        CR_GLOBAL acc* rowinfo, int write_rowinfo, const CR_GLOBAL real* eta_in,
-                       int has_eta) {
+                       int has_eta, CR_GLOBAL int* err, int check) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
@@ -650,12 +693,15 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
          * gives eta exactly; so a given eta is used for finite p only. */
         int given = has_eta && pm != CR_PM_INF;
         cr_state s;
+        int bad = 0;
         if (given) {
             s = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
         } else {
-            s = cr_run_row(r, eps, p, pm, CR_BUFS);
+            s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
         }
-        cr_vjp_pass(r, &s, ybar_row, has_ybar, given, CR_BUFS);
+        cr_vjp_pass(r, &s, ybar_row, has_ybar, given, check && given, &bad, CR_BUFS);
+        if (check && CR_TID == 0) bad |= cr_check_eps(eps);
+        if (bad) CR_ATOMIC_OR(err, bad);
         /* total cotangent of eta: the given one plus sum over unsaturated of ybar * d */
         acc eb = s.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
         acc ak = s.k >= 0 ? fabs(CR_ACC(r.d[s.k])) : 1.0;

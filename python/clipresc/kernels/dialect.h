@@ -7,7 +7,9 @@
  *
  * Kernels written against this header may only use what both dialects express:
  * one work-group per vector, shared-memory tree reductions with block barriers in
- * uniform control flow, no warp-synchronous tricks (shuffles, votes), no atomics.
+ * uniform control flow, no warp-synchronous tricks (shuffles, votes). The one atomic is
+ * CR_ATOMIC_OR on the 32-bit error word: OR is order-independent, so results stay
+ * deterministic.
  *
  * Element type: `real` (REAL, float by default; -DREAL=double for float64 data).
  * Accumulator type: `acc` (always double); convert with CR_ACC(v) / CR_REAL(v).
@@ -43,6 +45,7 @@ typedef long cr_i64;
 #define CR_D2L(v) as_long(v)       /* bit pattern of a double */
 #define CR_L2D(v) as_double(v)
 #define CR_INF ((double)INFINITY)
+#define CR_ATOMIC_OR(ptr, v) atomic_or((volatile __global int*)(ptr), (v))
 #else
 /* ------------------------------------------------------------------ CUDA (NVRTC) */
 #define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK)
@@ -59,6 +62,7 @@ typedef long long cr_i64;
 #define CR_D2L(v) __double_as_longlong(v)
 #define CR_L2D(v) __longlong_as_double(v)
 #define CR_INF __longlong_as_double(0x7ff0000000000000LL)
+#define CR_ATOMIC_OR(ptr, v) atomicOr((ptr), (v))
 #endif
 
 typedef REAL real;
