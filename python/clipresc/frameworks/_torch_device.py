@@ -182,7 +182,10 @@ def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
 
 
 def _eps_rows(lay: Layout, eps: Any) -> Any:
-    """``eps`` as ``(rows,)`` without checking its values."""
+    """``eps`` as ``(rows,)`` without checking its values (a number stays a number: the
+    kernels take it as an argument, with no copy to the device)."""
+    if not isinstance(eps, torch.Tensor):
+        return float(eps)
     if eps.ndim == 1 and eps.shape[0] == lay.rows:
         return eps
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
@@ -219,11 +222,11 @@ def forward_eta(
     unreachable: str,
 ) -> tuple[Any, Any]:
     """:func:`forward` and the scales it used (``eta``'s shape, in the work dtype)."""
-    eps = _eps_tensor(eps, x)
     lay = Layout.of(tuple(x.shape), tuple(axis))
     wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     cp = _cupy_for(x)
     if cp is not None and lay.rows > 0 and lay.n > 0:
+        # (a number eps stays a number: no host-to-device copy, which CUDA graphs forbid)
         rows = _kernel_rows(lay, x, delta, eps, lower, upper, lower_s, upper_s)
         with torch.cuda.device(x.device):
             err = _error_word()
@@ -233,12 +236,13 @@ def forward_eta(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _check(lay, x, delta, eps, lower, upper, lower_s, upper_s),
+                lambda: _check(lay, x, delta, _eps_tensor(eps, x), lower, upper, lower_s, upper_s),
                 lambda: _raise_unreachable(lay, flag, unreachable),
             )
         else:
             _raise_unreachable(lay, flag, unreachable)
     else:
+        eps = _eps_tensor(eps, x)
         xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
         y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
         _raise_unreachable(lay, flag, unreachable)
@@ -286,7 +290,8 @@ def vjp(
     ``eta``, the scales from :func:`forward_eta`, spares both paths their solve (the CUDA
     kernel and the array-API one).
     """
-    eps = _eps_tensor(eps, x)
+    eps_arg = eps
+    eps = _eps_tensor(eps, x)  # (the cotangent of eps is a tensor whatever eps was)
     lay = Layout.of(tuple(x.shape), tuple(axis))
     cp = _cupy_for(x)
     if kind == "scale":
@@ -295,7 +300,7 @@ def vjp(
         cot = _rows(lay, grad)
     if cp is not None and lay.rows > 0 and lay.n > 0:
         wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-        xr, dr, er, lr, ur = _kernel_rows(lay, x, delta, eps, lower, upper, lower_s, upper_s)
+        xr, dr, er, lr, ur = _kernel_rows(lay, x, delta, eps_arg, lower, upper, lower_s, upper_s)
         fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
         with torch.cuda.device(x.device):
             err = _error_word()
