@@ -48,7 +48,15 @@ typedef long cr_i64;
 #define CR_ATOMIC_OR(ptr, v) atomic_or((volatile __global int*)(ptr), (v))
 #else
 /* ------------------------------------------------------------------ CUDA (NVRTC) */
-#define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK)
+/* Blocks per SM the CUDA build is compiled for: __launch_bounds__(256, 4) caps the
+ * kernels at 64 registers per thread (65536 / (256 * 4)), i.e. 1024 resident threads per
+ * SM. The solve's per-row state (about 20 doubles kept across passes) needs ~90-100
+ * registers uncapped; capped, ptxas spills a few hundred bytes of it to local memory
+ * (L1-resident). -DCLIPRESC_MIN_BLOCKS=1 builds the uncapped variant for comparison. */
+#ifndef CLIPRESC_MIN_BLOCKS
+#define CLIPRESC_MIN_BLOCKS 4
+#endif
+#define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK, CLIPRESC_MIN_BLOCKS)
 #define CR_GLOBAL
 #define CR_SHARED __shared__
 #define CR_LOCAL_PTR
