@@ -11,7 +11,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: help demo test test-rust test-python lint fmt bench build clean
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
-.PHONY: bench-gpu gpu-wheels gpu-check
+.PHONY: bench-gpu bench-traffic gpu-wheels gpu-check
 .PHONY: bench-noise bench-cli bench-calls
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
@@ -84,6 +84,9 @@ bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead a
 
 bench-gpu: $(STAMP_BUILD) ## CuPy kernels vs CuPy x + d and the Rust core (needs a CUDA device)
 	$(PY) benches/bench_gpu.py
+
+bench-traffic: $(STAMP_BUILD) ## GPU kernels' global-memory bytes per element vs x + d (counted, OpenCL build)
+	$(PY) benches/bench_traffic.py
 
 GPU_WHEELS ?= dist/gpu-wheels
 GPU_REPORT ?= gpu-report

@@ -15,9 +15,10 @@ Steps, each with its own time limit inside the overall budget (``--budget``, 330
 1. environment: Python, the GPU libraries' versions, the CUDA devices (``nvidia-smi -L``),
 2. ``pytest -m gpu tests/gpu`` (the CuPy kernels against the bisection oracle and finite
    differences),
-3. ``pytest -m gpu tests/test_torch_cuda.py tests/test_jax_gpu.py`` (torch autograd on CUDA against the CPU,
-   errors checked inside the kernels, CUDA-graph capture in no-check mode, a non-default
-   stream, torch's allocator, a batch of more than 2^31 elements, JAX GPU arrays),
+3. ``pytest -m gpu tests/test_torch_cuda.py tests/test_jax_gpu.py`` (torch autograd on
+   CUDA against the CPU, errors checked inside the kernels, CUDA-graph capture in
+   no-check mode, a non-default stream, torch's allocator, a batch of more than 2^31
+   elements, JAX GPU arrays),
 4. ``benches/bench_gpu.py --quick`` on 64x3x224x224, 1024x3x32x32, 128x3x32x32 and
    1x10^7 (p in {1, 2, inf}; perturb, scale and the VJP against CuPy ``x + d`` and the
    Rust core).

@@ -100,6 +100,10 @@ CR_DEVICE cr_row cr_make_row(const CR_GLOBAL real* x, const CR_GLOBAL real* d,
     return r;
 }
 
+/* Bytes cr_load reads per element (x, d and the bounds that are arrays); for CR_TRAFFIC
+ * (a macro: unused outside the counting build). */
+#define CR_EL_BYTES(r) ((cr_i64)sizeof(real) * (2 + ((r).lo_arr ? 1 : 0) + ((r).hi_arr ? 1 : 0)))
+
 CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
     cr_el e;
     e.x = CR_ACC(r.x[i]);
@@ -642,13 +646,16 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
 CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
                            CR_GLOBAL unsigned char* flag_out, CR_GLOBAL real* y, int write_y,
                            CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
-                           int check) {
+                           int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
         int bad = 0;
         cr_state s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
+        CR_TRAFFIC(s.passes * n * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
+                   sizeof(real) + 1 + (write_passes ? 4 : 0));
+        if (write_y) CR_TRAFFIC(n * CR_EL_BYTES(r), n * sizeof(real));
         if (CR_TID == 0) {
             eta_out[row] = CR_REAL(s.eta);
             flag_out[row] = (unsigned char)s.unreach;
@@ -683,7 +690,7 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
                        CR_GLOBAL real* dbar, CR_GLOBAL real* epsbar, CR_GLOBAL real* lbar,
                        int lbar_full, CR_GLOBAL real* ubar, int ubar_full,
                        CR_GLOBAL acc* rowinfo, int write_rowinfo, const CR_GLOBAL real* eta_in,
-                       int has_eta, CR_GLOBAL int* err, int check) {
+                       int has_eta, CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
@@ -700,6 +707,12 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
             s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
         }
         cr_vjp_pass(r, &s, ybar_row, has_ybar, given, check && given, &bad, CR_BUFS);
+        /* solve passes, the sums pass, the cotangent pass (which rereads d[k]) */
+        CR_TRAFFIC((s.passes + 2) * n * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
+                       (given ? sizeof(real) : 0) + (has_etabar ? sizeof(real) : 0) +
+                       (eps_arr ? 8 : 0) + (s.k >= 0 ? sizeof(real) : 0),
+                   ((2 + lbar_full + ubar_full) * n + 1) * sizeof(real) +
+                       (write_rowinfo ? 8 * CR_ROWINFO : 0));
         if (check && CR_TID == 0) bad |= cr_check_eps(eps);
         if (bad) CR_ATOMIC_OR(err, bad);
         /* total cotangent of eta: the given one plus sum over unsaturated of ybar * d */
@@ -739,7 +752,7 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
 CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar,
                                      int has_ybar, const CR_GLOBAL acc* rowinfo,
                                      CR_GLOBAL real* lbar, int lbar_on, CR_GLOBAL real* ubar,
-                                     int ubar_on) {
+                                     int ubar_on CR_TRAFFIC_PARAM) {
     for (cr_i64 j = CR_BID * CR_NB + CR_TID; j < n; j += CR_NBLOCKS * CR_NB) {
         acc sl = 0.0, su = 0.0;
         for (cr_i64 row = 0; row < B; ++row) {

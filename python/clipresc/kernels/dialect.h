@@ -76,6 +76,28 @@ typedef long long cr_i64;
 typedef REAL real;
 typedef double acc;
 
+/* Traffic-counting build (OpenCL only, -DCLIPRESC_COUNT_TRAFFIC): every kernel takes one
+ * more argument, a (2 x blocks) long array; thread 0 of each block adds the global-memory
+ * bytes its row loops read and write (each loop iteration's loads counted at their size,
+ * cache hits included) to its block's pair, so no atomics are needed. Elsewhere the
+ * macros vanish. */
+#ifdef CLIPRESC_COUNT_TRAFFIC
+#ifndef CLIPRESC_OPENCL
+#error "CLIPRESC_COUNT_TRAFFIC is for the OpenCL build"
+#endif
+#define CR_TRAFFIC_PARAM , __global long* cr_traffic
+#define CR_TRAFFIC(rd, wr)                              \
+    do {                                                \
+        if (CR_TID == 0) {                              \
+            cr_traffic[2 * CR_BID] += (long)(rd);       \
+            cr_traffic[2 * CR_BID + 1] += (long)(wr);   \
+        }                                               \
+    } while (0)
+#else
+#define CR_TRAFFIC_PARAM
+#define CR_TRAFFIC(rd, wr) ((void)0)
+#endif
+
 /* Conversions between the element type and the accumulator. CuPy compiles with
  * -ftz=true, under which NVRTC flushes subnormal floats in float<->double conversions;
  * inline PTX keeps them exact (double data converts as is). */
