@@ -19,7 +19,16 @@ def _gpus() -> list:
         return []
 
 
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not _gpus(), reason="needs a JAX GPU device")]
+# (the device query runs in the test, not at collection: initialising JAX's backends
+# registers a fork handler that other test files' subprocesses would trip over)
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _needs_gpu() -> None:
+    if not _gpus():
+        pytest.skip("needs a JAX GPU device")
+
 
 import jax.numpy as jnp  # noqa: E402
 

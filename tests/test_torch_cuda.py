@@ -28,10 +28,15 @@ def _cuda_with_cupy() -> bool:
         return False
 
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not _cuda_with_cupy(), reason="needs a CUDA device and CuPy"),
-]
+# (queried in the test, not at collection, like tests/test_jax_gpu.py)
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(autouse=True)
+def _needs_cuda() -> None:
+    if not _cuda_with_cupy():
+        pytest.skip("needs a CUDA device and CuPy")
+
 
 import clipresc  # noqa: E402
 from clipresc.backends import gpu_checks  # noqa: E402
