@@ -11,7 +11,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: help demo test test-rust test-python lint fmt bench build clean docs
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
-.PHONY: bench-gpu
+.PHONY: bench-gpu bench-traffic gpu-wheels gpu-check
 .PHONY: bench-noise bench-cli bench-calls
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
@@ -84,6 +84,19 @@ bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead a
 
 bench-gpu: $(STAMP_BUILD) ## CuPy kernels vs CuPy x + d and the Rust core (needs a CUDA device)
 	$(PY) benches/bench_gpu.py
+
+bench-traffic: $(STAMP_BUILD) ## GPU kernels' global-memory bytes per element vs x + d (counted, OpenCL build)
+	$(PY) benches/bench_traffic.py
+
+GPU_WHEELS ?= dist/gpu-wheels
+GPU_REPORT ?= gpu-report
+gpu-wheels: wheel ## the wheel folder for `make gpu-check` on a GPU machine without network
+	rm -rf $(GPU_WHEELS) && mkdir -p $(GPU_WHEELS)
+	cp dist/clipresc-*-manylinux*_$(WHEEL_ARCH).whl $(GPU_WHEELS)/
+	$(PY) -m pip download --no-deps --only-binary=:all: -d $(GPU_WHEELS) array-api-compat mpmath
+
+gpu-check: ## on a GPU machine: pytest -m gpu, the quick GPU benchmark; report in GPU_REPORT
+	python3 benches/gpu_check.py --wheels $(GPU_WHEELS) --out $(GPU_REPORT)
 
 bench-noise: $(STAMP_BUILD) ## clipresc.noise vs the memory floor at 64x3x224x224 float32
 	$(PY) benches/bench_noise.py

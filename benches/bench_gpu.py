@@ -6,14 +6,15 @@ Run from the repository root on a machine with a CUDA device and CuPy:
 
 Without CuPy or without a CUDA device it says so and exits 0 at once.
 
-For each core workload (64x3x224x224 f32, 1024x3x32x32 f32, 4096x784 f64; the same eps
-as ``bench_core.py``, bounds (0, 1)) and p in {1, 2, inf} it times, on (B, n) device
-arrays:
+For each workload (the core's 64x3x224x224 f32, 1024x3x32x32 f32, 4096x784 f64 with the
+same eps as ``bench_core.py``; also 128x3x32x32 f32 and one vector of 10^7 f32; bounds
+(0, 1)) and p in {1, 2, inf} it times, on (B, n) device arrays:
 
 1. the floor: a plain CuPy elementwise ``x + d`` of the same arrays (allocates its
    output, like ``perturb``), measured before and after the workload; the smaller median
    is used,
-2. ``cupy_backend.perturb_rows`` (fused solve and apply) and ``cupy_backend.scale_rows``,
+2. ``cupy_backend.perturb_rows`` (fused solve and apply), ``cupy_backend.scale_rows`` and
+   the backward ``cupy_backend.perturb_vjp_rows`` given the forward's eta,
 3. the public ``clipresc.perturb`` / ``clipresc.scale`` on the CuPy arrays in their
    original shape, when they accept CuPy arrays (otherwise the row says why not),
 4. the same ``clipresc.perturb`` / ``clipresc.scale`` on NumPy arrays (the Rust core on
@@ -50,6 +51,14 @@ PS = (1.0, 2.0, math.inf)
 BOUNDS = (0.0, 1.0)
 TARGET_WORKLOAD = "64x3x224x224 f32"
 TARGET_RATIO = 1.5
+
+
+GPU_WORKLOADS = (
+    *WORKLOADS,
+    Workload("128x3x32x32 f32", (128, 3, 32, 32), np.float32, 10.0),
+    Workload("1x10^7 f32", (1, 10_000_000), np.float32, 400.0, image=False),
+)
+"""The core benchmark's workloads, a small training batch and one long vector."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +239,16 @@ class Bench:
             self.timed_gpu(
                 wl, p, "cupy_backend.scale_rows", lambda p=p: cb.scale_rows(x2, d2, wl.eps, p)
             )
+            # the backward given the forward's eta (no solve), cotangent ybar = d
+            _, eta_f, _ = cb.perturb_rows(x2, d2, wl.eps, p)
+            self.timed_gpu(
+                wl,
+                p,
+                "cupy_backend.perturb_vjp_rows (eta given)",
+                lambda p=p, eta_f=eta_f: cb.perturb_vjp_rows(
+                    x2, d2, wl.eps, p, 0.0, 1.0, d2, eta_f
+                ),
+            )
             for name in ("perturb", "scale"):
                 method = f"clipresc.{name} (cupy)"
                 if public_msg is not None:
@@ -385,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = QUICK if args.quick else FULL
     workloads = [
-        wl for wl in WORKLOADS if not args.workload or any(s in wl.name for s in args.workload)
+        wl for wl in GPU_WORKLOADS if not args.workload or any(s in wl.name for s in args.workload)
     ]
     t_start = time.perf_counter()
     try:

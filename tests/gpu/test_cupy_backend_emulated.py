@@ -149,3 +149,27 @@ def test_cupy_backend_vjp(fake_cupy: None, p: float, kind: str) -> None:
         assert got[3] is not None and got[3].shape == np.shape(lower)
     if isinstance(upper, np.ndarray):
         assert got[4] is not None and got[4].shape == np.shape(upper)
+
+
+@pytest.mark.parametrize("p", (0.5, 2.0, math.inf), ids=lambda p: f"p{p}")
+def test_cupy_rows_passes_the_forward_eta(fake_cupy: None, p: float) -> None:
+    """The RowBackend adapter hands the forward's eta to the kernel (which then does not
+    solve); with float64 data the result is bitwise that of the solving kernel, and a
+    different eta (finite p) gives the generic backend's VJP at that eta."""
+    from clipresc.backends import cupy_rows, generic
+
+    rng = np.random.default_rng([int(min(p, 9) * 10), 29])
+    x, d, eps, lower, upper = make_case(rng, 300, np.float64, "full", p)
+    ybar = rng.normal(size=x.shape)
+    eta, _ = cupy_rows.scale_rows(x, d, eps, p, lower, upper)
+    given = cupy_rows.perturb_vjp_rows(x, d, eps, p, lower, upper, eta, ybar)
+    solved = cupy_rows.perturb_vjp_rows(x, d, eps, p, lower, upper, None, ybar)
+    for k in ("x", "delta", "eps", "lower", "upper"):
+        np.testing.assert_array_equal(given[k], solved[k], err_msg=k)
+    if not math.isinf(p):
+        other = eta * 0.8
+        got = cupy_rows.perturb_vjp_rows(x, d, eps, p, lower, upper, other, ybar)
+        ref = generic.perturb_vjp_rows(x, d, eps, p, lower, upper, other, ybar)
+        assert not np.allclose(got["x"], solved["x"])
+        for k in ("x", "delta", "eps", "lower", "upper"):
+            np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)

@@ -94,3 +94,81 @@ def test_syntax_error_fails() -> None:
     broken = kernel_source().replace("CR_BARRIER();", "CR_BARRIER()", 1)
     with pytest.raises(compiler.CompileException):
         _compile(broken, nvrtc_options("float", "compute_80"))
+
+
+def _fma_count(ptx: str) -> int:
+    return len(re.findall(r"\bfma\.rn\.f(?:32|64)\b", ptx))
+
+
+@pytest.mark.parametrize("real", REALS)
+def test_fma_policy_no_contraction(real: str) -> None:
+    """The documented FMA policy (cupy_backend.FMA_OPTIONS): NVRTC does not contract
+    ``a + b * c``. NVRTC's default does (the same source then has more FMAs), and with the
+    policy the only FMAs left are libdevice's own inside ``pow``: replacing ``pow`` by a
+    product leaves none."""
+    from clipresc.backends.cupy_backend import FMA_OPTIONS
+
+    assert FMA_OPTIONS == ("--fmad=false",)
+    opts = nvrtc_options(real, "compute_90")
+    assert "--fmad=false" in opts and not any(o.startswith("--fmad=true") for o in opts)
+    src = kernel_source()
+    policy, _ = _compile(src, opts)
+    default, _ = _compile(src, tuple(o for o in opts if o != "--fmad=false"))
+    assert _fma_count(default) > _fma_count(policy)
+    no_pow = src.replace("pow(v, p)", "(v * p)").replace("pow(t, 1.0 / p)", "(t * p)")
+    no_pow = no_pow.replace("pow(v, p - 1.0)", "(v * p)")
+    assert not re.search(r"\bpow\(", no_pow.split("#endif /* CLIPRESC_DIALECT_H */", 1)[1])
+    bare, _ = _compile(no_pow, opts)
+    assert _fma_count(bare) == 0
+
+
+#: The main kernels' register budget: 64 per thread = 4 blocks of 256 threads per SM.
+MAX_REGISTERS = 64
+
+
+def _resources(log: str) -> dict[str, dict[str, int]]:
+    """Per kernel: registers, spill stores / loads (bytes) and shared memory from ptxas -v."""
+    out: dict[str, dict[str, int]] = {}
+    name = None
+    for line in log.splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            name = m.group(1)
+            out[name] = {"registers": -1, "spill_stores": 0, "spill_loads": 0, "smem": 0}
+            continue
+        if name is None:
+            continue
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and out[name]["registers"] < 0:
+            out[name]["spill_stores"] = int(m.group(1))
+            out[name]["spill_loads"] = int(m.group(2))
+        m = re.search(r"Used (\d+) registers", line)
+        if m:
+            out[name]["registers"] = int(m.group(1))
+            s = re.search(r"(\d+) bytes smem", line)
+            out[name]["smem"] = int(s.group(1)) if s else 0
+    return out
+
+
+@pytest.mark.parametrize("arch", REQUIRED_ARCHS)
+@pytest.mark.parametrize("real", REALS)
+def test_registers_and_occupancy(real: str, arch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Registers, spills and blocks per SM for sm_80 / sm_90 (printed: `pytest -s`), and the
+    64-register budget the dialect's __launch_bounds__ asks for. (The uncapped build needs
+    ~90-100 registers for the solve state; see kernels/dialect.h.)"""
+    _, log = _compile(kernel_source(), (*nvrtc_options(real, f"sm_{arch}"), "-Xptxas=-v"), "cubin")
+    res = _resources(log)
+    assert set(res) == set(KERNEL_NAMES), log
+    with capsys.disabled():
+        print(f"\nsm_{arch} {real}:")
+        for name, r in sorted(res.items()):
+            threads = 256 * max(1, min(65536 // (max(r["registers"], 1) * 256), 8))
+            print(
+                f"  {name:28s} {r['registers']:3d} registers, spills {r['spill_stores']} B "
+                f"stored / {r['spill_loads']} B loaded, {r['smem']} B smem, "
+                f"<= {threads} threads per SM by registers"
+            )
+    for name, r in res.items():
+        assert 0 < r["registers"] <= MAX_REGISTERS, (name, r)
+        # what the cap costs: a bounded spill of the solve state, nothing unbounded
+        assert r["spill_stores"] <= 1024, (name, r)

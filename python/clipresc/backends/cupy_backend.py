@@ -36,6 +36,7 @@ from clipresc.kernels import (
 )
 
 __all__ = [
+    "FMA_OPTIONS",
     "forward_rows",
     "get_kernel",
     "nvrtc_options",
@@ -49,10 +50,23 @@ __all__ = [
 _MAX_BLOCKS = 1 << 20
 
 
+#: FMA policy: NVRTC contracts ``a + b * c`` into one fused multiply-add by default; the
+#: OpenCL build (``-cl-opt-disable`` / PoCL without ``-cl-mad-enable``) and the Rust core
+#: round the product and the sum separately. ``--fmad=false`` keeps the CUDA build to the
+#: same operation order, so for p in {1, 2, inf} (no ``pow``) GPU results equal the ones
+#: the CPU tests check, bit for bit where the operations are the same. Only ``pow`` (general
+#: p) keeps libdevice's own explicit FMAs: that path agrees with the CPU to a tolerance.
+FMA_OPTIONS = ("--fmad=false",)
+
+
 def nvrtc_options(real: str, arch: str | None = None) -> tuple[str, ...]:
     """NVRTC options for building the kernels for element type ``real`` ('float' or
-    'double'); ``arch`` (e.g. ``"compute_80"``) is added as ``-arch=...`` when given."""
-    opts = (*build_defines(real), "--std=c++14")
+    'double'); ``arch`` (e.g. ``"compute_80"``) is added as ``-arch=...`` when given.
+
+    >>> nvrtc_options("float", "compute_90")
+    ('-arch=compute_90', '-DREAL=float', '-DCLIPRESC_BLOCK=256', '--std=c++14', '--fmad=false')
+    """
+    opts = (*build_defines(real), "--std=c++14", *FMA_OPTIONS)
     if arch is not None:
         opts = (f"-arch={arch}", *opts)
     return opts
@@ -169,12 +183,18 @@ def forward_rows(
     *,
     want_y: bool = True,
     want_passes: bool = False,
+    err: Any = None,
 ) -> tuple[Any | None, Any, Any, Any | None]:
     """Solve every row and optionally apply ``y = clip(x + eta * d, lower, upper)``.
 
     Returns ``(y or None, eta, unreachable, passes or None)``: ``eta`` (B,) in x's dtype,
     ``unreachable`` a (B,) bool mask (eps above the largest reachable size; eta is then the
     saturating scale), ``passes`` (B,) int32 passes over each row.
+
+    ``err``, a zeroed one-element int32 CuPy array, makes the kernel validate its inputs
+    (NaN / inf, x outside the bounds, crossed bounds, eps) in its first pass and OR the
+    ``kernels.ERR_BITS`` it finds (and the unreachable bit) into it, on the stream: the
+    caller reads it when it wants (one synchronisation), or never (CUDA graphs).
     """
     cupy = _cupy()
     import numpy as np
@@ -198,6 +218,8 @@ def forward_rows(
                 np.int32(want_y),
                 passes if passes is not None else xx,
                 np.int32(want_passes),
+                err if err is not None else xx,
+                np.int32(err is not None),
             ),
         )
     return y, eta, flag, passes
@@ -235,7 +257,16 @@ def _finish_bound_grad(op: Operand, full: Any, shared: Any) -> Any | None:
 
 
 def _vjp(
-    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any, etabar: Any
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    ybar: Any,
+    etabar: Any,
+    eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     cupy = _cupy()
 
@@ -249,6 +280,8 @@ def _vjp(
             raise _errors.ybar_rows_shape(xx.shape, ybar.shape)
     if etabar is not None:
         etabar = cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(etabar, dtype=dt), (B,)))
+    if eta is not None:
+        eta = cupy.ascontiguousarray(cupy.asarray(eta, dtype=dt).reshape(B))
 
     xbar = cupy.empty((B, n), dtype=dt)
     dbar = cupy.empty((B, n), dtype=dt)
@@ -265,7 +298,19 @@ def _vjp(
         get_kernel("clipresc_vjp", pr["real"])(
             (min(B, _MAX_BLOCKS),),
             (BLOCK,),
-            vjp_args(common, (xbar, dbar, epsbar), ybar, etabar, lbar, ubar, rowinfo, *same),
+            vjp_args(
+                common,
+                (xbar, dbar, epsbar),
+                ybar,
+                etabar,
+                lbar,
+                ubar,
+                rowinfo,
+                eta,
+                err,
+                err is not None,
+                *same,
+            ),
         )
         if need_info and n > 0:
             blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
@@ -288,22 +333,41 @@ def _vjp(
 
 
 def perturb_vjp_rows(
-    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, ybar: Any
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    ybar: Any,
+    eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
+    ``eta`` is the forward's ``(B,)`` scales: given, the kernel solves nothing (it reads
+    the saturated set at that ``eta``); ``None``, it solves each row once first. ``err``
+    as in :func:`forward_rows` (all bits but the unreachable one).
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds.
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, eta, err)
 
 
 def scale_vjp_rows(
-    x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, etabar: Any
+    x: Any,
+    d: Any,
+    eps: Any,
+    p: float,
+    lower: Any,
+    upper: Any,
+    etabar: Any,
+    eta: Any = None,
+    err: Any = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
-    Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
+    ``eta``, ``err`` and the result as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, eta, err)

@@ -1,8 +1,9 @@
 """The CuPy kernels (:mod:`clipresc.backends.cupy_backend`) as a
 :class:`~clipresc.backends.interface.RowBackend`.
 
-The VJP kernel derives the saturated set it needs in the same pass that computes the
-cotangents, so the forward's ``eta`` is accepted and not needed. This module imports
+The VJP kernel uses the forward's ``eta`` when it is given (no solve: one pass gathers
+the sums and the breakpoint index, one writes the cotangents) and solves each row once
+when it is ``None``, so ``eta`` is not needed but never computed twice. This module imports
 CuPy; clipresc imports it only for CuPy arrays or CUDA tensors on a machine with a GPU.
 """
 
@@ -19,13 +20,13 @@ NEEDS_ETA = False
 
 
 def _named(kernel_vjp: Callable[..., tuple[Any, ...]]) -> Callable[..., dict[str, Any]]:
-    """``kernel_vjp(x, d, eps, p, lower, upper, cot)`` (a tuple of cotangents) with the
-    interface's signature (``eta`` before ``cot``, ignored) and result (a dict)."""
+    """``kernel_vjp(x, d, eps, p, lower, upper, cot, eta)`` (a tuple of cotangents) with
+    the interface's signature (``eta`` before ``cot``) and result (a dict)."""
 
     def vjp_rows(
         x: Any, d: Any, eps: Any, p: float, lower: Any, upper: Any, eta: Any, cot: Any
     ) -> dict[str, Any]:
-        g = kernel_vjp(x, d, eps, p, lower, upper, cot)
+        g = kernel_vjp(x, d, eps, p, lower, upper, cot, eta)
         return dict(zip(("x", "delta", "eps", "lower", "upper"), g))
 
     return vjp_rows

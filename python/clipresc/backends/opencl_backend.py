@@ -203,6 +203,19 @@ class _Device:
         )
 
 
+def _error_word(queue: Any, err: np.ndarray | None) -> Any:
+    """The device copy of the caller's error word (a zero word when there is none)."""
+    import pyopencl.array as cla
+
+    word = np.zeros(1, np.int32) if err is None else np.asarray(err, np.int32).reshape(1)
+    return cla.to_device(queue, word)
+
+
+def _read_error_word(err_d: Any, err: np.ndarray | None) -> None:
+    if err is not None:
+        err[...] = err_d.get().reshape(np.shape(err))
+
+
 def _row_groups(B: int) -> int:
     return max(1, min(B, _MAX_GROUPS))
 
@@ -227,12 +240,15 @@ def forward_rows(
     want_y: bool = True,
     want_passes: bool = False,
     queue: Any = None,
+    err: np.ndarray | None = None,
 ) -> ForwardResult:
     """Solve every row and optionally apply: ``y = clip(x + eta * d, lower, upper)``.
 
     Returns ``(y or None, eta, unreachable, passes or None)``; ``eta`` has x's dtype,
     ``unreachable`` is a bool mask (eps above the largest reachable size; eta is then the
     saturating scale), ``passes`` counts the passes the kernel made over each row.
+    ``err``, a one-element int32 array, makes the kernel validate its inputs and OR the
+    ``kernels.ERR_BITS`` it finds into ``err[0]``.
     """
     import pyopencl.array as cla
 
@@ -247,6 +263,7 @@ def forward_rows(
     y = cla.empty(queue, (pr.B, pr.n), pr.x.dtype) if want_y else None
     passes = cla.empty(queue, (pr.B,), np.int32) if want_passes else None
     groups = _row_groups(pr.B)
+    err_d = _error_word(queue, err)
     k(
         queue,
         (groups * BLOCK,),
@@ -258,7 +275,10 @@ def forward_rows(
         np.int32(want_y),
         passes.data if passes is not None else dev.dummy,
         np.int32(want_passes),
+        err_d.data,
+        np.int32(err is not None),
     )
+    _read_error_word(err_d, err)
     return ForwardResult(
         y.get() if y is not None else None,
         eta.get(),
@@ -297,6 +317,8 @@ def _vjp(
     ybar: Any,
     etabar: Any,
     queue: Any,
+    eta: Any = None,
+    err: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     import pyopencl.array as cla
 
@@ -324,6 +346,9 @@ def _vjp(
     if etabar is not None:
         etabar_h = np.ascontiguousarray(np.broadcast_to(np.asarray(etabar, dtype=dt), (pr.B,)))
         etabar_d = cla.to_device(queue, etabar_h)
+    eta_d = None
+    if eta is not None:
+        eta_d = cla.to_device(queue, np.ascontiguousarray(np.asarray(eta, dtype=dt).reshape(pr.B)))
 
     xbar = cla.empty(queue, (pr.B, pr.n), dt)
     dbar = cla.empty(queue, (pr.B, pr.n), dt)
@@ -335,12 +360,26 @@ def _vjp(
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
     rowinfo = cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info else None
     data = (lambda a: a.data), dev.dummy
+    err_d = _error_word(queue, err)
     kernels["clipresc_vjp"](
         queue,
         (_row_groups(pr.B) * BLOCK,),
         (BLOCK,),
-        *vjp_args(dev.common(), (xbar, dbar, epsbar), ybar_d, etabar_d, lbar, ubar, rowinfo, *data),
+        *vjp_args(
+            dev.common(),
+            (xbar, dbar, epsbar),
+            ybar_d,
+            etabar_d,
+            lbar,
+            ubar,
+            rowinfo,
+            eta_d,
+            err_d,
+            err is not None,
+            *data,
+        ),
     )
+    _read_error_word(err_d, err)
     lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
     ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
     if need_info:
@@ -390,14 +429,18 @@ def perturb_vjp_rows(
     ybar: Any,
     *,
     queue: Any = None,
+    eta: Any = None,
+    err: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
-    for scalar / missing bounds.
+    for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
+    kernel its solve (it reads the saturated set at that ``eta``); ``err`` as in
+    :func:`forward_rows` (the unreachable bit excepted).
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err)
 
 
 def scale_vjp_rows(
@@ -410,9 +453,11 @@ def scale_vjp_rows(
     etabar: Any,
     *,
     queue: Any = None,
+    eta: Any = None,
+    err: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta, err)

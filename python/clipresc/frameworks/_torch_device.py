@@ -1,11 +1,16 @@
 """PyTorch tensors on devices other than the CPU (used by :mod:`clipresc.frameworks.torch`).
 
-The tensors are laid out as ``(rows, n)`` on their device, checked like the NumPy path
-(same messages; counting the offending elements synchronises with the device), then
-solved by :mod:`clipresc.backends.cupy_backend` through DLPack for CUDA tensors when CuPy
-is installed and sees a GPU, and by :mod:`clipresc.backends.generic` on the tensors
+The tensors are laid out as ``(rows, n)`` on their device and solved by
+:mod:`clipresc.backends.cupy_backend` through DLPack for CUDA tensors when CuPy is
+installed and sees a GPU, and by :mod:`clipresc.backends.generic` on the tensors
 themselves otherwise. The functions also accept CPU tensors, which is how the tests run
 them without a GPU.
+
+Checks give the NumPy path's errors (same messages). On the CUDA kernels they run inside
+the kernels (an error word read once per call: one host synchronisation; none in
+:func:`clipresc.backends.gpu_checks.unchecked` mode), and the counting host checks run
+only when the word reports a problem. The kernels' outputs come from torch's caching
+allocator on torch's current stream. Elsewhere the host checks run before the solve.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from typing import Any
 
 from .. import _errors
 from .._layout import Layout, reduce_to
-from ..backends import generic
+from ..backends import generic, gpu_checks
 
 torch: Any = importlib.import_module("torch")
 _xp: Any = importlib.import_module("array_api_compat.torch")
@@ -114,16 +119,33 @@ def _cupy_for(x: Any) -> Any:
     return cupy, cupy_backend
 
 
-def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any) -> Any:
-    """``fn(*args)`` with tensors converted to CuPy (DLPack) on torch's current stream."""
+def _torch_allocator(cupy: Any, device: Any) -> Any:
+    """A CuPy allocator that takes memory from torch's caching allocator (on torch's
+    current stream): each block is a uint8 tensor that the CuPy array keeps alive."""
+
+    def alloc(size: int) -> Any:
+        t = torch.empty((size,), dtype=torch.uint8, device=device)
+        mem = cupy.cuda.UnownedMemory(t.data_ptr(), size, t)
+        return cupy.cuda.MemoryPointer(mem, 0)
+
+    return alloc
+
+
+def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with tensors converted to CuPy (DLPack), on torch's current
+    stream, with CuPy's allocations (the outputs) made by torch's allocator."""
     cupy, _ = cp
 
     def conv(a: Any) -> Any:
         return cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a
 
     stream = torch.cuda.current_stream(x.device)
-    with cupy.cuda.Device(x.device.index or 0), cupy.cuda.ExternalStream(stream.cuda_stream):
-        out = fn(*[conv(a) for a in args])
+    with (
+        cupy.cuda.Device(x.device.index or 0),
+        cupy.cuda.ExternalStream(stream.cuda_stream),
+        cupy.cuda.using_allocator(_torch_allocator(cupy, x.device)),
+    ):
+        out = fn(*[conv(a) for a in args], **{k: conv(v) for k, v in kwargs.items()})
 
     def back(a: Any) -> Any:
         return None if a is None else torch.from_dlpack(a)
@@ -159,6 +181,33 @@ def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
         raise _errors.unreachable(count, lay.rows, lay.row_index(first))
 
 
+def _eps_rows(lay: Layout, eps: Any) -> Any:
+    """``eps`` as ``(rows,)`` without checking its values (a number stays a number: the
+    kernels take it as an argument, with no copy to the device)."""
+    if not isinstance(eps, torch.Tensor):
+        return float(eps)
+    if eps.ndim == 1 and eps.shape[0] == lay.rows:
+        return eps
+    return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
+
+
+def _kernel_rows(
+    lay: Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: float, hi: float
+) -> tuple[Any, ...]:
+    """The row operands for the CUDA kernels, which check the values themselves."""
+    wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+    xr = _rows(lay, x).to(wd)
+    dr = _rows(lay, delta).to(wd)
+    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+
+
+def _error_word() -> Any:
+    """A zeroed error word on the current device for a checked launch, else ``None``."""
+    if not gpu_checks.checks_enabled():
+        return None
+    return torch.zeros((1,), dtype=torch.int32, device="cuda")
+
+
 def forward_eta(
     kind: str,
     x: Any,
@@ -173,16 +222,30 @@ def forward_eta(
     unreachable: str,
 ) -> tuple[Any, Any]:
     """:func:`forward` and the scales it used (``eta``'s shape, in the work dtype)."""
-    eps = _eps_tensor(eps, x)
     lay = Layout.of(tuple(x.shape), tuple(axis))
-    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
     wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
     cp = _cupy_for(x)
-    if cp is not None and lay.rows > 0:
-        y, eta, flag = _run_cupy(cp, x, cp[1].perturb_rows, xr.to(wd), dr.to(wd), er, p, lr, ur)
+    if cp is not None and lay.rows > 0 and lay.n > 0:
+        # (a number eps stays a number: no host-to-device copy, which CUDA graphs forbid)
+        rows = _kernel_rows(lay, x, delta, eps, lower, upper, lower_s, upper_s)
+        with torch.cuda.device(x.device):
+            err = _error_word()
+        y, eta, flag, _ = _run_cupy(
+            cp, x, cp[1].forward_rows, *rows[:3], p, *rows[3:], want_y=kind == "perturb", err=err
+        )
+        if err is not None:
+            gpu_checks.settle(
+                int(err.item()),  # the call's one synchronisation
+                lambda: _check(lay, x, delta, _eps_tensor(eps, x), lower, upper, lower_s, upper_s),
+                lambda: _raise_unreachable(lay, flag, unreachable),
+            )
+        else:
+            _raise_unreachable(lay, flag, unreachable)
     else:
+        eps = _eps_tensor(eps, x)
+        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
         y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
-    _raise_unreachable(lay, flag, unreachable)
+        _raise_unreachable(lay, flag, unreachable)
     eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
     if kind == "scale":
         return eta.to(x.dtype).reshape(lay.eta_shape).contiguous(), eta_w
@@ -224,26 +287,37 @@ def vjp(
 ) -> tuple[Any, Any, Any, Any, Any]:
     """Cotangents ``(x, delta, eps, lower, upper)`` (bounds ``None`` when not tensors).
 
-    ``eta``, the scales from :func:`forward_eta`, spares the array-API path its solve.
+    ``eta``, the scales from :func:`forward_eta`, spares both paths their solve (the CUDA
+    kernel and the array-API one).
     """
-    eps = _eps_tensor(eps, x)
+    eps_arg = eps
+    eps = _eps_tensor(eps, x)  # (the cotangent of eps is a tensor whatever eps was)
     lay = Layout.of(tuple(x.shape), tuple(axis))
-    xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
     cp = _cupy_for(x)
     if kind == "scale":
         cot = grad.reshape(lay.rows)
     else:
         cot = _rows(lay, grad)
-    if cp is not None and lay.rows > 0:
+    if cp is not None and lay.rows > 0 and lay.n > 0:
         wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+        xr, dr, er, lr, ur = _kernel_rows(lay, x, delta, eps_arg, lower, upper, lower_s, upper_s)
         fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
+        with torch.cuda.device(x.device):
+            err = _error_word()
+        # the forward's eta (work dtype) spares the kernel its solve
+        eta_k = _given_eta(eta, wd, lay.rows)
         gx, gd, ge, gl, gu = _run_cupy(
-            cp, x, fn, xr.to(wd), dr.to(wd), er, p, lr, ur, cot.to(wd).contiguous()
+            cp, x, fn, xr, dr, er, p, lr, ur, cot.to(wd).contiguous(), eta_k, err=err
         )
+        if err is not None:
+            gpu_checks.settle(
+                int(err.item()),  # the call's one synchronisation
+                lambda: _check(lay, x, delta, eps, lower, upper, lower_s, upper_s),
+            )
     else:
-        if eta is not None and eta.dtype == xr.dtype and eta.numel() == lay.rows:
-            eta = eta.reshape(lay.rows)
-        else:
+        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+        eta = _given_eta(eta, xr.dtype, lay.rows)
+        if eta is None:
             eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
         fn = generic.scale_vjp_rows if kind == "scale" else generic.perturb_vjp_rows
         out = fn(xr, dr, er, p, lr, ur, eta, cot)
@@ -255,6 +329,14 @@ def vjp(
         None if lower is None else _bound_back(lay, gl, lower).contiguous(),
         None if upper is None else _bound_back(lay, gu, upper).contiguous(),
     )
+
+
+def _given_eta(eta: Any, dtype: Any, rows: int) -> Any:
+    """The forward's ``eta`` as ``(rows,)`` when it is usable (the work dtype, one value
+    per row), else ``None`` (the backend then solves once)."""
+    if eta is None or eta.dtype != dtype or eta.numel() != rows:
+        return None
+    return eta.reshape(rows).contiguous()
 
 
 def _eps_back(lay: Layout, ge: Any, eps: Any) -> Any:

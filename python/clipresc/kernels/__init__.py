@@ -16,6 +16,7 @@ from .. import _errors
 
 __all__ = [
     "BLOCK",
+    "ERR_BITS",
     "KERNEL_NAMES",
     "ROWINFO",
     "Operand",
@@ -36,6 +37,21 @@ BLOCK = 256
 ROWINFO = 6
 #: Every kernel defined in ``clipresc.cu``.
 KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared")
+
+#: Bits of the error word the kernels OR into when asked to check (``CR_ERR_*`` in
+#: ``clipresc.cu``), in the order the NumPy path checks (the host reruns the exact checks
+#: for the message when the word is not 0).
+ERR_BITS = {
+    "eps negative or NaN": 1,
+    "eps infinite": 2,
+    "lower NaN": 4,
+    "upper NaN": 8,
+    "lower > upper": 16,
+    "x non-finite": 32,
+    "delta non-finite": 64,
+    "x outside bounds": 128,
+    "unreachable": 256,
+}
 
 _INCLUDE = '#include "dialect.h"'
 
@@ -161,14 +177,21 @@ def vjp_args(
     lbar: Any,
     ubar: Any,
     rowinfo: Any,
+    eta: Any,
+    err: Any,
+    check: bool,
     buf: Any,
     dummy: Any,
 ) -> tuple[Any, ...]:
     """The arguments of ``clipresc_vjp`` after the launch geometry: the operands common to
     every kernel, the cotangents given (``ybar`` or ``etabar``), ``out`` = ``(xbar, dbar,
-    epsbar)``, and the optional outputs (full bound cotangents, the shared pass's
-    ``rowinfo``). ``buf`` turns an array into what the launcher takes (CuPy: the array,
-    OpenCL: its buffer); ``dummy`` stands for a missing operand."""
+    epsbar)``, the optional outputs (full bound cotangents, the shared pass's ``rowinfo``),
+    the forward's ``eta`` when known (the kernel then does not solve), and the error word
+    ``err`` with whether the kernel checks the values (``check``). ``buf`` turns an array
+    into what the launcher takes (CuPy: the array, OpenCL: its buffer); ``dummy`` stands for
+    a missing operand."""
+    import numpy as np
+
     return (
         *common,
         *optional(ybar, buf, dummy),
@@ -177,6 +200,9 @@ def vjp_args(
         *optional(lbar, buf, dummy),
         *optional(ubar, buf, dummy),
         *optional(rowinfo, buf, dummy),
+        *optional(eta, buf, dummy),
+        dummy if err is None else buf(err),
+        np.int32(check),
     )
 
 

@@ -51,6 +51,18 @@
 
 #define CR_ROWINFO 6 /* doubles per row in the rowinfo scratch */
 
+/* Bits of the error word (kernels/__init__.py ERR_BITS names them; the host reads the
+ * word once per call and, when it is not 0, reruns the exact checks for the message). */
+#define CR_ERR_EPS_NEG 1    /* eps < 0 or NaN */
+#define CR_ERR_EPS_INF 2    /* eps infinite */
+#define CR_ERR_LO_NAN 4     /* a lower bound is NaN */
+#define CR_ERR_HI_NAN 8     /* an upper bound is NaN */
+#define CR_ERR_CROSSED 16   /* lower > upper */
+#define CR_ERR_X 32         /* x not finite */
+#define CR_ERR_D 64         /* delta not finite */
+#define CR_ERR_OUTSIDE 128  /* x outside [lower, upper] */
+#define CR_ERR_UNREACH 256  /* some row's eps exceeds its largest reachable size */
+
 /* ----------------------------------------------------------------- element access */
 
 typedef struct {
@@ -88,6 +100,10 @@ CR_DEVICE cr_row cr_make_row(const CR_GLOBAL real* x, const CR_GLOBAL real* d,
     return r;
 }
 
+/* Bytes cr_load reads per element (x, d and the bounds that are arrays); for CR_TRAFFIC
+ * (a macro: unused outside the counting build). */
+#define CR_EL_BYTES(r) ((cr_i64)sizeof(real) * (2 + ((r).lo_arr ? 1 : 0) + ((r).hi_arr ? 1 : 0)))
+
 CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
     cr_el e;
     e.x = CR_ACC(r.x[i]);
@@ -99,6 +115,23 @@ CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
     acc s = e.d > 0.0 ? e.hi - e.x : e.x - e.lo;
     e.s = s > 0.0 ? s : 0.0;
     return e;
+}
+
+/* Error bits of one element (NaN bounds compare false, so they are not "outside"). */
+CR_DEVICE int cr_check_el(cr_el e) {
+    int bad = 0;
+    if (!isfinite(e.x)) bad |= CR_ERR_X;
+    if (!isfinite(e.d)) bad |= CR_ERR_D;
+    if (isnan(e.lo)) bad |= CR_ERR_LO_NAN;
+    if (isnan(e.hi)) bad |= CR_ERR_HI_NAN;
+    if (e.lo > e.hi) bad |= CR_ERR_CROSSED;
+    if (e.x < e.lo || e.x > e.hi) bad |= CR_ERR_OUTSIDE;
+    return bad;
+}
+
+CR_DEVICE int cr_check_eps(acc eps) {
+    if (!(eps >= 0.0)) return CR_ERR_EPS_NEG;
+    return isinf(eps) ? CR_ERR_EPS_INF : 0;
 }
 
 /* The breakpoint s / a, rounded so that the element counts as saturated there: the
@@ -127,10 +160,10 @@ CR_DEVICE acc cr_powm1(acc v, acc p, int pm) {
 
 /* ----------------------------------------------------------------- block reduction */
 
-/* Partial results of one pass over a row: two double sums, two integer sums and one
+/* Partial results of one pass over a row: three double sums, two integer sums and one
  * lexicographic arg-max (larger k1, then larger k2, then smaller index). */
 typedef struct {
-    acc s0, s1;
+    acc s0, s1, s2;
     cr_i64 n0, n1;
     acc k1, k2;
     cr_i64 ki;
@@ -140,6 +173,7 @@ CR_DEVICE cr_part cr_part_zero(void) {
     cr_part q;
     q.s0 = 0.0;
     q.s1 = 0.0;
+    q.s2 = 0.0;
     q.n0 = 0;
     q.n1 = 0;
     q.k1 = -1.0;
@@ -164,13 +198,15 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
 }
 
 #define CR_BUF_PARAMS                                                        \
-    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_k1, \
+    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_s2,   \
+        CR_LOCAL_PTR acc *sh_k1,                                                  \
         CR_LOCAL_PTR acc *sh_k2, CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1, \
         CR_LOCAL_PTR cr_i64 *sh_ki
-#define CR_BUFS sh_s0, sh_s1, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
+#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
 #define CR_DECLARE_BUFS              \
     CR_SHARED acc sh_s0[CR_NB];      \
     CR_SHARED acc sh_s1[CR_NB];      \
+    CR_SHARED acc sh_s2[CR_NB];      \
     CR_SHARED acc sh_k1[CR_NB];      \
     CR_SHARED acc sh_k2[CR_NB];      \
     CR_SHARED cr_i64 sh_n0[CR_NB];   \
@@ -184,6 +220,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     int t = (int)CR_TID;
     sh_s0[t] = q.s0;
     sh_s1[t] = q.s1;
+    sh_s2[t] = q.s2;
     sh_n0[t] = q.n0;
     sh_n1[t] = q.n1;
     sh_k1[t] = q.k1;
@@ -195,6 +232,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
         if (t < h) {
             sh_s0[t] += sh_s0[t + h];
             sh_s1[t] += sh_s1[t + h];
+            sh_s2[t] += sh_s2[t + h];
             sh_n0[t] += sh_n0[t + h];
             sh_n1[t] += sh_n1[t + h];
             if (cr_better(sh_k1[t + h], sh_k2[t + h], sh_ki[t + h], sh_k1[t], sh_k2[t], sh_ki[t])) {
@@ -208,6 +246,7 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     cr_part r;
     r.s0 = sh_s0[0];
     r.s1 = sh_s1[0];
+    r.s2 = sh_s2[0];
     r.n0 = sh_n0[0];
     r.n1 = sh_n1[0];
     r.k1 = sh_k1[0];
@@ -412,36 +451,74 @@ CR_DEVICE void cr_step(cr_state* st, cr_part q) {
 }
 
 /* Runs the solve for one row. Every thread of the block must call it; all of them
- * return the same state. */
-CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, CR_BUF_PARAMS) {
+ * return the same state. With check, the first pass (which reads every element) also
+ * ORs each element's error bits into *bad. */
+CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
+                              CR_BUF_PARAMS) {
     cr_state st = cr_start(eps, p, pm);
     while (st.phase != CR_PH_DONE) {
         cr_part q = cr_part_zero();
-        for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) cr_accumulate(&q, &st, cr_load(r, i), i);
+        int first = check && st.passes == 0;
+        for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (first) *bad |= cr_check_el(e);
+            cr_accumulate(&q, &st, e, i);
+        }
         q = cr_reduce(CR_BUFS, q);
         cr_step(&st, q);
     }
     return st;
 }
 
+/* The state of a row whose eta the forward already found (the VJP's given eta): no
+ * solve. The breakpoint index k and the unreachable flag are recovered by cr_vjp_pass. */
+CR_DEVICE cr_state cr_given(acc eps, acc p, int pm, acc eta) {
+    cr_state st = cr_start(eps, p, pm);
+    st.eta = eta;
+    st.phase = CR_PH_DONE;
+    return st;
+}
+
 /* After the solve (VJP only): M = sum of a^p and sum of ybar * d over the unsaturated
- * set, stored in st->msol and st->ybar_d. (Kept out of the solve's state machine: PoCL's
- * work-group compiler fails on that variant.) */
+ * set, stored in st->msol and st->ybar_d. With a given eta (find_k, finite p only) the
+ * same pass recovers what the solve leaves behind: the breakpoint index k (arg-max of
+ * the key over the movable elements, in the TOTALS pass's order) and, from the total
+ * C = sum of s^p, whether eps reaches past every breakpoint (T >= C). Such a row's eta
+ * is the largest breakpoint exactly (which a float32 eta may round below), so it is
+ * set to that and every movable element counts as saturated, as after the solve.
+ * (Kept out of the solve's state machine: PoCL's work-group compiler fails on that
+ * variant.) */
 CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
-                           CR_BUF_PARAMS) {
+                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
     cr_part q = cr_part_zero();
+    int inf = st->pm == CR_PM_INF;
     for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
         cr_el e = cr_load(r, i);
-        if (e.mv && !(e.s <= st->eta * e.a)) {
-            if (st->pm != CR_PM_INF) q.s0 += cr_pow(e.a, st->p, st->pm);
+        if (check) *bad |= cr_check_el(e);
+        if (!e.mv) continue;
+        if (find_k) {
+            q.n1 += 1;
+            q.s2 += cr_pow(e.s, st->p, st->pm);
+            cr_part_argmax(&q, cr_key(e), 0.0, i);
+        }
+        if (!(e.s <= st->eta * e.a)) {
+            if (!inf) q.s0 += cr_pow(e.a, st->p, st->pm);
             if (has_ybar) q.s1 += CR_ACC(ybar_row[i]) * e.d;
         }
     }
     q = cr_reduce(CR_BUFS, q);
     st->msol = q.s0;
     st->ybar_d = q.s1;
+    if (find_k) {
+        st->k = q.ki;
+        if (q.n1 > 0 && st->eps > 0.0 && st->T >= q.s2) {
+            st->eta = q.k1;
+            st->unreach = st->T > q.s2;
+            st->msol = 0.0;
+            st->ybar_d = 0.0;
+        }
+    }
 }
-
 /* ----------------------------------------------------------------- gradients */
 
 typedef struct {
@@ -563,20 +640,29 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
 
 /* Forward: eta (and the unreachable flag) per row; optionally the fused apply
  * y = clip(x + eta d, l, u) (saturated elements get the bound exactly) and the number
- * of passes over each row. */
+ * of passes over each row. With check, the first pass validates every element and each
+ * row's eps, and the CR_ERR_* bits found (CR_ERR_UNREACH for unreachable rows) are ORed
+ * into *err, which the host zeroes before and reads once after. */
 CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
                            CR_GLOBAL unsigned char* flag_out, CR_GLOBAL real* y, int write_y,
-                           CR_GLOBAL int* passes_out, int write_passes) {
+                           CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
+                           int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state s = cr_run_row(r, eps, p, pm, CR_BUFS);
+        int bad = 0;
+        cr_state s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
+        CR_TRAFFIC(s.passes * n * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
+                   sizeof(real) + 1 + (write_passes ? 4 : 0));
+        if (write_y) CR_TRAFFIC(n * CR_EL_BYTES(r), n * sizeof(real));
         if (CR_TID == 0) {
             eta_out[row] = CR_REAL(s.eta);
             flag_out[row] = (unsigned char)s.unreach;
             if (write_passes) passes_out[row] = s.passes;
+            if (check) bad |= cr_check_eps(eps) | (s.unreach ? CR_ERR_UNREACH : 0);
         }
+        if (bad) CR_ATOMIC_OR(err, bad);
         if (write_y) {
             for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
                 cr_el e = cr_load(r, i);
@@ -593,21 +679,42 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
 }
 
 /* Backward: the closed-form VJP for perturb (cotangent ybar of y) and/or scale
- * (cotangent etabar of eta). Writes xbar, deltabar (B, n), epsbar (B,), the bound
+ * (cotangent etabar of eta). With has_eta the row's eta is the forward's (eta_in, B
+ * values in the element type) and, for finite p, nothing is solved: one pass gathers the
+ * sums and the breakpoint index, one writes the cotangents. Without it the row is
+ * solved first (for p = inf always: that solve is a single arg-max pass). Writes xbar, deltabar (B, n), epsbar (B,), the bound
  * cotangents when the bound is a full (B, n) array, and (optionally) the per-row
  * coefficients to rowinfo (B x CR_ROWINFO doubles) for clipresc_bound_grad_shared. */
 CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
                        const CR_GLOBAL real* etabar_p, int has_etabar, CR_GLOBAL real* xbar,
                        CR_GLOBAL real* dbar, CR_GLOBAL real* epsbar, CR_GLOBAL real* lbar,
                        int lbar_full, CR_GLOBAL real* ubar, int ubar_full,
-                       CR_GLOBAL acc* rowinfo, int write_rowinfo) {
+                       CR_GLOBAL acc* rowinfo, int write_rowinfo, const CR_GLOBAL real* eta_in,
+                       int has_eta, CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
-        cr_state s = cr_run_row(r, eps, p, pm, CR_BUFS);
-        cr_vjp_pass(r, &s, ybar_row, has_ybar, CR_BUFS);
+        /* p = inf: the solve is the one arg-max pass that recovering k would take, and it
+         * gives eta exactly; so a given eta is used for finite p only. */
+        int given = has_eta && pm != CR_PM_INF;
+        cr_state s;
+        int bad = 0;
+        if (given) {
+            s = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        } else {
+            s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
+        }
+        cr_vjp_pass(r, &s, ybar_row, has_ybar, given, check && given, &bad, CR_BUFS);
+        /* solve passes, the sums pass, the cotangent pass (which rereads d[k]) */
+        CR_TRAFFIC((s.passes + 2) * n * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
+                       (given ? sizeof(real) : 0) + (has_etabar ? sizeof(real) : 0) +
+                       (eps_arr ? 8 : 0) + (s.k >= 0 ? sizeof(real) : 0),
+                   ((2 + lbar_full + ubar_full) * n + 1) * sizeof(real) +
+                       (write_rowinfo ? 8 * CR_ROWINFO : 0));
+        if (check && CR_TID == 0) bad |= cr_check_eps(eps);
+        if (bad) CR_ATOMIC_OR(err, bad);
         /* total cotangent of eta: the given one plus sum over unsaturated of ybar * d */
         acc eb = s.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
         acc ak = s.k >= 0 ? fabs(CR_ACC(r.d[s.k])) : 1.0;
@@ -645,7 +752,7 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
 CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar,
                                      int has_ybar, const CR_GLOBAL acc* rowinfo,
                                      CR_GLOBAL real* lbar, int lbar_on, CR_GLOBAL real* ubar,
-                                     int ubar_on) {
+                                     int ubar_on CR_TRAFFIC_PARAM) {
     for (cr_i64 j = CR_BID * CR_NB + CR_TID; j < n; j += CR_NBLOCKS * CR_NB) {
         acc sl = 0.0, su = 0.0;
         for (cr_i64 row = 0; row < B; ++row) {

@@ -7,7 +7,9 @@
  *
  * Kernels written against this header may only use what both dialects express:
  * one work-group per vector, shared-memory tree reductions with block barriers in
- * uniform control flow, no warp-synchronous tricks (shuffles, votes), no atomics.
+ * uniform control flow, no warp-synchronous tricks (shuffles, votes). The one atomic is
+ * CR_ATOMIC_OR on the 32-bit error word: OR is order-independent, so results stay
+ * deterministic.
  *
  * Element type: `real` (REAL, float by default; -DREAL=double for float64 data).
  * Accumulator type: `acc` (always double); convert with CR_ACC(v) / CR_REAL(v).
@@ -43,9 +45,18 @@ typedef long cr_i64;
 #define CR_D2L(v) as_long(v)       /* bit pattern of a double */
 #define CR_L2D(v) as_double(v)
 #define CR_INF ((double)INFINITY)
+#define CR_ATOMIC_OR(ptr, v) atomic_or((volatile __global int*)(ptr), (v))
 #else
 /* ------------------------------------------------------------------ CUDA (NVRTC) */
-#define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK)
+/* Blocks per SM the CUDA build is compiled for: __launch_bounds__(256, 4) caps the
+ * kernels at 64 registers per thread (65536 / (256 * 4)), i.e. 1024 resident threads per
+ * SM. The solve's per-row state (about 20 doubles kept across passes) needs ~90-100
+ * registers uncapped; capped, ptxas spills a few hundred bytes of it to local memory
+ * (L1-resident). -DCLIPRESC_MIN_BLOCKS=1 builds the uncapped variant for comparison. */
+#ifndef CLIPRESC_MIN_BLOCKS
+#define CLIPRESC_MIN_BLOCKS 4
+#endif
+#define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK, CLIPRESC_MIN_BLOCKS)
 #define CR_GLOBAL
 #define CR_SHARED __shared__
 #define CR_LOCAL_PTR
@@ -59,10 +70,33 @@ typedef long long cr_i64;
 #define CR_D2L(v) __double_as_longlong(v)
 #define CR_L2D(v) __longlong_as_double(v)
 #define CR_INF __longlong_as_double(0x7ff0000000000000LL)
+#define CR_ATOMIC_OR(ptr, v) atomicOr((ptr), (v))
 #endif
 
 typedef REAL real;
 typedef double acc;
+
+/* Traffic-counting build (OpenCL only, -DCLIPRESC_COUNT_TRAFFIC): every kernel takes one
+ * more argument, a (2 x blocks) long array; thread 0 of each block adds the global-memory
+ * bytes its row loops read and write (each loop iteration's loads counted at their size,
+ * cache hits included) to its block's pair, so no atomics are needed. Elsewhere the
+ * macros vanish. */
+#ifdef CLIPRESC_COUNT_TRAFFIC
+#ifndef CLIPRESC_OPENCL
+#error "CLIPRESC_COUNT_TRAFFIC is for the OpenCL build"
+#endif
+#define CR_TRAFFIC_PARAM , __global long* cr_traffic
+#define CR_TRAFFIC(rd, wr)                              \
+    do {                                                \
+        if (CR_TID == 0) {                              \
+            cr_traffic[2 * CR_BID] += (long)(rd);       \
+            cr_traffic[2 * CR_BID + 1] += (long)(wr);   \
+        }                                               \
+    } while (0)
+#else
+#define CR_TRAFFIC_PARAM
+#define CR_TRAFFIC(rd, wr) ((void)0)
+#endif
 
 /* Conversions between the element type and the accumulator. CuPy compiles with
  * -ftz=true, under which NVRTC flushes subnormal floats in float<->double conversions;
