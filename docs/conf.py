@@ -59,7 +59,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Any|Sequence|Callable|SeedLike|ModuleType|Operand|NDArray)"),
     (r"py:class", r"(int|float|str|bool|dict|tuple|list|None|object)"),
     # internals the docstrings name for readers of the source; not part of the reference
-    (r"py:.*", r"clipresc\.(_\w+|frameworks\.(module_for|framework_of))(\..*)?"),
+    (r"py:.*", r"clipresc(\.\w+)*\._\w+(\..*)?"),
+    (r"py:.*", r"clipresc\.frameworks\.(module_for|framework_of)"),
 ]
 
 # Markdown files outside docs/ that pages link to, and the page that shows each; links to
