@@ -14,7 +14,7 @@ Workloads, scaled down in the batch (the count per element depends on the rows, 
 their number): 64x3x224x224 as 4 rows of 150528, 1024x3x32x32 as 64 rows of 3072 (``--full``:
 16 and 1024 rows), float32, bounds (0, 1); p in {1, 2, inf}; typical data (x uniform,
 delta normal, eps a third of the largest reachable size) and, for p in {1, 2}, the
-adversarial chain of ``tests/gpu/_gpu_oracle.py`` (plain Newton fixes one element per pass)
+adversarial chain of ``tests/support/gpu_cases.py`` (plain Newton fixes one element per pass)
 padded to the row length. Targets (issue 19): perturb <= 2.5x the bytes of ``x + d`` for
 p in {1, 2} on typical data, <= 6x on the adversarial input; printed as PASS / MISS. A
 benchmark reports; it never fails.
@@ -35,6 +35,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
+sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package
 
 PS = (1.0, 2.0, math.inf)
 TYPICAL_TARGET = 2.5
@@ -158,7 +159,7 @@ def typical(rows: int, n: int, p: float, seed: int) -> tuple[np.ndarray, np.ndar
 
 
 def adversarial(rows: int, n: int, p: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    from _gpu_oracle import adversarial_row
+    from support.gpu_cases import adversarial_row
 
     x1, d1, eps, _, _, _ = adversarial_row(p, K=40, n_background=max(n - 40, 1))
     x = np.tile(x1[:n].astype(np.float32), (rows, 1))

@@ -38,11 +38,10 @@ def _needs_cuda() -> None:
         pytest.skip("needs a CUDA device and CuPy")
 
 
-from framework_cases import bad_cases, numpy_message  # noqa: E402
-
 import clipresc  # noqa: E402
 from clipresc.backends import gpu_checks  # noqa: E402
 from clipresc.frameworks import torch as ct  # noqa: E402
+from support.framework_cases import bad_cases, numpy_message  # noqa: E402
 
 P_VALUES = (1.0, 2.0, math.inf)
 

@@ -14,8 +14,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _gpu_oracle import make_case
 from _opencl_env import import_pyopencl, opencl_queue
+
+from support.gpu_cases import make_case
 
 cl = import_pyopencl()
 

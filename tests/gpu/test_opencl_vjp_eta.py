@@ -20,8 +20,9 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-from _gpu_oracle import BOUND_KINDS, make_case
 from _opencl_env import import_pyopencl, opencl_queue, reduced
+
+from support.gpu_cases import BOUND_KINDS, make_case
 
 cl = import_pyopencl()
 
