@@ -50,7 +50,7 @@ __all__ = [
 _MAX_BLOCKS = 1 << 20
 
 
-#: FMA policy: NVRTC contracts ``a + b * c`` into one fused multiply-add by default; the
+#: The FMA policy. NVRTC contracts ``a + b * c`` into one fused multiply-add by default; the
 #: OpenCL build (``-cl-opt-disable`` / PoCL without ``-cl-mad-enable``) and the Rust core
 #: round the product and the sum separately. ``--fmad=false`` keeps the CUDA build to the
 #: same operation order, so for p in {1, 2, inf} (no ``pow``) GPU results equal the ones
