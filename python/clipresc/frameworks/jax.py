@@ -45,7 +45,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .._messages import counted
-from . import _numpy
+from . import _jax_ffi, _numpy
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -182,6 +182,8 @@ def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     if not _is_traced(x, d, e, lo, hi):
         out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
         return _to_jax(out)
+    if _jax_ffi.available():
+        return _jax_ffi.forward(cfg, x, d, e, lo, hi)[0]
     spec = jax.ShapeDtypeStruct(cfg.out_shape, x.dtype)
     return jax.pure_callback(
         functools.partial(_forward_host, cfg), spec, x, d, e, lo, hi, vmap_method=VMAP_METHOD
@@ -193,6 +195,8 @@ def _forward_eta(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tupl
     if not _is_traced(x, d, e, lo, hi):
         out, eta = _forward_eta_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
         return _to_jax(out), _to_jax(eta)
+    if _jax_ffi.available():
+        return _jax_ffi.forward(cfg, x, d, e, lo, hi)
     wd = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
     specs = (
         jax.ShapeDtypeStruct(cfg.out_shape, x.dtype),
@@ -219,6 +223,8 @@ def _vjp(
             cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi), _host(eta)
         )
         return tuple(None if c is None else _to_jax(c) for c in host)
+    if _jax_ffi.available():
+        return _jax_ffi.vjp(cfg, g, x, d, e, lo, hi, eta)
 
     def spec(a: Any) -> Any:
         return None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
