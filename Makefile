@@ -11,6 +11,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: help demo test test-rust test-python lint fmt bench build clean
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
+.PHONY: test-jax-old
 .PHONY: bench-gpu
 .PHONY: bench-noise bench-cli
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
@@ -44,7 +45,7 @@ build: $(STAMP_BUILD) ## build the extension into .venv (release)
 demo: $(STAMP_BUILD) ## run the main job on a built-in default and show the result (and a PNG)
 	$(PY) -m clipresc.cli demo --out clipresc-demo.png
 
-test: lint test-rust test-python dist-check ## the whole suite: lint, cargo test, pytest, wheel + sdist installs
+test: lint test-rust test-python test-jax-old dist-check ## the whole suite: lint, cargo test, pytest, wheel + sdist installs
 
 test-rust: ## cargo tests of the core
 	$(LOCKED) cargo test --release -p clipresc-core -q
@@ -55,6 +56,19 @@ test-python: $(STAMP_BUILD) system-deps ## pytest (doctests included; GPU kernel
 	@# crashes (SIGSEGV in clGetPlatformIDs) once torch/TensorFlow/JAX are loaded
 	CLIPRESC_REQUIRE_OPENCL=1 $(PY) -m pytest -q -p no:cacheprovider tests/gpu
 	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/gpu --doctest-modules python/clipresc
+
+# the oldest jaxlib the XLA FFI handlers support, against the extension built into .venv
+# (maturin develop leaves it in python/clipresc)
+JAX_OLD_VENV ?= .venv-jax-old
+STAMP_JAX_OLD := $(JAX_OLD_VENV)/.deps-stamp
+
+$(STAMP_JAX_OLD): tests/jax_old/requirements.txt
+	python3 -m venv $(JAX_OLD_VENV)
+	$(JAX_OLD_VENV)/bin/pip install -q -r tests/jax_old/requirements.txt
+	touch $@
+
+test-jax-old: $(STAMP_BUILD) $(STAMP_JAX_OLD) ## tests/test_jax*.py under jax/jaxlib 0.4.35 (tests/jax_old/requirements.txt)
+	PYTHONPATH=$(CURDIR)/python $(JAX_OLD_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_jax*.py
 
 test-kernels-checked: $(STAMP_BUILD) ## GPU kernels under Oclgrind: races, out-of-bounds, uninitialised reads
 	.ci/system-deps.sh oclgrind
@@ -119,7 +133,7 @@ dist-check: $(STAMP_BUILD) stubtest ## build wheel + sdist, install each in a fr
 
 clean: ## remove build outputs and the virtual environment
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -rf .venv-dist-wheel .venv-dist-sdist rust/fuzz/artifacts rust/fuzz/target
+	rm -rf .venv-dist-wheel .venv-dist-sdist .venv-jax-old rust/fuzz/artifacts rust/fuzz/target
 
 # --- release wheels -------------------------------------------------------------------
 .PHONY: wheel lint-release

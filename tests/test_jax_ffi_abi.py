@@ -1,6 +1,7 @@
 """The Rust mirror of XLA's FFI C API (``rust/py/src/xla_ffi.rs``) against the header that
-ships with the installed jaxlib: a small C program compiled with the system ``cc`` prints
-``sizeof`` / ``offsetof`` of every mirrored struct and field."""
+ships with the installed jaxlib: a small program compiled with the system C++ compiler
+(older headers are C++ only) prints ``sizeof`` / ``offsetof`` of every mirrored struct and
+field."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _include_dir() -> Path:
 def _c_layout(tmp_path: Path, layout: dict[str, tuple[int, dict[str, int]]]) -> dict[str, int]:
     header = _include_dir() / "xla" / "ffi" / "api" / "c_api.h"
     text = header.read_text()
-    lines = ["#include <stdio.h>", "#include <stddef.h>", '#include "xla/ffi/api/c_api.h"']
+    lines = ["#include <cstdio>", "#include <cstddef>", '#include "xla/ffi/api/c_api.h"']
     lines.append("int main(void) {")
     for name, (_, fields) in layout.items():
         lines.append(f'printf("{name} %zu\\n", sizeof({name}));')
@@ -41,12 +42,12 @@ def _c_layout(tmp_path: Path, layout: dict[str, tuple[int, dict[str, int]]]) -> 
         )
     lines.append(f'printf("XLA_FFI_API_MAJOR %d\\n", XLA_FFI_API_MAJOR);')
     lines.append("return 0; }")
-    src = tmp_path / "layout.c"
+    src = tmp_path / "layout.cc"
     src.write_text("\n".join(lines) + "\n")
     exe = tmp_path / "layout"
-    cc = shutil.which("cc")
+    cc = shutil.which("c++")
     if cc is None:
-        pytest.skip("no C compiler (cc) on PATH")
+        pytest.skip("no C++ compiler (c++) on PATH")
     subprocess.run([cc, "-I", str(_include_dir()), "-o", str(exe), str(src)], check=True)
     out = subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout
     return {k: int(v) for k, v in (line.split() for line in out.splitlines())}
