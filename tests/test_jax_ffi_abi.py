@@ -40,7 +40,7 @@ def _c_layout(tmp_path: Path, layout: dict[str, tuple[int, dict[str, int]]]) -> 
             'printf("XLA_FFI_Metadata.state_type_id %zu\\n", '
             "offsetof(XLA_FFI_Metadata, state_type_id));"
         )
-    lines.append(f'printf("XLA_FFI_API_MAJOR %d\\n", XLA_FFI_API_MAJOR);')
+    lines.append('printf("XLA_FFI_API_MAJOR %d\\n", XLA_FFI_API_MAJOR);')
     lines.append("return 0; }")
     src = tmp_path / "layout.cc"
     src.write_text("\n".join(lines) + "\n")

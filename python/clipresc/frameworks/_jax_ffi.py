@@ -232,6 +232,23 @@ def forward(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, An
     return out, eta
 
 
+def _eager(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    return forward(cfg, x, d, e, lo, hi)[0]
+
+
+_eager_jit: Any = None
+
+
+def eager_forward(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    """:func:`forward`'s output for concrete arrays, compiled once per ``cfg`` and waited
+    for, so that rejected data raises here (``jax.errors.JaxRuntimeError``)."""
+    global _eager_jit
+    jax = sys.modules["jax"]
+    if _eager_jit is None:
+        _eager_jit = jax.jit(_eager, static_argnums=0)
+    return _eager_jit(cfg, x, d, e, lo, hi).block_until_ready()
+
+
 def vjp(
     cfg: Any, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any, eta: Any
 ) -> tuple[Any, Any, Any, Any, Any]:

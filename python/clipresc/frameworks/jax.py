@@ -5,11 +5,15 @@ fed the scales ``eta`` that the forward found (a residual), so it does not solve
 The work runs in the Rust core on the host:
 
 * Concrete arrays (eager calls, and the forward and backward rules under an eager
-  ``jax.grad`` / ``jax.vjp``) go straight to the NumPy path through zero-copy NumPy views
+  ``jax.grad`` / ``jax.vjp``) go to the NumPy path through zero-copy NumPy views
   (``np.asarray`` of a CPU ``jax.Array``), so invalid input raises the same ``ValueError`` /
-  ``TypeError`` as for NumPy.
-* Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through
-  ``jax.pure_callback`` with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
+  ``TypeError`` as for NumPy. An eager float32 / float64 ``scale`` / ``perturb`` runs the
+  compiled XLA FFI call instead where it is available (:mod:`._jax_ffi`): the result is
+  then XLA's own buffer, not a copy; data it rejects goes to the NumPy path for the error.
+* Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through the XLA FFI
+  handlers on CPU (:mod:`._jax_ffi`), which run the Rust core on XLA's buffers without
+  copying; where they are not available, through ``jax.pure_callback`` as follows.
+  ``jax.pure_callback`` runs with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
   receives every operand with the mapped axes in front, and treats those axes as more
   batch axes of one call into the core (one parallel Rust pass over the whole mapped
   batch, instead of one Python-level call per mapped element as ``"sequential"`` would
@@ -180,6 +184,11 @@ def _vjp_host(
 
 def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     if not _is_traced(x, d, e, lo, hi):
+        if x.dtype in (jnp.float32, jnp.float64) and _jax_ffi.available():
+            try:  # the compiled FFI call: no copy of the result into a jax.Array
+                return _jax_ffi.eager_forward(cfg, x, d, e, lo, hi)
+            except jax.errors.JaxRuntimeError:
+                pass  # rejected data: the NumPy path below raises its own error
         out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
         return _to_jax(out)
     if _jax_ffi.available():
