@@ -164,6 +164,32 @@ impl Buf {
     }
 }
 
+/// Outputs at least this large get transparent huge pages, as NumPy gives its large arrays:
+/// XLA hands the handlers fresh, untouched memory, and faulting it in 4 KiB pages costs about
+/// as much as the whole solve.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// Asks the kernel for huge pages over `out` (an advice: the contents are not touched).
+#[cfg(target_os = "linux")]
+fn advise_huge_pages<T>(out: &mut [T]) {
+    const HUGE: usize = 2 << 20;
+    let bytes = std::mem::size_of_val(out);
+    if bytes < HUGE_PAGE_MIN_BYTES {
+        return;
+    }
+    let start = out.as_mut_ptr() as usize;
+    let (lo, hi) = (start.next_multiple_of(HUGE), (start + bytes) / HUGE * HUGE);
+    if hi > lo {
+        // SAFETY: `[lo, hi)` lies inside `out`, memory this process owns and that stays
+        // mapped for the call; MADV_HUGEPAGE only changes how the kernel backs the pages
+        // (never their contents), and a failure leaves them as they were.
+        unsafe { libc::madvise(lo as *mut c_void, hi - lo, libc::MADV_HUGEPAGE) };
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn advise_huge_pages<T>(_out: &mut [T]) {}
+
 fn dtype_of<T: Real>() -> i32 {
     if std::mem::size_of::<T>() == 4 {
         DTYPE_F32
@@ -489,6 +515,7 @@ fn forward<T: Real>(f: &Frame) -> Result<(), Fail> {
         }
         // SAFETY: an output buffer of this call of dtype `T`, distinct from `eta`'s.
         let y = unsafe { y_buf.slice_mut::<T>() };
+        advise_huge_pages(y);
         perturb(&batch, &opts, y, eta)
     } else {
         scale(&batch, &opts, eta)
@@ -538,11 +565,13 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     let mut eps_g = vec![0.0; c.shape.rows];
     let mut eps_rows = Vec::new();
     let batch = c.batch(&mut eps_rows)?;
+    // SAFETY: output buffers of this call of dtype `T`, distinct from each other.
+    let (gx, gd) = unsafe { (gx_buf.slice_mut::<T>(), gd_buf.slice_mut::<T>()) };
+    advise_huge_pages(gx);
+    advise_huge_pages(gd);
     let grads = Grads {
-        // SAFETY: output buffers of this call of dtype `T`, distinct from each other.
-        x: unsafe { gx_buf.slice_mut::<T>() },
-        // SAFETY: as above.
-        delta: unsafe { gd_buf.slice_mut::<T>() },
+        x: gx,
+        delta: gd,
         eps: &mut eps_g,
         lower: lower_g.as_mut().map(|(v, _)| v.as_mut_slice()),
         upper: upper_g.as_mut().map(|(v, _)| v.as_mut_slice()),
