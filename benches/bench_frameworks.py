@@ -244,20 +244,22 @@ JAX_TARGETS = (
 
 
 def _jax_callback_jit(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
-    """``jax.jit(fn)`` traced (by one call) with the FFI switched off: the pure_callback
-    path, for comparison."""
+    """``fn`` compiled ahead of time for ``args`` with the FFI switched off: the
+    pure_callback path, for comparison. JAX's trace caches are cleared around it, so that
+    no other ``jit`` of ``fn`` reuses this trace."""
     import jax
 
     from clipresc.frameworks import _jax_ffi
 
-    f = jax.jit(fn)
+    jax.clear_caches()
     real = _jax_ffi.available
     _jax_ffi.available = lambda: False  # type: ignore[assignment]
     try:
-        jax.block_until_ready(f(*args))
+        compiled = jax.jit(fn).lower(*args).compile()
     finally:
         _jax_ffi.available = real  # type: ignore[assignment]
-    return f
+        jax.clear_caches()
+    return compiled  # type: ignore[no-any-return]
 
 
 def _bench_jax_case(shape: tuple[int, ...], eps: float, quick: bool) -> dict[str, Any]:
