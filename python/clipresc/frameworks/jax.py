@@ -272,6 +272,11 @@ def _call_bwd(cfg: _Config, res: Any, g: Any) -> tuple[Any, ...]:
 _call.defvjp(_call_fwd, _call_bwd)
 
 
+def _as_jax(a: Any) -> Any:
+    """``jnp.asarray(a)``, skipped for a ``jax.Array`` (each call is an eager dispatch)."""
+    return a if isinstance(a, jax.Array) else jnp.asarray(a)
+
+
 def _dtype_name(dt: Any) -> str:
     return str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
 
@@ -292,14 +297,18 @@ def _run(
     )
     out_dtype = x.dtype
     wd = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-    x = jnp.asarray(x, dtype=wd) if x.dtype == jnp.bfloat16 else jnp.asarray(x)
-    delta = jnp.asarray(delta, dtype=x.dtype)
+    x = jnp.asarray(x, dtype=wd) if x.dtype == jnp.bfloat16 else _as_jax(x)
+    delta = (
+        delta
+        if isinstance(delta, jax.Array) and delta.dtype == x.dtype
+        else (jnp.asarray(delta, dtype=x.dtype))
+    )
     if not hasattr(eps, "dtype"):
         eps = np.asarray(eps)
     _numpy.check_eps_dtype(_dtype_name(eps.dtype))
     if not jnp.issubdtype(eps.dtype, jnp.floating):
         eps = jnp.asarray(eps, dtype=jnp.result_type(float))
-    eps = jnp.asarray(eps)
+    eps = eps if isinstance(eps, np.ndarray) else _as_jax(eps)  # NumPy: converted where used
     eta_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
     if not _numpy.eps_rows_shape_ok(tuple(eps.shape), rows, eta_shape):
