@@ -134,3 +134,15 @@ def test_env_switch_forces_pure_callback() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "(0,", "0)"]
+
+
+def test_subnormals_are_kept_as_on_the_numpy_path() -> None:
+    """XLA's CPU threads flush subnormals to zero; the handlers compute with IEEE
+    subnormals, so the bits equal the NumPy path's (found by test_fuzz_api)."""
+    tiny = np.float32(1.4e-45)
+    x = np.array([[-0.0, tiny, 3 * tiny, 0.5], [tiny, -0.0, 0.25, 0.0]], dtype=np.float32)
+    d = np.array([[0.0, 0.0, 0.0, 0.0], [tiny, 2 * tiny, 0.0, -tiny]], dtype=np.float32)
+    for eps in (0.0, 1e-44):
+        y = jax.jit(lambda x, d, e=eps: cj.perturb(x, d, e, p=1.0))(jnp.asarray(x), jnp.asarray(d))
+        want = clipresc.perturb(x, d, eps, p=1.0)
+        assert np.asarray(y).tobytes() == want.tobytes()

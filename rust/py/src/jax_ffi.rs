@@ -308,8 +308,8 @@ impl Shape {
     /// Rows per value of an operand holding `count` values of `width` elements each: `rows`
     /// for one shared value, 1 for one per row, else the size of each group of rows.
     fn group(&self, count: usize, width: usize, what: &str) -> Result<usize, String> {
-        let values = if width == 0 { 1 } else { count / width };
-        if count == values * width && values > 0 && self.rows % values == 0 {
+        let values = count.checked_div(width).unwrap_or(1);
+        if count == values * width && values > 0 && self.rows.is_multiple_of(values) {
             Ok(self.rows / values)
         } else if self.rows == 0 && count == 0 {
             Ok(1)
@@ -636,6 +636,73 @@ fn explain(f: &Frame, fallback: &str) -> String {
     }
 }
 
+/// IEEE subnormals for the duration of a handler call: XLA runs its CPU threads with
+/// subnormals flushed to zero, and the core must compute what the NumPy path computes, bit for
+/// bit. Restores the caller's setting when dropped.
+struct IeeeSubnormals {
+    #[allow(dead_code)] // read only on the architectures handled below
+    saved: u64,
+}
+
+impl IeeeSubnormals {
+    #[cfg(target_arch = "x86_64")]
+    fn enter() -> Self {
+        const FTZ: u32 = 1 << 15;
+        const DAZ: u32 = 1 << 6;
+        let mut csr: u32 = 0;
+        // SAFETY: `stmxcsr` stores the 32-bit SSE control/status register into `csr`, a live
+        // local of that size; it touches nothing else.
+        unsafe {
+            std::arch::asm!("stmxcsr [{}]", in(reg) &mut csr, options(nostack, preserves_flags))
+        };
+        let ieee = csr & !(FTZ | DAZ);
+        // SAFETY: loads the register's own value with only the flush-to-zero and
+        // denormals-are-zero bits cleared: a valid setting (no reserved bits change).
+        unsafe {
+            std::arch::asm!("ldmxcsr [{}]", in(reg) &ieee, options(nostack, preserves_flags, readonly))
+        };
+        IeeeSubnormals { saved: csr as u64 }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    fn enter() -> Self {
+        const FZ: u64 = 1 << 24;
+        let fpcr: u64;
+        // SAFETY: reads the floating-point control register into a local.
+        unsafe {
+            std::arch::asm!("mrs {}, fpcr", out(reg) fpcr, options(nomem, nostack, preserves_flags))
+        };
+        // SAFETY: writes the register's own value with only the flush-to-zero bit cleared.
+        unsafe {
+            std::arch::asm!("msr fpcr, {}", in(reg) fpcr & !FZ, options(nomem, nostack, preserves_flags))
+        };
+        IeeeSubnormals { saved: fpcr }
+    }
+
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    fn enter() -> Self {
+        IeeeSubnormals { saved: 0 }
+    }
+}
+
+impl Drop for IeeeSubnormals {
+    fn drop(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let csr = self.saved as u32;
+            // SAFETY: restores the value `enter` read from the same register.
+            unsafe {
+                std::arch::asm!("ldmxcsr [{}]", in(reg) &csr, options(nostack, preserves_flags, readonly))
+            };
+        }
+        #[cfg(target_arch = "aarch64")]
+        // SAFETY: restores the value `enter` read from the same register.
+        unsafe {
+            std::arch::asm!("msr fpcr, {}", in(reg) self.saved, options(nomem, nostack, preserves_flags))
+        };
+    }
+}
+
 /// # Safety
 /// `api` must be XLA's API table for this call.
 unsafe fn make_error(api: *const XLA_FFI_Api, code: i32, msg: &str) -> *mut XLA_FFI_Error {
@@ -697,6 +764,7 @@ unsafe fn handle(
     }
     let api = cf.api;
     let res = catch_unwind(AssertUnwindSafe(|| {
+        let _ieee = IeeeSubnormals::enter();
         // SAFETY: the call frame of the live call.
         let frame = unsafe { Frame::read(cf) }.map_err(Fail::Call)?;
         let dtype = frame.args.first().map_or(0, |b| b.dtype);

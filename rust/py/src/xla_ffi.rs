@@ -151,9 +151,12 @@ pub(crate) struct XLA_FFI_Metadata_Extension {
 pub(crate) type XLA_FFI_Handler =
     unsafe extern "C" fn(call_frame: *mut XLA_FFI_CallFrame) -> *mut XLA_FFI_Error;
 
+/// One mirrored struct: its name, size and `(field, offset)` pairs.
+pub(crate) type StructLayout = (&'static str, usize, Vec<(&'static str, usize)>);
+
 /// `(name, sizeof, [(field, offsetof)])` of every mirrored struct, for the test that
 /// compares them with the C header.
-pub(crate) fn layout() -> Vec<(&'static str, usize, Vec<(&'static str, usize)>)> {
+pub(crate) fn layout() -> Vec<StructLayout> {
     use std::mem::{offset_of, size_of};
     macro_rules! entry {
         ($t:ident, $($f:ident => $cf:literal),*) => {
