@@ -11,6 +11,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: help demo test test-rust test-python lint fmt bench build clean docs
 .PHONY: system-deps test-kernels-checked
 .PHONY: bench-frameworks
+.PHONY: test-jax-old
 .PHONY: bench-gpu bench-traffic gpu-wheels gpu-check
 .PHONY: bench-noise bench-cli bench-calls
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
@@ -44,7 +45,7 @@ build: $(STAMP_BUILD) ## build the extension into .venv (release)
 demo: $(STAMP_BUILD) ## run the main job on a built-in default and show the result (and a PNG)
 	$(PY) -m clipresc.cli demo --out clipresc-demo.png
 
-test: lint test-rust test-python docs dist-check ## the whole suite: lint, cargo test, pytest, docs, wheel + sdist installs
+test: lint test-rust test-python test-jax-old docs dist-check ## the whole suite: lint, cargo test, pytest (and the JAX tests under an old jax), docs, wheel + sdist installs
 
 test-rust: ## cargo tests of the core
 	$(LOCKED) cargo test --release -p clipresc-core -q
@@ -55,6 +56,19 @@ test-python: $(STAMP_BUILD) system-deps ## pytest (doctests included; GPU kernel
 	@# crashes (SIGSEGV in clGetPlatformIDs) once torch/TensorFlow/JAX are loaded
 	CLIPRESC_REQUIRE_OPENCL=1 $(PY) -m pytest -q -p no:cacheprovider tests/gpu
 	$(PY) -m pytest -q -p no:cacheprovider tests --ignore=tests/gpu --doctest-modules python/clipresc
+
+# the oldest jaxlib the XLA FFI handlers support, against the extension built into .venv
+# (maturin develop leaves it in python/clipresc)
+JAX_OLD_VENV ?= .venv-jax-old
+STAMP_JAX_OLD := $(JAX_OLD_VENV)/.deps-stamp
+
+$(STAMP_JAX_OLD): tests/jax_old/requirements.txt
+	python3 -m venv $(JAX_OLD_VENV)
+	$(JAX_OLD_VENV)/bin/pip install -q -r tests/jax_old/requirements.txt
+	touch $@
+
+test-jax-old: $(STAMP_BUILD) $(STAMP_JAX_OLD) ## tests/test_jax*.py under jax/jaxlib 0.4.35 (tests/jax_old/requirements.txt)
+	PYTHONPATH=$(CURDIR)/python $(JAX_OLD_VENV)/bin/python -m pytest -q -p no:cacheprovider tests/test_jax*.py
 
 test-kernels-checked: $(STAMP_BUILD) ## GPU kernels under Oclgrind: races, out-of-bounds, uninitialised reads
 	.ci/system-deps.sh oclgrind
@@ -142,7 +156,7 @@ docs: $(STAMP_BUILD) ## the documentation site (Sphinx) into target/docs/html, w
 
 clean: ## remove build outputs and the virtual environment
 	rm -rf target $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
-	rm -rf .venv-dist-wheel .venv-dist-sdist .venv-dist-manylinux rust/fuzz/artifacts rust/fuzz/target
+	rm -rf .venv-dist-wheel .venv-dist-sdist .venv-dist-manylinux .venv-jax-old rust/fuzz/artifacts rust/fuzz/target
 	rm -rf docs/_generated dist
 
 # --- release wheels -------------------------------------------------------------------

@@ -372,7 +372,153 @@ def cpu_model() -> str:
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    return platform.processor() or platform.machine()
+
+
+# --------------------------------------------------------------------------- JAX (XLA FFI)
+
+JAX_CASES = ((BIG, EPS), ((128, 3, 32, 32), 3.0))
+JAX_TARGETS = (
+    ("jit perturb / numpy, 64x3x224x224 <= 1.3", "64x3x224x224", "jit", "numpy", 1.3),
+    ("jit perturb / numpy, 128x3x32x32 <= 2", "128x3x32x32", "jit", "numpy", 2.0),
+    ("jit value_and_grad / jit forward <= 3 (224)", "64x3x224x224", "jit_vag", "jit", 3.0),
+    ("jit value_and_grad / jit forward <= 3 (32)", "128x3x32x32", "jit_vag", "jit", 3.0),
+    ("eager jax / numpy, 64x3x224x224 <= 1.3", "64x3x224x224", "eager", "numpy", 1.3),
+    ("eager jax / numpy, 128x3x32x32 <= 1.3", "128x3x32x32", "eager", "numpy", 1.3),
+)
+
+
+def _jax_callback_jit(fn: Callable[..., Any], *args: Any) -> Callable[..., Any]:
+    """``fn`` compiled ahead of time for ``args`` with the FFI switched off: the
+    pure_callback path, for comparison. JAX's trace caches are cleared around it, so that
+    no other ``jit`` of ``fn`` reuses this trace."""
+    import jax
+
+    from clipresc.frameworks import _jax_ffi
+
+    jax.clear_caches()
+    real = _jax_ffi.available
+    _jax_ffi.available = lambda: False  # type: ignore[assignment]
+    try:
+        compiled = jax.jit(fn).lower(*args).compile()
+    finally:
+        _jax_ffi.available = real  # type: ignore[assignment]
+        jax.clear_caches()
+    return compiled  # type: ignore[no-any-return]
+
+
+def _bench_jax_case(shape: tuple[int, ...], eps: float, quick: bool) -> dict[str, Any]:
+    import jax
+    import jax.numpy as jnp
+
+    import clipresc
+    from clipresc.frameworks import jax as cj
+
+    name = "x".join(map(str, shape))
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, shape).astype(np.float32)
+    d = rng.standard_normal(shape).astype(np.float32)
+    jx, jd = jnp.asarray(x), jnp.asarray(d)
+
+    def fwd(a: Any, b: Any, eps: float = eps) -> Any:
+        return cj.perturb(a, b, eps)
+
+    def loss(a: Any, b: Any) -> Any:
+        return fwd(a, b).sum()
+
+    def naive(a: Any, b: Any, eps: float = eps) -> Any:
+        norm = jnp.linalg.norm(b.reshape(b.shape[0], -1), axis=1)
+        return jnp.clip(a + (eps / norm).reshape(-1, 1, 1, 1) * b, 0.0, 1.0)
+
+    jit_f = jax.jit(fwd)
+    jit_vag = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+    cb_f = _jax_callback_jit(fwd, jx, jd)
+    cb_vag = _jax_callback_jit(jax.value_and_grad(loss, argnums=(0, 1)), jx, jd)
+    naive_f = jax.jit(naive)
+    naive_vag = jax.jit(jax.value_and_grad(lambda a, b: naive(a, b).sum(), argnums=(0, 1)))
+    rows = {
+        "numpy": ("numpy  clipresc.perturb", lambda: clipresc.perturb(x, d, eps)),
+        "eager": ("jax    eager perturb", lambda: fwd(jx, jd).block_until_ready()),
+        "jit": ("jax    jit perturb (XLA FFI)", lambda: jit_f(jx, jd).block_until_ready()),
+        "jit_vag": (
+            "jax    jit value_and_grad (x, delta) (XLA FFI)",
+            lambda: jax.block_until_ready(jit_vag(jx, jd)),
+        ),
+        "callback": (
+            "jax    jit perturb (pure_callback)",
+            lambda: cb_f(jx, jd).block_until_ready(),
+        ),
+        "callback_vag": (
+            "jax    jit value_and_grad (pure_callback)",
+            lambda: jax.block_until_ready(cb_vag(jx, jd)),
+        ),
+        "naive": (
+            "jax    jit naive rescale+clip",
+            lambda: naive_f(jx, jd).block_until_ready(),
+        ),
+        "naive_vag": (
+            "jax    jit naive rescale+clip value_and_grad",
+            lambda: jax.block_until_ready(naive_vag(jx, jd)),
+        ),
+    }
+    big = shape == BIG
+    times = interleaved(
+        [fn for _, fn in rows.values()], repeats=(5 if quick else 15) if big else 40
+    )
+    print(f"  {name} float32, L2, eps={eps} (median per call; ratio to numpy):")
+    got = dict(zip(rows, times))
+    res = {k: _row(label, got[k], got["numpy"]) for k, (label, _) in rows.items()}
+    return res
+
+
+def bench_jax(quick: bool) -> dict[str, Any]:
+    """JAX on CPU: the NumPy path, eager JAX, jitted forward and value_and_grad through the
+    XLA FFI handlers (and through pure_callback), a naive jitted rescale-then-clip; the
+    rows of one shape are timed in turn, so their ratios hold on a shared machine."""
+    import clipresc
+
+    try:
+        import jax
+        import jax.numpy as jnp
+
+        from clipresc.frameworks import _jax_ffi
+        from clipresc.frameworks import jax as cj
+    except ImportError:
+        print("\nJAX: not installed")
+        return {}
+    print(
+        f"\nJAX {jax.__version__} on CPU, XLA FFI handlers: "
+        f"{'yes' if _jax_ffi.available() else 'no (pure_callback)'}; CPU: {cpu_model()}"
+    )
+    out: dict[str, Any] = {}
+    for shape, eps in JAX_CASES:
+        out["x".join(map(str, shape))] = _bench_jax_case(shape, eps, quick)
+    print("  1x10 float32 (per-call overhead; ratio to numpy):")
+    x1 = np.random.default_rng(0).uniform(0, 1, (1, 10)).astype(np.float32)
+    d1 = np.random.default_rng(1).standard_normal((1, 10)).astype(np.float32)
+    j1, k1 = jnp.asarray(x1), jnp.asarray(d1)
+    f1 = jax.jit(lambda a, b: cj.perturb(a, b, 0.5))
+    c1 = _jax_callback_jit(lambda a, b: cj.perturb(a, b, 0.5), j1, k1)
+    tiny_rows = {
+        "numpy": ("numpy  clipresc.perturb", lambda: clipresc.perturb(x1, d1, 0.5)),
+        "eager": ("jax    eager perturb", lambda: cj.perturb(j1, k1, 0.5).block_until_ready()),
+        "jit": ("jax    jit perturb (XLA FFI)", lambda: f1(j1, k1).block_until_ready()),
+        "callback": ("jax    jit perturb (pure_callback)", lambda: c1(j1, k1).block_until_ready()),
+    }
+    times = interleaved([fn for _, fn in tiny_rows.values()], repeats=300 if quick else 2000)
+    got = dict(zip(tiny_rows, times))
+    out["1x10"] = {
+        k: _row(label, got[k], got["numpy"], "us") for k, (label, _) in tiny_rows.items()
+    }
+    print("  targets:")
+    res: dict[str, Any] = {}
+    for label, case, a, b, limit in JAX_TARGETS:
+        r = out[case][a]["median_s"] / out[case][b]["median_s"]
+        verdict = "PASS" if r <= limit else "MISS"
+        print(f"    {label:<46} {r:6.2f}  {verdict}")
+        res[label] = {"ratio": r, "pass": r <= limit}
+    out["targets"] = res
+    return out
 
 
 def targets(big: dict[str, Any]) -> dict[str, Any]:
@@ -410,6 +556,7 @@ def main(argv: list[str] | None = None) -> int:
     big = bench_big(args.quick, args.eps)
     res = {"tiny": tiny, "tiny_top_level": tiny_top, "compiled_step": step, "big": big}
     res["targets"] = targets(big)
+    res["jax"] = bench_jax(args.quick)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)

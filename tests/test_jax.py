@@ -1,6 +1,7 @@
 """JAX integration (``clipresc.frameworks.jax``): values eagerly and under ``jit`` and
 ``vmap``, gradients (``jax.test_util.check_grads`` in float64, also under ``jit`` and
-``vmap``), and errors."""
+``vmap``), and errors. Every test runs twice: traced calls through the XLA FFI handlers,
+then through the ``pure_callback`` fallback."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import jax.numpy as jnp  # noqa: E402
 from jax.test_util import check_grads  # noqa: E402
 
 import clipresc  # noqa: E402
+from clipresc import _clipresc  # noqa: E402
+from clipresc.frameworks import _jax_ffi  # noqa: E402
 from clipresc.frameworks import jax as cj  # noqa: E402
 from support.framework_cases import (  # noqa: E402
     P_GRAD,
@@ -28,6 +31,19 @@ from support.framework_cases import (  # noqa: E402
     spy_core,
     value_cases,
 )
+
+
+@pytest.fixture(autouse=True, params=["ffi", "callback"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Which path traced calls take; ``jit`` caches are cleared so that no trace of the
+    other path is reused."""
+    jax.clear_caches()
+    if request.param == "callback":
+        monkeypatch.setattr(_jax_ffi, "available", lambda: False)
+    else:
+        assert _jax_ffi.available(), "the XLA FFI handlers did not register"
+    yield request.param
+    jax.clear_caches()
 
 
 @contextlib.contextmanager
@@ -166,8 +182,11 @@ def test_grad_under_vmap() -> None:
 
 @pytest.mark.parametrize("mode", ["eager", "jit", "vmap"])
 @pytest.mark.parametrize("fn", ["perturb", "scale"])
-def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str, mode: str) -> None:
-    """The VJP gets the forward's eta (a residual): one solve for forward + backward."""
+def test_backward_does_not_solve_again(
+    monkeypatch: pytest.MonkeyPatch, fn: str, mode: str, path: str
+) -> None:
+    """The VJP gets the forward's eta (a residual): one solve for forward + backward (the
+    FFI handlers count their calls; a VJP handler call never solves)."""
     with x64():
         x, d, eps = (J(a) for a in grad_problem(5))
 
@@ -177,12 +196,17 @@ def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str,
         g = jax.grad(loss, argnums=(0, 1, 2))
         want = g(x, d, eps)
         seen = spy_core(monkeypatch)
+        calls = _clipresc.jax_ffi_calls()
         if mode == "vmap":
             got = jax.jit(jax.vmap(g, in_axes=(0, None, None)))(jnp.stack([x, x]), d, eps)
             got = tuple(a[1] for a in got)
         else:
             got = (jax.jit(g) if mode == "jit" else g)(x, d, eps)
-        assert seen == {"solves": [f"{fn}_into"], "vjp_eta": [True]}
+        if path == "ffi" and mode != "eager":
+            assert seen == {"solves": [], "vjp_eta": []}
+            assert np.subtract(_clipresc.jax_ffi_calls(), calls).tolist() == [1, 1]
+        else:
+            assert seen == {"solves": [f"{fn}_into"], "vjp_eta": [True]}
         for a, w in zip(got, want):
             np.testing.assert_allclose(np.asarray(a), np.asarray(w), rtol=1e-12, atol=1e-14)
 

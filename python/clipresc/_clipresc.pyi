@@ -7,6 +7,8 @@ import numpy.typing as npt
 
 __all__ = [
     "InputError",
+    "jax_ffi_calls",
+    "jax_ffi_targets",
     "newton_adversary",
     "noise_into",
     "perturb_into",
@@ -15,6 +17,7 @@ __all__ = [
     "scale_into",
     "scale_vjp_into",
     "solve_stats",
+    "xla_ffi_layout",
 ]
 
 class InputError(ValueError):
@@ -94,3 +97,8 @@ def perturb_vjp_into(
     upper_grad: npt.NDArray[Any] | None = None,
     eta: npt.NDArray[Any] | None = None,
 ) -> tuple[int, int]: ...
+
+# XLA FFI handlers for JAX on CPU (rust/py/src/jax_ffi.rs, used by frameworks/_jax_ffi.py)
+def jax_ffi_targets() -> dict[str, Any]: ...
+def jax_ffi_calls() -> tuple[int, int]: ...
+def xla_ffi_layout() -> tuple[tuple[int, int], dict[str, tuple[int, dict[str, int]]]]: ...

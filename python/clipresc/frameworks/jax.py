@@ -5,11 +5,15 @@ fed the scales ``eta`` that the forward found (a residual), so it does not solve
 The work runs in the Rust core on the host:
 
 * Concrete arrays (eager calls, and the forward and backward rules under an eager
-  ``jax.grad`` / ``jax.vjp``) go straight to the NumPy path through zero-copy NumPy views
+  ``jax.grad`` / ``jax.vjp``) go to the NumPy path through zero-copy NumPy views
   (``np.asarray`` of a CPU ``jax.Array``), so invalid input raises the same ``ValueError`` /
-  ``TypeError`` as for NumPy.
-* Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through
-  ``jax.pure_callback`` with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
+  ``TypeError`` as for NumPy. An eager float32 / float64 ``scale`` / ``perturb`` runs the
+  compiled XLA FFI call instead where it is available (:mod:`._jax_ffi`): the result is
+  then XLA's own buffer, not a copy; data it rejects goes to the NumPy path for the error.
+* Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through the XLA FFI
+  handlers on CPU (:mod:`._jax_ffi`), which run the Rust core on XLA's buffers without
+  copying; where they are not available, through ``jax.pure_callback`` as follows.
+  ``jax.pure_callback`` runs with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
   receives every operand with the mapped axes in front, and treats those axes as more
   batch axes of one call into the core (one parallel Rust pass over the whole mapped
   batch, instead of one Python-level call per mapped element as ``"sequential"`` would
@@ -47,7 +51,7 @@ import numpy as np
 from .. import _call as call_args
 from .. import _errors
 from .._args import Axis
-from . import _numpy
+from . import _jax_ffi, _numpy
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -182,8 +186,15 @@ def _vjp_host(
 
 def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     if not _is_traced(x, d, e, lo, hi):
+        if x.dtype in (jnp.float32, jnp.float64) and _jax_ffi.available():
+            try:  # the compiled FFI call: no copy of the result into a jax.Array
+                return _jax_ffi.eager_forward(cfg, x, d, e, lo, hi)
+            except jax.errors.JaxRuntimeError:
+                pass  # rejected data: the NumPy path below raises its own error
         out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
         return _to_jax(out)
+    if _jax_ffi.available():
+        return _jax_ffi.forward(cfg, x, d, e, lo, hi)[0]
     spec = jax.ShapeDtypeStruct(cfg.out_shape, x.dtype)
     return jax.pure_callback(
         functools.partial(_forward_host, cfg), spec, x, d, e, lo, hi, vmap_method=VMAP_METHOD
@@ -195,6 +206,8 @@ def _forward_eta(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tupl
     if not _is_traced(x, d, e, lo, hi):
         out, eta = _forward_eta_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
         return _to_jax(out), _to_jax(eta)
+    if _jax_ffi.available():
+        return _jax_ffi.forward(cfg, x, d, e, lo, hi)
     wd = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
     specs = (
         jax.ShapeDtypeStruct(cfg.out_shape, x.dtype),
@@ -221,6 +234,8 @@ def _vjp(
             cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi), _host(eta)
         )
         return tuple(None if c is None else _to_jax(c) for c in host)
+    if _jax_ffi.available():
+        return _jax_ffi.vjp(cfg, g, x, d, e, lo, hi, eta)
 
     def spec(a: Any) -> Any:
         return None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
@@ -259,6 +274,11 @@ def _call_bwd(cfg: _Config, res: Any, g: Any) -> tuple[Any, ...]:
 _call.defvjp(_call_fwd, _call_bwd)
 
 
+def _as_jax(a: Any) -> Any:
+    """``jnp.asarray(a)``, skipped for a ``jax.Array`` (each call is an eager dispatch)."""
+    return a if isinstance(a, jax.Array) else jnp.asarray(a)
+
+
 def _dtype_name(dt: Any) -> str:
     return str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
 
@@ -279,14 +299,18 @@ def _run(
     )
     out_dtype = x.dtype
     wd = jnp.float64 if x.dtype == jnp.float64 else jnp.float32
-    x = jnp.asarray(x, dtype=wd) if x.dtype == jnp.bfloat16 else jnp.asarray(x)
-    delta = jnp.asarray(delta, dtype=x.dtype)
+    x = jnp.asarray(x, dtype=wd) if x.dtype == jnp.bfloat16 else _as_jax(x)
+    delta = (
+        delta
+        if isinstance(delta, jax.Array) and delta.dtype == x.dtype
+        else (jnp.asarray(delta, dtype=x.dtype))
+    )
     if not hasattr(eps, "dtype"):
         eps = np.asarray(eps)
     call_args.check_eps_dtype(_dtype_name(eps.dtype))
     if not jnp.issubdtype(eps.dtype, jnp.floating):
         eps = jnp.asarray(eps, dtype=jnp.result_type(float))
-    eps = jnp.asarray(eps)
+    eps = eps if isinstance(eps, np.ndarray) else _as_jax(eps)  # NumPy: converted where used
     eta_shape = tuple(1 if a in axes else s for a, s in enumerate(x.shape))
     rows = math.prod(s for a, s in enumerate(x.shape) if a not in axes)
     if not call_args.eps_fits(tuple(eps.shape), rows, eta_shape):

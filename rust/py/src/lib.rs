@@ -5,9 +5,11 @@
 //! this module only sees C-contiguous `(rows, n)` arrays of one float dtype.
 
 mod errors;
+mod jax_ffi;
 mod noise;
 mod solve;
 mod vjp;
+mod xla_ffi;
 
 use pyo3::prelude::*;
 
@@ -22,5 +24,6 @@ fn _clipresc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vjp::perturb_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::noise_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::sample_into, m)?)?;
+    jax_ffi::register(m)?;
     Ok(())
 }
