@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import math
+import platform
 import statistics
 import sys
 import time
@@ -101,3 +102,16 @@ def fmt(v: float | None, spec: str) -> str:
     """``v`` formatted with ``spec``, or ``-`` right-aligned in its width when missing."""
     width = "".join(ch for ch in spec.split(".")[0] if ch.isdigit())
     return format("-", f">{width or 1}s") if v is None else format(v, spec)
+
+
+def cpu_model() -> str:
+    """The CPU's model name, for every benchmark's header (Linux: ``/proc/cpuinfo``; else
+    what the platform reports)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

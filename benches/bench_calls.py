@@ -32,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import measure
+from _timing import cpu_model, measure
 from support.workloads import image_and_noise
 
 TARGETS = {"numpy": 15, "torch forward": 40, "torch backward": 30}
@@ -56,17 +56,6 @@ def count_calls(fn: Callable[[], object], package_dir: str) -> tuple[int, collec
     return sum(per_function.values()), per_function
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the figures to this file")
@@ -76,7 +65,7 @@ def main() -> None:
     import clipresc
 
     package_dir = os.path.dirname(os.path.abspath(clipresc.__file__))
-    print(f"# CPU: {_cpu_model()}; Python {platform.python_version()}; package {package_dir}")
+    print(f"# CPU: {cpu_model()}; Python {platform.python_version()}; package {package_dir}")
     x, d = image_and_noise((1, 10), np.float32, seed=0)
 
     cases: dict[str, Callable[[], object]] = {"numpy": lambda: clipresc.perturb(x, d, 0.5)}
@@ -105,7 +94,7 @@ def main() -> None:
         txn = torch.from_numpy(x)
         timed["torch"] = lambda: ctorch.perturb(txn, td, 0.5)
 
-    results: dict[str, Any] = {"cpu": _cpu_model(), "calls": {}, "median_us": {}}
+    results: dict[str, Any] = {"cpu": cpu_model(), "calls": {}, "median_us": {}}
     print(f"{'case':<16} {'calls':>6} {'target':>7}")
     for name, fn in cases.items():
         if name == "torch backward":

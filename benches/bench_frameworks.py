@@ -43,7 +43,7 @@ from typing import Any, Callable
 import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import Timing, measure
+from _timing import Timing, cpu_model, measure
 from support.workloads import image_and_noise
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -361,18 +361,6 @@ def bench_compiled_step(quick: bool) -> dict[str, Any]:
         "clipresc": _row("clipresc.perturb step (ratio vs naive)", t_ours, t_base),
     }
     return out
-
-
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo`` on Linux, else ``platform.processor()``)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 # --------------------------------------------------------------------------- JAX (XLA FFI)

@@ -28,14 +28,13 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 from typing import Any, Callable
 
 import numpy as np
 
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import Timing, log, measure
+from _timing import Timing, cpu_model, log, measure
 from support.workloads import image_and_noise
 
 SHAPE = (64, 3, 224, 224)
@@ -114,7 +113,7 @@ def main() -> int:
 
     print(
         f"\nclipresc.noise, {'x'.join(map(str, SHAPE))} float32, {os.cpu_count()} CPUs "
-        f"({platform.processor() or platform.machine()})"
+        f"({cpu_model()})"
     )
     print(f"{'method':44s} {'median ms':>10s} {'x floor':>8s}")
     for r in rows:

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "gpu"))
 sys.path.insert(0, str(ROOT / "tests"))  # the tests' support package
+sys.path.insert(0, str(ROOT / "benches"))
+
+from _timing import cpu_model  # noqa: E402
 
 PS = (1.0, 2.0, math.inf)
 TYPICAL_TARGET = 2.5
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         ("1024x3x32x32", 1024 if args.full else 64, 3 * 32 * 32),
     )
     print("clipresc bench_traffic: global-memory bytes per element, counted (OpenCL build)")
-    print(f"  device: {ob.default_device_description()}; host {platform.processor() or '?'}")
+    print(f"  device: {ob.default_device_description()}; host {cpu_model()}")
     print(f"  {'workload':14s} {'data':11s} {'p':>3s} {'kernel':9s} {'read':>6s} {'write':>6s}"
           f" {'total':>6s} {'x x+d':>6s} {'passes':>6s}")  # fmt: skip
     rows_out: list[dict[str, Any]] = []

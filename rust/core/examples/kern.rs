@@ -7,6 +7,7 @@
 //! of 3072 elements, `mnist` 4096 rows of 784 `f64` elements (`scale`, `perturb`,
 //! `scale_el`, `perturb_el`); the default is 64 rows of 150528. `KERN_EPS` overrides the
 //! size asked for (by default one that saturates p = 3 and above on image rows).
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use clipresc_core::{
@@ -25,7 +26,7 @@ fn main() {
         _ => (64usize, 3 * 224 * 224),
     };
     if args.get(4).map(|s| s.as_str()) == Some("mnist") {
-        let (x, d) = common::images(rows, n);
+        let (x, d) = common::image_batch(rows, n);
         let wide = |v: Vec<f32>| -> Vec<f64> { v.into_iter().map(f64::from).collect() };
         return run_f64(&what, p, reps, rows, n, (wide(x), wide(d)));
     }
@@ -38,7 +39,7 @@ fn main() {
         };
         (tile(&xa), tile(&da))
     } else {
-        common::images(rows, n)
+        common::image_batch(rows, n)
     };
     let opts = Options {
         max_newton_passes: std::env::var("KERN_PASSES")

@@ -1,4 +1,5 @@
 //! Quick timing of the core on the 64x3x224x224 f32 workload: `cargo run --release --example speed`.
+#[path = "../tests/common/mod.rs"]
 mod common;
 
 use clipresc_core::{perturb, scale, Batch, Bound, Eps, Norm, Options};
@@ -11,7 +12,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() {
     let (rows, n) = (64usize, 3 * 224 * 224);
-    let (x, d) = common::images(rows, n);
+    let (x, d) = common::image_batch(rows, n);
     let mut o = vec![0f32; rows * n];
     let mut eta = vec![0f32; rows];
     let time = |f: &mut dyn FnMut()| {

@@ -1,14 +1,14 @@
-//! A batch of vectors: validation of the buffers, parallel dispatch over rows (and inside
-//! long rows), and the monomorphisation over `p` and the kinds of bounds.
+//! A batch of vectors: validation of the buffers, and the solve (and apply) of every row,
+//! run by the parallelism policy of `par` and monomorphised by `visit`.
 
-use rayon::prelude::*;
-
-use crate::bounds::{Bound, ScalarSide, Side, SideAccess, SliceSide};
+use crate::bounds::Bound;
 use crate::error::CoreError;
-use crate::kernel::{apply_row, apply_row_wide, needs_wide_apply, Row, BLOCK};
-use crate::norm::{Norm, PAny, Power, P1, P2};
+use crate::kernel::{apply_row, apply_row_wide, needs_wide_apply, Row};
+use crate::norm::{Norm, Power};
+use crate::par::{map_items, Plan};
 use crate::real::Real;
 use crate::solve::{is_short, solve_row, solve_row_inf, Hints, Options, RowOutcome};
+use crate::visit::{visit, RowJob, Sides};
 
 /// The target size: one for all vectors, or one per vector.
 #[derive(Clone, Copy, Debug)]
@@ -38,10 +38,6 @@ pub struct Batch<'a, T> {
     pub eps: Eps<'a>,
     pub norm: Norm,
 }
-
-/// Rows at least this long are split into blocks processed in parallel when there are too
-/// few rows to keep every thread busy.
-pub(crate) const PAR_ROW_MIN: usize = 4 * BLOCK;
 
 impl<'a, T: Real> Batch<'a, T> {
     pub(crate) fn check(&self) -> Result<(), CoreError> {
@@ -136,13 +132,6 @@ impl<'a, T: Real> Batch<'a, T> {
     }
 }
 
-pub(crate) fn row_slice<'a, T: Real>(b: &Bound<'a, T>, r: usize, n: usize) -> &'a [T] {
-    match b.row(r, n) {
-        Side::Slice(s) => s,
-        Side::Scalar(_) => unreachable!("scalar bounds take the scalar path"),
-    }
-}
-
 /// Solves every row (and applies the result to `y` when given), in parallel.
 fn run<T: Real>(
     batch: &Batch<'_, T>,
@@ -159,141 +148,85 @@ fn run<T: Real>(
             });
         }
     }
-    let outcomes = match batch.norm {
-        Norm::Inf => run_sides(batch, opts, y, None::<P1>),
-        Norm::P(1.0) => run_sides(batch, opts, y, Some(P1)),
-        Norm::P(2.0) => run_sides(batch, opts, y, Some(P2)),
-        Norm::P(p) => run_sides(batch, opts, y, Some(PAny(p))),
-    };
+    let job = SolveJob { b: batch, opts, y };
+    let outcomes = visit(batch.norm, batch.lower, batch.upper, batch.n, job);
     if outcomes.iter().any(|o| o.invalid) {
         return Err(batch.diagnose());
     }
     Ok(outcomes)
 }
 
-fn run_sides<T: Real, P: Power>(
-    b: &Batch<'_, T>,
-    opts: &Options,
-    y: Option<&mut [T]>,
-    pw: Option<P>,
-) -> Vec<RowOutcome> {
-    let n = b.n;
-    match (b.lower, b.upper) {
-        (Bound::Scalar(l), Bound::Scalar(h)) => {
-            run_rows(b, opts, y, pw, |_| ScalarSide(l), |_| ScalarSide(h))
-        }
-        (Bound::Scalar(l), hb) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |_| ScalarSide(l),
-            |r| SliceSide(row_slice(&hb, r, n)),
-        ),
-        (lb, Bound::Scalar(h)) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |r| SliceSide(row_slice(&lb, r, n)),
-            |_| ScalarSide(h),
-        ),
-        (lb, hb) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |r| SliceSide(row_slice(&lb, r, n)),
-            |r| SliceSide(row_slice(&hb, r, n)),
-        ),
-    }
+/// Solving (and applying) every row of a batch, for [`visit`].
+struct SolveJob<'j, 'a, T> {
+    b: &'j Batch<'a, T>,
+    opts: &'j Options,
+    y: Option<&'j mut [T]>,
 }
 
-fn run_rows<'a, T, P, L, H, FL, FH>(
-    b: &Batch<'a, T>,
-    opts: &Options,
-    y: Option<&mut [T]>,
-    pw: Option<P>,
-    lo_of: FL,
-    hi_of: FH,
-) -> Vec<RowOutcome>
-where
-    T: Real,
-    P: Power,
-    L: SideAccess<T>,
-    H: SideAccess<T>,
-    FL: Fn(usize) -> L + Sync,
-    FH: Fn(usize) -> H + Sync,
-{
-    let n = b.n;
-    if b.rows == 0 {
-        return Vec::new();
-    }
-    if n == 0 {
-        // An empty vector is a zero `delta`: eta is 0.
-        return vec![RowOutcome::default(); b.rows];
-    }
-    let par_inner = n >= PAR_ROW_MIN && b.rows < 2 * rayon::current_num_threads();
-    let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;
-    let solve_one = |r: usize, hints: &mut Hints| {
-        let row = Row {
-            x: &b.x[r * n..(r + 1) * n],
-            d: &b.delta[r * n..(r + 1) * n],
-            lo: lo_of(r),
-            hi: hi_of(r),
-        };
-        let eps = b.eps.get(r);
-        let out = match pw {
-            Some(pw) => {
-                let hint = hints.next(pw, eps);
-                let out = solve_row(&row, eps, pw, opts, par_inner, hint);
-                hints.record(pw, eps, hint, &out);
-                out
-            }
-            None => solve_row_inf(&row, eps, par_inner),
-        };
-        (row, out)
-    };
-    // Rows are solved in fixed groups, in order within a group, so that each row can take
-    // the previous one's answer as its hint; the groups depend on the batch's shape alone.
-    let group = hint_group(b.rows, n, pw.is_some());
-    let solve_group = |g: usize, mut ys: Option<&mut [T]>| -> Vec<RowOutcome> {
-        let first = g * group;
-        let mut hints = Hints::default();
-        (first..b.rows.min(first + group))
-            .map(|r| {
-                let (row, out) = solve_one(r, &mut hints);
-                if let (Some(ys), false) = (ys.as_deref_mut(), out.invalid) {
-                    let yrow = &mut ys[(r - first) * n..(r - first + 1) * n];
-                    if needs_wide_apply::<T>(out.eta) {
-                        apply_row_wide(&row, out.eta_parts.unwrap_or((out.eta, 0)), yrow);
-                    } else {
-                        apply_row(&row, T::of_f64(out.eta), yrow, par_inner, stream);
-                    }
+impl<T: Real> RowJob<T> for SolveJob<'_, '_, T> {
+    type Out = Vec<RowOutcome>;
+
+    fn run<P: Power, L: Sides<T>, H: Sides<T>>(self, pw: Option<P>, lo: L, hi: H) -> Self::Out {
+        let (b, opts) = (self.b, self.opts);
+        let n = b.n;
+        if b.rows == 0 {
+            return Vec::new();
+        }
+        if n == 0 {
+            // An empty vector is a zero `delta`: eta is 0.
+            return vec![RowOutcome::default(); b.rows];
+        }
+        let plan = Plan::new(b.rows, n);
+        let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;
+        let solve_one = |r: usize, hints: &mut Hints| {
+            let row = Row {
+                x: &b.x[r * n..(r + 1) * n],
+                d: &b.delta[r * n..(r + 1) * n],
+                lo: lo.row(r),
+                hi: hi.row(r),
+            };
+            let eps = b.eps.get(r);
+            let out = match pw {
+                Some(pw) => {
+                    let hint = hints.next(pw, eps);
+                    let out = solve_row(&row, eps, pw, opts, plan.inner, hint);
+                    hints.record(pw, eps, hint, &out);
+                    out
                 }
-                out
-            })
+                None => solve_row_inf(&row, eps, plan.inner),
+            };
+            (row, out)
+        };
+        // Rows are solved in fixed groups, in order within a group, so that each row can
+        // take the previous one's answer as its hint; the groups depend on the batch's
+        // shape alone.
+        let group = hint_group(b.rows, n, pw.is_some());
+        let solve_group = |(g, mut ys): (usize, Option<&mut [T]>)| -> Vec<RowOutcome> {
+            let first = g * group;
+            let mut hints = Hints::default();
+            (first..b.rows.min(first + group))
+                .map(|r| {
+                    let (row, out) = solve_one(r, &mut hints);
+                    if let (Some(ys), false) = (ys.as_deref_mut(), out.invalid) {
+                        let yrow = &mut ys[(r - first) * n..(r - first + 1) * n];
+                        if needs_wide_apply::<T>(out.eta) {
+                            apply_row_wide(&row, out.eta_parts.unwrap_or((out.eta, 0)), yrow);
+                        } else {
+                            apply_row(&row, T::of_f64(out.eta), yrow, plan.inner, stream);
+                        }
+                    }
+                    out
+                })
+                .collect()
+        };
+        let groups: Vec<(usize, Option<&mut [T]>)> = match self.y {
+            None => (0..b.rows.div_ceil(group)).map(|g| (g, None)).collect(),
+            Some(y) => y.chunks_mut(group * n).map(Some).enumerate().collect(),
+        };
+        map_items(plan.rows, groups, solve_group)
+            .into_iter()
+            .flatten()
             .collect()
-    };
-    // Waking the pool costs more than a small batch takes on one thread.
-    let parallel = b.rows > 1 && b.x.len() >= PAR_MIN_ELEMENTS;
-    let groups = b.rows.div_ceil(group);
-    match (y, parallel) {
-        (None, true) => (0..groups)
-            .into_par_iter()
-            .flat_map_iter(|g| solve_group(g, None))
-            .collect(),
-        (None, false) => (0..groups).flat_map(|g| solve_group(g, None)).collect(),
-        (Some(y), true) => y
-            .par_chunks_mut(group * n)
-            .enumerate()
-            .flat_map_iter(|(g, ys)| solve_group(g, Some(ys)))
-            .collect(),
-        (Some(y), false) => y
-            .chunks_mut(group * n)
-            .enumerate()
-            .flat_map(|(g, ys)| solve_group(g, Some(ys)))
-            .collect(),
     }
 }
 
@@ -307,10 +240,6 @@ fn hint_group(rows: usize, n: usize, finite_p: bool) -> usize {
         1
     }
 }
-
-/// Batches smaller than this run on the calling thread (a few microseconds of work; waking
-/// the rayon pool took 20-50 us here).
-const PAR_MIN_ELEMENTS: usize = 1 << 16;
 
 /// Outputs at least this large are written with non-temporal stores: they cannot stay in
 /// the cache for whoever reads them next, so the stores skip reading the lines first.

@@ -53,13 +53,16 @@ impl<T: Real> Side<'_, T> {
 
 /// Element access that the compiler can specialise: a scalar side costs nothing per element.
 pub(crate) trait SideAccess<T: Real>: Copy + Send + Sync {
-    /// Whether the side holds one value per element (else one scalar).
+    /// Whether the side holds one value per element (else one scalar; read by the
+    /// x86_64 dispatch to the hand-written kernels, like [`SideAccess::scalar`]).
+    #[cfg(target_arch = "x86_64")]
     const SLICE: bool;
     /// The side restricted to `start..start + len`.
     fn sub(self, start: usize, len: usize) -> Self;
     /// Value at `i` of a side already restricted with [`SideAccess::sub`].
     fn at(self, i: usize) -> T;
     /// The value when the side is one scalar for the whole row.
+    #[cfg(target_arch = "x86_64")]
     fn scalar(self) -> Option<T>;
     /// The values when the side holds one per element.
     fn values(&self) -> Option<&[T]>;
@@ -72,6 +75,7 @@ pub(crate) struct ScalarSide<T>(pub T);
 pub(crate) struct SliceSide<'a, T>(pub &'a [T]);
 
 impl<T: Real> SideAccess<T> for ScalarSide<T> {
+    #[cfg(target_arch = "x86_64")]
     const SLICE: bool = false;
     #[inline(always)]
     fn sub(self, _start: usize, _len: usize) -> Self {
@@ -81,6 +85,7 @@ impl<T: Real> SideAccess<T> for ScalarSide<T> {
     fn at(self, _i: usize) -> T {
         self.0
     }
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn scalar(self) -> Option<T> {
         Some(self.0)
@@ -92,6 +97,7 @@ impl<T: Real> SideAccess<T> for ScalarSide<T> {
 }
 
 impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
+    #[cfg(target_arch = "x86_64")]
     const SLICE: bool = true;
     #[inline(always)]
     fn sub(self, start: usize, len: usize) -> Self {
@@ -101,6 +107,7 @@ impl<T: Real> SideAccess<T> for SliceSide<'_, T> {
     fn at(self, i: usize) -> T {
         self.0[i]
     }
+    #[cfg(target_arch = "x86_64")]
     #[inline(always)]
     fn scalar(self) -> Option<T> {
         None

@@ -10,6 +10,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 /// Words in one ChaCha block.
+#[cfg(target_arch = "x86_64")]
 const BLOCK_WORDS: usize = 16;
 
 /// The generator of `stream` of `key`, at 32-bit word `word_pos`.
@@ -25,17 +26,21 @@ pub(crate) fn rng_at(key: &[u8; 32], stream: u64, word_pos: u128) -> ChaCha8Rng 
 /// The words are those of `next_u32` called `out.len()` times on
 /// `rng_at(key, stream, word_pos)` (a `u64` of the stream is two of them, low word first).
 pub(crate) fn fill(key: &[u8; 32], stream: u64, word_pos: u128, out: &mut [u32]) {
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() && word_pos.is_multiple_of(16) {
+    let done = if crate::simd::has_avx2() && word_pos.is_multiple_of(16) {
         let wide = out.len() / (8 * BLOCK_WORDS) * (8 * BLOCK_WORDS);
         // The block counter is 64 bits wide and wraps, as in rand_chacha.
         let block = (word_pos / 16) as u64;
         // SAFETY: `has_avx2` checked at run time that this CPU executes AVX2; `wide` is a
         // whole number of 8-block groups, as `blocks` requires.
         unsafe { avx2::blocks(key, stream, block, &mut out[..wide]) };
-        done = wide;
-    }
+        wide
+    } else {
+        0
+    };
+    // elsewhere the whole stream comes from rand_chacha
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     if done < out.len() {
         let mut rng = rng_at(key, stream, word_pos + done as u128);
         for w in &mut out[done..] {

@@ -8,6 +8,10 @@
 //!
 //! This crate has no Python in it; `clipresc-py` binds it.
 
+// The shared test helpers (`tests/common`) name the crate, also from its unit tests.
+#[cfg(test)]
+extern crate self as clipresc_core;
+
 mod adversary;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -21,10 +25,12 @@ mod kernel;
 mod keystream;
 mod noise;
 mod norm;
+mod par;
 mod real;
 mod safeguard;
 mod simd;
 mod solve;
+mod visit;
 mod vjp;
 mod ziggurat;
 

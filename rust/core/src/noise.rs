@@ -24,20 +24,20 @@
 
 use std::convert::Infallible;
 
-use rand_chacha::ChaCha8Rng;
-use rand_core::{Rng, TryRng};
-use rand_distr::{Distribution as RandDistribution, Exp1};
-use rayon::prelude::*;
-
-use crate::batch::{row_slice, summarise, Batch, Eps, Summary, PAR_ROW_MIN};
-use crate::bounds::{Bound, ScalarSide, SideAccess, SliceSide};
+use crate::batch::{summarise, Batch, Eps, Summary};
+use crate::bounds::Bound;
 use crate::error::CoreError;
 use crate::kernel::{apply_row_in_place, apply_row_in_place_wide, needs_wide_apply, Row};
 use crate::keystream;
-use crate::norm::{Norm, PAny, Power, P1, P2};
+use crate::norm::{Norm, Power};
+use crate::par::{for_chunks, map_items, Plan};
 use crate::real::Real;
 use crate::solve::{solve_row, solve_row_inf, Options, RowOutcome};
+use crate::visit::{visit, RowJob, Sides};
 use crate::ziggurat;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, TryRng};
+use rand_distr::{Distribution as RandDistribution, Exp1};
 
 /// Elements per independently positioned stretch of a row's noise stream. Part of the
 /// stream layout: changing it changes the noise of every seed.
@@ -267,15 +267,9 @@ fn fill_block<T: Real>(dist: Distribution, seed: &Seed, stream: u64, block: usiz
 
 /// Draws the noise of one row (global index `stream`), its blocks in parallel when `par`.
 fn fill_row<T: Real>(dist: Distribution, seed: &Seed, stream: u64, out: &mut [T], par: bool) {
-    if par && out.len() > NOISE_BLOCK {
-        out.par_chunks_mut(NOISE_BLOCK)
-            .enumerate()
-            .for_each(|(bi, o)| fill_block(dist, seed, stream, bi, o));
-    } else {
-        for (bi, o) in out.chunks_mut(NOISE_BLOCK).enumerate() {
-            fill_block(dist, seed, stream, bi, o);
-        }
-    }
+    for_chunks(par, out, NOISE_BLOCK, |bi, o| {
+        fill_block(dist, seed, stream, bi, o)
+    });
 }
 
 /// Writes the raw noise of `rows` rows of length `n` into `out` (row-major): exactly the
@@ -303,10 +297,10 @@ pub fn sample<T: Real>(
     if n == 0 {
         return Ok(());
     }
-    let par_inner = n >= PAR_ROW_MIN && rows < 2 * rayon::current_num_threads();
-    out.par_chunks_mut(n).enumerate().for_each(|(r, o)| {
+    let plan = Plan::new(rows, n);
+    for_chunks(plan.rows, out, n, |r, o| {
         let stream = spec.row_offset.wrapping_add(r as u64);
-        fill_row(spec.distribution, &spec.seed, stream, o, par_inner)
+        fill_row(spec.distribution, &spec.seed, stream, o, plan.inner)
     });
     Ok(())
 }
@@ -350,89 +344,41 @@ pub fn noise<T: Real>(
     shadow.check()?;
     check_len("out", b.x.len(), y_out.len())?;
     check_len("eta", b.rows, eta_out.len())?;
-    let outcomes = match b.norm {
-        Norm::Inf => run_sides(b, opts, y_out, None::<P1>),
-        Norm::P(1.0) => run_sides(b, opts, y_out, Some(P1)),
-        Norm::P(2.0) => run_sides(b, opts, y_out, Some(P2)),
-        Norm::P(p) => run_sides(b, opts, y_out, Some(PAny(p))),
-    };
+    let job = NoiseJob { b, opts, y: y_out };
+    let outcomes = visit(b.norm, b.lower, b.upper, b.n, job);
     if outcomes.iter().any(|o| o.invalid) {
         return Err(shadow.diagnose());
     }
     Ok(summarise(&outcomes, eta_out))
 }
 
-fn run_sides<T: Real, P: Power>(
-    b: &NoiseBatch<'_, T>,
-    opts: &Options,
-    y: &mut [T],
-    pw: Option<P>,
-) -> Vec<RowOutcome> {
-    let n = b.n;
-    match (b.lower, b.upper) {
-        (Bound::Scalar(l), Bound::Scalar(h)) => {
-            run_rows(b, opts, y, pw, |_| ScalarSide(l), |_| ScalarSide(h))
-        }
-        (Bound::Scalar(l), hb) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |_| ScalarSide(l),
-            |r| SliceSide(row_slice(&hb, r, n)),
-        ),
-        (lb, Bound::Scalar(h)) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |r| SliceSide(row_slice(&lb, r, n)),
-            |_| ScalarSide(h),
-        ),
-        (lb, hb) => run_rows(
-            b,
-            opts,
-            y,
-            pw,
-            |r| SliceSide(row_slice(&lb, r, n)),
-            |r| SliceSide(row_slice(&hb, r, n)),
-        ),
-    }
+/// Per row: noise into the row of `y`, solve with it as `delta`, clip in place.
+struct NoiseJob<'j, 'a, T> {
+    b: &'j NoiseBatch<'a, T>,
+    opts: &'j Options,
+    y: &'j mut [T],
 }
 
-/// Per row: noise into the row of `y`, solve with it as `delta`, clip in place.
-fn run_rows<T, P, L, H, FL, FH>(
-    b: &NoiseBatch<'_, T>,
-    opts: &Options,
-    y: &mut [T],
-    pw: Option<P>,
-    lo_of: FL,
-    hi_of: FH,
-) -> Vec<RowOutcome>
-where
-    T: Real,
-    P: Power,
-    L: SideAccess<T>,
-    H: SideAccess<T>,
-    FL: Fn(usize) -> L + Sync,
-    FH: Fn(usize) -> H + Sync,
-{
-    let n = b.n;
-    if b.rows == 0 {
-        return Vec::new();
-    }
-    if n == 0 {
-        return vec![RowOutcome::default(); b.rows];
-    }
-    let par_inner = n >= PAR_ROW_MIN && b.rows < 2 * rayon::current_num_threads();
-    let spec = &b.spec;
-    y.par_chunks_mut(n)
-        .enumerate()
-        .map(|(r, yrow)| {
+impl<T: Real> RowJob<T> for NoiseJob<'_, '_, T> {
+    type Out = Vec<RowOutcome>;
+
+    fn run<P: Power, L: Sides<T>, H: Sides<T>>(self, pw: Option<P>, lo: L, hi: H) -> Self::Out {
+        let (b, opts) = (self.b, self.opts);
+        let n = b.n;
+        if b.rows == 0 {
+            return Vec::new();
+        }
+        if n == 0 {
+            return vec![RowOutcome::default(); b.rows];
+        }
+        let plan = Plan::new(b.rows, n);
+        let spec = &b.spec;
+        let rows: Vec<(usize, &mut [T])> = self.y.chunks_mut(n).enumerate().collect();
+        map_items(plan.rows, rows, |(r, yrow)| {
             let stream = spec.row_offset.wrapping_add(r as u64);
-            fill_row(spec.distribution, &spec.seed, stream, yrow, par_inner);
+            fill_row(spec.distribution, &spec.seed, stream, yrow, plan.inner);
             let x = &b.x[r * n..(r + 1) * n];
-            let (lo, hi) = (lo_of(r), hi_of(r));
+            let (lo, hi) = (lo.row(r), hi.row(r));
             let out = {
                 let row = Row {
                     x,
@@ -441,8 +387,8 @@ where
                     hi,
                 };
                 match pw {
-                    Some(pw) => solve_row(&row, b.eps.get(r), pw, opts, par_inner, 0.0),
-                    None => solve_row_inf(&row, b.eps.get(r), par_inner),
+                    Some(pw) => solve_row(&row, b.eps.get(r), pw, opts, plan.inner, 0.0),
+                    None => solve_row_inf(&row, b.eps.get(r), plan.inner),
                 }
             };
             if !out.invalid {
@@ -450,10 +396,10 @@ where
                     let parts = out.eta_parts.unwrap_or((out.eta, 0));
                     apply_row_in_place_wide(x, lo, hi, parts, yrow);
                 } else {
-                    apply_row_in_place(x, lo, hi, T::of_f64(out.eta), yrow, par_inner);
+                    apply_row_in_place(x, lo, hi, T::of_f64(out.eta), yrow, plan.inner);
                 }
             }
             out
         })
-        .collect()
+    }
 }

@@ -41,7 +41,15 @@ pub trait Power: Copy + Send + Sync {
         self.pow64(v)
     }
     fn root64(self, t: f64) -> f64;
-    /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`).
+    /// `v -> v^(p-1)` (the VJP's derivative of the power).
+    fn pow_m1(self, v: f64) -> f64;
+    /// Whether `p < 1`.
+    fn below_one(self) -> bool {
+        false
+    }
+    /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`): the cases with
+    /// hand-written x86_64 kernels.
+    #[cfg(target_arch = "x86_64")]
     fn is_p2(self) -> Option<bool> {
         None
     }
@@ -58,6 +66,7 @@ pub struct P2;
 pub struct PAny(pub f64);
 
 impl Power for P1 {
+    #[cfg(target_arch = "x86_64")]
     fn is_p2(self) -> Option<bool> {
         Some(false)
     }
@@ -73,9 +82,14 @@ impl Power for P1 {
     fn root64(self, t: f64) -> f64 {
         t
     }
+    #[inline(always)]
+    fn pow_m1(self, _v: f64) -> f64 {
+        1.0
+    }
 }
 
 impl Power for P2 {
+    #[cfg(target_arch = "x86_64")]
     fn is_p2(self) -> Option<bool> {
         Some(true)
     }
@@ -90,6 +104,10 @@ impl Power for P2 {
     #[inline(always)]
     fn root64(self, t: f64) -> f64 {
         t.sqrt()
+    }
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v
     }
 }
 
@@ -109,5 +127,12 @@ impl Power for PAny {
     #[inline(always)]
     fn root64(self, t: f64) -> f64 {
         t.powf(1.0 / self.0)
+    }
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v.powf(self.0 - 1.0)
+    }
+    fn below_one(self) -> bool {
+        self.0 < 1.0
     }
 }

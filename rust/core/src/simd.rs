@@ -18,6 +18,7 @@ pub(crate) fn has_avx2() -> bool {
 /// How far ahead of the element being read the streaming passes prefetch, in bytes. The
 /// hardware prefetcher of the development machine (a VM) did not keep up with these loops:
 /// prefetching 2 KiB ahead cut the CPU time of `scale` by a third (see the README).
+#[cfg(target_arch = "x86_64")]
 pub(crate) const PREFETCH_BYTES: usize = 2048;
 
 /// Asks the CPU to bring the cache line of `s[i + PREFETCH_BYTES / size_of::<T>()]` into L1.

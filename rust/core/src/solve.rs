@@ -5,8 +5,8 @@ use std::cell::RefCell;
 
 use crate::bounds::{SideAccess, SliceSide};
 use crate::kernel::{
-    row_bin_free, row_collect_bin, row_pass_first, row_pass_inf, row_pass_sat, FirstSums, FreeBins,
-    Row,
+    pow2_steps, row_bin_free, row_collect_bin, row_pass_first, row_pass_inf, row_pass_sat,
+    FirstSums, FreeBins, Row,
 };
 use crate::norm::{Power, P1};
 use crate::real::Real;
@@ -577,12 +577,6 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         invalid: false,
         eta_parts,
     }
-}
-
-/// `2^k` as two factors, each within `f64`'s range: `2^k` itself may lie outside it
-/// (subnormal f64 deltas), while `v * a1 * a2` scales `v` exactly in two steps.
-pub(crate) fn pow2_steps(k: i32) -> (f64, f64) {
-    (2f64.powi(k / 2), 2f64.powi(k - k / 2))
 }
 
 /// `num / den` (both positive and finite) and, when `den` is subnormal, the quotient as

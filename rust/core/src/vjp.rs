@@ -36,15 +36,15 @@
 // Explicit lane indices are the shape the vectoriser needs.
 #![allow(clippy::needless_range_loop)]
 
-use rayon::prelude::*;
-
-use crate::batch::{row_slice, solve_stats, Batch, Summary, PAR_ROW_MIN};
-use crate::bounds::{Bound, ScalarSide, SideAccess, SliceSide};
+use crate::batch::{solve_stats, Batch, Summary};
+use crate::bounds::{Bound, SideAccess};
 use crate::error::CoreError;
 use crate::kernel::{room, Row, BLOCK};
-use crate::norm::{Norm, PAny, Power, P1, P2};
+use crate::norm::{Power, P1};
+use crate::par::{fold_range, map_items, map_range, Plan};
 use crate::real::Real;
 use crate::solve::Options;
+use crate::visit::{visit, RowJob, Sides};
 
 /// The incoming cotangent.
 #[derive(Clone, Copy, Debug)]
@@ -181,49 +181,8 @@ pub fn vjp<T: Real>(
         etas: &etas,
         cot,
     };
-    match batch.norm {
-        Norm::Inf => job.sides(None::<P1>, grads),
-        Norm::P(1.0) => job.sides(Some(P1), grads),
-        Norm::P(2.0) => job.sides(Some(P2), grads),
-        Norm::P(p) => job.sides(Some(PAny(p)), grads),
-    }
+    visit(batch.norm, batch.lower, batch.upper, n, (job, grads));
     Ok(summary)
-}
-
-/// `v -> v^(p-1)`, monomorphised like [`Power`].
-trait PowM1: Power {
-    fn pow_m1(self, v: f64) -> f64;
-    fn below_one(self) -> bool;
-}
-
-impl PowM1 for P1 {
-    #[inline(always)]
-    fn pow_m1(self, _v: f64) -> f64 {
-        1.0
-    }
-    fn below_one(self) -> bool {
-        false
-    }
-}
-
-impl PowM1 for P2 {
-    #[inline(always)]
-    fn pow_m1(self, v: f64) -> f64 {
-        v
-    }
-    fn below_one(self) -> bool {
-        false
-    }
-}
-
-impl PowM1 for PAny {
-    #[inline(always)]
-    fn pow_m1(self, v: f64) -> f64 {
-        v.powf(self.0 - 1.0)
-    }
-    fn below_one(self) -> bool {
-        self.0 < 1.0
-    }
 }
 
 /// How `eta` depends on the row's elements.
@@ -419,7 +378,7 @@ fn scan_finite<T, P, L, H, const Y: bool>(
 ) -> Acc
 where
     T: Real,
-    P: PowM1,
+    P: Power,
     L: SideAccess<T>,
     H: SideAccess<T>,
 {
@@ -461,14 +420,8 @@ fn fold_blocks<F>(n: usize, par: bool, f: F) -> Acc
 where
     F: Fn(usize, usize) -> Acc + Sync,
 {
-    let nblocks = n.div_ceil(BLOCK);
     let block = |bi: usize| f(bi * BLOCK, n.min((bi + 1) * BLOCK));
-    if par && nblocks > 1 {
-        let parts: Vec<Acc> = (0..nblocks).into_par_iter().map(block).collect();
-        parts.into_iter().fold(Acc::default(), Acc::then)
-    } else {
-        (0..nblocks).map(block).fold(Acc::default(), Acc::then)
-    }
+    fold_range(par, n.div_ceil(BLOCK), Acc::default(), block, Acc::then)
 }
 
 /// The element that saturates last: the first of the largest keys `s_i / |d_i|`.
@@ -565,7 +518,7 @@ impl Consts {
 /// constants wherever it is inlined.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn terms<T: Real, P: PowM1>(
+fn terms<T: Real, P: Power>(
     pw: P,
     c: &Consts,
     x: T,
@@ -675,49 +628,30 @@ struct Job<'j, 'a, T> {
 /// Columns per work item of the pass that sums shared-bound gradients over the rows.
 const COLS: usize = 4096;
 
-impl<T: Real> Job<'_, '_, T> {
-    fn sides<P: PowM1>(&self, pw: Option<P>, g: Grads<'_, T>) {
-        let (b, n) = (self.b, self.b.n);
-        match (b.lower, b.upper) {
-            (Bound::Scalar(l), Bound::Scalar(h)) => {
-                self.rows(pw, g, |_| ScalarSide(l), |_| ScalarSide(h))
-            }
-            (Bound::Scalar(l), hb) => self.rows(
-                pw,
-                g,
-                |_| ScalarSide(l),
-                |r| SliceSide(row_slice(&hb, r, n)),
-            ),
-            (lb, Bound::Scalar(h)) => self.rows(
-                pw,
-                g,
-                |r| SliceSide(row_slice(&lb, r, n)),
-                |_| ScalarSide(h),
-            ),
-            (lb, hb) => self.rows(
-                pw,
-                g,
-                |r| SliceSide(row_slice(&lb, r, n)),
-                |r| SliceSide(row_slice(&hb, r, n)),
-            ),
-        }
-    }
+impl<T: Real> RowJob<T> for (Job<'_, '_, T>, Grads<'_, T>) {
+    type Out = ();
 
-    fn rows<P, L, H, FL, FH>(&self, pw: Option<P>, g: Grads<'_, T>, lo_of: FL, hi_of: FH)
-    where
-        P: PowM1,
-        L: SideAccess<T>,
-        H: SideAccess<T>,
-        FL: Fn(usize) -> L + Sync,
-        FH: Fn(usize) -> H + Sync,
-    {
+    fn run<P: Power, L: Sides<T>, H: Sides<T>>(self, pw: Option<P>, lo: L, hi: H) {
+        let (job, grads) = self;
+        job.rows(pw, grads, lo, hi)
+    }
+}
+
+impl<T: Real> Job<'_, '_, T> {
+    fn rows<P: Power, L: Sides<T>, H: Sides<T>>(
+        &self,
+        pw: Option<P>,
+        g: Grads<'_, T>,
+        lo: L,
+        hi: H,
+    ) {
         let b = self.b;
         let (rows, n) = (b.rows, b.n);
         let row_of = |r: usize| Row {
             x: &b.x[r * n..(r + 1) * n],
             d: &b.delta[r * n..(r + 1) * n],
-            lo: lo_of(r),
-            hi: hi_of(r),
+            lo: lo.row(r),
+            hi: hi.row(r),
         };
         let ybar_row = |r: usize| match self.cot {
             Cotangent::Y(y) => Some(&y[r * n..(r + 1) * n]),
@@ -734,7 +668,7 @@ impl<T: Real> Job<'_, '_, T> {
             (Bound::Shared(_), Some(o)) => (None, Some(o)),
             _ => (None, None),
         };
-        let par_inner = n >= PAR_ROW_MIN && rows < 2 * rayon::current_num_threads();
+        let plan = Plan::new(rows, n);
         let work: Vec<_> =
             g.x.chunks_mut(n)
                 .zip(g.delta.chunks_mut(n))
@@ -744,23 +678,22 @@ impl<T: Real> Job<'_, '_, T> {
                 .enumerate()
                 .map(|(r, ((((x, d), lo), hi), e))| (r, RowOut { x, d, lo, hi }, e))
                 .collect();
-        let infos: Vec<Info> = work
-            .into_par_iter()
-            .map(|(r, out, epsbar)| {
-                let row = row_of(r);
-                let (info, ee) = self.row_info(pw, &row, r, ybar_row(r), par_inner);
-                *epsbar = info.eb * ee;
-                write_row(pw, &row, &info, ybar_row(r), out, par_inner);
-                info
-            })
-            .collect();
+        let infos: Vec<Info> = map_items(plan.rows, work, |(r, out, epsbar)| {
+            let row = row_of(r);
+            let (info, ee) = self.row_info(pw, &row, r, ybar_row(r), plan.inner);
+            *epsbar = info.eb * ee;
+            write_row(pw, &row, &info, ybar_row(r), out, plan.inner);
+            info
+        });
         if lo_shared.is_some() || hi_shared.is_some() {
-            self.shared(pw, &infos, &row_of, &ybar_row, lo_shared, hi_shared);
+            self.shared(
+                pw, &infos, &row_of, &ybar_row, lo_shared, hi_shared, plan.pool,
+            );
         }
     }
 
     /// Scans one row: its `Info` and `d eta / d eps`.
-    fn row_info<P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
+    fn row_info<P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         &self,
         pw: Option<P>,
         row: &Row<'_, T, L, H>,
@@ -839,8 +772,9 @@ impl<T: Real> Job<'_, '_, T> {
         ybar_row: &FY,
         lo_out: Option<&mut [T]>,
         hi_out: Option<&mut [T]>,
+        par: bool,
     ) where
-        P: PowM1,
+        P: Power,
         L: SideAccess<T>,
         H: SideAccess<T>,
         FR: Fn(usize) -> Row<'r, T, L, H> + Sync,
@@ -848,57 +782,54 @@ impl<T: Real> Job<'_, '_, T> {
     {
         let n = self.b.n;
         let (want_lo, want_hi) = (lo_out.is_some(), hi_out.is_some());
-        let parts: Vec<(Vec<f64>, Vec<f64>)> = (0..n.div_ceil(COLS))
-            .into_par_iter()
-            .map(|ci| {
-                let (j0, j1) = (ci * COLS, n.min((ci + 1) * COLS));
-                let mut acc = vec![[0.0f64; 2]; j1 - j0];
-                for (r, info) in infos.iter().enumerate() {
-                    let ybar = ybar_row(r);
-                    let row = row_of(r);
-                    let c = Consts::of(info);
-                    let y = ybar.unwrap_or(&[]);
-                    let has_y = ybar.is_some();
-                    let mut add = |j: usize, t: [f64; 4]| {
-                        acc[j - j0][0] += t[2];
-                        acc[j - j0][1] += t[3];
-                    };
-                    let at = |j: usize| (row.x[j], row.d[j], row.lo.at(j), row.hi.at(j));
-                    match (pw, info.mode) {
-                        (Some(pw), Mode::Regular { .. }) if info.eb != 0.0 => {
-                            for j in j0..j1 {
-                                let (x, d, lo, hi) = at(j);
-                                let yb = if has_y { y[j] } else { T::zero() };
-                                add(j, terms(pw, &c, x, d, lo, hi, yb, has_y, true));
-                            }
+        let parts: Vec<(Vec<f64>, Vec<f64>)> = map_range(par, n.div_ceil(COLS), |ci| {
+            let (j0, j1) = (ci * COLS, n.min((ci + 1) * COLS));
+            let mut acc = vec![[0.0f64; 2]; j1 - j0];
+            for (r, info) in infos.iter().enumerate() {
+                let ybar = ybar_row(r);
+                let row = row_of(r);
+                let c = Consts::of(info);
+                let y = ybar.unwrap_or(&[]);
+                let has_y = ybar.is_some();
+                let mut add = |j: usize, t: [f64; 4]| {
+                    acc[j - j0][0] += t[2];
+                    acc[j - j0][1] += t[3];
+                };
+                let at = |j: usize| (row.x[j], row.d[j], row.lo.at(j), row.hi.at(j));
+                match (pw, info.mode) {
+                    (Some(pw), Mode::Regular { .. }) if info.eb != 0.0 => {
+                        for j in j0..j1 {
+                            let (x, d, lo, hi) = at(j);
+                            let yb = if has_y { y[j] } else { T::zero() };
+                            add(j, terms(pw, &c, x, d, lo, hi, yb, has_y, true));
                         }
-                        _ if has_y => {
-                            for j in j0..j1 {
-                                let (x, d, lo, hi) = at(j);
-                                add(j, terms(P1, &c, x, d, lo, hi, y[j], true, false));
-                            }
-                        }
-                        _ => {}
                     }
-                    if let Some(k) = mode_k(info.mode) {
-                        if (j0..j1).contains(&k) {
-                            add(k, follow_terms(info, row.d[k]));
+                    _ if has_y => {
+                        for j in j0..j1 {
+                            let (x, d, lo, hi) = at(j);
+                            add(j, terms(P1, &c, x, d, lo, hi, y[j], true, false));
                         }
+                    }
+                    _ => {}
+                }
+                if let Some(k) = mode_k(info.mode) {
+                    if (j0..j1).contains(&k) {
+                        add(k, follow_terms(info, row.d[k]));
                     }
                 }
-                let lo = if want_lo {
-                    acc.iter().map(|v| v[0]).collect()
-                } else {
-                    Vec::new()
-                };
-                let hi = if want_hi {
-                    acc.iter().map(|v| v[1]).collect()
-                } else {
-                    Vec::new()
-                };
-                (lo, hi)
-            })
-            .collect();
+            }
+            let lo = if want_lo {
+                acc.iter().map(|v| v[0]).collect()
+            } else {
+                Vec::new()
+            };
+            let hi = if want_hi {
+                acc.iter().map(|v| v[1]).collect()
+            } else {
+                Vec::new()
+            };
+            (lo, hi)
+        });
         for (out, pick) in [(lo_out, 0usize), (hi_out, 1)] {
             if let Some(out) = out {
                 let vals = parts
@@ -924,7 +855,7 @@ fn write_range<T, P, L, H, C>(
     o: &mut RowOut<'_, T>,
 ) where
     T: Real,
-    P: PowM1,
+    P: Power,
     L: SideAccess<T>,
     H: SideAccess<T>,
     C: Flags,
@@ -975,7 +906,7 @@ fn write_range<T, P, L, H, C>(
 }
 
 /// Writes the per-element cotangents of one row.
-fn write_row<T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
+fn write_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     pw: Option<P>,
     row: &Row<'_, T, L, H>,
     info: &Info,
@@ -1016,23 +947,21 @@ fn write_row<T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>>(
             }
         }
     };
-    if par && row.len() > BLOCK {
-        out.split(BLOCK)
-            .into_par_iter()
-            .enumerate()
-            .for_each(|(bi, o)| body(bi * BLOCK, o));
+    if row.len() > BLOCK {
+        let pieces: Vec<_> = out.split(BLOCK).into_iter().enumerate().collect();
+        map_items(par, pieces, |(bi, o)| body(bi * BLOCK, o));
     } else {
         body(0, out);
     }
 }
 
 multiversion!(scan_finite_best, scan_finite_avx2, scan_finite,
-    <T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
     (row: &Row<'_, T, L, H>, pw: P, eta: f64, ybar: &[T], start: usize, end: usize) -> Acc);
 multiversion!(scan_inf_best, scan_inf_avx2, scan_inf,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
     (row: &Row<'_, T, L, H>, eta: f64, eps: T, ybar: &[T], start: usize, end: usize) -> Acc);
 multiversion!(write_range_best, write_range_avx2, write_range,
-    <T: Real, P: PowM1, L: SideAccess<T>, H: SideAccess<T>, C: Flags>,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, C: Flags>,
     (pw: P, row: &Row<'_, T, L, H>, c: &Consts, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
     -> ());

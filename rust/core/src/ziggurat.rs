@@ -42,7 +42,9 @@ struct Tables {
     /// `k32[i]`: the smallest 23-bit `m` whose float32 candidate in layer `i` is not inside
     /// the layer's rectangle (`2^23` when every one is).
     k32: [u32; 256],
-    /// `x32[i]`'s bits in the low half and `k32[i]` in the high half, for one load of both.
+    /// `x32[i]`'s bits in the low half and `k32[i]` in the high half, for one load of both
+    /// (by the AVX2 sampler).
+    #[cfg(target_arch = "x86_64")]
     pairs: [u64; 256],
 }
 
@@ -63,6 +65,7 @@ fn tables() -> &'static Tables {
             f: x.map(pdf),
             x32,
             k32,
+            #[cfg(target_arch = "x86_64")]
             pairs: std::array::from_fn(|i| x32[i].to_bits() as u64 | (k32[i] as u64) << 32),
         }
     })
@@ -151,12 +154,16 @@ fn slow(rng: &mut ChaCha8Rng, cand: (usize, f64, u64), t: &Tables) -> f64 {
 /// product is monotone in `m`, so both tests agree on every word).
 fn gaussian_f32(extra: &mut ChaCha8Rng, words: &[u32], out: &mut [f32]) {
     let t = tables();
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::simd::has_avx2() {
+    let done = if crate::simd::has_avx2() {
         // SAFETY: `has_avx2` checked at run time that this CPU executes AVX2.
-        done = unsafe { avx2::gaussian_f32(extra, words, out, t) };
-    }
+        unsafe { avx2::gaussian_f32(extra, words, out, t) }
+    } else {
+        0
+    };
+    // elsewhere every element takes the scalar loop
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     gaussian_f32_scalar(extra, &words[done..], &mut out[done..], t);
 }
 

@@ -7,33 +7,8 @@ use clipresc_core::{
     Norm, Options, Real, Seed, NOISE_BLOCK,
 };
 
-/// xorshift64*: independent of the generator under test.
-struct Xs(u64);
-impl Xs {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// Points in `[0, 1]` with about a fifth of them exactly on a bound (saturation bites).
-fn images<T: Real>(len: usize, seed: u64) -> Vec<T> {
-    let mut r = Xs(seed.wrapping_mul(2654435761).wrapping_add(1));
-    (0..len)
-        .map(|_| {
-            let u = r.next();
-            T::of_f64(if u < 0.1 {
-                0.0
-            } else if u < 0.2 {
-                1.0
-            } else {
-                r.next()
-            })
-        })
-        .collect()
-}
+mod common;
+use common::{images, on_threads};
 
 fn spec(distribution: Distribution, seed: u64, row_offset: u64) -> NoiseSpec {
     NoiseSpec {
@@ -72,14 +47,6 @@ fn bits32(v: &[f32]) -> Vec<u32> {
     v.iter().map(|f| f.to_bits()).collect()
 }
 
-fn in_pool<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
-}
-
 fn size(x: &[f64], y: &[f64], p: f64) -> f64 {
     let d = x.iter().zip(y).map(|(a, b)| (b - a).abs());
     if p.is_infinite() {
@@ -100,9 +67,9 @@ fn identical_for_any_thread_count() {
         let x = images::<f32>(rows * n, 1);
         for dist in Distribution::ALL {
             let b = nb(&x, rows, Eps::Scalar(5.0), 2.0, spec(dist, 42, 0));
-            let one = in_pool(1, || run_noise(&b));
+            let one = on_threads(1, || run_noise(&b));
             for threads in [2, 3, 4] {
-                let other = in_pool(threads, || run_noise(&b));
+                let other = on_threads(threads, || run_noise(&b));
                 assert_eq!(
                     bits32(&one.0),
                     bits32(&other.0),
@@ -112,8 +79,8 @@ fn identical_for_any_thread_count() {
             }
             let mut s1 = vec![0f32; rows * n];
             let mut s4 = vec![0f32; rows * n];
-            in_pool(1, || sample(&b.spec, rows, n, &mut s1).unwrap());
-            in_pool(4, || sample(&b.spec, rows, n, &mut s4).unwrap());
+            on_threads(1, || sample(&b.spec, rows, n, &mut s1).unwrap());
+            on_threads(4, || sample(&b.spec, rows, n, &mut s4).unwrap());
             assert_eq!(bits32(&s1), bits32(&s4));
         }
     }

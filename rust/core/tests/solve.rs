@@ -6,70 +6,10 @@ use clipresc_core::{
     STREAM_MIN_BYTES,
 };
 
-/// xorshift64*: a tiny deterministic generator so the tests need no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
-
-fn clipped_size(x: &[f64], d: &[f64], lo: f64, hi: f64, eta: f64, p: f64) -> f64 {
-    let moved = x
-        .iter()
-        .zip(d)
-        .map(|(&xi, &di)| ((xi + eta * di).clamp(lo, hi) - xi).abs());
-    if p.is_infinite() {
-        moved.fold(0.0, f64::max)
-    } else {
-        neumaier_sum(moved.map(|m| m.powf(p))).powf(1.0 / p)
-    }
-}
-
-/// Compensated summation, so the oracle's own rounding stays far below the tolerances.
-fn neumaier_sum(values: impl Iterator<Item = f64>) -> f64 {
-    let (mut sum, mut comp) = (0.0f64, 0.0f64);
-    for v in values {
-        let t = sum + v;
-        comp += if sum.abs() >= v.abs() {
-            (sum - t) + v
-        } else {
-            (v - t) + sum
-        };
-        sum = t;
-    }
-    sum + comp
-}
-
-/// The smallest eta whose clipped size reaches eps, by bisection (independent of the core).
-fn oracle(x: &[f64], d: &[f64], lo: f64, hi: f64, eps: f64, p: f64) -> f64 {
-    bisect(|eta| clipped_size(x, d, lo, hi, eta, p), eps)
-}
-
-/// The smallest eta with `size(eta) >= eps`, for a nondecreasing `size`.
-fn bisect(size: impl Fn(f64) -> f64, eps: f64) -> f64 {
-    let mut hi_eta = 1.0;
-    while size(hi_eta) < eps && hi_eta < 1e300 {
-        hi_eta *= 2.0;
-    }
-    let mut lo_eta = 0.0;
-    for _ in 0..200 {
-        let mid = 0.5 * (lo_eta + hi_eta);
-        if size(mid) < eps {
-            lo_eta = mid;
-        } else {
-            hi_eta = mid;
-        }
-    }
-    hi_eta
-}
+mod common;
+use common::{
+    clipped_size, clipped_size_boxes, neumaier_sum, on_threads, oracle, oracle_boxes, Rng,
+};
 
 fn batch<'a>(x: &'a [f64], d: &'a [f64], rows: usize, eps: f64, p: f64) -> Batch<'a, f64> {
     Batch {
@@ -350,15 +290,6 @@ fn errors_name_the_first_offender() {
     assert!(matches!(e, CoreError::Length { arg: "eta", .. }));
 }
 
-/// Runs `f` on a rayon pool of `threads` threads.
-fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build()
-        .unwrap()
-        .install(f)
-}
-
 #[test]
 fn bitwise_identical_for_any_thread_count() {
     let mut rng = Rng(3);
@@ -506,12 +437,6 @@ where
 
 /// The sides of a box as the core takes them, and as one f64 per element.
 type BoxKind<'a> = (Bound<'a, f32>, Bound<'a, f32>, Vec<f64>, Vec<f64>);
-
-/// The clipped size with one `[lo_i, hi_i]` box per element, in f64.
-fn clipped_size_boxes(x: &[f64], d: &[f64], lo: &[f64], hi: &[f64], eta: f64, p: f64) -> f64 {
-    let moved = (0..x.len()).map(|i| ((x[i] + eta * d[i]).clamp(lo[i], hi[i]) - x[i]).abs());
-    neumaier_sum(moved.map(|m| m.powf(p))).powf(1.0 / p)
-}
 
 /// The f32 kernels for p = 1 and 2 take bounds that are scalars or one value per element
 /// (shared by every row or not), infinite entries included; rows of every length class
@@ -704,11 +629,6 @@ fn f32_kernels_with_per_element_bounds_match_the_oracle() {
             "{e:?}"
         );
     }
-}
-
-/// The smallest eta whose clipped size (per-element boxes) reaches eps, by bisection.
-fn oracle_boxes(x: &[f64], d: &[f64], lo: &[f64], hi: &[f64], eps: f64, p: f64) -> f64 {
-    bisect(|eta| clipped_size_boxes(x, d, lo, hi, eta, p), eps)
 }
 
 /// Deltas whose `p`-th powers would overflow or underflow the element type (tiny gradients,

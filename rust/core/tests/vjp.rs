@@ -6,20 +6,8 @@ use clipresc_core::{
     perturb, perturb_vjp, scale, scale_vjp, Batch, Bound, CoreError, Eps, Grads, Norm, Options,
 };
 
-/// xorshift64*: a tiny deterministic generator so the tests need no extra crates.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> f64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545F4914F6CDD1D) >> 11) as f64 / (1u64 << 53) as f64
-    }
-    fn normal(&mut self) -> f64 {
-        let (u, v) = (self.next().max(1e-300), self.next());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-}
+mod common;
+use common::Rng;
 
 const PS: [f64; 5] = [0.7, 1.0, 2.0, 3.0, f64::INFINITY];
 

@@ -6,8 +6,9 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
-use crate::solve::{is_f32, summary_tuple, Call};
+use crate::solve::{summary_tuple, Call};
 
 fn spec_of(distribution: &str, seed: &Bound<'_, PyBytes>, row_offset: u64) -> PyResult<NoiseSpec> {
     let distribution = Distribution::from_name(distribution).ok_or_else(|| {
@@ -78,13 +79,9 @@ pub(crate) fn noise_into(
 ) -> PyResult<(usize, i64)> {
     let spec = spec_of(distribution, seed, row_offset)?;
     // `x` doubles as the direction argument of `Call`: the noise replaces it in the core.
-    if is_f32(x)? {
-        let call = Call::<f32>::new(x, x, lower, upper, eps, p)?;
-        noise_typed(py, call, spec, y_out, eta_out)
-    } else {
-        let call = Call::<f64>::new(x, x, lower, upper, eps, p)?;
-        noise_typed(py, call, spec, y_out, eta_out)
-    }
+    per_dtype!(Dtype::of_x(x)?, T => {
+        noise_typed(py, Call::<T>::new(x, x, lower, upper, eps, p)?, spec, y_out, eta_out)
+    })
 }
 
 fn sample_typed<T: Element + Real>(
@@ -107,13 +104,14 @@ pub(crate) fn sample_into(
     out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let spec = spec_of(distribution, seed, row_offset)?;
-    if let Ok(o) = out.extract::<PyReadwriteArray2<'_, f32>>() {
-        sample_typed(py, o, spec)
-    } else if let Ok(o) = out.extract::<PyReadwriteArray2<'_, f64>>() {
-        sample_typed(py, o, spec)
+    let dtype = if out.extract::<PyReadwriteArray2<'_, f32>>().is_ok() {
+        Dtype::F32
+    } else if out.extract::<PyReadwriteArray2<'_, f64>>().is_ok() {
+        Dtype::F64
     } else {
-        Err(PyTypeError::new_err(
+        return Err(PyTypeError::new_err(
             "out must be a writable 2-D float32 or float64 array",
-        ))
-    }
+        ));
+    };
+    per_dtype!(dtype, T => sample_typed::<T>(py, out.extract()?, spec))
 }

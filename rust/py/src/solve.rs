@@ -11,6 +11,7 @@ use numpy::{
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
 
 pub(crate) fn norm_of(p: f64) -> PyResult<Norm> {
@@ -150,18 +151,6 @@ pub(crate) fn summary_tuple(s: Summary) -> (usize, i64) {
     )
 }
 
-pub(crate) fn is_f32(x: &Bound<'_, PyAny>) -> PyResult<bool> {
-    if x.extract::<PyReadonlyArray2<'_, f32>>().is_ok() {
-        Ok(true)
-    } else if x.extract::<PyReadonlyArray2<'_, f64>>().is_ok() {
-        Ok(false)
-    } else {
-        Err(PyTypeError::new_err(
-            "x must be a 2-D float32 or float64 NumPy array",
-        ))
-    }
-}
-
 fn scale_typed<T: Element + Real>(
     py: Python<'_>,
     call: Call<'_, T>,
@@ -201,19 +190,9 @@ pub(crate) fn scale_into(
     p: f64,
     eta_out: &Bound<'_, PyAny>,
 ) -> PyResult<(usize, i64)> {
-    if is_f32(x)? {
-        scale_typed(
-            py,
-            Call::<f32>::new(x, delta, lower, upper, eps, p)?,
-            eta_out,
-        )
-    } else {
-        scale_typed(
-            py,
-            Call::<f64>::new(x, delta, lower, upper, eps, p)?,
-            eta_out,
-        )
-    }
+    per_dtype!(Dtype::of_x(x)?, T => {
+        scale_typed(py, Call::<T>::new(x, delta, lower, upper, eps, p)?, eta_out)
+    })
 }
 
 /// Writes `clip(x + eta * delta)` into `y_out` and the scales into `eta_out`, fused.
@@ -232,13 +211,9 @@ pub(crate) fn perturb_into(
     y_out: &Bound<'_, PyAny>,
     eta_out: &Bound<'_, PyAny>,
 ) -> PyResult<(usize, i64)> {
-    if is_f32(x)? {
-        let call = Call::<f32>::new(x, delta, lower, upper, eps, p)?;
-        perturb_typed(py, call, y_out, eta_out)
-    } else {
-        let call = Call::<f64>::new(x, delta, lower, upper, eps, p)?;
-        perturb_typed(py, call, y_out, eta_out)
-    }
+    per_dtype!(Dtype::of_x(x)?, T => {
+        perturb_typed(py, Call::<T>::new(x, delta, lower, upper, eps, p)?, y_out, eta_out)
+    })
 }
 
 /// Per-row `(eta, newton_passes, used_safeguard)` for float64 inputs with scalar bounds.

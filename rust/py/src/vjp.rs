@@ -7,8 +7,9 @@ use numpy::{
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
+use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
-use crate::solve::{is_f32, summary_tuple, Call};
+use crate::solve::{summary_tuple, Call};
 
 /// The output buffers of one call, borrowed while holding the GIL.
 struct Outs<'py, T: Element> {
@@ -118,17 +119,12 @@ fn dispatch(
     upper_grad: Option<&Bound<'_, PyAny>>,
     eta: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(usize, i64)> {
-    if is_f32(x)? {
-        let call = Call::<f32>::new(x, delta, lower, upper, eps, p)?;
+    per_dtype!(Dtype::of_x(x)?, T => {
+        let call = Call::<T>::new(x, delta, lower, upper, eps, p)?;
         vjp_typed(
             py, call, cot, is_y, x_grad, delta_grad, eps_grad, lower_grad, upper_grad, eta,
         )
-    } else {
-        let call = Call::<f64>::new(x, delta, lower, upper, eps, p)?;
-        vjp_typed(
-            py, call, cot, is_y, x_grad, delta_grad, eps_grad, lower_grad, upper_grad, eta,
-        )
-    }
+    })
 }
 
 /// Cotangents of `scale` for `etabar` (one per row) of the `(rows, n)` arrays.

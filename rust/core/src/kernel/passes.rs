@@ -1,0 +1,415 @@
+//! The solver's streaming passes over one row: the validating first pass split at a
+//! bracket, the saturating pass and the `p = inf` pass.
+// Explicit lane indices (`for k in 0..LANES`) are the shape the vectoriser needs.
+#![allow(clippy::needless_range_loop)]
+
+#[cfg(target_arch = "x86_64")]
+use super::dispatch::avx2_first;
+use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
+use crate::bounds::SideAccess;
+use crate::norm::Power;
+use crate::real::Real;
+use crate::safeguard::Cand;
+
+/// Lane accumulators of the `p = inf` pass over a chunk.
+struct InfLanes<T> {
+    eps: T,
+    amax: [T; LANES],
+    nmov: [u32; LANES],
+    bad: [u32; LANES],
+}
+
+impl<T: Real> InfLanes<T> {
+    #[inline(always)]
+    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
+        let zero = T::zero();
+        let a = d.abs();
+        let s = room(x, d, lo, hi);
+        // `max` of a select, not a conditional assignment: the latter becomes a masked
+        // store, which keeps the lanes in memory and stalls every iteration.
+        let take = (a > zero) & (s >= self.eps);
+        self.amax[k] = self.amax[k].max(if take { a } else { zero });
+        self.nmov[k] += (a > zero) as u32;
+        self.bad[k] += is_bad(x, d, lo, hi);
+    }
+
+    #[inline(always)]
+    fn finish(self) -> InfSums {
+        let mut out = InfSums::default();
+        for k in 0..LANES {
+            out.amax = out.amax.max(self.amax[k].as_f64());
+            out.nmov += self.nmov[k] as u64;
+            out.bad += self.bad[k] as u64;
+        }
+        out
+    }
+}
+
+/// Lane accumulators for the saturating `eta` (every movable element saturated): the
+/// largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements; for `p = inf` the
+/// largest room and the largest `|delta_i|` among the elements having it.
+struct SatLanes<T, P> {
+    pw: P,
+    key: [T; LANES],
+    c: [T; LANES],
+    smax: [T; LANES],
+    a_at: [T; LANES],
+    /// The rooms of the current block's moving elements (0 for the others), raised to
+    /// the power p and added to `c` once the block is complete (see [`SatLanes::flush`]).
+    pend: [T; LANES],
+}
+
+/// Sums of [`SatLanes`] over a row.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct SatSums {
+    pub key_max: f64,
+    pub c_total: f64,
+    pub s_max: f64,
+    pub a_at_s_max: f64,
+}
+
+impl std::ops::Add for SatSums {
+    type Output = SatSums;
+    fn add(self, o: SatSums) -> SatSums {
+        let (s_max, a_at_s_max) = best_room((self.s_max, self.a_at_s_max), (o.s_max, o.a_at_s_max));
+        SatSums {
+            key_max: self.key_max.max(o.key_max),
+            c_total: self.c_total + o.c_total,
+            s_max,
+            a_at_s_max,
+        }
+    }
+}
+
+/// The larger room, and on a tie the larger `|delta|` (it reaches the room first).
+#[inline(always)]
+fn best_room<F: PartialOrd + Copy>(u: (F, F), v: (F, F)) -> (F, F) {
+    let take_v = (v.0 > u.0) | ((v.0 == u.0) & (v.1 > u.1));
+    if take_v {
+        v
+    } else {
+        u
+    }
+}
+
+impl<T: Real, P: Power> SatLanes<T, P> {
+    #[inline(always)]
+    fn new(pw: P) -> Self {
+        let z = T::zero();
+        SatLanes {
+            pw,
+            key: [z; LANES],
+            c: [z; LANES],
+            smax: [z; LANES],
+            a_at: [z; LANES],
+            pend: [z; LANES],
+        }
+    }
+
+    /// Adds the powers of the pending rooms to `c`, in a loop of their own (so that a `p`
+    /// outside {1, 2} vectorises too); `pow(0) = 0`, so flushing twice adds nothing.
+    #[inline(always)]
+    fn flush(&mut self) {
+        for k in 0..LANES {
+            self.c[k] = self.c[k] + self.pw.pow(self.pend[k]);
+            self.pend[k] = T::zero();
+        }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, k: usize, x: T, d: T, lo: T, hi: T) {
+        let zero = T::zero();
+        let a = d.abs();
+        let s = room(x, d, lo, hi);
+        let mov = a > zero;
+        let key = s / a;
+        self.key[k] = self.key[k].max(if mov { key } else { zero });
+        // Immobile elements enter as (room 0, |delta| 0), which never wins.
+        let s_in = if mov { s } else { zero };
+        self.pend[k] = s_in;
+        let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s_in, a));
+        self.smax[k] = sm;
+        self.a_at[k] = am;
+    }
+
+    #[inline(always)]
+    fn finish(mut self) -> SatSums {
+        self.flush(); // a last, partial block
+        let mut out = SatSums::default();
+        for k in 0..LANES {
+            out = out
+                + SatSums {
+                    key_max: self.key[k].as_f64(),
+                    c_total: self.c[k].as_f64(),
+                    s_max: self.smax[k].as_f64(),
+                    a_at_s_max: self.a_at[k].as_f64(),
+                };
+        }
+        out
+    }
+}
+
+#[inline(always)]
+fn chunk_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+) -> SatSums {
+    let mut lanes = SatLanes::<T, P>::new(pw);
+    let n = row.len();
+    let full = n / LANES * LANES;
+    for base in (0..full).step_by(LANES) {
+        prefetch_row(row, base);
+        let (xs, ds) = (&row.x[base..base + LANES], &row.d[base..base + LANES]);
+        let (lo, hi) = (row.lo.sub(base, LANES), row.hi.sub(base, LANES));
+        for k in 0..LANES {
+            lanes.push(k, xs[k], ds[k], lo.at(k), hi.at(k));
+        }
+        lanes.flush();
+    }
+    for i in full..n {
+        lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
+    }
+    lanes.finish()
+}
+
+/// The saturating quantities of a whole row (see [`SatLanes`]).
+pub(crate) fn row_pass_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    par: bool,
+) -> SatSums {
+    fold_chunks(row, par, |r| chunk_sat_best(r, pw))
+}
+
+/// Sums of the first, validating pass, split at the bracket `(eta_lo, eta_hi]`: elements
+/// saturated at `eta_lo` enter by their caps, elements still free at `eta_hi` by their
+/// weights, and the few whose breakpoint lies inside the bracket come back as candidates.
+/// With the guesses around the subsample's estimate, the exact answer then follows from
+/// the candidates alone, without a second pass over the row.
+#[derive(Debug, Default)]
+pub(crate) struct FirstSums {
+    /// `sum c_i` over elements saturated at `eta_lo` (`s_i <= eta_lo |delta_i|`).
+    pub c_lo: f64,
+    /// `sum w_i` over elements free at `eta_hi` (`s_i > eta_hi |delta_i|`).
+    pub m_hi: f64,
+    /// Number of elements saturated at `eta_lo`.
+    pub nsat_lo: u64,
+    /// The valid elements between the two.
+    pub cands: Vec<Cand>,
+    /// Nonzero when the chunk holds invalid elements (the other fields are then
+    /// meaningless).
+    pub bad: u64,
+    /// The largest `|delta_i|` (zero: nothing moves).
+    pub amax: f64,
+}
+
+impl std::ops::Add for FirstSums {
+    type Output = FirstSums;
+    fn add(mut self, mut o: FirstSums) -> FirstSums {
+        if self.cands.is_empty() {
+            std::mem::swap(&mut self.cands, &mut o.cands);
+        } else {
+            self.cands.extend(o.cands);
+        }
+        FirstSums {
+            c_lo: self.c_lo + o.c_lo,
+            m_hi: self.m_hi + o.m_hi,
+            nsat_lo: self.nsat_lo + o.nsat_lo,
+            cands: self.cands,
+            bad: self.bad + o.bad,
+            amax: self.amax.max(o.amax),
+        }
+    }
+}
+
+#[inline(always)]
+pub(super) fn chunk_first<
+    T: Real,
+    P: Power,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    const VALIDATE: bool,
+>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    eta_lo: T,
+    eta_hi: T,
+) -> FirstSums {
+    let zero = T::zero();
+    let mut c_l = [zero; LANES];
+    let mut m_l = [zero; LANES];
+    let mut nsat = [0u32; LANES];
+    let mut amax = [zero; LANES];
+    let mut bad = [0u32; LANES];
+    let mut cands = Vec::new();
+    let n = row.len();
+    let mut base = 0;
+    while base < n {
+        prefetch_row(row, base);
+        let len = LANES.min(n - base);
+        let r = row.sub(base, base + len);
+        let mut inside = 0u32;
+        // the value each lane raises to the power p (its room when saturated, else its
+        // |delta|) and where the power goes: computed after the lanes, in a loop of its own,
+        // so that a p outside {1, 2} vectorises too
+        let mut base_v = [zero; LANES];
+        let mut to_c = [false; LANES];
+        let mut to_m = [false; LANES];
+        let mut lane = |k: usize, x: T, d: T, lo: T, hi: T| {
+            let a = d.abs();
+            let s = room(x, d, lo, hi);
+            let sat_lo = s <= eta_lo * a;
+            let free_hi = s > eta_hi * a;
+            let b = if VALIDATE { is_bad(x, d, lo, hi) } else { 0 };
+            base_v[k] = if sat_lo { s } else { a };
+            to_c[k] = sat_lo;
+            to_m[k] = free_hi;
+            nsat[k] += sat_lo as u32;
+            if VALIDATE {
+                amax[k] = if a > amax[k] { a } else { amax[k] };
+                bad[k] |= b;
+            }
+            inside |= ((!sat_lo & !free_hi & (b == 0)) as u32) << k;
+        };
+        if len == LANES {
+            let (xs, ds) = (&r.x[..LANES], &r.d[..LANES]);
+            for k in 0..LANES {
+                lane(k, xs[k], ds[k], r.lo.at(k), r.hi.at(k));
+            }
+        } else {
+            for k in 0..len {
+                lane(k, r.x[k], r.d[k], r.lo.at(k), r.hi.at(k));
+            }
+        }
+        for k in 0..LANES {
+            let v = pw.pow(base_v[k]);
+            c_l[k] = c_l[k] + if to_c[k] { v } else { zero };
+            m_l[k] = m_l[k] + if to_m[k] { v } else { zero };
+        }
+        while inside != 0 {
+            let k = inside.trailing_zeros() as usize;
+            inside &= inside - 1;
+            let (a, s) = r.element(k);
+            cands.push(Cand::new(a.as_f64(), s.as_f64(), pw));
+        }
+        base += len;
+    }
+    let mut out = FirstSums {
+        cands,
+        ..Default::default()
+    };
+    for k in 0..LANES {
+        out.c_lo += c_l[k].as_f64();
+        out.m_hi += m_l[k].as_f64();
+        out.nsat_lo += nsat[k] as u64;
+        out.bad += bad[k] as u64;
+        out.amax = out.amax.max(amax[k].as_f64());
+    }
+    out
+}
+
+/// A pass over a row split at the bracket `(eta_lo, eta_hi]` (see [`FirstSums`]); with
+/// `validate` (the first pass) it also validates the row and finds the largest `|delta|`.
+pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    (eta_lo, eta_hi): (T, T),
+    validate: bool,
+    par: bool,
+) -> FirstSums {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(p2) = pw.is_p2() {
+        let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
+        let sums = avx2_first::<f32, _, _, _>(row, p2, bracket, validate, par)
+            .or_else(|| avx2_first::<f64, _, _, _>(row, p2, bracket, validate, par));
+        if let Some(sums) = sums {
+            return sums;
+        }
+    }
+    if validate {
+        fold_chunks(row, par, |r| {
+            chunk_first_best::<T, P, L, H, true>(r, pw, eta_lo, eta_hi)
+        })
+    } else {
+        fold_chunks(row, par, |r| {
+            chunk_first_best::<T, P, L, H, false>(r, pw, eta_lo, eta_hi)
+        })
+    }
+}
+
+/// For `p = inf`: the largest `|delta_i|` among elements with room `s_i >= eps`, the number of
+/// movable elements and the number of invalid elements, in one validating pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct InfSums {
+    pub amax: f64,
+    pub nmov: u64,
+    pub bad: u64,
+}
+
+impl std::ops::Add for InfSums {
+    type Output = InfSums;
+    fn add(self, o: InfSums) -> InfSums {
+        InfSums {
+            amax: self.amax.max(o.amax),
+            nmov: self.nmov + o.nmov,
+            bad: self.bad + o.bad,
+        }
+    }
+}
+
+#[inline(always)]
+fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: T,
+) -> InfSums {
+    // Whole lane blocks are folded by value (fresh arrays each step), which lets LLVM keep
+    // the accumulators in registers; the ragged tail goes through `InfLanes`.
+    let n = row.len();
+    let full = n / LANES * LANES;
+    let zero = T::zero();
+    let (mut am, mut nm, mut nb) = ([zero; LANES], [0u32; LANES], [0u32; LANES]);
+    for (base, (xs, ds)) in (0..full).step_by(LANES).zip(
+        row.x[..full]
+            .chunks_exact(LANES)
+            .zip(row.d[..full].chunks_exact(LANES)),
+    ) {
+        prefetch_row(row, base);
+        let lo = row.lo.sub(base, LANES);
+        let hi = row.hi.sub(base, LANES);
+        let (am1, nm1, nb1) = (am, nm, nb);
+        am = std::array::from_fn(|k| {
+            let (a, s) = (ds[k].abs(), room(xs[k], ds[k], lo.at(k), hi.at(k)));
+            am1[k].max(if (a > zero) & (s >= eps) { a } else { zero })
+        });
+        nm = std::array::from_fn(|k| nm1[k] + (ds[k] != zero) as u32);
+        nb = std::array::from_fn(|k| nb1[k] | is_bad(xs[k], ds[k], lo.at(k), hi.at(k)));
+    }
+    let mut lanes = InfLanes {
+        eps,
+        amax: am,
+        nmov: nm,
+        bad: nb,
+    };
+    for i in full..n {
+        lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
+    }
+    lanes.finish()
+}
+
+pub(crate) fn row_pass_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: T,
+    par: bool,
+) -> InfSums {
+    fold_chunks(row, par, |r| chunk_inf_best(r, eps))
+}
+
+multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, eps: T) -> InfSums);
+multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, pw: P) -> SatSums);
+multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
+    (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);

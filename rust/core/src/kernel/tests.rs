@@ -1,0 +1,198 @@
+//! The hand-written AVX2 kernels against the generic lane loops (compiled for the baseline
+//! CPU): the same sums, counts and candidates on every kind of chunk.
+
+use super::passes::chunk_first;
+use super::*;
+use crate::bounds::{ScalarSide, SliceSide};
+use crate::norm::{Power, P1, P2};
+use crate::safeguard::Cand;
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+use common::Rng;
+
+/// Image-like data in [0, 1] (a quarter of it on the bounds), Gaussian-ish delta with
+/// some zeros; `poison` puts a NaN, an infinity or an out-of-box `x` at one element.
+fn data<T: Real>(n: usize, seed: u64, poison: Option<(usize, u8)>) -> (Vec<T>, Vec<T>) {
+    let mut g = Rng(seed | 1);
+    let x: Vec<f64> = (0..n)
+        .map(|_| match (g.next() * 8.0) as u32 {
+            0 => 0.0,
+            1 => 1.0,
+            _ => g.next(),
+        })
+        .collect();
+    let d: Vec<f64> = (0..n)
+        .map(|_| {
+            let u = g.next();
+            if u < 0.05 {
+                0.0
+            } else {
+                (g.next() + g.next() + g.next() - 1.5) * 0.2
+            }
+        })
+        .collect();
+    let (mut x, mut d): (Vec<T>, Vec<T>) = (
+        x.into_iter().map(T::of_f64).collect(),
+        d.into_iter().map(T::of_f64).collect(),
+    );
+    if let Some((i, kind)) = poison {
+        match kind {
+            0 => d[i] = T::nan(),
+            1 => d[i] = T::neg_infinity(),
+            2 => x[i] = T::of_f64(1.5),
+            _ => x[i] = T::nan(),
+        }
+    }
+    (x, d)
+}
+
+fn sorted(c: &[Cand]) -> Vec<(f64, f64, f64)> {
+    let mut v: Vec<_> = c.iter().map(|c| (c.key, c.w, c.c)).collect();
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    v
+}
+
+fn close(a: f64, b: f64, tol: f64) -> bool {
+    (a - b).abs() <= tol * a.abs().max(b.abs()) + f64::MIN_POSITIVE
+}
+
+fn compare<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    bracket: (T, T),
+    validate: bool,
+    what: &str,
+) {
+    let hand = row_pass_first(row, pw, bracket, validate, false);
+    let generic = if validate {
+        chunk_first::<T, P, L, H, true>(row, pw, bracket.0, bracket.1)
+    } else {
+        chunk_first::<T, P, L, H, false>(row, pw, bracket.0, bracket.1)
+    };
+    assert_eq!(hand.bad != 0, generic.bad != 0, "{what}: invalid flag");
+    if generic.bad != 0 {
+        return;
+    }
+    // Lanes are summed in a different order (and f32 in f32 within a piece).
+    let tol = 64.0 * T::EPS;
+    assert_eq!(hand.nsat_lo, generic.nsat_lo, "{what}: saturated count");
+    assert!(
+        close(hand.c_lo, generic.c_lo, tol),
+        "{what}: caps {} vs {}",
+        hand.c_lo,
+        generic.c_lo
+    );
+    assert!(
+        close(hand.m_hi, generic.m_hi, tol),
+        "{what}: weights {} vs {}",
+        hand.m_hi,
+        generic.m_hi
+    );
+    if validate {
+        assert_eq!(hand.amax, generic.amax, "{what}: largest |delta|");
+    }
+    assert_eq!(
+        sorted(&hand.cands),
+        sorted(&generic.cands),
+        "{what}: candidates"
+    );
+}
+
+fn agree<T: Real>() {
+    let lengths = [0usize, 1, 3, 4, 7, 8, 9, 15, 17, 31, 33, 1000, 1024, 1029];
+    for (li, &n) in lengths.iter().enumerate() {
+        for poison in [None, Some(0u8), Some(1), Some(2), Some(3)] {
+            let at = poison.map(|k| (n.saturating_sub(1) * (li + 1) / lengths.len(), k));
+            if n == 0 && at.is_some() {
+                continue;
+            }
+            let (x, d) = data::<T>(n, 7 + li as u64, at);
+            let (lo_v, hi_v) = (vec![T::zero(); n], vec![T::one(); n]);
+            for bracket in [(0.5, 2.0), (1.0, 1.0), (0.0, 0.0), (3.0, 1e9)] {
+                let b = (T::of_f64(bracket.0), T::of_f64(bracket.1));
+                for validate in [true, false] {
+                    if !validate && poison.is_some() {
+                        continue;
+                    }
+                    let what = format!("{} n={n} {poison:?} {bracket:?} {validate}", T::NAME);
+                    let scalar = Row {
+                        x: &x,
+                        d: &d,
+                        lo: ScalarSide(T::zero()),
+                        hi: ScalarSide(T::one()),
+                    };
+                    compare(&scalar, P2, b, validate, &format!("{what} p2 scalar"));
+                    compare(&scalar, P1, b, validate, &format!("{what} p1 scalar"));
+                    let one_sided = Row {
+                        hi: ScalarSide(T::infinity()),
+                        ..scalar
+                    };
+                    compare(&one_sided, P2, b, validate, &format!("{what} p2 one-sided"));
+                    let slices = Row {
+                        x: &x,
+                        d: &d,
+                        lo: SliceSide(&lo_v[..]),
+                        hi: SliceSide(&hi_v[..]),
+                    };
+                    compare(&slices, P2, b, validate, &format!("{what} p2 slices"));
+                    let mixed = Row {
+                        x: &x,
+                        d: &d,
+                        lo: ScalarSide(T::zero()),
+                        hi: SliceSide(&hi_v[..]),
+                    };
+                    compare(&mixed, P1, b, validate, &format!("{what} p1 mixed"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn f32_kernels_agree_with_the_generic_loops() {
+    agree::<f32>();
+}
+
+#[test]
+fn f64_kernels_agree_with_the_generic_loops() {
+    agree::<f64>();
+}
+
+/// `apply` against the scalar formula, bit for bit, streaming or not, at every
+/// alignment of the output.
+fn apply_matches<T: Real>() {
+    for n in [0usize, 1, 5, 8, 13, 64, 1031] {
+        let (x, d) = data::<T>(n, 99 + n as u64, None);
+        let hi_v: Vec<T> = (0..n)
+            .map(|i| T::of_f64(0.5 + (i % 3) as f64 * 0.25))
+            .collect();
+        let eta = T::of_f64(1.7);
+        let expect: Vec<T> = (0..n)
+            .map(|i| (x[i] + eta * d[i]).max(T::zero()).min(hi_v[i]))
+            .collect();
+        for stream in [false, true] {
+            for shift in 0..4 {
+                let mut buf = vec![T::nan(); n + shift];
+                let row = Row {
+                    x: &x,
+                    d: &d,
+                    lo: ScalarSide(T::zero()),
+                    hi: SliceSide(&hi_v[..]),
+                };
+                apply_row(&row, eta, &mut buf[shift..], false, stream);
+                let same = buf[shift..]
+                    .iter()
+                    .zip(&expect)
+                    .all(|(a, b)| a.to_f64().map(f64::to_bits) == b.to_f64().map(f64::to_bits));
+                assert!(same, "{} n={n} stream={stream} shift={shift}", T::NAME);
+            }
+        }
+    }
+}
+
+#[test]
+fn apply_kernels_match_the_formula() {
+    apply_matches::<f32>();
+    apply_matches::<f64>();
+}
