@@ -6,6 +6,7 @@
 
 mod errors;
 mod noise;
+mod project;
 mod solve;
 mod vjp;
 
@@ -21,6 +22,8 @@ fn _clipresc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vjp::scale_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(vjp::perturb_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::noise_into, m)?)?;
+    m.add_function(wrap_pyfunction!(project::project_into, m)?)?;
+    m.add_function(wrap_pyfunction!(project::project_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::sample_into, m)?)?;
     Ok(())
 }
