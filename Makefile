@@ -13,6 +13,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: bench-frameworks
 .PHONY: bench-gpu
 .PHONY: bench-noise bench-cli
+.PHONY: bench-project
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
 help: ## list the targets
@@ -73,7 +74,7 @@ fmt: $(STAMP_DEPS) ## format Rust and Python
 	$(VENV)/bin/ruff format python tests benches
 	$(VENV)/bin/ruff check --fix python tests benches
 
-bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor
+bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor (see also bench-project)
 	$(PY) benches/bench_core.py
 
 bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead and throughput
@@ -84,6 +85,9 @@ bench-gpu: $(STAMP_BUILD) ## CuPy kernels vs CuPy x + d and the Rust core (needs
 
 bench-noise: $(STAMP_BUILD) ## clipresc.noise vs the memory floor at 64x3x224x224 float32
 	$(PY) benches/bench_noise.py
+
+bench-project: $(STAMP_BUILD) ## clipresc.project p=1/2/inf vs the memory floor, sort-based L1, project-then-clip
+	$(PY) benches/bench_project.py
 
 bench-cli: $(STAMP_BUILD) ## the clipresc CLI on a 2 GiB file: throughput and peak RSS
 	$(PY) benches/bench_cli.py

@@ -94,3 +94,24 @@ def perturb_vjp_into(
     upper_grad: npt.NDArray[Any] | None = None,
     eta: npt.NDArray[Any] | None = None,
 ) -> tuple[int, int]: ...
+def project_into(
+    x: npt.NDArray[Any],
+    z: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    y_out: npt.NDArray[Any],
+) -> None: ...
+def project_vjp_into(
+    x: npt.NDArray[Any],
+    z: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    ybar: npt.NDArray[Any],
+    x_grad: npt.NDArray[Any],
+    z_grad: npt.NDArray[Any],
+    eps_grad: npt.NDArray[np.float64],
+) -> None: ...

@@ -181,21 +181,25 @@ def prepare(
     axis: int | Sequence[int] | None,
     unreachable: Any,
     core_checks_bounds: bool = False,
+    delta_name: str = "delta",
 ) -> Problem:
     """Check every argument and lay the data out for the core.
 
     ``core_checks_bounds``: the problem goes to a core entry point whose first pass rejects
     x outside its bounds (``scale``, ``perturb``): per-element bound arrays are then not
-    checked here (see :attr:`Problem.unchecked_bounds`).
+    checked here (see :attr:`Problem.unchecked_bounds`). ``delta_name``: what messages call
+    the second array (``"z"`` for :func:`clipresc.project`).
     """
     xa = np.asarray(x)
     da = np.asarray(delta)
     check_real_dtype(xa.dtype, "x")
-    check_real_dtype(da.dtype, "delta")
+    check_real_dtype(da.dtype, delta_name)
     pf = parse_p(p)
     mode = parse_unreachable(unreachable)
     if xa.shape != da.shape:
-        raise ValueError(f"delta must have the same shape as x; got {da.shape} and {xa.shape}")
+        raise ValueError(
+            f"{delta_name} must have the same shape as x; got {da.shape} and {xa.shape}"
+        )
     layout = Layout.of(xa.shape, vector_axes(axis, xa.ndim))
     wd = work_dtype(xa.dtype)
     eps_rows = parse_eps(eps, layout)
