@@ -260,7 +260,8 @@ def test_tensorflow_gradient():
     xt, zt, et = tf.constant(x), tf.constant(z), tf.constant(eps)
     with tf.GradientTape() as tape:
         tape.watch([xt, zt, et])
-        loss = tf.reduce_sum(clipresc.project(xt, zt, et, p=1, bounds=(lo, hi)) * w)
+        bt = (tf.constant(lo), tf.constant(hi))
+        loss = tf.reduce_sum(clipresc.project(xt, zt, et, p=1, bounds=bt) * w)
     gx, gz, ge = tape.gradient(loss, [xt, zt, et])
     g = clipresc.project_vjp(x, z, eps, w, p=1, bounds=(lo, hi))
     np.testing.assert_allclose(gx.numpy(), g["x"])

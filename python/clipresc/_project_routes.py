@@ -28,4 +28,5 @@ def project_vjp(
     fam: str, x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
 ) -> dict[str, Any]:
     """:func:`clipresc.project_vjp` for arrays of library ``fam`` (not NumPy)."""
-    return _module(fam).project_vjp(x, z, eps, ybar, p, bounds, axis)
+    out: dict[str, Any] = _module(fam).project_vjp(x, z, eps, ybar, p, bounds, axis)
+    return out

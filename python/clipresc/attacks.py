@@ -24,7 +24,7 @@ import array_api_compat
 from ._api import DEFAULT_BOUNDS
 from ._project import project
 
-__all__ = ["pgd_l1_step", "pgd_l2_step"]
+__all__ = ["l1_direction", "pgd_l1_step", "pgd_l2_step"]
 
 
 def _per_sample(xp: Any, v: Any) -> Any:
@@ -56,6 +56,39 @@ def pgd_l2_step(
     return project(x, z, eps, p=2, bounds=bounds)
 
 
+def l1_direction(
+    x_adv: Any,
+    grad: Any,
+    sparsity: float = 0.95,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+) -> Any:
+    """The L1 ascent direction of :func:`pgd_l1_step`, of unit L1 size per sample:
+    ``sign(grad)`` on the coordinates whose ``|grad|`` is in the top ``1 - sparsity``
+    fraction of those that can still move that way (not on the side of the box ``grad``
+    points to, as in APGD-L1), spread evenly (as in SLIDE).
+
+    >>> import numpy as np
+    >>> l1_direction(np.array([[1.0, 0.5, 0.5]]), np.array([[4.0, -3.0, 0.1]]), 0.4)
+    array([[ 0., -1.,  0.]])
+    """
+    xp = array_api_compat.array_namespace(x_adv, grad)
+    lo, hi = (None, None) if bounds is None else bounds
+    blocked = xp.zeros(grad.shape, dtype=xp.bool)
+    if hi is not None:
+        blocked = blocked | ((grad > 0) & (x_adv >= hi))
+    if lo is not None:
+        blocked = blocked | ((grad < 0) & (x_adv <= lo))
+    flat = xp.reshape(xp.where(blocked, 0.0, xp.abs(grad)), (grad.shape[0], -1))
+    n = flat.shape[1]
+    k = max(1, min(n, round((1.0 - sparsity) * n)))
+    cut = xp.sort(flat, axis=1)[:, n - k : n - k + 1]
+    keep = (flat >= cut) & (flat > 0)
+    sign = xp.reshape(xp.sign(grad), (grad.shape[0], -1))
+    direction = xp.where(keep, sign, xp.zeros_like(sign))
+    count = xp.sum(xp.abs(direction), axis=1, keepdims=True)
+    return xp.reshape(direction / xp.where(count > 0, count, 1.0), grad.shape)
+
+
 def pgd_l1_step(
     x: Any,
     x_adv: Any,
@@ -65,25 +98,13 @@ def pgd_l1_step(
     sparsity: float = 0.95,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
 ) -> Any:
-    """One L1 PGD ascent step: move along ``sign(grad)`` on the coordinates whose ``|grad|``
-    is in the top ``1 - sparsity`` fraction of the vector (the L1 steepest-ascent direction,
-    spread over a few coordinates as in SLIDE and APGD-L1), scaled to unit L1 size, then
-    project exactly with ``p = 1``.
+    """One L1 PGD ascent step: ``project(x, x_adv + step * l1_direction(...), eps, p=1)``
+    (see :func:`l1_direction`).
 
     >>> import numpy as np
     >>> x = np.full((1, 4), 0.5); g = np.array([[4.0, -3.0, 0.1, 0.0]])
     >>> pgd_l1_step(x, x, g, eps=0.4, step=1.0, sparsity=0.5)
     array([[0.7, 0.3, 0.5, 0.5]])
     """
-    xp = array_api_compat.array_namespace(x, x_adv, grad)
-    flat = xp.reshape(xp.abs(grad), (grad.shape[0], -1))
-    n = flat.shape[1]
-    k = max(1, min(n, round((1.0 - sparsity) * n)))
-    cut = xp.sort(flat, axis=1)[:, n - k : n - k + 1]
-    keep = (flat >= cut) & (flat > 0)
-    sign = xp.reshape(xp.sign(grad), (grad.shape[0], -1))
-    direction = xp.where(keep, sign, xp.zeros_like(sign))
-    count = xp.sum(xp.abs(direction), axis=1, keepdims=True)
-    direction = direction / xp.where(count > 0, count, 1.0)
-    z = x_adv + step * xp.reshape(direction, grad.shape)
+    z = x_adv + step * l1_direction(x_adv, grad, sparsity, bounds)
     return project(x, z, eps, p=1, bounds=bounds)

@@ -61,7 +61,7 @@ def _sides(bounds: Any) -> tuple[Any, ...]:
     return ()
 
 
-class _Project(torch.autograd.Function):
+class _Project(torch.autograd.Function):  # type: ignore[misc]
     @staticmethod
     def forward(ctx: Any, x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
         ctx.save_for_backward(x, z, eps if isinstance(eps, torch.Tensor) else None)

@@ -250,16 +250,6 @@ fn project_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, 
     }
 }
 
-/// The squared size of `clip(z) - x` (in `f64`, 8 accumulators in a fixed order).
-fn clipped_sq<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>) -> f64 {
-    let mut acc = [0.0f64; 8];
-    for i in 0..row.x.len() {
-        let c = clamp(row.z[i], row.lo.at(i), row.hi.at(i)).as_f64() - row.x[i].as_f64();
-        acc[i % 8] += c * c;
-    }
-    acc.iter().sum()
-}
-
 /// `p = 2`: returns `t` (1 when `clip(z)` is inside the ball) and writes `y`.
 fn project_l2<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
@@ -270,19 +260,25 @@ fn project_l2<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         y.copy_from_slice(row.x);
         return Ok(0.0);
     }
-    if clipped_sq(row) <= row.eps * row.eps {
+    // one pass: `d = z - x` into `y` (the solver reads it from there) and the squared size
+    // of `clip(z) - x` in f64 (8 accumulators in a fixed order)
+    let mut acc = [0.0f64; 8];
+    let mut overflow = false;
+    for i in 0..n {
+        let (x, z) = (row.x[i], row.z[i]);
+        let c = clamp(z, row.lo.at(i), row.hi.at(i)).as_f64() - x.as_f64();
+        acc[i % 8] += c * c;
+        y[i] = z - x;
+        overflow |= y[i].is_infinite();
+    }
+    if acc.iter().sum::<f64>() <= row.eps * row.eps {
         for i in 0..n {
             y[i] = clamp(row.z[i], row.lo.at(i), row.hi.at(i));
         }
         return Ok(1.0);
     }
-    // `d` goes into `y` (the solver reads it from there); halved when `z - x` overflows, which
-    // leaves the direction, and so the projection, unchanged (only `eta` doubles).
-    let mut overflow = false;
-    for i in 0..n {
-        y[i] = row.z[i] - row.x[i];
-        overflow |= y[i].is_infinite();
-    }
+    // `z - x` overflowed: halve it, which leaves the direction, and so the projection,
+    // unchanged (only `eta` doubles)
     let half = T::of_f64(0.5);
     if overflow {
         for i in 0..n {
@@ -319,21 +315,21 @@ fn side_bound<'a, T: Real, S: SideAccess<T> + 'a>(s: &'a S) -> Bound<'a, T> {
     }
 }
 
-/// `p = 1` pass over the row: fills `scratch.pairs` with `(|d_i|, s_i)` for `d_i != 0`, and
-/// returns `h(0) = sum min(|d_i|, s_i)` and the number of elements free at `lam = 0+`.
+/// `p = 1` pass over the row: fills `pairs` with `(|d_i|, s_i)` for every element (an
+/// element with `d_i = 0` is dropped by the first pass of [`solve_l1`]), and returns
+/// `h(0) = sum min(|d_i|, s_i)` and the number of elements free at `lam = 0+`.
 fn l1_gather<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     pairs: &mut Vec<(f64, f64)>,
 ) -> (f64, usize) {
+    let n = row.x.len();
     pairs.clear();
+    pairs.resize(n, (0.0, 0.0));
     let mut acc = [0.0f64; 8];
     let mut free = 0usize;
-    for i in 0..row.x.len() {
+    for i in 0..n {
         let x = row.x[i].as_f64();
         let d = row.z[i].as_f64() - x;
-        if d == 0.0 {
-            continue;
-        }
         let s = if d > 0.0 {
             row.hi.at(i).as_f64() - x
         } else {
@@ -341,11 +337,16 @@ fn l1_gather<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         };
         let b = d.abs();
         acc[i % 8] += b.min(s);
-        free += (b < s) as usize;
-        pairs.push((b, s));
+        free += (b > 0.0 && b < s) as usize;
+        pairs[i] = (b, s);
     }
     (acc.iter().sum(), free)
 }
+
+/// Passes of [`solve_l1`] after which the bracket is returned (a median pass at least
+/// halves the breakpoints inside it, so 2 * 64 passes decide any row unless rounding
+/// leaves an element undecided).
+const MAX_L1_PASSES: usize = 400;
 
 /// The root `lam` of `h(lam) = eps` given `h(0) = h0 > eps > 0` (see the module docs).
 fn solve_l1(
@@ -354,6 +355,7 @@ fn solve_l1(
     h0: f64,
     free0: usize,
     eps: f64,
+    work: &mut usize,
 ) -> f64 {
     // h(lam) = sat + act - k lam + (sum over the undecided pairs) on the bracket [lo, hi]
     let (mut sat, mut act, mut k) = (0.0f64, 0.0f64, 0usize);
@@ -365,7 +367,7 @@ fn solve_l1(
         f64::NAN
     };
     let mut median_next = false;
-    loop {
+    for _ in 0..MAX_L1_PASSES {
         if pairs.is_empty() {
             if k == 0 {
                 return lo;
@@ -393,6 +395,7 @@ fn solve_l1(
                 cand = *m;
             }
         }
+        *work += pairs.len();
         // h and its one-sided slopes at `cand`
         let mut acc = [0.0f64; 4];
         let (mut k_right, mut k_left) = (0usize, 0usize);
@@ -413,6 +416,8 @@ fn solve_l1(
             hi = cand;
         }
         let before = pairs.len();
+        // the slope at `cand`: fixed active elements plus the undecided ones moving there
+        let slope = (k + if went_up { k_right } else { k_left }) as f64;
         pairs.retain(|&(b, s)| {
             if b <= lo {
                 false
@@ -430,13 +435,14 @@ fn solve_l1(
         // a pass that did not halve the undecided set is followed by a median step
         median_next = !median_next && 2 * pairs.len() > before;
         // Newton from the end that just moved, along its inner slope
-        let slope = (k + if went_up { k_right } else { k_left }) as f64;
         cand = if slope > 0.0 {
             cand + (h - eps) / slope
         } else {
             f64::NAN
         };
     }
+    // only rounding can keep elements undecided this long: the bracket is a few ulps wide
+    0.5 * (lo + hi)
 }
 
 /// `p = 1`: returns `lam` and writes `y`.
@@ -457,7 +463,14 @@ fn project_l1<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         }
         return 0.0;
     }
-    let lam = solve_l1(&mut scratch.pairs, &mut scratch.points, h0, free0, row.eps);
+    let lam = solve_l1(
+        &mut scratch.pairs,
+        &mut scratch.points,
+        h0,
+        free0,
+        row.eps,
+        &mut 0,
+    );
     l1_apply(row, lam, y);
     lam
 }
@@ -889,4 +902,66 @@ pub fn project_vjp<T: Real>(
         Some(grads.z),
         grads.eps,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::solve_l1;
+
+    /// `h(lam)` directly, for checking roots.
+    fn h(pairs: &[(f64, f64)], lam: f64) -> f64 {
+        pairs.iter().map(|&(b, s)| (b - lam).max(0.0).min(s)).sum()
+    }
+
+    fn solve(pairs: &[(f64, f64)], eps: f64) -> (f64, usize) {
+        let h0: f64 = pairs.iter().map(|&(b, s)| b.min(s)).sum();
+        let free0 = pairs.iter().filter(|&&(b, s)| b > 0.0 && b < s).count();
+        let (mut p, mut pts, mut work) = (pairs.to_vec(), Vec::new(), 0);
+        let lam = solve_l1(&mut p, &mut pts, h0, free0, eps, &mut work);
+        (lam, work)
+    }
+
+    /// The work (elements visited over all passes) stays linear on inputs built to slow
+    /// Newton down: breakpoints spread over many orders of magnitude, every element
+    /// saturated at `lam = 0`, and many equal breakpoints.
+    #[test]
+    fn work_is_linear_on_hard_inputs() {
+        let n = 20_000;
+        let cases: Vec<Vec<(f64, f64)>> = vec![
+            (0..n)
+                .map(|i| (1.0 / (1.0 + i as f64), f64::INFINITY))
+                .collect(),
+            (0..n)
+                .map(|i| (1.5f64.powi((i % 1500) as i32 - 750), 1e300))
+                .collect(),
+            (0..n)
+                .map(|i| (10.0 + i as f64 * 1e-3, 0.5 + (i % 7) as f64))
+                .collect(),
+            (0..n).map(|i| (1.0 + (i % 2) as f64, 1.0)).collect(),
+            (0..n)
+                .map(|i| {
+                    (
+                        2.0 + ((i * 7919) % n) as f64 / n as f64,
+                        0.001 * (i % 13) as f64,
+                    )
+                })
+                .collect(),
+        ];
+        for (c, pairs) in cases.iter().enumerate() {
+            let total = h(pairs, 0.0);
+            for frac in [1e-9, 1e-3, 0.1, 0.5, 0.9, 0.999] {
+                let eps = frac * total;
+                let (lam, work) = solve(pairs, eps);
+                let got = h(pairs, lam);
+                assert!(
+                    (got - eps).abs() <= 1e-9 * total,
+                    "case {c} frac {frac}: h(lam) = {got}, eps = {eps}"
+                );
+                assert!(
+                    work <= 8 * n,
+                    "case {c} frac {frac}: work {work} for n = {n}"
+                );
+            }
+        }
+    }
 }
