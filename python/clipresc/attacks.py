@@ -68,7 +68,7 @@ def l1_direction(
     points to, as in APGD-L1), spread evenly (as in SLIDE).
 
     >>> import numpy as np
-    >>> l1_direction(np.array([[1.0, 0.5, 0.5]]), np.array([[4.0, -3.0, 0.1]]), 0.4)
+    >>> l1_direction(np.array([[1.0, 0.5, 0.5]]), np.array([[4.0, -3.0, 0.1]]), 0.7)
     array([[ 0., -1.,  0.]])
     """
     xp = array_api_compat.array_namespace(x_adv, grad)
