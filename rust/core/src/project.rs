@@ -18,6 +18,9 @@
 //! Rows run in parallel; each row is computed sequentially in a fixed order, so results are
 //! bitwise identical for any thread count.
 
+// Explicit indices over several parallel slices are the shape the vectoriser needs.
+#![allow(clippy::needless_range_loop)]
+
 use rayon::prelude::*;
 
 use crate::batch::{scale, Batch, Eps};
@@ -348,6 +351,10 @@ fn l1_gather<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 /// leaves an element undecided).
 const MAX_L1_PASSES: usize = 400;
 
+/// Newton passes of [`solve_l1`] that may fail to halve the undecided set before median
+/// steps take over: the work is at most `(SLOW_NEWTON + 4) n`-ish in the worst case.
+const SLOW_NEWTON: usize = 6;
+
 /// The root `lam` of `h(lam) = eps` given `h(0) = h0 > eps > 0` (see the module docs).
 fn solve_l1(
     pairs: &mut Vec<(f64, f64)>,
@@ -366,7 +373,7 @@ fn solve_l1(
     } else {
         f64::NAN
     };
-    let mut median_next = false;
+    let (mut median_next, mut slow) = (false, 0usize);
     for _ in 0..MAX_L1_PASSES {
         if pairs.is_empty() {
             if k == 0 {
@@ -432,8 +439,14 @@ fn solve_l1(
                 true
             }
         });
-        // a pass that did not halve the undecided set is followed by a median step
-        median_next = !median_next && 2 * pairs.len() > before;
+        // Newton passes that do not halve the undecided set are allowed SLOW_NEWTON times
+        // (Newton from the left end is Michelot's method: it shrinks the set steadily but
+        // not always by half); after that such a pass is followed by a median step
+        let halved = 2 * pairs.len() <= before;
+        if !halved && !median_next {
+            slow += 1;
+        }
+        median_next = !median_next && !halved && slow > SLOW_NEWTON;
         // Newton from the end that just moved, along its inner slope
         cand = if slope > 0.0 {
             cand + (h - eps) / slope
