@@ -404,13 +404,23 @@ fn solve_l1(
         }
         *work += pairs.len();
         // h and its one-sided slopes at `cand`
+        // and the nearest breakpoints of the undecided elements on either side
         let mut acc = [0.0f64; 4];
         let (mut k_right, mut k_left) = (0usize, 0usize);
+        let (mut next_up, mut next_down) = (f64::INFINITY, f64::NEG_INFINITY);
         for (j, &(b, s)) in pairs.iter().enumerate() {
             let v = b - cand;
             acc[j % 4] += v.max(0.0).min(s);
             k_right += (v > 0.0 && v <= s) as usize;
             k_left += (v >= 0.0 && v < s) as usize;
+            let a = b - s;
+            for bp in [a, b] {
+                if bp > cand {
+                    next_up = next_up.min(bp);
+                } else if bp < cand {
+                    next_down = next_down.max(bp);
+                }
+            }
         }
         let h = sat + act - k as f64 * cand + acc.iter().sum::<f64>();
         if h == eps {
@@ -425,6 +435,19 @@ fn solve_l1(
         let before = pairs.len();
         // the slope at `cand`: fixed active elements plus the undecided ones moving there
         let slope = (k + if went_up { k_right } else { k_left }) as f64;
+        // h is linear from `cand` to the nearest breakpoint on the side of the root: when
+        // the Newton step stays inside that piece it lands on the root exactly
+        if slope > 0.0 {
+            let step = cand + (h - eps) / slope;
+            let inside = if went_up {
+                step <= next_up && step < hi
+            } else {
+                step >= next_down && step > lo
+            };
+            if inside {
+                return step;
+            }
+        }
         pairs.retain(|&(b, s)| {
             if b <= lo {
                 false
