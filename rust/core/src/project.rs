@@ -599,6 +599,9 @@ fn slice_of<'a, T: Real>(b: &Bound<'a, T>, r: usize, n: usize) -> &'a [T] {
     }
 }
 
+/// One row's work item: its index, its output slices and its per-row value.
+type Job<'s, T> = (usize, (&'s mut [T], (&'s mut [T], &'s mut f64)));
+
 #[allow(clippy::too_many_arguments)]
 fn rows_with<'a, T, W, L, H, FL, FH>(
     pb: &ProjectBatch<'a, T>,
@@ -648,7 +651,7 @@ where
         Some(b) => b.chunks_mut(n).collect(),
         None => (0..pb.rows).map(|_| <&mut [T]>::default()).collect(),
     };
-    let jobs: Vec<(usize, (&mut [T], (&mut [T], &mut f64)))> = a
+    let jobs: Vec<Job<'_, T>> = a
         .chunks_mut(n)
         .zip(b_rows.into_iter().zip(m.iter_mut()))
         .enumerate()

@@ -4,6 +4,9 @@
 //! inequality `(z - y) . (w - y) <= 0` for feasible `w`, the VJP against central finite
 //! differences, edge cases, errors, f32, and determinism over thread counts.
 
+// Explicit indices over parallel slices read like the formulas they check.
+#![allow(clippy::needless_range_loop)]
+
 use clipresc_core::{
     project, project_vjp, Bound, CoreError, Eps, ProjectBatch, ProjectGrads, ProjectNorm,
 };
