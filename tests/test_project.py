@@ -232,8 +232,16 @@ def test_torch_autograd(p):
 @pytest.mark.parametrize("p", PS)
 def test_jax_grad_and_jit(p):
     jax = pytest.importorskip("jax")
-    jax.config.update("jax_enable_x64", True)
     jnp = jax.numpy
+    before = jax.config.jax_enable_x64
+    jax.config.update("jax_enable_x64", True)
+    try:
+        _check_jax(jax, jnp, p)
+    finally:  # other tests and doctests expect JAX's default float32
+        jax.config.update("jax_enable_x64", before)
+
+
+def _check_jax(jax, jnp, p):
     rng = np.random.default_rng(7)
     x, z, lo, hi, eps = _case(rng, 3, 4, infinite=False)
     w = rng.standard_normal(x.shape)
