@@ -13,7 +13,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: bench-frameworks
 .PHONY: test-jax-old
 .PHONY: bench-gpu bench-traffic gpu-wheels gpu-check
-.PHONY: bench-noise bench-cli bench-calls
+.PHONY: bench-noise bench-cli bench-calls bench-project
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
 help: ## list the targets
@@ -87,7 +87,7 @@ fmt: $(STAMP_DEPS) ## format Rust and Python
 	$(VENV)/bin/ruff format python tests benches docs
 	$(VENV)/bin/ruff check --fix python tests benches docs
 
-bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor
+bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory floor (see also bench-project)
 	$(PY) benches/bench_core.py
 
 bench-calls: $(STAMP_BUILD) ## package Python calls per perturb (NumPy, torch forward/backward) and per-call time
@@ -114,6 +114,9 @@ gpu-check: ## on a GPU machine: pytest -m gpu, the quick GPU benchmark; report i
 
 bench-noise: $(STAMP_BUILD) ## clipresc.noise vs the memory floor at 64x3x224x224 float32
 	$(PY) benches/bench_noise.py
+
+bench-project: $(STAMP_BUILD) ## clipresc.project p=1/2/inf vs the memory floor, sort-based L1, project-then-clip
+	$(PY) benches/bench_project.py
 
 bench-cli: $(STAMP_BUILD) ## the clipresc CLI on a 2 GiB file: throughput and peak RSS
 	$(PY) benches/bench_cli.py

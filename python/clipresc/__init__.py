@@ -14,10 +14,20 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ._api import perturb, perturb_vjp, scale, scale_vjp
 from ._noise import noise
+from ._project import project, project_vjp
 
 try:
     __version__ = version("clipresc")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "noise", "perturb", "perturb_vjp", "scale", "scale_vjp"]
+__all__ = [
+    "__version__",
+    "noise",
+    "perturb",
+    "perturb_vjp",
+    "project",
+    "project_vjp",
+    "scale",
+    "scale_vjp",
+]

@@ -98,14 +98,15 @@ def _describe(
     axis: Any,
     unreachable: Any,
     numpy: bool,
+    delta_name: str = "delta",
 ) -> Call:
     xd = _check_dtype(x_dtype, "x", numpy)
-    dd = _check_dtype(delta_dtype, "delta", numpy)
+    dd = _check_dtype(delta_dtype, delta_name, numpy)
     pf = parse_p(p)
     mode = parse_unreachable(unreachable)
     xs, ds = tuple(x_shape), tuple(delta_shape)
     if xs != ds:
-        raise _errors.shape_mismatch(ds, xs)
+        raise _errors.shape_mismatch(ds, xs, delta_name)
     axes = vector_axes(axis, len(xs))
     known = all(s is not None for s in xs)
     layout = Layout.of(xs, axes) if known else None  # type: ignore[arg-type]
@@ -121,11 +122,13 @@ def describe(
     axis: Axis,
     unreachable: Any,
     numpy: bool = True,
+    delta_name: str = "delta",
 ) -> Call:
     """Check the arguments that need no data and describe the call.
 
     ``x_dtype`` / ``delta_dtype``: NumPy dtypes, or any library's dtype (then ``numpy``
-    is ``False``, and bfloat16 is accepted). Raises with the messages of
+    is ``False``, and bfloat16 is accepted). ``delta_name``: what messages call the second
+    array (``"z"`` for :func:`clipresc.project`). Raises with the messages of
     :mod:`clipresc._errors`, in this order: dtype of ``x``, of ``delta``, ``p``,
     ``unreachable``, the shapes, ``axis``.
 
@@ -139,11 +142,21 @@ def describe(
     try:
         # the type of p is part of the key: True == 1, but a bool p is refused
         return _describe_cached(
-            x_shape, x_dtype, delta_shape, delta_dtype, (type(p), p), axis, unreachable, numpy
+            x_shape,
+            x_dtype,
+            delta_shape,
+            delta_dtype,
+            (type(p), p),
+            axis,
+            unreachable,
+            numpy,
+            delta_name,
         )
     except TypeError:
         # unhashable (a list axis), or the TypeError of a check: run it uncached
-        return _describe(x_shape, x_dtype, delta_shape, delta_dtype, p, axis, unreachable, numpy)
+        return _describe(
+            x_shape, x_dtype, delta_shape, delta_dtype, p, axis, unreachable, numpy, delta_name
+        )
 
 
 @functools.lru_cache(maxsize=512)

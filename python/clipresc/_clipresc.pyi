@@ -102,3 +102,24 @@ def perturb_vjp_into(
 def jax_ffi_targets() -> dict[str, Any]: ...
 def jax_ffi_calls() -> tuple[int, int]: ...
 def xla_ffi_layout() -> tuple[tuple[int, int], dict[str, tuple[int, dict[str, int]]]]: ...
+def project_into(
+    x: npt.NDArray[Any],
+    z: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    y_out: npt.NDArray[Any],
+) -> None: ...
+def project_vjp_into(
+    x: npt.NDArray[Any],
+    z: npt.NDArray[Any],
+    lower: float | npt.NDArray[Any],
+    upper: float | npt.NDArray[Any],
+    eps: float | npt.NDArray[np.float64],
+    p: float,
+    ybar: npt.NDArray[Any],
+    x_grad: npt.NDArray[Any],
+    z_grad: npt.NDArray[Any],
+    eps_grad: npt.NDArray[np.float64],
+) -> None: ...

@@ -306,13 +306,15 @@ def unknown_dask_shape() -> ValueError:
     return ValueError("x must have a known shape (call compute_chunk_sizes() first)")
 
 
-def shape_mismatch(delta_shape: Any, x_shape: Any) -> ValueError:
-    """``delta``'s shape differs from ``x``'s.
+def shape_mismatch(delta_shape: Any, x_shape: Any, delta_name: str = "delta") -> ValueError:
+    """``delta``'s (or ``z``'s, for :func:`clipresc.project`) shape differs from ``x``'s.
 
     >>> str(shape_mismatch((2,), (3,)))
     'delta must have the same shape as x; got (2,) and (3,)'
     """
-    return ValueError(f"delta must have the same shape as x; got {delta_shape} and {x_shape}")
+    return ValueError(
+        f"{delta_name} must have the same shape as x; got {delta_shape} and {x_shape}"
+    )
 
 
 def eps_shape(rows: int, shape: Any) -> ValueError:

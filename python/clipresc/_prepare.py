@@ -160,6 +160,7 @@ def prepare(
     axis: Axis,
     unreachable: Any,
     core_checks_bounds: bool = False,
+    delta_name: str = "delta",
 ) -> Problem:
     """Check every argument and lay the data out for the core.
 
@@ -167,11 +168,14 @@ def prepare(
     of the values of ``eps`` and the bounds. ``core_checks_bounds``: the problem goes to a
     core entry point whose first pass rejects x outside its bounds (``scale``,
     ``perturb``): per-element bound arrays are then not checked here (see
-    :attr:`Problem.unchecked_bounds`).
+    :attr:`Problem.unchecked_bounds`). ``delta_name``: what messages call the second array
+    (``"z"`` for :func:`clipresc.project`).
     """
     xa = x if type(x) is np.ndarray else np.asarray(x)
     da = xa if delta is x else delta if type(delta) is np.ndarray else np.asarray(delta)
-    call = describe(xa.shape, xa.dtype, da.shape, da.dtype, p, axis, unreachable)
+    call = describe(
+        xa.shape, xa.dtype, da.shape, da.dtype, p, axis, unreachable, delta_name=delta_name
+    )
     layout = call.layout
     assert layout is not None
     wd = call.work_dtype

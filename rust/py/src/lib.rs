@@ -8,6 +8,7 @@ mod dtype;
 mod errors;
 mod jax_ffi;
 mod noise;
+mod project;
 mod solve;
 mod vjp;
 mod xla_ffi;
@@ -24,6 +25,8 @@ fn _clipresc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(vjp::scale_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(vjp::perturb_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::noise_into, m)?)?;
+    m.add_function(wrap_pyfunction!(project::project_into, m)?)?;
+    m.add_function(wrap_pyfunction!(project::project_vjp_into, m)?)?;
     m.add_function(wrap_pyfunction!(noise::sample_into, m)?)?;
     jax_ffi::register(m)?;
     Ok(())

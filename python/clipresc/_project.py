@@ -1,0 +1,171 @@
+"""Exact projection onto the lp ball around ``x`` intersected with the box: the public
+functions, which library computes a call, and the NumPy path through the Rust core."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import array_api_compat
+import numpy as np
+
+from . import _clipresc, _dispatch
+from ._api import DEFAULT_BOUNDS
+from ._args import float_lists, parse_p
+from ._prepare import Problem, prepare
+from ._prepare_xp import arg_shapes, cotangent, fit_cotangents
+from .backends import numpy_backend
+
+PROJECT_PS = (1.0, 2.0, math.inf)
+
+
+def check_project_p(p: Any) -> float:
+    """``p`` as a float if :func:`project` supports it (1, 2 or inf), else ``ValueError``.
+
+    >>> check_project_p(1), check_project_p(math.inf)
+    (1.0, inf)
+    >>> check_project_p(3)
+    Traceback (most recent call last):
+    ValueError: project supports p = 1, 2 or inf; got 3
+    """
+    pf = parse_p(p)
+    if pf not in PROJECT_PS:
+        raise ValueError(f"project supports p = 1, 2 or inf; got {p!r}")
+    return pf
+
+
+def _named(x: Any, z: Any, eps: Any, bounds: Any, **more: Any) -> dict[str, Any]:
+    named = _dispatch._named_arrays(x, z, eps, bounds, **more)
+    return {("z" if k == "delta" else k): v for k, v in named.items()}
+
+
+def family(named: dict[str, Any]) -> str:
+    """The library of a call's arrays (``"numpy"`` when there are none): one rule for
+    every entry point, :func:`clipresc._dispatch.route`'s."""
+    return _dispatch._family(named)[0]
+
+
+def prepare_project(
+    x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any
+) -> tuple[Problem, np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+    """The checked problem (``z`` in ``prob.delta``) and the caller's ``x`` and ``z``."""
+    check_project_p(p)
+    xa, za = np.asarray(x), np.asarray(z)
+    prob = prepare(xa, za, eps, p, bounds, axis, "saturate", True, delta_name="z")
+    return prob, xa, za
+
+
+def project_rows(prob: Problem) -> np.ndarray[Any, Any]:
+    """The projection as ``(rows, n)`` in the work dtype (the core's layout)."""
+    y = np.empty_like(prob.x)
+    try:
+        _clipresc.project_into(prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y)
+    except _clipresc.InputError as e:
+        raise numpy_backend._input_error(prob, e) from None
+    return y
+
+
+def project_numpy(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
+    """:func:`project` of NumPy inputs, in the caller's dtype and layout."""
+    prob, _, _ = prepare_project(x, z, eps, p, bounds, axis)
+    y = project_rows(prob)
+    return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
+
+
+def project_vjp_numpy(
+    x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
+) -> dict[str, Any]:
+    """:func:`project_vjp` of NumPy inputs (NumPy results)."""
+    prob, _, za = prepare_project(x, z, eps, p, bounds, axis)
+    lay = prob.layout
+    npx = array_api_compat.array_namespace(np.empty(0))
+    c = lay.to_rows(cotangent(npx, ybar, lay.shape, "ybar", prob.x), prob.x.dtype)
+    gx, gz = np.empty_like(prob.x), np.empty_like(prob.x)
+    ge = np.empty(lay.rows, dtype=np.float64)
+    try:
+        _clipresc.project_vjp_into(
+            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, c, gx, gz, ge
+        )
+    except _clipresc.InputError as e:
+        raise numpy_backend._input_error(prob, e) from None
+    shapes = arg_shapes(eps, None, lay)
+    g = {"x": gx, "delta": gz, "eps": ge, "lower": None, "upper": None}
+    out = fit_cotangents(npx, g, lay, shapes, prob.dtype, za.dtype)
+    return {"x": out["x"], "z": out["delta"], "eps": out["eps"]}
+
+
+def project(
+    x: Any,
+    z: Any,
+    eps: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+    axis: int | Sequence[int] | None = None,
+) -> Any:
+    """The point of ``{y : ||y - x||_p <= eps, lower <= y <= upper}`` closest to ``z``.
+
+    The exact Euclidean projection onto the ball around ``x`` intersected with the box, per
+    vector: the step after every iterate of a PGD-style attack. Not the same as projecting
+    onto the ball and then clipping, which is feasible but generally not the closest point.
+
+    Args:
+        x: centres of the balls, inside the box; a float16/32/64 array, axis 0 the batch.
+        z: the points to project, same shape as ``x``.
+        eps: the radius: a scalar or one value per vector.
+        p: 1, 2 or ``math.inf`` (other ``p`` raise ``ValueError``).
+        bounds: ``(lower, upper)`` as for :func:`clipresc.perturb`; ``None`` for no box.
+        axis: the axes forming one vector, as for :func:`clipresc.perturb`.
+
+    Returns:
+        ``y`` with ``x``'s shape and dtype.
+
+    >>> import numpy as np, clipresc
+    >>> x = np.array([[0.5, 0.9]]); z = np.array([[2.0, 0.9]])
+    >>> clipresc.project(x, z, 0.25, p=1)  # moves 0.25 towards z[0] (1.75 away)
+    array([[0.75, 0.9 ]])
+    >>> z = np.array([[1.5, 1.5]])  # p = 2: the ball alone would give [0.85..., 1.07...]
+    >>> clipresc.project(x, z, 0.5)  # the box stops the second at 1: the first goes further
+    array([[0.98989795, 1.        ]])
+    """
+    x, z = float_lists(x), float_lists(z)
+    fam = family(_named(x, z, eps, bounds))
+    if fam == "numpy":
+        return project_numpy(x, z, eps, p, bounds, axis)
+    from . import _project_routes
+
+    return _project_routes.project(fam, x, z, eps, p, bounds, axis)
+
+
+def project_vjp(
+    x: Any,
+    z: Any,
+    eps: Any,
+    ybar: Any,
+    p: float = 2.0,
+    bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
+    axis: int | Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """Vector-Jacobian product of :func:`project`: the cotangents of ``x``, ``z`` and ``eps``.
+
+    Closed form, O(n) per vector. ``ybar`` is the cotangent of ``y`` (``x``'s shape, or
+    broadcastable to it). Returns ``{"x", "z", "eps"}`` in the shapes and dtypes of the
+    arguments (``eps``'s is 0-d for a number); the bounds get no gradient.
+
+    Conventions where the projection is not differentiable: an element on a side of the box
+    (or of the ``p = inf`` ball) counts as clipped; at ``eps = 0``, and where the ``p = 1``
+    multiplier sits on a breakpoint, the derivative is the one for increasing ``eps``.
+
+    >>> import numpy as np, clipresc
+    >>> x = np.array([[0.5, 0.9]]); z = np.array([[2.0, 0.9]])
+    >>> g = clipresc.project_vjp(x, z, 0.25, np.ones((1, 2)), p=1)  # y = [x0 + eps, x1]
+    >>> g["x"], g["z"], g["eps"]
+    (array([[1., 1.]]), array([[0., 0.]]), array(1.))
+    """
+    x, z = float_lists(x), float_lists(z)
+    fam = family(_named(x, z, eps, bounds, ybar=ybar))
+    if fam == "numpy":
+        return project_vjp_numpy(x, z, eps, ybar, p, bounds, axis)
+    from . import _project_routes
+
+    return _project_routes.project_vjp(fam, x, z, eps, ybar, p, bounds, axis)

@@ -1,0 +1,137 @@
+//! `project_into` and `project_vjp_into`: the exact projection onto the ball and the box.
+
+use clipresc_core::{project, project_vjp, Batch, ProjectBatch, ProjectGrads, ProjectNorm, Real};
+use numpy::{Element, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::errors::detached;
+use crate::solve::{is_f32, Call};
+
+fn norm_of(p: f64) -> PyResult<ProjectNorm> {
+    ProjectNorm::new(p)
+        .ok_or_else(|| PyValueError::new_err(format!("project supports p = 1, 2 or inf; got {p}")))
+}
+
+fn batch_of<'a, T: Real>(b: &Batch<'a, T>, norm: ProjectNorm) -> ProjectBatch<'a, T> {
+    ProjectBatch {
+        x: b.x,
+        z: b.delta,
+        rows: b.rows,
+        n: b.n,
+        lower: b.lower,
+        upper: b.upper,
+        eps: b.eps,
+        norm,
+    }
+}
+
+fn project_typed<T: Element + Real>(
+    py: Python<'_>,
+    call: Call<'_, T>,
+    norm: ProjectNorm,
+    y_out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let mut y: PyReadwriteArray2<'_, T> = y_out
+        .extract()
+        .map_err(|_| PyTypeError::new_err("y_out must be a writable 2-D array of x's dtype"))?;
+    let y = y.as_slice_mut()?;
+    call.with_batch(|b| {
+        let pb = batch_of(&b, norm);
+        detached(py, || project(&pb, y))
+    })
+}
+
+/// Writes the projection of every row of `z` onto its ball around `x` and the box into
+/// `y_out`, for `(rows, n)` arrays of one float dtype and `p` in {1, 2, inf}.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project_into(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    z: &Bound<'_, PyAny>,
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    eps: &Bound<'_, PyAny>,
+    p: f64,
+    y_out: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let norm = norm_of(p)?;
+    if is_f32(x)? {
+        project_typed(
+            py,
+            Call::<f32>::new(x, z, lower, upper, eps, p)?,
+            norm,
+            y_out,
+        )
+    } else {
+        project_typed(
+            py,
+            Call::<f64>::new(x, z, lower, upper, eps, p)?,
+            norm,
+            y_out,
+        )
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn vjp_typed<T: Element + Real>(
+    py: Python<'_>,
+    call: Call<'_, T>,
+    norm: ProjectNorm,
+    ybar: &Bound<'_, PyAny>,
+    x_grad: &Bound<'_, PyAny>,
+    z_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let ybar: PyReadonlyArray2<'_, T> = ybar
+        .extract()
+        .map_err(|_| PyTypeError::new_err("ybar must be a 2-D array of x's dtype"))?;
+    let writable = |name: &str| {
+        PyTypeError::new_err(format!(
+            "{name} must be a writable C-contiguous array of x's dtype"
+        ))
+    };
+    let mut gx: PyReadwriteArray2<'_, T> = x_grad.extract().map_err(|_| writable("x_grad"))?;
+    let mut gz: PyReadwriteArray2<'_, T> = z_grad.extract().map_err(|_| writable("z_grad"))?;
+    let mut ge: PyReadwriteArray1<'_, f64> = eps_grad
+        .extract()
+        .map_err(|_| PyTypeError::new_err("eps_grad must be a writable 1-D float64 array"))?;
+    let ybar = ybar.as_slice()?;
+    let grads = ProjectGrads {
+        x: gx.as_slice_mut()?,
+        z: gz.as_slice_mut()?,
+        eps: ge.as_slice_mut()?,
+    };
+    call.with_batch(|b| {
+        let pb = batch_of(&b, norm);
+        detached(py, || project_vjp(&pb, ybar, grads))
+    })
+}
+
+/// Cotangents of `project_into` for `ybar` (`(rows, n)`): writes `x_grad`, `z_grad`
+/// (`(rows, n)`, x's dtype) and `eps_grad` (`(rows,)` float64).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn project_vjp_into(
+    py: Python<'_>,
+    x: &Bound<'_, PyAny>,
+    z: &Bound<'_, PyAny>,
+    lower: &Bound<'_, PyAny>,
+    upper: &Bound<'_, PyAny>,
+    eps: &Bound<'_, PyAny>,
+    p: f64,
+    ybar: &Bound<'_, PyAny>,
+    x_grad: &Bound<'_, PyAny>,
+    z_grad: &Bound<'_, PyAny>,
+    eps_grad: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let norm = norm_of(p)?;
+    if is_f32(x)? {
+        let call = Call::<f32>::new(x, z, lower, upper, eps, p)?;
+        vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
+    } else {
+        let call = Call::<f64>::new(x, z, lower, upper, eps, p)?;
+        vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
+    }
+}
