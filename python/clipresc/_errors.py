@@ -328,6 +328,15 @@ def bounds_not_pair() -> ValueError:
     return ValueError("bounds must be a (lower, upper) pair or None")
 
 
+def project_p(p: Any) -> ValueError:
+    """``p`` that :func:`clipresc.project` has no exact method for.
+
+    >>> str(project_p(3))
+    'project supports p = 1, 2 or inf; got 3'
+    """
+    return ValueError(f"project supports p = 1, 2 or inf; got {p!r}")
+
+
 def bound_shape(side: str, shape: Any, x_shape: Any) -> ValueError:
     return ValueError(f"bounds: {side} of shape {shape} does not broadcast to x's shape {x_shape}")
 

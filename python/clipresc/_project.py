@@ -10,7 +10,7 @@ from typing import Any
 import array_api_compat
 import numpy as np
 
-from . import _clipresc, _dispatch
+from . import _clipresc, _errors, _libraries
 from ._api import DEFAULT_BOUNDS
 from ._args import float_lists, parse_p
 from ._prepare import Problem, prepare
@@ -31,19 +31,19 @@ def check_project_p(p: Any) -> float:
     """
     pf = parse_p(p)
     if pf not in PROJECT_PS:
-        raise ValueError(f"project supports p = 1, 2 or inf; got {p!r}")
+        raise _errors.project_p(p)
     return pf
 
 
 def _named(x: Any, z: Any, eps: Any, bounds: Any, **more: Any) -> dict[str, Any]:
-    named = _dispatch._named_arrays(x, z, eps, bounds, **more)
+    named = _libraries.arguments(x, z, eps, bounds, **more)
     return {("z" if k == "delta" else k): v for k, v in named.items()}
 
 
 def family(named: dict[str, Any]) -> str:
     """The library of a call's arrays (``"numpy"`` when there are none): one rule for
-    every entry point, :func:`clipresc._dispatch.route`'s."""
-    return _dispatch._family(named)[0]
+    every entry point, :func:`clipresc._libraries.library_of_call`'s."""
+    return _libraries.library_of_call(named)[0]
 
 
 def prepare_project(

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _project
+from .. import _errors, _project
 from .._args import vector_axes
 from . import generic_project
 
@@ -30,7 +30,7 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     x = da.asarray(x)
     z = da.asarray(z)
     if x.shape != z.shape:
-        raise ValueError(f"z must have the same shape as x; got {z.shape} and {x.shape}")
+        raise _errors.shape_mismatch(z.shape, x.shape, "z")
     axes = vector_axes(axis, x.ndim)
     chunks = {a: -1 for a in axes}
     x = x.rechunk(chunks)

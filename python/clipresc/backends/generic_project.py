@@ -17,9 +17,7 @@ from .._prepare_xp import (
     arg_shapes,
     cotangent,
     fit_cotangents,
-    from_rows,
     prepare_xp,
-    to_rows,
 )
 from .._project import check_project_p
 from . import generic
@@ -182,7 +180,7 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     prob = _prepare(x, z, eps, p, bounds, axis)
     xp = prob.xp
     y, _, _ = _Rows(prob).forward()
-    return xp.astype(from_rows(xp, y, prob.layout), prob.dtype)
+    return xp.astype(prob.layout.from_rows_xp(xp, y), prob.dtype)
 
 
 def project_vjp(
@@ -192,7 +190,7 @@ def project_vjp(
     prob = _prepare(x, z, eps, p, bounds, axis)
     xp, lay = prob.xp, prob.layout
     rows = _Rows(prob)
-    g = to_rows(xp, cotangent(xp, ybar, lay.shape, "ybar", prob.x), lay)
+    g = lay.to_rows_xp(xp, cotangent(xp, ybar, lay.shape, "ybar", prob.x))
     gx, gz, ge = rows.vjp(xp.astype(g, rows.x.dtype))
     shapes = arg_shapes(eps, None, lay)
     out = fit_cotangents(

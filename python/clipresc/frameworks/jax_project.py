@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import _project
+from .. import _errors, _project
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -32,7 +32,7 @@ def _sides(bounds: Any) -> tuple[Any, Any] | None:
         return None
     if isinstance(bounds, (tuple, list)) and len(bounds) == 2:
         return (bounds[0], bounds[1])
-    raise ValueError("bounds must be a (lower, upper) pair or None")
+    raise _errors.bounds_not_pair()
 
 
 def _as_operand(v: Any, inf: float) -> Any:
