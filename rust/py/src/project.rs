@@ -5,8 +5,9 @@ use numpy::{Element, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 
+use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
-use crate::solve::{is_f32, Call};
+use crate::solve::Call;
 
 fn norm_of(p: f64) -> PyResult<ProjectNorm> {
     ProjectNorm::new(p)
@@ -57,21 +58,9 @@ pub(crate) fn project_into(
     y_out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let norm = norm_of(p)?;
-    if is_f32(x)? {
-        project_typed(
-            py,
-            Call::<f32>::new(x, z, lower, upper, eps, p)?,
-            norm,
-            y_out,
-        )
-    } else {
-        project_typed(
-            py,
-            Call::<f64>::new(x, z, lower, upper, eps, p)?,
-            norm,
-            y_out,
-        )
-    }
+    per_dtype!(Dtype::of_x(x)?, T => {
+        project_typed(py, Call::<T>::new(x, z, lower, upper, eps, p)?, norm, y_out)
+    })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -127,11 +116,8 @@ pub(crate) fn project_vjp_into(
     eps_grad: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
     let norm = norm_of(p)?;
-    if is_f32(x)? {
-        let call = Call::<f32>::new(x, z, lower, upper, eps, p)?;
+    per_dtype!(Dtype::of_x(x)?, T => {
+        let call = Call::<T>::new(x, z, lower, upper, eps, p)?;
         vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
-    } else {
-        let call = Call::<f64>::new(x, z, lower, upper, eps, p)?;
-        vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
-    }
+    })
 }
