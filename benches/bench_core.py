@@ -605,12 +605,23 @@ print(json.dumps(out))
 def cpu_model() -> str:
     """The CPU's model name (Linux: /proc/cpuinfo), else what the platform reports."""
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        info = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        info = []
+    # the first processor's fields (a VM may report a bare "AMD EPYC": family and model
+    # then tell the generation)
+    fields: dict[str, str] = {}
+    for line in info:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (
+        f"{fields['model name']} (family {fields.get('cpu family', '?')}, model "
+        f"{fields.get('model', '?')}; {simd})"
+    )
 
 
 def fmt(v: float | None, spec: str) -> str:
