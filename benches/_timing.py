@@ -105,13 +105,23 @@ def fmt(v: float | None, spec: str) -> str:
 
 
 def cpu_model() -> str:
-    """The CPU's model name, for every benchmark's header (Linux: ``/proc/cpuinfo``; else
-    what the platform reports)."""
+    """The CPU's model name for every benchmark's header, with its family, model and widest
+    vector extension (a VM may report a bare "AMD EPYC": family and model then tell the
+    generation); Linux reads ``/proc/cpuinfo``, elsewhere the platform's answer."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            info = fh.read().splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
+        info = []
+    fields: dict[str, str] = {}  # the first processor's fields
+    for line in info:
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    if "model name" not in fields:
+        return platform.processor() or platform.machine()
+    flags = fields.get("flags", "").split()
+    simd = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return (
+        f"{fields['model name']} (family {fields.get('cpu family', '?')}, model "
+        f"{fields.get('model', '?')}; {simd})"
+    )

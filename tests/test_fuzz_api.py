@@ -783,7 +783,8 @@ def test_numpy_bit_patterns_never_crash(data: Any) -> None:
         # the only warning: an eta beyond the dtype, returned as inf by scale
         overflow = fn == "scale" and int(np.isinf(out).sum())
         texts = [str(w.message) for w in caught]
-        want = [f"for {overflow} of {rows} vectors"] if overflow else []
+        noun = "vector" if rows == 1 else "vectors"  # the catalogue's count grammar
+        want = [f"for {overflow} of {rows} {noun}"] if overflow else []
         assert len(texts) == len(want), texts
         assert all(w in t and "exceeds the range" in t for w, t in zip(want, texts)), texts
         if fn == "scale":
