@@ -1,10 +1,10 @@
 """``ExactNoise`` in real ``torch.utils.data.DataLoader`` runs (helper of test_noise_loader.py).
 
-Run as a script in a fresh process: ``python noise_loader_runs.py OUT.npz``. A fresh process
-because the Rust core's thread pool does not survive ``fork``: a forked worker whose parent
-has already drawn noise would hang (the pytest process has), so the parent here never calls
-``clipresc.noise`` itself. The dataset lives in this importable module so that ``spawn``
-workers can unpickle it.
+Run as a script in a fresh process: ``python noise_loader_runs.py OUT.npz``, so that the
+workers' start methods and seeds depend on nothing the pytest process did (a forked child
+of a process that used the core runs it on the calling thread; ``tests/test_fork.py``
+checks that). The dataset lives in this importable module so that ``spawn`` workers can
+unpickle it.
 
 Each sample is a constant image (0.5 everywhere) with ``ExactNoise`` applied; a sample comes
 back with its index, the seed of the worker that made it and that worker's call number, so
