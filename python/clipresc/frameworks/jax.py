@@ -8,10 +8,10 @@ The work runs in the Rust core on the host:
   ``jax.grad`` / ``jax.vjp``) go to the NumPy path through zero-copy NumPy views
   (``np.asarray`` of a CPU ``jax.Array``), so invalid input raises the same ``ValueError`` /
   ``TypeError`` as for NumPy. An eager float32 / float64 ``scale`` / ``perturb`` runs the
-  compiled XLA FFI call instead where it is available (:mod:`._jax_ffi`): the result is
+  compiled XLA FFI call instead where it is available (``frameworks/_jax_ffi.py``): the result is
   then XLA's own buffer, not a copy; data it rejects goes to the NumPy path for the error.
 * Traced arrays (under ``jit``, ``vmap`` or a traced gradient) go through the XLA FFI
-  handlers on CPU (:mod:`._jax_ffi`), which run the Rust core on XLA's buffers without
+  handlers on CPU (``frameworks/_jax_ffi.py``), which run the Rust core on XLA's buffers without
   copying; where they are not available, through ``jax.pure_callback`` as follows.
   ``jax.pure_callback`` runs with ``vmap_method="broadcast_all"``: under ``vmap`` the callback
   receives every operand with the mapped axes in front, and treats those axes as more
