@@ -13,6 +13,8 @@ __all__ = [
     "noise_into",
     "perturb_into",
     "perturb_vjp_into",
+    "project_into",
+    "project_vjp_into",
     "sample_into",
     "scale_into",
     "scale_vjp_into",
@@ -102,6 +104,8 @@ def perturb_vjp_into(
 def jax_ffi_targets() -> dict[str, Any]: ...
 def jax_ffi_calls() -> tuple[int, int]: ...
 def xla_ffi_layout() -> tuple[tuple[int, int], dict[str, tuple[int, dict[str, int]]]]: ...
+
+# The exact projection onto the ball and the box (rust/py/src/project.rs)
 def project_into(
     x: npt.NDArray[Any],
     z: npt.NDArray[Any],
