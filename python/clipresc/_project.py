@@ -128,6 +128,10 @@ def project(
     >>> clipresc.project(x, z, 0.5)  # the box stops the second at 1: the first goes further
     array([[0.98989795, 1.        ]])
     """
+    if _libraries.compiling_torch_module(x) is not None:  # no untraceable dispatch
+        from .frameworks import torch_project
+
+        return torch_project.project(x, z, eps, p, bounds, axis)
     x, z = float_lists(x), float_lists(z)
     fam = family(_named(x, z, eps, bounds))
     if fam == "numpy":

@@ -1,7 +1,25 @@
-"""PyTorch autograd for :func:`clipresc.project`: a ``torch.autograd.Function`` whose
-backward is the closed-form VJP. CPU tensors run in the Rust core through zero-copy NumPy
-views; other devices (CUDA) use the array-API implementation on the tensors themselves.
-Gradients flow to ``x``, ``z`` and a tensor ``eps``; bounds get none.
+"""PyTorch integration of :func:`clipresc.project`: differentiable in ``x``, ``z`` and a
+tensor ``eps`` with autograd, ``torch.compile`` and every ``torch.func`` transform.
+
+``torch.ops.clipresc.project`` is a ``torch.library.custom_op`` taking the argument list of
+:mod:`clipresc.frameworks.torch`'s operators (``unreachable`` is unused) and returning
+``(y, residual)``: the projection and, per vector (``eta``'s shape, work dtype, not
+differentiable), the residual its VJP needs. ``torch.ops.clipresc.project_backward`` is the
+closed-form VJP of :func:`clipresc.project_vjp` given that residual. Both have fake (meta)
+implementations, so they trace under ``torch.compile`` and ``torch.export``; the autograd
+Function, batching rules (``torch.func.vmap`` folds the mapped dimension into the batch)
+and the clear double-backward error are :mod:`clipresc.frameworks._torch_func`'s, shared
+with ``scale`` and ``perturb``. The bounds get no gradient.
+
+Where the work happens:
+
+* CPU tensors: zero-copy NumPy views go to the Rust core (as for ``perturb``). The core
+  keeps its multiplier to itself, so the residual is NaN and the backward runs the core's
+  VJP, which solves the row again.
+* Other devices (CUDA): the array-API implementation
+  :mod:`clipresc.backends.generic_project` on the tensors themselves; the residual is the
+  forward's multiplier (``t`` for p = 2, ``lam`` for p = 1, negative where ``clip(z)`` is
+  inside the ball), so the backward searches nothing.
 
 >>> import torch, clipresc
 >>> x = torch.tensor([[0.5, 0.9]]); z = torch.tensor([[2.0, 0.9]], requires_grad=True)
@@ -13,94 +31,181 @@ Gradients flow to ``x``, ``z`` and a tensor ``eps``; bounds get none.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import _project
 from ..backends import generic_project
+from . import _torch_func as _func
+from . import torch as _ct
 
 torch: Any = importlib.import_module("torch")
 
-
-def _host(a: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return a.detach().resolve_conj().resolve_neg().numpy()
-    return a
+__all__ = ["project", "project_vjp"]
 
 
-def _host_bounds(bounds: Any) -> Any:
-    if isinstance(bounds, (tuple, list)) and len(bounds) == 2:
-        return (_host(bounds[0]), _host(bounds[1]))
-    return bounds
-
-
-def _on_cpu(*arrays: Any) -> bool:
-    return all(a.device.type == "cpu" for a in arrays if isinstance(a, torch.Tensor))
-
-
-def _forward(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-    if _on_cpu(x, z, eps, *_sides(bounds)):
-        y = _project.project_numpy(_host(x), _host(z), _host(eps), p, _host_bounds(bounds), axis)
-        return torch.from_numpy(np.require(y, requirements=["W"])).to(x.dtype)
-    return generic_project.project(x, z, eps, p, bounds, axis)
-
-
-def _vjp(x: Any, z: Any, eps: Any, g: Any, p: Any, bounds: Any, axis: Any) -> dict[str, Any]:
-    if _on_cpu(x, z, eps, g, *_sides(bounds)):
-        out = _project.project_vjp_numpy(
-            _host(x), _host(z), _host(eps), _host(g), p, _host_bounds(bounds), axis
-        )
-        return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
-    return generic_project.project_vjp(x, z, eps, g, p, bounds, axis)
+def _bounds(lower: Any, upper: Any, lower_s: float, upper_s: float) -> tuple[Any, Any]:
+    """The operator's bounds (a tensor, else its number) as a ``bounds`` pair."""
+    return (lower_s if lower is None else lower, upper_s if upper is None else upper)
 
 
 def _sides(bounds: Any) -> tuple[Any, ...]:
+    """The two sides of a ``bounds`` pair; none for anything else (which the checks refuse)."""
     if isinstance(bounds, (tuple, list)) and len(bounds) == 2:
         return tuple(bounds)
     return ()
 
 
-class _Project(torch.autograd.Function):  # type: ignore[misc]
-    @staticmethod
-    def forward(ctx: Any, x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-        ctx.save_for_backward(x, z, eps if isinstance(eps, torch.Tensor) else None)
-        ctx.eps, ctx.p, ctx.bounds, ctx.axis = eps, p, bounds, axis
-        return _forward(x.detach(), z.detach(), _detach(eps), p, bounds, axis)
-
-    @staticmethod
-    def backward(ctx: Any, g: Any) -> Any:
-        x, z, eps_t = ctx.saved_tensors
-        eps = eps_t if eps_t is not None else ctx.eps
-        out = _vjp(x, z, _detach(eps), g.contiguous(), ctx.p, ctx.bounds, ctx.axis)
-        ge = None
-        if isinstance(eps, torch.Tensor) and ctx.needs_input_grad[2]:
-            ge = out["eps"].to(eps.dtype).to(eps.device).reshape(eps.shape)
-        return (
-            out["x"].to(x.dtype).to(x.device),
-            out["z"].to(z.dtype).to(z.device),
-            ge,
-            None,
-            None,
-            None,
-        )
+def _host(bounds: Any) -> Any:
+    """``bounds`` with NumPy views for tensor sides."""
+    sides = _sides(bounds)
+    return tuple(_ct._np(b) for b in sides) if sides else bounds
 
 
-def _detach(a: Any) -> Any:
-    return a.detach() if isinstance(a, torch.Tensor) else a
+def _forward_impl(
+    x: Any,
+    z: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: list[int],
+    unreachable: str,
+    *,
+    with_residual: bool = True,
+) -> Any:
+    """``(y, residual)``, or ``y`` alone without ``with_residual``."""
+    bounds = _bounds(lower, upper, lower_s, upper_s)
+    if not _ct._on_cpu(x, z, eps, lower, upper):
+        y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
+        y = _ct._strided_like(y.to(x.dtype), x)
+        return (y, residual.to(_ct._work_dtype(x.dtype))) if with_residual else y
+    out = _project.project_numpy(_ct._np(x), _ct._np(z), _ct._np(eps), p, _host(bounds), axis)
+    y = _ct._strided_like(_ct._from_np(out, x.dtype), x)
+    if not with_residual:
+        return y
+    # the core does not hand out its multiplier: NaN tells the backward to solve again
+    shape = _ct._eta_shape(x.shape, axis)
+    return y, torch.full(shape, math.nan, dtype=_ct._work_dtype(x.dtype))
+
+
+def _backward_impl(
+    grad: Any,
+    residual: Any,
+    x: Any,
+    z: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lower_s: float,
+    upper_s: float,
+    p: float,
+    axis: list[int],
+    unreachable: str,
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The cotangents of ``x``, ``z`` and ``eps`` (the bounds': empty tensors)."""
+    g = _vjp(x, z, eps, grad, p, _bounds(lower, upper, lower_s, upper_s), axis, residual)
+    ge = g["eps"].to(eps.dtype).reshape(eps.shape)
+    # absent bound cotangents are distinct empty tensors (outputs may not alias)
+    return (
+        _ct._strided_like(g["x"].to(x.dtype), x),
+        _ct._strided_like(g["z"].to(z.dtype), z),
+        ge,
+        x.new_empty((0,)),
+        x.new_empty((0,)),
+    )
+
+
+def _vjp(
+    x: Any,
+    z: Any,
+    eps: Any,
+    g: Any,
+    p: Any,
+    bounds: Any,
+    axis: Any,
+    residual: Any = None,
+) -> dict[str, Any]:
+    """:func:`clipresc.project_vjp` of tensors (results as tensors on ``x``'s device); the
+    array-API path takes the forward's ``residual``."""
+    if not _ct._on_cpu(x, z, eps, g, *_sides(bounds)):
+        return generic_project.project_vjp(x, z, eps, g, p, bounds, axis, residual)
+    out = _project.project_vjp_numpy(
+        _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis
+    )
+    return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
+
+
+def _backward_fake(grad: Any, residual: Any, x: Any, z: Any, eps: Any, *rest: Any) -> Any:
+    return (
+        torch.empty_like(x),
+        torch.empty_like(z),
+        eps.new_empty(eps.shape),
+        x.new_empty((0,)),
+        x.new_empty((0,)),
+    )
+
+
+_project_op = torch.library.custom_op(
+    "clipresc::project",
+    _forward_impl,
+    mutates_args=(),
+    schema=f"({_ct._ARGS}) -> (Tensor, Tensor)",
+)
+_project_op.register_fake(_ct._perturb_fake)  # y like x, the residual like perturb's eta
+_project_backward_op = torch.library.custom_op(
+    "clipresc::project_backward", _backward_impl, mutates_args=(), schema=_ct._BWD_SCHEMA
+)
+_project_backward_op.register_fake(_backward_fake)
+torch.library.register_autograd(
+    "clipresc::project",
+    _ct._make_backward("project", _project_backward_op, _backward_impl, bound_grads=False),
+    setup_context=_ct._setup_context,
+)
+_func.register(_func.Kind("project", _forward_impl, _backward_impl, bound_grads=False))
+
+def _y_only(*args: Any) -> Any:
+    return _forward_impl(*args, with_residual=False)
 
 
 def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-    """:func:`clipresc.project` on tensors, differentiable in ``x``, ``z`` and ``eps``."""
-    _project.check_project_p(p)
-    return _Project.apply(x, z, eps, p, bounds, axis)
+    """:func:`clipresc.project` on tensors, differentiable in ``x``, ``z`` and ``eps``.
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch_project
+    >>> x = torch.tensor([[0.5, 0.9]], dtype=torch.float64)
+    >>> z = torch.tensor([[1.5, 1.5]], dtype=torch.float64)
+    >>> torch_project.project(x, z, 0.5, 2.0, (0.0, 1.0), None)
+    tensor([[0.9899, 1.0000]], dtype=torch.float64)
+    """
+    pf = _project.check_project_p(p)
+    args = _ct._prepare_args(x, z, eps, pf, bounds, axis, "saturate", delta_name="z")
+    return _ct._call("project", args, direct=_y_only)
 
 
 def project_vjp(
     x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
 ) -> dict[str, Any]:
-    """:func:`clipresc.project_vjp` on tensors (results as tensors on ``x``'s device)."""
+    """:func:`clipresc.project_vjp` on tensors (results as tensors on ``x``'s device).
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch_project
+    >>> x = torch.tensor([[0.5, 0.9]]); z = torch.tensor([[2.0, 0.9]])
+    >>> g = torch_project.project_vjp(x, z, 0.25, torch.ones(1, 2), 1, (0.0, 1.0), None)
+    >>> g["x"].tolist(), g["eps"].item()
+    ([[1.0, 1.0]], 1.0)
+    """
     _project.check_project_p(p)
     ybar = ybar if isinstance(ybar, torch.Tensor) else torch.as_tensor(ybar, dtype=x.dtype)
+    if _sides(bounds):
+        bounds = (_detach(bounds[0]), _detach(bounds[1]))
     out = _vjp(_detach(x), _detach(z), _detach(eps), _detach(ybar), p, bounds, axis)
     return {k: v.to(x.device) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+
+
+def _detach(a: Any) -> Any:
+    return a.detach() if isinstance(a, torch.Tensor) else a
