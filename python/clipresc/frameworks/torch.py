@@ -337,9 +337,7 @@ def _eager_backward(tensors: tuple[Any, ...]) -> bool:
     return True
 
 
-def _make_backward(
-    kind: str, op: Any, direct: Any = None, bound_grads: bool = True
-) -> Any:
+def _make_backward(kind: str, op: Any, direct: Any = None, bound_grads: bool = True) -> Any:
     """The ``register_autograd`` backward of ``kind``: ``op`` (the backward operator), or
     its implementation ``direct`` (default: :func:`_backward_impl`) where no graph of the
     gradient is recorded. Tensor bounds get gradients if ``bound_grads``."""

@@ -14,8 +14,8 @@ with ``scale`` and ``perturb``. The bounds get no gradient.
 Where the work happens:
 
 * CPU tensors: zero-copy NumPy views go to the Rust core (as for ``perturb``). The core
-  keeps its multiplier to itself, so the residual is NaN and the backward runs the core's
-  VJP, which solves the row again.
+  keeps its multiplier to itself, so the residual is ``inf`` (unknown) and the backward
+  runs the core's VJP, which solves each row again.
 * Other devices (CUDA): the array-API implementation
   :mod:`clipresc.backends.generic_project` on the tensors themselves; the residual is the
   forward's multiplier (``t`` for p = 2, ``lam`` for p = 1, negative where ``clip(z)`` is
@@ -44,6 +44,11 @@ from . import torch as _ct
 torch: Any = importlib.import_module("torch")
 
 __all__ = ["project", "project_vjp"]
+
+
+def _in_core(*tensors: Any) -> bool:
+    """Whether the Rust core computes the call (CPU tensors), else the array-API path."""
+    return bool(_ct._on_cpu(*tensors))
 
 
 def _bounds(lower: Any, upper: Any, lower_s: float, upper_s: float) -> tuple[Any, Any]:
@@ -80,7 +85,7 @@ def _forward_impl(
 ) -> Any:
     """``(y, residual)``, or ``y`` alone without ``with_residual``."""
     bounds = _bounds(lower, upper, lower_s, upper_s)
-    if not _ct._on_cpu(x, z, eps, lower, upper):
+    if not _in_core(x, z, eps, lower, upper):
         y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
         y = _ct._strided_like(y.to(x.dtype), x)
         return (y, residual.to(_ct._work_dtype(x.dtype))) if with_residual else y
@@ -88,9 +93,9 @@ def _forward_impl(
     y = _ct._strided_like(_ct._from_np(out, x.dtype), x)
     if not with_residual:
         return y
-    # the core does not hand out its multiplier: NaN tells the backward to solve again
+    # the core does not hand out its multiplier: inf marks it unknown (its VJP solves again)
     shape = _ct._eta_shape(x.shape, axis)
-    return y, torch.full(shape, math.nan, dtype=_ct._work_dtype(x.dtype))
+    return y, torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
 
 
 def _backward_impl(
@@ -132,7 +137,7 @@ def _vjp(
 ) -> dict[str, Any]:
     """:func:`clipresc.project_vjp` of tensors (results as tensors on ``x``'s device); the
     array-API path takes the forward's ``residual``."""
-    if not _ct._on_cpu(x, z, eps, g, *_sides(bounds)):
+    if not _in_core(x, z, eps, g, *_sides(bounds)):
         return generic_project.project_vjp(x, z, eps, g, p, bounds, axis, residual)
     out = _project.project_vjp_numpy(
         _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis
@@ -167,6 +172,7 @@ torch.library.register_autograd(
     setup_context=_ct._setup_context,
 )
 _func.register(_func.Kind("project", _forward_impl, _backward_impl, bound_grads=False))
+
 
 def _y_only(*args: Any) -> Any:
     return _forward_impl(*args, with_residual=False)
