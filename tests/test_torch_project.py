@@ -1,15 +1,12 @@
 """``clipresc.project`` on PyTorch tensors beyond eager autograd: ``torch.compile``
 (fullgraph), ``torch.func`` (grad and jacrev against finite differences and the closed-form
-``project_vjp``, vmap against a loop), the double-backward error, ``channels_last``,
+``project_vjp``, vmap; vmap against a loop and a fresh process's first call compiled are
+in ``test_torch_func.py``), the double-backward error, ``channels_last``,
 ``meta`` tensors, ``opcheck``, and the array-API (non-CPU) path run on CPU tensors."""
 
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +20,6 @@ from clipresc.frameworks import torch as ct  # noqa: E402
 from clipresc.frameworks import torch_project  # noqa: E402
 from support.fd import central_diff  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
 PS = [1.0, 2.0, math.inf]
 
 
@@ -48,15 +44,6 @@ def _eps(prob: dict[str, np.ndarray], p: float) -> np.ndarray:
 
 def _t(a: np.ndarray) -> Any:
     return torch.from_numpy(np.array(a))
-
-
-@pytest.fixture
-def no_vmap_fallback() -> Any:
-    """Ops without a batching rule raise instead of looping (and warning) under vmap."""
-    before = torch._C._functorch._is_vmap_fallback_enabled()
-    torch._C._functorch._set_vmap_fallback_enabled(False)
-    yield
-    torch._C._functorch._set_vmap_fallback_enabled(before)
 
 
 # --------------------------------------------------------------------------- torch.compile
@@ -104,28 +91,6 @@ def test_compile_inductor_channels_last_float32() -> None:
     yc = torch.compile(lambda a, b: clipresc.project(a, b, 0.5, p=1.0), fullgraph=True)(xc, zc)
     assert yc.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(yc, clipresc.project(x, z.detach(), 0.5, p=1.0), rtol=0, atol=0)
-
-
-def test_compile_first_call_imports_nothing_untraceable() -> None:
-    """A fresh process whose first clipresc call is project inside torch.compile(fullgraph)
-    (the integration modules are imported while tracing) gives the eager values."""
-    code = textwrap.dedent(
-        """
-        import warnings, torch, clipresc
-        warnings.filterwarnings("ignore", category=DeprecationWarning)
-        x = torch.rand(4, 3, 5, 5, dtype=torch.float64) * 0.8 + 0.1
-        z = x + torch.randn(4, 3, 5, 5, dtype=torch.float64)
-        f = lambda a, b: clipresc.project(a, b, 0.7, p=1, bounds=(0.05, 1.0))
-        y = torch.compile(f, backend="aot_eager", fullgraph=True)(x, z)
-        print(bool(torch.equal(y, f(x, z))))
-        """
-    )
-    env = {"PYTHONPATH": str(ROOT / "python"), "PATH": "/usr/bin:/bin"}
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=600
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "True"
 
 
 # --------------------------------------------------------------------------- torch.func
@@ -184,55 +149,6 @@ def test_jacrev_matches_fd_and_closed_form(p: float) -> None:
             np.testing.assert_allclose(row, closed[key].reshape(-1), rtol=0, atol=1e-14)
             fd = central_diff(yk, args, i).reshape(-1)
             np.testing.assert_allclose(row, fd, atol=1e-6, err_msg=f"{key} row {k}")
-
-
-@pytest.mark.usefixtures("no_vmap_fallback")
-@pytest.mark.parametrize(
-    ("axis", "eps_kind", "in_dims"),
-    [
-        (None, "scalar", (0, None, 0, None)),
-        (None, "rows", (None, 0, 0, 0)),
-        ((0, 2), "rows", (0, 0, None, 0)),
-        ("all", "scalar", (0, 0, 0, 0)),
-    ],
-)
-@pytest.mark.parametrize("p", PS)
-def test_vmap_against_a_loop(p: float, axis: Any, eps_kind: str, in_dims: tuple) -> None:
-    """The batching rules (the fallback is disabled: a missing rule raises) for a mix of
-    batched and unbatched x, z, eps and a per-channel tensor bound: values and per-example
-    gradients (vmap of grad) equal a Python loop over the examples."""
-    from clipresc._args import vector_axes
-
-    rng = np.random.default_rng(9)
-    size, shape = 3, (2, 3, 4)
-    rows = math.prod(s for a, s in enumerate(shape) if a not in vector_axes(axis, len(shape)))
-    eshape = {"scalar": (), "rows": (rows,)}[eps_kind]
-    full = [
-        rng.uniform(0.1, 0.9, (size, *shape)),
-        rng.uniform(-0.5, 1.5, (size, *shape)),
-        rng.uniform(0.2, 0.8, (size, *eshape)),
-        rng.uniform(0.0, 0.05, (size, 3, 1)),
-    ]
-    args = [_t(a if d == 0 else a[0]) for a, d in zip(full, in_dims)]
-
-    def g(a: Any, b: Any, e: Any, low: Any) -> Any:
-        return clipresc.project(a, b, e, p=p, bounds=(low, 1.0), axis=axis)
-
-    def h(*a: Any) -> Any:
-        return g(*a).sin().sum()
-
-    def example(i: int) -> list[Any]:
-        return [a[i] if d == 0 else a for a, d in zip(args, in_dims)]
-
-    got = torch.func.vmap(g, in_dims=in_dims)(*args)
-    want = torch.stack([g(*example(i)) for i in range(size)])
-    torch.testing.assert_close(got, want, rtol=0, atol=0)
-    grads = torch.func.vmap(torch.func.grad(h, argnums=(0, 1, 2)), in_dims=in_dims)(*args)
-    for i in range(size):
-        leaves = [t.clone().requires_grad_() for t in example(i)[:3]]
-        loop = torch.autograd.grad(h(*leaves, example(i)[3]), leaves)
-        for g_vmap, g_loop in zip(grads, loop):
-            torch.testing.assert_close(g_vmap[i], g_loop, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.usefixtures("no_vmap_fallback")

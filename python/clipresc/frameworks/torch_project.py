@@ -69,21 +69,10 @@ def _host(bounds: Any) -> Any:
     return tuple(_ct._np(b) for b in sides) if sides else bounds
 
 
-def _forward_impl(
-    x: Any,
-    z: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lower_s: float,
-    upper_s: float,
-    p: float,
-    axis: list[int],
-    unreachable: str,
-    *,
-    with_residual: bool = True,
-) -> Any:
-    """``(y, residual)``, or ``y`` alone without ``with_residual``."""
+def _forward_impl(*args: Any, with_residual: bool = True) -> Any:
+    """The operator ``clipresc::project`` (its arguments are :mod:`.torch`'s): ``(y,
+    residual)``, or ``y`` alone without ``with_residual``."""
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis, _ = args
     bounds = _bounds(lower, upper, lower_s, upper_s)
     if not _in_core(x, z, eps, lower, upper):
         y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
@@ -98,28 +87,16 @@ def _forward_impl(
     return y, torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
 
 
-def _backward_impl(
-    grad: Any,
-    residual: Any,
-    x: Any,
-    z: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lower_s: float,
-    upper_s: float,
-    p: float,
-    axis: list[int],
-    unreachable: str,
-) -> tuple[Any, Any, Any, Any, Any]:
-    """The cotangents of ``x``, ``z`` and ``eps`` (the bounds': empty tensors)."""
+def _backward_impl(grad: Any, residual: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The operator ``clipresc::project_backward``: the cotangents of ``x``, ``z`` and
+    ``eps`` (the bounds': empty tensors)."""
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis, _ = args
     g = _vjp(x, z, eps, grad, p, _bounds(lower, upper, lower_s, upper_s), axis, residual)
-    ge = g["eps"].to(eps.dtype).reshape(eps.shape)
     # absent bound cotangents are distinct empty tensors (outputs may not alias)
     return (
         _ct._strided_like(g["x"].to(x.dtype), x),
         _ct._strided_like(g["z"].to(z.dtype), z),
-        ge,
+        g["eps"].to(eps.dtype).reshape(eps.shape),
         x.new_empty((0,)),
         x.new_empty((0,)),
     )
