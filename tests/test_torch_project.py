@@ -312,3 +312,43 @@ def test_generic_residual_round_trip(p: float) -> None:
     without = generic_project.project_vjp(prob["x"], prob["z"], eps, c, p, bounds, None)
     for k in ("x", "z", "eps"):
         np.testing.assert_array_equal(with_r[k], without[k])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("p", PS)
+def test_cuda_matches_cpu(monkeypatch: pytest.MonkeyPatch, p: float) -> None:
+    """CUDA tensors (the array-API path on the device; ``pytest -m gpu``): values and
+    gradients of the CPU tensors (the Rust core) under autograd, torch.func.grad, vmap and
+    torch.compile, with one search in the forward and none in the backward."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    counter = _SolveCounter(monkeypatch)
+    prob = _problem(14, (4, 3, 8, 8))
+    eps = _eps(prob, p)
+    c = np.random.default_rng(15).standard_normal(prob["x"].shape)
+    cpu = [_t(a) for a in (prob["x"], prob["z"], eps, prob["lo"], prob["hi"], c)]
+    dev = [t.cuda() for t in cpu]
+
+    def loss(a: Any, b: Any, e: Any, lo: Any, hi: Any, w: Any) -> Any:
+        return (w * clipresc.project(a, b, e, p=p, bounds=(lo, hi))).sum()
+
+    want = torch.func.grad(loss, argnums=(0, 1, 2))(*cpu)
+    leaves = [t.clone().requires_grad_() for t in dev[:3]]
+    before = counter.calls
+    y = clipresc.project(*leaves, p=p, bounds=(dev[3], dev[4]))
+    assert counter.calls == before + 1 and y.device.type == "cuda"
+    got = torch.autograd.grad(y, leaves, dev[5])
+    assert counter.calls == before + 1
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g.cpu(), w, rtol=0, atol=1e-9)
+    for g, w in zip(torch.func.grad(loss, argnums=(0, 1, 2))(*dev), want):
+        torch.testing.assert_close(g.cpu(), w, rtol=0, atol=1e-9)
+    torch._dynamo.reset()
+    compiled = torch.compile(loss, fullgraph=True)
+    for g, w in zip(torch.autograd.grad(compiled(*leaves, *dev[3:]), leaves), want):
+        torch.testing.assert_close(g.cpu(), w, rtol=0, atol=1e-9)
+    per = torch.func.vmap(
+        lambda a, b: clipresc.project(a, b, 1.0, p=p, bounds=(dev[3], dev[4]), axis="all")
+    )(dev[0], dev[1])
+    batched = clipresc.project(cpu[0], cpu[1], 1.0, p=p, bounds=(cpu[3], cpu[4]))
+    torch.testing.assert_close(per.cpu(), batched, rtol=0, atol=1e-12)

@@ -74,14 +74,10 @@ class _Rows:
         self.clipped_z = _clip(xp, self.z, self.lo, self.hi)
         self.p = prob.p
 
-    def forward(self) -> tuple[Array, Array, Array]:
-        """``(y, inside, mult)``: ``inside`` marks rows where ``y = clip(z)``; ``mult`` is
-        ``t`` (p = 2) or ``lam`` (p = 1) per row."""
-        inside, mult = self.solve()
-        return self.apply(inside, mult), inside, mult
-
     def solve(self) -> tuple[Array, Array]:
-        """``(inside, mult)`` per row (``(rows, 1)``): the only part that searches."""
+        """``(inside, mult)`` per row (``(rows, 1)``): ``inside`` marks rows where
+        ``y = clip(z)``; ``mult`` is ``t`` (p = 2, 1 inside) or ``lam`` (p = 1, 0 inside).
+        The only part that searches."""
         xp, x, d, eps = self.xp, self.x, self.d, self.eps
         zero_eps = eps == 0
         if self.p == float("inf"):
@@ -148,7 +144,6 @@ class _Rows:
         xp, x, d, eps = self.xp, self.x, self.d, self.eps
         lo, hi = self.lo, self.hi
         inside, mult = self.solve() if solved is None else solved
-        y = self.apply(inside, mult)
         zeros = xp.zeros_like(x)
         zero_eps = eps == 0
         if self.p == float("inf"):
@@ -163,6 +158,7 @@ class _Rows:
         pass_z = xp.where((self.z > lo) & (self.z < hi), g, zeros)
         if self.p == 2.0:
             t = mult
+            y = self.apply(inside, mult)
             free = (y > lo) & (y < hi)
             ssq = xp.sum(xp.where(free, d * d, zeros), axis=1, keepdims=True)
             gd = xp.sum(xp.where(free, g * d, zeros), axis=1, keepdims=True)
