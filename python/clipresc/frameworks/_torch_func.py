@@ -3,12 +3,13 @@
 PyTorch's ``register_autograd`` formulas do not run under the ``torch.func`` transforms
 (``grad``, ``vjp``, ``jacrev``: "must override the setup_context staticmethod"), so the
 differentiable entry points are :class:`torch.autograd.Function` subclasses whose forward
-calls the ``clipresc::scale`` / ``clipresc::perturb`` operators (or, for plain tensors
-outside any transform, their implementation directly: the dispatch costs more than a small
-problem) and whose backward calls ``clipresc::scale_backward`` / ``perturb_backward`` with
-the ``eta`` the forward found. ``generate_vmap_rule`` lets ``torch.func.vmap`` run them
-through the operators' batching rules (:func:`torch.library.register_vmap`), which fold the
-vmapped dimension into a batch axis of one call instead of looping.
+calls the ``clipresc::scale`` / ``clipresc::perturb`` operators (and ``clipresc::project``,
+registered by :mod:`clipresc.frameworks.torch_project` through :func:`register`), or for
+plain tensors outside any transform their implementation directly (the dispatch costs more
+than a small problem), and whose backward calls ``clipresc::<name>_backward`` with the
+``eta`` (or residual) the forward found. ``generate_vmap_rule`` lets ``torch.func.vmap``
+run them through the operators' batching rules (:func:`torch.library.register_vmap`), which
+fold the vmapped dimension into a batch axis of one call instead of looping.
 
 Second derivatives are not implemented: the closed-form VJP is computed in the Rust core
 (or the array-API backend) and is itself not differentiable. Differentiating a gradient

@@ -17,7 +17,7 @@ Where the work happens:
   keeps its multiplier to itself, so the residual is ``inf`` (unknown) and the backward
   runs the core's VJP, which solves each row again.
 * Other devices (CUDA): the array-API implementation
-  :mod:`clipresc.backends.generic_project` on the tensors themselves; the residual is the
+  ``clipresc.backends.generic_project`` on the tensors themselves; the residual is the
   forward's multiplier (``t`` for p = 2, ``lam`` for p = 1, negative where ``clip(z)`` is
   inside the ball), so the backward searches nothing.
 
@@ -70,8 +70,9 @@ def _host(bounds: Any) -> Any:
 
 
 def _forward_impl(*args: Any, with_residual: bool = True) -> Any:
-    """The operator ``clipresc::project`` (its arguments are :mod:`.torch`'s): ``(y,
-    residual)``, or ``y`` alone without ``with_residual``."""
+    """The operator ``clipresc::project`` (the arguments of
+    :mod:`clipresc.frameworks.torch`'s operators): ``(y, residual)``, or ``y`` alone
+    without ``with_residual``."""
     x, z, eps, lower, upper, lower_s, upper_s, p, axis, _ = args
     bounds = _bounds(lower, upper, lower_s, upper_s)
     if not _in_core(x, z, eps, lower, upper):
