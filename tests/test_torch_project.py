@@ -232,6 +232,21 @@ def test_opcheck(p: float) -> None:
     torch.library.opcheck(torch.ops.clipresc.project_backward.default, (grad, residual, *det))
 
 
+def test_export_keeps_the_operator() -> None:
+    """torch.export records clipresc::project as one operator, with the eager values."""
+
+    class Step(torch.nn.Module):
+        def forward(self, a: Any, b: Any) -> Any:
+            return clipresc.project(a, b, 0.5, p=1.0)
+
+    prob = _problem(9, (2, 3, 4, 4))
+    x, z = _t(np.clip(prob["x"], 0, 1)), _t(prob["z"])
+    exported = torch.export.export(Step(), (x, z))
+    targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    assert torch.ops.clipresc.project.default in targets
+    assert torch.equal(exported.module()(x, z), clipresc.project(x, z, 0.5, p=1.0))
+
+
 def test_errors_name_z() -> None:
     x = torch.rand(2, 3)
     with pytest.raises(ValueError, match=r"z must have the same shape as x"):
