@@ -51,6 +51,9 @@ class Kind(NamedTuple):
     """The forward implementation for plain tensors: ``eta`` (scale) or ``(y, residual)``."""
     backward: Callable[..., Any]
     """The backward implementation: ``(grad, residual, *args)`` -> 5 cotangents."""
+    backward_of: Callable[..., Any]
+    """The CPU backward from the problem the forward checked and left on its residual
+    (``_clipresc_problem``): ``(problem, grad, residual, x, delta, eps, lower, upper)``."""
     bound_grads: bool = True
     """Whether tensor bounds get gradients (``project``'s get none)."""
 
@@ -123,7 +126,7 @@ def _forward_function(spec: Kind) -> Any:
             else:
                 direct = False
             if direct and ctx.problem is not None and _ct._on_cpu(grad, eta, x):
-                gx, gd, ge, gl, gu = _ct._backward_of(kind, ctx.problem, *args[:7])
+                gx, gd, ge, gl, gu = spec.backward_of(ctx.problem, *args[:7])
             elif direct:
                 gx, gd, ge, gl, gu = spec.backward(*args)
             else:
@@ -344,5 +347,13 @@ def _perturb_forward(*args: Any) -> Any:
     return _ct._forward_impl("perturb", *args, with_eta=True)
 
 
-register(Kind("scale", _scale_forward, _ct._scale_backward_impl))
-register(Kind("perturb", _perturb_forward, _ct._perturb_backward_impl))
+def _scale_backward_of(prob: Any, *tensors: Any) -> Any:
+    return _ct._backward_of("scale", prob, *tensors)
+
+
+def _perturb_backward_of(prob: Any, *tensors: Any) -> Any:
+    return _ct._backward_of("perturb", prob, *tensors)
+
+
+register(Kind("scale", _scale_forward, _ct._scale_backward_impl, _scale_backward_of))
+register(Kind("perturb", _perturb_forward, _ct._perturb_backward_impl, _perturb_backward_of))

@@ -69,30 +69,54 @@ def _host(bounds: Any) -> Any:
     return tuple(_ct._np(b) for b in sides) if sides else bounds
 
 
-def _forward_impl(*args: Any, with_residual: bool = True) -> Any:
+def _forward_impl(*args: Any, with_residual: bool = True, keep_problem: bool = False) -> Any:
     """The operator ``clipresc::project`` (the arguments of
     :mod:`clipresc.frameworks.torch`'s operators): ``(y, residual)``, or ``y`` alone
-    without ``with_residual``."""
-    x, z, eps, lower, upper, lower_s, upper_s, p, axis, _ = args
+    without ``with_residual``. With ``keep_problem``, the CPU residual carries the checked
+    problem to the backward (:func:`_backward_of`)."""
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis_list, _ = args
+    axis = tuple(axis_list)  # hashable: the checks of a call are cached per argument tuple
     bounds = _bounds(lower, upper, lower_s, upper_s)
     if not _in_core(x, z, eps, lower, upper):
         y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
         y = _ct._strided_like(y.to(x.dtype), x)
         return (y, residual.to(_ct._work_dtype(x.dtype))) if with_residual else y
-    out = _project.project_numpy(_ct._np(x), _ct._np(z), _ct._np(eps), p, _host(bounds), axis)
-    y = _ct._strided_like(_ct._from_np(out, x.dtype), x)
+    host = (_ct._np(x), _ct._np(z), _ct._np(eps), p, _host(bounds), axis)
+    prob = _project.prepare_project(*host)[0]
+    y = _ct._strided_like(_ct._from_np(_project.project_of(prob), x.dtype), x)
     if not with_residual:
         return y
     # the core does not hand out its multiplier: inf marks it unknown (its VJP solves again)
     shape = _ct._eta_shape(x.shape, axis)
-    return y, torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
+    residual = torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
+    if keep_problem:
+        residual._clipresc_problem = prob
+    return y, residual
+
+
+def _forward_keeping_problem(*args: Any) -> Any:
+    return _forward_impl(*args, keep_problem=True)
 
 
 def _backward_impl(grad: Any, residual: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
     """The operator ``clipresc::project_backward``: the cotangents of ``x``, ``z`` and
     ``eps`` (the bounds': empty tensors)."""
-    x, z, eps, lower, upper, lower_s, upper_s, p, axis, _ = args
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis_list, _ = args
+    axis = tuple(axis_list)  # hashable: the checks of a call are cached per argument tuple
     g = _vjp(x, z, eps, grad, p, _bounds(lower, upper, lower_s, upper_s), axis, residual)
+    return _op_grads(g, x, z, eps)
+
+
+def _backward_of(
+    prob: Any, grad: Any, residual: Any, x: Any, z: Any, eps: Any, lower: Any, upper: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The CPU backward from the problem the forward checked (nothing is checked again)."""
+    g = _project.project_vjp_of(prob, prob.dtype, _ct._np(eps), _ct._np(grad))
+    return _op_grads(_from_host(g), x, z, eps)
+
+
+def _op_grads(g: dict[str, Any], x: Any, z: Any, eps: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The backward operator's outputs from :func:`_vjp`'s cotangents."""
     # absent bound cotangents are distinct empty tensors (outputs may not alias)
     return (
         _ct._strided_like(g["x"].to(x.dtype), x),
@@ -120,6 +144,10 @@ def _vjp(
     out = _project.project_vjp_numpy(
         _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis
     )
+    return _from_host(out)
+
+
+def _from_host(out: dict[str, Any]) -> dict[str, Any]:
     return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
 
 
@@ -149,7 +177,9 @@ torch.library.register_autograd(
     _ct._make_backward("project", _project_backward_op, _backward_impl, bound_grads=False),
     setup_context=_ct._setup_context,
 )
-_func.register(_func.Kind("project", _forward_impl, _backward_impl, bound_grads=False))
+_func.register(
+    _func.Kind("project", _forward_keeping_problem, _backward_impl, _backward_of, bound_grads=False)
+)
 
 
 def _y_only(*args: Any) -> Any:
