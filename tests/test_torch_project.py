@@ -73,6 +73,25 @@ def test_compile_fullgraph_matches_eager(p: float) -> None:
     assert explained.graph_break_count == 0 and explained.graph_count == 1
 
 
+def test_compile_dynamic_shapes() -> None:
+    """With dynamic=True (p then traces as a symbolic float) one compiled function serves
+    batches of several sizes, with the eager values and gradients."""
+
+    def f(a: Any, b: Any, lo: Any, hi: Any) -> Any:
+        return clipresc.project(a, b, 0.5, p=1.0, bounds=(lo, hi))
+
+    torch._dynamo.reset()
+    compiled = torch.compile(f, backend="aot_eager", dynamic=True, fullgraph=True)
+    for rows in (3, 5, 7):
+        prob = _problem(rows, (rows, 3, 4))
+        x, z, lo, hi = (_t(prob[k]) for k in ("x", "z", "lo", "hi"))
+        z.requires_grad_()
+        y, want = compiled(x, z, lo, hi), f(x, z, lo, hi)
+        torch.testing.assert_close(y, want, rtol=0, atol=0)
+        (got,) = torch.autograd.grad(y.sum(), (z,))
+        torch.testing.assert_close(got, torch.autograd.grad(want.sum(), (z,))[0], rtol=0, atol=0)
+
+
 def test_compile_inductor_channels_last_float32() -> None:
     """The reproduction of the issue: float32 NCHW, inductor, forward and backward; and a
     channels_last step keeps its layout."""

@@ -29,7 +29,8 @@ def check_project_p(p: Any) -> float:
     ValueError: project supports p = 1, 2 or inf; got 3
     """
     pf = parse_p(p)
-    if pf not in PROJECT_PS:
+    # comparisons, not `in`: under torch.compile(dynamic=True) p may be a symbolic float
+    if all(pf != q for q in PROJECT_PS):
         raise _errors.project_p(p)
     return pf
 
