@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from . import _clipresc, _errors, _libraries
@@ -79,6 +78,8 @@ def project_vjp_numpy(
     """:func:`project_vjp` of NumPy inputs (NumPy results)."""
     prob, _, za = prepare_project(x, z, eps, p, bounds, axis)
     lay = prob.layout
+    import array_api_compat  # the VJP's cotangent helpers only: project never imports it
+
     npx = array_api_compat.array_namespace(np.empty(0))
     c = lay.to_rows(cotangent(npx, ybar, lay.shape, "ybar", prob.x), prob.x.dtype)
     gx, gz = np.empty_like(prob.x), np.empty_like(prob.x)
