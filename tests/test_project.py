@@ -277,6 +277,38 @@ def test_tensorflow_gradient():
     np.testing.assert_allclose(ge.numpy(), g["eps"])
 
 
+def test_tensorflow_gradient_prepares_once_eagerly(monkeypatch):
+    """Eagerly, the gradient takes the forward's checked problem: one prepare for both."""
+    tf = pytest.importorskip("tensorflow")
+    from clipresc import _project
+
+    rng = np.random.default_rng(10)
+    x, z, lo, hi, eps = _case(rng, 3, 4, infinite=False)
+    w = rng.standard_normal(x.shape)
+    xt, zt, et = tf.constant(x), tf.constant(z), tf.constant(eps)
+
+    def grads(xt, zt, et):
+        with tf.GradientTape() as tape:
+            tape.watch([xt, zt, et])
+            bt = (tf.constant(lo), tf.constant(hi))
+            loss = tf.reduce_sum(clipresc.project(xt, zt, et, p=2, bounds=bt) * w)
+        return tape.gradient(loss, [xt, zt, et])
+
+    prepared = []
+    real = _project.prepare_project
+
+    def spy(*args):
+        prepared.append(np.shape(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(_project, "prepare_project", spy)
+    got = grads(xt, zt, et)
+    assert prepared == [x.shape]
+    g = clipresc.project_vjp(x, z, eps, w, p=2, bounds=(lo, hi))
+    for k, v in zip(("x", "z", "eps"), got):
+        np.testing.assert_allclose(v.numpy(), g[k], rtol=1e-12, atol=1e-14)
+
+
 def test_dask_matches_numpy():
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(9)

@@ -170,6 +170,38 @@ def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str,
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_eager_backward_reuses_the_forwards_problem(
+    monkeypatch: pytest.MonkeyPatch, fn: str
+) -> None:
+    """Eagerly, the arguments are checked and laid out once: the gradient takes the
+    forward's problem instead of preparing the call again."""
+    from clipresc.frameworks import _numpy
+
+    x, d, eps = (C(a) for a in grad_problem(6))
+    lo = C(np.full(x.shape[1:], -0.5))
+
+    def grads(a: Any, b: Any, c: Any, lo: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch([a, b, c, lo])
+            loss = tf.reduce_sum(getattr(ctf, fn)(a, b, c, p=3.0, bounds=(lo, 1.5)) ** 2)
+        return tape.gradient(loss, [a, b, c, lo])
+
+    want = tf.function(grads)(x, d, eps, lo)  # prepares in the forward and the backward op
+    prepared: list[Any] = []
+    real = _numpy.prepare
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        prepared.append(args[0].shape)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_numpy, "prepare", spy)
+    got = grads(x, d, eps, lo)
+    assert prepared == [tuple(x.shape)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- errors
 
 
