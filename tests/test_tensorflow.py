@@ -20,8 +20,10 @@ from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,
+    eps_in,
     grad_bounds,
     grad_problem,
+    kwargs_in,
     numpy_message,
     spy_core,
     value_cases,
@@ -33,16 +35,11 @@ def C(a: Any) -> Any:
 
 
 def tkwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = dict(kwargs)
-    if isinstance(out.get("bounds"), tuple):
-        out["bounds"] = tuple(
-            C(b) if isinstance(b, np.ndarray) and b.ndim else b for b in out["bounds"]
-        )
-    return out
+    return kwargs_in(kwargs, C)
 
 
 def teps(e: Any) -> Any:
-    return C(e) if isinstance(e, np.ndarray) else e
+    return eps_in(e, C)
 
 
 # --------------------------------------------------------------------------- values
