@@ -34,27 +34,19 @@ def C(a: Any) -> Any:
     return tf.constant(a)
 
 
-def tkwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return kwargs_in(kwargs, C)
-
-
-def teps(e: Any) -> Any:
-    return eps_in(e, C)
-
-
 # --------------------------------------------------------------------------- values
 
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
 @pytest.mark.parametrize("case", value_cases(), ids=lambda c: c.name)
 def test_values_match_numpy(case: Any, mode: str) -> None:
-    kw = tkwargs(case.kwargs)
+    kw = kwargs_in(case.kwargs, C)
 
     def f(x: Any, d: Any, e: Any) -> Any:
         return ctf.perturb(x, d, e, **kw), ctf.scale(x, d, e, **kw)
 
     g = tf.function(f) if mode == "function" else f
-    y, eta = g(C(case.x), C(case.delta), teps(case.eps))
+    y, eta = g(C(case.x), C(case.delta), eps_in(case.eps, C))
     assert y.dtype == tf.float64 and tuple(y.shape) == case.x.shape
     want_eta = clipresc.scale(case.x, case.delta, case.eps, **case.kwargs)
     assert tuple(eta.shape) == want_eta.shape
@@ -208,7 +200,7 @@ def test_errors_match_numpy(bad: Any) -> None:
     data raise the same while tracing, value checks raise TensorFlow's error carrying the
     same message when the graph runs."""
     msg = numpy_message(bad)
-    x, d, e, kw = C(bad.x), C(bad.delta), teps(bad.eps), tkwargs(bad.kwargs)
+    x, d, e, kw = C(bad.x), C(bad.delta), eps_in(bad.eps, C), kwargs_in(bad.kwargs, C)
     with pytest.raises(bad.exc) as info:
         ctf.perturb(x, d, e, **kw)
     assert str(info.value) == msg
