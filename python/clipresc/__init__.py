@@ -16,6 +16,8 @@ from ._api import perturb, perturb_vjp, scale, scale_vjp
 from ._noise import noise
 from ._project import project, project_vjp
 
+__version__: str  # set by __getattr__ on first access
+
 
 def __getattr__(name: str) -> Any:
     # __version__ on first use: importlib.metadata costs more than the rest of the import
