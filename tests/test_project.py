@@ -277,6 +277,32 @@ def test_tensorflow_gradient():
     np.testing.assert_allclose(ge.numpy(), g["eps"])
 
 
+def test_torch_gradient_prepares_once(monkeypatch):
+    """On the CPU, the backward takes the forward's checked problem: one prepare for both."""
+    torch = pytest.importorskip("torch")
+    from clipresc import _project
+
+    rng = np.random.default_rng(11)
+    x, z, lo, hi, eps = _case(rng, 3, 4, infinite=False)
+    w = rng.standard_normal(x.shape)
+    xt, zt, et = (torch.tensor(a, requires_grad=True) for a in (x, z, eps))
+    prepared = []
+    real = _project.prepare_project
+
+    def spy(*args):
+        prepared.append(np.shape(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(_project, "prepare_project", spy)
+    bt = (torch.tensor(lo), torch.tensor(hi))
+    y = clipresc.project(xt, zt, et, p=2, bounds=bt)
+    gx, gz, ge = torch.autograd.grad((y * torch.tensor(w)).sum(), (xt, zt, et))
+    assert prepared == [x.shape]
+    g = clipresc.project_vjp(x, z, eps, w, p=2, bounds=(lo, hi))
+    for k, v in zip(("x", "z", "eps"), (gx, gz, ge)):
+        np.testing.assert_allclose(v.numpy(), g[k], rtol=1e-12, atol=1e-14)
+
+
 def test_tensorflow_gradient_prepares_once_eagerly(monkeypatch):
     """Eagerly, the gradient takes the forward's checked problem: one prepare for both."""
     tf = pytest.importorskip("tensorflow")
