@@ -58,9 +58,7 @@ from ._prepare_xp import (
 from .backends import row_backend
 from .backends.interface import RowBackend
 
-__all__ = ["family_of", "forward", "route", "vjp"]
-
-family_of = library_of  # the name the tests and older callers know
+__all__ = ["forward", "route", "vjp"]
 
 
 def route(named: dict[str, Any], vjp: bool) -> tuple[str, str]:
