@@ -7,7 +7,6 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from . import _clipresc, _errors, _libraries
@@ -68,7 +67,11 @@ def project_rows(prob: Problem) -> np.ndarray[Any, Any]:
 
 def project_numpy(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     """:func:`project` of NumPy inputs, in the caller's dtype and layout."""
-    prob, _, _ = prepare_project(x, z, eps, p, bounds, axis)
+    return project_of(prepare_project(x, z, eps, p, bounds, axis)[0])
+
+
+def project_of(prob: Problem) -> Any:
+    """:func:`project` of a prepared problem, in the caller's dtype and layout."""
     y = project_rows(prob)
     return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
 
@@ -78,6 +81,14 @@ def project_vjp_numpy(
 ) -> dict[str, Any]:
     """:func:`project_vjp` of NumPy inputs (NumPy results)."""
     prob, _, za = prepare_project(x, z, eps, p, bounds, axis)
+    return project_vjp_of(prob, za.dtype, eps, ybar)
+
+
+def project_vjp_of(prob: Problem, z_dtype: Any, eps: Any, ybar: Any) -> dict[str, Any]:
+    """:func:`project_vjp` of the problem its forward prepared (nothing is read or checked
+    again); ``z_dtype`` and ``eps`` give the cotangents their dtypes and shapes."""
+    import array_api_compat  # the cotangent helpers only: project never imports it
+
     lay = prob.layout
     npx = array_api_compat.array_namespace(np.empty(0))
     c = lay.to_rows(cotangent(npx, ybar, lay.shape, "ybar", prob.x), prob.x.dtype)
@@ -91,7 +102,7 @@ def project_vjp_numpy(
         raise numpy_backend._input_error(prob, e) from None
     shapes = arg_shapes(eps, None, lay)
     g = {"x": gx, "delta": gz, "eps": ge, "lower": None, "upper": None}
-    out = fit_cotangents(npx, g, lay, shapes, prob.dtype, za.dtype)
+    out = fit_cotangents(npx, g, lay, shapes, prob.dtype, z_dtype)
     return {"x": out["x"], "z": out["delta"], "eps": out["eps"]}
 
 

@@ -39,18 +39,25 @@ def _on_cpu(*arrays: Any) -> bool:
     return all(a.device.type == "cpu" for a in arrays if isinstance(a, torch.Tensor))
 
 
-def _forward(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
+def _forward(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> tuple[Any, Any]:
+    """The projection and, on the CPU, the checked problem (the backward takes it)."""
     if _on_cpu(x, z, eps, *_sides(bounds)):
-        y = _project.project_numpy(_host(x), _host(z), _host(eps), p, _host_bounds(bounds), axis)
-        return torch.from_numpy(np.require(y, requirements=["W"])).to(x.dtype)
-    return generic_project.project(x, z, eps, p, bounds, axis)
+        hb = _host_bounds(bounds)
+        prob = _project.prepare_project(_host(x), _host(z), _host(eps), p, hb, axis)[0]
+        y = _project.project_of(prob)
+        return torch.from_numpy(np.require(y, requirements=["W"])).to(x.dtype), prob
+    return generic_project.project(x, z, eps, p, bounds, axis), None
 
 
-def _vjp(x: Any, z: Any, eps: Any, g: Any, p: Any, bounds: Any, axis: Any) -> dict[str, Any]:
+def _vjp(
+    x: Any, z: Any, eps: Any, g: Any, p: Any, bounds: Any, axis: Any, prob: Any = None
+) -> dict[str, Any]:
+    """The cotangents; ``prob``, the forward's checked problem, spares checking again."""
     if _on_cpu(x, z, eps, g, *_sides(bounds)):
-        out = _project.project_vjp_numpy(
-            _host(x), _host(z), _host(eps), _host(g), p, _host_bounds(bounds), axis
-        )
+        zh, eh, gh = _host(z), _host(eps), _host(g)
+        if prob is None:
+            prob = _project.prepare_project(_host(x), zh, eh, p, _host_bounds(bounds), axis)[0]
+        out = _project.project_vjp_of(prob, np.asarray(zh).dtype, eh, gh)
         return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
     return generic_project.project_vjp(x, z, eps, g, p, bounds, axis)
 
@@ -66,13 +73,14 @@ class _Project(torch.autograd.Function):  # type: ignore[misc]
     def forward(ctx: Any, x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
         ctx.save_for_backward(x, z, eps if isinstance(eps, torch.Tensor) else None)
         ctx.eps, ctx.p, ctx.bounds, ctx.axis = eps, p, bounds, axis
-        return _forward(x.detach(), z.detach(), _detach(eps), p, bounds, axis)
+        y, ctx.problem = _forward(x.detach(), z.detach(), _detach(eps), p, bounds, axis)
+        return y
 
     @staticmethod
     def backward(ctx: Any, g: Any) -> Any:
         x, z, eps_t = ctx.saved_tensors
         eps = eps_t if eps_t is not None else ctx.eps
-        out = _vjp(x, z, _detach(eps), g.contiguous(), ctx.p, ctx.bounds, ctx.axis)
+        out = _vjp(x, z, _detach(eps), g.contiguous(), ctx.p, ctx.bounds, ctx.axis, ctx.problem)
         ge = None
         if isinstance(eps, torch.Tensor) and ctx.needs_input_grad[2]:
             ge = out["eps"].to(eps.dtype).to(eps.device).reshape(eps.shape)
