@@ -297,6 +297,22 @@ def test_importing_and_using_clipresc_imports_no_framework() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_numpy_forward_calls_do_not_import_array_api_compat() -> None:
+    # the array-API layer costs tens of milliseconds to import; NumPy forwards never need it
+    code = (
+        "import sys, numpy as np, clipresc\n"
+        "x = np.full((2, 3), 0.5)\n"
+        "clipresc.perturb(x, np.ones_like(x), 0.5)\n"
+        "clipresc.perturb(x, [[1.0, 2.0, 3.0]] * 2, np.full(2, 0.5), bounds=(0.0, 1.0))\n"
+        "clipresc.scale(x, np.ones_like(x), 0.5)\n"
+        "clipresc.noise(x, 0.5, seed=0)\n"
+        "clipresc.project(x, np.ones_like(x), 0.5)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'array_api_compat'))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 # --------------------------------------------------------------------------- cheap paths
 
 

@@ -568,3 +568,34 @@ def test_overflow_warning_counts_one_vector():
     assert str(w[0].message).startswith(
         "eta exceeds the range of float16 for 1 of 1 vector and is returned as inf"
     )
+
+
+def test_the_binding_raises_the_catalogued_texts() -> None:
+    """The compiled binding checks what a direct caller can get wrong; the texts of those
+    errors come from ``clipresc._errors`` (one place for every text), not from Rust."""
+    from clipresc import _clipresc, _errors
+
+    x = np.full((2, 3), 0.5)
+    narrow = np.zeros((2, 2))
+    cases = [
+        (
+            lambda: _clipresc.scale_into(x, narrow, 0.0, 1.0, 1.0, 2.0, np.empty(2)),
+            _errors.shape_mismatch((2, 2), (2, 3)),
+        ),
+        (
+            lambda: _clipresc.solve_stats(x, narrow, 1.0, 2.0, 0.0, 1.0),
+            _errors.shape_mismatch((2, 2), (2, 3)),
+        ),
+        (
+            lambda: _clipresc.perturb_into(x, x, 0.0, 1.0, 1.0, 0.0, np.empty_like(x), np.empty(2)),
+            _errors.p_not_positive(0.0),
+        ),
+        (
+            lambda: _clipresc.project_into(x, x, 0.0, 1.0, 1.0, 3.0, np.empty_like(x)),
+            _errors.project_p(3.0),
+        ),
+    ]
+    for call, want in cases:
+        with pytest.raises(type(want)) as info:
+            call()
+        assert str(info.value) == str(want)

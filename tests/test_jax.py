@@ -25,8 +25,10 @@ from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,
+    eps_in,
     grad_bounds,
     grad_problem,
+    kwargs_in,
     numpy_message,
     spy_core,
     value_cases,
@@ -61,16 +63,11 @@ def J(a: Any) -> Any:
 
 
 def jkwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = dict(kwargs)
-    if isinstance(out.get("bounds"), tuple):
-        out["bounds"] = tuple(
-            J(b) if isinstance(b, np.ndarray) and b.ndim else b for b in out["bounds"]
-        )
-    return out
+    return kwargs_in(kwargs, J)
 
 
 def jeps(e: Any) -> Any:
-    return J(e) if isinstance(e, np.ndarray) else e
+    return eps_in(e, J)
 
 
 # --------------------------------------------------------------------------- values

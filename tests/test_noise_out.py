@@ -4,12 +4,11 @@ arguments, and NaN rather than a partial result when the call fails."""
 
 from __future__ import annotations
 
-import tracemalloc
-
 import numpy as np
 import pytest
 
 import clipresc
+from support.memory import peak_traced_bytes
 from test_noise import images, sizes
 
 
@@ -33,12 +32,7 @@ def test_direct_path_allocates_no_result() -> None:
     clipresc.noise(x, 5.0, seed=1, out=buf)  # warm up (tables, thread pool)
 
     def peak(**kw: object) -> int:
-        tracemalloc.start()
-        try:
-            clipresc.noise(x, 5.0, seed=1, **kw)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return peak_traced_bytes(lambda: clipresc.noise(x, 5.0, seed=1, **kw))
 
     assert peak() >= x.nbytes
     assert peak(out=buf) < x.nbytes // 8

@@ -5,12 +5,12 @@ arguments, and NaN rather than a partial result when the call fails."""
 from __future__ import annotations
 
 import math
-import tracemalloc
 
 import numpy as np
 import pytest
 
 import clipresc
+from support.memory import peak_traced_bytes
 from test_noise import images, sizes
 
 
@@ -51,12 +51,7 @@ def test_direct_path_allocates_no_result() -> None:
     clipresc.perturb(x, d, 5.0, out=buf)  # warm up (thread pool)
 
     def peak(**kw: object) -> int:
-        tracemalloc.start()
-        try:
-            clipresc.perturb(x, d, 5.0, **kw)
-            return tracemalloc.get_traced_memory()[1]
-        finally:
-            tracemalloc.stop()
+        return peak_traced_bytes(lambda: clipresc.perturb(x, d, 5.0, **kw))
 
     assert peak() >= x.nbytes
     assert peak(out=buf) < x.nbytes // 8

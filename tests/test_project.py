@@ -277,6 +277,64 @@ def test_tensorflow_gradient():
     np.testing.assert_allclose(ge.numpy(), g["eps"])
 
 
+def _spy_prepare(monkeypatch):
+    """The shapes of ``x`` that :func:`clipresc._project.prepare_project` is called with."""
+    from clipresc import _project
+
+    prepared = []
+    real = _project.prepare_project
+
+    def spy(*args):
+        prepared.append(np.shape(args[0]))
+        return real(*args)
+
+    monkeypatch.setattr(_project, "prepare_project", spy)
+    return prepared
+
+
+def _check_against_numpy(grads, x, z, eps, w, lo, hi):
+    """Framework gradients of ``sum(project(x, z, eps, p=2) * w)`` against the NumPy VJP."""
+    g = clipresc.project_vjp(x, z, eps, w, p=2, bounds=(lo, hi))
+    for k, v in zip(("x", "z", "eps"), grads):
+        np.testing.assert_allclose(v.numpy(), g[k], rtol=1e-12, atol=1e-14)
+
+
+def test_torch_gradient_prepares_once(monkeypatch):
+    """On the CPU, the backward takes the forward's checked problem: one prepare for both."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(11)
+    x, z, lo, hi, eps = _case(rng, 3, 4, infinite=False)
+    w = rng.standard_normal(x.shape)
+    xt, zt, et = (torch.tensor(a, requires_grad=True) for a in (x, z, eps))
+    prepared = _spy_prepare(monkeypatch)
+    bt = (torch.tensor(lo), torch.tensor(hi))
+    y = clipresc.project(xt, zt, et, p=2, bounds=bt)
+    gx, gz, ge = torch.autograd.grad((y * torch.tensor(w)).sum(), (xt, zt, et))
+    assert prepared == [x.shape]
+    _check_against_numpy((gx, gz, ge), x, z, eps, w, lo, hi)
+
+
+def test_tensorflow_gradient_prepares_once_eagerly(monkeypatch):
+    """Eagerly, the gradient takes the forward's checked problem: one prepare for both."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(10)
+    x, z, lo, hi, eps = _case(rng, 3, 4, infinite=False)
+    w = rng.standard_normal(x.shape)
+    xt, zt, et = tf.constant(x), tf.constant(z), tf.constant(eps)
+
+    def grads(xt, zt, et):
+        with tf.GradientTape() as tape:
+            tape.watch([xt, zt, et])
+            bt = (tf.constant(lo), tf.constant(hi))
+            loss = tf.reduce_sum(clipresc.project(xt, zt, et, p=2, bounds=bt) * w)
+        return tape.gradient(loss, [xt, zt, et])
+
+    prepared = _spy_prepare(monkeypatch)
+    got = grads(xt, zt, et)
+    assert prepared == [x.shape]
+    _check_against_numpy(got, x, z, eps, w, lo, hi)
+
+
 def test_dask_matches_numpy():
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(9)

@@ -20,8 +20,10 @@ from support.framework_cases import (  # noqa: E402
     P_GRAD,
     bad_cases,
     check_size,
+    eps_in,
     grad_bounds,
     grad_problem,
+    kwargs_in,
     numpy_message,
     spy_core,
     value_cases,
@@ -32,32 +34,19 @@ def C(a: Any) -> Any:
     return tf.constant(a)
 
 
-def tkwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    out = dict(kwargs)
-    if isinstance(out.get("bounds"), tuple):
-        out["bounds"] = tuple(
-            C(b) if isinstance(b, np.ndarray) and b.ndim else b for b in out["bounds"]
-        )
-    return out
-
-
-def teps(e: Any) -> Any:
-    return C(e) if isinstance(e, np.ndarray) else e
-
-
 # --------------------------------------------------------------------------- values
 
 
 @pytest.mark.parametrize("mode", ["eager", "function"])
 @pytest.mark.parametrize("case", value_cases(), ids=lambda c: c.name)
 def test_values_match_numpy(case: Any, mode: str) -> None:
-    kw = tkwargs(case.kwargs)
+    kw = kwargs_in(case.kwargs, C)
 
     def f(x: Any, d: Any, e: Any) -> Any:
         return ctf.perturb(x, d, e, **kw), ctf.scale(x, d, e, **kw)
 
     g = tf.function(f) if mode == "function" else f
-    y, eta = g(C(case.x), C(case.delta), teps(case.eps))
+    y, eta = g(C(case.x), C(case.delta), eps_in(case.eps, C))
     assert y.dtype == tf.float64 and tuple(y.shape) == case.x.shape
     want_eta = clipresc.scale(case.x, case.delta, case.eps, **case.kwargs)
     assert tuple(eta.shape) == want_eta.shape
@@ -170,6 +159,38 @@ def test_backward_does_not_solve_again(monkeypatch: pytest.MonkeyPatch, fn: str,
         np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize("fn", ["perturb", "scale"])
+def test_eager_backward_reuses_the_forwards_problem(
+    monkeypatch: pytest.MonkeyPatch, fn: str
+) -> None:
+    """Eagerly, the arguments are checked and laid out once: the gradient takes the
+    forward's problem instead of preparing the call again."""
+    from clipresc.frameworks import _numpy
+
+    x, d, eps = (C(a) for a in grad_problem(6))
+    lo = C(np.full(x.shape[1:], -0.5))
+
+    def grads(a: Any, b: Any, c: Any, lo: Any) -> Any:
+        with tf.GradientTape() as tape:
+            tape.watch([a, b, c, lo])
+            loss = tf.reduce_sum(getattr(ctf, fn)(a, b, c, p=3.0, bounds=(lo, 1.5)) ** 2)
+        return tape.gradient(loss, [a, b, c, lo])
+
+    want = tf.function(grads)(x, d, eps, lo)  # prepares in the forward and the backward op
+    prepared: list[Any] = []
+    real = _numpy.prepare
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        prepared.append(args[0].shape)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(_numpy, "prepare", spy)
+    got = grads(x, d, eps, lo)
+    assert prepared == [tuple(x.shape)]
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w.numpy(), rtol=1e-12, atol=1e-14)
+
+
 # --------------------------------------------------------------------------- errors
 
 
@@ -179,7 +200,7 @@ def test_errors_match_numpy(bad: Any) -> None:
     data raise the same while tracing, value checks raise TensorFlow's error carrying the
     same message when the graph runs."""
     msg = numpy_message(bad)
-    x, d, e, kw = C(bad.x), C(bad.delta), teps(bad.eps), tkwargs(bad.kwargs)
+    x, d, e, kw = C(bad.x), C(bad.delta), eps_in(bad.eps, C), kwargs_in(bad.kwargs, C)
     with pytest.raises(bad.exc) as info:
         ctf.perturb(x, d, e, **kw)
     assert str(info.value) == msg

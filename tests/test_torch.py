@@ -21,6 +21,7 @@ from support.framework_cases import (  # noqa: E402
     check_size,
     grad_bounds,
     grad_problem,
+    kwargs_in,
     numpy_message,
     spy_core,
     value_cases,
@@ -33,12 +34,7 @@ def T(a: Any, **kw: Any) -> Any:
 
 def tkwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Array bounds as tensors."""
-    out = dict(kwargs)
-    if isinstance(out.get("bounds"), tuple):
-        out["bounds"] = tuple(
-            T(b) if isinstance(b, np.ndarray) and b.ndim else b for b in out["bounds"]
-        )
-    return out
+    return kwargs_in(kwargs, T)
 
 
 # --------------------------------------------------------------------------- values

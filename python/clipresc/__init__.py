@@ -10,16 +10,28 @@ True
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 from ._api import perturb, perturb_vjp, scale, scale_vjp
 from ._noise import noise
 from ._project import project, project_vjp
 
-try:
-    __version__ = version("clipresc")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0+unknown"
+__version__: str  # set by __getattr__ on first access
+
+
+def __getattr__(name: str) -> Any:
+    # __version__ on first use: importlib.metadata costs more than the rest of the import
+    if name != "__version__":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        value = version("clipresc")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        value = "0+unknown"
+    globals()["__version__"] = value
+    return value
+
 
 __all__ = [
     "__version__",

@@ -25,11 +25,11 @@ is found by :mod:`clipresc._libraries` (which imports none); the row backends by
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from typing import Any, Callable
 
-import array_api_compat
 import numpy as np
 
 from . import _errors
@@ -58,9 +58,7 @@ from ._prepare_xp import (
 from .backends import row_backend
 from .backends.interface import RowBackend
 
-__all__ = ["family_of", "forward", "route", "vjp"]
-
-family_of = library_of  # the name the tests and older callers know
+__all__ = ["forward", "route", "vjp"]
 
 
 def route(named: dict[str, Any], vjp: bool) -> tuple[str, str]:
@@ -121,6 +119,8 @@ def _from_numpy(r: Any, lib: str, like: Any, dtype: Any = None) -> Any:
         tf = sys.modules["tensorflow"]
         t = tf.convert_to_tensor(r)
         return t if dtype is None or t.dtype == dtype else tf.cast(t, dtype)
+    import array_api_compat  # the array-API path only: NumPy calls never import it
+
     xp = array_api_compat.array_namespace(like)
     try:
         out = xp.asarray(r, device=array_api_compat.device(like))
@@ -134,6 +134,8 @@ def _is_float_array(a: Any, lib: str) -> bool:
         return bool(a.dtype.is_floating_point)
     if lib == "tensorflow":
         return bool(a.dtype.is_floating)
+    import array_api_compat
+
     xp = array_api_compat.array_namespace(a)
     return bool(xp.isdtype(a.dtype, "real floating"))
 
@@ -240,7 +242,7 @@ def forward(
         return _from_numpy(res, lib, x, x.dtype)
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
-    xp = array_api_compat.array_namespace(*[a for a in (xc, dc, ec, *(bc or ())) if library_of(a)])
+    xp = _namespace(xc, dc, ec, *(bc or ()))
     res = _forward_rows(kind, xp, row_backend(path), xc, dc, ec, p, bc, axis, unreachable)
     return back(res, lib)
 
@@ -281,8 +283,19 @@ def _count_concrete(xp: Any, mask: Any) -> int:
 
 # --------------------------------------------------------------------------- gradients
 
-_NP = array_api_compat.array_namespace(np.empty(0))
-"""NumPy as an array-API namespace."""
+
+def _namespace(*args: Any) -> Any:
+    """The array-API namespace of the arrays among ``args`` (imported on first use: a
+    NumPy ``scale`` or ``perturb`` never needs it)."""
+    import array_api_compat
+
+    return array_api_compat.array_namespace(*[a for a in args if library_of(a)])
+
+
+@functools.cache
+def _numpy_namespace() -> Any:
+    """NumPy as an array-API namespace."""
+    return _namespace(np.empty(0))
 
 
 def _vjp_rows(
@@ -349,11 +362,13 @@ def vjp(
     named = arguments(x, delta, eps, bounds, **{cot_name: cot})
     lib, path = route(named, vjp=True)
     if path == "numpy":
-        return _vjp_rows(kind, path, _NP, x, delta, eps, cot, p, bounds, axis, unreachable)
+        return _vjp_rows(
+            kind, path, _numpy_namespace(), x, delta, eps, cot, p, bounds, axis, unreachable
+        )
     if path == "cpu":
         xn, dn, en, bn = _convert_args(lib, x, delta, eps, bounds, to_numpy)
         cn = to_numpy(cot, lib)
-        out = _vjp_rows(kind, path, _NP, xn, dn, en, cn, p, bn, axis, unreachable)
+        out = _vjp_rows(kind, path, _numpy_namespace(), xn, dn, en, cn, p, bn, axis, unreachable)
         likes: dict[str, Any] = {"x": x, "delta": delta, "eps": eps}
         if bn is not None:
             likes["lower"], likes["upper"] = bounds[0], bounds[1]
@@ -366,8 +381,6 @@ def vjp(
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
     cc = to(cot, lib)
-    xp = array_api_compat.array_namespace(
-        *[a for a in (xc, dc, ec, cc, *(bc or ())) if library_of(a)]
-    )
+    xp = _namespace(xc, dc, ec, cc, *(bc or ()))
     out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
     return {k: back(v, lib) for k, v in out.items()}

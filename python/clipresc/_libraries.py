@@ -2,7 +2,8 @@
 
 The one place that tells libraries apart. Nothing here imports a library the caller has
 not imported already: arrays are recognised with array-api-compat's ``is_*_array``
-helpers (which look in ``sys.modules``) and ``sys.modules`` itself; CuPy is imported only
+helpers (which look in ``sys.modules``; array-api-compat itself is imported at the first
+argument that is neither NumPy nor a number) and ``sys.modules`` itself; CuPy is imported only
 to ask whether a GPU is there, and only for CuPy arrays or CUDA tensors.
 """
 
@@ -16,7 +17,6 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-import array_api_compat
 import numpy as np
 
 from . import _errors
@@ -40,6 +40,8 @@ def library_of(a: Any) -> str | None:
         return None
     if isinstance(a, np.ndarray):
         return None if a.ndim == 0 else "numpy"
+    import array_api_compat  # here, not at the top: a NumPy call never imports it
+
     if array_api_compat.is_torch_array(a):
         return "torch"
     if array_api_compat.is_jax_array(a):

@@ -11,7 +11,6 @@ rows ``a:b`` of a batch with ``row_offset=a`` gives rows ``a:b`` of the whole re
 from __future__ import annotations
 
 import operator
-import sys
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -113,11 +112,6 @@ def prepare_noise(
     return prepare(x, x, eps, p, bounds, axis, unreachable)
 
 
-def _is_dask(x: Any) -> bool:
-    da = sys.modules.get("dask.array")
-    return da is not None and isinstance(x, da.Array)
-
-
 def noise(
     x: Any,
     eps: Any,
@@ -185,21 +179,6 @@ def noise(
     dist = parse_distribution(distribution)
     from ._libraries import compiling_torch_module
 
-    if out is None and compiling_torch_module(x) is not None:  # torch.compile: one operator
-        from .frameworks import _torch_noise
-
-        return _torch_noise.noise(
-            x,
-            eps,
-            p=p,
-            bounds=bounds,
-            distribution=dist,
-            seed=seed,
-            axis=axis,
-            row_offset=row_offset,
-            unreachable=unreachable,
-        )
-    fam = _library_of(x, eps, bounds)
     kw: dict[str, Any] = {
         "p": p,
         "bounds": bounds,
@@ -208,6 +187,11 @@ def noise(
         "row_offset": row_offset,
         "unreachable": unreachable,
     }
+    if out is None and compiling_torch_module(x) is not None:  # torch.compile: one operator
+        from .frameworks import _torch_noise
+
+        return _torch_noise.noise(x, eps, seed=seed, **kw)
+    fam = _library_of(x, eps, bounds)
     if fam in _NATIVE:
         if out is not None:
             raise _errors.out_numpy_only(fam)
@@ -215,7 +199,7 @@ def noise(
 
         return _noise_native.noise(fam, x, eps, seed=seed, **kw)
     seq = seed_sequence(seed)
-    if _is_dask(x):
+    if fam == "dask":
         if out is not None:
             raise _errors.out_dask()
         from .backends import dask_backend

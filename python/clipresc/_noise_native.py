@@ -246,20 +246,10 @@ def _cupy(x: Any, eps: Any, bounds: Any, seed: Any, kw: dict[str, Any]) -> Any:
 _BY_LIBRARY = {"torch": _torch, "jax": _jax, "tensorflow": _tensorflow, "cupy": _cupy}
 
 
-def noise(
-    lib: str,
-    x: Any,
-    eps: Any,
-    *,
-    p: Any,
-    bounds: Any,
-    distribution: str,
-    seed: Any,
-    axis: Any,
-    row_offset: Any,
-    unreachable: Any,
-) -> Any:
-    """:func:`clipresc.noise` of ``x`` from library ``lib``, returned in that library.
+def noise(lib: str, x: Any, eps: Any, *, bounds: Any, seed: Any, **kw: Any) -> Any:
+    """:func:`clipresc.noise` of ``x`` from library ``lib``, returned in that library;
+    ``kw``: the other keyword arguments of :func:`clipresc.noise` (``p``,
+    ``distribution``, ``axis``, ``row_offset``, ``unreachable``), all of them.
 
     >>> import numpy as np, clipresc
     >>> noise("numpy", np.zeros(2), 1.0, p=2.0, bounds=None, distribution="gaussian",
@@ -271,11 +261,4 @@ def noise(
     fn = _BY_LIBRARY.get(lib)
     if fn is None:
         raise _errors.no_native_noise(lib)
-    kw = {
-        "p": p,
-        "distribution": distribution,
-        "axis": axis,
-        "row_offset": row_offset,
-        "unreachable": unreachable,
-    }
     return fn(x, eps, bounds, seed, kw)

@@ -50,6 +50,22 @@ def value_cases(dtype: Any = np.float64) -> list[Case]:
     ]
 
 
+def kwargs_in(kwargs: dict[str, Any], to: Callable[[Any], Any]) -> dict[str, Any]:
+    """A case's keyword arguments with its array bounds converted by ``to`` (a framework's
+    array constructor); number bounds stay numbers."""
+    out = dict(kwargs)
+    if isinstance(out.get("bounds"), tuple):
+        out["bounds"] = tuple(
+            to(b) if isinstance(b, np.ndarray) and b.ndim else b for b in out["bounds"]
+        )
+    return out
+
+
+def eps_in(e: Any, to: Callable[[Any], Any]) -> Any:
+    """A case's ``eps`` converted by ``to`` when it is an array."""
+    return to(e) if isinstance(e, np.ndarray) else e
+
+
 def achieved_size(x: np.ndarray, y: np.ndarray, p: float, axis: Any) -> np.ndarray:
     """``||y - x||_p`` per vector (:func:`support.oracle.lp_size`), with ``x``'s dimensions
     and the vector axes kept as size 1."""

@@ -31,12 +31,7 @@ from .._noise import parse_distribution, parse_row_offset, prepare_noise, seed_k
 from .._prepare import parse_bounds, parse_eps, prepare
 from . import row_backend
 
-__all__ = ["forward", "is_dask", "noise"]
-
-
-def is_dask(x: Any) -> bool:
-    """Whether ``x`` is a Dask array."""
-    return isinstance(x, da.Array)
+__all__ = ["forward", "noise"]
 
 
 class _Plan:

@@ -108,7 +108,7 @@ def _fit(g: Any, like: Any, full_shape: tuple[int, ...]) -> np.ndarray[Any, Any]
     ga = np.asarray(g)
     if ga.shape != shape and ga.ndim < len(full_shape) and ga.size == math.prod(full_shape):
         ga = ga.reshape(full_shape)
-    out = np.asarray(reduce_to(np, ga, shape), dtype=dtype)
+    out = np.asarray(ga if ga.shape == shape else reduce_to(np, ga, shape), dtype=dtype)
     return out if out.flags.writeable else np.array(out)
 
 

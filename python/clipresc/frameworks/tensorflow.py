@@ -70,18 +70,34 @@ def _split(cfg: _Config, bounds: Sequence[Any]) -> tuple[Any, Any]:
     return lo, hi
 
 
-def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, *bounds: Any) -> list[Any]:
-    """The forward and the scales it used (``(rows,)``, work dtype), kept for the VJP."""
+def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, *bounds: Any) -> tuple[Any, Any, Any]:
+    """The forward, the scales it used (``(rows,)``, work dtype) and the checked problem,
+    both kept for the VJP."""
     lo, hi = _split(cfg, bounds)
-    out, eta = _numpy.forward_eta(cfg.kind, x, d, e, cfg.p, lo, hi, cfg.axes, cfg.unreachable)
-    return [np.asarray(out, dtype=x.dtype), eta]
-
-
-def _vjp_host(cfg: _Config, g: Any, eta: Any, x: Any, d: Any, e: Any, *bounds: Any) -> list[Any]:
-    lo, hi = _split(cfg, bounds)
-    gx, gd, ge, gl, gu = _numpy.vjp(
-        cfg.kind, x, d, e, g, cfg.p, lo, hi, cfg.axes, cfg.unreachable, eta=eta
+    out, eta, prob = _numpy.forward_problem(
+        cfg.kind, x, d, e, cfg.p, lo, hi, cfg.axes, cfg.unreachable
     )
+    return np.asarray(out, dtype=x.dtype), eta, prob
+
+
+def _forward_graph(cfg: _Config, *inputs: Any) -> list[Any]:
+    """:func:`_forward_host` as a ``tf.numpy_function``: arrays only."""
+    return list(_forward_host(cfg, *inputs)[:2])
+
+
+def _vjp_host(
+    cfg: _Config, prob: Any, g: Any, eta: Any, x: Any, d: Any, e: Any, *bounds: Any
+) -> list[Any]:
+    """The cotangents of the inputs. ``prob``: the forward's checked problem (eagerly), so
+    that nothing is read or checked again; ``None`` inside ``tf.function``, where the
+    forward and this are separate ops that exchange only tensors (the forward's ``eta``
+    still spares the solve)."""
+    lo, hi = _split(cfg, bounds)
+    if prob is None:
+        gs = _numpy.vjp(cfg.kind, x, d, e, g, cfg.p, lo, hi, cfg.axes, cfg.unreachable, eta=eta)
+    else:
+        gs = _numpy.vjp_of(prob, cfg.kind, x, d, e, g, lo, hi, eta=eta)
+    gx, gd, ge, gl, gu = gs
     out = [gx, gd, ge]
     if cfg.has_lower:
         out.append(gl)
@@ -102,14 +118,15 @@ def _out_shape(cfg: _Config, x: Any) -> Any:
 
 
 def _differentiable(cfg: _Config) -> Any:
-    fwd_host = tf.autograph.experimental.do_not_convert(functools.partial(_forward_host, cfg))
-    vjp_host = tf.autograph.experimental.do_not_convert(functools.partial(_vjp_host, cfg))
+    fwd_host = tf.autograph.experimental.do_not_convert(functools.partial(_forward_graph, cfg))
+    vjp_host = tf.autograph.experimental.do_not_convert(functools.partial(_vjp_host, cfg, None))
 
     @tf.custom_gradient  # type: ignore[untyped-decorator]
     def call(x: Any, d: Any, e: Any, *bounds: Any) -> Any:
         inputs = [x, d, e, *bounds]
+        prob = eta_np = None
         if tf.executing_eagerly():
-            y_np, eta_np = _forward_host(cfg, *[_host(t) for t in inputs])
+            y_np, eta_np, prob = _forward_host(cfg, *[_host(t) for t in inputs])
             y, eta = tf.convert_to_tensor(y_np), tf.convert_to_tensor(eta_np)
         else:
             wd = tf.float64 if x.dtype == tf.float64 else tf.float32
@@ -117,9 +134,9 @@ def _differentiable(cfg: _Config) -> Any:
             y.set_shape(_out_shape(cfg, x))
 
         def grad(g: Any) -> list[Any]:
-            # the forward's eta spares the VJP a second solve
-            if tf.executing_eagerly():
-                host = _vjp_host(cfg, _host(g), _host(eta), *[_host(t) for t in inputs])
+            # the forward's eta spares the VJP a second solve, its problem a second check
+            if prob is not None and tf.executing_eagerly():
+                host = _vjp_host(cfg, prob, _host(g), eta_np, *[_host(t) for t in inputs])
                 return [tf.convert_to_tensor(c) for c in host]
             outs = tf.numpy_function(
                 vjp_host,

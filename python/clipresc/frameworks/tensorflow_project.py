@@ -35,11 +35,12 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     e = tf.convert_to_tensor(eps, dtype=x.dtype)
 
     def fwd_host(xa: Any, za: Any, ea: Any) -> Any:
-        y = _project.project_numpy(xa, za, ea, pf, hb, axis)
-        return np.asarray(y, dtype=xa.dtype)
+        return np.asarray(_project.project_numpy(xa, za, ea, pf, hb, axis), dtype=xa.dtype)
 
-    def vjp_host(xa: Any, za: Any, ea: Any, ga: Any) -> Any:
-        out = _project.project_vjp_numpy(xa, za, ea, ga, pf, hb, axis)
+    def vjp_host(xa: Any, za: Any, ea: Any, ga: Any, prob: Any = None) -> Any:
+        if prob is None:
+            prob = _project.prepare_project(xa, za, ea, pf, hb, axis)[0]
+        out = _project.project_vjp_of(prob, za.dtype, ea, ga)
         return (
             np.asarray(out["x"], dtype=xa.dtype),
             np.asarray(out["z"], dtype=xa.dtype),
@@ -48,10 +49,18 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
 
     @tf.custom_gradient  # type: ignore[untyped-decorator]
     def call(xt: Any, zt: Any, et: Any) -> Any:
-        y = tf.numpy_function(fwd_host, [xt, zt, et], xt.dtype, stateful=False)
-        y = tf.ensure_shape(y, xt.shape)
+        prob = None
+        if tf.executing_eagerly():  # the backward takes the problem checked here
+            prob = _project.prepare_project(xt.numpy(), zt.numpy(), et.numpy(), pf, hb, axis)[0]
+            y = tf.convert_to_tensor(np.asarray(_project.project_of(prob), dtype=prob.dtype))
+        else:
+            y = tf.numpy_function(fwd_host, [xt, zt, et], xt.dtype, stateful=False)
+            y = tf.ensure_shape(y, xt.shape)
 
         def grad(g: Any) -> Any:
+            if prob is not None and tf.executing_eagerly():
+                host = (xt.numpy(), zt.numpy(), et.numpy(), g.numpy())
+                return [tf.convert_to_tensor(c) for c in vjp_host(*host, prob=prob)]
             gx, gz, ge = tf.numpy_function(
                 vjp_host, [xt, zt, et, g], [xt.dtype, xt.dtype, et.dtype], stateful=False
             )

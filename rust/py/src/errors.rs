@@ -50,3 +50,19 @@ pub(crate) fn detached<R: Send>(
         }
     }
 }
+
+/// The exception that `clipresc._errors.<name>(*args)` builds: the binding checks what a
+/// direct caller can get wrong, but every user-facing text is written in `_errors.py` only.
+pub(crate) fn catalogued<'py>(
+    py: Python<'py>,
+    name: &str,
+    args: impl pyo3::call::PyCallArgs<'py>,
+) -> PyErr {
+    match py
+        .import("clipresc._errors")
+        .and_then(|m| m.call_method1(name, args))
+    {
+        Ok(exc) => PyErr::from_value(exc),
+        Err(e) => e,
+    }
+}

@@ -4,6 +4,7 @@
 //! Shapes, dtypes, axes and `eps` are normalised by the Python layer (`clipresc/_api.py`);
 //! this module only sees C-contiguous `(rows, n)` arrays of one float dtype.
 
+mod buffers;
 mod dtype;
 mod errors;
 mod jax_ffi;

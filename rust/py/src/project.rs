@@ -1,17 +1,18 @@
 //! `project_into` and `project_vjp_into`: the exact projection onto the ball and the box.
 
 use clipresc_core::{project, project_vjp, Batch, ProjectBatch, ProjectGrads, ProjectNorm, Real};
-use numpy::{Element, PyReadonlyArray2, PyReadwriteArray1, PyReadwriteArray2};
-use pyo3::exceptions::{PyTypeError, PyValueError};
+use numpy::ndarray::Ix2;
+use numpy::{Element, PyReadwriteArray2};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
+use crate::buffers::{cotangent, eps_grad, writable};
 use crate::dtype::{per_dtype, Dtype};
-use crate::errors::detached;
+use crate::errors::{catalogued, detached};
 use crate::solve::Call;
 
-fn norm_of(p: f64) -> PyResult<ProjectNorm> {
-    ProjectNorm::new(p)
-        .ok_or_else(|| PyValueError::new_err(format!("project supports p = 1, 2 or inf; got {p}")))
+fn norm_of(py: Python<'_>, p: f64) -> PyResult<ProjectNorm> {
+    ProjectNorm::new(p).ok_or_else(|| catalogued(py, "project_p", (p,)))
 }
 
 fn batch_of<'a, T: Real>(b: &Batch<'a, T>, norm: ProjectNorm) -> ProjectBatch<'a, T> {
@@ -57,7 +58,7 @@ pub(crate) fn project_into(
     p: f64,
     y_out: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let norm = norm_of(p)?;
+    let norm = norm_of(py, p)?;
     per_dtype!(Dtype::of_x(x)?, T => {
         project_typed(py, Call::<T>::new(x, z, lower, upper, eps, p)?, norm, y_out)
     })
@@ -71,21 +72,12 @@ fn vjp_typed<T: Element + Real>(
     ybar: &Bound<'_, PyAny>,
     x_grad: &Bound<'_, PyAny>,
     z_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
+    eps_grad_obj: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let ybar: PyReadonlyArray2<'_, T> = ybar
-        .extract()
-        .map_err(|_| PyTypeError::new_err("ybar must be a 2-D array of x's dtype"))?;
-    let writable = |name: &str| {
-        PyTypeError::new_err(format!(
-            "{name} must be a writable C-contiguous array of x's dtype"
-        ))
-    };
-    let mut gx: PyReadwriteArray2<'_, T> = x_grad.extract().map_err(|_| writable("x_grad"))?;
-    let mut gz: PyReadwriteArray2<'_, T> = z_grad.extract().map_err(|_| writable("z_grad"))?;
-    let mut ge: PyReadwriteArray1<'_, f64> = eps_grad
-        .extract()
-        .map_err(|_| PyTypeError::new_err("eps_grad must be a writable 1-D float64 array"))?;
+    let ybar = cotangent::<T, Ix2>(ybar, "ybar must be a 2-D array")?;
+    let mut gx = writable::<T, Ix2>(x_grad, "x_grad")?;
+    let mut gz = writable::<T, Ix2>(z_grad, "z_grad")?;
+    let mut ge = eps_grad(eps_grad_obj)?;
     let ybar = ybar.as_slice()?;
     let grads = ProjectGrads {
         x: gx.as_slice_mut()?,
@@ -115,7 +107,7 @@ pub(crate) fn project_vjp_into(
     z_grad: &Bound<'_, PyAny>,
     eps_grad: &Bound<'_, PyAny>,
 ) -> PyResult<()> {
-    let norm = norm_of(p)?;
+    let norm = norm_of(py, p)?;
     per_dtype!(Dtype::of_x(x)?, T => {
         let call = Call::<T>::new(x, z, lower, upper, eps, p)?;
         vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)

@@ -10,14 +10,21 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyTuple;
 
 use crate::dtype::{per_dtype, Dtype};
-use crate::errors::detached;
+use crate::errors::{catalogued, detached};
 
 pub(crate) fn norm_of(p: f64) -> PyResult<Norm> {
-    Norm::new(p).ok_or_else(|| {
-        PyValueError::new_err(format!("p must be a positive number or inf; got {p}"))
-    })
+    Norm::new(p).ok_or_else(|| Python::attach(|py| catalogued(py, "p_not_positive", (p,))))
+}
+
+fn shape_mismatch(py: Python<'_>, delta: &[usize], x: &[usize]) -> PyErr {
+    let tuple = |s: &[usize]| PyTuple::new(py, s.iter().copied());
+    match (tuple(delta), tuple(x)) {
+        (Ok(d), Ok(x)) => catalogued(py, "shape_mismatch", (d, x)),
+        (Err(e), _) | (_, Err(e)) => e,
+    }
 }
 
 /// A bound as passed from Python: a float, a shared `(n,)` array or a full `(rows, n)` array.
@@ -108,11 +115,7 @@ impl<'py, T: Element + Real> Call<'py, T> {
             PyTypeError::new_err("delta must be a 2-D array of the same dtype as x")
         })?;
         if x.shape() != d.shape() {
-            return Err(PyValueError::new_err(format!(
-                "delta must have the same shape as x; got {:?} and {:?}",
-                d.shape(),
-                x.shape()
-            )));
+            return Err(shape_mismatch(x.py(), d.shape(), x.shape()));
         }
         Ok(Call {
             x,
@@ -231,7 +234,7 @@ pub(crate) fn solve_stats(
     max_newton_passes: u32,
 ) -> PyResult<Vec<(f64, u32, bool)>> {
     if x.shape() != delta.shape() {
-        return Err(PyValueError::new_err("delta must have the same shape as x"));
+        return Err(shape_mismatch(py, delta.shape(), x.shape()));
     }
     let shape = x.shape();
     let batch = Batch {

@@ -1,11 +1,12 @@
 //! `scale_vjp_into` and `perturb_vjp_into`: the closed-form VJPs of the core.
 
 use clipresc_core::{vjp, Cotangent, Grads, Options, Real};
-use numpy::{
-    Element, PyReadonlyArray1, PyReadonlyArrayDyn, PyReadwriteArray1, PyReadwriteArrayDyn,
-};
+use numpy::ndarray::IxDyn;
+use numpy::{Element, PyReadonlyArray1, PyReadwriteArray1, PyReadwriteArrayDyn};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+
+use crate::buffers::{self, cotangent, optional, writable};
 
 use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
@@ -18,27 +19,6 @@ struct Outs<'py, T: Element> {
     eps: PyReadwriteArray1<'py, f64>,
     lower: Option<PyReadwriteArrayDyn<'py, T>>,
     upper: Option<PyReadwriteArrayDyn<'py, T>>,
-}
-
-fn writable<'py, T: Element>(
-    obj: &Bound<'py, PyAny>,
-    name: &str,
-) -> PyResult<PyReadwriteArrayDyn<'py, T>> {
-    obj.extract().map_err(|_| {
-        PyTypeError::new_err(format!(
-            "{name} must be a writable C-contiguous array of x's dtype"
-        ))
-    })
-}
-
-fn optional<'py, T: Element>(
-    obj: Option<&Bound<'py, PyAny>>,
-    name: &str,
-) -> PyResult<Option<PyReadwriteArrayDyn<'py, T>>> {
-    match obj {
-        Some(o) if !o.is_none() => writable(o, name).map(Some),
-        _ => Ok(None),
-    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -55,9 +35,7 @@ fn vjp_typed<T: Element + Real>(
     eta: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<(usize, i64)> {
     let what = if is_y { "ybar" } else { "etabar" };
-    let cot: PyReadonlyArrayDyn<'_, T> = cot
-        .extract()
-        .map_err(|_| PyTypeError::new_err(format!("{what} must be an array of x's dtype")))?;
+    let cot = cotangent::<T, IxDyn>(cot, &format!("{what} must be an array"))?;
     let eta: Option<PyReadonlyArray1<'_, T>> = match eta {
         Some(e) if !e.is_none() => Some(
             e.extract()
@@ -68,9 +46,7 @@ fn vjp_typed<T: Element + Real>(
     let mut outs = Outs {
         x: writable(x_grad, "x_grad")?,
         delta: writable(delta_grad, "delta_grad")?,
-        eps: eps_grad
-            .extract()
-            .map_err(|_| PyTypeError::new_err("eps_grad must be a writable 1-D float64 array"))?,
+        eps: buffers::eps_grad(eps_grad)?,
         lower: optional(lower_grad, "lower_grad")?,
         upper: optional(upper_grad, "upper_grad")?,
     };
