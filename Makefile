@@ -93,8 +93,9 @@ bench: $(STAMP_BUILD) ## core benchmark: medians and ratios against the memory f
 bench-calls: $(STAMP_BUILD) ## package Python calls per perturb (NumPy, torch forward/backward) and per-call time
 	$(PY) benches/bench_calls.py
 
-bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead and throughput
+bench-frameworks: $(STAMP_BUILD) ## torch / jax integration: per-call overhead and throughput (perturb; project on torch)
 	$(PY) benches/bench_frameworks.py
+	$(PY) benches/bench_torch_project.py
 
 bench-gpu: $(STAMP_BUILD) ## CuPy kernels vs CuPy x + d and the Rust core (needs a CUDA device)
 	$(PY) benches/bench_gpu.py

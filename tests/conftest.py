@@ -1,4 +1,4 @@
-"""pytest configuration: hypothesis profiles.
+"""pytest configuration: hypothesis profiles, and fixtures several test files share.
 
 ``ci`` (default): moderate example counts, no deadline. ``fuzz``: 5000 examples per
 property test (``CLIPRESC_FUZZ_EXAMPLES`` overrides; ``make fuzz`` passes FUZZ_EXAMPLES).
@@ -11,6 +11,7 @@ import os
 import sys
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 
 settings.register_profile(
@@ -25,6 +26,17 @@ settings.register_profile(
     max_examples=int(os.environ.get("CLIPRESC_FUZZ_EXAMPLES", "5000")),
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+
+@pytest.fixture
+def no_vmap_fallback() -> Any:
+    """Under ``torch.func.vmap``, ops without a batching rule raise instead of looping (and
+    warning): a test using it proves the rule exists."""
+    torch = pytest.importorskip("torch")
+    before = torch._C._functorch._is_vmap_fallback_enabled()
+    torch._C._functorch._set_vmap_fallback_enabled(False)
+    yield
+    torch._C._functorch._set_vmap_fallback_enabled(before)
 
 
 #: Test files that execute the GPU kernels (as OpenCL C on a CPU device).

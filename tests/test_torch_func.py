@@ -29,15 +29,6 @@ def _inputs(seed: int = 0) -> tuple[Any, Any, Any]:
     return torch.from_numpy(x), torch.from_numpy(d), torch.from_numpy(eps)
 
 
-@pytest.fixture
-def no_vmap_fallback() -> Any:
-    """Ops without a batching rule raise instead of looping (and warning) under vmap."""
-    before = torch._C._functorch._is_vmap_fallback_enabled()
-    torch._C._functorch._set_vmap_fallback_enabled(False)
-    yield
-    torch._C._functorch._set_vmap_fallback_enabled(before)
-
-
 # --------------------------------------------------------------------------- torch.compile
 
 
@@ -64,22 +55,39 @@ def test_compile_fullgraph_top_level(fn: str) -> None:
     assert explained.graph_break_count == 0 and explained.graph_count == 1
 
 
-def test_compile_first_call_imports_nothing_untraceable() -> None:
+_FIRST_CALLS = {
+    "perturb": """
+        def f(a, b):
+            y = clipresc.perturb(a, b, 0.7, bounds=([0.1], 1.0)) + clipresc.scale(a, b, 0.7)
+            return y + clipresc.noise(a, 0.3, seed=1)
+        """,
+    "project": """
+        def f(a, b):
+            return clipresc.project(a, a + b, 0.7, p=1, bounds=(0.05, 1.0))
+        """,
+}
+
+
+@pytest.mark.parametrize("first", sorted(_FIRST_CALLS))
+def test_compile_first_call_imports_nothing_untraceable(first: str) -> None:
     """A fresh process whose first clipresc call is inside torch.compile(fullgraph=True)
     (the integration module is imported while tracing) gives the eager values."""
-    code = textwrap.dedent(
-        """
+    code = (
+        textwrap.dedent(
+            """
         import warnings, torch, clipresc
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         x = torch.rand(4, 3, 5, 5, dtype=torch.float64) * 0.8 + 0.1
         d = torch.randn(4, 3, 5, 5, dtype=torch.float64)
-        def f(a, b):
-            y = clipresc.perturb(a, b, 0.7, bounds=([0.1], 1.0)) + clipresc.scale(a, b, 0.7)
-            return y + clipresc.noise(a, 0.3, seed=1)
-
+        """
+        )
+        + textwrap.dedent(_FIRST_CALLS[first])
+        + textwrap.dedent(
+            """
         y = torch.compile(f, backend="aot_eager", fullgraph=True)(x, d)
         print(bool(torch.equal(y, f(x, d))))
         """
+        )
     )
     env = {"PYTHONPATH": str(ROOT / "python"), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
@@ -350,11 +358,16 @@ def test_noise_compiled_refuses_seed_sequence() -> None:
         ("all", "scalar", (0, 0, 0, 0)),
     ],
 )
-@pytest.mark.parametrize("fn", ["perturb", "scale"])
-def test_vmap_rules_against_a_loop(fn: str, axis: Any, eps_kind: str, in_dims: tuple) -> None:
-    """Batching rules for any mix of batched and unbatched x, delta, eps (scalar, one per
-    vector, or eta-shaped) and a tensor bound: values and per-example gradients equal a
-    Python loop over the examples."""
+@pytest.mark.parametrize(
+    ("fn", "p"),
+    [("perturb", 3.0), ("scale", 3.0), ("project", 1.0), ("project", 2.0), ("project", math.inf)],
+)
+def test_vmap_rules_against_a_loop(
+    fn: str, p: float, axis: Any, eps_kind: str, in_dims: tuple
+) -> None:
+    """Batching rules for any mix of batched and unbatched x, delta (project's z), eps
+    (scalar, one per vector, or eta-shaped) and a tensor bound: values and per-example
+    gradients equal a Python loop over the examples (project's bounds get none)."""
     from clipresc._args import vector_axes
 
     rng = np.random.default_rng(9)
@@ -370,10 +383,11 @@ def test_vmap_rules_against_a_loop(fn: str, axis: Any, eps_kind: str, in_dims: t
         rng.uniform(0.0, 0.05, (size, 3, 1)),
     ]
     args = [torch.from_numpy(a if d == 0 else a[0]) for a, d in zip(full, in_dims)]
-    f = getattr(ct, fn)
+    f = getattr(clipresc, fn)
+    argnums = (0, 1, 2) if fn == "project" else (0, 1, 2, 3)
 
     def g(a: Any, b: Any, e: Any, low: Any) -> Any:
-        return f(a, b, e, p=3.0, bounds=(low, 1.0), axis=axis)
+        return f(a, b, e, p=p, bounds=(low, 1.0), axis=axis)
 
     def h(*a: Any) -> Any:
         return g(*a).sin().sum()
@@ -384,8 +398,9 @@ def test_vmap_rules_against_a_loop(fn: str, axis: Any, eps_kind: str, in_dims: t
     got = torch.func.vmap(g, in_dims=in_dims)(*args)
     want = torch.stack([g(*example(i)) for i in range(size)])
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
-    grads = torch.func.vmap(torch.func.grad(h, argnums=(0, 1, 2, 3)), in_dims=in_dims)(*args)
+    grads = torch.func.vmap(torch.func.grad(h, argnums=argnums), in_dims=in_dims)(*args)
     for i in range(size):
-        leaves = [t.clone().requires_grad_() for t in example(i)]
-        for g_vmap, g_loop in zip(grads, torch.autograd.grad(h(*leaves), leaves)):
+        leaves = [t.clone().requires_grad_(k in argnums) for k, t in enumerate(example(i))]
+        wrt = leaves[: len(argnums)]
+        for g_vmap, g_loop in zip(grads, torch.autograd.grad(h(*leaves), wrt)):
             torch.testing.assert_close(g_vmap[i], g_loop, rtol=1e-10, atol=1e-12)

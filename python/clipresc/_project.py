@@ -29,7 +29,8 @@ def check_project_p(p: Any) -> float:
     ValueError: project supports p = 1, 2 or inf; got 3
     """
     pf = parse_p(p)
-    if pf not in PROJECT_PS:
+    # comparisons, not `in`: under torch.compile(dynamic=True) p may be a symbolic float
+    if all(pf != q for q in PROJECT_PS):
         raise _errors.project_p(p)
     return pf
 
@@ -139,6 +140,10 @@ def project(
     >>> clipresc.project(x, z, 0.5)  # the box stops the second at 1: the first goes further
     array([[0.98989795, 1.        ]])
     """
+    if _libraries.compiling_torch_module(x) is not None:  # no untraceable dispatch
+        from .frameworks import torch_project
+
+        return torch_project.project(x, z, eps, p, bounds, axis)
     x, z = float_lists(x), float_lists(z)
     fam = family(_named(x, z, eps, bounds))
     if fam == "numpy":

@@ -74,21 +74,20 @@ class _Rows:
         self.clipped_z = _clip(xp, self.z, self.lo, self.hi)
         self.p = prob.p
 
-    def forward(self) -> tuple[Array, Array, Array]:
-        """``(y, inside, mult)``: ``inside`` marks rows where ``y = clip(z)``; ``mult`` is
-        ``t`` (p = 2) or ``lam`` (p = 1) per row."""
+    def solve(self) -> tuple[Array, Array]:
+        """``(inside, mult)`` per row (``(rows, 1)``): ``inside`` marks rows where
+        ``y = clip(z)``; ``mult`` is ``t`` (p = 2, 1 inside) or ``lam`` (p = 1, 0 inside).
+        The only part that searches."""
         xp, x, d, eps = self.xp, self.x, self.d, self.eps
         zero_eps = eps == 0
         if self.p == float("inf"):
-            y = _clip(xp, self.z, xp.maximum(self.lo, x - eps), xp.minimum(self.hi, x + eps))
-            return y, xp.zeros_like(eps, dtype=xp.bool), xp.zeros_like(eps)
+            return xp.zeros_like(eps, dtype=xp.bool), xp.zeros_like(eps)
         if self.p == 2.0:
             c = self.clipped_z - x
             inside = (xp.sum(c * c, axis=1, keepdims=True) <= eps * eps) & ~zero_eps
             eta, _ = generic.scale_rows(x, d, xp.reshape(eps, (-1,)), 2.0, self.lo, self.hi)
             t = xp.where(inside, 1.0, xp.reshape(xp.astype(eta, x.dtype), (-1, 1)))
-            y = xp.where(inside, self.clipped_z, _clip(xp, x + t * d, self.lo, self.hi))
-            return y, inside, t
+            return inside, t
         b, s = xp.abs(d), self._room()
         h0 = xp.sum(xp.minimum(b, s), axis=1, keepdims=True)
         inside = (h0 <= eps) & ~zero_eps
@@ -108,9 +107,26 @@ class _Rows:
         exact = (total - eps) / xp.where(k > 0, k, 1.0)
         lam = xp.where(k > 0, xp.minimum(xp.maximum(exact, lo_l), hi_l), lam)
         lam = xp.where(inside, 0.0, xp.where(zero_eps, hi_l, lam))
-        moved = xp.where(b > lam, self.z - xp.sign(d) * lam, x)
-        y = xp.where(inside, self.clipped_z, _clip(xp, moved, self.lo, self.hi))
-        return y, inside, lam
+        return inside, lam
+
+    def apply(self, inside: Array, mult: Array) -> Array:
+        """``y`` from :meth:`solve`'s ``(inside, mult)``: closed form, no search."""
+        xp, x, d, eps = self.xp, self.x, self.d, self.eps
+        if self.p == float("inf"):
+            return _clip(xp, self.z, xp.maximum(self.lo, x - eps), xp.minimum(self.hi, x + eps))
+        if self.p == 2.0:
+            moved = x + mult * d
+        else:
+            moved = xp.where(xp.abs(d) > mult, self.z - xp.sign(d) * mult, x)
+        return xp.where(inside, self.clipped_z, _clip(xp, moved, self.lo, self.hi))
+
+    def unpack(self, residual: Array) -> tuple[Array, Array]:
+        """:meth:`solve`'s ``(inside, mult)`` from a residual of :func:`project_residual`
+        (``mult``, negative where ``inside``)."""
+        xp = self.xp
+        r = xp.reshape(xp.astype(residual, self.x.dtype), (-1, 1))
+        inside = r < 0
+        return inside, xp.where(inside, 1.0 if self.p == 2.0 else 0.0, r)
 
     def _room(self) -> Array:
         xp = self.xp
@@ -120,11 +136,14 @@ class _Rows:
         xp = self.xp
         return xp.sum(xp.minimum(xp.maximum(b - lam, 0.0), s), axis=1, keepdims=True)
 
-    def vjp(self, g: Array) -> tuple[Array, Array, Array]:
-        """``(gx, gz, geps)`` for the cotangent ``g`` of ``y`` (see :func:`project_vjp`)."""
+    def vjp(
+        self, g: Array, solved: tuple[Array, Array] | None = None
+    ) -> tuple[Array, Array, Array]:
+        """``(gx, gz, geps)`` for the cotangent ``g`` of ``y`` (see :func:`project_vjp`);
+        ``solved``: the forward's ``(inside, mult)`` (:meth:`solve`), or ``None`` to solve."""
         xp, x, d, eps = self.xp, self.x, self.d, self.eps
         lo, hi = self.lo, self.hi
-        y, inside, mult = self.forward()
+        inside, mult = self.solve() if solved is None else solved
         zeros = xp.zeros_like(x)
         zero_eps = eps == 0
         if self.p == float("inf"):
@@ -139,6 +158,7 @@ class _Rows:
         pass_z = xp.where((self.z > lo) & (self.z < hi), g, zeros)
         if self.p == 2.0:
             t = mult
+            y = self.apply(inside, mult)
             free = (y > lo) & (y < hi)
             ssq = xp.sum(xp.where(free, d * d, zeros), axis=1, keepdims=True)
             gd = xp.sum(xp.where(free, g * d, zeros), axis=1, keepdims=True)
@@ -177,21 +197,39 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     >>> project(np.array([[0.5, 0.9]]), np.array([[2.0, 0.9]]), 0.25, 1, (0.0, 1.0), None)
     array([[0.75, 0.9 ]])
     """
-    prob = _prepare(x, z, eps, p, bounds, axis)
-    xp = prob.xp
-    y, _, _ = _Rows(prob).forward()
-    return xp.astype(prob.layout.from_rows_xp(xp, y), prob.dtype)
+    return project_residual(x, z, eps, p, bounds, axis)[0]
 
 
-def project_vjp(
-    x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
-) -> dict[str, Any]:
-    """:func:`clipresc.project_vjp` on array-API arrays."""
+def project_residual(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> tuple[Any, Any]:
+    """:func:`project` and the residual its VJP needs (:func:`project_vjp`'s ``residual``):
+    the per-vector multiplier (``t`` for p = 2, ``lam`` for p = 1, 0 for inf) in ``eta``'s
+    shape and the work dtype, negative where ``clip(z)`` is inside the ball.
+
+    >>> import numpy as np
+    >>> x = np.array([[0.5, 0.9], [0.5, 0.9]]); z = np.array([[2.0, 0.9], [0.6, 0.9]])
+    >>> y, r = project_residual(x, z, 0.25, 1, (0.0, 1.0), None)
+    >>> r.tolist()  # lam = 1.5 - 0.25; the second row is inside
+    [[1.25], [-1.0]]
+    """
     prob = _prepare(x, z, eps, p, bounds, axis)
     xp, lay = prob.xp, prob.layout
     rows = _Rows(prob)
+    inside, mult = rows.solve()
+    y = xp.astype(lay.from_rows_xp(xp, rows.apply(inside, mult)), prob.dtype)
+    return y, xp.reshape(xp.where(inside, -1.0, mult), lay.eta_shape)
+
+
+def project_vjp(
+    x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any, residual: Any = None
+) -> dict[str, Any]:
+    """:func:`clipresc.project_vjp` on array-API arrays; with the forward's ``residual``
+    (:func:`project_residual`) it searches nothing."""
+    prob = _prepare(x, z, eps, p, bounds, axis)
+    xp, lay = prob.xp, prob.layout
+    rows = _Rows(prob)
+    solved = None if residual is None else rows.unpack(residual)
     g = lay.to_rows_xp(xp, cotangent(xp, ybar, lay.shape, "ybar", prob.x))
-    gx, gz, ge = rows.vjp(xp.astype(g, rows.x.dtype))
+    gx, gz, ge = rows.vjp(xp.astype(g, rows.x.dtype), solved)
     shapes = arg_shapes(eps, None, lay)
     out = fit_cotangents(
         xp,

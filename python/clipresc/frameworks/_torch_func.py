@@ -3,12 +3,13 @@
 PyTorch's ``register_autograd`` formulas do not run under the ``torch.func`` transforms
 (``grad``, ``vjp``, ``jacrev``: "must override the setup_context staticmethod"), so the
 differentiable entry points are :class:`torch.autograd.Function` subclasses whose forward
-calls the ``clipresc::scale`` / ``clipresc::perturb`` operators (or, for plain tensors
-outside any transform, their implementation directly: the dispatch costs more than a small
-problem) and whose backward calls ``clipresc::scale_backward`` / ``perturb_backward`` with
-the ``eta`` the forward found. ``generate_vmap_rule`` lets ``torch.func.vmap`` run them
-through the operators' batching rules (:func:`torch.library.register_vmap`), which fold the
-vmapped dimension into a batch axis of one call instead of looping.
+calls the ``clipresc::scale`` / ``clipresc::perturb`` operators (and ``clipresc::project``,
+registered by :mod:`clipresc.frameworks.torch_project` through :func:`register`), or for
+plain tensors outside any transform their implementation directly (the dispatch costs more
+than a small problem), and whose backward calls ``clipresc::<name>_backward`` with the
+``eta`` (or residual) the forward found. ``generate_vmap_rule`` lets ``torch.func.vmap``
+run them through the operators' batching rules (:func:`torch.library.register_vmap`), which
+fold the vmapped dimension into a batch axis of one call instead of looping.
 
 Second derivatives are not implemented: the closed-form VJP is computed in the Rust core
 (or the array-API backend) and is itself not differentiable. Differentiating a gradient
@@ -27,7 +28,7 @@ True
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 from .. import _call as call_args
 from .. import _errors
@@ -35,9 +36,26 @@ from . import torch as _ct
 
 torch: Any = importlib.import_module("torch")
 
-__all__ = ["apply"]
+__all__ = ["Kind", "apply", "register"]
 
 _N_STATIC = 5  # lower_s, upper_s, p, axis, unreachable
+
+
+class Kind(NamedTuple):
+    """An operator pair ``clipresc::<name>`` / ``clipresc::<name>_backward`` taking the
+    argument list of :mod:`clipresc.frameworks.torch` (``scale``, ``perturb``, and
+    ``project`` from :mod:`clipresc.frameworks.torch_project`)."""
+
+    name: str
+    forward: Callable[..., Any]
+    """The forward implementation for plain tensors: ``eta`` (scale) or ``(y, residual)``."""
+    backward: Callable[..., Any]
+    """The backward implementation: ``(grad, residual, *args)`` -> 5 cotangents."""
+    backward_of: Callable[..., Any]
+    """The CPU backward from the problem the forward checked and left on its residual
+    (``_clipresc_problem``): ``(problem, grad, residual, x, delta, eps, lower, upper)``."""
+    bound_grads: bool = True
+    """Whether tensor bounds get gradients (``project``'s get none)."""
 
 
 def _plain_eager(tensors: tuple[Any, ...]) -> bool:
@@ -52,11 +70,13 @@ def _plain_eager(tensors: tuple[Any, ...]) -> bool:
     return True
 
 
-def _forward_function(kind: str) -> Any:
-    """The autograd Function of ``kind`` (``"scale"`` or ``"perturb"``): ``apply(*op_args)``
-    returns ``eta`` (scale) or ``(y, eta)`` (perturb; ``eta`` in the work dtype, not
-    differentiable). (``kind`` is
-    bound here rather than passed: ``torch.compile`` wants tensors first in ``apply``.)"""
+def _forward_function(spec: Kind) -> Any:
+    """The autograd Function of ``spec``: ``apply(*op_args)`` returns ``eta`` (scale) or
+    ``(y, residual)`` (perturb's ``eta`` in the work dtype, or project's multiplier; not
+    differentiable). (``spec`` is bound here rather than passed: ``torch.compile`` wants
+    tensors first in ``apply``.)"""
+    kind = spec.name
+    op = _op(kind)
     backward_fn = _backward_function(kind)
 
     class Forward(torch.autograd.Function):  # type: ignore[misc]
@@ -77,13 +97,11 @@ def _forward_function(kind: str) -> Any:
             unreachable: str,
         ) -> Any:
             args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
-            if kind == "scale":  # eta itself, reused by the backward when in the work dtype
-                if _plain_eager(args[:5]):
-                    return _ct._forward_impl(kind, *args)
-                return torch.ops.clipresc.scale(*args)
             if _plain_eager(args[:5]):
-                return _ct._forward_impl(kind, *args, with_eta=True)
-            return tuple(torch.ops.clipresc.perturb(*args))
+                return spec.forward(*args)
+            if kind == "scale":  # eta itself, reused by the backward when in the work dtype
+                return op(*args)
+            return tuple(op(*args))
 
         @staticmethod
         def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
@@ -108,17 +126,17 @@ def _forward_function(kind: str) -> Any:
             else:
                 direct = False
             if direct and ctx.problem is not None and _ct._on_cpu(grad, eta, x):
-                gx, gd, ge, gl, gu = _ct._backward_of(kind, ctx.problem, *args[:7])
+                gx, gd, ge, gl, gu = spec.backward_of(ctx.problem, *args[:7])
             elif direct:
-                gx, gd, ge, gl, gu = _ct._backward_impl(kind, *args)
+                gx, gd, ge, gl, gu = spec.backward(*args)
             else:
                 gx, gd, ge, gl, gu = backward_fn.apply(*args)
             return (
                 gx,
                 gd,
                 ge,
-                None if lower is None else gl,
-                None if upper is None else gu,
+                None if lower is None or not spec.bound_grads else gl,
+                None if upper is None or not spec.bound_grads else gu,
                 *([None] * _N_STATIC),
             )
 
@@ -163,18 +181,20 @@ def _backward_function(kind: str) -> Any:
     return Backward
 
 
+def _op(kind: str) -> Any:
+    return getattr(torch.ops.clipresc, kind)
+
+
 def _backward_op(kind: str) -> Any:
-    if kind == "scale":
-        return torch.ops.clipresc.scale_backward
-    return torch.ops.clipresc.perturb_backward
+    return getattr(torch.ops.clipresc, f"{kind}_backward")
 
 
-_FUNCTIONS = {kind: _forward_function(kind) for kind in ("scale", "perturb")}
+_FUNCTIONS: dict[str, Any] = {}
 
 
 def apply(kind: str, args: tuple[Any, ...]) -> Any:
-    """``scale`` / ``perturb`` of the operator arguments ``args``, differentiable with
-    autograd and every ``torch.func`` transform."""
+    """``scale`` / ``perturb`` / ``project`` of the operator arguments ``args``,
+    differentiable with autograd and every ``torch.func`` transform."""
     out = _FUNCTIONS[kind].apply(*args)
     return out if kind == "scale" else out[0]
 
@@ -234,6 +254,8 @@ def _fold(info: Any, in_dims: tuple[Any, ...], tensors: tuple[Any, ...]) -> tupl
 
 
 def _forward_vmap(kind: str) -> Any:
+    op = _op(kind)
+
     def rule(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
         x, delta, eps, lower, upper = _fold(info, in_dims[:5], args[:5])
         lower_s, upper_s, p, axis, unreachable = args[5:]
@@ -252,13 +274,13 @@ def _forward_vmap(kind: str) -> Any:
             unreachable,
         )
         if kind == "scale":
-            return torch.ops.clipresc.scale(*folded), 0
-        return tuple(torch.ops.clipresc.perturb(*folded)), (0, 0)
+            return op(*folded), 0
+        return tuple(op(*folded)), (0, 0)
 
     return rule
 
 
-def _backward_vmap(kind: str) -> Any:
+def _backward_vmap(kind: str, bound_grads: bool) -> Any:
     def rule(info: Any, in_dims: tuple[Any, ...], *args: Any) -> tuple[Any, Any]:
         size = info.batch_size
         grad, eta = (_batched(t, d, size) for t, d in zip(args[:2], in_dims[:2]))
@@ -283,8 +305,9 @@ def _backward_vmap(kind: str) -> Any:
         outs = [gx, gd, _unfold_eps(ge, eps)]
         dims: list[int | None] = [0, 0, 0]
         for g, t in ((gl, lower), (gu, upper)):
-            outs.append(g if t is None else g.reshape(t.shape))
-            dims.append(None if t is None else 0)
+            batched = t is not None and bound_grads
+            outs.append(g.reshape(t.shape) if batched else g)
+            dims.append(0 if batched else None)
         return tuple(outs), tuple(dims)
 
     return rule
@@ -297,12 +320,40 @@ def _no_double_backward(kind: str) -> Any:
     return backward
 
 
-for _kind in ("scale", "perturb"):
-    torch.library.register_vmap(f"clipresc::{_kind}", _forward_vmap(_kind))
-    torch.library.register_vmap(f"clipresc::{_kind}_backward", _backward_vmap(_kind))
+def register(spec: Kind) -> None:
+    """Make the operators of ``spec`` (already defined, with fake implementations) work
+    under every ``torch.func`` transform: their autograd Function, batching rules, and the
+    clear double-backward error; :func:`apply` then runs them."""
+    kind = spec.name
+    _FUNCTIONS[kind] = _forward_function(spec)
+    torch.library.register_vmap(f"clipresc::{kind}", _forward_vmap(kind))
+    torch.library.register_vmap(
+        f"clipresc::{kind}_backward", _backward_vmap(kind, spec.bound_grads)
+    )
     # a direct call of the backward operator under autograd gets the same clear error
     torch.library.register_autograd(
-        f"clipresc::{_kind}_backward",
-        _no_double_backward(_kind),
+        f"clipresc::{kind}_backward",
+        _no_double_backward(kind),
         setup_context=lambda ctx, inputs, output: None,
     )
+
+
+# plain functions, not functools.partial: torch.compile traces the Functions that call them
+def _scale_forward(*args: Any) -> Any:
+    return _ct._forward_impl("scale", *args)
+
+
+def _perturb_forward(*args: Any) -> Any:
+    return _ct._forward_impl("perturb", *args, with_eta=True)
+
+
+def _scale_backward_of(prob: Any, *tensors: Any) -> Any:
+    return _ct._backward_of("scale", prob, *tensors)
+
+
+def _perturb_backward_of(prob: Any, *tensors: Any) -> Any:
+    return _ct._backward_of("perturb", prob, *tensors)
+
+
+register(Kind("scale", _scale_forward, _ct._scale_backward_impl, _scale_backward_of))
+register(Kind("perturb", _perturb_forward, _ct._perturb_backward_impl, _perturb_backward_of))

@@ -40,6 +40,7 @@ tensor([1.], dtype=torch.float64)
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
 from collections.abc import Sequence
@@ -336,7 +337,13 @@ def _eager_backward(tensors: tuple[Any, ...]) -> bool:
     return True
 
 
-def _make_backward(kind: str, op: Any) -> Any:
+def _make_backward(kind: str, op: Any, direct: Any = None, bound_grads: bool = True) -> Any:
+    """The ``register_autograd`` backward of ``kind``: ``op`` (the backward operator), or
+    its implementation ``direct`` (default: :func:`_backward_impl`) where no graph of the
+    gradient is recorded. Tensor bounds get gradients if ``bound_grads``."""
+    if direct is None:
+        direct = functools.partial(_backward_impl, kind)
+
     def backward(ctx: Any, grad: Any, *unused: Any) -> tuple[Any, ...]:
         eta, x, delta, eps, lower, upper = ctx.saved_tensors
         args = (grad, eta, x, delta, eps, lower, upper, *ctx.statics)
@@ -344,15 +351,15 @@ def _make_backward(kind: str, op: Any) -> Any:
         if eager and ctx.problem is not None and _on_cpu(grad, eta, x):
             gx, gd, ge, gl, gu = _backward_of(kind, ctx.problem, *args[:7])
         elif eager:
-            gx, gd, ge, gl, gu = _backward_impl(kind, *args)
+            gx, gd, ge, gl, gu = direct(*args)
         else:
             gx, gd, ge, gl, gu = op(*args)
         return (
             gx,
             gd,
             ge,
-            None if lower is None else gl,
-            None if upper is None else gu,
+            None if lower is None or not bound_grads else gl,
+            None if upper is None or not bound_grads else gu,
             None,
             None,
             None,
@@ -386,13 +393,17 @@ def _prepare_args(
     bounds: Any,
     axis: Any,
     unreachable: Any,
+    delta_name: str = "delta",
 ) -> tuple[Any, ...]:
-    """Metadata checks and the operator's arguments (tensors cast where the contract says)."""
+    """Metadata checks and the operator's arguments (tensors cast where the contract says).
+    ``delta_name``: what messages call ``delta`` (``"z"`` for ``project``)."""
     if torch.compiler.is_compiling():
         return _traced_args(x, delta, eps, p, bounds, axis, unreachable)
     if not isinstance(x, torch.Tensor) or not isinstance(delta, torch.Tensor):
         raise _errors.not_tensors("torch", "torch tensors", x, delta)
-    call = describe(x.shape, x.dtype, delta.shape, delta.dtype, p, axis, unreachable, numpy=False)
+    call = describe(
+        x.shape, x.dtype, delta.shape, delta.dtype, p, axis, unreachable, False, delta_name
+    )
     axes = call.vec_axes
     if delta.dtype != x.dtype:
         delta = delta.to(x.dtype)
@@ -474,10 +485,11 @@ def _plain(t: Any) -> bool:
     )
 
 
-def _call(kind: str, args: tuple[Any, ...]) -> Any:
+def _call(kind: str, args: tuple[Any, ...], direct: Any = None) -> Any:
     """The differentiable operator (:mod:`._torch_func`), or for plain tensors needing no
     gradient outside any tracing or functorch transform, its implementation directly (the
-    dispatch costs more than a small problem)."""
+    dispatch costs more than a small problem): ``direct`` (default: :func:`_forward_impl`
+    of ``kind``)."""
     if (
         not torch.compiler.is_compiling()
         and not torch._C._are_functorch_transforms_active()
@@ -487,7 +499,7 @@ def _call(kind: str, args: tuple[Any, ...]) -> Any:
         and _plain(args[3])
         and _plain(args[4])
     ):
-        return _forward_impl(kind, *args)
+        return _forward_impl(kind, *args) if direct is None else direct(*args)
     if not isinstance(args[2], torch.Tensor):
         x = args[0]
         args = (*args[:2], torch.tensor(args[2], dtype=torch.float64, device=x.device), *args[3:])

@@ -1,7 +1,25 @@
-"""PyTorch autograd for :func:`clipresc.project`: a ``torch.autograd.Function`` whose
-backward is the closed-form VJP. CPU tensors run in the Rust core through zero-copy NumPy
-views; other devices (CUDA) use the array-API implementation on the tensors themselves.
-Gradients flow to ``x``, ``z`` and a tensor ``eps``; bounds get none.
+"""PyTorch integration of :func:`clipresc.project`: differentiable in ``x``, ``z`` and a
+tensor ``eps`` with autograd, ``torch.compile`` and every ``torch.func`` transform.
+
+``torch.ops.clipresc.project`` is a ``torch.library.custom_op`` taking the argument list of
+:mod:`clipresc.frameworks.torch`'s operators (``unreachable`` is unused) and returning
+``(y, residual)``: the projection and, per vector (``eta``'s shape, work dtype, not
+differentiable), the residual its VJP needs. ``torch.ops.clipresc.project_backward`` is the
+closed-form VJP of :func:`clipresc.project_vjp` given that residual. Both have fake (meta)
+implementations, so they trace under ``torch.compile`` and ``torch.export``; the autograd
+Function, batching rules (``torch.func.vmap`` folds the mapped dimension into the batch)
+and the clear double-backward error are :mod:`clipresc.frameworks._torch_func`'s, shared
+with ``scale`` and ``perturb``. The bounds get no gradient.
+
+Where the work happens:
+
+* CPU tensors: zero-copy NumPy views go to the Rust core (as for ``perturb``). The core
+  keeps its multiplier to itself, so the residual is ``inf`` (unknown) and the backward
+  runs the core's VJP, which solves each row again.
+* Other devices (CUDA): the array-API implementation
+  ``clipresc.backends.generic_project`` on the tensors themselves; the residual is the
+  forward's multiplier (``t`` for p = 2, ``lam`` for p = 1, negative where ``clip(z)`` is
+  inside the ball), so the backward searches nothing.
 
 >>> import torch, clipresc
 >>> x = torch.tensor([[0.5, 0.9]]); z = torch.tensor([[2.0, 0.9]], requires_grad=True)
@@ -13,102 +31,195 @@ Gradients flow to ``x``, ``z`` and a tensor ``eps``; bounds get none.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any
 
 import numpy as np
 
 from .. import _project
 from ..backends import generic_project
+from . import _torch_func as _func
+from . import torch as _ct
 
 torch: Any = importlib.import_module("torch")
 
-
-def _host(a: Any) -> Any:
-    if isinstance(a, torch.Tensor):
-        return a.detach().resolve_conj().resolve_neg().numpy()
-    return a
+__all__ = ["project", "project_vjp"]
 
 
-def _host_bounds(bounds: Any) -> Any:
-    if isinstance(bounds, (tuple, list)) and len(bounds) == 2:
-        return (_host(bounds[0]), _host(bounds[1]))
-    return bounds
+def _in_core(*tensors: Any) -> bool:
+    """Whether the Rust core computes the call (CPU tensors), else the array-API path."""
+    return bool(_ct._on_cpu(*tensors))
 
 
-def _on_cpu(*arrays: Any) -> bool:
-    return all(a.device.type == "cpu" for a in arrays if isinstance(a, torch.Tensor))
-
-
-def _forward(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> tuple[Any, Any]:
-    """The projection and, on the CPU, the checked problem (the backward takes it)."""
-    if _on_cpu(x, z, eps, *_sides(bounds)):
-        hb = _host_bounds(bounds)
-        prob = _project.prepare_project(_host(x), _host(z), _host(eps), p, hb, axis)[0]
-        y = _project.project_of(prob)
-        return torch.from_numpy(np.require(y, requirements=["W"])).to(x.dtype), prob
-    return generic_project.project(x, z, eps, p, bounds, axis), None
-
-
-def _vjp(
-    x: Any, z: Any, eps: Any, g: Any, p: Any, bounds: Any, axis: Any, prob: Any = None
-) -> dict[str, Any]:
-    """The cotangents; ``prob``, the forward's checked problem, spares checking again."""
-    if _on_cpu(x, z, eps, g, *_sides(bounds)):
-        zh, eh, gh = _host(z), _host(eps), _host(g)
-        if prob is None:
-            prob = _project.prepare_project(_host(x), zh, eh, p, _host_bounds(bounds), axis)[0]
-        out = _project.project_vjp_of(prob, np.asarray(zh).dtype, eh, gh)
-        return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
-    return generic_project.project_vjp(x, z, eps, g, p, bounds, axis)
+def _bounds(lower: Any, upper: Any, lower_s: float, upper_s: float) -> tuple[Any, Any]:
+    """The operator's bounds (a tensor, else its number) as a ``bounds`` pair."""
+    return (lower_s if lower is None else lower, upper_s if upper is None else upper)
 
 
 def _sides(bounds: Any) -> tuple[Any, ...]:
+    """The two sides of a ``bounds`` pair; none for anything else (which the checks refuse)."""
     if isinstance(bounds, (tuple, list)) and len(bounds) == 2:
         return tuple(bounds)
     return ()
 
 
-class _Project(torch.autograd.Function):  # type: ignore[misc]
-    @staticmethod
-    def forward(ctx: Any, x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-        ctx.save_for_backward(x, z, eps if isinstance(eps, torch.Tensor) else None)
-        ctx.eps, ctx.p, ctx.bounds, ctx.axis = eps, p, bounds, axis
-        y, ctx.problem = _forward(x.detach(), z.detach(), _detach(eps), p, bounds, axis)
+def _host(bounds: Any) -> Any:
+    """``bounds`` with NumPy views for tensor sides."""
+    sides = _sides(bounds)
+    return tuple(_ct._np(b) for b in sides) if sides else bounds
+
+
+def _forward_impl(*args: Any, with_residual: bool = True, keep_problem: bool = False) -> Any:
+    """The operator ``clipresc::project`` (the arguments of
+    :mod:`clipresc.frameworks.torch`'s operators): ``(y, residual)``, or ``y`` alone
+    without ``with_residual``. With ``keep_problem``, the CPU residual carries the checked
+    problem to the backward (:func:`_backward_of`)."""
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis_list, _ = args
+    axis = tuple(axis_list)  # hashable: the checks of a call are cached per argument tuple
+    bounds = _bounds(lower, upper, lower_s, upper_s)
+    if not _in_core(x, z, eps, lower, upper):
+        y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
+        y = _ct._strided_like(y.to(x.dtype), x)
+        return (y, residual.to(_ct._work_dtype(x.dtype))) if with_residual else y
+    host = (_ct._np(x), _ct._np(z), _ct._np(eps), p, _host(bounds), axis)
+    prob = _project.prepare_project(*host)[0]
+    y = _ct._strided_like(_ct._from_np(_project.project_of(prob), x.dtype), x)
+    if not with_residual:
         return y
-
-    @staticmethod
-    def backward(ctx: Any, g: Any) -> Any:
-        x, z, eps_t = ctx.saved_tensors
-        eps = eps_t if eps_t is not None else ctx.eps
-        out = _vjp(x, z, _detach(eps), g.contiguous(), ctx.p, ctx.bounds, ctx.axis, ctx.problem)
-        ge = None
-        if isinstance(eps, torch.Tensor) and ctx.needs_input_grad[2]:
-            ge = out["eps"].to(eps.dtype).to(eps.device).reshape(eps.shape)
-        return (
-            out["x"].to(x.dtype).to(x.device),
-            out["z"].to(z.dtype).to(z.device),
-            ge,
-            None,
-            None,
-            None,
-        )
+    # the core does not hand out its multiplier: inf marks it unknown (its VJP solves again)
+    shape = _ct._eta_shape(x.shape, axis)
+    residual = torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
+    if keep_problem:
+        residual._clipresc_problem = prob
+    return y, residual
 
 
-def _detach(a: Any) -> Any:
-    return a.detach() if isinstance(a, torch.Tensor) else a
+def _forward_keeping_problem(*args: Any) -> Any:
+    return _forward_impl(*args, keep_problem=True)
+
+
+def _backward_impl(grad: Any, residual: Any, *args: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The operator ``clipresc::project_backward``: the cotangents of ``x``, ``z`` and
+    ``eps`` (the bounds': empty tensors)."""
+    x, z, eps, lower, upper, lower_s, upper_s, p, axis_list, _ = args
+    axis = tuple(axis_list)  # hashable: the checks of a call are cached per argument tuple
+    g = _vjp(x, z, eps, grad, p, _bounds(lower, upper, lower_s, upper_s), axis, residual)
+    return _op_grads(g, x, z, eps)
+
+
+def _backward_of(
+    prob: Any, grad: Any, residual: Any, x: Any, z: Any, eps: Any, lower: Any, upper: Any
+) -> tuple[Any, Any, Any, Any, Any]:
+    """The CPU backward from the problem the forward checked (nothing is checked again)."""
+    g = _project.project_vjp_of(prob, prob.dtype, _ct._np(eps), _ct._np(grad))
+    return _op_grads(_from_host(g), x, z, eps)
+
+
+def _op_grads(g: dict[str, Any], x: Any, z: Any, eps: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """The backward operator's outputs from :func:`_vjp`'s cotangents."""
+    # absent bound cotangents are distinct empty tensors (outputs may not alias)
+    return (
+        _ct._strided_like(g["x"].to(x.dtype), x),
+        _ct._strided_like(g["z"].to(z.dtype), z),
+        g["eps"].to(eps.dtype).reshape(eps.shape),
+        x.new_empty((0,)),
+        x.new_empty((0,)),
+    )
+
+
+def _vjp(
+    x: Any,
+    z: Any,
+    eps: Any,
+    g: Any,
+    p: Any,
+    bounds: Any,
+    axis: Any,
+    residual: Any = None,
+) -> dict[str, Any]:
+    """:func:`clipresc.project_vjp` of tensors (results as tensors on ``x``'s device); the
+    array-API path takes the forward's ``residual``."""
+    if not _in_core(x, z, eps, g, *_sides(bounds)):
+        return generic_project.project_vjp(x, z, eps, g, p, bounds, axis, residual)
+    out = _project.project_vjp_numpy(
+        _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis
+    )
+    return _from_host(out)
+
+
+def _from_host(out: dict[str, Any]) -> dict[str, Any]:
+    return {k: torch.from_numpy(np.require(v, requirements=["W"])) for k, v in out.items()}
+
+
+def _backward_fake(grad: Any, residual: Any, x: Any, z: Any, eps: Any, *rest: Any) -> Any:
+    return (
+        torch.empty_like(x),
+        torch.empty_like(z),
+        eps.new_empty(eps.shape),
+        x.new_empty((0,)),
+        x.new_empty((0,)),
+    )
+
+
+_project_op = torch.library.custom_op(
+    "clipresc::project",
+    _forward_impl,
+    mutates_args=(),
+    schema=f"({_ct._ARGS}) -> (Tensor, Tensor)",
+)
+_project_op.register_fake(_ct._perturb_fake)  # y like x, the residual like perturb's eta
+_project_backward_op = torch.library.custom_op(
+    "clipresc::project_backward", _backward_impl, mutates_args=(), schema=_ct._BWD_SCHEMA
+)
+_project_backward_op.register_fake(_backward_fake)
+torch.library.register_autograd(
+    "clipresc::project",
+    _ct._make_backward("project", _project_backward_op, _backward_impl, bound_grads=False),
+    setup_context=_ct._setup_context,
+)
+_func.register(
+    _func.Kind("project", _forward_keeping_problem, _backward_impl, _backward_of, bound_grads=False)
+)
+
+
+def _y_only(*args: Any) -> Any:
+    return _forward_impl(*args, with_residual=False)
 
 
 def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-    """:func:`clipresc.project` on tensors, differentiable in ``x``, ``z`` and ``eps``."""
-    _project.check_project_p(p)
-    return _Project.apply(x, z, eps, p, bounds, axis)
+    """:func:`clipresc.project` on tensors, differentiable in ``x``, ``z`` and ``eps``.
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch_project
+    >>> x = torch.tensor([[0.5, 0.9]], dtype=torch.float64)
+    >>> z = torch.tensor([[1.5, 1.5]], dtype=torch.float64)
+    >>> torch_project.project(x, z, 0.5, 2.0, (0.0, 1.0), None)
+    tensor([[0.9899, 1.0000]], dtype=torch.float64)
+    """
+    pf = _project.check_project_p(p)
+    args = _ct._prepare_args(x, z, eps, pf, bounds, axis, "saturate", delta_name="z")
+    return _ct._call("project", args, direct=_y_only)
 
 
 def project_vjp(
     x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
 ) -> dict[str, Any]:
-    """:func:`clipresc.project_vjp` on tensors (results as tensors on ``x``'s device)."""
+    """:func:`clipresc.project_vjp` on tensors (results as tensors on ``x``'s device).
+
+    >>> import torch
+    >>> from clipresc.frameworks import torch_project
+    >>> x = torch.tensor([[0.5, 0.9]]); z = torch.tensor([[2.0, 0.9]])
+    >>> g = torch_project.project_vjp(x, z, 0.25, torch.ones(1, 2), 1, (0.0, 1.0), None)
+    >>> g["x"].tolist(), g["eps"].item()
+    ([[1.0, 1.0]], 1.0)
+    """
     _project.check_project_p(p)
     ybar = ybar if isinstance(ybar, torch.Tensor) else torch.as_tensor(ybar, dtype=x.dtype)
+    if _sides(bounds):
+        bounds = (_detach(bounds[0]), _detach(bounds[1]))
     out = _vjp(_detach(x), _detach(z), _detach(eps), _detach(ybar), p, bounds, axis)
     return {k: v.to(x.device) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
+
+
+def _detach(a: Any) -> Any:
+    return a.detach() if isinstance(a, torch.Tensor) else a
