@@ -7,8 +7,10 @@
 mod dtype;
 mod errors;
 mod jax_ffi;
+mod jax_ffi_noise;
 mod noise;
 mod project;
+mod seed_sequence;
 mod solve;
 mod vjp;
 mod xla_ffi;
