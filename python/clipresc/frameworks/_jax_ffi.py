@@ -126,10 +126,12 @@ def eager_usable(x: Any, *rest: Any) -> bool:
     jnp = sys.modules["jax.numpy"]
     if getattr(x, "dtype", None) not in (jnp.float32, jnp.float64) or not available():
         return False
-    for a in (x, *rest):
-        if isinstance(a, jax.Array) and any(d.platform != "cpu" for d in a.devices()):
-            return False
-    return True
+    return all(_on_cpu(a.sharding) for a in (x, *rest) if isinstance(a, jax.Array))
+
+
+@functools.lru_cache(maxsize=256)
+def _on_cpu(sharding: Any) -> bool:
+    return all(d.platform == "cpu" for d in sharding.device_set)
 
 
 _eager_jits: dict[Any, Any] = {}

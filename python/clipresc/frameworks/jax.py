@@ -248,7 +248,14 @@ def _as_jax(a: Any) -> Any:
 
 
 def _dtype_name(dt: Any) -> str:
-    return str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:  # str(np.dtype) costs microseconds, and every call asks
+        name = str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
+        _DTYPE_NAMES[dt] = name
+    return name
+
+
+_DTYPE_NAMES: dict[Any, str] = {}
 
 
 class Parsed(NamedTuple):
