@@ -13,8 +13,9 @@ lives:
   differentiate through an exact-size perturbation use :func:`clipresc.perturb` with your
   own ``delta``.
 * **JAX:** eager calls return a ``jax.Array`` with ``x``'s sharding. Under ``jax.jit`` (or
-  any trace) the work runs in ``jax.pure_callback`` (``vmap_method="sequential"``, so a
-  ``vmap`` equals the loop over its elements). The seed is then either static (a Python int
+  any trace) the work runs as an XLA FFI custom call on CPU (``frameworks/_jax_noise.py``),
+  else in ``jax.pure_callback`` (``vmap_method="sequential"``); either way a ``vmap`` equals
+  the loop over its elements. The seed is then either static (a Python int
   or ``SeedSequence``, baked into the compiled function: every call gives the same noise,
   as a fixed ``jax.random`` key would) or a traced JAX integer scalar such as a step counter,
   which gives exactly the noise of ``seed=int(value)``. ``seed=None`` is refused under a
@@ -173,13 +174,20 @@ def _jax(x: Any, eps: Any, bounds: Any, seed: Any, kw: dict[str, Any]) -> Any:
     if "eps" not in dynamic:
         vals["eps"] = _jax_host(vals["eps"], jax, jnp)
     spec = jax.ShapeDtypeStruct(tuple(xw.shape), xw.dtype)
-    # no gradient flows (as for torch): zero cotangents rather than a callback without a JVP
-    y = jax.pure_callback(
-        _callback(vals, dynamic, bounds, kw),
-        spec,
-        *[jax.lax.stop_gradient(vals[k]) for k in dynamic],
-        vmap_method="sequential",
-    )
+
+    def callback() -> Any:
+        # no gradient flows (as for torch): zero cotangents rather than a callback without a JVP
+        return jax.pure_callback(
+            _callback(vals, dynamic, bounds, kw),
+            spec,
+            *[jax.lax.stop_gradient(vals[k]) for k in dynamic],
+            vmap_method="sequential",
+        )
+
+    from .frameworks import _jax_noise  # the XLA FFI call on CPU, else callback()
+
+    pair = (vals["lower"], vals["upper"]) if _pair(bounds) is not None else bounds
+    y = _jax_noise.noise(vals["x"], vals["eps"], pair, vals["seed"], kw, callback)
     return y if y.dtype == out_dtype else y.astype(out_dtype)
 
 

@@ -23,6 +23,7 @@ handler treats them as more batch axes (one core call for the whole mapped batch
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -78,14 +79,73 @@ def _register() -> bool:
         return False
     try:
         jax = sys.modules["jax"]
-        if jax.default_backend() != "cpu":  # starts the backends first
-            return False
+        jax.devices("cpu")  # starts the CPU backend first (whatever the default backend)
         ffi = _ffi()
         for name, capsule in _clipresc.jax_ffi_targets().items():
             ffi.register_ffi_target(target_name(name), capsule, platform="cpu")
         return _self_test_outside_traces()
     except Exception:  # any failure: the pure_callback path still works
         return False
+
+
+def _cpu_default() -> bool:
+    return bool(sys.modules["jax"].default_backend() == "cpu")
+
+
+def select(ffi_fn: Any, fallback_fn: Any, cfg: Any, *ops: Any) -> Any:
+    """``ffi_fn(cfg, *ops)`` (traced operands) where the computation runs on CPU and the
+    handlers are registered, else ``fallback_fn(cfg, *ops)`` (``pure_callback``). With a
+    default backend other than CPU the choice is made per compiled platform
+    (``jax.lax.platform_dependent``): a function jitted onto CPU arrays takes the FFI call,
+    one on GPU arrays the callback.
+
+    >>> select(lambda c, a: "ffi", lambda c, a: "callback", None, 1.0) in ("ffi", "callback")
+    True
+    """
+    if not available():
+        return fallback_fn(cfg, *ops)
+    if _cpu_default():
+        return ffi_fn(cfg, *ops)
+    jax = sys.modules["jax"]
+    return jax.lax.platform_dependent(
+        *ops,
+        cpu=functools.partial(ffi_fn, cfg),
+        default=functools.partial(fallback_fn, cfg),
+    )
+
+
+def eager_usable(x: Any, *rest: Any) -> bool:
+    """Whether an eager call on these concrete operands can take the FFI call: ``x`` is
+    float32 / float64 and every ``jax.Array`` among them lives on the CPU.
+
+    >>> import jax.numpy as jnp
+    >>> eager_usable(jnp.zeros(2, jnp.int32))
+    False
+    """
+    jax = sys.modules["jax"]
+    jnp = sys.modules["jax.numpy"]
+    if getattr(x, "dtype", None) not in (jnp.float32, jnp.float64) or not available():
+        return False
+    return all(_on_cpu(a.sharding) for a in (x, *rest) if isinstance(a, jax.Array))
+
+
+@functools.lru_cache(maxsize=256)
+def _on_cpu(sharding: Any) -> bool:
+    return all(d.platform == "cpu" for d in sharding.device_set)
+
+
+_eager_jits: dict[Any, Any] = {}
+
+
+def eager(fn: Any, cfg: Any, *ops: Any) -> Any:
+    """``fn(cfg, *ops)`` (:func:`forward`, :func:`vjp`) on concrete arrays, compiled once per
+    ``cfg`` and waited for, so that rejected data raises here (``jax.errors.JaxRuntimeError``).
+    """
+    jax = sys.modules["jax"]
+    jitted = _eager_jits.get(fn)
+    if jitted is None:
+        jitted = _eager_jits.setdefault(fn, jax.jit(fn, static_argnums=0))
+    return jax.block_until_ready(jitted(cfg, *ops))
 
 
 def _self_test_outside_traces() -> bool:
@@ -112,15 +172,17 @@ def _self_test() -> bool:
     from .jax import _Config
 
     cfg = _Config("perturb", 1.0, 0.0, 1.0, (1,), "saturate", (1, 2), (), None, None)
-    x = jnp.array([[0.5, 0.9]], dtype=jnp.float32)
-    d = jnp.ones((1, 2), dtype=jnp.float32)
-    e = jnp.asarray(0.5, dtype=jnp.float32)
+    x = np.array([[0.5, 0.9]], dtype=np.float32)
+    d = np.ones((1, 2), dtype=np.float32)
+    e = np.float32(0.5)
 
     def f(x: Any, e: Any) -> Any:
         y, eta = forward(cfg, x, d, e, None, None)
         gx, _, ge, _, _ = vjp(cfg, jnp.ones_like(y), x, d, e, None, None, eta)
         return y, eta, gx, ge
 
+    cpu = jax.devices("cpu")[0]
+    x, e = jax.device_put(x, cpu), jax.device_put(e, cpu)
     y, eta, gx, ge = (np.asarray(a) for a in jax.jit(f)(x, e))
     # eta = eps - (1 - x1) = 0.4 (x1 saturates); y = (x0 + eta, 1): d y0 / d(x0, x1, eps) = 1
     return bool(
@@ -192,23 +254,40 @@ def _side_grad(cfg: Any, g: Any, shape: Any) -> Any:
     return (g.sum(axis=axes, keepdims=True) if axes else g).reshape(shape)
 
 
-def _attrs(cfg: Any, lo: Any, hi: Any, perturb: bool) -> dict[str, Any]:
+def _static_eps(e: Any) -> float | None:
+    """A scalar ``eps`` known at trace time (a Python or NumPy number): passed to the handler
+    as a float64 attribute, so that it keeps its precision with JAX's 64-bit types off (an
+    operand would be rounded to float32)."""
+    jax = sys.modules["jax"]
+    if isinstance(e, jax.core.Tracer) or np.ndim(e) != 0:
+        return None
+    return float(np.asarray(e))
+
+
+def _attrs(cfg: Any, e: Any, lo: Any, hi: Any, perturb: bool) -> dict[str, Any]:
+    eps = _static_eps(e)
     return {
         "p": np.float64(cfg.p),
         "lower": np.float64(cfg.lower_s),
         "upper": np.float64(cfg.upper_s),
         "lower_array": np.int64(lo is not None),
         "upper_array": np.int64(hi is not None),
+        "eps_static": np.int64(eps is not None),
+        "eps": np.float64(0.0 if eps is None else eps),
         "nvec": np.int64(len(cfg.axes)),
         "perturb": np.int64(perturb),
         "raise_unreachable": np.int64(cfg.unreachable == "raise"),
-        "cfg": np.int64(_key(cfg)),
+        "cfg": np.int64(_key((cfg, eps))),
     }
 
 
 def _operands(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> list[Any]:
+    """The handler's operands: ``x``, ``delta`` (vector axes trailing), ``eps`` unless
+    static, the array bounds."""
     x = _work(x)
-    ops = [_trailing(cfg, x), _trailing(cfg, d.astype(x.dtype)), _work(e)]
+    ops = [_trailing(cfg, x), _trailing(cfg, d.astype(x.dtype))]
+    if _static_eps(e) is None:
+        ops.append(_work(e))
     for b, shape in ((lo, cfg.lower_shape), (hi, cfg.upper_shape)):
         if b is not None:
             ops.append(_side(cfg, b.astype(x.dtype), shape))
@@ -217,7 +296,7 @@ def _operands(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> list[Any]:
 
 def forward(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
     """``(out, eta)`` of one traced call: ``out`` as :func:`clipresc.scale` /
-    :func:`clipresc.perturb` give it (work dtype), ``eta`` the ``(*batch,)`` scales the
+    :func:`clipresc.perturb` give it (``x``'s dtype), ``eta`` the scales (``eta_shape``) the
     backward reuses."""
     jax = sys.modules["jax"]
     ops = _operands(cfg, x, d, e, lo, hi)
@@ -226,27 +305,10 @@ def forward(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, An
     perturb = cfg.kind == "perturb"
     specs = [jax.ShapeDtypeStruct(ops[0].shape, wd), eta_spec] if perturb else [eta_spec]
     call = _ffi().ffi_call(target_name("forward"), specs, vmap_method="broadcast_all")
-    outs = call(*ops, **_attrs(cfg, lo, hi, perturb))
-    eta = outs[-1]
-    out = _untrail(cfg, outs[0]) if perturb else eta.reshape(cfg.eta_shape)
+    outs = call(*ops, **_attrs(cfg, e, lo, hi, perturb))
+    eta = outs[-1].reshape(cfg.eta_shape)
+    out = _untrail(cfg, outs[0]).astype(x.dtype) if perturb else eta
     return out, eta
-
-
-def _eager(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
-    return forward(cfg, x, d, e, lo, hi)[0]
-
-
-_eager_jit: Any = None
-
-
-def eager_forward(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
-    """:func:`forward`'s output for concrete arrays, compiled once per ``cfg`` and waited
-    for, so that rejected data raises here (``jax.errors.JaxRuntimeError``)."""
-    global _eager_jit
-    jax = sys.modules["jax"]
-    if _eager_jit is None:
-        _eager_jit = jax.jit(_eager, static_argnums=0)
-    return _eager_jit(cfg, x, d, e, lo, hi).block_until_ready()
 
 
 def vjp(
@@ -261,9 +323,11 @@ def vjp(
     cot = _trailing(cfg, g.astype(wd)) if perturb else g.astype(wd).reshape(_batch_shape(cfg))
     specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in ops]
     call = _ffi().ffi_call(target_name("backward"), specs, vmap_method="broadcast_all")
-    outs = list(call(*ops, eta.astype(wd), cot, **_attrs(cfg, lo, hi, perturb)))
-    gx, gd, ge = _untrail(cfg, outs[0]), _untrail(cfg, outs[1]), outs[2]
-    rest = iter(outs[3:])
+    eta = eta.astype(wd).reshape(_batch_shape(cfg))
+    rest = iter(call(*ops, eta, cot, **_attrs(cfg, e, lo, hi, perturb)))
+    gx, gd = _untrail(cfg, next(rest)), _untrail(cfg, next(rest))
+    # a static eps is a constant: its cotangent (never used) is zero
+    ge = next(rest) if _static_eps(e) is None else sys.modules["jax.numpy"].zeros(())
     gl = _side_grad(cfg, next(rest), cfg.lower_shape) if lo is not None else None
     gu = _side_grad(cfg, next(rest), cfg.upper_shape) if hi is not None else None
 
@@ -271,6 +335,33 @@ def vjp(
         return None if like is None else c.astype(like.dtype).reshape(like.shape)
 
     return cast(gx, x), cast(gd, d), cast(ge, e), cast(gl, lo), cast(gu, hi)
+
+
+def noise(ncfg: Any, x: Any, e: Any, lo: Any, hi: Any, seeds: Any) -> Any:
+    """The noisy ``x`` of one traced :func:`clipresc.noise` call (work dtype), given the
+    seeds operand (key words, or traced integers): see ``frameworks/_jax_noise.py``."""
+    jax = sys.modules["jax"]
+    cfg = ncfg.call
+    ops = _operands(cfg, x, x, e, lo, hi)
+    wd = ops[0].dtype
+    specs = [
+        jax.ShapeDtypeStruct(ops[0].shape, wd),
+        jax.ShapeDtypeStruct(_batch_shape(cfg), wd),
+    ]
+    attrs = _attrs(cfg, e, lo, hi, True)
+    attrs.update(
+        cfg=np.int64(_key((ncfg, _static_eps(e)))),
+        distribution=np.int64(_NOISE_ORDER.index(ncfg.distribution)),
+        row_offset=np.uint64(ncfg.row_offset),
+        seed_is_key=np.int64(ncfg.seed_is_key),
+    )
+    call = _ffi().ffi_call(target_name("noise"), specs, vmap_method="broadcast_all")
+    y, _ = call(*ops, seeds, **attrs)
+    return _untrail(cfg, y)
+
+
+# the order of clipresc_core::Distribution::ALL, which the noise handler indexes
+_NOISE_ORDER = ("gaussian", "uniform", "laplace", "rademacher")
 
 
 def explain(key: int, arrays: tuple[Any, ...]) -> str:
@@ -282,13 +373,20 @@ def explain(key: int, arrays: tuple[Any, ...]) -> str:
     """
     if not 0 <= key < len(_by_key) or len(arrays) < 3:
         return "clipresc: invalid input"
-    cfg = _by_key[key]
+    cfg, eps = _by_key[key]
+    if eps is not None:  # a static eps: not among the operands
+        arrays = (*arrays[:2], np.asarray(eps), *arrays[2:])
     from .jax import _forward_host
 
+    call = getattr(cfg, "call", cfg)  # a noise call's config holds the _Config
     x, d, e = arrays[:3]
-    k = x.ndim - len(cfg.shape)
-    perm = _perm(cfg)
+    k = x.ndim - len(call.shape)
+    perm = _perm(call)
     inv = tuple(range(k)) + tuple(k + int(a) for a in np.argsort(perm))
+    if call is not cfg:
+        from ._jax_noise import explain as explain_noise
+
+        return explain_noise(cfg, arrays, inv, k)
     bounds: list[Any] = []
     shapes: list[Any] = []
     rest = iter(arrays[3:])

@@ -51,7 +51,7 @@ import numpy as np
 from .. import _call as call_args
 from .. import _errors
 from .._args import Axis
-from . import _jax_ffi, _numpy
+from . import _jax_ffi, _jax_vjp, _numpy
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -88,18 +88,15 @@ class _Config(NamedTuple):
         return self.eta_shape if self.kind == "scale" else self.shape
 
 
-def _is_traced(*arrays: Any) -> bool:
-    return any(isinstance(a, jax.core.Tracer) for a in arrays)
-
-
 def _host(a: Any) -> Any:
     return None if a is None else np.asarray(a)
 
 
-def _to_jax(a: Any) -> Any:
-    """A host result as a ``jax.Array`` (``jax.device_put`` copies a large array about twice
-    as fast as ``jnp.asarray``)."""
-    return jax.device_put(a)
+def _to_jax(a: Any, like: Any) -> Any:
+    """A host result as a ``jax.Array`` on the device of ``like`` (``jax.device_put`` copies a
+    large array about twice as fast as ``jnp.asarray``)."""
+    devices = like.devices() if isinstance(like, jax.Array) else ()
+    return jax.device_put(a, next(iter(devices)) if len(devices) == 1 else None)
 
 
 def _side(a: Any, s: float) -> Any:
@@ -184,94 +181,65 @@ def _vjp_host(
     return fit(gx, x), fit(gd, d), fit(ge, e), fit(gl, lo), fit(gu, hi)
 
 
-def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
-    if not _is_traced(x, d, e, lo, hi):
-        if x.dtype in (jnp.float32, jnp.float64) and _jax_ffi.available():
-            try:  # the compiled FFI call: no copy of the result into a jax.Array
-                return _jax_ffi.eager_forward(cfg, x, d, e, lo, hi)
-            except jax.errors.JaxRuntimeError:
-                pass  # rejected data: the NumPy path below raises its own error
-        out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
-        return _to_jax(out)
-    if _jax_ffi.available():
-        return _jax_ffi.forward(cfg, x, d, e, lo, hi)[0]
-    spec = jax.ShapeDtypeStruct(cfg.out_shape, x.dtype)
-    return jax.pure_callback(
-        functools.partial(_forward_host, cfg), spec, x, d, e, lo, hi, vmap_method=VMAP_METHOD
-    )
-
-
-def _forward_eta(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
-    """:func:`_forward` and the scales it used (the backward's residual)."""
-    if not _is_traced(x, d, e, lo, hi):
-        out, eta = _forward_eta_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
-        return _to_jax(out), _to_jax(eta)
-    if _jax_ffi.available():
-        return _jax_ffi.forward(cfg, x, d, e, lo, hi)
+def _callback_forward_eta(
+    cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any
+) -> tuple[Any, Any]:
+    """:func:`_forward_eta_host` on traced operands through ``jax.pure_callback``."""
     wd = np.float64 if np.dtype(x.dtype) == np.float64 else np.float32
     specs = (
         jax.ShapeDtypeStruct(cfg.out_shape, x.dtype),
         jax.ShapeDtypeStruct(cfg.eta_shape, wd),
     )
-    out, eta = jax.pure_callback(
-        functools.partial(_forward_eta_host, cfg),
-        specs,
-        x,
-        d,
-        e,
-        lo,
-        hi,
-        vmap_method=VMAP_METHOD,
-    )
+    fn = functools.partial(_forward_eta_host, cfg)
+    out, eta = _jax_vjp.host_callback(fn, specs, x, d, e, lo, hi, vmap_method=VMAP_METHOD)
     return out, eta
 
 
-def _vjp(
+def _callback_vjp(
     cfg: _Config, g: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any, eta: Any
 ) -> tuple[Any, ...]:
-    if not _is_traced(g, x, d, e, lo, hi, eta):
-        host = _vjp_host(
-            cfg, _host(g), _host(x), _host(d), _host(e), _host(lo), _host(hi), _host(eta)
-        )
-        return tuple(None if c is None else _to_jax(c) for c in host)
-    if _jax_ffi.available():
-        return _jax_ffi.vjp(cfg, g, x, d, e, lo, hi, eta)
+    """:func:`_vjp_host` on traced operands through ``jax.pure_callback``."""
 
     def spec(a: Any) -> Any:
         return None if a is None else jax.ShapeDtypeStruct(a.shape, a.dtype)
 
     specs = (spec(x), spec(d), spec(e), spec(lo), spec(hi))
-    return tuple(
-        jax.pure_callback(
-            functools.partial(_vjp_host, cfg),
-            specs,
-            g,
-            x,
-            d,
-            e,
-            lo,
-            hi,
-            eta,
-            vmap_method=VMAP_METHOD,
-        )
-    )
+    fn = functools.partial(_vjp_host, cfg)
+    ops = (g, x, d, e, lo, hi, eta)
+    return tuple(_jax_vjp.host_callback(fn, specs, *ops, vmap_method=VMAP_METHOD))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _call(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
-    return _forward(cfg, x, d, e, lo, hi)
+def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
+    """The output of an eager call (concrete arrays, nothing to differentiate)."""
+    if _jax_ffi.eager_usable(x, d, e, lo, hi):
+        try:  # the compiled FFI call: no copy of the result into a jax.Array
+            return _jax_ffi.eager(_jax_ffi.forward, cfg, x, d, e, lo, hi)[0]
+        except jax.errors.JaxRuntimeError:
+            pass  # rejected data: the NumPy path below raises its own error
+    out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
+    return _to_jax(out, x)
 
 
-def _call_fwd(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
-    out, eta = _forward_eta(cfg, x, d, e, lo, hi)
-    return out, (x, d, e, lo, hi, eta)
+def _forward_eta(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """:func:`_forward` and the scales it used (the backward's residual)."""
+    ops = (x, d, e, lo, hi)
+    if _jax_vjp.is_traced(*ops):
+        return _jax_ffi.select(_jax_ffi.forward, _callback_forward_eta, cfg, *ops)  # type: ignore[no-any-return]
+    # the forward rule of an eager jax.grad / jax.vjp: the NumPy path on zero-copy views
+    out, eta = _forward_eta_host(cfg, *(_host(a) for a in ops))
+    return _to_jax(out, x), _to_jax(eta, x)
 
 
-def _call_bwd(cfg: _Config, res: Any, g: Any) -> tuple[Any, ...]:
-    return _vjp(cfg, g, *res)
+def _vjp(cfg: _Config, g: Any, ops: tuple[Any, ...], eta: Any) -> tuple[Any, ...]:
+    """Cotangents of ``ops`` = ``(x, delta, eps, lower, upper)`` given the forward's ``eta``."""
+    args = (g, *ops, eta)
+    if _jax_vjp.is_traced(*args):
+        return _jax_ffi.select(_jax_ffi.vjp, _callback_vjp, cfg, *args)  # type: ignore[no-any-return]
+    host = _vjp_host(cfg, *(_host(a) for a in args))
+    return tuple(None if c is None else _to_jax(c, ops[0]) for c in host)
 
 
-_call.defvjp(_call_fwd, _call_bwd)
+_call = _jax_vjp.custom_vjp(_forward_eta, _vjp)
 
 
 def _as_jax(a: Any) -> Any:
@@ -280,12 +248,38 @@ def _as_jax(a: Any) -> Any:
 
 
 def _dtype_name(dt: Any) -> str:
-    return str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
+    name = _DTYPE_NAMES.get(dt)
+    if name is None:  # str(np.dtype) costs microseconds, and every call asks
+        name = str(np.dtype(dt)) if np.dtype(dt).kind != "V" else str(dt)
+        _DTYPE_NAMES[dt] = name
+    return name
 
 
-def _run(
+_DTYPE_NAMES: dict[Any, str] = {}
+
+
+class Parsed(NamedTuple):
+    """One call's static description and its operands in the work dtype."""
+
+    cfg: _Config
+    x: Any
+    delta: Any
+    eps: Any
+    lower: Any
+    upper: Any
+    out_dtype: Any
+
+
+def parse(
     kind: str, x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
-) -> Any:
+) -> Parsed:
+    """Check the arguments that need no data (raising as the NumPy path does) and describe
+    the call; ``kind`` is ``"scale"``, ``"perturb"`` or ``"noise"`` (``delta`` is ``x``).
+
+    >>> import jax.numpy as jnp
+    >>> parse("perturb", jnp.zeros((2, 3)), jnp.ones((2, 3)), 1.0, 2, None, None, "raise").cfg.rows
+    2
+    """
     if not hasattr(x, "dtype") or not hasattr(delta, "dtype"):
         x, delta = jnp.asarray(x), jnp.asarray(delta)
     pf, mode, axes = call_args.check_meta(
@@ -345,10 +339,17 @@ def _run(
         shapes[0],
         shapes[1],
     )
-    if _is_traced(x, delta, eps, arrays[0], arrays[1]):
-        out = _call(cfg, x, delta, eps, arrays[0], arrays[1])
+    return Parsed(cfg, x, delta, eps, arrays[0], arrays[1], out_dtype)
+
+
+def _run(
+    kind: str, x: Any, delta: Any, eps: Any, p: Any, bounds: Any, axis: Any, unreachable: Any
+) -> Any:
+    cfg, *ops, out_dtype = parse(kind, x, delta, eps, p, bounds, axis, unreachable)
+    if _jax_vjp.is_traced(*ops):
+        out = _call(cfg, *ops)
     else:  # concrete arrays, nothing to differentiate: skip the custom_vjp machinery
-        out = _forward(cfg, x, delta, eps, arrays[0], arrays[1])
+        out = _forward(cfg, *ops)
     return out if out.dtype == out_dtype else out.astype(out_dtype)
 
 

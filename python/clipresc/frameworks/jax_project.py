@@ -1,6 +1,7 @@
-"""JAX ``custom_vjp`` for :func:`clipresc.project`: the forward and the closed-form VJP run
-in the Rust core on the host through ``jax.pure_callback`` (so it works under ``jit`` and
-``grad``; under ``vmap`` the callback runs once per mapped element). Value checks (NaN,
+"""JAX ``custom_vjp`` for :func:`clipresc.project` (the plumbing of ``frameworks/_jax_vjp.py``,
+shared with :mod:`clipresc.frameworks.jax`): the forward and the closed-form VJP run in the
+Rust core on the host through ``jax.pure_callback`` (so it works under ``jit`` and ``grad``;
+under ``vmap`` the callback runs once per mapped element). Value checks (NaN,
 ``x`` outside its bounds, negative ``eps``) run in the callback, where JAX reports them as
 a runtime error containing the NumPy path's message. Gradients flow to ``x``, ``z`` and
 ``eps``; bounds get none.
@@ -17,11 +18,12 @@ from __future__ import annotations
 
 import functools
 import importlib
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from .. import _errors, _project
+from . import _jax_vjp
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -39,51 +41,55 @@ def _as_operand(v: Any, inf: float) -> Any:
     return jnp.asarray(inf if v is None else v)
 
 
-@functools.lru_cache(maxsize=64)
-def _function(p: float, axis: Any, boxed: bool) -> Any:
-    def bounds_of(lo: Any, hi: Any) -> Any:
-        return (np.asarray(lo), np.asarray(hi)) if boxed else None
+class _Config(NamedTuple):
+    """The static part of one call."""
 
-    def fwd_host(x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
-        y = _project.project_numpy(
-            np.asarray(x), np.asarray(z), np.asarray(e), p, bounds_of(lo, hi), axis
-        )
-        return np.asarray(y, dtype=np.asarray(x).dtype)
+    p: float
+    axis: Any
+    boxed: bool
 
-    def vjp_host(x: Any, z: Any, e: Any, lo: Any, hi: Any, g: Any) -> Any:
-        out = _project.project_vjp_numpy(
-            np.asarray(x), np.asarray(z), np.asarray(e), np.asarray(g), p, bounds_of(lo, hi), axis
-        )
-        xd, ed = np.asarray(x).dtype, np.asarray(e).dtype
-        return (
-            np.asarray(out["x"], dtype=xd),
-            np.asarray(out["z"], dtype=xd),
-            np.asarray(out["eps"], dtype=ed).reshape(np.shape(e)),
-        )
 
-    def plain(x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
-        spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
-        return jax.pure_callback(fwd_host, spec, x, z, e, lo, hi, vmap_method="sequential")
+def _bounds_of(cfg: _Config, lo: Any, hi: Any) -> Any:
+    return (np.asarray(lo), np.asarray(hi)) if cfg.boxed else None
 
-    f: Any = jax.custom_vjp(plain)
 
-    def f_fwd(x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
-        return f(x, z, e, lo, hi), (x, z, e, lo, hi)
+def _forward_host(cfg: _Config, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
+    y = _project.project_numpy(
+        np.asarray(x), np.asarray(z), np.asarray(e), cfg.p, _bounds_of(cfg, lo, hi), cfg.axis
+    )
+    return np.asarray(y, dtype=np.asarray(x).dtype)
 
-    def f_bwd(res: Any, g: Any) -> Any:
-        x, z, e, lo, hi = res
-        specs = (
-            jax.ShapeDtypeStruct(x.shape, x.dtype),
-            jax.ShapeDtypeStruct(x.shape, x.dtype),
-            jax.ShapeDtypeStruct(e.shape, e.dtype),
-        )
-        gx, gz, ge = jax.pure_callback(
-            vjp_host, specs, x, z, e, lo, hi, g, vmap_method="sequential"
-        )
-        return gx, gz, ge, jnp.zeros_like(lo), jnp.zeros_like(hi)
 
-    f.defvjp(f_fwd, f_bwd)
-    return f
+def _vjp_host(cfg: _Config, x: Any, z: Any, e: Any, lo: Any, hi: Any, g: Any) -> Any:
+    x, z, e, g = (np.asarray(a) for a in (x, z, e, g))
+    out = _project.project_vjp_numpy(x, z, e, g, cfg.p, _bounds_of(cfg, lo, hi), cfg.axis)
+    return (
+        np.asarray(out["x"], dtype=x.dtype),
+        np.asarray(out["z"], dtype=x.dtype),
+        np.asarray(out["eps"], dtype=e.dtype).reshape(e.shape),
+    )
+
+
+def _forward(cfg: _Config, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, None]:
+    spec = jax.ShapeDtypeStruct(x.shape, x.dtype)
+    fn = functools.partial(_forward_host, cfg)
+    return _jax_vjp.host_callback(fn, spec, x, z, e, lo, hi, vmap_method=_VMAP), None
+
+
+def _vjp(cfg: _Config, g: Any, ops: tuple[Any, ...], res: None) -> tuple[Any, ...]:
+    x, z, e, lo, hi = ops
+    specs = (
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        jax.ShapeDtypeStruct(x.shape, x.dtype),
+        jax.ShapeDtypeStruct(e.shape, e.dtype),
+    )
+    fn = functools.partial(_vjp_host, cfg)
+    gx, gz, ge = _jax_vjp.host_callback(fn, specs, x, z, e, lo, hi, g, vmap_method=_VMAP)
+    return gx, gz, ge, jnp.zeros_like(lo), jnp.zeros_like(hi)  # bounds get no gradient
+
+
+_VMAP = "sequential"
+_call = _jax_vjp.custom_vjp(_forward, _vjp)
 
 
 def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
@@ -94,8 +100,8 @@ def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     lo, hi = (-np.inf, np.inf) if sides is None else sides
     e = jnp.asarray(eps, dtype=x.dtype if jnp.ndim(eps) == 0 else None)
     ax = tuple(axis) if isinstance(axis, (list, tuple)) else axis
-    fn = _function(pf, ax, sides is not None)
-    return fn(x, z, e, _as_operand(lo, -np.inf), _as_operand(hi, np.inf))
+    cfg = _Config(pf, ax, sides is not None)
+    return _call(cfg, x, z, e, _as_operand(lo, -np.inf), _as_operand(hi, np.inf))
 
 
 def project_vjp(

@@ -34,7 +34,7 @@ static SOLVES: AtomicU64 = AtomicU64::new(0);
 static VJPS: AtomicU64 = AtomicU64::new(0);
 
 /// Why a handler call failed.
-enum Fail {
+pub(crate) enum Fail {
     /// Malformed call (a bug on the Python side or an unsupported jaxlib): the message.
     Call(String),
     /// The data was rejected: the message comes from the NumPy path.
@@ -48,10 +48,10 @@ impl From<String> for Fail {
 }
 
 /// A buffer of the call frame, borrowed for the duration of the call.
-struct Buf {
-    dtype: i32,
+pub(crate) struct Buf {
+    pub(crate) dtype: i32,
     data: *mut c_void,
-    dims: Vec<usize>,
+    pub(crate) dims: Vec<usize>,
 }
 
 impl Buf {
@@ -80,11 +80,11 @@ impl Buf {
         })
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.dims.iter().product()
     }
 
-    fn check<T: Real>(&self, what: &str) -> Result<(), String> {
+    pub(crate) fn check<T: Real>(&self, what: &str) -> Result<(), String> {
         if self.dtype != dtype_of::<T>() {
             return Err(format!(
                 "{what}: dtype code {} where {} was expected",
@@ -114,13 +114,41 @@ impl Buf {
     /// # Safety
     /// As [`Buf::slice`], and the buffer must be an output that no other slice aliases.
     #[allow(clippy::mut_from_ref)]
-    unsafe fn slice_mut<'a, T: Real>(&self) -> &'a mut [T] {
+    pub(crate) unsafe fn slice_mut<'a, T: Real>(&self) -> &'a mut [T] {
         if self.len() == 0 || self.data.is_null() {
             return &mut [];
         }
         // SAFETY: guaranteed by the caller (an output buffer of `len()` elements of `T`,
         // aliased by nothing else).
         unsafe { std::slice::from_raw_parts_mut(self.data as *mut T, self.len()) }
+    }
+
+    /// The elements of an integer buffer (S32, S64, U32 or U64), widened.
+    ///
+    /// # Safety
+    /// The buffer must be an input of this call, live for the call.
+    pub(crate) unsafe fn ints(&self, what: &str) -> Result<Vec<i128>, String> {
+        let n = self.len();
+        if n == 0 || self.data.is_null() {
+            return Ok(Vec::new());
+        }
+        macro_rules! read {
+            ($t:ty) => {
+                // SAFETY: the dtype says the buffer holds `n` values of this type (an input
+                // buffer of the live call, aligned by XLA for its element type).
+                unsafe { std::slice::from_raw_parts(self.data as *const $t, n) }
+                    .iter()
+                    .map(|&v| v as i128)
+                    .collect()
+            };
+        }
+        Ok(match self.dtype {
+            DTYPE_S32 => read!(i32),
+            DTYPE_S64 => read!(i64),
+            DTYPE_U32 => read!(u32),
+            DTYPE_U64 => read!(u64),
+            d => return Err(format!("{what}: unsupported dtype code {d}")),
+        })
     }
 
     /// The elements as `f64` (F32 or F64 buffers).
@@ -171,7 +199,7 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 
 /// Asks the kernel for huge pages over `out` (an advice: the contents are not touched).
 #[cfg(target_os = "linux")]
-fn advise_huge_pages<T>(out: &mut [T]) {
+pub(crate) fn advise_huge_pages<T>(out: &mut [T]) {
     const HUGE: usize = 2 << 20;
     let bytes = std::mem::size_of_val(out);
     if bytes < HUGE_PAGE_MIN_BYTES {
@@ -188,7 +216,7 @@ fn advise_huge_pages<T>(out: &mut [T]) {
 }
 
 #[cfg(not(target_os = "linux"))]
-fn advise_huge_pages<T>(_out: &mut [T]) {}
+pub(crate) fn advise_huge_pages<T>(_out: &mut [T]) {}
 
 fn dtype_of<T: Real>() -> i32 {
     if std::mem::size_of::<T>() == 4 {
@@ -203,11 +231,12 @@ fn dtype_of<T: Real>() -> i32 {
 enum Attr {
     Float(f64),
     Int(i64),
+    Uint(u64),
 }
 
 /// The decoded call frame.
-struct Frame {
-    args: Vec<Buf>,
+pub(crate) struct Frame {
+    pub(crate) args: Vec<Buf>,
     rets: Vec<Buf>,
     attrs: HashMap<String, Attr>,
 }
@@ -258,6 +287,7 @@ impl Frame {
                     DTYPE_F32 => Attr::Float(*(s.value as *const f32) as f64),
                     DTYPE_S64 => Attr::Int(*(s.value as *const i64)),
                     DTYPE_S32 => Attr::Int(*(s.value as *const i32) as i64),
+                    DTYPE_U64 => Attr::Uint(*(s.value as *const u64)),
                     d => return Err(format!("attribute {name}: unsupported dtype code {d}")),
                 }
             };
@@ -270,26 +300,35 @@ impl Frame {
         match self.attrs.get(name) {
             Some(Attr::Float(v)) => Ok(*v),
             Some(Attr::Int(v)) => Ok(*v as f64),
+            Some(Attr::Uint(v)) => Ok(*v as f64),
             None => Err(format!("missing attribute {name}")),
         }
     }
 
-    fn int(&self, name: &str) -> Result<i64, String> {
+    pub(crate) fn uint(&self, name: &str) -> Result<u64, String> {
+        match self.attrs.get(name) {
+            Some(Attr::Uint(v)) => Ok(*v),
+            Some(Attr::Int(v)) if *v >= 0 => Ok(*v as u64),
+            _ => Err(format!("missing unsigned attribute {name}")),
+        }
+    }
+
+    pub(crate) fn int(&self, name: &str) -> Result<i64, String> {
         match self.attrs.get(name) {
             Some(Attr::Int(v)) => Ok(*v),
             _ => Err(format!("missing integer attribute {name}")),
         }
     }
 
-    fn flag(&self, name: &str) -> Result<bool, String> {
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, String> {
         Ok(self.int(name)? != 0)
     }
 }
 
 /// How the operands of one call fit the core: `rows` vectors of length `n`.
-struct Shape {
-    rows: usize,
-    n: usize,
+pub(crate) struct Shape {
+    pub(crate) rows: usize,
+    pub(crate) n: usize,
 }
 
 impl Shape {
@@ -329,6 +368,14 @@ struct EpsArg {
 }
 
 impl EpsArg {
+    /// A scalar `eps` given as an attribute (known when the caller traced the function).
+    fn scalar(value: f64, shape: &Shape) -> EpsArg {
+        EpsArg {
+            values: vec![value],
+            group: shape.rows.max(1),
+        }
+    }
+
     fn new(buf: &Buf, shape: &Shape) -> Result<EpsArg, String> {
         let group = shape.group(buf.len(), 1, "eps")?;
         // SAFETY: an input buffer of this call, read as its own dtype.
@@ -411,8 +458,8 @@ impl<'a, T: Real> Side<'a, T> {
 }
 
 /// What every handler reads from the call frame.
-struct Common<'a, T> {
-    shape: Shape,
+pub(crate) struct Common<'a, T> {
+    pub(crate) shape: Shape,
     x: &'a [T],
     d: &'a [T],
     eps: EpsArg,
@@ -420,13 +467,13 @@ struct Common<'a, T> {
     upper: Side<'a, T>,
     p: f64,
     /// Index of the next argument after the bounds.
-    next: usize,
+    pub(crate) next: usize,
 }
 
 impl<'a, T: Real> Common<'a, T> {
     /// # Safety
     /// `f` must be the decoded frame of the live call.
-    unsafe fn read(f: &'a Frame) -> Result<Self, String> {
+    pub(crate) unsafe fn read(f: &'a Frame) -> Result<Self, String> {
         let arg = |i: usize| f.args.get(i).ok_or(format!("missing argument {i}"));
         let (x, d) = (arg(0)?, arg(1)?);
         x.check::<T>("x")?;
@@ -435,8 +482,12 @@ impl<'a, T: Real> Common<'a, T> {
             return Err("x and delta differ in size".into());
         }
         let shape = Shape::of(x, f.int("nvec")?)?;
-        let eps = EpsArg::new(arg(2)?, &shape)?;
-        let mut next = 3;
+        // a static scalar eps comes as an attribute, else as the operand after delta
+        let (eps, mut next) = if f.flag("eps_static")? {
+            (EpsArg::scalar(f.float("eps")?, &shape), 2)
+        } else {
+            (EpsArg::new(arg(2)?, &shape)?, 3)
+        };
         let mut side = |name: &str| -> Result<Side<'a, T>, String> {
             let buf = if f.flag(&format!("{name}_array"))? {
                 next += 1;
@@ -463,7 +514,7 @@ impl<'a, T: Real> Common<'a, T> {
         })
     }
 
-    fn batch<'b>(&'b self, eps_rows: &'b mut Vec<f64>) -> Result<Batch<'b, T>, String> {
+    pub(crate) fn batch<'b>(&'b self, eps_rows: &'b mut Vec<f64>) -> Result<Batch<'b, T>, String> {
         Ok(Batch {
             x: self.x,
             delta: self.d,
@@ -477,11 +528,11 @@ impl<'a, T: Real> Common<'a, T> {
     }
 }
 
-fn ret(f: &Frame, i: usize) -> Result<&Buf, String> {
+pub(crate) fn ret(f: &Frame, i: usize) -> Result<&Buf, String> {
     f.rets.get(i).ok_or(format!("missing result {i}"))
 }
 
-fn core_result(f: &Frame, res: Result<Summary, CoreError>) -> Result<(), Fail> {
+pub(crate) fn core_result(f: &Frame, res: Result<Summary, CoreError>) -> Result<(), Fail> {
     match res {
         Ok(s) if s.unreachable_rows > 0 && f.flag("raise_unreachable")? => Err(Fail::Data(
             explain(f, "eps exceeds the largest reachable size"),
@@ -538,14 +589,22 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     } else {
         Cotangent::Eta(cot)
     };
-    let (gx_buf, gd_buf, ge_buf) = (ret(f, 0)?, ret(f, 1)?, ret(f, 2)?);
+    let (gx_buf, gd_buf) = (ret(f, 0)?, ret(f, 1)?);
+    // no cotangent for a static eps (an attribute, not an operand)
+    let ge_buf = if f.flag("eps_static")? {
+        None
+    } else {
+        Some(ret(f, 2)?)
+    };
     gx_buf.check::<T>("x_grad")?;
     gd_buf.check::<T>("delta_grad")?;
-    if gx_buf.len() != c.x.len() || gd_buf.len() != c.x.len() || ge_buf.len() != c.eps.values.len()
+    if gx_buf.len() != c.x.len()
+        || gd_buf.len() != c.x.len()
+        || ge_buf.is_some_and(|b| b.len() != c.eps.values.len())
     {
         return Err(Fail::Call("a cotangent has the wrong size".into()));
     }
-    let mut next_ret = 3;
+    let mut next_ret = 2 + usize::from(ge_buf.is_some());
     let mut side_out =
         |side: &Side<'_, T>, what: &str| -> Result<Option<(Vec<T>, usize)>, String> {
             if matches!(side, Side::Scalar(_)) {
@@ -578,8 +637,10 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     };
     VJPS.fetch_add(1, Ordering::Relaxed);
     core_result(f, vjp(&batch, &Options::default(), Some(eta), cot, grads))?;
-    // SAFETY: an output buffer of this call, written once as its own dtype.
-    unsafe { ge_buf.write_f64(&c.eps.reduce(&eps_g), "eps_grad") }?;
+    if let Some(ge_buf) = ge_buf {
+        // SAFETY: an output buffer of this call, written once as its own dtype.
+        unsafe { ge_buf.write_f64(&c.eps.reduce(&eps_g), "eps_grad") }?;
+    }
     for (side, g) in [(&c.lower, lower_g), (&c.upper, upper_g)] {
         let Some((vals, i)) = g else { continue };
         let buf = &f.rets[i];
@@ -606,7 +667,7 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
 
 /// The NumPy path's message for the data of this call (Python's
 /// `clipresc.frameworks._jax_ffi.explain`), or `fallback` if that fails.
-fn explain(f: &Frame, fallback: &str) -> String {
+pub(crate) fn explain(f: &Frame, fallback: &str) -> String {
     let run = || -> PyResult<String> {
         Python::attach(|py| {
             let arrays = PyList::empty(py);
@@ -620,7 +681,19 @@ fn explain(f: &Frame, fallback: &str) -> String {
                     DTYPE_F64 => PyArray1::from_slice(py, unsafe { b.slice::<f64>() })
                         .reshape(b.dims.clone())?
                         .into_any(),
-                    _ => py.None().into_bound(py),
+                    // SAFETY: an input buffer of this call (seeds), read as its own dtype.
+                    _ => match unsafe { b.ints("seed") } {
+                        // (the sign is what a message can be about: clamp to i64)
+                        Ok(v) => PyArray1::from_vec(
+                            py,
+                            v.iter()
+                                .map(|&i| i.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+                                .collect(),
+                        )
+                        .reshape(b.dims.clone())?
+                        .into_any(),
+                        Err(_) => py.None().into_bound(py),
+                    },
                 };
                 arrays.append(a)?;
             }
@@ -728,7 +801,7 @@ unsafe fn make_error(api: *const XLA_FFI_Api, code: i32, msg: &str) -> *mut XLA_
 ///
 /// # Safety
 /// `cf` must be the call frame XLA passed to the handler.
-unsafe fn handle(
+pub(crate) unsafe fn handle(
     cf: *mut XLA_FFI_CallFrame,
     run: fn(&Frame, i32) -> Result<(), Fail>,
 ) -> *mut XLA_FFI_Error {
@@ -783,7 +856,7 @@ unsafe fn handle(
     unsafe { make_error(api, code, &msg) }
 }
 
-fn by_dtype(
+pub(crate) fn by_dtype(
     dtype: i32,
     f32_fn: impl FnOnce() -> Result<(), Fail>,
     f64_fn: impl FnOnce() -> Result<(), Fail>,
@@ -821,7 +894,7 @@ unsafe extern "C" fn backward_handler(cf: *mut XLA_FFI_CallFrame) -> *mut XLA_FF
     }
 }
 
-fn capsule(py: Python<'_>, handler: XLA_FFI_Handler) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn capsule(py: Python<'_>, handler: XLA_FFI_Handler) -> PyResult<Bound<'_, PyAny>> {
     // SAFETY: a capsule around a function pointer (never freed, so no destructor), which is
     // what jaxlib's `register_ffi_target` reads back with `PyCapsule_GetPointer`.
     unsafe {
@@ -837,6 +910,7 @@ pub(crate) fn jax_ffi_targets(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item("forward", capsule(py, forward_handler)?)?;
     d.set_item("backward", capsule(py, backward_handler)?)?;
+    d.set_item("noise", capsule(py, crate::jax_ffi_noise::noise_handler)?)?;
     Ok(d)
 }
 

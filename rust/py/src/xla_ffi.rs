@@ -23,6 +23,8 @@ pub(crate) const ERROR_INTERNAL: i32 = 13;
 
 pub(crate) const DTYPE_S32: i32 = 4;
 pub(crate) const DTYPE_S64: i32 = 5;
+pub(crate) const DTYPE_U32: i32 = 8;
+pub(crate) const DTYPE_U64: i32 = 9;
 pub(crate) const DTYPE_F32: i32 = 11;
 pub(crate) const DTYPE_F64: i32 = 12;
 
