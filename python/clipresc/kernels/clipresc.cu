@@ -269,8 +269,7 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
     CR_SHARED cr_i64 sh_nc[1]
 
 /* Block-wide reduction of the partials (fixed tree: deterministic); every thread gets
- * the result. This is the only barrier site of the per-row kernels, which keeps the
- * OpenCL (PoCL) work-group compilation cheap. */
+ * the result. Like every barrier site of the kernels, called in uniform control flow. */
 CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     int t = (int)CR_TID;
     sh_s0[t] = q.s0;
