@@ -36,6 +36,9 @@ from clipresc.kernels import (
     kernel_source,
     norm_mode,
     real_name,
+    split_forward,
+    split_plan,
+    SplitPlan,
     vjp_args,
 )
 
@@ -229,6 +232,49 @@ def _empty_forward(pr: _Prepared, want_y: bool, want_passes: bool) -> ForwardRes
     return ForwardResult(y, eta, mask, passes)
 
 
+def _split_plan(queue: Any, pr: _Prepared, split: SplitPlan | bool | None) -> SplitPlan | None:
+    if split is None or split is True:
+        blocks = 4 * int(queue.device.max_compute_units)
+        return split_plan(pr.B, pr.n, blocks)
+    return split if isinstance(split, SplitPlan) else None
+
+
+def _split_forward(
+    queue: Any,
+    dev: _Device,
+    plan: SplitPlan,
+    eta: Any,
+    flag: Any,
+    y: Any,
+    passes: Any,
+    err_d: Any,
+    check: bool,
+    extra: tuple[Any, ...] = (),
+) -> None:
+    """:func:`clipresc.kernels.split_forward` on an OpenCL queue."""
+    import pyopencl as cl
+
+    kernels = _kernels(queue, real_name(dev.pr.x.dtype.itemsize))
+
+    def launch(name: str, groups: int, *args: Any) -> None:
+        g = max(1, min(groups, _MAX_GROUPS))
+        kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
+
+    def scratch(nbytes: int, zero: bool) -> Any:
+        buf = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+        if zero:
+            cl.enqueue_fill_buffer(queue, buf, np.int32(0), 0, max(nbytes, 8) // 4 * 4)
+        return buf
+
+    def data(a: Any) -> Any:
+        return None if a is None else a.data
+
+    split_forward(
+        launch, scratch, dev.common(), plan, dev.pr.B, eta.data, flag.data, data(y),
+        data(passes), err_d.data if check else None, check, dev.dummy, extra,
+    )  # fmt: skip
+
+
 def forward_rows(
     x: Any,
     d: Any,
@@ -241,6 +287,7 @@ def forward_rows(
     want_passes: bool = False,
     queue: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> ForwardResult:
     """Solve every row and optionally apply: ``y = clip(x + eta * d, lower, upper)``.
 
@@ -248,7 +295,10 @@ def forward_rows(
     ``unreachable`` is a bool mask (eps above the largest reachable size; eta is then the
     saturating scale), ``passes`` counts the passes the kernel made over each row.
     ``err``, a one-element int32 array, makes the kernel validate its inputs and OR the
-    ``kernels.ERR_BITS`` it finds into ``err[0]``.
+    ``kernels.ERR_BITS`` it finds into ``err[0]``. ``split`` spreads each row over several
+    blocks (:func:`clipresc.kernels.split_forward`): ``None`` when
+    :func:`~clipresc.kernels.split_plan` says so for the device (as the CuPy backend
+    decides), ``False`` never, or the :class:`~clipresc.kernels.SplitPlan` to use.
     """
     import pyopencl.array as cla
 
@@ -264,6 +314,16 @@ def forward_rows(
     passes = cla.empty(queue, (pr.B,), np.int32) if want_passes else None
     groups = _row_groups(pr.B)
     err_d = _error_word(queue, err)
+    plan = _split_plan(queue, pr, split)
+    if plan is not None:
+        _split_forward(queue, dev, plan, eta, flag, y, passes, err_d, err is not None)
+        _read_error_word(err_d, err)
+        return ForwardResult(
+            y.get() if y is not None else None,
+            eta.get(),
+            flag.get().astype(bool),
+            passes.get() if passes is not None else None,
+        )
     k(
         queue,
         (groups * BLOCK,),

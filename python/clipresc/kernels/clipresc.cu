@@ -228,6 +228,20 @@ CR_DEVICE int cr_better(acc k1, acc k2, cr_i64 i, acc l1, acc l2, cr_i64 j) {
     return i < j;
 }
 
+CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i);
+
+/* q and b combined (sums added, arg-max kept): partials of two pieces of a row. */
+CR_DEVICE cr_part cr_part_add(cr_part q, cr_part b) {
+    q.s0 += b.s0;
+    q.s1 += b.s1;
+    q.s2 += b.s2;
+    q.s3 += b.s3;
+    q.n0 += b.n0;
+    q.n1 += b.n1;
+    cr_part_argmax(&q, b.k1, b.k2, b.ki);
+    return q;
+}
+
 CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
     if (cr_better(k1, k2, i, q->k1, q->k2, q->ki)) {
         q->k1 = k1;
@@ -787,34 +801,64 @@ CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
     cr_next(st);
 }
 
-/* Runs the solve for one row. Every thread of the block must call it; all of them
- * return the same state. With check, the first pass (which reads every element) also
- * ORs each element's error bits into *bad. */
-CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
-                              CR_BUF_PARAMS, CR_HIST_PARAMS) {
+/* This thread's partials of one step over the shared candidates. */
+CR_DEVICE cr_part cr_cand_part(const cr_state* st, CR_HIST_PARAMS) {
+    cr_part q = cr_part_zero();
+    for (cr_i64 j = CR_TID; j < st->ncand; j += CR_NB) {
+        cr_el e = cr_el_zero();
+        e.s = sh_cs[j];
+        e.a = sh_ca[j];
+        e.mv = 1;
+        cr_accumulate(&q, st, e, sh_ci[j]);
+    }
+    return q;
+}
+
+/* The reduced partials of one step, and what follows it (all threads). */
+CR_DEVICE void cr_advance(cr_state* st, cr_part q, CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    q = cr_reduce(CR_BUFS, q);
+    if (st->src) {
+        q.s0 += st->c_out;
+        q.s1 += st->m_out;
+        q.n0 += st->n_out;
+    } else {
+        st->passes += 1;
+    }
+    cr_step(st, q);
+    if (st->want == CR_WANT_SELECT) {
+        cr_select(st, CR_BUFS, CR_HIST);
+    } else if (st->want == CR_WANT_SORT) {
+        cr_sort(st, CR_HIST);
+    }
+}
+
+/* A row's state before its first pass: with finite p, the histogram's window from the
+ * sample e0 (this thread's first element, valid when CR_TID < n). */
+CR_DEVICE cr_state cr_begin(acc eps, acc p, int pm, cr_el e0, cr_i64 n, CR_BUF_PARAMS) {
     cr_state st = cr_start(eps, p, pm);
-    /* the sample is the first pass's first element of each thread, kept in registers */
-    int in0 = CR_TID < r.n;
-    cr_el e0 = cr_el_zero();
-    if (in0) e0 = cr_load(r, CR_TID);
-    if (pm != CR_PM_INF) cr_sample(&st, e0, in0, r.n, CR_BUFS);
+    if (pm != CR_PM_INF) cr_sample(&st, e0, CR_TID < n, n, CR_BUFS);
+    return st;
+}
+
+/* Continues the solve of one row with this block until it is done. Every thread of the
+ * block must call it; all of them return the same state. With check, the first pass
+ * (which reads every element) also ORs each element's error bits into *bad. When has_e0,
+ * e0 is this thread's first element (already read for the sample): the first pass uses
+ * it instead of reading it again. */
+CR_DEVICE cr_state cr_solve(cr_row r, cr_state st, cr_el e0, int has_e0, int check, int* bad,
+                            CR_BUF_PARAMS, CR_HIST_PARAMS) {
     while (st.phase != CR_PH_DONE) {
-        cr_part q = cr_part_zero();
+        cr_part q;
         if (st.src) {
-            for (cr_i64 j = CR_TID; j < st.ncand; j += CR_NB) {
-                cr_el e = cr_el_zero();
-                e.s = sh_cs[j];
-                e.a = sh_ca[j];
-                e.mv = 1;
-                cr_accumulate(&q, &st, e, sh_ci[j]);
-            }
+            q = cr_cand_part(&st, CR_HIST);
         } else {
+            q = cr_part_zero();
             int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
             if (hist) cr_hist_clear(CR_HIST);
             int first = st.passes == 0;
             for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
                 cr_el e;
-                if (first && i == CR_TID) {
+                if (first && has_e0 && i == CR_TID) {
                     e = e0;
                 } else {
                     e = cr_load(r, i);
@@ -824,22 +868,19 @@ CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* 
                 cr_accumulate(&q, &st, e, i);
             }
         }
-        q = cr_reduce(CR_BUFS, q);
-        if (st.src) {
-            q.s0 += st.c_out;
-            q.s1 += st.m_out;
-            q.n0 += st.n_out;
-        } else {
-            st.passes += 1;
-        }
-        cr_step(&st, q);
-        if (st.want == CR_WANT_SELECT) {
-            cr_select(&st, CR_BUFS, CR_HIST);
-        } else if (st.want == CR_WANT_SORT) {
-            cr_sort(&st, CR_HIST);
-        }
+        cr_advance(&st, q, CR_BUFS, CR_HIST);
     }
     return st;
+}
+
+/* Runs the solve for one row (see cr_solve). */
+CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
+                              CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    /* the sample is the first pass's first element of each thread, kept in registers */
+    cr_el e0 = cr_el_zero();
+    if (CR_TID < r.n) e0 = cr_load(r, CR_TID);
+    cr_state st = cr_begin(eps, p, pm, e0, r.n, CR_BUFS);
+    return cr_solve(r, st, e0, 1, check, bad, CR_BUFS, CR_HIST);
 }
 
 /* The state of a row whose eta the forward already found (the VJP's given eta): no
@@ -999,6 +1040,17 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
 
 /* ----------------------------------------------------------------- kernels */
 
+/* y = clip(x + eta d, l, u) of one element; saturated elements get the bound exactly. */
+CR_DEVICE real cr_apply(cr_el e, acc eta) {
+    acc v;
+    if (e.mv && e.s <= eta * e.a) {
+        v = e.d > 0.0 ? e.hi : e.lo;
+    } else {
+        v = fmin(fmax(e.x + eta * e.d, e.lo), e.hi);
+    }
+    return CR_REAL(v);
+}
+
 #define CR_COMMON_PARAMS                                                                   \
     const CR_GLOBAL real *x, const CR_GLOBAL real *d, const CR_GLOBAL acc *eps_p,           \
         cr_i64 eps_es, int eps_arr, acc eps_v, const CR_GLOBAL real *lo_p, cr_i64 lo_rs,    \
@@ -1036,16 +1088,8 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
         }
         if (bad) CR_ATOMIC_OR(err, bad);
         if (write_y) {
-            for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
-                cr_el e = cr_load(r, i);
-                acc v;
-                if (e.mv && e.s <= s.eta * e.a) {
-                    v = e.d > 0.0 ? e.hi : e.lo;
-                } else {
-                    v = fmin(fmax(e.x + s.eta * e.d, e.lo), e.hi);
-                }
-                y[row * n + i] = CR_REAL(v);
-            }
+            for (cr_i64 i = CR_TID; i < n; i += CR_NB)
+                y[row * n + i] = cr_apply(cr_load(r, i), s.eta);
         }
     }
 }
@@ -1146,5 +1190,193 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
         }
         if (lbar_on) lbar[j] = CR_REAL(sl);
         if (ubar_on) ubar[j] = CR_REAL(su);
+    }
+}
+
+/* ----------------------------------------------------------------- rows over many blocks */
+
+/* A long row cut into G segments of seg elements (a multiple of CLIPRESC_BLOCK), so that
+ * a small batch still fills the GPU. Between launches the solve's state lives in global
+ * memory (states: CR_STATE_BYTES per row):
+ *   clipresc_split_start   a block per row: the state and the histogram's window;
+ *   clipresc_split_pass    a block per segment: one pass over it (partials, histogram,
+ *                          candidates) for the rows still solving;
+ *   clipresc_split_step    a block per row: merges the segments' results in a fixed order
+ *                          (partials summed in segment order, integer histograms, the
+ *                          candidates sorted by index) and takes the step; finishes on the
+ *                          candidates in shared memory when it can;
+ *   clipresc_split_finish  a block per row: whatever a fixed number of (pass, step) rounds
+ *                          left unsolved, with the one-block solve; writes the outputs;
+ *   clipresc_split_apply   a block per segment: y = clip(x + eta d, l, u).
+ * The host launches a fixed sequence (no host synchronisation); a round over rows already
+ * solved returns at once. Scratch: parts (B G cr_part), hists (B G 4 CR_NB longs), cands
+ * (B CR_CAND cr_cand), ncand (B ints, zero before the first pass). */
+
+#define CR_STATE_BYTES 512
+#define CR_PART_BYTES 72
+#define CR_CAND_BYTES 24
+typedef struct {
+    acc s, a;
+    cr_i64 i;
+} cr_cand;
+/* (compile-time checks of the sizes the host allocates) */
+typedef char cr_state_fits[sizeof(cr_state) <= CR_STATE_BYTES ? 1 : -1];
+typedef char cr_part_size[sizeof(cr_part) == CR_PART_BYTES ? 1 : -1];
+typedef char cr_cand_size[sizeof(cr_cand) == CR_CAND_BYTES ? 1 : -1];
+
+CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                               CR_GLOBAL int* ncand CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_el e0 = cr_el_zero();
+        if (CR_TID < n) e0 = cr_load(r, CR_TID);
+        cr_state st = cr_begin(eps, p, pm, e0, n, CR_BUFS);
+        CR_TRAFFIC((n < CR_NB ? n : CR_NB) * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
+                   sizeof(cr_state) + 4);
+        if (CR_TID == 0) {
+            states[row] = st;
+            ncand[row] = 0;
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states,
+                              CR_GLOBAL cr_part* parts, CR_GLOBAL cr_i64* hists,
+                              CR_GLOBAL cr_cand* cands, CR_GLOBAL int* ncand, cr_i64 G,
+                              cr_i64 seg, CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_state st = states[row];
+        CR_TRAFFIC(sizeof(cr_state), 0);
+        if (st.phase == CR_PH_DONE || st.src) continue; /* (uniform: one state per block) */
+        cr_row r = CR_MAKE_ROW(row);
+        int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
+        int first = check && st.passes == 0, bad = 0;
+        if (hist) cr_hist_clear(CR_HIST);
+        cr_part q = cr_part_zero();
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (first) bad |= cr_check_el(e);
+            if (hist) cr_hist_el(&q, &st, e, i, CR_HIST);
+            cr_accumulate(&q, &st, e, i);
+        }
+        q = cr_reduce(CR_BUFS, q);
+        CR_TRAFFIC((i1 - i0) * CR_EL_BYTES(r), CR_PART_BYTES);
+        if (CR_TID == 0) parts[w] = q;
+        if (hist) {
+            int t = (int)CR_TID;
+            CR_GLOBAL cr_i64* h = hists + w * 4 * CR_NB;
+            h[t] = sh_hw[t];
+            h[CR_NB + t] = sh_hc[t];
+            h[2 * CR_NB + t] = sh_hn[t];
+            h[3 * CR_NB + t] = sh_hmax[t];
+            /* this segment's candidates into the row's buffer (any order: sorted later) */
+            cr_i64 cnt = sh_nc[0] < CR_CAND ? sh_nc[0] : CR_CAND;
+            CR_BARRIER();
+            if (t == 0) sh_nc[0] = CR_ATOMIC_ADD(&ncand[row], (int)cnt);
+            CR_BARRIER();
+            cr_i64 at = sh_nc[0];
+            for (cr_i64 j = t; j < cnt && at + j < CR_CAND; j += CR_NB) {
+                CR_GLOBAL cr_cand* c = cands + row * CR_CAND + at + j;
+                c->s = sh_cs[j];
+                c->a = sh_ca[j];
+                c->i = sh_ci[j];
+            }
+            CR_TRAFFIC(0, 4 * CR_NB * 8 + cnt * CR_CAND_BYTES);
+            CR_BARRIER();
+        }
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                              const CR_GLOBAL cr_part* parts, const CR_GLOBAL cr_i64* hists,
+                              const CR_GLOBAL cr_cand* cands, CR_GLOBAL int* ncand,
+                              cr_i64 G CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_state st = states[row];
+        CR_TRAFFIC(sizeof(cr_state), 0);
+        if (st.phase == CR_PH_DONE) continue;
+        int t = (int)CR_TID;
+        /* each thread sums its segments in order, then the fixed tree of cr_reduce */
+        cr_part q = cr_part_zero();
+        for (cr_i64 sg = t; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
+        CR_TRAFFIC(G * CR_PART_BYTES, sizeof(cr_state) + 4);
+        if (st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE) {
+            cr_i64 hw = 0, hc = 0, hn = 0, hm = -1;
+            for (cr_i64 sg = 0; sg < G; ++sg) {
+                const CR_GLOBAL cr_i64* h = hists + (row * G + sg) * 4 * CR_NB;
+                hw += h[t];
+                hc += h[CR_NB + t];
+                hn += h[2 * CR_NB + t];
+                hm = h[3 * CR_NB + t] > hm ? h[3 * CR_NB + t] : hm;
+            }
+            sh_hw[t] = hw;
+            sh_hc[t] = hc;
+            sh_hn[t] = hn;
+            sh_hmax[t] = hm;
+            cr_i64 cnt = ncand[row];
+            if (cnt > CR_CAND) cnt = CR_CAND;
+            for (cr_i64 j = t; j < cnt; j += CR_NB) {
+                const CR_GLOBAL cr_cand* c = cands + row * CR_CAND + j;
+                sh_cs[j] = c->s;
+                sh_ca[j] = c->a;
+                sh_ci[j] = c->i;
+            }
+            CR_TRAFFIC(G * 4 * CR_NB * 8 + cnt * CR_CAND_BYTES, 0);
+            CR_BARRIER();
+        }
+        cr_advance(&st, q, CR_BUFS, CR_HIST);
+        while (st.src && st.phase != CR_PH_DONE) {
+            q = cr_cand_part(&st, CR_HIST);
+            cr_advance(&st, q, CR_BUFS, CR_HIST);
+        }
+        if (t == 0) {
+            ncand[row] = 0;
+            states[row] = st;
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                                CR_GLOBAL real* eta_out, CR_GLOBAL unsigned char* flag_out,
+                                CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
+                                int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        cr_state st = states[row];
+        int bad = 0, passes0 = st.passes;
+        if (st.phase != CR_PH_DONE) {
+            st = cr_solve(r, st, cr_el_zero(), 0, check, &bad, CR_BUFS, CR_HIST);
+        }
+        CR_TRAFFIC(sizeof(cr_state) + (st.passes - passes0) * n * CR_EL_BYTES(r),
+                   sizeof(real) + 1 + (write_passes ? 4 : 0) + sizeof(cr_state));
+        if (CR_TID == 0) {
+            eta_out[row] = CR_REAL(st.eta);
+            flag_out[row] = (unsigned char)st.unreach;
+            if (write_passes) passes_out[row] = st.passes;
+            if (check) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
+            states[row] = st;
+        }
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states, cr_i64 G,
+                               cr_i64 seg, CR_GLOBAL real* y CR_TRAFFIC_PARAM) {
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        acc eta = states[row].eta;
+        CR_TRAFFIC(8 + (i1 - i0) * CR_EL_BYTES(r), (i1 - i0) * sizeof(real));
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB)
+            y[row * n + i] = cr_apply(cr_load(r, i), eta);
     }
 }

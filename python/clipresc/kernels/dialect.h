@@ -9,7 +9,8 @@
  * one work-group per vector, shared-memory tree reductions with block barriers in
  * uniform control flow, no warp-synchronous tricks (shuffles, votes). Atomics are integer
  * only and order-independent, so results stay deterministic: CR_ATOMIC_OR on the 32-bit
- * error word, and 64-bit add / max on block-shared integers (CR_LADD64, CR_LMAX64:
+ * error word, CR_ATOMIC_ADD reserving slots of a global buffer whose contents are sorted
+ * before use, and 64-bit add / max on block-shared integers (CR_LADD64, CR_LMAX64:
  * the breakpoint histogram; OpenCL needs cl_khr_int64_base_atomics and
  * cl_khr_int64_extended_atomics).
  *
@@ -49,6 +50,7 @@ typedef long cr_i64;
 #define CR_L2D(v) as_double(v)
 #define CR_INF ((double)INFINITY)
 #define CR_ATOMIC_OR(ptr, v) atomic_or((volatile __global int*)(ptr), (v))
+#define CR_ATOMIC_ADD(ptr, v) atomic_add((volatile __global int*)(ptr), (v))
 #pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
 #pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
 #define CR_LADD64(ptr, v) atom_add((volatile __local long*)(ptr), (long)(v))
@@ -82,6 +84,7 @@ typedef long long cr_i64;
 #define CR_L2D(v) __longlong_as_double(v)
 #define CR_INF __longlong_as_double(0x7ff0000000000000LL)
 #define CR_ATOMIC_OR(ptr, v) atomicOr((ptr), (v))
+#define CR_ATOMIC_ADD(ptr, v) atomicAdd((ptr), (v))
 #define CR_LADD64(ptr, v) \
     ((cr_i64)atomicAdd((unsigned long long*)(ptr), (unsigned long long)(v)))
 #define CR_LMAX64(ptr, v) atomicMax((long long*)(ptr), (long long)(v))
