@@ -29,6 +29,7 @@ from clipresc.kernels import (
     KERNEL_NAMES,
     ROWINFO,
     Operand,
+    SplitPlan,
     bound_grad_args,
     bound_operand,
     build_defines,
@@ -38,7 +39,6 @@ from clipresc.kernels import (
     real_name,
     split_forward,
     split_plan,
-    SplitPlan,
     vjp_args,
 )
 

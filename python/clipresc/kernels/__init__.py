@@ -20,8 +20,8 @@ __all__ = [
     "KERNEL_NAMES",
     "ROWINFO",
     "SPLIT_KERNELS",
-    "SplitPlan",
     "Operand",
+    "SplitPlan",
     "bound_grad_args",
     "bound_operand",
     "build_defines",
@@ -278,7 +278,8 @@ def split_plan(B: int, n: int, blocks: int) -> SplitPlan | None:
     groups = min(-(-blocks // B), n // SPLIT_MIN_SEGMENT)
     if groups < 2:
         return None
-    seg = -(-(-(-n // groups)) // BLOCK) * BLOCK
+    per_group = -(-n // groups)
+    seg = -(-per_group // BLOCK) * BLOCK
     return SplitPlan(-(-n // seg), seg)
 
 

@@ -262,7 +262,7 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
         CR_LOCAL_PTR cr_i64 *sh_hmin, CR_LOCAL_PTR cr_i64 *sh_hmax, CR_LOCAL_PTR acc *sh_cs, \
         CR_LOCAL_PTR acc *sh_ca, CR_LOCAL_PTR cr_i64 *sh_ci, CR_LOCAL_PTR cr_i64 *sh_nc
 #define CR_HIST sh_hw, sh_hc, sh_hn, sh_hmin, sh_hmax, sh_cs, sh_ca, sh_ci, sh_nc
-#define CR_DECLARE_BUFS              \
+#define CR_DECLARE_REDUCE_BUFS       \
     CR_SHARED acc sh_s0[CR_NB];      \
     CR_SHARED acc sh_s1[CR_NB];      \
     CR_SHARED acc sh_s2[CR_NB];      \
@@ -271,7 +271,9 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
     CR_SHARED acc sh_k2[CR_NB];      \
     CR_SHARED cr_i64 sh_n0[CR_NB];   \
     CR_SHARED cr_i64 sh_n1[CR_NB];   \
-    CR_SHARED cr_i64 sh_ki[CR_NB];   \
+    CR_SHARED cr_i64 sh_ki[CR_NB]
+#define CR_DECLARE_BUFS              \
+    CR_DECLARE_REDUCE_BUFS;          \
     CR_SHARED cr_i64 sh_hw[CR_NB];   \
     CR_SHARED cr_i64 sh_hc[CR_NB];   \
     CR_SHARED cr_i64 sh_hn[CR_NB];   \
@@ -1226,7 +1228,7 @@ typedef char cr_cand_size[sizeof(cr_cand) == CR_CAND_BYTES ? 1 : -1];
 
 CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
                                CR_GLOBAL int* ncand CR_TRAFFIC_PARAM) {
-    CR_DECLARE_BUFS;
+    CR_DECLARE_REDUCE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
@@ -1351,11 +1353,12 @@ CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         cr_state st = states[row];
-        int bad = 0, passes0 = st.passes;
+        int bad = 0;
         if (st.phase != CR_PH_DONE) {
             st = cr_solve(r, st, cr_el_zero(), 0, check, &bad, CR_BUFS, CR_HIST);
         }
-        CR_TRAFFIC(sizeof(cr_state) + (st.passes - passes0) * n * CR_EL_BYTES(r),
+        /* (the passes this kernel made: the count before it is still in states[row]) */
+        CR_TRAFFIC(sizeof(cr_state) + (st.passes - states[row].passes) * n * CR_EL_BYTES(r),
                    sizeof(real) + 1 + (write_passes ? 4 : 0) + sizeof(cr_state));
         if (CR_TID == 0) {
             eta_out[row] = CR_REAL(st.eta);
