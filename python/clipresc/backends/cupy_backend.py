@@ -25,6 +25,7 @@ from clipresc.kernels import (
     BLOCK,
     ROWINFO,
     Operand,
+    SplitPlan,
     bound_grad_args,
     bound_operand,
     build_defines,
@@ -32,6 +33,8 @@ from clipresc.kernels import (
     kernel_source,
     norm_mode,
     real_name,
+    split_forward,
+    split_plan,
     vjp_args,
 )
 
@@ -173,6 +176,38 @@ def _common(pr: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+@functools.cache
+def _multiprocessors(device_id: int) -> int:
+    return int(_cupy().cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
+def _split_plan(B: int, n: int, split: SplitPlan | bool | None) -> SplitPlan | None:
+    if split is None or split is True:
+        # four blocks of 256 threads per multiprocessor: what the 64-register cap allows
+        blocks = 4 * _multiprocessors(int(_cupy().cuda.Device().id))
+        return split_plan(B, n, blocks)
+    return split if isinstance(split, SplitPlan) else None
+
+
+def _split_forward(
+    pr: dict[str, Any], plan: SplitPlan, eta: Any, flag: Any, y: Any, passes: Any, err: Any
+) -> None:
+    """:func:`clipresc.kernels.split_forward` on the current stream; scratch from CuPy's
+    pool (O(B x segments) bytes)."""
+    cupy = _cupy()
+
+    def launch(name: str, groups: int, *args: Any) -> None:
+        get_kernel(name, pr["real"])((max(1, min(groups, _MAX_BLOCKS)),), (BLOCK,), args)
+
+    def scratch(nbytes: int, zero: bool) -> Any:
+        return (cupy.zeros if zero else cupy.empty)((max(nbytes, 8),), dtype=cupy.uint8)
+
+    split_forward(
+        launch, scratch, _common(pr), plan, pr["B"], eta, flag, y, passes, err,
+        err is not None, pr["x"],
+    )  # fmt: skip
+
+
 def forward_rows(
     x: Any,
     d: Any,
@@ -184,6 +219,7 @@ def forward_rows(
     want_y: bool = True,
     want_passes: bool = False,
     err: Any = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[Any | None, Any, Any, Any | None]:
     """Solve every row and optionally apply ``y = clip(x + eta * d, lower, upper)``.
 
@@ -195,6 +231,10 @@ def forward_rows(
     (NaN / inf, x outside the bounds, crossed bounds, eps) in its first pass and OR the
     ``kernels.ERR_BITS`` it finds (and the unreachable bit) into it, on the stream: the
     caller reads it when it wants (one synchronisation), or never (CUDA graphs).
+
+    ``split``: ``None`` spreads each row over several blocks when
+    :func:`~clipresc.kernels.split_plan` says so for this device (a batch too small to
+    fill it, long rows), ``False`` never, a :class:`~clipresc.kernels.SplitPlan` as given.
     """
     cupy = _cupy()
     import numpy as np
@@ -205,7 +245,10 @@ def forward_rows(
     flag = cupy.empty((B,), dtype=cupy.bool_)
     y = cupy.empty((B, n), dtype=xx.dtype) if want_y else None
     passes = cupy.empty((B,), dtype=cupy.int32) if want_passes else None
-    if B > 0:
+    plan = _split_plan(B, n, split)
+    if B > 0 and n > 0 and plan is not None:
+        _split_forward(pr, plan, eta, flag, y, passes, err)
+    elif B > 0:
         kernel = get_kernel("clipresc_forward", pr["real"])
         kernel(
             (min(B, _MAX_BLOCKS),),
