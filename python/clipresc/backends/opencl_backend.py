@@ -250,11 +250,14 @@ def _split_forward(
     err_d: Any,
     check: bool,
     extra: tuple[Any, ...] = (),
+    kernels: dict[str, Any] | None = None,
 ) -> None:
-    """:func:`clipresc.kernels.split_forward` on an OpenCL queue."""
+    """:func:`clipresc.kernels.split_forward` on an OpenCL queue (``kernels``: another
+    build of them, e.g. the traffic-counting one, whose extra arguments are ``extra``)."""
     import pyopencl as cl
 
-    kernels = _kernels(queue, real_name(dev.pr.x.dtype.itemsize))
+    if kernels is None:
+        kernels = _kernels(queue, real_name(dev.pr.x.dtype.itemsize))
 
     def launch(name: str, groups: int, *args: Any) -> None:
         g = max(1, min(groups, _MAX_GROUPS))
