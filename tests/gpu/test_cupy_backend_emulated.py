@@ -28,7 +28,6 @@ import pyopencl.array as cla  # noqa: E402
 from clipresc.backends import cupy_backend as cb  # noqa: E402
 from clipresc.backends import opencl_backend as ob  # noqa: E402
 
-
 #: Names of the kernels launched through the stand-in, in order.
 LAUNCHED: list[str] = []
 

@@ -243,7 +243,7 @@ def bound_grad_args(
 
 #: Scratch sizes of the split kernels (``CR_*_BYTES`` and ``CR_CAND`` in ``clipresc.cu``,
 #: which checks them at compile time).
-_STATE_BYTES, _PART_BYTES, _CAND_BYTES, _CAND = 512, 72, 24, 512
+_STATE_BYTES, _PART_BYTES, _CAND_BYTES, _CAND = 512, 72, 16, 512
 #: Shortest segment of a split row: the histogram a segment writes and the step reads
 #: (8 KiB) stays a few percent of the segment's own bytes.
 SPLIT_MIN_SEGMENT = 32768

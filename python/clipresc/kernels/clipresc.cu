@@ -252,40 +252,36 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
 
 #define CR_BUF_PARAMS                                                              \
     CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_s2,         \
-        CR_LOCAL_PTR acc *sh_s3, CR_LOCAL_PTR acc *sh_k1, CR_LOCAL_PTR acc *sh_k2,     \
-        CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1, CR_LOCAL_PTR cr_i64 *sh_ki
-#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_s3, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
-/* The histogram (per bin: fixed-point sum a^p, sum s^p, count, largest key bit pattern;
- * sh_hmin is the scan's scratch) and the candidates (s, a, index) with their counter. */
+        CR_LOCAL_PTR acc *sh_s3, CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1
+#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_s3, sh_n0, sh_n1
+/* The histogram (per bin: fixed-point sum a^p, sum s^p, count, largest key bit pattern)
+ * and the candidates (s, a) with their counter. Shared memory in all: 28.7 KB, within
+ * the 32 KB many OpenCL devices (and Oclgrind) offer. */
 #define CR_HIST_PARAMS                                                                   \
     CR_LOCAL_PTR cr_i64 *sh_hw, CR_LOCAL_PTR cr_i64 *sh_hc, CR_LOCAL_PTR cr_i64 *sh_hn,  \
-        CR_LOCAL_PTR cr_i64 *sh_hmin, CR_LOCAL_PTR cr_i64 *sh_hmax, CR_LOCAL_PTR acc *sh_cs, \
-        CR_LOCAL_PTR acc *sh_ca, CR_LOCAL_PTR cr_i64 *sh_ci, CR_LOCAL_PTR cr_i64 *sh_nc
-#define CR_HIST sh_hw, sh_hc, sh_hn, sh_hmin, sh_hmax, sh_cs, sh_ca, sh_ci, sh_nc
+        CR_LOCAL_PTR cr_i64 *sh_hmax, CR_LOCAL_PTR acc *sh_cs, CR_LOCAL_PTR acc *sh_ca,  \
+        CR_LOCAL_PTR cr_i64 *sh_nc
+#define CR_HIST sh_hw, sh_hc, sh_hn, sh_hmax, sh_cs, sh_ca, sh_nc
 #define CR_DECLARE_REDUCE_BUFS       \
     CR_SHARED acc sh_s0[CR_NB];      \
     CR_SHARED acc sh_s1[CR_NB];      \
     CR_SHARED acc sh_s2[CR_NB];      \
     CR_SHARED acc sh_s3[CR_NB];      \
-    CR_SHARED acc sh_k1[CR_NB];      \
-    CR_SHARED acc sh_k2[CR_NB];      \
     CR_SHARED cr_i64 sh_n0[CR_NB];   \
-    CR_SHARED cr_i64 sh_n1[CR_NB];   \
-    CR_SHARED cr_i64 sh_ki[CR_NB]
+    CR_SHARED cr_i64 sh_n1[CR_NB]
 #define CR_DECLARE_BUFS              \
     CR_DECLARE_REDUCE_BUFS;          \
     CR_SHARED cr_i64 sh_hw[CR_NB];   \
     CR_SHARED cr_i64 sh_hc[CR_NB];   \
     CR_SHARED cr_i64 sh_hn[CR_NB];   \
-    CR_SHARED cr_i64 sh_hmin[CR_NB]; \
     CR_SHARED cr_i64 sh_hmax[CR_NB]; \
     CR_SHARED acc sh_cs[CR_CAND];    \
     CR_SHARED acc sh_ca[CR_CAND];    \
-    CR_SHARED cr_i64 sh_ci[CR_CAND]; \
     CR_SHARED cr_i64 sh_nc[1]
 
-/* Block-wide reduction of the partials (fixed tree: deterministic); every thread gets
- * the result. Like every barrier site of the kernels, called in uniform control flow. */
+/* Block-wide reduction of the partials (fixed trees: deterministic); every thread gets
+ * the result. The sums first, then the arg-max in the same buffers (less shared memory).
+ * Like every barrier site of the kernels, called in uniform control flow. */
 CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     int t = (int)CR_TID;
     sh_s0[t] = q.s0;
@@ -294,9 +290,6 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     sh_s3[t] = q.s3;
     sh_n0[t] = q.n0;
     sh_n1[t] = q.n1;
-    sh_k1[t] = q.k1;
-    sh_k2[t] = q.k2;
-    sh_ki[t] = q.ki;
     CR_BARRIER();
 #pragma unroll 1
     for (int h = CR_NB / 2; h > 0; h >>= 1) {
@@ -307,24 +300,35 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
             sh_s3[t] += sh_s3[t + h];
             sh_n0[t] += sh_n0[t + h];
             sh_n1[t] += sh_n1[t + h];
-            if (cr_better(sh_k1[t + h], sh_k2[t + h], sh_ki[t + h], sh_k1[t], sh_k2[t], sh_ki[t])) {
-                sh_k1[t] = sh_k1[t + h];
-                sh_k2[t] = sh_k2[t + h];
-                sh_ki[t] = sh_ki[t + h];
-            }
         }
         CR_BARRIER();
     }
-    cr_part r;
+    cr_part r = q;
     r.s0 = sh_s0[0];
     r.s1 = sh_s1[0];
     r.s2 = sh_s2[0];
     r.s3 = sh_s3[0];
     r.n0 = sh_n0[0];
     r.n1 = sh_n1[0];
-    r.k1 = sh_k1[0];
-    r.k2 = sh_k2[0];
-    r.ki = sh_ki[0];
+    CR_BARRIER();
+    /* arg-max: (k1, k2, ki) in (s0, s1, n0) */
+    sh_s0[t] = q.k1;
+    sh_s1[t] = q.k2;
+    sh_n0[t] = q.ki;
+    CR_BARRIER();
+#pragma unroll 1
+    for (int h = CR_NB / 2; h > 0; h >>= 1) {
+        if (t < h && cr_better(sh_s0[t + h], sh_s1[t + h], sh_n0[t + h], sh_s0[t], sh_s1[t],
+                               sh_n0[t])) {
+            sh_s0[t] = sh_s0[t + h];
+            sh_s1[t] = sh_s1[t + h];
+            sh_n0[t] = sh_n0[t + h];
+        }
+        CR_BARRIER();
+    }
+    r.k1 = sh_s0[0];
+    r.k2 = sh_s1[0];
+    r.ki = sh_n0[0];
     CR_BARRIER();
     return r;
 }
@@ -486,7 +490,6 @@ CR_DEVICE void cr_hist_el(cr_part* q, const cr_state* st, cr_el e, cr_i64 i, CR_
     if (slot < CR_CAND) {
         sh_cs[slot] = e.s;
         sh_ca[slot] = e.a;
-        sh_ci[slot] = i;
     }
 }
 
@@ -729,23 +732,25 @@ CR_COLD void cr_select(cr_state* st, CR_BUF_PARAMS, CR_HIST_PARAMS) {
     cr_i64 cnt = sh_hn[t];
     sh_n0[t] = sh_hc[t];
     sh_n1[t] = sh_hw[t];
-    sh_ki[t] = sh_hmax[t];
+    /* (key bit patterns order like the keys: the max scan runs on the doubles) */
+    sh_s0[t] = sh_hmax[t] >= 0 ? CR_L2D(sh_hmax[t]) : -1.0;
     CR_BARRIER();
 #pragma unroll 1
     for (int off = 1; off < CR_NB; off <<= 1) {
         cr_i64 vc = t >= off ? sh_n0[t - off] : 0;
         cr_i64 vw = t >= off ? sh_n1[t - off] : 0;
-        cr_i64 vk = t >= off ? sh_ki[t - off] : -1;
+        acc vk = t >= off ? sh_s0[t - off] : -1.0;
         CR_BARRIER();
         sh_n0[t] += vc;
         sh_n1[t] += vw;
-        if (vk > sh_ki[t]) sh_ki[t] = vk;
+        if (vk > sh_s0[t]) sh_s0[t] = vk;
         CR_BARRIER();
     }
     cr_i64 c_le = sh_n0[t], w_gt = sh_n1[CR_NB - 1] - sh_n1[t];
-    /* the largest key below this bin (-1: none), kept where the bin's smallest key was:
-     * a range starts right above it, so that no gap between bins hides the root */
-    sh_hmin[t] = t > 0 ? sh_ki[t - 1] : -1;
+    /* the largest key below this bin (-1: none), kept where the bin's count was: a range
+     * starts right above it, so that no gap between bins hides the root */
+    acc below = t > 0 ? sh_s0[t - 1] : -1.0;
+    sh_hn[t] = below >= 0.0 ? CR_D2L(below) : -1;
     CR_BARRIER();
     cr_part q = cr_part_zero();
     if (cnt > 0) {
@@ -760,21 +765,26 @@ CR_COLD void cr_select(cr_state* st, CR_BUF_PARAMS, CR_HIST_PARAMS) {
     q = cr_reduce(CR_BUFS, q);
     cr_i64 b = q.ki;
     acc wb = (acc)sh_hw[b] / st->wscale, cb = (acc)sh_hc[b] / st->cscale;
-    cr_i64 lo = sh_hmin[b] >= 0 ? sh_hmin[b] + 1 : st->r_lo, hi = sh_hmax[b] + 1;
+    cr_i64 lo = sh_hn[b] >= 0 ? sh_hn[b] + 1 : st->r_lo, hi = sh_hmax[b] + 1;
     CR_BARRIER(); /* the next pass empties the histogram */
     st->wscale = wb > 0.0 ? CR_FIX / wb : st->wscale * CR_FIX;
     st->cscale = cb > 0.0 ? CR_FIX / cb : st->cscale * CR_FIX;
     cr_range_of(st, lo, hi);
 }
 
-/* Sorts the st->ncand candidates by element index (bitonic, all threads): a canonical
- * order, so that the sums over them do not depend on the order the atomics stored them
- * in. Then the solve continues over them from the bracket. */
+/* Sorts the st->ncand candidates by value, (s, a) (bitonic, all threads): a canonical
+ * order (equal candidates are interchangeable), so that the sums over them do not depend
+ * on the order the atomics stored them in. Then the solve continues over them from the
+ * bracket. */
 CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
     cr_i64 n2 = 2;
     while (n2 < st->ncand) n2 <<= 1;
-    for (cr_i64 j = CR_TID; j < n2; j += CR_NB)
-        if (j >= st->ncand) sh_ci[j] = CR_I64_MAX;
+    for (cr_i64 j = CR_TID; j < n2; j += CR_NB) {
+        if (j >= st->ncand) {
+            sh_cs[j] = CR_INF;
+            sh_ca[j] = CR_INF;
+        }
+    }
     CR_BARRIER();
 #pragma unroll 1
     for (cr_i64 k = 2; k <= n2; k <<= 1) {
@@ -783,15 +793,13 @@ CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
             for (cr_i64 i = CR_TID; i < n2; i += CR_NB) {
                 cr_i64 l = i ^ jj;
                 if (l > i) {
-                    cr_i64 a = sh_ci[i], b = sh_ci[l];
-                    if ((a > b) == ((i & k) == 0)) {
-                        acc s = sh_cs[i], d = sh_ca[i];
-                        sh_ci[i] = b;
-                        sh_cs[i] = sh_cs[l];
-                        sh_ca[i] = sh_ca[l];
-                        sh_ci[l] = a;
-                        sh_cs[l] = s;
-                        sh_ca[l] = d;
+                    acc si = sh_cs[i], ai = sh_ca[i], sl = sh_cs[l], al = sh_ca[l];
+                    int gt = si > sl || (si == sl && ai > al);
+                    if (gt == ((i & k) == 0)) {
+                        sh_cs[i] = sl;
+                        sh_ca[i] = al;
+                        sh_cs[l] = si;
+                        sh_ca[l] = ai;
                     }
                 }
             }
@@ -811,7 +819,7 @@ CR_DEVICE cr_part cr_cand_part(const cr_state* st, CR_HIST_PARAMS) {
         e.s = sh_cs[j];
         e.a = sh_ca[j];
         e.mv = 1;
-        cr_accumulate(&q, st, e, sh_ci[j]);
+        cr_accumulate(&q, st, e, j);
     }
     return q;
 }
@@ -1216,10 +1224,9 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
 
 #define CR_STATE_BYTES 512
 #define CR_PART_BYTES 72
-#define CR_CAND_BYTES 24
+#define CR_CAND_BYTES 16
 typedef struct {
     acc s, a;
-    cr_i64 i;
 } cr_cand;
 /* (compile-time checks of the sizes the host allocates) */
 typedef char cr_state_fits[sizeof(cr_state) <= CR_STATE_BYTES ? 1 : -1];
@@ -1286,7 +1293,6 @@ CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states
                 CR_GLOBAL cr_cand* c = cands + row * CR_CAND + at + j;
                 c->s = sh_cs[j];
                 c->a = sh_ca[j];
-                c->i = sh_ci[j];
             }
             CR_TRAFFIC(0, 4 * CR_NB * 8 + cnt * CR_CAND_BYTES);
             CR_BARRIER();
@@ -1328,7 +1334,6 @@ CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
                 const CR_GLOBAL cr_cand* c = cands + row * CR_CAND + j;
                 sh_cs[j] = c->s;
                 sh_ca[j] = c->a;
-                sh_ci[j] = c->i;
             }
             CR_TRAFFIC(G * 4 * CR_NB * 8 + cnt * CR_CAND_BYTES, 0);
             CR_BARRIER();
@@ -1353,10 +1358,8 @@ CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         cr_state st = states[row];
-        int bad = 0;
-        if (st.phase != CR_PH_DONE) {
-            st = cr_solve(r, st, cr_el_zero(), 0, check, &bad, CR_BUFS, CR_HIST);
-        }
+        int bad = 0, solved_here = st.phase != CR_PH_DONE;
+        if (solved_here) st = cr_solve(r, st, cr_el_zero(), 0, check, &bad, CR_BUFS, CR_HIST);
         /* (the passes this kernel made: the count before it is still in states[row]) */
         CR_TRAFFIC(sizeof(cr_state) + (st.passes - states[row].passes) * n * CR_EL_BYTES(r),
                    sizeof(real) + 1 + (write_passes ? 4 : 0) + sizeof(cr_state));
@@ -1365,7 +1368,9 @@ CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
             flag_out[row] = (unsigned char)st.unreach;
             if (write_passes) passes_out[row] = st.passes;
             if (check) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
-            states[row] = st;
+            /* (for clipresc_split_apply; a row solved before holds its eta already, and
+             * only after cr_solve's barriers may one thread rewrite what all have read) */
+            if (solved_here) states[row] = st;
         }
         if (bad) CR_ATOMIC_OR(err, bad);
     }

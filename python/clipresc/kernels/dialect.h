@@ -45,7 +45,9 @@ typedef long cr_i64;
 #define CR_BID ((cr_i64)get_group_id(0))
 #define CR_BDIM ((cr_i64)get_local_size(0))
 #define CR_NBLOCKS ((cr_i64)get_num_groups(0))
-#define CR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+/* (both fences, like CUDA's __syncthreads: the split kernels' per-row state in global
+ * memory is read by every thread and rewritten by one after the block's barriers) */
+#define CR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
 #define CR_D2L(v) as_long(v)       /* bit pattern of a double */
 #define CR_L2D(v) as_double(v)
 #define CR_INF ((double)INFINITY)
