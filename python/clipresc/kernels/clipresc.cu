@@ -2,9 +2,11 @@
  * clipresc GPU kernels: clipping-aware rescaling on 2-D (B, n) row-major data.
  *
  * One block (work-group) of CLIPRESC_BLOCK threads handles one row (vector) at a time;
- * blocks loop over rows (grid-stride), threads loop over the row (block-stride). All
- * reductions are shared-memory trees over fixed per-thread partials, so results are
- * bitwise reproducible for a given block size. Everything is accumulated in double.
+ * blocks loop over rows (grid-stride), threads loop over the row (block-stride); long rows
+ * of small batches can instead be cut into segments of one block each (the split kernels
+ * at the end). All reductions are shared-memory trees over fixed per-thread partials, so
+ * results are bitwise reproducible for a given block size (and segment plan). Everything
+ * is accumulated in double.
  *
  * The source is written in the portable dialect of dialect.h and builds both as CUDA
  * (NVRTC) and as OpenCL C (-DCLIPRESC_OPENCL). Element type: -DREAL=float|double.
@@ -18,15 +20,19 @@
  * 1. The first pass (TOTALS) gathers the totals and bins every movable element by the bit
  *    pattern of its breakpoint key s / a (ordered like the value) into a block-shared
  *    histogram of CR_NB bins holding sum a^p and sum s^p in 64-bit fixed point (integer
- *    atomics: order-independent, so deterministic), the count and the largest key. The bins span a window of 4 binades around eta0 = (T / M)^(1/p), M estimated from
- *    the row's first CR_NB elements (read once, kept in registers for the pass). Rows
+ *    atomics: order-independent, so deterministic), the count and the largest key. The
+ *    bins span a window of 4 binades from eta0 / 2, eta0 = (T / M)^(1/p) the naive
+ *    rescaling, M estimated from the row's first CR_NB elements (read once, kept in
+ *    registers for the pass); the first and last bins reach to 0 and infinity. Rows
  *    with at most CR_CAND movable elements are also copied to shared memory whole.
  * 2. A scan of the histogram estimates the bin where g crosses T; one pass (RANGE) over
  *    the row then sums exactly what lies below and above that bin's key range, and copies
  *    the elements inside it (a few hundred on typical data) to shared memory, or, when
  *    more than CR_CAND lie inside, bins them again, finer (at most CR_LEVELS times).
- *    The exact sums at the range's edges tighten the bracket [lo, hi] (g(lo) <= T < g(hi)).
- * 3. The candidates are sorted by index (a canonical order: deterministic sums) and the
+ *    The exact sums at the range's edges tighten the bracket [lo, hi] (g(lo) <= T < g(hi)),
+ *    and when lo's linear piece reaches its root before the range's smallest key, that
+ *    root is the answer (Newton's stopping test, without a pass).
+ * 3. The candidates are sorted by value (a canonical order: deterministic sums) and the
  *    root is finished on them in shared memory with the safeguarded iteration below, the
  *    sums outside the range added as constants: no further global pass.
  * The safeguarded iteration: Newton / variable fixing from lo (each step one block
@@ -36,9 +42,11 @@
  * lies between them and the root of the lower bracket's linear piece is exact). The bit
  * patterns of non-negative doubles are ordered like the values, so at most 64 bisection
  * steps are ever needed. When the histogram's estimate misses (the exact sums show the
- * root outside the range) or the levels run out, the same iteration runs over the whole
- * row from the bracket known so far (one global pass per step): the step count, range
- * passes included, stays within CR_NEWTON_PASSES + CR_BISECT_PASSES whatever the input.
+ * root outside the range: its fixed-point sums cannot resolve every input), the next
+ * range pass covers the whole bracket (lo, hi]; when the levels run out, the iteration
+ * runs over the whole row from the bracket known so far (one global pass per step). The
+ * step count, range passes included, stays within CR_NEWTON_PASSES + CR_BISECT_PASSES
+ * whatever the input.
  *
  * Operands that may be arrays or scalars (eps, lower, upper) are passed as
  * (pointer, row stride, element stride, is_array, scalar value); stride 0 broadcasts.
@@ -1213,7 +1221,7 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
  *                          candidates) for the rows still solving;
  *   clipresc_split_step    a block per row: merges the segments' results in a fixed order
  *                          (partials summed in segment order, integer histograms, the
- *                          candidates sorted by index) and takes the step; finishes on the
+ *                          candidates sorted by value) and takes the step; finishes on the
  *                          candidates in shared memory when it can;
  *   clipresc_split_finish  a block per row: whatever a fixed number of (pass, step) rounds
  *                          left unsolved, with the one-block solve; writes the outputs;
