@@ -322,27 +322,21 @@ def forward_rows(
     plan = _split_plan(queue, pr, split)
     if plan is not None:
         _split_forward(queue, dev, plan, eta, flag, y, passes, err_d, err is not None)
-        _read_error_word(err_d, err)
-        return ForwardResult(
-            y.get() if y is not None else None,
-            eta.get(),
-            flag.get().astype(bool),
-            passes.get() if passes is not None else None,
+    else:
+        k(
+            queue,
+            (groups * BLOCK,),
+            (BLOCK,),
+            *dev.common(),
+            eta.data,
+            flag.data,
+            y.data if y is not None else dev.dummy,
+            np.int32(want_y),
+            passes.data if passes is not None else dev.dummy,
+            np.int32(want_passes),
+            err_d.data,
+            np.int32(err is not None),
         )
-    k(
-        queue,
-        (groups * BLOCK,),
-        (BLOCK,),
-        *dev.common(),
-        eta.data,
-        flag.data,
-        y.data if y is not None else dev.dummy,
-        np.int32(want_y),
-        passes.data if passes is not None else dev.dummy,
-        np.int32(want_passes),
-        err_d.data,
-        np.int32(err is not None),
-    )
     _read_error_word(err_d, err)
     return ForwardResult(
         y.get() if y is not None else None,
