@@ -226,3 +226,13 @@ def test_cupy_backend_split_rows(fake_cupy: None, p: float) -> None:
     LAUNCHED.clear()
     cb.forward_rows(x1, d1, 3.0, p, want_y=False, split=False)
     assert LAUNCHED == ["clipresc_forward"]
+
+    # the backward given eta (finite p): the same launch sequence as the OpenCL backend's
+    if not math.isinf(p):
+        ybar = rng.standard_normal(x.shape)
+        got = cb.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, eta=eta, split=plan)
+        want = ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, eta=eta, split=plan)
+        for g, w in zip(got, want):
+            assert (g is None) == (w is None)
+            if w is not None:
+                np.testing.assert_array_equal(g, w)

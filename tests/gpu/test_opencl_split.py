@@ -145,6 +145,48 @@ def test_split_is_deterministic(queue: Any) -> None:
     assert c.eta[0] == a.eta[2]
 
 
+@pytest.mark.parametrize("kind", BOUND_KINDS)
+@pytest.mark.parametrize("p", (0.5, 1.0, 2.0, 3.0), ids=lambda p: f"p{p}")
+def test_split_backward_matches_one_block(queue: Any, p: float, kind: str) -> None:
+    """The split backward given the forward's eta (sums per segment, coefficients per
+    row, cotangents per segment) against the one-block kernel, whose VJP the other tests
+    hold to finite differences: equal to summation rounding, for perturb and scale, with
+    per-element, shared and one-sided bounds; and the error word's element and eps bits."""
+    rng = np.random.default_rng([int(p * 10), len(kind)])
+    n = 5000
+    x, d, eps, lower, upper = make_case(rng, n, np.float64, kind, p)
+    eta = ob.forward_rows(x, d, eps, p, lower, upper, queue=queue, split=False).eta
+    ybar = rng.standard_normal(x.shape)
+    etabar = rng.standard_normal(x.shape[0])
+    plan = _plan(n, 1024)
+    for split_out, one_out in (
+        (
+            ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, queue=queue, eta=eta, split=plan),
+            ob.perturb_vjp_rows(
+                x, d, eps, p, lower, upper, ybar, queue=queue, eta=eta, split=False
+            ),
+        ),
+        (
+            ob.scale_vjp_rows(x, d, eps, p, lower, upper, etabar, queue=queue, eta=eta, split=plan),
+            ob.scale_vjp_rows(
+                x, d, eps, p, lower, upper, etabar, queue=queue, eta=eta, split=False
+            ),
+        ),
+    ):
+        for got, want in zip(split_out, one_out):
+            if want is None:
+                assert got is None
+                continue
+            scale = max(float(np.abs(want).max()), 1e-300)
+            np.testing.assert_allclose(got, want, rtol=0, atol=1e-14 * scale)
+    x[1, 4000] = np.nan
+    eps = eps.copy()
+    eps[0] = -1.0
+    err = np.zeros(1, np.int32)
+    ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, queue=queue, eta=eta, err=err, split=plan)
+    assert int(err[0]) == ERR_BITS["x non-finite"] | ERR_BITS["eps negative or NaN"]
+
+
 def test_split_plan_policy() -> None:
     """Split only when one block per row leaves blocks idle and segments stay long; the
     segments cover the row."""

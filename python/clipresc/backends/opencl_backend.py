@@ -39,6 +39,7 @@ from clipresc.kernels import (
     real_name,
     split_forward,
     split_plan,
+    split_vjp,
     vjp_args,
 )
 
@@ -378,7 +379,9 @@ def _vjp(
     queue: Any,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    import pyopencl as cl
     import pyopencl.array as cla
 
     pr = _prepare(x, d, eps, p, lower, upper)
@@ -417,27 +420,51 @@ def _vjp(
     lbar = cla.empty(queue, (pr.B, pr.n), dt) if lfull else None
     ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
-    rowinfo = cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info else None
+    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
+    # solve is its single pass anyway)
+    plan = _split_plan(queue, pr, split) if eta is not None and pr.pm != 3 else None
+    rowinfo = (
+        cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info or plan is not None else None
+    )
     data = (lambda a: a.data), dev.dummy
     err_d = _error_word(queue, err)
-    kernels["clipresc_vjp"](
-        queue,
-        (_row_groups(pr.B) * BLOCK,),
-        (BLOCK,),
-        *vjp_args(
-            dev.common(),
-            (xbar, dbar, epsbar),
-            ybar_d,
-            etabar_d,
-            lbar,
-            ubar,
-            rowinfo,
-            eta_d,
-            err_d,
-            err is not None,
-            *data,
-        ),
-    )
+    if plan is not None:
+        assert eta_d is not None and rowinfo is not None
+
+        def launch(name: str, groups: int, *args: Any) -> None:
+            g = max(1, min(groups, _MAX_GROUPS))
+            kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
+
+        def scratch(nbytes: int, zero: bool) -> Any:
+            return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+
+        def opt(a: Any) -> Any:
+            return None if a is None else a.data
+
+        split_vjp(
+            launch, scratch, dev.common(), plan, pr.B, (opt(ybar_d), opt(etabar_d)),
+            eta_d.data, (xbar.data, dbar.data, epsbar.data), (opt(lbar), opt(ubar)),
+            rowinfo.data, err_d.data if err is not None else None, err is not None, dev.dummy,
+        )  # fmt: skip
+    else:
+        kernels["clipresc_vjp"](
+            queue,
+            (_row_groups(pr.B) * BLOCK,),
+            (BLOCK,),
+            *vjp_args(
+                dev.common(),
+                (xbar, dbar, epsbar),
+                ybar_d,
+                etabar_d,
+                lbar,
+                ubar,
+                rowinfo,
+                eta_d,
+                err_d,
+                err is not None,
+                *data,
+            ),
+        )
     _read_error_word(err_d, err)
     lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
     ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
@@ -490,6 +517,7 @@ def perturb_vjp_rows(
     queue: Any = None,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
@@ -497,9 +525,10 @@ def perturb_vjp_rows(
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
     kernel its solve (it reads the saturated set at that ``eta``); ``err`` as in
-    :func:`forward_rows` (the unreachable bit excepted).
+    :func:`forward_rows` (the unreachable bit excepted). ``split`` as in
+    :func:`forward_rows`, used when ``eta`` is given and p is finite.
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err, split)
 
 
 def scale_vjp_rows(
@@ -514,9 +543,10 @@ def scale_vjp_rows(
     queue: Any = None,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta, err, split)

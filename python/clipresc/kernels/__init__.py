@@ -32,6 +32,7 @@ __all__ = [
     "real_name",
     "split_forward",
     "split_plan",
+    "split_vjp",
     "vjp_args",
 ]
 
@@ -46,6 +47,9 @@ SPLIT_KERNELS = (
     "clipresc_split_step",
     "clipresc_split_finish",
     "clipresc_split_apply",
+    "clipresc_split_vjp_sums",
+    "clipresc_split_vjp_coeffs",
+    "clipresc_split_vjp_apply",
 )
 #: Every kernel defined in ``clipresc.cu``.
 KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared", *SPLIT_KERNELS)
@@ -332,3 +336,53 @@ def split_forward(
     )  # fmt: skip
     if y is not None:
         launch("clipresc_split_apply", B * g, *common, states, G, S, y, *extra)
+
+
+def split_vjp(
+    launch: Any,
+    scratch: Any,
+    common: tuple[Any, ...],
+    plan: SplitPlan,
+    B: int,
+    cot: tuple[Any, Any],
+    eta: Any,
+    out: tuple[Any, Any, Any],
+    bounds: tuple[Any, Any],
+    rowinfo: Any,
+    err: Any,
+    check: bool,
+    dummy: Any,
+    extra: tuple[Any, ...] = (),
+) -> None:
+    """Launch the split backward given the forward's ``eta`` (finite p): the sums over each
+    segment, the per-row coefficients (written to ``rowinfo``, ``B x ROWINFO`` float64,
+    as ``clipresc_vjp`` writes them for ``clipresc_bound_grad_shared``), the cotangents.
+
+    ``cot`` is ``(ybar, etabar)`` (either may be ``None``), ``out`` is ``(xbar, dbar,
+    epsbar)``, ``bounds`` the full ``(B, n)`` bound cotangents ``(lbar, ubar)`` or
+    ``None``; the rest as in :func:`split_forward`.
+    """
+    import numpy as np
+
+    g, seg = plan.groups, plan.seg
+    parts = scratch(B * g * _PART_BYTES, False)
+    G, S = np.int64(g), np.int64(seg)
+    ybar, etabar = cot
+    xbar, dbar, epsbar = out
+    lbar, ubar = bounds
+    yb = (dummy if ybar is None else ybar, np.int32(ybar is not None))
+    err_arg = dummy if err is None else err
+    launch(
+        "clipresc_split_vjp_sums", B * g, *common, *yb, eta, parts, G, S, err_arg,
+        np.int32(check), *extra,
+    )  # fmt: skip
+    launch(
+        "clipresc_split_vjp_coeffs", B, *common, dummy if etabar is None else etabar,
+        np.int32(etabar is not None), eta, parts, G, rowinfo, epsbar, err_arg,
+        np.int32(check), *extra,
+    )  # fmt: skip
+    launch(
+        "clipresc_split_vjp_apply", B * g, *common, *yb, rowinfo, G, S, xbar, dbar,
+        dummy if lbar is None else lbar, np.int32(lbar is not None),
+        dummy if ubar is None else ubar, np.int32(ubar is not None), *extra,
+    )  # fmt: skip

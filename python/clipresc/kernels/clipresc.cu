@@ -919,25 +919,23 @@ CR_DEVICE cr_state cr_given(acc eps, acc p, int pm, acc eta) {
  * set to that and every movable element counts as saturated, as after the solve.
  * (Kept out of the solve's state machine: PoCL's work-group compiler fails on that
  * variant.) */
-CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
-                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
-    cr_part q = cr_part_zero();
-    int inf = st->pm == CR_PM_INF;
-    for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
-        cr_el e = cr_load(r, i);
-        if (check) *bad |= cr_check_el(e);
-        if (!e.mv) continue;
-        if (find_k) {
-            q.n1 += 1;
-            q.s2 += cr_pow(e.s, st->p, st->pm);
-            cr_part_argmax(&q, cr_key(e), 0.0, i);
-        }
-        if (!(e.s <= st->eta * e.a)) {
-            if (!inf) q.s0 += cr_pow(e.a, st->p, st->pm);
-            if (has_ybar) q.s1 += CR_ACC(ybar_row[i]) * e.d;
-        }
+/* Element i of the VJP's sums pass (see cr_vjp_pass). */
+CR_DEVICE void cr_vjp_el(cr_part* q, const cr_state* st, cr_el e, acc yb, int has_ybar,
+                         int find_k, cr_i64 i) {
+    if (!e.mv) return;
+    if (find_k) {
+        q->n1 += 1;
+        q->s2 += cr_pow(e.s, st->p, st->pm);
+        cr_part_argmax(q, cr_key(e), 0.0, i);
     }
-    q = cr_reduce(CR_BUFS, q);
+    if (!(e.s <= st->eta * e.a)) {
+        if (st->pm != CR_PM_INF) q->s0 += cr_pow(e.a, st->p, st->pm);
+        if (has_ybar) q->s1 += yb * e.d;
+    }
+}
+
+/* The VJP pass's reduced sums into the state (see cr_vjp_pass). */
+CR_DEVICE void cr_vjp_sums(cr_state* st, cr_part q, int find_k) {
     st->msol = q.s0;
     st->ybar_d = q.s1;
     if (find_k) {
@@ -950,6 +948,18 @@ CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_ro
         }
     }
 }
+
+CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
+                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
+    cr_part q = cr_part_zero();
+    for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
+        cr_el e = cr_load(r, i);
+        if (check) *bad |= cr_check_el(e);
+        cr_vjp_el(&q, st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, find_k, i);
+    }
+    q = cr_reduce(CR_BUFS, q);
+    cr_vjp_sums(st, q, find_k);
+}
 /* ----------------------------------------------------------------- gradients */
 
 typedef struct {
@@ -957,6 +967,18 @@ typedef struct {
     int mode;
     cr_i64 k;
 } cr_info;
+
+/* The per-row coefficients clipresc_vjp / clipresc_split_vjp_coeffs wrote to rowinfo. */
+CR_DEVICE cr_info cr_info_of(const CR_GLOBAL acc* ri) {
+    cr_info f;
+    f.eta = ri[0];
+    f.G = ri[1];
+    f.H = ri[2];
+    f.kc = ri[3];
+    f.mode = (int)ri[4];
+    f.k = (cr_i64)ri[5];
+    return f;
+}
 
 /* Per-row coefficients of the closed-form VJP (DESIGN.md section 3), given the total
  * cotangent of eta (etabar) and M = sum of a^p over the unsaturated set at the solution.
@@ -1192,14 +1214,7 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
         for (cr_i64 row = 0; row < B; ++row) {
             cr_row r = CR_MAKE_ROW(row);
             cr_el e = cr_load(r, j);
-            const CR_GLOBAL acc* ri = rowinfo + row * CR_ROWINFO;
-            cr_info f;
-            f.eta = ri[0];
-            f.G = ri[1];
-            f.H = ri[2];
-            f.kc = ri[3];
-            f.mode = (int)ri[4];
-            f.k = (cr_i64)ri[5];
+            cr_info f = cr_info_of(rowinfo + row * CR_ROWINFO);
             acc yb = has_ybar ? CR_ACC(ybar[row * n + j]) : 0.0;
             acc gx, gd, gl, gu;
             cr_elem_grad(e, yb, f, j == f.k, p, pm, &gx, &gd, &gl, &gu);
@@ -1394,5 +1409,101 @@ CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* state
         CR_TRAFFIC(8 + (i1 - i0) * CR_EL_BYTES(r), (i1 - i0) * sizeof(real));
         for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB)
             y[row * n + i] = cr_apply(cr_load(r, i), eta);
+    }
+}
+
+/* The backward of split rows given the forward's eta (finite p), in three launches:
+ *   clipresc_split_vjp_sums    a block per segment: the sums pass of cr_vjp_pass;
+ *   clipresc_split_vjp_coeffs  a block per row: merges them in segment order, the row's
+ *                              coefficients (rowinfo, B x CR_ROWINFO doubles) and epsbar;
+ *   clipresc_split_vjp_apply   a block per segment: the cotangents of its elements.
+ * Bounds shared along the batch then take clipresc_bound_grad_shared as usual. */
+
+CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
+                                  const CR_GLOBAL real* eta_in, CR_GLOBAL cr_part* parts,
+                                  cr_i64 G, cr_i64 seg, CR_GLOBAL int* err,
+                                  int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_REDUCE_BUFS;
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
+        int bad = 0;
+        cr_part q = cr_part_zero();
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (check) bad |= cr_check_el(e);
+            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, 1, i);
+        }
+        q = cr_reduce(CR_BUFS, q);
+        CR_TRAFFIC((i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
+                       sizeof(real) + (eps_arr ? 8 : 0),
+                   CR_PART_BYTES);
+        if (CR_TID == 0) parts[w] = q;
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etabar_p,
+                                    int has_etabar, const CR_GLOBAL real* eta_in,
+                                    const CR_GLOBAL cr_part* parts, cr_i64 G,
+                                    CR_GLOBAL acc* rowinfo, CR_GLOBAL real* epsbar,
+                                    CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_REDUCE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_part q = cr_part_zero();
+        for (cr_i64 sg = CR_TID; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
+        q = cr_reduce(CR_BUFS, q);
+        cr_vjp_sums(&st, q, 1);
+        acc eb = st.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
+        acc ak = st.k >= 0 ? fabs(CR_ACC(r.d[st.k])) : 1.0;
+        acc eps_bar;
+        cr_info f = cr_coeffs(&st, eb, ak, &eps_bar);
+        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (2 + (has_etabar ? 1 : 0)) +
+                       (eps_arr ? 8 : 0),
+                   8 * CR_ROWINFO + sizeof(real));
+        if (CR_TID == 0) {
+            epsbar[row] = CR_REAL(eps_bar);
+            CR_GLOBAL acc* ri = rowinfo + row * CR_ROWINFO;
+            ri[0] = f.eta;
+            ri[1] = f.G;
+            ri[2] = f.H;
+            ri[3] = f.kc;
+            ri[4] = (acc)f.mode;
+            ri[5] = (acc)f.k;
+            if (check && cr_check_eps(eps)) CR_ATOMIC_OR(err, cr_check_eps(eps));
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_vjp_apply(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
+                                   const CR_GLOBAL acc* rowinfo, cr_i64 G, cr_i64 seg,
+                                   CR_GLOBAL real* xbar, CR_GLOBAL real* dbar,
+                                   CR_GLOBAL real* lbar, int lbar_full, CR_GLOBAL real* ubar,
+                                   int ubar_full CR_TRAFFIC_PARAM) {
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        cr_info f = cr_info_of(rowinfo + row * CR_ROWINFO);
+        const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
+        CR_TRAFFIC(8 * CR_ROWINFO + (i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)),
+                   (i1 - i0) * (2 + lbar_full + ubar_full) * sizeof(real));
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
+            acc gx, gd, gl, gu;
+            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
+            xbar[row * n + i] = CR_REAL(gx);
+            dbar[row * n + i] = CR_REAL(gd);
+            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
+            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
+        }
     }
 }
