@@ -12,7 +12,10 @@ x: bytes read, written and in total, for ``perturb`` (forward solve + fused appl
 
 Workloads, scaled down in the batch (the count per element depends on the rows, not on
 their number): 64x3x224x224 as 4 rows of 150528, 1024x3x32x32 as 64 rows of 3072 (``--full``:
-16 and 1024 rows), float32, bounds (0, 1); p in {1, 2, inf}; typical data (x uniform,
+16 and 1024 rows), and one long row spread over many blocks as the CuPy backend would on a
+132-multiprocessor GPU (the split kernels, their scratch included; 2 x 10^6 elements,
+``--full``: 10^7; the backward split too for finite p), float32, bounds (0, 1); p in
+{1, 2, inf}; typical data (x uniform,
 delta normal, eps a third of the largest reachable size) and, for p in {1, 2}, the
 adversarial chain of ``tests/support/gpu_cases.py`` (plain Newton fixes one element per pass)
 padded to the row length. Targets (issue 19): perturb <= 2.5x the bytes of ``x + d`` for
@@ -73,6 +76,7 @@ class Counter:
             opts.append("-cl-opt-disable")  # as the backend builds it there
         prg = cl.Program(queue.context, kernel_source()).build(options=opts)
         self.k = {name: cl.Kernel(prg, name) for name in KERNEL_NAMES}
+        self.prg = prg
         xpd = cl.Program(queue.context, _XPD).build(options=[f"-DREAL={real}"])
         self.xpd = cl.Kernel(xpd, "xpd")
 
@@ -124,6 +128,63 @@ class Counter:
         )  # fmt: skip
         rd, wr = self._sum(tr)
         return rd, wr - 4 * pr.B, eta.get(), passes.get()  # (the passes output: not counted)
+
+    def split_forward(
+        self, x: np.ndarray, d: np.ndarray, eps: Any, p: float, want_y: bool, plan: Any
+    ) -> tuple[int, int, np.ndarray, np.ndarray]:
+        """As :meth:`forward`, with each row spread over ``plan.groups`` blocks (the
+        split kernels' scratch traffic included)."""
+        import pyopencl.array as cla
+
+        from clipresc.backends import opencl_backend as ob
+
+        q = self.queue
+        pr = ob._prepare(x, d, eps, p, 0.0, 1.0)
+        dev = ob._Device(q, pr)
+        eta = cla.empty(q, (pr.B,), pr.x.dtype)
+        flag = cla.empty(q, (pr.B,), np.uint8)
+        y = cla.empty(q, (pr.B, pr.n), pr.x.dtype) if want_y else None
+        passes = cla.empty(q, (pr.B,), np.int32)
+        tr = self._traffic(pr.B * plan.groups)
+        ob._split_forward(
+            q, dev, plan, eta, flag, y, passes, dev.dummy, False, (tr.data,), self.k
+        )  # fmt: skip
+        rd, wr = self._sum(tr)
+        return rd, wr - 4 * pr.B, eta.get(), passes.get()  # (the passes output: not counted)
+
+    def split_vjp(
+        self, x: np.ndarray, d: np.ndarray, eps: Any, p: float, eta: np.ndarray, plan: Any
+    ) -> tuple[int, int]:
+        """As :meth:`vjp`, with each row spread over ``plan.groups`` blocks (finite p)."""
+        import pyopencl as cl
+        import pyopencl.array as cla
+
+        from clipresc.backends import opencl_backend as ob
+        from clipresc.kernels import BLOCK, ROWINFO, split_vjp
+
+        q = self.queue
+        pr = ob._prepare(x, d, eps, p, 0.0, 1.0)
+        dev = ob._Device(q, pr)
+        ybar = cla.to_device(q, np.ones_like(pr.x))
+        eta_d = cla.to_device(q, np.asarray(eta, pr.x.dtype))
+        xbar, dbar = cla.empty_like(ybar), cla.empty_like(ybar)
+        epsbar = cla.empty(q, (pr.B,), pr.x.dtype)
+        rowinfo = cla.empty(q, (pr.B * ROWINFO,), np.float64)
+        tr = self._traffic(pr.B * plan.groups)
+
+        def launch(name: str, groups: int, *args: Any) -> None:
+            self.k[name](q, (groups * BLOCK,), (BLOCK,), *args)
+
+        def scratch(nbytes: int, zero: bool) -> Any:
+            return cl.Buffer(q.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+
+        split_vjp(
+            launch, scratch, dev.common(), plan, pr.B, (ybar.data, None), eta_d.data,
+            (xbar.data, dbar.data, epsbar.data), (None, None), rowinfo.data, None, False,
+            dev.dummy, (tr.data,),
+        )  # fmt: skip
+        rd, wr = self._sum(tr)
+        return rd, wr - 8 * ROWINFO * pr.B  # (the rowinfo scratch: counted as the parts are)
 
     def vjp(
         self, x: np.ndarray, d: np.ndarray, eps: Any, p: float, eta: np.ndarray
@@ -181,10 +242,14 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         print(f"bench_traffic: no OpenCL device ({type(exc).__name__}: {exc}); nothing to count")
         return 0
+    from clipresc.kernels import split_plan
+
     counter = Counter(queue)
     shapes = (
         ("64x3x224x224", 16 if args.full else 4, 3 * 224 * 224),
         ("1024x3x32x32", 1024 if args.full else 64, 3 * 32 * 32),
+        # one long row over many blocks, cut as on a 132-SM GPU (4 blocks per SM)
+        ("1x10^7 split", 1, 10**7 if args.full else 2 * 10**6),
     )
     print("clipresc bench_traffic: global-memory bytes per element, counted (OpenCL build)")
     print(f"  device: {ob.default_device_description()}; host {cpu_model()}")
@@ -203,11 +268,21 @@ def main(argv: list[str] | None = None) -> int:
                 el = x.size
                 base = sum(counter.x_plus_d(x, d)) / el
                 res: dict[str, tuple[int, int]] = {}
-                rd, wr, eta, passes = counter.forward(x, d, eps, p, want_y=True)
-                res["perturb"] = (rd, wr)
-                rd, wr, _, _ = counter.forward(x, d, eps, p, want_y=False)
-                res["scale"] = (rd, wr)
-                res["vjp"] = counter.vjp(x, d, eps, p, eta)
+                plan = split_plan(rows, n, 4 * 132) if "split" in name else None
+                if plan is not None:
+                    rd, wr, eta, passes = counter.split_forward(x, d, eps, p, True, plan)
+                    res["perturb"] = (rd, wr)
+                    rd, wr, _, _ = counter.split_forward(x, d, eps, p, False, plan)
+                    res["scale"] = (rd, wr)
+                else:
+                    rd, wr, eta, passes = counter.forward(x, d, eps, p, want_y=True)
+                    res["perturb"] = (rd, wr)
+                    rd, wr, _, _ = counter.forward(x, d, eps, p, want_y=False)
+                    res["scale"] = (rd, wr)
+                if plan is not None and not math.isinf(p):
+                    res["vjp"] = counter.split_vjp(x, d, eps, p, eta, plan)
+                else:
+                    res["vjp"] = counter.vjp(x, d, eps, p, eta)
                 for kern, (rd, wr) in res.items():
                     tot = (rd + wr) / el
                     row = {

@@ -28,6 +28,9 @@ import pyopencl.array as cla  # noqa: E402
 from clipresc.backends import cupy_backend as cb  # noqa: E402
 from clipresc.backends import opencl_backend as ob  # noqa: E402
 
+#: Names of the kernels launched through the stand-in, in order.
+LAUNCHED: list[str] = []
+
 
 class _FakeKernel:
     def __init__(self, name: str, real: str) -> None:
@@ -35,6 +38,7 @@ class _FakeKernel:
         self.real = real
 
     def __call__(self, grid: tuple[int], block: tuple[int], args: tuple[Any, ...]) -> None:
+        LAUNCHED.append(self.name)
         queue = ob.default_queue()
         kernel = ob._kernels(queue, self.real)[self.name]
         dev: list[Any] = []
@@ -69,18 +73,29 @@ def _memoize(for_each_device: bool = False) -> Callable[[Callable[..., Any]], An
     return lambda f: f
 
 
+class _FakeDevice:
+    """``cupy.cuda.Device``: a device with 2 multiprocessors."""
+
+    def __init__(self, device_id: int = 0) -> None:
+        self.id = device_id
+        self.attributes = {"MultiProcessorCount": 2}
+
+
 def _fake_cupy() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         ndarray=np.ndarray,
         ascontiguousarray=np.ascontiguousarray,
         asarray=np.asarray,
         empty=np.empty,
+        zeros=np.zeros,
         broadcast_to=np.broadcast_to,
         float64=np.float64,
         int32=np.int32,
+        uint8=np.uint8,
         bool_=np.bool_,
         RawModule=_FakeModule,
         memoize=_memoize,
+        cuda=types.SimpleNamespace(Device=_FakeDevice),
     )
 
 
@@ -173,3 +188,51 @@ def test_cupy_rows_passes_the_forward_eta(fake_cupy: None, p: float) -> None:
         assert not np.allclose(got["x"], solved["x"])
         for k in ("x", "delta", "eps", "lower", "upper"):
             np.testing.assert_allclose(got[k], ref[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+@pytest.mark.parametrize("p", (0.5, 2.0, math.inf), ids=lambda p: f"p{p}")
+def test_cupy_backend_split_rows(fake_cupy: None, p: float) -> None:
+    """Long rows over several blocks: the CuPy backend's launch sequence and scratch give
+    the OpenCL backend's results for the same plan, bit for bit, and the oracle's eta; the
+    automatic plan (2 multiprocessors: 8 blocks) splits a batch of one long row."""
+    from clipresc.kernels import SplitPlan, split_plan
+
+    rng = np.random.default_rng(21)
+    x, d, eps, lower, upper = make_case(rng, 3000, np.float64, "full", p)
+    plan = SplitPlan(3, 1024)
+    err = np.zeros(1, np.int32)
+    y, eta, mask, passes = cb.forward_rows(
+        x, d, eps, p, lower, upper, want_passes=True, err=err, split=plan
+    )
+    err_ref = np.zeros(1, np.int32)
+    ref = ob.forward_rows(x, d, eps, p, lower, upper, want_passes=True, err=err_ref, split=plan)
+    np.testing.assert_array_equal(eta, ref.eta)
+    np.testing.assert_array_equal(mask, ref.unreachable)
+    np.testing.assert_array_equal(passes, ref.passes)
+    np.testing.assert_array_equal(y, ref.y)
+    assert int(err[0]) == int(err_ref[0])
+    eta_ref, _ = bisect_eta(x, d, eps, p, lower, upper)
+    np.testing.assert_allclose(eta, eta_ref, rtol=1e-10)
+
+    n = 2 * 32768 + 5
+    x1 = rng.random((1, n))
+    d1 = rng.standard_normal((1, n))
+    assert split_plan(1, n, 8) is not None
+    LAUNCHED.clear()
+    _, eta1, _, _ = cb.forward_rows(x1, d1, 3.0, p, want_y=False, want_passes=True)
+    assert "clipresc_split_pass" in LAUNCHED and "clipresc_forward" not in LAUNCHED
+    one = ob.forward_rows(x1, d1, 3.0, p, want_y=False, split=False)
+    np.testing.assert_allclose(eta1, one.eta, rtol=1e-12)
+    LAUNCHED.clear()
+    cb.forward_rows(x1, d1, 3.0, p, want_y=False, split=False)
+    assert LAUNCHED == ["clipresc_forward"]
+
+    # the backward given eta (finite p): the same launch sequence as the OpenCL backend's
+    if not math.isinf(p):
+        ybar = rng.standard_normal(x.shape)
+        got = cb.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, eta=eta, split=plan)
+        want = ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, eta=eta, split=plan)
+        for g, w in zip(got, want):
+            assert (g is None) == (w is None)
+            if w is not None:
+                np.testing.assert_array_equal(g, w)

@@ -9,7 +9,8 @@ Kernels are compiled lazily with NVRTC on first use, once per device and element
 (``@cupy.memoize(for_each_device=True)``), and launched on the current stream. Nothing
 synchronises with the host; besides the outputs, the only allocations are O(B) (a device
 copy of a host ``eps`` array, the per-row scratch of the VJP for bounds shared along the
-batch).
+batch), or O(B x segments) when long rows are split over blocks (about 8.3 KB per segment
+of at least 32768 elements).
 
 Importing this module does not import CuPy (it is imported inside the functions).
 """
@@ -25,6 +26,7 @@ from clipresc.kernels import (
     BLOCK,
     ROWINFO,
     Operand,
+    SplitPlan,
     bound_grad_args,
     bound_operand,
     build_defines,
@@ -32,6 +34,9 @@ from clipresc.kernels import (
     kernel_source,
     norm_mode,
     real_name,
+    split_forward,
+    split_plan,
+    split_vjp,
     vjp_args,
 )
 
@@ -173,6 +178,45 @@ def _common(pr: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+@functools.cache
+def _multiprocessors(device_id: int) -> int:
+    return int(_cupy().cuda.Device(device_id).attributes["MultiProcessorCount"])
+
+
+def _split_plan(B: int, n: int, split: SplitPlan | bool | None) -> SplitPlan | None:
+    if split is None or split is True:
+        # four blocks of 256 threads per multiprocessor: what the 64-register cap allows
+        blocks = 4 * _multiprocessors(int(_cupy().cuda.Device().id))
+        return split_plan(B, n, blocks)
+    return split if isinstance(split, SplitPlan) else None
+
+
+def _launcher(real: str) -> Callable[..., None]:
+    """``launch(name, groups, *args)`` for the split sequences (current stream)."""
+
+    def launch(name: str, groups: int, *args: Any) -> None:
+        get_kernel(name, real)((max(1, min(groups, _MAX_BLOCKS)),), (BLOCK,), args)
+
+    return launch
+
+
+def _scratch(nbytes: int, zero: bool) -> Any:
+    """Split-kernel scratch from the current allocator (torch's, for torch callers)."""
+    cupy = _cupy()
+    return (cupy.zeros if zero else cupy.empty)((max(nbytes, 8),), dtype=cupy.uint8)
+
+
+def _split_forward(
+    pr: dict[str, Any], plan: SplitPlan, eta: Any, flag: Any, y: Any, passes: Any, err: Any
+) -> None:
+    """:func:`clipresc.kernels.split_forward` on the current stream; scratch from CuPy's
+    pool (O(B x segments) bytes)."""
+    split_forward(
+        _launcher(pr["real"]), _scratch, _common(pr), plan, pr["B"], eta, flag, y, passes,
+        err, err is not None, pr["x"],
+    )  # fmt: skip
+
+
 def forward_rows(
     x: Any,
     d: Any,
@@ -184,6 +228,7 @@ def forward_rows(
     want_y: bool = True,
     want_passes: bool = False,
     err: Any = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[Any | None, Any, Any, Any | None]:
     """Solve every row and optionally apply ``y = clip(x + eta * d, lower, upper)``.
 
@@ -195,6 +240,10 @@ def forward_rows(
     (NaN / inf, x outside the bounds, crossed bounds, eps) in its first pass and OR the
     ``kernels.ERR_BITS`` it finds (and the unreachable bit) into it, on the stream: the
     caller reads it when it wants (one synchronisation), or never (CUDA graphs).
+
+    ``split``: ``None`` spreads each row over several blocks when
+    :func:`~clipresc.kernels.split_plan` says so for this device (a batch too small to
+    fill it, long rows), ``False`` never, a :class:`~clipresc.kernels.SplitPlan` as given.
     """
     cupy = _cupy()
     import numpy as np
@@ -205,7 +254,10 @@ def forward_rows(
     flag = cupy.empty((B,), dtype=cupy.bool_)
     y = cupy.empty((B, n), dtype=xx.dtype) if want_y else None
     passes = cupy.empty((B,), dtype=cupy.int32) if want_passes else None
-    if B > 0:
+    plan = _split_plan(B, n, split)
+    if B > 0 and n > 0 and plan is not None:
+        _split_forward(pr, plan, eta, flag, y, passes, err)
+    elif B > 0:
         kernel = get_kernel("clipresc_forward", pr["real"])
         kernel(
             (min(B, _MAX_BLOCKS),),
@@ -267,6 +319,7 @@ def _vjp(
     etabar: Any,
     eta: Any = None,
     err: Any = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     cupy = _cupy()
 
@@ -291,27 +344,38 @@ def _vjp(
     lshared = cupy.empty((n,), dtype=dt) if lo.grad == "shared" else None
     ushared = cupy.empty((n,), dtype=dt) if hi.grad == "shared" else None
     need_info = lshared is not None or ushared is not None
-    rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info else None
+    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
+    # solve is its single pass anyway)
+    plan = _split_plan(B, n, split) if eta is not None and pr["pm"] != 3 and n > 0 else None
+    rowinfo = (
+        cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or plan is not None else None
+    )
     if B > 0:
         common = _common(pr)
         same = (lambda a: a), xx
-        get_kernel("clipresc_vjp", pr["real"])(
-            (min(B, _MAX_BLOCKS),),
-            (BLOCK,),
-            vjp_args(
-                common,
-                (xbar, dbar, epsbar),
-                ybar,
-                etabar,
-                lbar,
-                ubar,
-                rowinfo,
-                eta,
-                err,
-                err is not None,
-                *same,
-            ),
-        )
+        if plan is not None:
+            split_vjp(
+                _launcher(pr["real"]), _scratch, common, plan, B, (ybar, etabar), eta,
+                (xbar, dbar, epsbar), (lbar, ubar), rowinfo, err, err is not None, xx,
+            )  # fmt: skip
+        else:
+            get_kernel("clipresc_vjp", pr["real"])(
+                (min(B, _MAX_BLOCKS),),
+                (BLOCK,),
+                vjp_args(
+                    common,
+                    (xbar, dbar, epsbar),
+                    ybar,
+                    etabar,
+                    lbar,
+                    ubar,
+                    rowinfo,
+                    eta,
+                    err,
+                    err is not None,
+                    *same,
+                ),
+            )
         if need_info and n > 0:
             blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
             get_kernel("clipresc_bound_grad_shared", pr["real"])(
@@ -342,17 +406,19 @@ def perturb_vjp_rows(
     ybar: Any,
     eta: Any = None,
     err: Any = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
     ``eta`` is the forward's ``(B,)`` scales: given, the kernel solves nothing (it reads
     the saturated set at that ``eta``); ``None``, it solves each row once first. ``err``
-    as in :func:`forward_rows` (all bits but the unreachable one).
+    as in :func:`forward_rows` (all bits but the unreachable one); ``split`` too, used
+    when ``eta`` is given and p is finite.
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds.
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, eta, err, split)
 
 
 def scale_vjp_rows(
@@ -365,9 +431,10 @@ def scale_vjp_rows(
     etabar: Any,
     eta: Any = None,
     err: Any = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[Any, Any, Any, Any | None, Any | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
     ``eta``, ``err`` and the result as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, eta, err, split)

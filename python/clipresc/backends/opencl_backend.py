@@ -29,6 +29,7 @@ from clipresc.kernels import (
     KERNEL_NAMES,
     ROWINFO,
     Operand,
+    SplitPlan,
     bound_grad_args,
     bound_operand,
     build_defines,
@@ -36,6 +37,9 @@ from clipresc.kernels import (
     kernel_source,
     norm_mode,
     real_name,
+    split_forward,
+    split_plan,
+    split_vjp,
     vjp_args,
 )
 
@@ -229,6 +233,54 @@ def _empty_forward(pr: _Prepared, want_y: bool, want_passes: bool) -> ForwardRes
     return ForwardResult(y, eta, mask, passes)
 
 
+def _split_plan(queue: Any, pr: _Prepared, split: SplitPlan | bool | None) -> SplitPlan | None:
+    if split is None or split is True:
+        blocks = 4 * int(queue.device.max_compute_units)
+        return split_plan(pr.B, pr.n, blocks)
+    return split if isinstance(split, SplitPlan) else None
+
+
+def _split_forward(
+    queue: Any,
+    dev: _Device,
+    plan: SplitPlan,
+    eta: Any,
+    flag: Any,
+    y: Any,
+    passes: Any,
+    err_d: Any,
+    check: bool,
+    extra: tuple[Any, ...] = (),
+    kernels: dict[str, Any] | None = None,
+) -> None:
+    """:func:`clipresc.kernels.split_forward` on an OpenCL queue (``kernels``: another
+    build of them, e.g. the traffic-counting one, whose extra arguments are ``extra``)."""
+    import pyopencl as cl
+
+    if kernels is None:
+        kernels = _kernels(queue, real_name(dev.pr.x.dtype.itemsize))
+
+    def launch(name: str, groups: int, *args: Any) -> None:
+        g = max(1, min(groups, _MAX_GROUPS))
+        kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
+
+    def scratch(nbytes: int, zero: bool) -> Any:
+        flags = cl.mem_flags.READ_WRITE
+        if not zero:
+            return cl.Buffer(queue.context, flags, max(nbytes, 8))
+        # (a copy of zeros rather than a fill: Oclgrind counts it as initialised)
+        host = np.zeros(max(nbytes, 8), np.uint8)
+        return cl.Buffer(queue.context, flags | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+
+    def data(a: Any) -> Any:
+        return None if a is None else a.data
+
+    split_forward(
+        launch, scratch, dev.common(), plan, dev.pr.B, eta.data, flag.data, data(y),
+        data(passes), err_d.data if check else None, check, dev.dummy, extra,
+    )  # fmt: skip
+
+
 def forward_rows(
     x: Any,
     d: Any,
@@ -241,6 +293,7 @@ def forward_rows(
     want_passes: bool = False,
     queue: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> ForwardResult:
     """Solve every row and optionally apply: ``y = clip(x + eta * d, lower, upper)``.
 
@@ -248,7 +301,10 @@ def forward_rows(
     ``unreachable`` is a bool mask (eps above the largest reachable size; eta is then the
     saturating scale), ``passes`` counts the passes the kernel made over each row.
     ``err``, a one-element int32 array, makes the kernel validate its inputs and OR the
-    ``kernels.ERR_BITS`` it finds into ``err[0]``.
+    ``kernels.ERR_BITS`` it finds into ``err[0]``. ``split`` spreads each row over several
+    blocks (:func:`clipresc.kernels.split_forward`): ``None`` when
+    :func:`~clipresc.kernels.split_plan` says so for the device (as the CuPy backend
+    decides), ``False`` never, or the :class:`~clipresc.kernels.SplitPlan` to use.
     """
     import pyopencl.array as cla
 
@@ -264,20 +320,24 @@ def forward_rows(
     passes = cla.empty(queue, (pr.B,), np.int32) if want_passes else None
     groups = _row_groups(pr.B)
     err_d = _error_word(queue, err)
-    k(
-        queue,
-        (groups * BLOCK,),
-        (BLOCK,),
-        *dev.common(),
-        eta.data,
-        flag.data,
-        y.data if y is not None else dev.dummy,
-        np.int32(want_y),
-        passes.data if passes is not None else dev.dummy,
-        np.int32(want_passes),
-        err_d.data,
-        np.int32(err is not None),
-    )
+    plan = _split_plan(queue, pr, split)
+    if plan is not None:
+        _split_forward(queue, dev, plan, eta, flag, y, passes, err_d, err is not None)
+    else:
+        k(
+            queue,
+            (groups * BLOCK,),
+            (BLOCK,),
+            *dev.common(),
+            eta.data,
+            flag.data,
+            y.data if y is not None else dev.dummy,
+            np.int32(want_y),
+            passes.data if passes is not None else dev.dummy,
+            np.int32(want_passes),
+            err_d.data,
+            np.int32(err is not None),
+        )
     _read_error_word(err_d, err)
     return ForwardResult(
         y.get() if y is not None else None,
@@ -319,7 +379,9 @@ def _vjp(
     queue: Any,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    import pyopencl as cl
     import pyopencl.array as cla
 
     pr = _prepare(x, d, eps, p, lower, upper)
@@ -358,27 +420,51 @@ def _vjp(
     lbar = cla.empty(queue, (pr.B, pr.n), dt) if lfull else None
     ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
-    rowinfo = cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info else None
+    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
+    # solve is its single pass anyway)
+    plan = _split_plan(queue, pr, split) if eta is not None and pr.pm != 3 else None
+    rowinfo = (
+        cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info or plan is not None else None
+    )
     data = (lambda a: a.data), dev.dummy
     err_d = _error_word(queue, err)
-    kernels["clipresc_vjp"](
-        queue,
-        (_row_groups(pr.B) * BLOCK,),
-        (BLOCK,),
-        *vjp_args(
-            dev.common(),
-            (xbar, dbar, epsbar),
-            ybar_d,
-            etabar_d,
-            lbar,
-            ubar,
-            rowinfo,
-            eta_d,
-            err_d,
-            err is not None,
-            *data,
-        ),
-    )
+    if plan is not None:
+        assert eta_d is not None and rowinfo is not None
+
+        def launch(name: str, groups: int, *args: Any) -> None:
+            g = max(1, min(groups, _MAX_GROUPS))
+            kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
+
+        def scratch(nbytes: int, zero: bool) -> Any:
+            return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+
+        def opt(a: Any) -> Any:
+            return None if a is None else a.data
+
+        split_vjp(
+            launch, scratch, dev.common(), plan, pr.B, (opt(ybar_d), opt(etabar_d)),
+            eta_d.data, (xbar.data, dbar.data, epsbar.data), (opt(lbar), opt(ubar)),
+            rowinfo.data, err_d.data if err is not None else None, err is not None, dev.dummy,
+        )  # fmt: skip
+    else:
+        kernels["clipresc_vjp"](
+            queue,
+            (_row_groups(pr.B) * BLOCK,),
+            (BLOCK,),
+            *vjp_args(
+                dev.common(),
+                (xbar, dbar, epsbar),
+                ybar_d,
+                etabar_d,
+                lbar,
+                ubar,
+                rowinfo,
+                eta_d,
+                err_d,
+                err is not None,
+                *data,
+            ),
+        )
     _read_error_word(err_d, err)
     lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
     ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
@@ -431,6 +517,7 @@ def perturb_vjp_rows(
     queue: Any = None,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``perturb`` for the cotangent ``ybar`` of ``y`` (shape ``(B, n)``).
 
@@ -438,9 +525,10 @@ def perturb_vjp_rows(
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
     kernel its solve (it reads the saturated set at that ``eta``); ``err`` as in
-    :func:`forward_rows` (the unreachable bit excepted).
+    :func:`forward_rows` (the unreachable bit excepted). ``split`` as in
+    :func:`forward_rows`, used when ``eta`` is given and p is finite.
     """
-    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err, split)
 
 
 def scale_vjp_rows(
@@ -455,9 +543,10 @@ def scale_vjp_rows(
     queue: Any = None,
     eta: Any = None,
     err: np.ndarray | None = None,
+    split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
     """Closed-form VJP of ``scale`` for the cotangent ``etabar`` of ``eta`` (shape ``(B,)``).
 
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)`` as :func:`perturb_vjp_rows`.
     """
-    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta, err)
+    return _vjp(x, d, eps, p, lower, upper, None, etabar, queue, eta, err, split)

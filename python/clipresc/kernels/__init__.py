@@ -19,7 +19,9 @@ __all__ = [
     "ERR_BITS",
     "KERNEL_NAMES",
     "ROWINFO",
+    "SPLIT_KERNELS",
     "Operand",
+    "SplitPlan",
     "bound_grad_args",
     "bound_operand",
     "build_defines",
@@ -28,6 +30,9 @@ __all__ = [
     "norm_mode",
     "optional",
     "real_name",
+    "split_forward",
+    "split_plan",
+    "split_vjp",
     "vjp_args",
 ]
 
@@ -35,8 +40,19 @@ __all__ = [
 BLOCK = 256
 #: Doubles per row in the rowinfo scratch written by ``clipresc_vjp``.
 ROWINFO = 6
+#: The kernels that spread long rows over many blocks (see :func:`split_forward`).
+SPLIT_KERNELS = (
+    "clipresc_split_start",
+    "clipresc_split_pass",
+    "clipresc_split_step",
+    "clipresc_split_finish",
+    "clipresc_split_apply",
+    "clipresc_split_vjp_sums",
+    "clipresc_split_vjp_coeffs",
+    "clipresc_split_vjp_apply",
+)
 #: Every kernel defined in ``clipresc.cu``.
-KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared")
+KERNEL_NAMES = ("clipresc_forward", "clipresc_vjp", "clipresc_bound_grad_shared", *SPLIT_KERNELS)
 
 #: Bits of the error word the kernels OR into when asked to check (``CR_ERR_*`` in
 #: ``clipresc.cu``), in the order the NumPy path checks (the host reruns the exact checks
@@ -225,3 +241,148 @@ def bound_grad_args(
         *optional(lshared, buf, dummy),
         *optional(ushared, buf, dummy),
     )
+
+
+# --------------------------------------------------------------------------- rows over many blocks
+
+#: Scratch sizes of the split kernels (``CR_*_BYTES`` and ``CR_CAND`` in ``clipresc.cu``,
+#: which checks them at compile time).
+_STATE_BYTES, _PART_BYTES, _CAND_BYTES, _CAND = 512, 72, 16, 512
+#: Shortest segment of a split row: the histogram a segment writes and the step reads
+#: (8 KiB) stays a few percent of the segment's own bytes.
+SPLIT_MIN_SEGMENT = 32768
+#: (pass, step) rounds launched before the one-block finish: typical data needs 2 (3 for
+#: very long rows), the tests' adversarial input 3 to 4.
+SPLIT_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class SplitPlan:
+    """``groups`` segments of ``seg`` elements per row (``seg`` a multiple of
+    :data:`BLOCK`; the last segment may be shorter)."""
+
+    groups: int
+    seg: int
+
+
+def split_plan(B: int, n: int, blocks: int) -> SplitPlan | None:
+    """How to spread rows over blocks so that about ``blocks`` are busy (the device's
+    multiprocessors times the blocks each holds), or ``None`` when one block per row
+    already fills that many or the rows are too short to cut.
+
+    >>> split_plan(1, 10_000_000, 528)
+    SplitPlan(groups=303, seg=33024)
+    >>> split_plan(64, 150528, 528)
+    SplitPlan(groups=4, seg=37632)
+    >>> split_plan(1024, 3072, 528) is None
+    True
+    """
+    if B <= 0 or B >= blocks or n < 2 * SPLIT_MIN_SEGMENT:
+        return None
+    groups = min(-(-blocks // B), n // SPLIT_MIN_SEGMENT)
+    if groups < 2:
+        return None
+    per_group = -(-n // groups)
+    seg = -(-per_group // BLOCK) * BLOCK
+    return SplitPlan(-(-n // seg), seg)
+
+
+def split_forward(
+    launch: Any,
+    scratch: Any,
+    common: tuple[Any, ...],
+    plan: SplitPlan,
+    B: int,
+    eta: Any,
+    flag: Any,
+    y: Any,
+    passes: Any,
+    err: Any,
+    check: bool,
+    dummy: Any,
+    extra: tuple[Any, ...] = (),
+) -> None:
+    """Launch the split forward: the fixed sequence of ``clipresc_split_*`` kernels (no
+    host synchronisation; rounds over rows already solved return at once).
+
+    ``launch(name, groups, *args)`` launches a kernel with ``groups`` blocks of
+    :data:`BLOCK` threads on the caller's queue / stream; ``scratch(nbytes, zero)``
+    returns a device buffer (zeroed when ``zero``), as the launcher takes it. ``common``
+    are the operands every kernel starts with; ``eta`` / ``flag`` / ``passes`` / ``y`` the
+    outputs (``None``: not wanted, ``eta`` and ``flag`` always), ``err`` the error word
+    (``None``: no check). ``extra`` is appended to every launch (the traffic counters).
+    """
+    import numpy as np
+
+    g, seg = plan.groups, plan.seg
+    states = scratch(B * _STATE_BYTES, False)
+    parts = scratch(B * g * _PART_BYTES, False)
+    hists = scratch(B * g * 4 * BLOCK * 8, False)
+    cands = scratch(B * _CAND * _CAND_BYTES, False)
+    ncand = scratch(B * 4, True)
+    G, S = np.int64(g), np.int64(seg)
+    err_arg = dummy if err is None else err
+    launch("clipresc_split_start", B, *common, states, ncand, *extra)
+    for _ in range(SPLIT_ROUNDS):
+        launch(
+            "clipresc_split_pass", B * g, *common, states, parts, hists, cands, ncand, G, S,
+            err_arg, np.int32(check), *extra,
+        )  # fmt: skip
+        launch("clipresc_split_step", B, *common, states, parts, hists, cands, ncand, G, *extra)
+    launch(
+        "clipresc_split_finish", B, *common, states, eta, flag,
+        dummy if passes is None else passes, np.int32(passes is not None), err_arg,
+        np.int32(check), *extra,
+    )  # fmt: skip
+    if y is not None:
+        launch("clipresc_split_apply", B * g, *common, states, G, S, y, *extra)
+
+
+def split_vjp(
+    launch: Any,
+    scratch: Any,
+    common: tuple[Any, ...],
+    plan: SplitPlan,
+    B: int,
+    cot: tuple[Any, Any],
+    eta: Any,
+    out: tuple[Any, Any, Any],
+    bounds: tuple[Any, Any],
+    rowinfo: Any,
+    err: Any,
+    check: bool,
+    dummy: Any,
+    extra: tuple[Any, ...] = (),
+) -> None:
+    """Launch the split backward given the forward's ``eta`` (finite p): the sums over each
+    segment, the per-row coefficients (written to ``rowinfo``, ``B x ROWINFO`` float64,
+    as ``clipresc_vjp`` writes them for ``clipresc_bound_grad_shared``), the cotangents.
+
+    ``cot`` is ``(ybar, etabar)`` (either may be ``None``), ``out`` is ``(xbar, dbar,
+    epsbar)``, ``bounds`` the full ``(B, n)`` bound cotangents ``(lbar, ubar)`` or
+    ``None``; the rest as in :func:`split_forward`.
+    """
+    import numpy as np
+
+    g, seg = plan.groups, plan.seg
+    parts = scratch(B * g * _PART_BYTES, False)
+    G, S = np.int64(g), np.int64(seg)
+    ybar, etabar = cot
+    xbar, dbar, epsbar = out
+    lbar, ubar = bounds
+    yb = (dummy if ybar is None else ybar, np.int32(ybar is not None))
+    err_arg = dummy if err is None else err
+    launch(
+        "clipresc_split_vjp_sums", B * g, *common, *yb, eta, parts, G, S, err_arg,
+        np.int32(check), *extra,
+    )  # fmt: skip
+    launch(
+        "clipresc_split_vjp_coeffs", B, *common, dummy if etabar is None else etabar,
+        np.int32(etabar is not None), eta, parts, G, rowinfo, epsbar, err_arg,
+        np.int32(check), *extra,
+    )  # fmt: skip
+    launch(
+        "clipresc_split_vjp_apply", B * g, *common, *yb, rowinfo, G, S, xbar, dbar,
+        dummy if lbar is None else lbar, np.int32(lbar is not None),
+        dummy if ubar is None else ubar, np.int32(ubar is not None), *extra,
+    )  # fmt: skip

@@ -2,9 +2,11 @@
  * clipresc GPU kernels: clipping-aware rescaling on 2-D (B, n) row-major data.
  *
  * One block (work-group) of CLIPRESC_BLOCK threads handles one row (vector) at a time;
- * blocks loop over rows (grid-stride), threads loop over the row (block-stride). All
- * reductions are shared-memory trees over fixed per-thread partials, so results are
- * bitwise reproducible for a given block size. Everything is accumulated in double.
+ * blocks loop over rows (grid-stride), threads loop over the row (block-stride); long rows
+ * of small batches can instead be cut into segments of one block each (the split kernels
+ * at the end). All reductions are shared-memory trees over fixed per-thread partials, so
+ * results are bitwise reproducible for a given block size (and segment plan). Everything
+ * is accumulated in double.
  *
  * The source is written in the portable dialect of dialect.h and builds both as CUDA
  * (NVRTC) and as OpenCL C (-DCLIPRESC_OPENCL). Element type: -DREAL=float|double.
@@ -14,14 +16,37 @@
  * infinite room never saturates). With t = eta^p the p-th power of the achieved size is
  * g(t) = C + M t (C = sum of s^p over saturated, M = sum of a^p over unsaturated).
  *
- * Solve (finite p): Newton / variable fixing from eta = 0 (each pass one block reduction
- * of C, M and the saturated count), stopping when the saturated set stops growing. After
- * CR_NEWTON_PASSES passes it switches to bisection on the bit pattern of eta between a
- * lower bracket (g <= T) and an upper bracket (g > T), stopping as soon as the brackets
- * hold the same saturated set (then no breakpoint lies between them and the root of the
- * lower bracket's linear piece is exact). The bit patterns of non-negative doubles are
- * ordered like the values, so at most 64 bisection passes are ever needed: the pass
- * count is bounded whatever the input.
+ * Solve (finite p), in few passes over global memory:
+ * 1. The first pass (TOTALS) gathers the totals and bins every movable element by the bit
+ *    pattern of its breakpoint key s / a (ordered like the value) into a block-shared
+ *    histogram of CR_NB bins holding sum a^p and sum s^p in 64-bit fixed point (integer
+ *    atomics: order-independent, so deterministic), the count and the largest key. The
+ *    bins span a window of 4 binades from eta0 / 2, eta0 = (T / M)^(1/p) the naive
+ *    rescaling, M estimated from the row's first CR_NB elements (read once, kept in
+ *    registers for the pass); the first and last bins reach to 0 and infinity. Rows
+ *    with at most CR_CAND movable elements are also copied to shared memory whole.
+ * 2. A scan of the histogram estimates the bin where g crosses T; one pass (RANGE) over
+ *    the row then sums exactly what lies below and above that bin's key range, and copies
+ *    the elements inside it (a few hundred on typical data) to shared memory, or, when
+ *    more than CR_CAND lie inside, bins them again, finer (at most CR_LEVELS times).
+ *    The exact sums at the range's edges tighten the bracket [lo, hi] (g(lo) <= T < g(hi)),
+ *    and when lo's linear piece reaches its root before the range's smallest key, that
+ *    root is the answer (Newton's stopping test, without a pass).
+ * 3. The candidates are sorted by value (a canonical order: deterministic sums) and the
+ *    root is finished on them in shared memory with the safeguarded iteration below, the
+ *    sums outside the range added as constants: no further global pass.
+ * The safeguarded iteration: Newton / variable fixing from lo (each step one block
+ * reduction of C, M and the saturated count), stopping when the saturated set stops
+ * growing; after CR_NEWTON_PASSES steps, bisection on the bit pattern of eta between lo
+ * and hi, stopping as soon as the brackets hold the same saturated set (then no breakpoint
+ * lies between them and the root of the lower bracket's linear piece is exact). The bit
+ * patterns of non-negative doubles are ordered like the values, so at most 64 bisection
+ * steps are ever needed. When the histogram's estimate misses (the exact sums show the
+ * root outside the range: its fixed-point sums cannot resolve every input), the next
+ * range pass covers the whole bracket (lo, hi]; when the levels run out, the iteration
+ * runs over the whole row from the bracket known so far (one global pass per step). The
+ * step count, range passes included, stays within CR_NEWTON_PASSES + CR_BISECT_PASSES
+ * whatever the input.
  *
  * Operands that may be arrays or scalars (eps, lower, upper) are passed as
  * (pointer, row stride, element stride, is_array, scalar value); stride 0 broadcasts.
@@ -37,6 +62,14 @@
 
 #define CR_NEWTON_PASSES 8
 #define CR_BISECT_PASSES 66
+
+/* Breakpoint histogram: one bin per thread; candidates finished in shared memory; range
+ * passes before falling back to global Newton / bisection; bin width of the first pass
+ * (2^46 bit patterns: 64 bins per binade); fixed-point scale of a bin's expected sum. */
+#define CR_CAND 512
+#define CR_LEVELS 6
+#define CR_SHIFT0 46
+#define CR_FIX 1099511627776.0 /* 2^40 */
 
 #define CR_PM_ANY 0
 #define CR_PM_ONE 1
@@ -117,6 +150,19 @@ CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
     return e;
 }
 
+/* An element that does not move (placeholder for threads past the row's end). */
+CR_DEVICE cr_el cr_el_zero(void) {
+    cr_el e;
+    e.x = 0.0;
+    e.d = 0.0;
+    e.a = 0.0;
+    e.s = 0.0;
+    e.lo = 0.0;
+    e.hi = 0.0;
+    e.mv = 0;
+    return e;
+}
+
 /* Error bits of one element (NaN bounds compare false, so they are not "outside"). */
 CR_DEVICE int cr_check_el(cr_el e) {
     int bad = 0;
@@ -163,7 +209,7 @@ CR_DEVICE acc cr_powm1(acc v, acc p, int pm) {
 /* Partial results of one pass over a row: three double sums, two integer sums and one
  * lexicographic arg-max (larger k1, then larger k2, then smaller index). */
 typedef struct {
-    acc s0, s1, s2;
+    acc s0, s1, s2, s3;
     cr_i64 n0, n1;
     acc k1, k2;
     cr_i64 ki;
@@ -174,6 +220,7 @@ CR_DEVICE cr_part cr_part_zero(void) {
     q.s0 = 0.0;
     q.s1 = 0.0;
     q.s2 = 0.0;
+    q.s3 = 0.0;
     q.n0 = 0;
     q.n1 = 0;
     q.k1 = -1.0;
@@ -189,6 +236,20 @@ CR_DEVICE int cr_better(acc k1, acc k2, cr_i64 i, acc l1, acc l2, cr_i64 j) {
     return i < j;
 }
 
+CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i);
+
+/* q and b combined (sums added, arg-max kept): partials of two pieces of a row. */
+CR_DEVICE cr_part cr_part_add(cr_part q, cr_part b) {
+    q.s0 += b.s0;
+    q.s1 += b.s1;
+    q.s2 += b.s2;
+    q.s3 += b.s3;
+    q.n0 += b.n0;
+    q.n1 += b.n1;
+    cr_part_argmax(&q, b.k1, b.k2, b.ki);
+    return q;
+}
+
 CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
     if (cr_better(k1, k2, i, q->k1, q->k2, q->ki)) {
         q->k1 = k1;
@@ -197,35 +258,46 @@ CR_DEVICE void cr_part_argmax(cr_part* q, acc k1, acc k2, cr_i64 i) {
     }
 }
 
-#define CR_BUF_PARAMS                                                        \
-    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_s2,   \
-        CR_LOCAL_PTR acc *sh_k1,                                                  \
-        CR_LOCAL_PTR acc *sh_k2, CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1, \
-        CR_LOCAL_PTR cr_i64 *sh_ki
-#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_k1, sh_k2, sh_n0, sh_n1, sh_ki
-#define CR_DECLARE_BUFS              \
+#define CR_BUF_PARAMS                                                              \
+    CR_LOCAL_PTR acc *sh_s0, CR_LOCAL_PTR acc *sh_s1, CR_LOCAL_PTR acc *sh_s2,         \
+        CR_LOCAL_PTR acc *sh_s3, CR_LOCAL_PTR cr_i64 *sh_n0, CR_LOCAL_PTR cr_i64 *sh_n1
+#define CR_BUFS sh_s0, sh_s1, sh_s2, sh_s3, sh_n0, sh_n1
+/* The histogram (per bin: fixed-point sum a^p, sum s^p, count, largest key bit pattern)
+ * and the candidates (s, a) with their counter. Shared memory in all: 28.7 KB, within
+ * the 32 KB many OpenCL devices (and Oclgrind) offer. */
+#define CR_HIST_PARAMS                                                                   \
+    CR_LOCAL_PTR cr_i64 *sh_hw, CR_LOCAL_PTR cr_i64 *sh_hc, CR_LOCAL_PTR cr_i64 *sh_hn,  \
+        CR_LOCAL_PTR cr_i64 *sh_hmax, CR_LOCAL_PTR acc *sh_cs, CR_LOCAL_PTR acc *sh_ca,  \
+        CR_LOCAL_PTR cr_i64 *sh_nc
+#define CR_HIST sh_hw, sh_hc, sh_hn, sh_hmax, sh_cs, sh_ca, sh_nc
+#define CR_DECLARE_REDUCE_BUFS       \
     CR_SHARED acc sh_s0[CR_NB];      \
     CR_SHARED acc sh_s1[CR_NB];      \
     CR_SHARED acc sh_s2[CR_NB];      \
-    CR_SHARED acc sh_k1[CR_NB];      \
-    CR_SHARED acc sh_k2[CR_NB];      \
+    CR_SHARED acc sh_s3[CR_NB];      \
     CR_SHARED cr_i64 sh_n0[CR_NB];   \
-    CR_SHARED cr_i64 sh_n1[CR_NB];   \
-    CR_SHARED cr_i64 sh_ki[CR_NB]
+    CR_SHARED cr_i64 sh_n1[CR_NB]
+#define CR_DECLARE_BUFS              \
+    CR_DECLARE_REDUCE_BUFS;          \
+    CR_SHARED cr_i64 sh_hw[CR_NB];   \
+    CR_SHARED cr_i64 sh_hc[CR_NB];   \
+    CR_SHARED cr_i64 sh_hn[CR_NB];   \
+    CR_SHARED cr_i64 sh_hmax[CR_NB]; \
+    CR_SHARED acc sh_cs[CR_CAND];    \
+    CR_SHARED acc sh_ca[CR_CAND];    \
+    CR_SHARED cr_i64 sh_nc[1]
 
-/* Block-wide reduction of the partials (fixed tree: deterministic); every thread gets
- * the result. This is the only barrier site of the per-row kernels, which keeps the
- * OpenCL (PoCL) work-group compilation cheap. */
+/* Block-wide reduction of the partials (fixed trees: deterministic); every thread gets
+ * the result. The sums first, then the arg-max in the same buffers (less shared memory).
+ * Like every barrier site of the kernels, called in uniform control flow. */
 CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
     int t = (int)CR_TID;
     sh_s0[t] = q.s0;
     sh_s1[t] = q.s1;
     sh_s2[t] = q.s2;
+    sh_s3[t] = q.s3;
     sh_n0[t] = q.n0;
     sh_n1[t] = q.n1;
-    sh_k1[t] = q.k1;
-    sh_k2[t] = q.k2;
-    sh_ki[t] = q.ki;
     CR_BARRIER();
 #pragma unroll 1
     for (int h = CR_NB / 2; h > 0; h >>= 1) {
@@ -233,39 +305,59 @@ CR_DEVICE cr_part cr_reduce(CR_BUF_PARAMS, cr_part q) {
             sh_s0[t] += sh_s0[t + h];
             sh_s1[t] += sh_s1[t + h];
             sh_s2[t] += sh_s2[t + h];
+            sh_s3[t] += sh_s3[t + h];
             sh_n0[t] += sh_n0[t + h];
             sh_n1[t] += sh_n1[t + h];
-            if (cr_better(sh_k1[t + h], sh_k2[t + h], sh_ki[t + h], sh_k1[t], sh_k2[t], sh_ki[t])) {
-                sh_k1[t] = sh_k1[t + h];
-                sh_k2[t] = sh_k2[t + h];
-                sh_ki[t] = sh_ki[t + h];
-            }
         }
         CR_BARRIER();
     }
-    cr_part r;
+    cr_part r = q;
     r.s0 = sh_s0[0];
     r.s1 = sh_s1[0];
     r.s2 = sh_s2[0];
+    r.s3 = sh_s3[0];
     r.n0 = sh_n0[0];
     r.n1 = sh_n1[0];
-    r.k1 = sh_k1[0];
-    r.k2 = sh_k2[0];
-    r.ki = sh_ki[0];
+    CR_BARRIER();
+    /* arg-max: (k1, k2, ki) in (s0, s1, n0) */
+    sh_s0[t] = q.k1;
+    sh_s1[t] = q.k2;
+    sh_n0[t] = q.ki;
+    CR_BARRIER();
+#pragma unroll 1
+    for (int h = CR_NB / 2; h > 0; h >>= 1) {
+        if (t < h && cr_better(sh_s0[t + h], sh_s1[t + h], sh_n0[t + h], sh_s0[t], sh_s1[t],
+                               sh_n0[t])) {
+            sh_s0[t] = sh_s0[t + h];
+            sh_s1[t] = sh_s1[t + h];
+            sh_n0[t] = sh_n0[t + h];
+        }
+        CR_BARRIER();
+    }
+    r.k1 = sh_s0[0];
+    r.k2 = sh_s1[0];
+    r.ki = sh_n0[0];
     CR_BARRIER();
     return r;
 }
 
 /* ----------------------------------------------------------------- solve */
 
-/* The per-row solver is a small state machine: each step is one pass over the row
- * (cr_accumulate), one block reduction (cr_reduce) and a uniform update (cr_step), so
- * the kernels contain a single reduction site. */
-#define CR_PH_TOTALS 0 /* finite p: totals, state at eta = 0, largest breakpoint */
+/* The per-row solver is a small state machine: each step is one pass over the row (or
+ * over the candidates in shared memory), one block reduction (cr_reduce) and a uniform
+ * update (cr_step), sometimes followed by a histogram scan (cr_select) or the candidates'
+ * sort (cr_sort). */
+#define CR_PH_TOTALS 0 /* finite p: totals, state at eta = 0, largest breakpoint; histogram */
 #define CR_PH_EVAL 1   /* finite p: C, M and saturated count at eta = m */
 #define CR_PH_INF1 2   /* p = inf: max a over s >= eps */
 #define CR_PH_INF2 3   /* p = inf, unreachable: max (s, a) */
 #define CR_PH_DONE 4
+#define CR_PH_RANGE 5 /* finite p: exact sums around the key range [r_lo, r_hi); histogram */
+
+/* What follows a step (cr_state.want). */
+#define CR_WANT_NONE 0
+#define CR_WANT_SELECT 1 /* pick the next key range from the histogram */
+#define CR_WANT_SORT 2   /* every element of the bracket is a candidate: finish in shared */
 
 typedef struct {
     acc eps, T, p;
@@ -274,11 +366,19 @@ typedef struct {
     acc eta;
     int unreach;
     cr_i64 k; /* finite p: arg-max of s/a; inf: the element that sets eta; -1: none */
-    int passes;
+    int passes; /* passes over the row in global memory */
     /* brackets of the finite-p solve: g(lo) <= T < g(hi) */
     acc lo, lo_C, lo_M, hi, m;
     cr_i64 lo_cnt, hi_cnt;
     int it, newton;
+    /* histogram: bins of the key bit patterns in [r_lo, r_hi), bin b from base + b << shift
+     * (the first and last bins reach down to r_lo and up to r_hi); fixed-point scales */
+    cr_i64 r_lo, r_hi, base;
+    int shift, level, want, src; /* src: 1 = steps run over the shared candidates */
+    acc wscale, cscale, climit;
+    /* outside the candidates: sum s^p below, sum a^p above, count below; candidates */
+    acc c_out, m_out;
+    cr_i64 n_out, ncand;
     /* VJP pass */
     acc msol, ybar_d;
 } cr_state;
@@ -303,12 +403,105 @@ CR_DEVICE cr_state cr_start(acc eps, acc p, int pm) {
     st.hi_cnt = 0;
     st.it = 0;
     st.newton = 0;
+    st.r_lo = 0;
+    st.r_hi = CR_I64_MAX;
+    st.base = 0;
+    st.shift = CR_SHIFT0;
+    st.level = 0;
+    st.want = CR_WANT_NONE;
+    st.src = 0;
+    st.wscale = 1.0;
+    st.cscale = 1.0;
+    st.climit = 1.0;
+    st.c_out = 0.0;
+    st.m_out = 0.0;
+    st.n_out = 0;
+    st.ncand = 0;
     st.msol = 0.0;
     st.ybar_d = 0.0;
     return st;
 }
 
-/* Adds element i to the partials of the current phase. */
+/* A non-negative double as a fixed-point integer, capped at lim (NaN counts as 0). */
+CR_DEVICE cr_i64 cr_fix(acc v, acc lim) {
+    if (!(v > 0.0)) return 0;
+    return (cr_i64)(v < lim ? v + 0.5 : lim);
+}
+
+/* Histogram scales and the first window from a sample (the first CR_NB elements, one per
+ * thread: e0, valid when in): M and C of the row estimated as the sample's times n / its
+ * size, the window 4 binades from eta0 / 2, eta0 = (T / M)^(1/p) the naive rescaling. */
+CR_COLD void cr_sample(cr_state* st, cr_el e0, int in, cr_i64 n, CR_BUF_PARAMS) {
+    cr_part q = cr_part_zero();
+    if (in) {
+        q.n0 = 1;
+        if (e0.mv && e0.s > 0.0) {
+            q.s0 = cr_pow(e0.a, st->p, st->pm);
+            acc c = cr_pow(e0.s, st->p, st->pm);
+            if (isfinite(c)) q.s1 = c;
+        }
+    }
+    q = cr_reduce(CR_BUFS, q);
+    acc f = q.n0 > 0 ? (acc)n / (acc)q.n0 : 1.0;
+    acc W = q.s0 * f, C = q.s1 * f;
+    st->wscale = W > 0.0 && isfinite(W) ? CR_FIX / W : 1.0;
+    st->cscale = C > 0.0 && isfinite(C) ? CR_FIX / C : 1.0;
+    /* sums of n values below lim stay below 2^62 */
+    st->climit = 4611686018427387904.0 / (acc)(n > 0 ? n : 1);
+    acc e = W > 0.0 ? cr_root(st->T / W, st->p, st->pm) : 1.0;
+    if (!(e > 0.0) || !isfinite(e)) e = 1.0;
+    st->base = CR_D2L(0.5 * e) & ~(((cr_i64)1 << CR_SHIFT0) - 1);
+    st->shift = CR_SHIFT0;
+}
+
+/* Empties the histogram and the candidate counter (all threads; ends with a barrier). */
+CR_DEVICE void cr_hist_clear(CR_HIST_PARAMS) {
+    int t = (int)CR_TID;
+    sh_hw[t] = 0;
+    sh_hc[t] = 0;
+    sh_hn[t] = 0;
+    sh_hmax[t] = -1;
+    if (t == 0) sh_nc[0] = 0;
+    CR_BARRIER();
+}
+
+/* TOTALS and RANGE passes: element i into the histogram and the candidates when its key
+ * lies in [r_lo, r_hi); RANGE also adds it to the partials: s0 = sum s^p below the range
+ * (n0 counts them), s1 = sum a^p above, s2 / s3 = sum a^p / s^p inside (n1 counts them),
+ * k2 = minus the smallest key inside. */
+CR_DEVICE void cr_hist_el(cr_part* q, const cr_state* st, cr_el e, cr_i64 i, CR_HIST_PARAMS) {
+    if (!e.mv) return;
+    cr_i64 kb = CR_D2L(cr_key(e));
+    acc w = cr_pow(e.a, st->p, st->pm), c = cr_pow(e.s, st->p, st->pm);
+    if (st->phase == CR_PH_RANGE) {
+        if (kb < st->r_lo) {
+            q->s0 += c;
+            q->n0 += 1;
+            return;
+        }
+        if (kb >= st->r_hi) {
+            q->s1 += w;
+            return;
+        }
+        q->s2 += w;
+        q->s3 += c;
+        q->n1 += 1;
+        cr_part_argmax(q, 0.0, -CR_L2D(kb), i); /* the smallest key inside */
+    }
+    cr_i64 b = kb < st->base ? 0 : (kb - st->base) >> st->shift;
+    if (b > CR_NB - 1) b = CR_NB - 1;
+    CR_LADD64(&sh_hw[b], cr_fix(w * st->wscale, st->climit));
+    CR_LADD64(&sh_hc[b], cr_fix(c * st->cscale, st->climit));
+    CR_LADD64(&sh_hn[b], 1);
+    CR_LMAX64(&sh_hmax[b], kb);
+    cr_i64 slot = CR_LADD64(sh_nc, 1);
+    if (slot < CR_CAND) {
+        sh_cs[slot] = e.s;
+        sh_ca[slot] = e.a;
+    }
+}
+
+/* Adds element i to the partials of the current phase (RANGE: see cr_hist_el). */
 CR_DEVICE void cr_accumulate(cr_part* q, const cr_state* st, cr_el e, cr_i64 i) {
     if (!e.mv) return;
     acc p = st->p;
@@ -379,9 +572,92 @@ CR_DEVICE void cr_next(cr_state* st) {
     st->phase = CR_PH_EVAL;
 }
 
+/* The next pass is a RANGE pass over the keys with bit patterns in [lo, hi), binned from lo
+ * in the fewest bins of equal power-of-two width that cover it. */
+CR_DEVICE void cr_range_of(cr_state* st, cr_i64 lo, cr_i64 hi) {
+    st->r_lo = lo;
+    st->r_hi = hi;
+    st->base = lo;
+    int sh = 0;
+    while (sh < 62 && ((hi - 1 - lo) >> sh) >= CR_NB) sh += 1;
+    st->shift = sh;
+    st->level += 1;
+    st->want = CR_WANT_NONE;
+    st->phase = CR_PH_RANGE;
+}
+
+/* After a RANGE pass: the exact sums at the range's edges tighten the bracket, then the
+ * candidates finish the solve (all of the bracket's breakpoints lie in the range and were
+ * copied), or a finer range is picked, or the global iteration continues. */
+CR_COLD void cr_range_done(cr_state* st, cr_part q) {
+    acc p = st->p;
+    int pm = st->pm;
+    acc c_below = q.s0, m_above = q.s1, w_in = q.s2, c_in = q.s3;
+    cr_i64 n_below = q.n0, n_in = q.n1;
+    st->it += 1;
+    /* just below the range: its keys unsaturated */
+    acc m1 = st->r_lo > 0 ? CR_L2D(st->r_lo - 1) : -1.0;
+    if (st->r_lo > 0) {
+        if (c_below + (m_above + w_in) * cr_pow(m1, p, pm) <= st->T) {
+            if (m1 > st->lo) {
+                st->lo = m1;
+                st->lo_C = c_below;
+                st->lo_M = m_above + w_in;
+                st->lo_cnt = n_below;
+            }
+        } else if (m1 < st->hi) {
+            st->hi = m1;
+            st->hi_cnt = n_below;
+        }
+    }
+    /* the range's largest key: all of it saturated */
+    acc m2 = CR_L2D(st->r_hi - 1);
+    if (c_below + c_in + m_above * cr_pow(m2, p, pm) > st->T) {
+        if (m2 < st->hi) {
+            st->hi = m2;
+            st->hi_cnt = n_below + n_in;
+        }
+    } else if (m2 > st->lo) {
+        st->lo = m2;
+        st->lo_C = c_below + c_in;
+        st->lo_M = m_above;
+        st->lo_cnt = n_below + n_in;
+    }
+    st->c_out = c_below;
+    st->m_out = m_above;
+    st->n_out = n_below;
+    /* No key lies in (lo, kmin): when the root of lo's linear piece is below kmin, it is
+     * the exact root (Newton's stopping test, for free). */
+    acc kmin = n_in > 0 ? -q.k2 : CR_INF;
+    if (st->lo >= m1 && st->lo < kmin && st->lo_M > 0.0) {
+        acc t = (st->T - st->lo_C) / st->lo_M;
+        acc eta = cr_root(t > 0.0 ? t : 0.0, p, pm);
+        if (eta < kmin) {
+            st->eta = fmax(st->lo, fmin(eta, st->hi));
+            cr_solved(st);
+            return;
+        }
+    }
+    int inside = st->lo >= m1 && st->hi <= m2;
+    cr_i64 bl = CR_D2L(st->lo), bh = CR_D2L(st->hi);
+    if (st->lo_cnt == st->hi_cnt || bh - bl <= 1) {
+        cr_next(st); /* no breakpoint left inside the bracket: finishes */
+    } else if (inside && n_in <= CR_CAND) {
+        st->ncand = n_in;
+        st->want = CR_WANT_SORT;
+    } else if (st->level >= CR_LEVELS) {
+        cr_next(st);
+    } else if (inside) {
+        st->want = CR_WANT_SELECT;
+    } else {
+        /* the estimate missed (the root lies outside the range): the next range pass
+         * bins, and if few enough copies, the keys inside the bracket (lo, hi] */
+        cr_range_of(st, bl + 1, bh + 1);
+    }
+}
+
 /* Uniform update from the reduced partials of one pass. */
-CR_DEVICE void cr_step(cr_state* st, cr_part q) {
-    st->passes += 1;
+CR_COLD void cr_step(cr_state* st, cr_part q) {
     switch (st->phase) {
         case CR_PH_TOTALS: {
             acc ctot = q.s0, kmax = q.k1;
@@ -401,10 +677,15 @@ CR_DEVICE void cr_step(cr_state* st, cr_part q) {
                 st->lo_cnt = q.n0;
                 st->hi = kmax; /* everything movable saturated: g(hi) = ctot > T */
                 st->hi_cnt = nmov;
-                cr_next(st);
+                /* every movable element was binned; short rows were copied whole */
+                st->ncand = nmov;
+                st->want = nmov <= CR_CAND ? CR_WANT_SORT : CR_WANT_SELECT;
             }
             break;
         }
+        case CR_PH_RANGE:
+            cr_range_done(st, q);
+            break;
         case CR_PH_EVAL: {
             st->it += 1;
             if (st->newton && q.n0 == st->lo_cnt) {
@@ -450,24 +731,174 @@ CR_DEVICE void cr_step(cr_state* st, cr_part q) {
     }
 }
 
-/* Runs the solve for one row. Every thread of the block must call it; all of them
- * return the same state. With check, the first pass (which reads every element) also
- * ORs each element's error bits into *bad. */
-CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
-                              CR_BUF_PARAMS) {
-    cr_state st = cr_start(eps, p, pm);
-    while (st.phase != CR_PH_DONE) {
-        cr_part q = cr_part_zero();
-        int first = check && st.passes == 0;
-        for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
-            cr_el e = cr_load(r, i);
-            if (first) *bad |= cr_check_el(e);
-            cr_accumulate(&q, &st, e, i);
+/* Picks the next key range from the histogram (all threads; uniform result): an
+ * inclusive scan over the bins (one per thread) gives, at each bin's largest key, the
+ * estimated g = C_out + sum s^p up to the bin + key^p (M_out + sum a^p above it); the
+ * range is the first bin whose estimate exceeds T (the last non-empty bin if none). */
+CR_COLD void cr_select(cr_state* st, CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    int t = (int)CR_TID;
+    cr_i64 cnt = sh_hn[t];
+    sh_n0[t] = sh_hc[t];
+    sh_n1[t] = sh_hw[t];
+    /* (key bit patterns order like the keys: the max scan runs on the doubles) */
+    sh_s0[t] = sh_hmax[t] >= 0 ? CR_L2D(sh_hmax[t]) : -1.0;
+    CR_BARRIER();
+#pragma unroll 1
+    for (int off = 1; off < CR_NB; off <<= 1) {
+        cr_i64 vc = t >= off ? sh_n0[t - off] : 0;
+        cr_i64 vw = t >= off ? sh_n1[t - off] : 0;
+        acc vk = t >= off ? sh_s0[t - off] : -1.0;
+        CR_BARRIER();
+        sh_n0[t] += vc;
+        sh_n1[t] += vw;
+        if (vk > sh_s0[t]) sh_s0[t] = vk;
+        CR_BARRIER();
+    }
+    cr_i64 c_le = sh_n0[t], w_gt = sh_n1[CR_NB - 1] - sh_n1[t];
+    /* the largest key below this bin (-1: none), kept where the bin's count was: a range
+     * starts right above it, so that no gap between bins hides the root */
+    acc below = t > 0 ? sh_s0[t - 1] : -1.0;
+    sh_hn[t] = below >= 0.0 ? CR_D2L(below) : -1;
+    CR_BARRIER();
+    cr_part q = cr_part_zero();
+    if (cnt > 0) {
+        acc m = CR_L2D(sh_hmax[t]);
+        acc g = st->c_out + (acc)c_le / st->cscale +
+                cr_pow(m, st->p, st->pm) * (st->m_out + (acc)w_gt / st->wscale);
+        /* arg-max order: crossing bins first, the smallest of them; else the largest bin */
+        q.k1 = g > st->T ? 1.0 : 0.0;
+        q.k2 = g > st->T ? 0.0 : (acc)t;
+        q.ki = t;
+    }
+    q = cr_reduce(CR_BUFS, q);
+    cr_i64 b = q.ki;
+    acc wb = (acc)sh_hw[b] / st->wscale, cb = (acc)sh_hc[b] / st->cscale;
+    cr_i64 lo = sh_hn[b] >= 0 ? sh_hn[b] + 1 : st->r_lo, hi = sh_hmax[b] + 1;
+    CR_BARRIER(); /* the next pass empties the histogram */
+    st->wscale = wb > 0.0 ? CR_FIX / wb : st->wscale * CR_FIX;
+    st->cscale = cb > 0.0 ? CR_FIX / cb : st->cscale * CR_FIX;
+    cr_range_of(st, lo, hi);
+}
+
+/* Sorts the st->ncand candidates by value, (s, a) (bitonic, all threads): a canonical
+ * order (equal candidates are interchangeable), so that the sums over them do not depend
+ * on the order the atomics stored them in. Then the solve continues over them from the
+ * bracket. */
+CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
+    cr_i64 n2 = 2;
+    while (n2 < st->ncand) n2 <<= 1;
+    for (cr_i64 j = CR_TID; j < n2; j += CR_NB) {
+        if (j >= st->ncand) {
+            sh_cs[j] = CR_INF;
+            sh_ca[j] = CR_INF;
         }
-        q = cr_reduce(CR_BUFS, q);
-        cr_step(&st, q);
+    }
+    CR_BARRIER();
+#pragma unroll 1
+    for (cr_i64 k = 2; k <= n2; k <<= 1) {
+#pragma unroll 1
+        for (cr_i64 jj = k >> 1; jj > 0; jj >>= 1) {
+            for (cr_i64 i = CR_TID; i < n2; i += CR_NB) {
+                cr_i64 l = i ^ jj;
+                if (l > i) {
+                    acc si = sh_cs[i], ai = sh_ca[i], sl = sh_cs[l], al = sh_ca[l];
+                    int gt = si > sl || (si == sl && ai > al);
+                    if (gt == ((i & k) == 0)) {
+                        sh_cs[i] = sl;
+                        sh_ca[i] = al;
+                        sh_cs[l] = si;
+                        sh_ca[l] = ai;
+                    }
+                }
+            }
+            CR_BARRIER();
+        }
+    }
+    st->want = CR_WANT_NONE;
+    st->src = 1;
+    cr_next(st);
+}
+
+/* This thread's partials of one step over the shared candidates. */
+CR_DEVICE cr_part cr_cand_part(const cr_state* st, CR_HIST_PARAMS) {
+    cr_part q = cr_part_zero();
+    for (cr_i64 j = CR_TID; j < st->ncand; j += CR_NB) {
+        cr_el e = cr_el_zero();
+        e.s = sh_cs[j];
+        e.a = sh_ca[j];
+        e.mv = 1;
+        cr_accumulate(&q, st, e, j);
+    }
+    return q;
+}
+
+/* The reduced partials of one step, and what follows it (all threads). */
+CR_DEVICE void cr_advance(cr_state* st, cr_part q, CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    q = cr_reduce(CR_BUFS, q);
+    if (st->src) {
+        q.s0 += st->c_out;
+        q.s1 += st->m_out;
+        q.n0 += st->n_out;
+    } else {
+        st->passes += 1;
+    }
+    cr_step(st, q);
+    if (st->want == CR_WANT_SELECT) {
+        cr_select(st, CR_BUFS, CR_HIST);
+    } else if (st->want == CR_WANT_SORT) {
+        cr_sort(st, CR_HIST);
+    }
+}
+
+/* A row's state before its first pass: with finite p, the histogram's window from the
+ * sample e0 (this thread's first element, valid when CR_TID < n). */
+CR_DEVICE cr_state cr_begin(acc eps, acc p, int pm, cr_el e0, cr_i64 n, CR_BUF_PARAMS) {
+    cr_state st = cr_start(eps, p, pm);
+    if (pm != CR_PM_INF) cr_sample(&st, e0, CR_TID < n, n, CR_BUFS);
+    return st;
+}
+
+/* Continues the solve of one row with this block until it is done. Every thread of the
+ * block must call it; all of them return the same state. With check, the first pass
+ * (which reads every element) also ORs each element's error bits into *bad. When has_e0,
+ * e0 is this thread's first element (already read for the sample): the first pass uses
+ * it instead of reading it again. */
+CR_DEVICE cr_state cr_solve(cr_row r, cr_state st, cr_el e0, int has_e0, int check, int* bad,
+                            CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    while (st.phase != CR_PH_DONE) {
+        cr_part q;
+        if (st.src) {
+            q = cr_cand_part(&st, CR_HIST);
+        } else {
+            q = cr_part_zero();
+            int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
+            if (hist) cr_hist_clear(CR_HIST);
+            int first = st.passes == 0;
+            for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
+                cr_el e;
+                if (first && has_e0 && i == CR_TID) {
+                    e = e0;
+                } else {
+                    e = cr_load(r, i);
+                }
+                if (first && check) *bad |= cr_check_el(e);
+                if (hist) cr_hist_el(&q, &st, e, i, CR_HIST);
+                cr_accumulate(&q, &st, e, i);
+            }
+        }
+        cr_advance(&st, q, CR_BUFS, CR_HIST);
     }
     return st;
+}
+
+/* Runs the solve for one row (see cr_solve). */
+CR_DEVICE cr_state cr_run_row(cr_row r, acc eps, acc p, int pm, int check, int* bad,
+                              CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    /* the sample is the first pass's first element of each thread, kept in registers */
+    cr_el e0 = cr_el_zero();
+    if (CR_TID < r.n) e0 = cr_load(r, CR_TID);
+    cr_state st = cr_begin(eps, p, pm, e0, r.n, CR_BUFS);
+    return cr_solve(r, st, e0, 1, check, bad, CR_BUFS, CR_HIST);
 }
 
 /* The state of a row whose eta the forward already found (the VJP's given eta): no
@@ -488,25 +919,23 @@ CR_DEVICE cr_state cr_given(acc eps, acc p, int pm, acc eta) {
  * set to that and every movable element counts as saturated, as after the solve.
  * (Kept out of the solve's state machine: PoCL's work-group compiler fails on that
  * variant.) */
-CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
-                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
-    cr_part q = cr_part_zero();
-    int inf = st->pm == CR_PM_INF;
-    for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
-        cr_el e = cr_load(r, i);
-        if (check) *bad |= cr_check_el(e);
-        if (!e.mv) continue;
-        if (find_k) {
-            q.n1 += 1;
-            q.s2 += cr_pow(e.s, st->p, st->pm);
-            cr_part_argmax(&q, cr_key(e), 0.0, i);
-        }
-        if (!(e.s <= st->eta * e.a)) {
-            if (!inf) q.s0 += cr_pow(e.a, st->p, st->pm);
-            if (has_ybar) q.s1 += CR_ACC(ybar_row[i]) * e.d;
-        }
+/* Element i of the VJP's sums pass (see cr_vjp_pass). */
+CR_DEVICE void cr_vjp_el(cr_part* q, const cr_state* st, cr_el e, acc yb, int has_ybar,
+                         int find_k, cr_i64 i) {
+    if (!e.mv) return;
+    if (find_k) {
+        q->n1 += 1;
+        q->s2 += cr_pow(e.s, st->p, st->pm);
+        cr_part_argmax(q, cr_key(e), 0.0, i);
     }
-    q = cr_reduce(CR_BUFS, q);
+    if (!(e.s <= st->eta * e.a)) {
+        if (st->pm != CR_PM_INF) q->s0 += cr_pow(e.a, st->p, st->pm);
+        if (has_ybar) q->s1 += yb * e.d;
+    }
+}
+
+/* The VJP pass's reduced sums into the state (see cr_vjp_pass). */
+CR_DEVICE void cr_vjp_sums(cr_state* st, cr_part q, int find_k) {
     st->msol = q.s0;
     st->ybar_d = q.s1;
     if (find_k) {
@@ -519,6 +948,18 @@ CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_ro
         }
     }
 }
+
+CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
+                           int find_k, int check, int* bad, CR_BUF_PARAMS) {
+    cr_part q = cr_part_zero();
+    for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
+        cr_el e = cr_load(r, i);
+        if (check) *bad |= cr_check_el(e);
+        cr_vjp_el(&q, st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, find_k, i);
+    }
+    q = cr_reduce(CR_BUFS, q);
+    cr_vjp_sums(st, q, find_k);
+}
 /* ----------------------------------------------------------------- gradients */
 
 typedef struct {
@@ -526,6 +967,18 @@ typedef struct {
     int mode;
     cr_i64 k;
 } cr_info;
+
+/* The per-row coefficients clipresc_vjp / clipresc_split_vjp_coeffs wrote to rowinfo. */
+CR_DEVICE cr_info cr_info_of(const CR_GLOBAL acc* ri) {
+    cr_info f;
+    f.eta = ri[0];
+    f.G = ri[1];
+    f.H = ri[2];
+    f.kc = ri[3];
+    f.mode = (int)ri[4];
+    f.k = (cr_i64)ri[5];
+    return f;
+}
 
 /* Per-row coefficients of the closed-form VJP (DESIGN.md section 3), given the total
  * cotangent of eta (etabar) and M = sum of a^p over the unsaturated set at the solution.
@@ -627,6 +1080,17 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
 
 /* ----------------------------------------------------------------- kernels */
 
+/* y = clip(x + eta d, l, u) of one element; saturated elements get the bound exactly. */
+CR_DEVICE real cr_apply(cr_el e, acc eta) {
+    acc v;
+    if (e.mv && e.s <= eta * e.a) {
+        v = e.d > 0.0 ? e.hi : e.lo;
+    } else {
+        v = fmin(fmax(e.x + eta * e.d, e.lo), e.hi);
+    }
+    return CR_REAL(v);
+}
+
 #define CR_COMMON_PARAMS                                                                   \
     const CR_GLOBAL real *x, const CR_GLOBAL real *d, const CR_GLOBAL acc *eps_p,           \
         cr_i64 eps_es, int eps_arr, acc eps_v, const CR_GLOBAL real *lo_p, cr_i64 lo_rs,    \
@@ -652,7 +1116,7 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
         int bad = 0;
-        cr_state s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
+        cr_state s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS, CR_HIST);
         CR_TRAFFIC(s.passes * n * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
                    sizeof(real) + 1 + (write_passes ? 4 : 0));
         if (write_y) CR_TRAFFIC(n * CR_EL_BYTES(r), n * sizeof(real));
@@ -664,16 +1128,8 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
         }
         if (bad) CR_ATOMIC_OR(err, bad);
         if (write_y) {
-            for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
-                cr_el e = cr_load(r, i);
-                acc v;
-                if (e.mv && e.s <= s.eta * e.a) {
-                    v = e.d > 0.0 ? e.hi : e.lo;
-                } else {
-                    v = fmin(fmax(e.x + s.eta * e.d, e.lo), e.hi);
-                }
-                y[row * n + i] = CR_REAL(v);
-            }
+            for (cr_i64 i = CR_TID; i < n; i += CR_NB)
+                y[row * n + i] = cr_apply(cr_load(r, i), s.eta);
         }
     }
 }
@@ -704,7 +1160,7 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
         if (given) {
             s = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
         } else {
-            s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS);
+            s = cr_run_row(r, eps, p, pm, check, &bad, CR_BUFS, CR_HIST);
         }
         cr_vjp_pass(r, &s, ybar_row, has_ybar, given, check && given, &bad, CR_BUFS);
         /* solve passes, the sums pass, the cotangent pass (which rereads d[k]) */
@@ -758,14 +1214,7 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
         for (cr_i64 row = 0; row < B; ++row) {
             cr_row r = CR_MAKE_ROW(row);
             cr_el e = cr_load(r, j);
-            const CR_GLOBAL acc* ri = rowinfo + row * CR_ROWINFO;
-            cr_info f;
-            f.eta = ri[0];
-            f.G = ri[1];
-            f.H = ri[2];
-            f.kc = ri[3];
-            f.mode = (int)ri[4];
-            f.k = (cr_i64)ri[5];
+            cr_info f = cr_info_of(rowinfo + row * CR_ROWINFO);
             acc yb = has_ybar ? CR_ACC(ybar[row * n + j]) : 0.0;
             acc gx, gd, gl, gu;
             cr_elem_grad(e, yb, f, j == f.k, p, pm, &gx, &gd, &gl, &gu);
@@ -774,5 +1223,287 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
         }
         if (lbar_on) lbar[j] = CR_REAL(sl);
         if (ubar_on) ubar[j] = CR_REAL(su);
+    }
+}
+
+/* ----------------------------------------------------------------- rows over many blocks */
+
+/* A long row cut into G segments of seg elements (a multiple of CLIPRESC_BLOCK), so that
+ * a small batch still fills the GPU. Between launches the solve's state lives in global
+ * memory (states: CR_STATE_BYTES per row):
+ *   clipresc_split_start   a block per row: the state and the histogram's window;
+ *   clipresc_split_pass    a block per segment: one pass over it (partials, histogram,
+ *                          candidates) for the rows still solving;
+ *   clipresc_split_step    a block per row: merges the segments' results in a fixed order
+ *                          (partials summed in segment order, integer histograms, the
+ *                          candidates sorted by value) and takes the step; finishes on the
+ *                          candidates in shared memory when it can;
+ *   clipresc_split_finish  a block per row: whatever a fixed number of (pass, step) rounds
+ *                          left unsolved, with the one-block solve; writes the outputs;
+ *   clipresc_split_apply   a block per segment: y = clip(x + eta d, l, u).
+ * The host launches a fixed sequence (no host synchronisation); a round over rows already
+ * solved returns at once. Scratch: parts (B G cr_part), hists (B G 4 CR_NB longs), cands
+ * (B CR_CAND cr_cand), ncand (B ints, zero before the first pass). */
+
+#define CR_STATE_BYTES 512
+#define CR_PART_BYTES 72
+#define CR_CAND_BYTES 16
+typedef struct {
+    acc s, a;
+} cr_cand;
+/* (compile-time checks of the sizes the host allocates) */
+typedef char cr_state_fits[sizeof(cr_state) <= CR_STATE_BYTES ? 1 : -1];
+typedef char cr_part_size[sizeof(cr_part) == CR_PART_BYTES ? 1 : -1];
+typedef char cr_cand_size[sizeof(cr_cand) == CR_CAND_BYTES ? 1 : -1];
+
+CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                               CR_GLOBAL int* ncand CR_TRAFFIC_PARAM) {
+    CR_DECLARE_REDUCE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_el e0 = cr_el_zero();
+        if (CR_TID < n) e0 = cr_load(r, CR_TID);
+        cr_state st = cr_begin(eps, p, pm, e0, n, CR_BUFS);
+        CR_TRAFFIC((n < CR_NB ? n : CR_NB) * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
+                   sizeof(cr_state) + 4);
+        if (CR_TID == 0) {
+            states[row] = st;
+            ncand[row] = 0;
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states,
+                              CR_GLOBAL cr_part* parts, CR_GLOBAL cr_i64* hists,
+                              CR_GLOBAL cr_cand* cands, CR_GLOBAL int* ncand, cr_i64 G,
+                              cr_i64 seg, CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_state st = states[row];
+        CR_TRAFFIC(sizeof(cr_state), 0);
+        if (st.phase == CR_PH_DONE || st.src) continue; /* (uniform: one state per block) */
+        cr_row r = CR_MAKE_ROW(row);
+        int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
+        int first = check && st.passes == 0, bad = 0;
+        if (hist) cr_hist_clear(CR_HIST);
+        cr_part q = cr_part_zero();
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (first) bad |= cr_check_el(e);
+            if (hist) cr_hist_el(&q, &st, e, i, CR_HIST);
+            cr_accumulate(&q, &st, e, i);
+        }
+        q = cr_reduce(CR_BUFS, q);
+        CR_TRAFFIC((i1 - i0) * CR_EL_BYTES(r), CR_PART_BYTES);
+        if (CR_TID == 0) parts[w] = q;
+        if (hist) {
+            int t = (int)CR_TID;
+            CR_GLOBAL cr_i64* h = hists + w * 4 * CR_NB;
+            h[t] = sh_hw[t];
+            h[CR_NB + t] = sh_hc[t];
+            h[2 * CR_NB + t] = sh_hn[t];
+            h[3 * CR_NB + t] = sh_hmax[t];
+            /* this segment's candidates into the row's buffer (any order: sorted later) */
+            cr_i64 cnt = sh_nc[0] < CR_CAND ? sh_nc[0] : CR_CAND;
+            CR_BARRIER();
+            if (t == 0) sh_nc[0] = CR_ATOMIC_ADD(&ncand[row], (int)cnt);
+            CR_BARRIER();
+            cr_i64 at = sh_nc[0];
+            for (cr_i64 j = t; j < cnt && at + j < CR_CAND; j += CR_NB) {
+                CR_GLOBAL cr_cand* c = cands + row * CR_CAND + at + j;
+                c->s = sh_cs[j];
+                c->a = sh_ca[j];
+            }
+            CR_TRAFFIC(0, 4 * CR_NB * 8 + cnt * CR_CAND_BYTES);
+            CR_BARRIER();
+        }
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                              const CR_GLOBAL cr_part* parts, const CR_GLOBAL cr_i64* hists,
+                              const CR_GLOBAL cr_cand* cands, CR_GLOBAL int* ncand,
+                              cr_i64 G CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_state st = states[row];
+        CR_TRAFFIC(sizeof(cr_state), 0);
+        if (st.phase == CR_PH_DONE) continue;
+        int t = (int)CR_TID;
+        /* each thread sums its segments in order, then the fixed tree of cr_reduce */
+        cr_part q = cr_part_zero();
+        for (cr_i64 sg = t; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
+        CR_TRAFFIC(G * CR_PART_BYTES, sizeof(cr_state) + 4);
+        if (st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE) {
+            cr_i64 hw = 0, hc = 0, hn = 0, hm = -1;
+            for (cr_i64 sg = 0; sg < G; ++sg) {
+                const CR_GLOBAL cr_i64* h = hists + (row * G + sg) * 4 * CR_NB;
+                hw += h[t];
+                hc += h[CR_NB + t];
+                hn += h[2 * CR_NB + t];
+                hm = h[3 * CR_NB + t] > hm ? h[3 * CR_NB + t] : hm;
+            }
+            sh_hw[t] = hw;
+            sh_hc[t] = hc;
+            sh_hn[t] = hn;
+            sh_hmax[t] = hm;
+            cr_i64 cnt = ncand[row];
+            if (cnt > CR_CAND) cnt = CR_CAND;
+            for (cr_i64 j = t; j < cnt; j += CR_NB) {
+                const CR_GLOBAL cr_cand* c = cands + row * CR_CAND + j;
+                sh_cs[j] = c->s;
+                sh_ca[j] = c->a;
+            }
+            CR_TRAFFIC(G * 4 * CR_NB * 8 + cnt * CR_CAND_BYTES, 0);
+            CR_BARRIER();
+        }
+        cr_advance(&st, q, CR_BUFS, CR_HIST);
+        while (st.src && st.phase != CR_PH_DONE) {
+            q = cr_cand_part(&st, CR_HIST);
+            cr_advance(&st, q, CR_BUFS, CR_HIST);
+        }
+        if (t == 0) {
+            ncand[row] = 0;
+            states[row] = st;
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
+                                CR_GLOBAL real* eta_out, CR_GLOBAL unsigned char* flag_out,
+                                CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
+                                int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        cr_state st = states[row];
+        int bad = 0, solved_here = st.phase != CR_PH_DONE;
+        if (solved_here) st = cr_solve(r, st, cr_el_zero(), 0, check, &bad, CR_BUFS, CR_HIST);
+        /* (the passes this kernel made: the count before it is still in states[row]) */
+        CR_TRAFFIC(sizeof(cr_state) + (st.passes - states[row].passes) * n * CR_EL_BYTES(r),
+                   sizeof(real) + 1 + (write_passes ? 4 : 0) + sizeof(cr_state));
+        if (CR_TID == 0) {
+            eta_out[row] = CR_REAL(st.eta);
+            flag_out[row] = (unsigned char)st.unreach;
+            if (write_passes) passes_out[row] = st.passes;
+            if (check) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
+            /* (for clipresc_split_apply; a row solved before holds its eta already, and
+             * only after cr_solve's barriers may one thread rewrite what all have read) */
+            if (solved_here) states[row] = st;
+        }
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states, cr_i64 G,
+                               cr_i64 seg, CR_GLOBAL real* y CR_TRAFFIC_PARAM) {
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        acc eta = states[row].eta;
+        CR_TRAFFIC(8 + (i1 - i0) * CR_EL_BYTES(r), (i1 - i0) * sizeof(real));
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB)
+            y[row * n + i] = cr_apply(cr_load(r, i), eta);
+    }
+}
+
+/* The backward of split rows given the forward's eta (finite p), in three launches:
+ *   clipresc_split_vjp_sums    a block per segment: the sums pass of cr_vjp_pass;
+ *   clipresc_split_vjp_coeffs  a block per row: merges them in segment order, the row's
+ *                              coefficients (rowinfo, B x CR_ROWINFO doubles) and epsbar;
+ *   clipresc_split_vjp_apply   a block per segment: the cotangents of its elements.
+ * Bounds shared along the batch then take clipresc_bound_grad_shared as usual. */
+
+CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
+                                  const CR_GLOBAL real* eta_in, CR_GLOBAL cr_part* parts,
+                                  cr_i64 G, cr_i64 seg, CR_GLOBAL int* err,
+                                  int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_REDUCE_BUFS;
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
+        int bad = 0;
+        cr_part q = cr_part_zero();
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            if (check) bad |= cr_check_el(e);
+            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, 1, i);
+        }
+        q = cr_reduce(CR_BUFS, q);
+        CR_TRAFFIC((i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
+                       sizeof(real) + (eps_arr ? 8 : 0),
+                   CR_PART_BYTES);
+        if (CR_TID == 0) parts[w] = q;
+        if (bad) CR_ATOMIC_OR(err, bad);
+    }
+}
+
+CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etabar_p,
+                                    int has_etabar, const CR_GLOBAL real* eta_in,
+                                    const CR_GLOBAL cr_part* parts, cr_i64 G,
+                                    CR_GLOBAL acc* rowinfo, CR_GLOBAL real* epsbar,
+                                    CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
+    CR_DECLARE_REDUCE_BUFS;
+    for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
+        cr_row r = CR_MAKE_ROW(row);
+        acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
+        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_part q = cr_part_zero();
+        for (cr_i64 sg = CR_TID; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
+        q = cr_reduce(CR_BUFS, q);
+        cr_vjp_sums(&st, q, 1);
+        acc eb = st.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
+        acc ak = st.k >= 0 ? fabs(CR_ACC(r.d[st.k])) : 1.0;
+        acc eps_bar;
+        cr_info f = cr_coeffs(&st, eb, ak, &eps_bar);
+        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (2 + (has_etabar ? 1 : 0)) +
+                       (eps_arr ? 8 : 0),
+                   8 * CR_ROWINFO + sizeof(real));
+        if (CR_TID == 0) {
+            epsbar[row] = CR_REAL(eps_bar);
+            CR_GLOBAL acc* ri = rowinfo + row * CR_ROWINFO;
+            ri[0] = f.eta;
+            ri[1] = f.G;
+            ri[2] = f.H;
+            ri[3] = f.kc;
+            ri[4] = (acc)f.mode;
+            ri[5] = (acc)f.k;
+            if (check && cr_check_eps(eps)) CR_ATOMIC_OR(err, cr_check_eps(eps));
+        }
+    }
+}
+
+CR_KERNEL clipresc_split_vjp_apply(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
+                                   const CR_GLOBAL acc* rowinfo, cr_i64 G, cr_i64 seg,
+                                   CR_GLOBAL real* xbar, CR_GLOBAL real* dbar,
+                                   CR_GLOBAL real* lbar, int lbar_full, CR_GLOBAL real* ubar,
+                                   int ubar_full CR_TRAFFIC_PARAM) {
+    for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
+        cr_i64 row = w / G, i0 = (w % G) * seg;
+        cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
+        cr_row r = CR_MAKE_ROW(row);
+        cr_info f = cr_info_of(rowinfo + row * CR_ROWINFO);
+        const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
+        CR_TRAFFIC(8 * CR_ROWINFO + (i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)),
+                   (i1 - i0) * (2 + lbar_full + ubar_full) * sizeof(real));
+        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
+            cr_el e = cr_load(r, i);
+            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
+            acc gx, gd, gl, gu;
+            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
+            xbar[row * n + i] = CR_REAL(gx);
+            dbar[row * n + i] = CR_REAL(gd);
+            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
+            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
+        }
     }
 }

@@ -7,9 +7,12 @@
  *
  * Kernels written against this header may only use what both dialects express:
  * one work-group per vector, shared-memory tree reductions with block barriers in
- * uniform control flow, no warp-synchronous tricks (shuffles, votes). The one atomic is
- * CR_ATOMIC_OR on the 32-bit error word: OR is order-independent, so results stay
- * deterministic.
+ * uniform control flow, no warp-synchronous tricks (shuffles, votes). Atomics are integer
+ * only and order-independent, so results stay deterministic: CR_ATOMIC_OR on the 32-bit
+ * error word, CR_ATOMIC_ADD reserving slots of a global buffer whose contents are sorted
+ * before use, and 64-bit add / max on block-shared integers (CR_LADD64, CR_LMAX64:
+ * the breakpoint histogram; OpenCL needs cl_khr_int64_base_atomics and
+ * cl_khr_int64_extended_atomics).
  *
  * Element type: `real` (REAL, float by default; -DREAL=double for float64 data).
  * Accumulator type: `acc` (always double); convert with CR_ACC(v) / CR_REAL(v).
@@ -36,16 +39,25 @@
 #define CR_SHARED __local          /* declaration of a block-shared array (kernel scope) */
 #define CR_LOCAL_PTR __local       /* pointer parameter into block-shared memory */
 #define CR_DEVICE static inline    /* device helper function */
+#define CR_COLD static             /* helper run once per step, kept out of line on CUDA */
 typedef long cr_i64;
 #define CR_TID ((cr_i64)get_local_id(0))
 #define CR_BID ((cr_i64)get_group_id(0))
 #define CR_BDIM ((cr_i64)get_local_size(0))
 #define CR_NBLOCKS ((cr_i64)get_num_groups(0))
-#define CR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE)
+/* (both fences, like CUDA's __syncthreads: the split kernels' per-row state in global
+ * memory is read by every thread and rewritten by one after the block's barriers) */
+#define CR_BARRIER() barrier(CLK_LOCAL_MEM_FENCE | CLK_GLOBAL_MEM_FENCE)
 #define CR_D2L(v) as_long(v)       /* bit pattern of a double */
 #define CR_L2D(v) as_double(v)
 #define CR_INF ((double)INFINITY)
 #define CR_ATOMIC_OR(ptr, v) atomic_or((volatile __global int*)(ptr), (v))
+#define CR_ATOMIC_ADD(ptr, v) atomic_add((volatile __global int*)(ptr), (v))
+#pragma OPENCL EXTENSION cl_khr_int64_base_atomics : enable
+#pragma OPENCL EXTENSION cl_khr_int64_extended_atomics : enable
+#define CR_LADD64(ptr, v) atom_add((volatile __local long*)(ptr), (long)(v))
+#define CR_LMAX64(ptr, v) atom_max((volatile __local long*)(ptr), (long)(v))
+#define CR_I64_MAX ((cr_i64)0x7fffffffffffffffL)
 #else
 /* ------------------------------------------------------------------ CUDA (NVRTC) */
 /* Blocks per SM the CUDA build is compiled for: __launch_bounds__(256, 4) caps the
@@ -61,6 +73,9 @@ typedef long cr_i64;
 #define CR_SHARED __shared__
 #define CR_LOCAL_PTR
 #define CR_DEVICE static __device__ __forceinline__
+/* Once-per-step helpers (the solve's state updates, histogram scan, sort) kept out of line:
+ * inlined, their temporaries would compete with the passes' for the 64 registers. */
+#define CR_COLD static __device__ __noinline__
 typedef long long cr_i64;
 #define CR_TID ((cr_i64)threadIdx.x)
 #define CR_BID ((cr_i64)blockIdx.x)
@@ -71,6 +86,11 @@ typedef long long cr_i64;
 #define CR_L2D(v) __longlong_as_double(v)
 #define CR_INF __longlong_as_double(0x7ff0000000000000LL)
 #define CR_ATOMIC_OR(ptr, v) atomicOr((ptr), (v))
+#define CR_ATOMIC_ADD(ptr, v) atomicAdd((ptr), (v))
+#define CR_LADD64(ptr, v) \
+    ((cr_i64)atomicAdd((unsigned long long*)(ptr), (unsigned long long)(v)))
+#define CR_LMAX64(ptr, v) atomicMax((long long*)(ptr), (long long)(v))
+#define CR_I64_MAX ((cr_i64)0x7fffffffffffffffLL)
 #endif
 
 typedef REAL real;
