@@ -22,12 +22,12 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))
 
-import test_cupy_backend_emulated as emu  # noqa: E402  (the OpenCL-backed stand-in)
+import test_cupy_backend_emulated as emu
 
-import clipresc  # noqa: E402
-from clipresc import _dispatch  # noqa: E402
-from clipresc.backends import cupy_backend as cb  # noqa: E402
-from clipresc.backends import cupy_call, cupy_rows, gpu_checks  # noqa: E402
+import clipresc
+from clipresc import _dispatch
+from clipresc.backends import cupy_backend as cb
+from clipresc.backends import cupy_call, cupy_rows, gpu_checks
 
 #: Every host read of a device array during the counted region.
 SYNCS: list[str] = []
@@ -162,7 +162,7 @@ def _bounds(kind: Any, shape: tuple[int, ...]) -> Any:
     if kind == "shared":
         return dev(np.zeros(n, np.float32)), dev(np.ones(n, np.float32))
     if kind == "per_vector":
-        return dev(np.zeros(shape[:-1] + (1,), np.float32)), 1.0
+        return dev(np.zeros((*shape[:-1], 1), np.float32)), 1.0
     return dev(np.zeros(shape, np.float32)), dev(np.full(shape, 1.0, np.float32))
 
 
