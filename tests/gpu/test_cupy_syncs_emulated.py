@@ -347,3 +347,32 @@ def test_public_path_routes_cupy_arrays_here(
     np.testing.assert_allclose(
         np.asarray(y), clipresc.perturb(np.asarray(x), np.asarray(d), 1.0), rtol=2e-6
     )
+
+
+def test_lists_other_axes_and_float16(fake_cupy: None) -> None:
+    """Host lists for ``eps`` and the bounds (checked on the host), vectors along a leading
+    axis, float16 data (computed in float32): one read, the core's values."""
+    import array_api_compat.numpy as xp
+
+    rng = np.random.default_rng(41)
+    xh = rng.uniform(0.1, 0.9, (60, 4)).astype(np.float16)
+    dh = rng.standard_normal((60, 4)).astype(np.float16)
+    eps = [[0.5, 1.0, 1.5, 2.0]]
+    bounds = ([0.0] * 4, 1.0)
+    for kind, fn in (("perturb", clipresc.perturb), ("scale", clipresc.scale)):
+        got, syncs, _ = _counted(
+            cupy_call.forward, kind, xp, dev(xh), dev(dh), eps, 2.0, bounds, 0, "saturate"
+        )
+        assert len(syncs) <= 1, syncs
+        want = fn(xh, dh, np.asarray(eps), p=2.0, bounds=(np.zeros(4), 1.0), axis=0)
+        assert got.dtype == np.float16 and got.shape == want.shape
+        np.testing.assert_allclose(
+            np.asarray(got, np.float64), want.astype(np.float64), rtol=1e-3, atol=1e-3
+        )
+    with pytest.raises(ValueError) as info:
+        cupy_call.forward(
+            "perturb", xp, dev(xh), dev(dh), [[1.0, -1.0, 1, 1]], 2.0, None, 0, "saturate"
+        )
+    with pytest.raises(ValueError) as ref:
+        clipresc.perturb(xh, dh, np.array([[1.0, -1.0, 1, 1]]), axis=0, bounds=None)
+    assert str(info.value) == str(ref.value)

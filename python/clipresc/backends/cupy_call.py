@@ -117,7 +117,6 @@ def _bound_rows(
         host = np.asarray(value)
         check_bound_type(_np_xp(), host, side)
         check_bound_nan(_np_xp(), host, side)
-        check_bound_shape(host, side, layout)
         a: Any = xp.asarray(host)  # (a host-to-device copy)
     else:
         a = value
