@@ -111,6 +111,9 @@ class _CountingXp:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._npx, name)
 
+    def asarray(self, a: Any, **kwargs: Any) -> Any:
+        return self._npx.asarray(a, **kwargs).view(Dev)  # (on the "device")
+
     def astype(self, a: Any, dtype: Any, copy: bool = True) -> Any:
         out = self._npx.astype(a, dtype, copy=copy)
         if not np.shares_memory(out, a):
@@ -195,19 +198,33 @@ def test_at_most_one_sync_and_the_cores_values(
 
 
 def test_the_old_path_synchronised_more(fake_cupy: None) -> None:
-    """The figure the new path is measured against: the array-API checks read the device
-    once per check (eps twice, bounds, crossed bounds, x, delta, x outside)."""
-    import array_api_compat.numpy as xp
-
+    """The figures the new path is measured against (``pytest -s`` prints them): the
+    array-API checks read the device once per check (eps twice, each bound's NaN, crossed
+    bounds, x, delta, x outside; ``scale`` once more for its overflow count) and copied
+    ``delta`` and the result with ``astype``."""
     x, d = _case(3, (5, 300))
-    b = (dev(np.zeros(300, np.float32)), dev(np.ones(300, np.float32)))
-    _, old, _ = _counted(
-        _old_path, "perturb", xp, x, d, dev(np.full(5, 1.5)), 2.0, b, None, "saturate"
-    )
-    _, new, _ = _counted(
-        cupy_call.forward, "perturb", xp, x, d, dev(np.full(5, 1.5)), 2.0, b, None, "saturate"
-    )
-    assert len(new) == 1 and len(old) >= 5, (old, new)
+    cases = {
+        "eps and bounds numbers": (1.5, (0.0, 1.0)),
+        "eps and shared bounds on the device": (
+            dev(np.full(5, 1.5)),
+            (dev(np.zeros(300, np.float32)), dev(np.ones(300, np.float32))),
+        ),
+    }
+    for name, (eps, b) in cases.items():
+        for kind in ("perturb", "scale"):
+            counts = []
+            for fn in (_old_path, cupy_call.forward):
+                _, syncs, allocs = _counted(
+                    fn, kind, _CountingXp(), x, d, eps, 2.0, b, None, "saturate"
+                )
+                counts.append((len(syncs), sum(a >= x.size for a in allocs)))
+            (old, old_full), (new, new_full) = counts
+            print(
+                f"{kind:8s} {name:38s} host syncs {old} -> {new}, "
+                f"full-size arrays allocated {old_full} -> {new_full} (bool masks not counted)"
+            )
+            assert new == 1 and old >= 5, (old, new)
+            assert new_full == (1 if kind == "perturb" else 0) < old_full
 
 
 @pytest.mark.parametrize("kind", ("perturb", "scale"))
