@@ -386,6 +386,14 @@ def test_lists_other_axes_and_float16(fake_cupy: None) -> None:
         np.testing.assert_allclose(
             np.asarray(got, np.float64), want.astype(np.float64), rtol=1e-3, atol=1e-3
         )
+    # a NumPy eps and bound (host arrays next to device data): checked on the host too
+    got, syncs, _ = _counted(
+        cupy_call.forward, "scale", xp, dev(xh), dev(dh), np.asarray(eps), 2.0,
+        (np.zeros(4), 1.0), 0, "saturate",
+    )  # fmt: skip
+    assert len(syncs) <= 1
+    want = clipresc.scale(xh, dh, np.asarray(eps), p=2.0, bounds=(np.zeros(4), 1.0), axis=0)
+    np.testing.assert_allclose(np.asarray(got, np.float64), want, rtol=1e-3, atol=1e-3)
     with pytest.raises(ValueError) as info:
         cupy_call.forward(
             "perturb", xp, dev(xh), dev(dh), [[1.0, -1.0, 1, 1]], 2.0, None, 0, "saturate"

@@ -77,7 +77,7 @@ def _np_xp() -> Any:
 
 
 def _host_eps(eps: Any, layout: Layout) -> float | np.ndarray[Any, Any]:
-    """A number or list ``eps`` checked on the host (no device work): a number, or
+    """A number, list or NumPy ``eps`` checked on the host (no device work): a number, or
     ``(rows,)`` float64 values the backend copies to the device."""
     e = np.asarray(eps, dtype=np.float64)
     check_eps_values(_np_xp(), e)
@@ -91,7 +91,7 @@ def _eps_rows(xp: Any, eps: Any, layout: Layout) -> float | Array:
     """``eps`` for the kernels: host values checked here, a device array checked by them
     (its shape here); one value or ``(rows,)``, float64 as on the NumPy path."""
     check_eps_type(xp, eps)
-    if is_number(eps) or isinstance(eps, (list, tuple)):
+    if is_number(eps) or isinstance(eps, (list, tuple)) or type(eps) is np.ndarray:
         return _host_eps(eps, layout)
     shape = tuple(int(s) for s in eps.shape)
     check_eps_shape(shape, layout)
@@ -113,7 +113,7 @@ def _bound_rows(
         raise _errors.bound_not_real(side, "bool")
     if is_number(value):
         return float(value), float(value)
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, (list, tuple)) or type(value) is np.ndarray:
         host = np.asarray(value)
         check_bound_type(_np_xp(), host, side)
         check_bound_nan(_np_xp(), host, side)
