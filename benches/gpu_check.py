@@ -14,7 +14,8 @@ Steps, each with its own time limit inside the overall budget (``--budget``, 330
 
 1. environment: Python, the GPU libraries' versions, the CUDA devices (``nvidia-smi -L``),
 2. ``pytest -m gpu tests/gpu`` (the CuPy kernels against the bisection oracle and finite
-   differences),
+   differences; the public CuPy path captured in a CUDA graph in no-check mode, which
+   proves it makes no host synchronisation, and refused by capture in checked mode),
 3. ``pytest -m gpu tests/test_torch_cuda.py tests/test_jax_gpu.py`` (torch autograd on
    CUDA against the CPU, errors checked inside the kernels, CUDA-graph capture in
    no-check mode, a non-default stream, torch's allocator, a batch of more than 2^31

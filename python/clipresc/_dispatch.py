@@ -243,6 +243,12 @@ def forward(
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
     xp = _namespace(xc, dc, ec, *(bc or ()))
+    if path == "cupy":
+        from .backends import cupy_call  # the checks inside the kernels: one sync
+
+        res = cupy_call.forward(kind, xp, xc, dc, ec, p, bc, axis, unreachable)
+        if res is not None:
+            return back(res, lib)
     res = _forward_rows(kind, xp, row_backend(path), xc, dc, ec, p, bc, axis, unreachable)
     return back(res, lib)
 
@@ -382,5 +388,11 @@ def vjp(
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
     cc = to(cot, lib)
     xp = _namespace(xc, dc, ec, cc, *(bc or ()))
+    if path == "cupy":
+        from .backends import cupy_call
+
+        got = cupy_call.vjp(kind, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
+        if got is not None:
+            return {k: back(v, lib) for k, v in got.items()}
     out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
     return {k: back(v, lib) for k, v in out.items()}

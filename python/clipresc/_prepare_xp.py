@@ -138,28 +138,30 @@ class XProblem:
     shapes: ArgShapes
 
 
-def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
-    dev = _device(like)
+def check_eps_type(xp: Any, eps: Any) -> None:
+    """``TypeError`` unless ``eps`` is a number, a list or a real array (no values read)."""
     if is_number(eps) or isinstance(eps, (list, tuple)):
-        e = xp.asarray(np.asarray(eps, dtype=np.float64), device=dev)
-    elif hasattr(eps, "shape") and hasattr(eps, "dtype"):
-        e = eps
-        if not xp.isdtype(e.dtype, ("real floating", "integral")):
-            raise _errors.eps_not_real(f"dtype {dtype_name(e.dtype)}")
-    else:
+        return
+    if not (hasattr(eps, "shape") and hasattr(eps, "dtype")):
         raise _errors.eps_not_real(str(type(eps)))
+    if not xp.isdtype(eps.dtype, ("real floating", "integral")):
+        raise _errors.eps_not_real(f"dtype {dtype_name(eps.dtype)}")
+
+
+def check_eps_values(xp: Any, e: Array) -> None:
+    """The value checks of ``eps`` in the NumPy path's order (negative or NaN, infinite)."""
     _raise_if(xp, (e < 0) | (e != e), _errors.negative_eps)
     _raise_if(
         xp,
         (e == math.inf) | (e == -math.inf),
         _errors.infinite_eps,
     )
-    rows = layout.rows
-    shape = tuple(int(s) for s in e.shape)
-    if len(shape) == 0:
-        return xp.broadcast_to(xp.astype(e, like.dtype), (rows,))
-    if len(shape) == 1 and shape[0] == rows:
-        return xp.astype(e, like.dtype)
+
+
+def check_eps_shape(shape: tuple[int, ...], layout: Layout) -> None:
+    """``eps`` has one value, one per vector, or a shape that broadcasts to ``eta``'s."""
+    if len(shape) == 0 or (len(shape) == 1 and shape[0] == layout.rows):
+        return
     try:
         ok = len(shape) <= len(layout.eta_shape) and (
             np.broadcast_shapes(shape, layout.eta_shape) == layout.eta_shape
@@ -167,7 +169,23 @@ def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
     except ValueError:
         ok = False
     if not ok:
-        raise _errors.eps_shape(rows, shape)
+        raise _errors.eps_shape(layout.rows, shape)
+
+
+def _parse_eps(xp: Any, eps: Any, layout: Layout, like: Array) -> Array:
+    check_eps_type(xp, eps)
+    if is_number(eps) or isinstance(eps, (list, tuple)):
+        e = xp.asarray(np.asarray(eps, dtype=np.float64), device=_device(like))
+    else:
+        e = eps
+    check_eps_values(xp, e)
+    rows = layout.rows
+    shape = tuple(int(s) for s in e.shape)
+    check_eps_shape(shape, layout)
+    if len(shape) == 0:
+        return xp.broadcast_to(xp.astype(e, like.dtype), (rows,))
+    if len(shape) == 1 and shape[0] == rows:
+        return xp.astype(e, like.dtype)
     full = xp.broadcast_to(xp.astype(e, like.dtype), layout.eta_shape)
     return xp.reshape(full, (rows,))
 
@@ -176,6 +194,30 @@ def _device(a: Array) -> Any:
     import array_api_compat
 
     return array_api_compat.device(a)
+
+
+def check_bound_type(xp: Any, a: Array, side: str) -> None:
+    """``TypeError`` unless the array bound ``a`` is real (no values read)."""
+    if not xp.isdtype(a.dtype, ("real floating", "integral")):
+        raise _errors.bound_not_real(side, dtype_name(a.dtype))
+
+
+def check_bound_nan(xp: Any, a: Array, side: str) -> None:
+    """The value check of an array bound: no NaN."""
+    _raise_if(xp, a != a, lambda c, i: _errors.bad_values(f"bounds: {side}", "NaN", c, i))
+
+
+def check_bound_shape(a: Array, side: str, layout: Layout) -> None:
+    """An array bound's shape broadcasts to ``x``'s."""
+    shape = tuple(int(s) for s in a.shape)
+    try:
+        ok = len(shape) <= len(layout.shape) and (
+            np.broadcast_shapes(shape, layout.shape) == layout.shape
+        )
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _errors.bound_shape(side, shape, layout.shape)
 
 
 def _parse_side(
@@ -191,17 +233,11 @@ def _parse_side(
     a = value
     if isinstance(value, (list, tuple)):
         a = xp.asarray(np.asarray(value), device=_device(like))
-    if not xp.isdtype(a.dtype, ("real floating", "integral")):
-        raise _errors.bound_not_real(side, dtype_name(a.dtype))
-    _raise_if(xp, a != a, lambda c, i: _errors.bad_values(f"bounds: {side}", "NaN", c, i))
+    check_bound_type(xp, a, side)
+    check_bound_nan(xp, a, side)
+    check_bound_shape(a, side, layout)
     shape = tuple(int(s) for s in a.shape)
     nd = len(layout.shape)
-    try:
-        ok = len(shape) <= nd and np.broadcast_shapes(shape, layout.shape) == layout.shape
-    except ValueError:
-        ok = False
-    if not ok:
-        raise _errors.bound_shape(side, shape, layout.shape)
     aw = xp.astype(a, like.dtype)
     padded = xp.reshape(aw, (1,) * (nd - len(shape)) + shape)
     if all(padded.shape[ax] == 1 for ax in layout.batch_axes):
@@ -294,7 +330,7 @@ def cotangent(xp: Any, cot: Any, shape: tuple[int, ...], what: str, like: Array)
         ok = False
     if not ok:
         raise _errors.cotangent_shape(what, cs, shape)
-    return xp.broadcast_to(xp.astype(c, like.dtype), shape)
+    return xp.broadcast_to(xp.astype(c, like.dtype, copy=False), shape)
 
 
 def _float_dtype(xp: Any, dt: Any, default: Any) -> Any:

@@ -137,3 +137,60 @@ def test_matches_opencl_backend() -> None:
     eta_cl, _ = ob.scale_rows(x, d, eps, 2.0, lower, upper)
     eta_cu, _ = cb.scale_rows(_dev(x), _dev(d), _dev(eps), 2.0, _dev(lower), _dev(upper))
     np.testing.assert_allclose(_host(eta_cu), eta_cl, rtol=1e-13)
+
+
+def _public_case(seed: int) -> tuple[Any, Any]:
+    rng = np.random.default_rng(seed)
+    x = cupy.asarray(rng.uniform(0.05, 0.95, (16, 3, 32, 32)).astype(np.float32))
+    d = cupy.asarray(rng.standard_normal((16, 3, 32, 32)).astype(np.float32))
+    return x, d
+
+
+def test_public_path_no_check_mode_captures_in_a_cuda_graph() -> None:
+    """``clipresc.perturb`` on CuPy arrays in no-check mode makes no host synchronisation:
+    a CUDA graph captures it (capture fails on any sync), and a replay on new data gives
+    the eager result for that data."""
+    import clipresc
+    from clipresc.backends import gpu_checks
+
+    x, d = _public_case(31)
+    want = clipresc.perturb(x[::-1], d[::-1], 1.0, p=2.0)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream, gpu_checks.unchecked():
+        clipresc.perturb(x, d, 1.0, p=2.0)  # kernels built, pool blocks on this stream
+        stream.synchronize()
+        stream.begin_capture()
+        out = clipresc.perturb(x, d, 1.0, p=2.0)
+        graph = stream.end_capture()
+    stream.synchronize()
+    x[...] = x[::-1].copy()
+    d[...] = d[::-1].copy()
+    cupy.cuda.Device().synchronize()
+    graph.launch(stream)
+    stream.synchronize()
+    np.testing.assert_array_equal(cupy.asnumpy(out), cupy.asnumpy(want))
+
+
+def test_public_path_checked_mode_reads_the_word_once() -> None:
+    """The checked mode synchronises (the error word): capture refuses it; an invalid
+    value found by the kernels raises the NumPy path's error."""
+    import clipresc
+
+    x, d = _public_case(32)
+    clipresc.perturb(x, d, 1.0, p=2.0)
+    stream = cupy.cuda.Stream(non_blocking=True)
+    with stream:
+        stream.begin_capture()
+        with pytest.raises(Exception):  # noqa: B017 (CUDA's capture error, by version)
+            clipresc.perturb(x, d, 1.0, p=2.0)
+        try:
+            stream.end_capture()
+        except Exception:  # (the capture is invalidated: nothing to keep)
+            pass
+    bad = cupy.asnumpy(x)
+    bad[3, 1, 2, 5] = np.nan
+    with pytest.raises(ValueError) as want:
+        clipresc.perturb(bad, cupy.asnumpy(d), 1.0, p=2.0)
+    with pytest.raises(ValueError) as got:
+        clipresc.perturb(cupy.asarray(bad), d, 1.0, p=2.0)
+    assert str(got.value) == str(want.value)
