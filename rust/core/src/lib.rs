@@ -15,6 +15,8 @@ extern crate self as clipresc_core;
 mod adversary;
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
 mod batch;
 mod bounds;
 mod error;

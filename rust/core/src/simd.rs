@@ -1,9 +1,10 @@
 //! Run-time CPU feature detection for the hot loops.
 //!
 //! Wheels target baseline x86-64 (SSE2). The lane loops are also compiled for AVX2+FMA and
-//! picked at run time when the CPU has them. The source of both versions is the same
-//! generic code with explicit lanes, so both add in the same order and give bitwise the
-//! same results.
+//! for AVX-512, and the widest the CPU has is picked at run time. The source of every
+//! version is the same generic code with explicit lanes, so all add in the same order and
+//! give bitwise the same results. The hand-written kernels (`crate::avx2`,
+//! `crate::avx512`) are held to those loops by the tests.
 
 /// Whether this CPU runs AVX2 and FMA instructions (checked once).
 #[cfg(target_arch = "x86_64")]
@@ -12,6 +13,24 @@ pub(crate) fn has_avx2() -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    })
+}
+
+/// Whether this CPU runs the AVX-512 subsets the kernels use (F, VL, BW, DQ: every CPU with
+/// AVX-512 since Skylake-SP and Zen 4 has them), AVX2, FMA and POPCNT (checked once).
+/// `CLIPRESC_NO_AVX512` set to anything but `0` turns it off (to compare the two paths).
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        let off = std::env::var_os("CLIPRESC_NO_AVX512").is_some_and(|v| v != "0");
+        !off && has_avx2()
+            && std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx512bw")
+            && std::is_x86_feature_detected!("avx512dq")
+            && std::is_x86_feature_detected!("popcnt")
     })
 }
 

@@ -8,7 +8,7 @@ use crate::kernel::{
     pow2_steps, row_bin_free, row_collect_bin, row_pass_first, row_pass_inf, row_pass_sat,
     FirstSums, FreeBins, Row,
 };
-use crate::norm::{Power, P1};
+use crate::norm::Power;
 use crate::real::Real;
 use crate::safeguard::{self, crossing, Bins, Cand, Crossing, Fixed};
 
@@ -561,7 +561,6 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         };
     }
     // Unreachable: the largest room, reached first by the fastest of its elements.
-    let sums = row_pass_sat(row, P1, par);
     let (s_max, a_best) = (sums.s_max, sums.a_at_s_max);
     let (eta, eta_parts) = if s_max > 0.0 {
         quotient(s_max, a_best)

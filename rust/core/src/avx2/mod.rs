@@ -30,7 +30,7 @@ pub(crate) enum Side<'a, E> {
 impl<E: Real> Side<'_, E> {
     /// The value at `i` (tails and the candidate list).
     #[inline]
-    fn at(self, i: usize) -> E {
+    pub(crate) fn at(self, i: usize) -> E {
         match self {
             Side::Scalar(v) => v,
             Side::Slice(s) => s[i],

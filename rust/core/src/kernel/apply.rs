@@ -3,7 +3,7 @@
 //! form for an `eta` outside the element type's range.
 
 #[cfg(target_arch = "x86_64")]
-use super::dispatch::avx2_apply;
+use super::dispatch::simd_apply;
 use super::{for_blocks, pow2_steps, prefetch_row, Row, LANES};
 use crate::bounds::SideAccess;
 use crate::real::Real;
@@ -42,8 +42,8 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
         #[cfg(target_arch = "x86_64")]
-        if avx2_apply::<f32, _, _, _>(&sub, eta, &mut *out, stream)
-            || avx2_apply::<f64, _, _, _>(&sub, eta, &mut *out, stream)
+        if simd_apply::<f32, _, _, _>(&sub, eta, &mut *out, stream)
+            || simd_apply::<f64, _, _, _>(&sub, eta, &mut *out, stream)
         {
             return;
         }

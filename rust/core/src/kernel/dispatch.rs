@@ -1,67 +1,193 @@
-//! Picks the hand-written AVX2 kernels of `crate::avx2` for a row when its element type
-//! and the CPU allow (`None` / `false` otherwise: the generic lane loops run).
+//! Picks the hand-written SIMD kernels for a row when its element type and the CPU allow:
+//! those of `crate::avx512` where the CPU has AVX-512, else those of `crate::avx2`
+//! (`None` / `false` when neither applies: the generic lane loops run).
 
 use super::{fold_chunks, FirstSums, Row};
 use crate::avx2::{Chunk, Lanes, Side};
+use crate::avx512::Lanes512;
 use crate::bounds::SideAccess;
 use crate::real::Real;
 
-/// [`row_pass_first`] with the AVX2 kernels of `E`, or `None` when the row's elements are
-/// not `E` or the CPU lacks AVX2.
-pub(super) fn avx2_first<E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+/// A set of hand-written kernels for the element type `E`.
+pub(super) trait Kernels<E> {
+    /// Whether this CPU runs them (checked at run time).
+    fn available() -> bool;
+
+    /// See [`Lanes::first`].
+    ///
+    /// # Safety
+    /// [`Kernels::available`] returned `true`.
+    unsafe fn first<
+        const P2: bool,
+        const VALIDATE: bool,
+        const CHECK_X: bool,
+        const SPLIT: bool,
+        const LS: bool,
+        const HS: bool,
+    >(
+        c: Chunk<'_, E>,
+        eta_lo: E,
+        eta_hi: E,
+    ) -> FirstSums;
+
+    /// See [`Lanes::apply`].
+    ///
+    /// # Safety
+    /// [`Kernels::available`] returned `true`.
+    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+        c: Chunk<'_, E>,
+        eta: E,
+        out: &mut [E],
+    );
+}
+
+/// The kernels of `crate::avx2` (AVX2 and FMA).
+pub(super) struct Avx2;
+/// The kernels of `crate::avx512` (AVX-512 F, VL, BW and DQ).
+pub(super) struct Avx512;
+
+impl<E: Lanes> Kernels<E> for Avx2 {
+    fn available() -> bool {
+        crate::simd::has_avx2()
+    }
+
+    #[inline(always)]
+    unsafe fn first<
+        const P2: bool,
+        const VALIDATE: bool,
+        const CHECK_X: bool,
+        const SPLIT: bool,
+        const LS: bool,
+        const HS: bool,
+    >(
+        c: Chunk<'_, E>,
+        eta_lo: E,
+        eta_hi: E,
+    ) -> FirstSums {
+        // SAFETY: `available` (`has_avx2`) returned true, as the caller guarantees: the CPU
+        // runs AVX2 and FMA, `Lanes::first`'s only precondition.
+        unsafe { E::first::<P2, VALIDATE, CHECK_X, SPLIT, LS, HS>(c, eta_lo, eta_hi) }
+    }
+
+    #[inline(always)]
+    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+        c: Chunk<'_, E>,
+        eta: E,
+        out: &mut [E],
+    ) {
+        // SAFETY: as in `first`.
+        unsafe { <E as Lanes>::apply::<LS, HS, STREAM>(c, eta, out) }
+    }
+}
+
+impl<E: Lanes512> Kernels<E> for Avx512 {
+    fn available() -> bool {
+        crate::simd::has_avx512()
+    }
+
+    #[inline(always)]
+    unsafe fn first<
+        const P2: bool,
+        const VALIDATE: bool,
+        const CHECK_X: bool,
+        const SPLIT: bool,
+        const LS: bool,
+        const HS: bool,
+    >(
+        c: Chunk<'_, E>,
+        eta_lo: E,
+        eta_hi: E,
+    ) -> FirstSums {
+        // SAFETY: `available` (`has_avx512`) returned true, as the caller guarantees: the
+        // CPU runs AVX-512 F, VL, BW and DQ, `Lanes512::first`'s only precondition.
+        unsafe { E::first::<P2, VALIDATE, CHECK_X, SPLIT, LS, HS>(c, eta_lo, eta_hi) }
+    }
+
+    #[inline(always)]
+    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+        c: Chunk<'_, E>,
+        eta: E,
+        out: &mut [E],
+    ) {
+        // SAFETY: as in `first`.
+        unsafe { <E as Lanes512>::apply::<LS, HS, STREAM>(c, eta, out) }
+    }
+}
+
+/// [`row_pass_first`] with the widest hand-written kernels of `E` the CPU runs, or `None`
+/// when the row's elements are not `E` or the CPU has no such kernels.
+pub(super) fn simd_first<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    p2: bool,
+    bracket: (f64, f64),
+    validate: bool,
+    par: bool,
+) -> Option<FirstSums> {
+    if <Avx512 as Kernels<E>>::available() {
+        first_with::<Avx512, E, T, L, H>(row, p2, bracket, validate, par)
+    } else {
+        first_with::<Avx2, E, T, L, H>(row, p2, bracket, validate, par)
+    }
+}
+
+/// [`row_pass_first`] with the kernels `K`, or `None` when the row's elements are not `E`
+/// or the CPU does not run `K`.
+pub(super) fn first_with<K: Kernels<E>, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     p2: bool,
     (eta_lo, eta_hi): (f64, f64),
     validate: bool,
     par: bool,
 ) -> Option<FirstSums> {
-    let whole = avx2_chunk::<E, T, L, H>(row)?;
+    if !K::available() {
+        return None;
+    }
+    let whole = chunk_of::<E, T, L, H>(row)?;
     let (lo, hi) = (E::of_f64(eta_lo), E::of_f64(eta_hi));
     let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
     let split = lo != hi;
     let sides = (L::SLICE, H::SLICE);
     Some(fold_chunks(row, par, |r| {
-        let c = avx2_chunk::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
-        // SAFETY: `avx2_chunk` returns `Some` only after `has_avx2` has checked at run time
-        // that this CPU executes AVX2 and FMA, the kernels' only precondition.
+        let c = chunk_of::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
+        // SAFETY: `K::available` returned true above, the kernels' only precondition.
         unsafe {
             // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
             match (p2, validate, check_x, split) {
                 (true, true, false, false) => {
-                    with_sides!(sides, E::first, [true, true, false, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, true, false, false], (c, lo, hi))
                 }
                 (true, true, false, true) => {
-                    with_sides!(sides, E::first, [true, true, false, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, true, false, true], (c, lo, hi))
                 }
                 (true, true, true, false) => {
-                    with_sides!(sides, E::first, [true, true, true, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, true, true, false], (c, lo, hi))
                 }
                 (true, true, true, true) => {
-                    with_sides!(sides, E::first, [true, true, true, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, true, true, true], (c, lo, hi))
                 }
                 (true, false, _, false) => {
-                    with_sides!(sides, E::first, [true, false, false, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, false, false, false], (c, lo, hi))
                 }
                 (true, false, _, true) => {
-                    with_sides!(sides, E::first, [true, false, false, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [true, false, false, true], (c, lo, hi))
                 }
                 (false, true, false, false) => {
-                    with_sides!(sides, E::first, [false, true, false, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, true, false, false], (c, lo, hi))
                 }
                 (false, true, false, true) => {
-                    with_sides!(sides, E::first, [false, true, false, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, true, false, true], (c, lo, hi))
                 }
                 (false, true, true, false) => {
-                    with_sides!(sides, E::first, [false, true, true, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, true, true, false], (c, lo, hi))
                 }
                 (false, true, true, true) => {
-                    with_sides!(sides, E::first, [false, true, true, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, true, true, true], (c, lo, hi))
                 }
                 (false, false, _, false) => {
-                    with_sides!(sides, E::first, [false, false, false, false], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, false, false, false], (c, lo, hi))
                 }
                 (false, false, _, true) => {
-                    with_sides!(sides, E::first, [false, false, false, true], (c, lo, hi))
+                    with_sides!(sides, K::first, [false, false, false, true], (c, lo, hi))
                 }
             }
         }
@@ -84,15 +210,11 @@ macro_rules! with_sides {
 }
 use with_sides;
 
-/// The row as `E` data on a CPU with AVX2 and FMA: the case the hand-written kernels of
-/// `avx2` take.
+/// The row as `E` data: the case the hand-written kernels take.
 #[inline(always)]
-fn avx2_chunk<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+fn chunk_of<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &'r Row<'_, T, L, H>,
 ) -> Option<Chunk<'r, E>> {
-    if !crate::simd::has_avx2() {
-        return None;
-    }
     let side = |scalar: Option<T>, values: Option<&'r [T]>| match (scalar, values) {
         (Some(v), _) => Some(Side::Scalar(E::of_f64(v.as_f64()))),
         (None, Some(s)) => E::of(s).map(Side::Slice),
@@ -106,24 +228,42 @@ fn avx2_chunk<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     })
 }
 
-/// [`apply_row`]'s body with the AVX2 kernel of `E`; `false` (nothing written) when the
-/// row's elements are not `E` or the CPU lacks AVX2.
-pub(super) fn avx2_apply<E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+/// [`apply_row`]'s body with the widest hand-written kernel of `E` the CPU runs; `false`
+/// (nothing written) when the row's elements are not `E` or the CPU has no such kernel.
+pub(super) fn simd_apply<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
     stream: bool,
 ) -> bool {
-    let (Some(c), Some(o)) = (avx2_chunk::<E, T, L, H>(row), E::of_mut(out)) else {
+    if <Avx512 as Kernels<E>>::available() {
+        apply_with::<Avx512, E, T, L, H>(row, eta, out, stream)
+    } else {
+        apply_with::<Avx2, E, T, L, H>(row, eta, out, stream)
+    }
+}
+
+/// [`apply_row`]'s body with the kernel `K`; `false` (nothing written) when the row's
+/// elements are not `E` or the CPU does not run `K`.
+pub(super) fn apply_with<K: Kernels<E>, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+    stream: bool,
+) -> bool {
+    if !K::available() {
+        return false;
+    }
+    let (Some(c), Some(o)) = (chunk_of::<E, T, L, H>(row), E::of_mut(out)) else {
         return false;
     };
     let (sides, e) = ((L::SLICE, H::SLICE), E::of_f64(eta.as_f64()));
-    // SAFETY: `avx2_chunk` returned `Some` only after `has_avx2` checked AVX2 and FMA.
+    // SAFETY: `K::available` returned true above, the kernel's only precondition.
     unsafe {
         if stream {
-            with_sides!(sides, E::apply, [], [true], (c, e, o))
+            with_sides!(sides, K::apply, [], [true], (c, e, o))
         } else {
-            with_sides!(sides, E::apply, [], [false], (c, e, o))
+            with_sides!(sides, K::apply, [], [false], (c, e, o))
         }
     }
     true

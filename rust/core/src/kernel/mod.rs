@@ -114,26 +114,47 @@ fn for_blocks<T: Real>(out: &mut [T], par: bool, body: impl Fn(usize, &mut [T]) 
     }
 }
 
-/// Declares `$best`, which runs `$generic` compiled for AVX2+FMA when the CPU has them and
-/// the baseline build otherwise.
+/// Declares `$best`, which runs `$generic` compiled for AVX-512 (F, VL, BW, DQ) or for
+/// AVX2+FMA when the CPU has them, and the baseline build otherwise. The compiled copies
+/// live in a module named `$avx2`. All three are the same source: LLVM does not reassociate
+/// floating-point operations nor contract them into FMAs, so they give bitwise the same
+/// results.
 macro_rules! multiversion {
     ($vis:vis $best:ident, $avx2:ident, $generic:ident,
      <$($g:ident: $bound:path),* $(; const $c:ident: bool)?>,
      ($($arg:ident: $ty:ty),*) -> $ret:ty) => {
         #[cfg(target_arch = "x86_64")]
-        #[target_feature(enable = "avx2,fma")]
-        unsafe fn $avx2<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
-            $generic::<$($g),* $(, $c)?>($($arg),*)
+        mod $avx2 {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[target_feature(enable = "avx2,fma")]
+            pub(super) unsafe fn avx2<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
+                $generic::<$($g),* $(, $c)?>($($arg),*)
+            }
+
+            #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,popcnt")]
+            pub(super) unsafe fn avx512<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
+                $generic::<$($g),* $(, $c)?>($($arg),*)
+            }
         }
 
         #[inline(always)]
         $vis fn $best<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
+            if crate::simd::has_avx512() {
+                // SAFETY: `avx512` differs from `$generic` only in being compiled for
+                // AVX-512 (F, VL, BW, DQ), AVX2, FMA and POPCNT, and `has_avx512` has checked
+                // at run time that this CPU executes all of them; there are no other
+                // preconditions.
+                return unsafe { $avx2::avx512::<$($g),* $(, $c)?>($($arg),*) };
+            }
+            #[cfg(target_arch = "x86_64")]
             if crate::simd::has_avx2() {
-                // SAFETY: `$avx2` differs from `$generic` only in being compiled for AVX2
+                // SAFETY: `avx2` differs from `$generic` only in being compiled for AVX2
                 // and FMA, and `has_avx2` has checked at run time that this CPU executes
                 // both instruction sets; there are no other preconditions.
-                return unsafe { $avx2::<$($g),* $(, $c)?>($($arg),*) };
+                return unsafe { $avx2::avx2::<$($g),* $(, $c)?>($($arg),*) };
             }
             $generic::<$($g),* $(, $c)?>($($arg),*)
         }

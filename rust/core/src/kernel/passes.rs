@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)]
 
 #[cfg(target_arch = "x86_64")]
-use super::dispatch::avx2_first;
+use super::dispatch::simd_first;
 use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
 use crate::bounds::SideAccess;
 use crate::norm::Power;
@@ -17,6 +17,8 @@ struct InfLanes<T> {
     amax: [T; LANES],
     nmov: [u32; LANES],
     bad: [u32; LANES],
+    smax: [T; LANES],
+    a_at: [T; LANES],
 }
 
 impl<T: Real> InfLanes<T> {
@@ -31,29 +33,34 @@ impl<T: Real> InfLanes<T> {
         self.amax[k] = self.amax[k].max(if take { a } else { zero });
         self.nmov[k] += (a > zero) as u32;
         self.bad[k] += is_bad(x, d, lo, hi);
+        // Immobile elements enter as (room 0, |delta| 0), which never wins.
+        let s_in = if a > zero { s } else { zero };
+        (self.smax[k], self.a_at[k]) = best_room((self.smax[k], self.a_at[k]), (s_in, a));
     }
 
     #[inline(always)]
     fn finish(self) -> InfSums {
         let mut out = InfSums::default();
         for k in 0..LANES {
-            out.amax = out.amax.max(self.amax[k].as_f64());
-            out.nmov += self.nmov[k] as u64;
-            out.bad += self.bad[k] as u64;
+            out = out
+                + InfSums {
+                    amax: self.amax[k].as_f64(),
+                    nmov: self.nmov[k] as u64,
+                    bad: self.bad[k] as u64,
+                    s_max: self.smax[k].as_f64(),
+                    a_at_s_max: self.a_at[k].as_f64(),
+                };
         }
         out
     }
 }
 
-/// Lane accumulators for the saturating `eta` (every movable element saturated): the
-/// largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements; for `p = inf` the
-/// largest room and the largest `|delta_i|` among the elements having it.
+/// Lane accumulators for the saturating `eta` of a finite `p` (every movable element
+/// saturated): the largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements.
 struct SatLanes<T, P> {
     pw: P,
     key: [T; LANES],
     c: [T; LANES],
-    smax: [T; LANES],
-    a_at: [T; LANES],
     /// The rooms of the current block's moving elements (0 for the others), raised to
     /// the power p and added to `c` once the block is complete (see [`SatLanes::flush`]).
     pend: [T; LANES],
@@ -64,19 +71,14 @@ struct SatLanes<T, P> {
 pub(crate) struct SatSums {
     pub key_max: f64,
     pub c_total: f64,
-    pub s_max: f64,
-    pub a_at_s_max: f64,
 }
 
 impl std::ops::Add for SatSums {
     type Output = SatSums;
     fn add(self, o: SatSums) -> SatSums {
-        let (s_max, a_at_s_max) = best_room((self.s_max, self.a_at_s_max), (o.s_max, o.a_at_s_max));
         SatSums {
             key_max: self.key_max.max(o.key_max),
             c_total: self.c_total + o.c_total,
-            s_max,
-            a_at_s_max,
         }
     }
 }
@@ -100,8 +102,6 @@ impl<T: Real, P: Power> SatLanes<T, P> {
             pw,
             key: [z; LANES],
             c: [z; LANES],
-            smax: [z; LANES],
-            a_at: [z; LANES],
             pend: [z; LANES],
         }
     }
@@ -124,12 +124,7 @@ impl<T: Real, P: Power> SatLanes<T, P> {
         let mov = a > zero;
         let key = s / a;
         self.key[k] = self.key[k].max(if mov { key } else { zero });
-        // Immobile elements enter as (room 0, |delta| 0), which never wins.
-        let s_in = if mov { s } else { zero };
-        self.pend[k] = s_in;
-        let (sm, am) = best_room((self.smax[k], self.a_at[k]), (s_in, a));
-        self.smax[k] = sm;
-        self.a_at[k] = am;
+        self.pend[k] = if mov { s } else { zero };
     }
 
     #[inline(always)]
@@ -141,8 +136,6 @@ impl<T: Real, P: Power> SatLanes<T, P> {
                 + SatSums {
                     key_max: self.key[k].as_f64(),
                     c_total: self.c[k].as_f64(),
-                    s_max: self.smax[k].as_f64(),
-                    a_at_s_max: self.a_at[k].as_f64(),
                 };
         }
         out
@@ -320,8 +313,8 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     #[cfg(target_arch = "x86_64")]
     if let Some(p2) = pw.is_p2() {
         let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
-        let sums = avx2_first::<f32, _, _, _>(row, p2, bracket, validate, par)
-            .or_else(|| avx2_first::<f64, _, _, _>(row, p2, bracket, validate, par));
+        let sums = simd_first::<f32, _, _, _>(row, p2, bracket, validate, par)
+            .or_else(|| simd_first::<f64, _, _, _>(row, p2, bracket, validate, par));
         if let Some(sums) = sums {
             return sums;
         }
@@ -338,36 +331,45 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
 }
 
 /// For `p = inf`: the largest `|delta_i|` among elements with room `s_i >= eps`, the number of
-/// movable elements and the number of invalid elements, in one validating pass.
+/// movable elements and the number of invalid elements, in one validating pass; and for an
+/// `eps` out of reach, the largest room of a movable element and the largest `|delta_i|`
+/// among the elements having it (as [`SatSums`] has them), so that no second pass is needed.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct InfSums {
     pub amax: f64,
     pub nmov: u64,
     pub bad: u64,
+    pub s_max: f64,
+    pub a_at_s_max: f64,
 }
 
 impl std::ops::Add for InfSums {
     type Output = InfSums;
     fn add(self, o: InfSums) -> InfSums {
+        let (s_max, a_at_s_max) = best_room((self.s_max, self.a_at_s_max), (o.s_max, o.a_at_s_max));
         InfSums {
             amax: self.amax.max(o.amax),
             nmov: self.nmov + o.nmov,
             bad: self.bad + o.bad,
+            s_max,
+            a_at_s_max,
         }
     }
 }
 
 #[inline(always)]
-fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: T,
 ) -> InfSums {
-    // Whole lane blocks are folded by value (fresh arrays each step), which lets LLVM keep
-    // the accumulators in registers; the ragged tail goes through `InfLanes`.
+    // Plain lane loops over whole lane blocks, each lane's update a select of values
+    // (a conditional assignment would become a masked store); the ragged tail goes
+    // through `InfLanes`.
     let n = row.len();
     let full = n / LANES * LANES;
     let zero = T::zero();
     let (mut am, mut nm, mut nb) = ([zero; LANES], [0u32; LANES], [0u32; LANES]);
+    let (mut sm, mut aa) = ([zero; LANES], [zero; LANES]);
     for (base, (xs, ds)) in (0..full).step_by(LANES).zip(
         row.x[..full]
             .chunks_exact(LANES)
@@ -376,19 +378,28 @@ fn chunk_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         prefetch_row(row, base);
         let lo = row.lo.sub(base, LANES);
         let hi = row.hi.sub(base, LANES);
-        let (am1, nm1, nb1) = (am, nm, nb);
-        am = std::array::from_fn(|k| {
-            let (a, s) = (ds[k].abs(), room(xs[k], ds[k], lo.at(k), hi.at(k)));
-            am1[k].max(if (a > zero) & (s >= eps) { a } else { zero })
-        });
-        nm = std::array::from_fn(|k| nm1[k] + (ds[k] != zero) as u32);
-        nb = std::array::from_fn(|k| nb1[k] | is_bad(xs[k], ds[k], lo.at(k), hi.at(k)));
+        for k in 0..LANES {
+            let (x, d, l, h) = (xs[k], ds[k], lo.at(k), hi.at(k));
+            let (a, s) = (d.abs(), room(x, d, l, h));
+            let mov = a > zero;
+            am[k] = am[k].max(if mov & (s >= eps) { a } else { zero });
+            nm[k] += mov as u32;
+            nb[k] |= is_bad(x, d, l, h);
+            // the largest room of a moving element, and the largest |delta| having it
+            // (see `best_room`); immobile elements enter as (0, 0), which never wins
+            let s_in = if mov { s } else { zero };
+            let take = (s_in > sm[k]) | ((s_in == sm[k]) & (a > aa[k]));
+            sm[k] = if take { s_in } else { sm[k] };
+            aa[k] = if take { a } else { aa[k] };
+        }
     }
     let mut lanes = InfLanes {
         eps,
         amax: am,
         nmov: nm,
         bad: nb,
+        smax: sm,
+        a_at: aa,
     };
     for i in full..n {
         lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));

@@ -1,7 +1,10 @@
-//! The hand-written AVX2 kernels against the generic lane loops (compiled for the baseline
-//! CPU): the same sums, counts and candidates on every kind of chunk.
+//! The hand-written AVX2 and AVX-512 kernels against the generic lane loops (compiled for
+//! the baseline CPU): the same sums, counts and candidates on every kind of chunk. Each
+//! kernel set the CPU runs is tested on its own (on a CPU with AVX-512 the AVX2 kernels
+//! too), besides the one the dispatch picks.
 
-use super::passes::chunk_first;
+use super::dispatch::{apply_with, first_with, Avx2, Avx512, Kernels};
+use super::passes::{chunk_first, chunk_inf};
 use super::*;
 use crate::bounds::{ScalarSide, SliceSide};
 use crate::norm::{Power, P1, P2};
@@ -64,7 +67,52 @@ fn compare<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     validate: bool,
     what: &str,
 ) {
-    let hand = row_pass_first(row, pw, bracket, validate, false);
+    let dispatched = row_pass_first(row, pw, bracket, validate, false);
+    let mut hands = vec![("dispatched", dispatched)];
+    if let Some(p2) = pw.is_p2() {
+        let b = (bracket.0.as_f64(), bracket.1.as_f64());
+        let mut each = |name: &'static str, k: Option<FirstSums>| {
+            if let Some(k) = k {
+                hands.push((name, k));
+            }
+        };
+        each(
+            "avx2 f32",
+            first_with::<Avx2, f32, _, _, _>(row, p2, b, validate, false),
+        );
+        each(
+            "avx2 f64",
+            first_with::<Avx2, f64, _, _, _>(row, p2, b, validate, false),
+        );
+        each(
+            "avx512 f32",
+            first_with::<Avx512, f32, _, _, _>(row, p2, b, validate, false),
+        );
+        each(
+            "avx512 f64",
+            first_with::<Avx512, f64, _, _, _>(row, p2, b, validate, false),
+        );
+        let kernel_sets = usize::from(<Avx2 as Kernels<f32>>::available())
+            + usize::from(<Avx512 as Kernels<f32>>::available());
+        assert_eq!(
+            hands.len(),
+            1 + kernel_sets,
+            "{what}: one result per kernel set"
+        );
+    }
+    for (name, hand) in hands {
+        compare_one(row, pw, bracket, validate, &format!("{what} {name}"), hand);
+    }
+}
+
+fn compare_one<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    bracket: (T, T),
+    validate: bool,
+    what: &str,
+    hand: FirstSums,
+) {
     let generic = if validate {
         chunk_first::<T, P, L, H, true>(row, pw, bracket.0, bracket.1)
     } else {
@@ -180,12 +228,48 @@ fn apply_matches<T: Real>() {
                     lo: ScalarSide(T::zero()),
                     hi: SliceSide(&hi_v[..]),
                 };
+                let same = |buf: &[T]| {
+                    buf[shift..]
+                        .iter()
+                        .zip(&expect)
+                        .all(|(a, b)| a.to_f64().map(f64::to_bits) == b.to_f64().map(f64::to_bits))
+                };
                 apply_row(&row, eta, &mut buf[shift..], false, stream);
-                let same = buf[shift..]
-                    .iter()
-                    .zip(&expect)
-                    .all(|(a, b)| a.to_f64().map(f64::to_bits) == b.to_f64().map(f64::to_bits));
-                assert!(same, "{} n={n} stream={stream} shift={shift}", T::NAME);
+                assert!(
+                    same(&buf),
+                    "{} n={n} stream={stream} shift={shift}",
+                    T::NAME
+                );
+                // each kernel set the CPU runs, on its own
+                for k in 0..4 {
+                    buf.fill(T::nan());
+                    let out = &mut buf[shift..];
+                    let (name, ran) = match k {
+                        0 => (
+                            "avx2",
+                            apply_with::<Avx2, f32, _, _, _>(&row, eta, out, stream),
+                        ),
+                        1 => (
+                            "avx2",
+                            apply_with::<Avx2, f64, _, _, _>(&row, eta, out, stream),
+                        ),
+                        2 => (
+                            "avx512",
+                            apply_with::<Avx512, f32, _, _, _>(&row, eta, out, stream),
+                        ),
+                        _ => (
+                            "avx512",
+                            apply_with::<Avx512, f64, _, _, _>(&row, eta, out, stream),
+                        ),
+                    };
+                    if ran {
+                        assert!(
+                            same(&buf),
+                            "{} {name} n={n} stream={stream} shift={shift}",
+                            T::NAME
+                        );
+                    }
+                }
             }
         }
     }
@@ -195,4 +279,56 @@ fn apply_matches<T: Real>() {
 fn apply_kernels_match_the_formula() {
     apply_matches::<f32>();
     apply_matches::<f64>();
+}
+
+/// The `p = inf` pass against a plain loop: the largest `|delta|` among elements with room at
+/// least `eps`, the moving count, and the largest room with the largest `|delta|` having it
+/// (rooms and deltas drawn from a few values, so that ties are common).
+fn inf_pass_matches<T: Real>() {
+    let mut g = Rng(12345);
+    for n in [1usize, 5, 16, 17, 100, 1024, 1031] {
+        for trial in 0..20 {
+            let pick = |g: &mut Rng, vals: &[f64]| vals[(g.next() * vals.len() as f64) as usize];
+            let x: Vec<T> = (0..n)
+                .map(|_| T::of_f64(pick(&mut g, &[0.0, 0.25, 0.5, 0.75, 1.0])))
+                .collect();
+            let d: Vec<T> = (0..n)
+                .map(|_| T::of_f64(pick(&mut g, &[-2.0, -1.0, -0.5, 0.0, 0.5, 1.0, 2.0])))
+                .collect();
+            let eps = T::of_f64(pick(&mut g, &[0.25, 0.5, 0.9]));
+            let row = Row {
+                x: &x,
+                d: &d,
+                lo: ScalarSide(T::zero()),
+                hi: ScalarSide(T::one()),
+            };
+            let (mut amax, mut nmov, mut best) = (0f64, 0u64, (0f64, 0f64));
+            for i in 0..n {
+                let (a, s) = (
+                    d[i].abs().as_f64(),
+                    room(x[i], d[i], T::zero(), T::one()).as_f64(),
+                );
+                if a > 0.0 {
+                    nmov += 1;
+                    if s >= eps.as_f64() {
+                        amax = amax.max(a);
+                    }
+                    if s > best.0 || (s == best.0 && a > best.1) {
+                        best = (s, a);
+                    }
+                }
+            }
+            let what = format!("{} n={n} trial={trial}", T::NAME);
+            for got in [chunk_inf(&row, eps), row_pass_inf(&row, eps, false)] {
+                assert_eq!((got.amax, got.nmov, got.bad), (amax, nmov, 0), "{what}");
+                assert_eq!((got.s_max, got.a_at_s_max), best, "{what}");
+            }
+        }
+    }
+}
+
+#[test]
+fn inf_pass_finds_the_largest_room_and_its_fastest_element() {
+    inf_pass_matches::<f32>();
+    inf_pass_matches::<f64>();
 }
