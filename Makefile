@@ -13,7 +13,7 @@ RUST_SRC := $(shell find rust -name '*.rs' -o -name Cargo.toml) Cargo.toml pypro
 .PHONY: bench-frameworks
 .PHONY: test-jax-old
 .PHONY: bench-gpu bench-traffic gpu-wheels gpu-check
-.PHONY: bench-noise bench-cli bench-calls bench-project
+.PHONY: bench-noise bench-cli bench-calls bench-project bench-vjp
 .PHONY: fuzz fuzz-rust fuzz-python fuzz-corpus memcheck stress dist-check stubtest
 
 help: ## list the targets
@@ -115,6 +115,9 @@ gpu-check: ## on a GPU machine: pytest -m gpu, the quick GPU benchmark; report i
 
 bench-noise: $(STAMP_BUILD) ## clipresc.noise vs the memory floor at 64x3x224x224 float32
 	$(PY) benches/bench_noise.py
+
+bench-vjp: $(STAMP_BUILD) ## the core's VJP (given the forward's eta) as a ratio to its forward
+	$(PY) benches/bench_vjp.py
 
 bench-project: $(STAMP_BUILD) ## clipresc.project p=1/2/inf vs the memory floor, sort-based L1, project-then-clip
 	$(PY) benches/bench_project.py

@@ -34,6 +34,9 @@ mod safeguard;
 mod simd;
 mod solve;
 mod visit;
+// before `vjp`, which uses its macro
+#[macro_use]
+mod vjp_simd;
 mod vjp;
 mod ziggurat;
 

@@ -208,8 +208,9 @@ struct Info {
     mode: Mode,
 }
 
-/// Lanes of the scans: independent `f64` accumulators the compiler can vectorise.
-const LANES: usize = 8;
+/// Lanes of the scans: independent `f64` accumulators the compiler can vectorise (four
+/// vectors of AVX-512, eight of AVX2, so that the adds do not wait on each other).
+const LANES: usize = 32;
 
 /// Sums of one scan over a row (or a block of it), combined left to right.
 #[derive(Clone, Copy, Debug, Default)]
@@ -232,14 +233,27 @@ impl Acc {
     }
 }
 
-/// Whether element `(x, d)` is saturated at `eta`, its `|d|` and its room (`s / |d|` is
-/// computed in `T` like the forward's keys; it is NaN or infinite for `d = 0`, so such
-/// elements never count as saturated).
+/// The largest `T` at most `eta` (NaN for NaN): for any `key: T`, `key <= key_bound(eta)`
+/// exactly when `key as f64 <= eta`, so the lane loops compare keys in `T` (twice the lanes
+/// of `f64` for `f32`, and no conversion) with the same outcome.
+fn key_bound<T: Real>(eta: f64) -> T {
+    let t = T::of_f64(eta);
+    if t.as_f64() > eta {
+        // rounded up, so `T` is `f32` (an `f64` is exact): the next `f32` below
+        T::of_f64(f64::from((t.as_f64() as f32).next_down()))
+    } else {
+        t
+    }
+}
+
+/// Whether element `(x, d)` is saturated at the scale whose [`key_bound`] is `thr`, its
+/// `|d|` and its room (`s / |d|` is computed in `T` like the forward's keys; it is NaN or
+/// infinite for `d = 0`, so such elements never count as saturated).
 #[inline(always)]
-fn classify<T: Real>(eta: f64, x: T, d: T, lo: T, hi: T) -> (bool, T, T) {
+fn classify<T: Real>(thr: T, x: T, d: T, lo: T, hi: T) -> (bool, T, T) {
     let a = d.abs();
     let s = room(x, d, lo, hi);
-    ((s / a).as_f64() <= eta, a, s)
+    (s / a <= thr, a, s)
 }
 
 /// One element's share of a scan: `(|d|^p or, for p = inf, the reaching |d|; ybar d)`,
@@ -382,8 +396,9 @@ where
     L: SideAccess<T>,
     H: SideAccess<T>,
 {
+    let thr = key_bound::<T>(eta);
     scan_lanes::<T, L, H, Y, false>(row, ybar, start, end, |x, d, lo, hi, y| {
-        let (sat, a, _) = classify(eta, x, d, lo, hi);
+        let (sat, a, _) = classify(thr, x, d, lo, hi);
         let mv = a > T::zero();
         let unsat = mv & !sat;
         let m = if unsat { pw.pow64(a.as_f64()) } else { 0.0 };
@@ -406,8 +421,9 @@ where
     L: SideAccess<T>,
     H: SideAccess<T>,
 {
+    let thr = key_bound::<T>(eta);
     scan_lanes::<T, L, H, Y, true>(row, ybar, start, end, |x, d, lo, hi, y| {
-        let (sat, a, s) = classify(eta, x, d, lo, hi);
+        let (sat, a, s) = classify(thr, x, d, lo, hi);
         let mv = a > T::zero();
         let cand = mv & (s >= eps) & (s > T::zero());
         let am = if cand { a.as_f64() } else { 0.0 };
@@ -444,13 +460,46 @@ fn first_reaching<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     eps: T,
     a_reach: f64,
 ) -> usize {
-    (0..row.len())
-        .find(|&i| {
-            let d = row.d[i];
-            let s = room(row.x[i], d, row.lo.at(i), row.hi.at(i));
-            s >= eps && s > T::zero() && d.abs().as_f64() == a_reach
-        })
-        .unwrap_or(usize::MAX)
+    let n = row.len();
+    let hit = |i: usize| {
+        let d = row.d[i];
+        let s = room(row.x[i], d, row.lo.at(i), row.hi.at(i));
+        (s >= eps) & (s > T::zero()) & (d.abs().as_f64() == a_reach)
+    };
+    // whole groups tested by one branch-free (vectorised) fold, then the hit group searched
+    let mut g0 = 0;
+    while g0 < n {
+        let g1 = n.min(g0 + FIND_GROUP);
+        if any_in_best(row, eps, a_reach, g0, g1) {
+            return (g0..g1).find(|&i| hit(i)).unwrap_or(usize::MAX);
+        }
+        g0 = g1;
+    }
+    usize::MAX
+}
+
+/// Elements per group of [`first_reaching`]'s search.
+const FIND_GROUP: usize = 256;
+
+/// Whether an element of `start..end` reaches `eps` with `|d| = a_reach` (see
+/// [`first_reaching`]).
+#[inline(always)]
+fn any_in<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: T,
+    a_reach: f64,
+    start: usize,
+    end: usize,
+) -> bool {
+    let len = end - start;
+    let (x, d) = (&row.x[start..end], &row.d[start..end]);
+    let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
+    let mut any = false;
+    for i in 0..len {
+        let s = room(x[i], d[i], lo.at(i), hi.at(i));
+        any |= (s >= eps) & (s > T::zero()) & (d[i].abs().as_f64() == a_reach);
+    }
+    any
 }
 
 /// `p = inf`, unreachable: the first element with the largest room, then the largest `|d|`.
@@ -484,8 +533,10 @@ impl<const Y: bool, const REG: bool> Flags for F<Y, REG> {
 
 /// One row's constants of the per-element cotangents.
 #[derive(Clone, Copy, Debug)]
-struct Consts {
+struct Consts<T> {
     eta: f64,
+    /// [`key_bound`] of `eta`.
+    thr: T,
     /// `1 / eta` (0 unless `Mode::Regular`, where `eta > 0`).
     inv_eta: f64,
     /// `etabar / M` (`Mode::Regular`, else 0).
@@ -494,17 +545,19 @@ struct Consts {
     cd: f64,
 }
 
-impl Consts {
-    fn of(info: &Info) -> Consts {
+impl<T: Real> Consts<T> {
+    fn of(info: &Info) -> Consts<T> {
         match info.mode {
             Mode::Regular { inv_m } => Consts {
                 eta: info.eta,
+                thr: key_bound(info.eta),
                 inv_eta: 1.0 / info.eta,
                 cs: info.eb * inv_m,
                 cd: info.eb * info.eta * inv_m,
             },
             _ => Consts {
                 eta: info.eta,
+                thr: key_bound(info.eta),
                 inv_eta: 0.0,
                 cs: 0.0,
                 cd: 0.0,
@@ -520,7 +573,7 @@ impl Consts {
 #[allow(clippy::too_many_arguments)]
 fn terms<T: Real, P: Power>(
     pw: P,
-    c: &Consts,
+    c: &Consts<T>,
     x: T,
     d: T,
     lo: T,
@@ -530,7 +583,7 @@ fn terms<T: Real, P: Power>(
     reg: bool,
 ) -> [f64; 4] {
     let eta = c.eta;
-    let (sat, a, s) = classify(eta, x, d, lo, hi);
+    let (sat, a, s) = classify(c.thr, x, d, lo, hi);
     let up = d > T::zero();
     let mut g = [0.0f64; 4];
     if has_y {
@@ -849,7 +902,7 @@ impl<T: Real> Job<'_, '_, T> {
 fn write_range<T, P, L, H, C>(
     pw: P,
     row: &Row<'_, T, L, H>,
-    c: &Consts,
+    c: &Consts<T>,
     ybar: &[T],
     start: usize,
     o: &mut RowOut<'_, T>,
@@ -955,13 +1008,20 @@ fn write_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     }
 }
 
-multiversion!(scan_finite_best, scan_finite_avx2, scan_finite,
+vjp_multiversion!(scan_finite_best, scan_finite_avx512, scan_finite_avx2, scan_finite,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
     (row: &Row<'_, T, L, H>, pw: P, eta: f64, ybar: &[T], start: usize, end: usize) -> Acc);
-multiversion!(scan_inf_best, scan_inf_avx2, scan_inf,
+vjp_multiversion!(scan_inf_best, scan_inf_avx512, scan_inf_avx2, scan_inf,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>; const Y: bool>,
     (row: &Row<'_, T, L, H>, eta: f64, eps: T, ybar: &[T], start: usize, end: usize) -> Acc);
-multiversion!(write_range_best, write_range_avx2, write_range,
+vjp_multiversion!(any_in_best, any_in_avx512, any_in_avx2, any_in,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (row: &Row<'_, T, L, H>, eps: T, a_reach: f64, start: usize, end: usize) -> bool);
+vjp_multiversion!(write_range_best, write_range_avx512, write_range_avx2, write_range,
     <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, C: Flags>,
-    (pw: P, row: &Row<'_, T, L, H>, c: &Consts, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
+    (pw: P, row: &Row<'_, T, L, H>, c: &Consts<T>, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
     -> ());
+
+#[cfg(test)]
+#[path = "vjp_simd_tests.rs"]
+mod simd_tests;
