@@ -586,3 +586,47 @@ fn bitwise_identical_for_any_thread_count() {
         assert!(runs.windows(2).all(|w| w[0] == w[1]), "{norm:?}");
     }
 }
+
+/// Long rows run their passes in parallel blocks: the same bits for any thread count, for
+/// every norm, with per-element bounds and with scalar ones.
+#[test]
+fn long_rows_bitwise_identical_for_any_thread_count() {
+    let mut rng = Rng(78);
+    let mut c = case(&mut rng, 2, 300_000);
+    // sizes that the ball constrains (the generator's eps are mostly far from n)
+    c.eps = vec![3_000.0, 40_000.0];
+    for norm in NORMS {
+        for scalar in [false, true] {
+            let runs: Vec<Vec<u64>> = [1usize, 2, 3]
+                .iter()
+                .map(|&t| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(t)
+                        .build()
+                        .unwrap();
+                    let mut b = batch(&c, norm);
+                    if scalar {
+                        b.lower = Bound::Scalar(-1.0);
+                        b.upper = Bound::Scalar(1.0);
+                    }
+                    let mut y = vec![0.0; c.x.len()];
+                    if scalar {
+                        // x inside the scalar box
+                        return pool.install(|| {
+                            let x: Vec<f64> = c.x.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+                            let b = ProjectBatch { x: &x, ..b };
+                            project(&b, &mut y).unwrap();
+                            y.iter().map(|v| v.to_bits()).collect()
+                        });
+                    }
+                    pool.install(|| project(&b, &mut y).unwrap());
+                    y.iter().map(|v| v.to_bits()).collect()
+                })
+                .collect();
+            assert!(
+                runs.windows(2).all(|w| w[0] == w[1]),
+                "{norm:?} scalar {scalar}"
+            );
+        }
+    }
+}
