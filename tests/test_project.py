@@ -87,6 +87,20 @@ def test_properties(seed, n, p, dtype):
     np.testing.assert_allclose(y2, y, atol=10 * tol)
 
 
+@pytest.mark.parametrize("seed,n", [(61, 2), (336, 5)])
+def test_p1_root_past_a_breakpoint(seed, n):
+    """Cases where the L1 multiplier lies past the breakpoint at which one element stops
+    being capped by its room: an earlier solver stopped on the wrong linear piece (sizes
+    0.62 instead of eps = 0.71) and was caught only by a random example."""
+    rng = np.random.default_rng(seed)
+    x, z, lo, hi, eps = _case(rng, 3, n, infinite=False)
+    x = np.clip(x, lo, hi)
+    y = clipresc.project(x, z, eps, p=1.0, bounds=(lo, hi))
+    for r in range(len(x)):
+        want = bisect_project(x[r], z[r], lo[r], hi[r], eps[r], 1.0)
+        np.testing.assert_allclose(y[r], want, rtol=0, atol=1e-12)
+
+
 @pytest.mark.parametrize("p", PS)
 def test_edge_cases(p):
     x = np.array([[0.2, 0.5, 1.0]])

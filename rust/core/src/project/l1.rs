@@ -77,6 +77,8 @@ enum Piece {
 /// The one rule that decides an element on a bracket, written with selects so that the
 /// lane loops vectorise it; `a = b - s`.
 #[inline(always)]
+// `!(s > 0.0)` is meant: a NaN room counts as zero, and the select form vectorises
+#[allow(clippy::neg_cmp_op_on_partial_ord)]
 fn piece(b: f64, s: f64, a: f64, lo: f64, hi: f64) -> (bool, bool, bool) {
     let zero = (b <= lo) | !(s > 0.0);
     let capped = !zero & (a >= hi);

@@ -210,8 +210,6 @@ fn bound_at<T: Real>(b: &Bound<'_, T>, r: usize, j: usize, n: usize) -> T {
     }
 }
 
-/// One row: its inputs and its sides of the box.
-
 /// One row: its inputs, its sides of the box and its size.
 #[derive(Clone, Copy)]
 pub(super) struct Row<'a, T, L, H> {
