@@ -333,8 +333,11 @@ fn inf_pass_finds_the_largest_room_and_its_fastest_element() {
     inf_pass_matches::<f64>();
 }
 
+/// The bits of a first pass's sums, counts and candidates (in order).
+type FirstBits = (u64, u64, u64, u64, u64, Vec<(u64, u64, u64)>);
+
 /// The bits of a first pass's result, candidates in order.
-fn first_bits(s: &FirstSums) -> (u64, u64, u64, u64, u64, Vec<(u64, u64, u64)>) {
+fn first_bits(s: &FirstSums) -> FirstBits {
     let cands = s
         .cands
         .iter()
