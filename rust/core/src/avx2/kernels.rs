@@ -160,8 +160,9 @@ macro_rules! kernels {
         }
 
         /// Elements per piece of the first pass (a multiple of `W`; the packed elements of
-        /// a piece stay on the stack, in L1).
-        const PIECE: usize = 1024;
+        /// a piece stay on the stack, in L1). It is the solver's chunk, as
+        /// `crate::kernel::fold_chunk_runs` requires of the kernels it runs.
+        const PIECE: usize = crate::kernel::CHUNK;
 
         /// Appends the candidates of elements with `|delta|` `a` and room `s`.
         fn push_cands<const P2: bool>(cands: &mut Vec<Cand>, a: &[E], s: &[E]) {

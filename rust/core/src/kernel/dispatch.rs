@@ -2,7 +2,7 @@
 //! those of `crate::avx512` where the CPU has AVX-512, else those of `crate::avx2`
 //! (`None` / `false` when neither applies: the generic lane loops run).
 
-use super::{fold_chunks, FirstSums, Row};
+use super::{fold_chunk_runs, FirstSums, Row};
 use crate::avx2::{Chunk, Lanes, Side};
 use crate::avx512::Lanes512;
 use crate::bounds::SideAccess;
@@ -147,7 +147,8 @@ pub(super) fn first_with<K: Kernels<E>, E: Lanes, T: Real, L: SideAccess<T>, H: 
     let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
     let split = lo != hi;
     let sides = (L::SLICE, H::SLICE);
-    Some(fold_chunks(row, par, |r| {
+    // The kernels sum in pieces of `CHUNK` elements (see `fold_chunk_runs`).
+    Some(fold_chunk_runs(row, par, |r| {
         let c = chunk_of::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
         // SAFETY: `K::available` returned true above, the kernels' only precondition.
         unsafe {

@@ -104,6 +104,37 @@ where
     par::fold_range(par, n.div_ceil(BLOCK), R::default(), block, |a, b| a + b)
 }
 
+/// [`fold_chunks`] for an `f` that sums its input in pieces of [`CHUNK`] elements itself
+/// (adding each piece's sum to its totals in row order): `f` runs once on each block's
+/// whole chunks and once on its last, partial chunk, which gives bitwise the result of
+/// running it on every chunk and adding in row order, without the per-chunk calls.
+pub(crate) fn fold_chunk_runs<'a, T, L, H, R, F>(row: &Row<'a, T, L, H>, par: bool, f: F) -> R
+where
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    R: Default + Send,
+    F: Fn(&Row<'a, T, L, H>) -> R + Sync,
+    R: std::ops::Add<Output = R>,
+{
+    let n = row.len();
+    let block = |bi: usize| {
+        let (start, end) = (bi * BLOCK, n.min((bi + 1) * BLOCK));
+        // The partial chunk goes alone: `f` would add its tail to the last piece's sum
+        // before adding that to its totals, where `fold_chunks` adds the chunk's sum whole.
+        let split = start + (end - start) / CHUNK * CHUNK;
+        let mut acc = R::default();
+        if split > start {
+            acc = acc + f(&row.sub(start, split));
+        }
+        if end > split {
+            acc = acc + f(&row.sub(split, end));
+        }
+        acc
+    };
+    par::fold_range(par, n.div_ceil(BLOCK), R::default(), block, |a, b| a + b)
+}
+
 /// Runs `body(start, stretch)` over `out`, in parallel blocks of [`BLOCK`] elements when
 /// `par` is set and the row is longer than one block, else once over the whole row.
 fn for_blocks<T: Real>(out: &mut [T], par: bool, body: impl Fn(usize, &mut [T]) + Sync + Send) {

@@ -332,3 +332,70 @@ fn inf_pass_finds_the_largest_room_and_its_fastest_element() {
     inf_pass_matches::<f32>();
     inf_pass_matches::<f64>();
 }
+
+/// The bits of a first pass's sums, counts and candidates (in order).
+type FirstBits = (u64, u64, u64, u64, u64, Vec<(u64, u64, u64)>);
+
+/// The bits of a first pass's result, candidates in order.
+fn first_bits(s: &FirstSums) -> FirstBits {
+    let cands = s
+        .cands
+        .iter()
+        .map(|c| (c.key.to_bits(), c.w.to_bits(), c.c.to_bits()))
+        .collect();
+    (
+        s.c_lo.to_bits(),
+        s.m_hi.to_bits(),
+        s.nsat_lo,
+        s.bad,
+        s.amax.to_bits(),
+        cands,
+    )
+}
+
+/// `first_with` runs a kernel once over each block's whole chunks: bitwise the result of
+/// running it on every chunk and adding in row order, whatever the row's length.
+fn whole_chunks_match_chunk_by_chunk<K: Kernels<f32>>() {
+    if !K::available() {
+        return;
+    }
+    let lengths = [5, CHUNK, CHUNK + 5, 3 * CHUNK + 37, 3 * CHUNK + 700];
+    let long = [BLOCK + 1500, 2 * BLOCK + 3, 2 * BLOCK + CHUNK];
+    for (li, &n) in lengths.iter().chain(&long).enumerate() {
+        let (x, d) = data::<f32>(n, 11 + li as u64, None);
+        let hi_v = vec![1f32; n];
+        let row = Row {
+            x: &x,
+            d: &d,
+            lo: ScalarSide(0f32),
+            hi: SliceSide(&hi_v[..]),
+        };
+        for (p2, bracket, validate) in [
+            (true, (0.5, 2.0), true),
+            (true, (1.0, 1.0), false),
+            (false, (0.5, 2.0), true),
+        ] {
+            let whole =
+                first_with::<K, f32, _, _, _>(&row, p2, bracket, validate, false).expect("f32 row");
+            let by_chunk = fold_chunks(&row, false, |r| {
+                first_with::<K, f32, _, _, _>(r, p2, bracket, validate, false).expect("f32 row")
+            });
+            assert_eq!(
+                first_bits(&whole),
+                first_bits(&by_chunk),
+                "n={n} p2={p2} {bracket:?} {validate}"
+            );
+            let split = bracket.0 < bracket.1;
+            assert!(
+                n < CHUNK || !split || !whole.cands.is_empty(),
+                "n={n}: no candidates"
+            );
+        }
+    }
+}
+
+#[test]
+fn kernels_over_whole_chunks_match_chunk_by_chunk() {
+    whole_chunks_match_chunk_by_chunk::<Avx2>();
+    whole_chunks_match_chunk_by_chunk::<Avx512>();
+}
