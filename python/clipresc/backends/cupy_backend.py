@@ -242,8 +242,8 @@ def forward_rows(
     caller reads it when it wants (one synchronisation), or never (CUDA graphs).
 
     ``split``: ``None`` spreads each row over several blocks when
-    :func:`~clipresc.kernels.split_plan` says so for this device (a batch too small to
-    fill it, long rows), ``False`` never, a :class:`~clipresc.kernels.SplitPlan` as given.
+    ``kernels.split_plan`` says so for this device (a batch too small to
+    fill it, long rows), ``False`` never, a ``kernels.SplitPlan`` as given.
     """
     cupy = _cupy()
     import numpy as np

@@ -303,8 +303,8 @@ def forward_rows(
     ``err``, a one-element int32 array, makes the kernel validate its inputs and OR the
     ``kernels.ERR_BITS`` it finds into ``err[0]``. ``split`` spreads each row over several
     blocks (:func:`clipresc.kernels.split_forward`): ``None`` when
-    :func:`~clipresc.kernels.split_plan` says so for the device (as the CuPy backend
-    decides), ``False`` never, or the :class:`~clipresc.kernels.SplitPlan` to use.
+    ``kernels.split_plan`` says so for the device (as the CuPy backend
+    decides), ``False`` never, or the ``kernels.SplitPlan`` to use.
     """
     import pyopencl.array as cla
 
