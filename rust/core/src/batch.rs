@@ -24,6 +24,43 @@ impl Eps<'_> {
             Eps::PerRow(v) => v[r],
         }
     }
+
+    /// The one check of `eps` (shared by the rescaling and the projection): one value per
+    /// row when per-row, then no negative or NaN value, then no infinite one.
+    pub(crate) fn check(&self, rows: usize) -> Result<(), CoreError> {
+        let values: &[f64] = match self {
+            Eps::Scalar(e) => std::slice::from_ref(e),
+            Eps::PerRow(v) => {
+                if v.len() != rows {
+                    return Err(CoreError::Length {
+                        arg: "eps",
+                        expected: rows,
+                        got: v.len(),
+                    });
+                }
+                v
+            }
+        };
+        let count_first = |bad: &dyn Fn(f64) -> bool| {
+            let hits: Vec<usize> = (0..values.len()).filter(|&r| bad(values[r])).collect();
+            hits.first().map(|&f| (hits.len(), f))
+        };
+        if let Some((count, first)) = count_first(&|e| e.is_nan() || e < 0.0) {
+            return Err(CoreError::BadEps {
+                what: "negative or NaN",
+                count,
+                first,
+            });
+        }
+        if let Some((count, first)) = count_first(&|e| e.is_infinite()) {
+            return Err(CoreError::BadEps {
+                what: "infinite",
+                count,
+                first,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `rows` vectors of length `n`, row-major and contiguous.
@@ -58,39 +95,7 @@ impl<'a, T: Real> Batch<'a, T> {
                 }
             }
         }
-        if let Eps::PerRow(v) = self.eps {
-            if v.len() != self.rows {
-                return Err(CoreError::Length {
-                    arg: "eps",
-                    expected: self.rows,
-                    got: v.len(),
-                });
-            }
-        }
-        let eps_at = |r: usize| self.eps.get(r);
-        let count_first = |bad: &dyn Fn(f64) -> bool| {
-            let nr = match self.eps {
-                Eps::Scalar(_) => 1,
-                Eps::PerRow(v) => v.len(),
-            };
-            let hits: Vec<usize> = (0..nr).filter(|&r| bad(eps_at(r))).collect();
-            hits.first().map(|&f| (hits.len(), f))
-        };
-        if let Some((count, first)) = count_first(&|e| e.is_nan() || e < 0.0) {
-            return Err(CoreError::BadEps {
-                what: "negative or NaN",
-                count,
-                first,
-            });
-        }
-        if let Some((count, first)) = count_first(&|e| e.is_infinite()) {
-            return Err(CoreError::BadEps {
-                what: "infinite",
-                count,
-                first,
-            });
-        }
-        Ok(())
+        self.eps.check(self.rows)
     }
 
     /// Finds the count and first position of the invalid elements (only on the error path).
@@ -116,19 +121,7 @@ impl<'a, T: Real> Batch<'a, T> {
                 }
             }
         }
-        match found {
-            [(count, first), _, _] if count > 0 => CoreError::NonFinite {
-                arg: "x",
-                count,
-                first,
-            },
-            [_, (count, first), _] if count > 0 => CoreError::NonFinite {
-                arg: "delta",
-                count,
-                first,
-            },
-            [_, _, (count, first)] => CoreError::OutOfBounds { count, first },
-        }
+        CoreError::from_found(found, "delta")
     }
 }
 

@@ -68,6 +68,27 @@ impl fmt::Display for CoreError {
 
 impl std::error::Error for CoreError {}
 
+impl CoreError {
+    /// The error of a batch's diagnosis, from `(count, first index)` of non-finite `x`, of
+    /// non-finite values of the second array (`delta` or `z`), and of `x` outside its
+    /// bounds: the first kind found wins, in that order.
+    pub(crate) fn from_found(found: [(usize, usize); 3], second: &'static str) -> CoreError {
+        match found {
+            [(count, first), _, _] if count > 0 => CoreError::NonFinite {
+                arg: "x",
+                count,
+                first,
+            },
+            [_, (count, first), _] if count > 0 => CoreError::NonFinite {
+                arg: second,
+                count,
+                first,
+            },
+            [_, _, (count, first)] => CoreError::OutOfBounds { count, first },
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::CoreError;

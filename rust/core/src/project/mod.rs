@@ -127,35 +127,7 @@ impl<T: Real> ProjectBatch<'_, T> {
                 });
             }
         }
-        let eps: Vec<f64> = match self.eps {
-            Eps::Scalar(e) => vec![e],
-            Eps::PerRow(v) => {
-                if v.len() != self.rows {
-                    return Err(CoreError::Length {
-                        arg: "eps",
-                        expected: self.rows,
-                        got: v.len(),
-                    });
-                }
-                v.to_vec()
-            }
-        };
-        for (what, bad) in [
-            (
-                "negative or NaN",
-                &(|e: f64| e.is_nan() || e < 0.0) as &dyn Fn(f64) -> bool,
-            ),
-            ("infinite", &|e: f64| e.is_infinite()),
-        ] {
-            let hits: Vec<usize> = (0..eps.len()).filter(|&r| bad(eps[r])).collect();
-            if let Some(&first) = hits.first() {
-                return Err(CoreError::BadEps {
-                    what,
-                    count: hits.len(),
-                    first,
-                });
-            }
-        }
+        self.eps.check(self.rows)?;
         Ok(kind)
     }
 
@@ -186,19 +158,7 @@ impl<T: Real> ProjectBatch<'_, T> {
                 }
             }
         }
-        match found {
-            [(count, first), _, _] if count > 0 => CoreError::NonFinite {
-                arg: "x",
-                count,
-                first,
-            },
-            [_, (count, first), _] if count > 0 => CoreError::NonFinite {
-                arg: "z",
-                count,
-                first,
-            },
-            [_, _, (count, first)] => CoreError::OutOfBounds { count, first },
-        }
+        CoreError::from_found(found, "z")
     }
 }
 
