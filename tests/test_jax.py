@@ -5,7 +5,6 @@ then through the ``pure_callback`` fallback."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from support.framework_cases import (  # noqa: E402
     spy_core,
     value_cases,
 )
+from support.jax_x64 import x64  # noqa: E402
 
 
 @pytest.fixture(autouse=True, params=["ffi", "callback"])
@@ -46,16 +46,6 @@ def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Ite
         assert _jax_ffi.available(), "the XLA FFI handlers did not register"
     yield request.param
     jax.clear_caches()
-
-
-@contextlib.contextmanager
-def x64() -> Iterator[None]:
-    """float64 inside the block only (``jax.enable_x64`` where it exists)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # older JAX
-        from jax.experimental import enable_x64 as ctx
-    with ctx(True):
-        yield
 
 
 def J(a: Any) -> Any:

@@ -20,14 +20,7 @@ import clipresc  # noqa: E402
 from clipresc import _clipresc  # noqa: E402
 from clipresc.frameworks import _jax_ffi  # noqa: E402
 from clipresc.frameworks import jax as cj  # noqa: E402
-
-
-def _x64() -> Any:
-    """float64 inside the block only (``jax.enable_x64`` where it exists)."""
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # older JAX
-        from jax.experimental import enable_x64 as ctx
-    return ctx(True)
+from support.jax_x64 import x64  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +42,7 @@ def test_vmap_over_bounds_and_eps_matches_each_element() -> None:
     """Batched array bounds and per-row eps reach the handler as groups of rows; values and
     gradients equal separate NumPy-path / eager calls per vmapped element."""
     x, d, lo, hi, eps = _problem()
-    with _x64():
+    with x64():
 
         def f(x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
             return cj.perturb(x, d, e, p=3.0, bounds=(lo, hi))
@@ -73,7 +66,7 @@ def test_vmap_over_bounds_and_eps_matches_each_element() -> None:
 def test_vmap_scalar_eps_per_element_with_nontrailing_axis() -> None:
     x, d, _, _, _ = _problem()
     e = np.array([0.3, 0.5, 0.7])
-    with _x64():
+    with x64():
         f = jax.jit(jax.vmap(lambda x, d, e: cj.scale(x, d, e, p=1.0, axis=(0, 2))))
         eta = f(jnp.asarray(x), jnp.asarray(d), jnp.asarray(e))
         for i in range(3):

@@ -19,14 +19,8 @@ import clipresc  # noqa: E402
 from clipresc import _clipresc  # noqa: E402
 from clipresc.frameworks import _jax_ffi  # noqa: E402
 from clipresc.frameworks import jax as cj  # noqa: E402
+from support.jax_x64 import x64  # noqa: E402
 from support.oracle import lp_size  # noqa: E402
-
-
-def _x64() -> Any:
-    ctx = getattr(jax, "enable_x64", None)
-    if ctx is None:  # older JAX
-        from jax.experimental import enable_x64 as ctx
-    return ctx(True)
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +59,7 @@ def test_traced_seeds_over_the_integer_range_match_numpy(dist: str) -> None:
     for s in seeds_u32:
         got = np.asarray(f(x, jnp.uint32(s)))
         np.testing.assert_array_equal(got, clipresc.noise(xn, 0.4, seed=s, distribution=dist))
-    with _x64():
+    with x64():
         g = jax.jit(lambda x, s: clipresc.noise(x, 0.4, seed=s, distribution=dist))
         for s in seeds64:
             got = np.asarray(g(x, jnp.int64(s)))
@@ -100,7 +94,7 @@ def test_static_seed_sequence_bounds_eps_axis_offset() -> None:
 
 def test_float64_and_float16() -> None:
     xn = images((3, 7), np.float64)
-    with _x64():
+    with x64():
         got = jax.jit(lambda x, s: clipresc.noise(x, 0.3, seed=s))(jnp.asarray(xn), 5)
         assert got.dtype == jnp.float64
         np.testing.assert_array_equal(np.asarray(got), clipresc.noise(xn, 0.3, seed=5))
