@@ -50,6 +50,7 @@ import _report
 import _support  # noqa: F401  (tests/ on sys.path)
 import paper_reference
 from _timing import Timing, cpu_model, fmt, log, measure, p_label
+from support.threads import run_with_threads
 from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
@@ -390,10 +391,6 @@ class Bench:
         for wl in workloads:
             per_threads: dict[int, dict[str, float]] = {}
             for threads in (1, 2):
-                path = os.pathsep.join(
-                    filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
-                )
-                env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "PYTHONPATH": path}
                 code = _SCALING_PROBE.format(
                     shape=wl.shape,
                     dtype=np.dtype(wl.dtype).name,
@@ -402,14 +399,8 @@ class Bench:
                     budget=self.s.budget_s,
                 )
                 try:
-                    done = subprocess.run(
-                        [sys.executable, "-c", code],
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        check=True,
-                    )
+                    done = run_with_threads(code, threads, [str(Path(__file__).parent)])
+                    done.check_returncode()
                     per_threads[threads] = json.loads(done.stdout)
                 except (subprocess.SubprocessError, ValueError) as exc:
                     log(f"thread scaling {wl.name}: {type(exc).__name__}: {exc}")
