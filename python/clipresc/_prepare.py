@@ -183,7 +183,15 @@ def prepare(
     deferred: list[np.ndarray[Any, Any]] | None = [] if core_checks_bounds else None
     lower: BoundRows
     upper: BoundRows
-    if number_bounds(bounds) and bounds[0] <= bounds[1]:
+    # number_bounds(bounds), spelled out: this runs on every NumPy call, where a function
+    # call is a visible part of the time
+    if (
+        type(bounds) is tuple
+        and len(bounds) == 2
+        and type(bounds[0]) is float
+        and type(bounds[1]) is float
+        and bounds[0] <= bounds[1]
+    ):
         lower, upper = bounds
     else:
         lower, upper = parse_bounds(bounds, layout, wd, deferred)
