@@ -310,6 +310,10 @@ _perturb_backward_op.register_fake(_backward_fake)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    """What every backward needs: the forward's ``eta`` (or residual) and tensors, the
+    static arguments, and the problem the forward checked when it rode along with ``eta``
+    (CPU, eager). Used by the operators' ``register_autograd`` and by the autograd
+    Functions of :mod:`._torch_func`."""
     x, delta, eps, lower, upper, *statics = inputs
     if isinstance(output, tuple):  # perturb: (y, eta)
         eta = output[1]
