@@ -1,6 +1,7 @@
 """The command line and the printed report shared by the workload benchmarks
 (``bench_core.py`` on the CPU, ``bench_gpu.py`` on CUDA): the options, the choice of
-workloads, the table grouped by workload, the PASS/MISS block and the JSON file.
+workloads, the table grouped by workload, the PASS/MISS block and the JSON file; and
+:func:`dump`, the ``--json`` file of the other benchmarks.
 """
 
 from __future__ import annotations
@@ -75,3 +76,10 @@ def write_json(path: str | None, meta: dict[str, Any], elapsed: float, **parts: 
     meta["elapsed_s"] = elapsed
     out.write_text(json.dumps({"meta": meta, **parts}, indent=1, default=float) + "\n")
     print(f"wrote {out}")
+
+
+def dump(path: str | None, data: Any) -> None:
+    """``data`` as indented JSON to ``path`` when one was asked for."""
+    if path:
+        with open(path, "w") as fh:
+            json.dump(data, fh, indent=2)

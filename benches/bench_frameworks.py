@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import platform
 import sys
@@ -40,6 +39,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _report
 import _support  # noqa: F401  (tests/ on sys.path)
 from _timing import Timing, cpu_model, interleaved, measure
 from support.workloads import image_and_noise
@@ -542,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"tiny": tiny, "tiny_top_level": tiny_top, "compiled_step": step, "big": big}
     res["targets"] = targets(big)
     res["jax"] = bench_jax(args.quick)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+    _report.dump(args.json, res)
     return 0
 
 

@@ -17,7 +17,6 @@ A benchmark reports; it never fails: the exit code is 0 unless the arguments are
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -25,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+import _report
 from _timing import cpu_model, interleaved, p_label
 
 # (rows, n, eps): the JAX benchmark's 64x3x224x224 and 128x3x32x32 as (rows, n)
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['vjp_s'] * 1e3:9.3f} {r['ratio']:8.2f}",
                 flush=True,
             )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    _report.dump(args.json, out)
     return 0
 
 

@@ -27,27 +27,11 @@ from ..backends import numpy_backend
 Side = Union[float, "np.ndarray[Any, Any]"]
 
 
-def _side_value(s: Side) -> Any:
-    return s if isinstance(s, float) else np.asarray(s)
-
-
-def _prepare(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    lower: Side,
-    upper: Side,
-    axis: tuple[int, ...],
-    unreachable: str,
-    core_checks_bounds: bool = False,
-) -> Problem:
-    """:func:`clipresc._prepare.prepare` of the arguments in this module's form."""
-    if type(lower) is float and type(upper) is float:  # no arrays to wrap
-        bounds: tuple[Any, Any] = (lower, upper)
-    else:
-        bounds = (_side_value(lower), _side_value(upper))
-    return prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds)
+def _bounds(lower: Side, upper: Side) -> tuple[Any, Any]:
+    """The two sides as :func:`clipresc._prepare.prepare`'s ``bounds``."""
+    lo = lower if isinstance(lower, float) else np.asarray(lower)
+    hi = upper if isinstance(upper, float) else np.asarray(upper)
+    return lo, hi
 
 
 def forward_problem(
@@ -72,7 +56,8 @@ def forward_problem(
     >>> y, eta
     (array([[0.9, 1. ]]), array([0.4]))
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable, core_checks_bounds=True)
+    bounds = _bounds(lower, upper)
+    prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
     if kind == "scale":
         out, eta = numpy_backend.scale_eta(prob)
     else:
@@ -137,7 +122,7 @@ def vjp(
     >>> float(ge), gd.tolist(), gu is None
     (1.0, [[-0.2, 0.0]], True)
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    prob = prepare(x, delta, eps, p, _bounds(lower, upper), axis, unreachable)
     return vjp_of(prob, kind, x, delta, eps, cot, lower, upper, eta)
 
 
