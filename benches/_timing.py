@@ -88,6 +88,29 @@ def measure(
     )
 
 
+def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[Timing]:
+    """Time the calls in turn, ``repeats`` rounds after one warm-up round, so that their
+    ratios are taken under the same load (the machine may be shared)."""
+    for fn in fns:
+        fn()
+    samples: list[list[float]] = [[] for _ in fns]
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for fn, out in zip(fns, samples):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return [
+        Timing(statistics.median(v), min(v), max(v), len(v), warmup=1, samples=v) for v in samples
+    ]
+
+
 def p_label(p: float) -> str:
     """``p`` for a table: ``inf`` or the shortest float text."""
     return "inf" if math.isinf(p) else f"{p:g}"

@@ -33,7 +33,6 @@ the exit code is 0 unless the arguments are wrong.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -47,9 +46,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+import _report
 import _support  # noqa: F401  (tests/ on sys.path)
 import paper_reference
 from _timing import Timing, cpu_model, fmt, log, measure, p_label
+from support.threads import run_with_threads
 from support.workloads import WORKLOADS, Workload, image_and_noise
 
 PS = (1.0, 2.0, math.inf)
@@ -390,10 +391,6 @@ class Bench:
         for wl in workloads:
             per_threads: dict[int, dict[str, float]] = {}
             for threads in (1, 2):
-                path = os.pathsep.join(
-                    filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])
-                )
-                env = {**os.environ, "RAYON_NUM_THREADS": str(threads), "PYTHONPATH": path}
                 code = _SCALING_PROBE.format(
                     shape=wl.shape,
                     dtype=np.dtype(wl.dtype).name,
@@ -402,14 +399,8 @@ class Bench:
                     budget=self.s.budget_s,
                 )
                 try:
-                    done = subprocess.run(
-                        [sys.executable, "-c", code],
-                        env=env,
-                        capture_output=True,
-                        text=True,
-                        timeout=600,
-                        check=True,
-                    )
+                    done = run_with_threads(code, threads, [str(Path(__file__).parent)])
+                    done.check_returncode()
                     per_threads[threads] = json.loads(done.stdout)
                 except (subprocess.SubprocessError, ValueError) as exc:
                     log(f"thread scaling {wl.name}: {type(exc).__name__}: {exc}")
@@ -575,44 +566,27 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         f"{'workload':18s} {'p':>3s}  {'method':26s} {'median ms':>11s} {'x floor':>9s} "
         f"{'x alloc':>8s}  notes"
     )
-    print(head)
-    print("-" * len(head) + "-" * 24)
-    last = None
-    for r in rows:
-        if last is not None and r["workload"] != last:
-            print()
-        last = r["workload"]
-        notes = []
-        if r.get("error"):
-            notes.append(f"ERROR {r['error']}")
+
+    def line(r: dict[str, Any], notes: list[str]) -> str:
         if "speedup_perturb" in r:
             notes.append(f"perturb {r['speedup_perturb']:.3g}x faster")
         if "speedup_scale" in r:
             notes.append(f"scale {r['speedup_scale']:.3g}x faster")
         if "vs_typical" in r:
             notes.append(f"{r['vs_typical']:.2f}x typical per element")
-        if r.get("note"):
-            notes.append(r["note"])
-        print(
+        return (
             f"{r['workload']:18s} {r['p'] or '-':>3s}  {r['method']:26s} "
             f"{fmt(r['median_ms'], '11.3f')} {fmt(r.get('ratio_floor'), '9.2f')} "
-            f"{fmt(r.get('ratio_alloc_floor'), '8.2f')}  " + "; ".join(notes)
+            f"{fmt(r.get('ratio_alloc_floor'), '8.2f')}  "
         )
+
+    _report.print_table(rows, head, line)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer repeats, sub-batch baseline")
-    ap.add_argument("--json", metavar="OUT", help="write all medians and ratios as JSON")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--workload", action="append", metavar="SUBSTR", help="only workloads matching (repeatable)"
-    )
-    args = ap.parse_args(argv)
+    args = _report.parser(__doc__, "fewer repeats, sub-batch baseline").parse_args(argv)
     settings = QUICK if args.quick else FULL
-    workloads = [
-        wl for wl in WORKLOADS if not args.workload or any(s in wl.name for s in args.workload)
-    ]
+    workloads = _report.chosen(WORKLOADS, args.workload, lambda wl: wl.name)
 
     t_start = time.perf_counter()
     try:
@@ -715,32 +689,21 @@ def main(argv: list[str] | None = None) -> int:
             f"elements as 1000 rows {lv['batch_ms']:.3f} ms; ratio {lv['ratio']:.2f}"
         )
 
-    print("\ntargets")
-    if not targets:
-        print("  (clipresc not importable: no targets checked)")
-    for t in targets:
-        print(f"  {t['status']:4s}  {t['target']:60s} {fmt(t['value'], '.2f')}")
-    elapsed = time.perf_counter() - t_start
-    n_pass = sum(t["status"] == "PASS" for t in targets)
-    print(f"\n{n_pass}/{len(targets)} targets met; total time {elapsed:.0f} s")
+    elapsed = _report.print_targets(targets, "clipresc not importable", t_start)
     if hasattr(os, "getloadavg"):
         meta["loadavg_end"] = os.getloadavg()
         print("load average at the end: " + " ".join(f"{v:.2f}" for v in meta["loadavg_end"]))
 
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        meta["elapsed_s"] = elapsed
-        payload = {
-            "meta": meta,
-            "results": bench.rows,
-            "accuracy": bench.accuracy,
-            "targets": targets,
-            "thread_scaling": bench.scaling,
-            "long_vector": bench.long_vector,
-        }
-        out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-        print(f"wrote {out}")
+    _report.write_json(
+        args.json,
+        meta,
+        elapsed,
+        results=bench.rows,
+        accuracy=bench.accuracy,
+        targets=targets,
+        thread_scaling=bench.scaling,
+        long_vector=bench.long_vector,
+    )
     return 0
 
 

@@ -30,20 +30,18 @@ backward at most 3x the forward). A benchmark reports; it never fails on a misse
 from __future__ import annotations
 
 import argparse
-import gc
 import importlib.util
-import json
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Any, Callable
 
 import numpy as np
 
+import _report
 import _support  # noqa: F401  (tests/ on sys.path)
-from _timing import Timing, cpu_model, measure
+from _timing import Timing, cpu_model, interleaved, measure
 from support.workloads import image_and_noise
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -64,14 +62,21 @@ def _row(name: str, t: Timing, ref: Timing | None = None, unit: str = "ms") -> d
     return {"name": name, "median_s": t.median, "ratio": ratio, "repeats": t.repeats}
 
 
-def bench_tiny(quick: bool) -> dict[str, Any]:
-    import clipresc
-
+def _per_call(quick: bool) -> Callable[[Callable[[], object]], Timing]:
+    """The timer of the per-call overhead rows: many repeats of a tiny call."""
     budget = 0.3 if quick else 1.0
-    x, d = image_and_noise((1, 10), np.float32, seed=0)
 
     def m(fn: Callable[[], object]) -> Timing:
         return measure(fn, warmup=20, min_repeats=200, max_repeats=20000, budget_s=budget)
+
+    return m
+
+
+def bench_tiny(quick: bool) -> dict[str, Any]:
+    import clipresc
+
+    m = _per_call(quick)
+    x, d = image_and_noise((1, 10), np.float32, seed=0)
 
     print("per-call overhead, 1 x 10 float32 (median per call):")
     out: dict[str, Any] = {}
@@ -130,29 +135,6 @@ def bench_tiny(quick: bool) -> dict[str, Any]:
     except ImportError:
         print("  jax not installed")
     return out
-
-
-def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[Timing]:
-    """Time the calls in turn, ``repeats`` rounds after one warm-up round, so that their
-    ratios are taken under the same load (the machine may be shared)."""
-    for fn in fns:
-        fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for fn, out in zip(fns, samples):
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return [
-        Timing(statistics.median(v), min(v), max(v), len(v), warmup=1, samples=v) for v in samples
-    ]
 
 
 def bench_big(quick: bool, eps: float) -> dict[str, Any]:
@@ -234,13 +216,10 @@ def bench_tiny_top_level(quick: bool) -> dict[str, Any]:
     library's 1 x 10 float32 arrays, and of a ``torch.compile``d call."""
     import clipresc
 
-    budget = 0.3 if quick else 1.0
+    m = _per_call(quick)
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (1, 10)).astype(np.float32)
     d = rng.standard_normal((1, 10)).astype(np.float32)
-
-    def m(fn: Callable[[], object]) -> Timing:
-        return measure(fn, warmup=20, min_repeats=200, max_repeats=20000, budget_s=budget)
 
     print("\nper-call overhead of clipresc.perturb itself, 1 x 10 float32 (median per call):")
     out: dict[str, Any] = {}
@@ -563,9 +542,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"tiny": tiny, "tiny_top_level": tiny_top, "compiled_step": step, "big": big}
     res["targets"] = targets(big)
     res["jax"] = bench_jax(args.quick)
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(res, fh, indent=2)
+    _report.dump(args.json, res)
     return 0
 
 

@@ -31,18 +31,16 @@ the exit code is 0 unless the arguments are wrong.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 import platform
 import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
+import _report
 import _support  # noqa: F401  (tests/ on sys.path)
 from _timing import Timing, fmt, log, measure, p_label
 from support.workloads import WORKLOADS, Workload, image_and_noise
@@ -360,39 +358,24 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         f"{'workload':18s} {'p':>3s}  {'method':30s} {'device ms':>10s} {'wall ms':>10s} "
         f"{'x floor':>8s}  notes"
     )
-    print(head)
-    print("-" * len(head) + "-" * 24)
-    last = None
-    for r in rows:
-        if last is not None and r["workload"] != last:
-            print()
-        last = r["workload"]
-        notes = []
-        if r.get("error"):
-            notes.append(f"ERROR {r['error']}")
+
+    def line(r: dict[str, Any], notes: list[str]) -> str:
         if "speedup_vs_core" in r:
             notes.append(f"Rust core time / this: {r['speedup_vs_core']:.3g}x")
         if "ratio_cpu_floor" in r:
             notes.append(f"{r['ratio_cpu_floor']:.2f}x CPU floor")
-        if r.get("note"):
-            notes.append(r["note"])
         dev = r["median_ms"] if r["where"] == "gpu" else None
-        print(
+        return (
             f"{r['workload']:18s} {r['p'] or '-':>3s}  {r['method']:30s} "
             f"{fmt(dev, '10.3f')} {fmt(r['wall_ms'], '10.3f')} "
-            f"{fmt(r.get('ratio_floor'), '8.2f')}  " + "; ".join(notes)
+            f"{fmt(r.get('ratio_floor'), '8.2f')}  "
         )
+
+    _report.print_table(rows, head, line)
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="shorter time budgets")
-    ap.add_argument("--json", metavar="OUT", help="write all medians and ratios as JSON")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--workload", action="append", metavar="SUBSTR", help="only workloads matching (repeatable)"
-    )
-    args = ap.parse_args(argv)
+    args = _report.parser(__doc__, "shorter time budgets").parse_args(argv)
 
     cupy, desc = find_cuda()
     if cupy is None:
@@ -403,9 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     from clipresc.backends import cupy_backend
 
     settings = QUICK if args.quick else FULL
-    workloads = [
-        wl for wl in GPU_WORKLOADS if not args.workload or any(s in wl.name for s in args.workload)
-    ]
+    workloads = _report.chosen(GPU_WORKLOADS, args.workload, lambda wl: wl.name)
     t_start = time.perf_counter()
     try:
         nvrtc = ".".join(str(v) for v in cupy.cuda.nvrtc.getVersion())
@@ -464,27 +445,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{a['unreachable_rows']}/{a['rows']} rows unreachable"
             )
 
-    print("\ntargets")
-    if not targets:
-        print(f"  (workload {TARGET_WORKLOAD} not run: no targets checked)")
-    for t in targets:
-        print(f"  {t['status']:4s}  {t['target']:60s} {fmt(t['value'], '.2f')}")
-    elapsed = time.perf_counter() - t_start
-    n_pass = sum(t["status"] == "PASS" for t in targets)
-    print(f"\n{n_pass}/{len(targets)} targets met; total time {elapsed:.0f} s")
-
-    if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        meta["elapsed_s"] = elapsed
-        payload = {
-            "meta": meta,
-            "results": bench.rows,
-            "accuracy": bench.accuracy,
-            "targets": targets,
-        }
-        out.write_text(json.dumps(payload, indent=1, default=float) + "\n")
-        print(f"wrote {out}")
+    elapsed = _report.print_targets(targets, f"workload {TARGET_WORKLOAD} not run", t_start)
+    _report.write_json(
+        args.json, meta, elapsed, results=bench.rows, accuracy=bench.accuracy, targets=targets
+    )
     return 0
 
 

@@ -17,39 +17,19 @@ A benchmark reports; it never fails: the exit code is 0 unless the arguments are
 from __future__ import annotations
 
 import argparse
-import gc
-import json
 import math
 import os
-import statistics
 import sys
-import time
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from _timing import cpu_model, p_label
+import _report
+from _timing import cpu_model, interleaved, p_label
 
 # (rows, n, eps): the JAX benchmark's 64x3x224x224 and 128x3x32x32 as (rows, n)
 CASES = ((64, 3 * 224 * 224, 50.0), (128, 3 * 32 * 32, 3.0))
 PS = (2.0, 1.0, math.inf)
-
-
-def interleaved(fns: list[Callable[[], object]], repeats: int) -> list[float]:
-    """Medians of ``repeats`` rounds timing the calls in turn, after one warm-up round."""
-    for fn in fns:
-        fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            for fn, out in zip(fns, samples):
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
-    finally:
-        gc.enable()
-    return [statistics.median(v) for v in samples]
 
 
 def bench_case(rows: int, n: int, eps: float, p: float, repeats: int) -> dict[str, Any]:
@@ -76,7 +56,7 @@ def bench_case(rows: int, n: int, eps: float, p: float, repeats: int) -> dict[st
         )
 
     forward()
-    tf, tb = interleaved([forward, vjp], repeats)
+    tf, tb = (t.median for t in interleaved([forward, vjp], repeats))
     return {"forward_s": tf, "vjp_s": tb, "ratio": tb / tf}
 
 
@@ -102,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['vjp_s'] * 1e3:9.3f} {r['ratio']:8.2f}",
                 flush=True,
             )
-    if args.json:
-        with open(args.json, "w") as fh:
-            json.dump(out, fh, indent=2)
+    _report.dump(args.json, out)
     return 0
 
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +13,7 @@ import numpy as np
 import pytest
 
 import clipresc
+from support.threads import run_with_threads
 
 _DETERMINISM_SCRIPT = textwrap.dedent(
     """
@@ -65,18 +64,7 @@ _DETERMINISM_SCRIPT = textwrap.dedent(
 
 
 def _run_with_threads(script: str, n_threads: int | None) -> str:
-    env = dict(os.environ)
-    env.pop("RAYON_NUM_THREADS", None)
-    if n_threads is not None:
-        env["RAYON_NUM_THREADS"] = str(n_threads)
-    proc = subprocess.run(
-        [sys.executable, "-c", script],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    proc = run_with_threads(script, n_threads)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().splitlines()[-1]
 

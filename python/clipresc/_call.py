@@ -167,6 +167,21 @@ def _describe_cached(
     return _describe(xs, xd, ds, dd, typed_p[1], *rest)
 
 
+def number_bounds(bounds: Any) -> bool:
+    """Whether ``bounds`` is a tuple of two Python floats, the common call: nothing to
+    convert or check.
+
+    >>> number_bounds((0.0, 1.0)), number_bounds((0, 1)), number_bounds(None)
+    (True, False, False)
+    """
+    return (
+        type(bounds) is tuple
+        and len(bounds) == 2
+        and type(bounds[0]) is float
+        and type(bounds[1]) is float
+    )
+
+
 def split_bounds(bounds: Any) -> tuple[Any, Any]:
     """``(lower, upper)`` of a ``bounds`` argument (``None`` sides for ``bounds=None``).
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from . import _errors
 from ._args import float_lists
+from ._call import number_bounds
 from ._libraries import (
     FRAMEWORKS,
     arguments,
@@ -179,15 +180,7 @@ def _is_plain_numpy(x: Any, delta: Any, eps: Any, bounds: Any) -> bool:
         type(x) is np.ndarray
         and type(delta) is np.ndarray
         and (type(eps) is float or type(eps) is np.ndarray)
-        and (
-            bounds is None
-            or (
-                type(bounds) is tuple
-                and len(bounds) == 2
-                and type(bounds[0]) is float
-                and type(bounds[1]) is float
-            )
-        )
+        and (bounds is None or number_bounds(bounds))
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from . import _errors
 from ._args import Axis, Unreachable
-from ._call import describe
+from ._call import describe, number_bounds
 from ._layout import Layout
 
 BoundRows = Union[float, "np.ndarray[Any, Any]"]
@@ -126,11 +126,8 @@ def parse_bounds(
     """
     if bounds is None:
         return -math.inf, math.inf
-    if type(bounds) is tuple and len(bounds) == 2:
-        lo, hi = bounds
-        # two valid floats (the default (0.0, 1.0) among them): nothing to convert
-        if type(lo) is float and type(hi) is float and lo <= hi:
-            return lo, hi
+    if number_bounds(bounds) and bounds[0] <= bounds[1]:  # (0.0, 1.0) among them
+        return bounds[0], bounds[1]
     if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
         raise _errors.bounds_not_pair()
     lo, lo_raw = _parse_side(bounds[0], "lower", -math.inf, layout, dtype)
@@ -186,6 +183,8 @@ def prepare(
     deferred: list[np.ndarray[Any, Any]] | None = [] if core_checks_bounds else None
     lower: BoundRows
     upper: BoundRows
+    # number_bounds(bounds), spelled out: this runs on every NumPy call, where a function
+    # call is a visible part of the time
     if (
         type(bounds) is tuple
         and len(bounds) == 2

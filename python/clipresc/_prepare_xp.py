@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _errors
 from ._args import Unreachable
-from ._call import describe
+from ._call import describe, eps_fits, fits
 from ._layout import Layout, reduce_to
 
 Array = Any
@@ -160,15 +160,7 @@ def check_eps_values(xp: Any, e: Array) -> None:
 
 def check_eps_shape(shape: tuple[int, ...], layout: Layout) -> None:
     """``eps`` has one value, one per vector, or a shape that broadcasts to ``eta``'s."""
-    if len(shape) == 0 or (len(shape) == 1 and shape[0] == layout.rows):
-        return
-    try:
-        ok = len(shape) <= len(layout.eta_shape) and (
-            np.broadcast_shapes(shape, layout.eta_shape) == layout.eta_shape
-        )
-    except ValueError:
-        ok = False
-    if not ok:
+    if not eps_fits(shape, layout.rows, layout.eta_shape):
         raise _errors.eps_shape(layout.rows, shape)
 
 
@@ -210,13 +202,7 @@ def check_bound_nan(xp: Any, a: Array, side: str) -> None:
 def check_bound_shape(a: Array, side: str, layout: Layout) -> None:
     """An array bound's shape broadcasts to ``x``'s."""
     shape = tuple(int(s) for s in a.shape)
-    try:
-        ok = len(shape) <= len(layout.shape) and (
-            np.broadcast_shapes(shape, layout.shape) == layout.shape
-        )
-    except ValueError:
-        ok = False
-    if not ok:
+    if not fits(shape, layout.shape):
         raise _errors.bound_shape(side, shape, layout.shape)
 
 

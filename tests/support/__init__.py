@@ -8,6 +8,7 @@
 - :mod:`support.gpu_cases`: ``(rows, n)`` inputs for the GPU kernel tests, the adversarial
   chain included.
 - :mod:`support.workloads`: the benchmarks' workloads and their seeded data.
+- :mod:`support.threads`: a script run in a fresh process with a given thread count.
 - :mod:`support.checks`: assertions against the oracle; :mod:`support.fd`: finite
   differences.
 

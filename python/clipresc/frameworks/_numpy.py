@@ -1,10 +1,10 @@
 """NumPy-level forward and VJP shared by the framework integrations.
 
-The framework modules hand NumPy views of their CPU arrays to :func:`forward` and
+The framework modules hand NumPy views of their CPU arrays to :func:`forward_problem` and
 :func:`vjp`, which check them like the NumPy path (:func:`clipresc._prepare.prepare`) and
 run the Rust core (:mod:`clipresc.backends.numpy_backend`); nothing here goes back up
-through the public API. :func:`forward` can also return the scales ``eta`` it solved for
-(``(rows,)``, work dtype), which :func:`vjp` takes to skip solving again in the backward.
+through the public API. :func:`forward_problem` also returns the scales ``eta`` it solved
+for (``(rows,)``, work dtype), which :func:`vjp` takes to skip solving again in the backward.
 The cotangents come back in the shapes and dtypes of the caller's arguments (``eps`` and
 array bounds reduced over the axes they broadcast along), without copying the large ones
 where their memory already fits.
@@ -27,47 +27,11 @@ from ..backends import numpy_backend
 Side = Union[float, "np.ndarray[Any, Any]"]
 
 
-def _side_value(s: Side) -> Any:
-    return s if isinstance(s, float) else np.asarray(s)
-
-
-def _prepare(
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    lower: Side,
-    upper: Side,
-    axis: tuple[int, ...],
-    unreachable: str,
-    core_checks_bounds: bool = False,
-) -> Problem:
-    bounds = (_side_value(lower), _side_value(upper))
-    return prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds)
-
-
-def forward_eta(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    p: float,
-    lower: Side,
-    upper: Side,
-    axis: tuple[int, ...],
-    unreachable: str,
-) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
-    """``scale`` (``kind="scale"``) or ``perturb`` of NumPy arrays through the Rust core,
-    and the scales it solved for, ``(rows,)`` in the work dtype (float32
-    for float16 input): hand them to :func:`vjp` as ``eta``.
-
-    >>> import numpy as np
-    >>> y, eta = forward_eta("perturb", np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5, 1.0,
-    ...                      0.0, 1.0, (1,), "saturate")
-    >>> y, eta
-    (array([[0.9, 1. ]]), array([0.4]))
-    """
-    return forward_problem(kind, x, delta, eps, p, lower, upper, axis, unreachable)[:2]
+def _bounds(lower: Side, upper: Side) -> tuple[Any, Any]:
+    """The two sides as :func:`clipresc._prepare.prepare`'s ``bounds``."""
+    lo = lower if isinstance(lower, float) else np.asarray(lower)
+    hi = upper if isinstance(upper, float) else np.asarray(upper)
+    return lo, hi
 
 
 def forward_problem(
@@ -81,11 +45,18 @@ def forward_problem(
     axis: tuple[int, ...],
     unreachable: str,
 ) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], Problem]:
-    """:func:`forward_eta` and the checked problem, which :func:`vjp_of` takes."""
-    if type(lower) is float and type(upper) is float:  # no arrays to wrap
-        bounds: tuple[Any, Any] = (lower, upper)
-    else:
-        bounds = (_side_value(lower), _side_value(upper))
+    """``scale`` (``kind="scale"``) or ``perturb`` of NumPy arrays through the Rust core,
+    the scales it solved for, ``(rows,)`` in the work dtype (float32 for float16 input), and
+    the checked problem: hand the scales to :func:`vjp` as ``eta``, or both to
+    :func:`vjp_of`.
+
+    >>> import numpy as np
+    >>> y, eta, _ = forward_problem("perturb", np.array([[0.5, 0.9]]), np.ones((1, 2)), 0.5,
+    ...                             1.0, 0.0, 1.0, (1,), "saturate")
+    >>> y, eta
+    (array([[0.9, 1. ]]), array([0.4]))
+    """
+    bounds = _bounds(lower, upper)
     prob = prepare(x, delta, eps, p, bounds, axis, unreachable, core_checks_bounds=True)
     if kind == "scale":
         out, eta = numpy_backend.scale_eta(prob)
@@ -141,7 +112,7 @@ def vjp(
 
     Each is an array of its argument's shape and dtype that the caller owns (not a view of
     an input); ``lowerbar`` / ``upperbar`` are ``None`` for Python-float sides. ``eta``, the
-    forward's scales from :func:`forward_eta` (or a ``scale`` output in the work dtype),
+    forward's scales from :func:`forward_problem` (or a ``scale`` output in the work dtype),
     skips the solve.
 
     >>> import numpy as np
@@ -151,7 +122,7 @@ def vjp(
     >>> float(ge), gd.tolist(), gu is None
     (1.0, [[-0.2, 0.0]], True)
     """
-    prob = _prepare(x, delta, eps, p, lower, upper, axis, unreachable)
+    prob = prepare(x, delta, eps, p, _bounds(lower, upper), axis, unreachable)
     return vjp_of(prob, kind, x, delta, eps, cot, lower, upper, eta)
 
 

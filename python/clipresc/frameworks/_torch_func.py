@@ -103,18 +103,7 @@ def _forward_function(spec: Kind) -> Any:
                 return op(*args)
             return tuple(op(*args))
 
-        @staticmethod
-        def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-            x, delta, eps, lower, upper, *statics = inputs
-            if kind == "scale":
-                eta = output if output.dtype == _ct._work_dtype(x.dtype) else None
-            else:
-                eta = output[1]
-                ctx.mark_non_differentiable(eta)
-            ctx.save_for_backward(eta, x, delta, eps, lower, upper)
-            ctx.statics = tuple(statics)
-            # the problem the forward checked, when it rode along with eta (CPU, eager)
-            ctx.problem = getattr(eta, "_clipresc_problem", None)
+        setup_context = staticmethod(_ct._setup_context)  # the operators' own
 
         @staticmethod
         def backward(ctx: Any, grad: Any, *_eta_grad: Any) -> tuple[Any, ...]:

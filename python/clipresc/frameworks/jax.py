@@ -130,6 +130,14 @@ class _Lead:
             return b
         return self._pad(b, shape)
 
+    def sides(self, lo: Any, hi: Any) -> tuple[Any, Any]:
+        """The bounds as :mod:`._numpy` takes them: arrays, or the static numbers."""
+        cfg = self.cfg
+        return (
+            _side(self.bound(lo, cfg.lower_shape), cfg.lower_s),
+            _side(self.bound(hi, cfg.upper_shape), cfg.upper_s),
+        )
+
 
 def _forward_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     """The forward on NumPy arrays (possibly with leading vmapped axes)."""
@@ -141,16 +149,8 @@ def _forward_eta_host(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) ->
     in the work dtype): the backward's residual, sparing it a second solve."""
     x, d, e, lo, hi = (_host(a) for a in (x, d, e, lo, hi))
     ld = _Lead(cfg, x)
-    out, eta = _numpy.forward_eta(
-        cfg.kind,
-        x,
-        d,
-        ld.eps(e),
-        cfg.p,
-        _side(ld.bound(lo, cfg.lower_shape), cfg.lower_s),
-        _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s),
-        ld.axes,
-        cfg.unreachable,
+    out, eta, _ = _numpy.forward_problem(
+        cfg.kind, x, d, ld.eps(e), cfg.p, *ld.sides(lo, hi), ld.axes, cfg.unreachable
     )
     return np.asarray(out, dtype=x.dtype), eta.reshape(ld.lead + cfg.eta_shape)
 
@@ -162,17 +162,7 @@ def _vjp_host(
     g, x, d, e, lo, hi, eta = (_host(a) for a in (g, x, d, e, lo, hi, eta))
     ld = _Lead(cfg, x)
     gx, gd, ge, gl, gu = _numpy.vjp(
-        cfg.kind,
-        x,
-        d,
-        ld.eps(e),
-        g,
-        cfg.p,
-        _side(ld.bound(lo, cfg.lower_shape), cfg.lower_s),
-        _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s),
-        ld.axes,
-        cfg.unreachable,
-        eta=eta,
+        cfg.kind, x, d, ld.eps(e), g, cfg.p, *ld.sides(lo, hi), ld.axes, cfg.unreachable, eta=eta
     )
 
     def fit(c: Any, like: Any) -> Any:

@@ -310,6 +310,10 @@ _perturb_backward_op.register_fake(_backward_fake)
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    """What every backward needs: the forward's ``eta`` (or residual) and tensors, the
+    static arguments, and the problem the forward checked when it rode along with ``eta``
+    (CPU, eager). Used by the operators' ``register_autograd`` and by the autograd
+    Functions of :mod:`._torch_func`."""
     x, delta, eps, lower, upper, *statics = inputs
     if isinstance(output, tuple):  # perturb: (y, eta)
         eta = output[1]
@@ -424,12 +428,7 @@ def _prepare_args(
         rows = math.prod([s for a, s in enumerate(x.shape) if a not in axes])
         if not call_args.eps_fits(eps_shape, rows, eta_shape):
             raise _errors.eps_shape(rows, eps_shape)
-    if (
-        type(bounds) is tuple
-        and len(bounds) == 2
-        and type(bounds[0]) is float
-        and type(bounds[1]) is float
-    ):  # number bounds, the common case: nothing to convert
+    if call_args.number_bounds(bounds):
         lower_t, lower_s, upper_t, upper_s = None, bounds[0], None, bounds[1]
     else:
         sides: list[Any] = []
