@@ -11,8 +11,7 @@
 mod common;
 
 use clipresc_core::{
-    noise, perturb, sample, scale, Batch, Bound, Distribution, Eps, NoiseBatch, NoiseSpec, Norm,
-    Options, Seed,
+    noise, perturb, sample, scale, Batch, Bound, Distribution, NoiseBatch, NoiseSpec, Options, Seed,
 };
 
 fn main() {
@@ -60,16 +59,7 @@ fn main() {
     } else {
         50.0 * (n as f64 / 150528.0).sqrt()
     };
-    let b = Batch {
-        x: &x,
-        delta: &d,
-        rows,
-        n,
-        lower: Bound::Scalar(0.0),
-        upper: Bound::Scalar(1.0),
-        eps: Eps::Scalar(eps),
-        norm: Norm::new(p).unwrap(),
-    };
+    let b = common::unit_box_batch((&x, &d), rows, n, eps, p);
     let b_el = Batch {
         lower: Bound::Full(&lo_el),
         upper: Bound::Full(&hi_el),
@@ -113,16 +103,8 @@ fn run_f64(what: &str, p: f64, reps: usize, rows: usize, n: usize, (x, d): (Vec<
     let (lo_el, hi_el) = (vec![0f64; rows * n], vec![1f64; rows * n]);
     let mut o = vec![0f64; rows * n];
     let mut eta = vec![0f64; rows];
-    let b = Batch {
-        x: &x,
-        delta: &d,
-        rows,
-        n,
-        lower: Bound::Scalar(0.0),
-        upper: Bound::Scalar(1.0),
-        eps: Eps::Scalar(if p.is_infinite() { 0.3 } else { 3.6 }),
-        norm: Norm::new(p).unwrap(),
-    };
+    let eps = if p.is_infinite() { 0.3 } else { 3.6 };
+    let b = common::unit_box_batch((&x, &d), rows, n, eps, p);
     let b_el = Batch {
         lower: Bound::Full(&lo_el),
         upper: Bound::Full(&hi_el),

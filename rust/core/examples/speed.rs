@@ -2,7 +2,7 @@
 #[path = "../tests/common/mod.rs"]
 mod common;
 
-use clipresc_core::{perturb, scale, Batch, Bound, Eps, Norm, Options};
+use clipresc_core::{perturb, scale, Batch, Options};
 use std::time::Instant;
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -37,16 +37,7 @@ fn main() {
     });
     println!("floor {:.2} ms", floor * 1e3);
     for p in [2.0, 1.0, f64::INFINITY] {
-        let b = Batch {
-            x: &x,
-            delta: &d,
-            rows,
-            n,
-            lower: Bound::Scalar(0.0),
-            upper: Bound::Scalar(1.0),
-            eps: Eps::Scalar(50.0 * 0.3),
-            norm: Norm::new(p).unwrap(),
-        };
+        let b = common::unit_box_batch((&x, &d), rows, n, 50.0 * 0.3, p);
         let ts = time(&mut || {
             scale(&b, &Options::default(), &mut eta).unwrap();
         });

@@ -149,6 +149,12 @@ fn run<T: Real>(
     Ok(outcomes)
 }
 
+/// The outcomes of a batch with nothing to solve: no rows, or empty rows (an empty vector
+/// is a zero `delta`: eta is 0).
+pub(crate) fn trivial_outcomes(rows: usize, n: usize) -> Option<Vec<RowOutcome>> {
+    (rows == 0 || n == 0).then(|| vec![RowOutcome::default(); rows])
+}
+
 /// Solving (and applying) every row of a batch, for [`visit`].
 struct SolveJob<'j, 'a, T> {
     b: &'j Batch<'a, T>,
@@ -162,12 +168,8 @@ impl<T: Real> RowJob<T> for SolveJob<'_, '_, T> {
     fn run<P: Power, L: Sides<T>, H: Sides<T>>(self, pw: Option<P>, lo: L, hi: H) -> Self::Out {
         let (b, opts) = (self.b, self.opts);
         let n = b.n;
-        if b.rows == 0 {
-            return Vec::new();
-        }
-        if n == 0 {
-            // An empty vector is a zero `delta`: eta is 0.
-            return vec![RowOutcome::default(); b.rows];
+        if let Some(outcomes) = trivial_outcomes(b.rows, n) {
+            return outcomes;
         }
         let plan = Plan::new(b.rows, n);
         let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;

@@ -32,6 +32,8 @@ mod project;
 mod real;
 mod safeguard;
 mod simd;
+#[cfg(target_arch = "x86_64")]
+mod simd_kernels;
 mod solve;
 mod visit;
 // before `vjp`, which uses its macro

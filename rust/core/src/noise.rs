@@ -24,7 +24,7 @@
 
 use std::convert::Infallible;
 
-use crate::batch::{summarise, Batch, Eps, Summary};
+use crate::batch::{summarise, trivial_outcomes, Batch, Eps, Summary};
 use crate::bounds::Bound;
 use crate::error::CoreError;
 use crate::kernel::{apply_row_in_place, apply_row_in_place_wide, needs_wide_apply, Row};
@@ -365,11 +365,8 @@ impl<T: Real> RowJob<T> for NoiseJob<'_, '_, T> {
     fn run<P: Power, L: Sides<T>, H: Sides<T>>(self, pw: Option<P>, lo: L, hi: H) -> Self::Out {
         let (b, opts) = (self.b, self.opts);
         let n = b.n;
-        if b.rows == 0 {
-            return Vec::new();
-        }
-        if n == 0 {
-            return vec![RowOutcome::default(); b.rows];
+        if let Some(outcomes) = trivial_outcomes(b.rows, n) {
+            return outcomes;
         }
         let plan = Plan::new(b.rows, n);
         let spec = &b.spec;

@@ -58,6 +58,14 @@ impl RowOutcome {
             ..Default::default()
         }
     }
+
+    /// The outcome of a row with an invalid element (its first pass counted it).
+    fn invalid() -> Self {
+        RowOutcome {
+            invalid: true,
+            ..Default::default()
+        }
+    }
 }
 
 /// Relative slack when deciding that the target is exactly the largest reachable size.
@@ -148,10 +156,7 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     };
     let first = row_pass_first(row, pw, (eta_lo, eta_hi), true, par);
     if first.bad > 0 {
-        return RowOutcome {
-            invalid: true,
-            ..Default::default()
-        };
+        return RowOutcome::invalid();
     }
     if eps == 0.0 || first.amax == 0.0 {
         return RowOutcome::eta(0.0, 0, false);
@@ -545,10 +550,7 @@ pub(crate) fn solve_row_inf<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 ) -> RowOutcome {
     let sums = row_pass_inf(row, T::of_f64(eps), par);
     if sums.bad > 0 {
-        return RowOutcome {
-            invalid: true,
-            ..Default::default()
-        };
+        return RowOutcome::invalid();
     }
     if eps == 0.0 || sums.nmov == 0 {
         return RowOutcome::eta(0.0, 0, false);

@@ -303,6 +303,16 @@ pub enum EpsArg {
     PerRow(Vec<f64>),
 }
 
+impl EpsArg {
+    /// The core's view of it.
+    fn core(&self) -> Eps<'_> {
+        match self {
+            EpsArg::Scalar(e) => Eps::Scalar(*e),
+            EpsArg::PerRow(v) => Eps::PerRow(v),
+        }
+    }
+}
+
 /// One decoded call of the core.
 #[derive(Clone, Debug)]
 pub struct Case<T> {
@@ -319,6 +329,28 @@ pub struct Case<T> {
     pub y_len: usize,
     pub chaos: bool,
     pub regime: Regime,
+}
+
+impl<T: FuzzReal> Case<T> {
+    /// The core's batch over this case's arrays.
+    fn batch(&self, norm: Norm) -> Batch<'_, T> {
+        Batch {
+            x: &self.x,
+            delta: &self.delta,
+            rows: self.rows,
+            n: self.n,
+            lower: self.lower.bound(),
+            upper: self.upper.bound(),
+            eps: self.eps.core(),
+            norm,
+        }
+    }
+
+    fn options(&self) -> Options {
+        Options {
+            max_newton_passes: self.max_newton_passes,
+        }
+    }
 }
 
 const LONG_ROWS: [usize; 6] = [
@@ -790,22 +822,7 @@ pub fn check_decoded<T: FuzzReal>(case: &Case<T>, op: Op) -> Result<Checked<T>, 
             return Err(format!("Norm::new({:?}) gave {norm:?}", case.p));
         }
     }
-    let batch = Batch {
-        x: &case.x,
-        delta: &case.delta,
-        rows: case.rows,
-        n: case.n,
-        lower: case.lower.bound(),
-        upper: case.upper.bound(),
-        eps: match &case.eps {
-            EpsArg::Scalar(e) => Eps::Scalar(*e),
-            EpsArg::PerRow(v) => Eps::PerRow(v),
-        },
-        norm,
-    };
-    let opts = Options {
-        max_newton_passes: case.max_newton_passes,
-    };
+    let (batch, opts) = (case.batch(norm), case.options());
     let expected = expected_error(case, op);
     let mut eta = vec![T::nan(); case.eta_len];
     let mut y = vec![T::nan(); case.y_len];
@@ -1376,10 +1393,7 @@ fn check_noise_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, Strin
         n: case.n,
         lower: case.lower.bound(),
         upper: case.upper.bound(),
-        eps: match &case.eps {
-            EpsArg::Scalar(e) => Eps::Scalar(*e),
-            EpsArg::PerRow(v) => Eps::PerRow(v),
-        },
+        eps: case.eps.core(),
         norm,
         spec,
     };
@@ -1492,22 +1506,7 @@ fn check_vjp_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String>
         return Ok(checked.features);
     };
     let norm = Norm::new(case.p).ok_or("p accepted by the forward check")?;
-    let batch = Batch {
-        x: &case.x,
-        delta: &case.delta,
-        rows,
-        n,
-        lower: case.lower.bound(),
-        upper: case.upper.bound(),
-        eps: match &case.eps {
-            EpsArg::Scalar(e) => Eps::Scalar(*e),
-            EpsArg::PerRow(v) => Eps::PerRow(v),
-        },
-        norm,
-    };
-    let opts = Options {
-        max_newton_passes: case.max_newton_passes,
-    };
+    let (batch, opts) = (case.batch(norm), case.options());
     let side_len = |side: &Side<T>| match side {
         Side::Scalar(_) => None,
         Side::Shared(_) => Some(n),

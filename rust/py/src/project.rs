@@ -7,9 +7,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use crate::buffers::{cotangent, eps_grad, writable};
-use crate::dtype::{per_dtype, Dtype};
 use crate::errors::{catalogued, detached};
-use crate::solve::Call;
+use crate::solve::{batch_pyfunction, Call};
 
 fn norm_of(py: Python<'_>, p: f64) -> PyResult<ProjectNorm> {
     ProjectNorm::new(p).ok_or_else(|| catalogued(py, "project_p", (p,)))
@@ -44,24 +43,14 @@ fn project_typed<T: Element + Real>(
     })
 }
 
-/// Writes the projection of every row of `z` onto its ball around `x` and the box into
-/// `y_out`, for `(rows, n)` arrays of one float dtype and `p` in {1, 2, inf}.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn project_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    z: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    y_out: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let norm = norm_of(py, p)?;
-    per_dtype!(Dtype::of_x(x)?, T => {
-        project_typed(py, Call::<T>::new(x, z, lower, upper, eps, p)?, norm, y_out)
-    })
+batch_pyfunction! {
+    /// Writes the projection of every row of `z` onto its ball around `x` and the box into
+    /// `y_out`, for `(rows, n)` arrays of one float dtype and `p` in {1, 2, inf}.
+    pub(crate) fn project_into(
+        py, x, z, lower, upper, eps, p, y_out: &Bound<'_, PyAny>
+    ) -> PyResult<()> {
+        let norm = norm_of(py, p)?;
+    } |call| project_typed(py, call, norm, y_out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -90,26 +79,16 @@ fn vjp_typed<T: Element + Real>(
     })
 }
 
-/// Cotangents of `project_into` for `ybar` (`(rows, n)`): writes `x_grad`, `z_grad`
-/// (`(rows, n)`, x's dtype) and `eps_grad` (`(rows,)` float64).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn project_vjp_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    z: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    ybar: &Bound<'_, PyAny>,
-    x_grad: &Bound<'_, PyAny>,
-    z_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    let norm = norm_of(py, p)?;
-    per_dtype!(Dtype::of_x(x)?, T => {
-        let call = Call::<T>::new(x, z, lower, upper, eps, p)?;
-        vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
-    })
+batch_pyfunction! {
+    /// Cotangents of `project_into` for `ybar` (`(rows, n)`): writes `x_grad`, `z_grad`
+    /// (`(rows, n)`, x's dtype) and `eps_grad` (`(rows,)` float64).
+    pub(crate) fn project_vjp_into(
+        py, x, z, lower, upper, eps, p,
+        ybar: &Bound<'_, PyAny>,
+        x_grad: &Bound<'_, PyAny>,
+        z_grad: &Bound<'_, PyAny>,
+        eps_grad: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let norm = norm_of(py, p)?;
+    } |call| vjp_typed(py, call, norm, ybar, x_grad, z_grad, eps_grad)
 }

@@ -12,7 +12,6 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 
-use crate::dtype::{per_dtype, Dtype};
 use crate::errors::{catalogued, detached};
 
 pub(crate) fn norm_of(p: f64) -> PyResult<Norm> {
@@ -147,6 +146,38 @@ impl<'py, T: Element + Real> Call<'py, T> {
     }
 }
 
+/// Declares a `#[pyfunction]` over one batch: its leading arguments are the batch's
+/// `(x, delta, lower, upper, eps, p)` (named by the caller), then its own; the body runs the
+/// statements before the dtype dispatch, then `$body` with `$call`, the [`Call`] of x's
+/// dtype `T`. Every batch binding extracts its arguments through this one rule.
+macro_rules! batch_pyfunction {
+    ($(#[$attr:meta])* $vis:vis fn $name:ident(
+        $py:ident, $x:ident, $delta:ident, $lower:ident, $upper:ident, $eps:ident, $p:ident
+        $(, $arg:ident: $ty:ty)* $(,)?
+    ) -> $ret:ty { $($pre:stmt;)* } |$call:ident| $body:expr) => {
+        #[pyfunction]
+        $(#[$attr])*
+        #[allow(clippy::too_many_arguments)]
+        $vis fn $name(
+            $py: Python<'_>,
+            $x: &Bound<'_, PyAny>,
+            $delta: &Bound<'_, PyAny>,
+            $lower: &Bound<'_, PyAny>,
+            $upper: &Bound<'_, PyAny>,
+            $eps: &Bound<'_, PyAny>,
+            $p: f64,
+            $($arg: $ty),*
+        ) -> $ret {
+            $($pre;)*
+            $crate::dtype::per_dtype!($crate::dtype::Dtype::of_x($x)?, T => {
+                let $call = $crate::solve::Call::<T>::new($x, $delta, $lower, $upper, $eps, $p)?;
+                $body
+            })
+        }
+    };
+}
+pub(crate) use batch_pyfunction;
+
 pub(crate) fn summary_tuple(s: Summary) -> (usize, i64) {
     (
         s.unreachable_rows,
@@ -178,45 +209,22 @@ fn perturb_typed<T: Element + Real>(
         .map(summary_tuple)
 }
 
-/// Writes the scale of every row of the `(rows, n)` arrays into `eta_out`.
-///
-/// Returns `(unreachable_rows, first_unreachable_row or -1)`.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scale_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    delta: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    eta_out: &Bound<'_, PyAny>,
-) -> PyResult<(usize, i64)> {
-    per_dtype!(Dtype::of_x(x)?, T => {
-        scale_typed(py, Call::<T>::new(x, delta, lower, upper, eps, p)?, eta_out)
-    })
+batch_pyfunction! {
+    /// Writes the scale of every row of the `(rows, n)` arrays into `eta_out`.
+    ///
+    /// Returns `(unreachable_rows, first_unreachable_row or -1)`.
+    pub(crate) fn scale_into(
+        py, x, delta, lower, upper, eps, p, eta_out: &Bound<'_, PyAny>
+    ) -> PyResult<(usize, i64)> {} |call| scale_typed(py, call, eta_out)
 }
 
-/// Writes `clip(x + eta * delta)` into `y_out` and the scales into `eta_out`, fused.
-///
-/// Returns `(unreachable_rows, first_unreachable_row or -1)`.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn perturb_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    delta: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    y_out: &Bound<'_, PyAny>,
-    eta_out: &Bound<'_, PyAny>,
-) -> PyResult<(usize, i64)> {
-    per_dtype!(Dtype::of_x(x)?, T => {
-        perturb_typed(py, Call::<T>::new(x, delta, lower, upper, eps, p)?, y_out, eta_out)
-    })
+batch_pyfunction! {
+    /// Writes `clip(x + eta * delta)` into `y_out` and the scales into `eta_out`, fused.
+    ///
+    /// Returns `(unreachable_rows, first_unreachable_row or -1)`.
+    pub(crate) fn perturb_into(
+        py, x, delta, lower, upper, eps, p, y_out: &Bound<'_, PyAny>, eta_out: &Bound<'_, PyAny>
+    ) -> PyResult<(usize, i64)> {} |call| perturb_typed(py, call, y_out, eta_out)
 }
 
 /// Per-row `(eta, newton_passes, used_safeguard)` for float64 inputs with scalar bounds.

@@ -7,10 +7,8 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 
 use crate::buffers::{self, cotangent, optional, writable};
-
-use crate::dtype::{per_dtype, Dtype};
 use crate::errors::detached;
-use crate::solve::{summary_tuple, Call};
+use crate::solve::{batch_pyfunction, summary_tuple, Call};
 
 /// The output buffers of one call, borrowed while holding the GIL.
 struct Outs<'py, T: Element> {
@@ -27,9 +25,7 @@ fn vjp_typed<T: Element + Real>(
     call: Call<'_, T>,
     cot: &Bound<'_, PyAny>,
     is_y: bool,
-    x_grad: &Bound<'_, PyAny>,
-    delta_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
+    [x_grad, delta_grad, eps_grad]: [&Bound<'_, PyAny>; 3],
     lower_grad: Option<&Bound<'_, PyAny>>,
     upper_grad: Option<&Bound<'_, PyAny>>,
     eta: Option<&Bound<'_, PyAny>>,
@@ -77,91 +73,45 @@ fn vjp_typed<T: Element + Real>(
         .map(summary_tuple)
 }
 
-#[allow(clippy::too_many_arguments)]
-fn dispatch(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    delta: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    cot: &Bound<'_, PyAny>,
-    is_y: bool,
-    x_grad: &Bound<'_, PyAny>,
-    delta_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
-    lower_grad: Option<&Bound<'_, PyAny>>,
-    upper_grad: Option<&Bound<'_, PyAny>>,
-    eta: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(usize, i64)> {
-    per_dtype!(Dtype::of_x(x)?, T => {
-        let call = Call::<T>::new(x, delta, lower, upper, eps, p)?;
-        vjp_typed(
-            py, call, cot, is_y, x_grad, delta_grad, eps_grad, lower_grad, upper_grad, eta,
-        )
-    })
+/// Declares the VJP binding `$name` whose cotangent argument is `$cot` (of `y` when `$is_y`,
+/// else of `eta`).
+macro_rules! vjp_pyfunction {
+    ($(#[$doc:meta])* $name:ident($cot:ident, $is_y:expr)) => {
+        batch_pyfunction! {
+            $(#[$doc])*
+            #[pyo3(signature = (
+                x, delta, lower, upper, eps, p, $cot, x_grad, delta_grad, eps_grad,
+                lower_grad = None, upper_grad = None, eta = None
+            ))]
+            pub(crate) fn $name(
+                py, x, delta, lower, upper, eps, p,
+                $cot: &Bound<'_, PyAny>,
+                x_grad: &Bound<'_, PyAny>,
+                delta_grad: &Bound<'_, PyAny>,
+                eps_grad: &Bound<'_, PyAny>,
+                lower_grad: Option<&Bound<'_, PyAny>>,
+                upper_grad: Option<&Bound<'_, PyAny>>,
+                eta: Option<&Bound<'_, PyAny>>,
+            ) -> PyResult<(usize, i64)> {} |call| {
+                let outs = [x_grad, delta_grad, eps_grad];
+                vjp_typed(py, call, $cot, $is_y, outs, lower_grad, upper_grad, eta)
+            }
+        }
+    };
 }
 
-/// Cotangents of `scale` for `etabar` (one per row) of the `(rows, n)` arrays.
-///
-/// Writes `x_grad`, `delta_grad` (`(rows, n)`, x's dtype), `eps_grad` (`(rows,)` float64) and,
-/// when given, `lower_grad` / `upper_grad` (the shape of the array bound: `(n,)` summed over
-/// the rows, or `(rows, n)`). `eta`, when given, is the forward's result and skips the solve.
-/// Returns `(unreachable_rows, first_unreachable_row or -1)` (`(0, -1)` when `eta` is given).
-#[pyfunction]
-#[pyo3(signature = (
-    x, delta, lower, upper, eps, p, etabar, x_grad, delta_grad, eps_grad,
-    lower_grad = None, upper_grad = None, eta = None
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn scale_vjp_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    delta: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    etabar: &Bound<'_, PyAny>,
-    x_grad: &Bound<'_, PyAny>,
-    delta_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
-    lower_grad: Option<&Bound<'_, PyAny>>,
-    upper_grad: Option<&Bound<'_, PyAny>>,
-    eta: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(usize, i64)> {
-    dispatch(
-        py, x, delta, lower, upper, eps, p, etabar, false, x_grad, delta_grad, eps_grad,
-        lower_grad, upper_grad, eta,
-    )
+vjp_pyfunction! {
+    /// Cotangents of `scale` for `etabar` (one per row) of the `(rows, n)` arrays.
+    ///
+    /// Writes `x_grad`, `delta_grad` (`(rows, n)`, x's dtype), `eps_grad` (`(rows,)` float64)
+    /// and, when given, `lower_grad` / `upper_grad` (the shape of the array bound: `(n,)`
+    /// summed over the rows, or `(rows, n)`). `eta`, when given, is the forward's result and
+    /// skips the solve. Returns `(unreachable_rows, first_unreachable_row or -1)` (`(0, -1)`
+    /// when `eta` is given).
+    scale_vjp_into(etabar, false)
 }
 
-/// Cotangents of `perturb` for `ybar` (`(rows, n)`); outputs as in `scale_vjp_into`.
-#[pyfunction]
-#[pyo3(signature = (
-    x, delta, lower, upper, eps, p, ybar, x_grad, delta_grad, eps_grad,
-    lower_grad = None, upper_grad = None, eta = None
-))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn perturb_vjp_into(
-    py: Python<'_>,
-    x: &Bound<'_, PyAny>,
-    delta: &Bound<'_, PyAny>,
-    lower: &Bound<'_, PyAny>,
-    upper: &Bound<'_, PyAny>,
-    eps: &Bound<'_, PyAny>,
-    p: f64,
-    ybar: &Bound<'_, PyAny>,
-    x_grad: &Bound<'_, PyAny>,
-    delta_grad: &Bound<'_, PyAny>,
-    eps_grad: &Bound<'_, PyAny>,
-    lower_grad: Option<&Bound<'_, PyAny>>,
-    upper_grad: Option<&Bound<'_, PyAny>>,
-    eta: Option<&Bound<'_, PyAny>>,
-) -> PyResult<(usize, i64)> {
-    dispatch(
-        py, x, delta, lower, upper, eps, p, ybar, true, x_grad, delta_grad, eps_grad, lower_grad,
-        upper_grad, eta,
-    )
+vjp_pyfunction! {
+    /// Cotangents of `perturb` for `ybar` (`(rows, n)`); outputs as in `scale_vjp_into`.
+    perturb_vjp_into(ybar, true)
 }

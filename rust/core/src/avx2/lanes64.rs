@@ -1,103 +1,12 @@
-//! The vector operations on four `f64` lanes (`__m256d`) and the kernels over them.
-// Explicit lane indices mirror the generic kernels.
-#![allow(clippy::needless_range_loop)]
+//! The AVX2 lane operations on four `f64` lanes (`__m256d`) and the kernels over them.
 
-type E = f64;
-type V = __m256d;
-const W: usize = 4;
-
-/// See [`super::compress_table`].
-static COMPRESS: [[u32; 8]; 256] = super::compress_table(2);
-
-fn of_slice<T: Real>(s: &[T]) -> Option<&[E]> {
-    T::f64s(s)
+avx2_lanes! {
+    E: f64, V: __m256d, W: 4, words: 2, count: u64,
+    set1: _mm256_set1_pd, setzero: _mm256_setzero_pd, loadu: _mm256_loadu_pd,
+    storeu: _mm256_storeu_pd, stream: _mm256_stream_pd,
+    add: _mm256_add_pd, sub: _mm256_sub_pd, mul: _mm256_mul_pd,
+    and: _mm256_and_pd, or: _mm256_or_pd, max: _mm256_max_pd, min: _mm256_min_pd,
+    cmp: _mm256_cmp_pd, andnot: _mm256_andnot_pd, blendv: _mm256_blendv_pd,
+    movemask: _mm256_movemask_pd,
+    count_sub: _mm256_sub_epi64, as_int: _mm256_castpd_si256, as_ps: _mm256_castpd_ps
 }
-
-fn of_slice_mut<T: Real>(s: &mut [T]) -> Option<&mut [E]> {
-    T::f64s_mut(s)
-}
-
-memory_ops! {
-    set1: _mm256_set1_pd,
-    setzero: _mm256_setzero_pd,
-    loadu: _mm256_loadu_pd,
-    storeu: _mm256_storeu_pd,
-    stream: _mm256_stream_pd,
-}
-
-binary_ops! {
-    add => _mm256_add_pd;
-    sub => _mm256_sub_pd;
-    mul => _mm256_mul_pd;
-    and => _mm256_and_pd;
-    or => _mm256_or_pd;
-    max => _mm256_max_pd;
-    min => _mm256_min_pd;
-    /// `a > b` (false on NaN).
-    gt => _mm256_cmp_pd::<_CMP_GT_OQ>;
-    /// `a <= b` (false on NaN).
-    le => _mm256_cmp_pd::<_CMP_LE_OQ>;
-    /// `!(a <= b)` (true on NaN).
-    nle => _mm256_cmp_pd::<_CMP_NLE_UQ>;
-    /// `!(a < b)` (true on NaN).
-    nlt => _mm256_cmp_pd::<_CMP_NLT_UQ>;
-    /// `!(a >= b)` (true on NaN).
-    nge => _mm256_cmp_pd::<_CMP_NGE_UQ>;
-    /// Either is NaN.
-    unord => _mm256_cmp_pd::<_CMP_UNORD_Q>;
-}
-
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn abs(v: V) -> V {
-    _mm256_andnot_pd(_mm256_set1_pd(-0.0), v)
-}
-
-/// `mask ? b : a`, lane by lane.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn blend(a: V, b: V, mask: V) -> V {
-    _mm256_blendv_pd(a, b, mask)
-}
-
-/// Bit `k` set where lane `k` of the mask is set.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn mask_bits(mask: V) -> usize {
-    _mm256_movemask_pd(mask) as usize
-}
-
-/// Adds one to each counter whose lane of `mask` is set (a set lane is -1 as an integer).
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn count_add(acc: __m256i, mask: V) -> __m256i {
-    _mm256_sub_epi64(acc, _mm256_castpd_si256(mask))
-}
-
-/// The sum of the counters.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn count_total(acc: __m256i) -> u64 {
-    let mut ns = [0u64; W];
-    // SAFETY: `ns` is four u64 (32 writable bytes); `storeu` has no alignment requirement.
-    unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), acc) };
-    ns.iter().sum()
-}
-
-/// Stores the lanes of `v` set in `inside` (a [`mask_bits`] value) packed to the front of
-/// `dst`; the slots after them get arbitrary lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-fn compress_into(dst: &mut [MaybeUninit<E>; W], v: V, inside: usize) {
-    let perm: &[u32; 8] = &COMPRESS[inside];
-    // SAFETY: `perm` is eight u32 (32 readable bytes) and `dst` four doubles (32 writable
-    // bytes); `loadu` and `storeu` have no alignment requirement.
-    unsafe {
-        let perm = _mm256_loadu_si256(perm.as_ptr().cast());
-        // The permutation moves 32-bit words, two per lane.
-        let packed = _mm256_permutevar8x32_ps(_mm256_castpd_ps(v), perm);
-        _mm256_storeu_ps(dst.as_mut_ptr().cast(), packed);
-    }
-}
-
-kernels!();

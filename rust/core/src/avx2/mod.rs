@@ -1,99 +1,145 @@
-//! Hand-written AVX2 kernels for the cases that dominate real use: `f32` or `f64` data,
-//! `p = 1` or `p = 2`, each bound a scalar or one value per element. The generic lane loops
-//! in `kernel` cover everything else; LLVM's vectoriser keeps their accumulators in
-//! registers only for the simplest passes (it spilled the first pass to the stack, or fell
-//! back to scalar code), so the split pass and the apply are written with intrinsics.
-//!
-//! The kernels are written once (`kernels!`, in `kernels.rs`) over a small set of vector
-//! operations that `f32` (eight lanes of `__m256`) and `f64` (four lanes of `__m256d`)
-//! each define in their own module.
-//!
-//! Same arithmetic as the generic kernels (no FMA: `x + eta * delta` must round like
-//! NumPy's), lanes combined in a fixed order, so the results do not depend on the thread
-//! count.
+//! The AVX2 lane operations of the hand-written kernels (`crate::simd_kernels`): eight
+//! `f32` lanes (`__m256`) or four `f64` lanes (`__m256d`), comparisons into vectors (a set
+//! lane is all ones), and the lanes inside the bracket packed by a table-driven permutation
+//! (`vpermps`).
 
-#[macro_use]
-mod kernels;
+/// Declares the lane operations of `crate::simd_kernels::simd_kernels!` for one element
+/// type over its AVX2 intrinsics, then the kernels over them.
+macro_rules! avx2_lanes {
+    (E: $e:ty, V: $v:ty, W: $w:expr, words: $words:expr, count: $cnt:ty,
+     set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
+     stream: $stream:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident,
+     and: $and:ident, or: $or:ident, max: $max:ident, min: $min:ident, cmp: $cmp:ident,
+     andnot: $andnot:ident, blendv: $blendv:ident, movemask: $movemask:ident,
+     count_sub: $count_sub:ident, as_int: $as_int:ident, as_ps: $as_ps:path) => {
+        use std::arch::x86_64::*;
+
+        use super::COUNT;
+        use crate::simd_kernels::{binary_ops, lane_ops, memory_ops, simd_kernels};
+
+        type E = $e;
+        type V = $v;
+        /// A lane mask: all ones in the lanes set.
+        type M = V;
+        /// The lanes to pack: bit `k` for lane `k` (a [`mask_bits`] value).
+        type I = usize;
+        /// Per-lane counters.
+        type C = __m256i;
+        const W: usize = $w;
+
+        /// See [`super::compress_table`].
+        static COMPRESS: [[u32; 8]; 256] = super::compress_table($words);
+
+        memory_ops! { "avx2,fma";
+            set1: $set1, setzero: $setzero, loadu: $loadu, storeu: $storeu, stream: $stream
+        }
+
+        lane_ops! { "avx2,fma";
+            add: $add, sub: $sub, mul: $mul, max: $max, min: $min, cmp: $cmp
+        }
+
+        binary_ops! { "avx2,fma"; mask_or -> M => $or; }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn abs(v: V) -> V {
+            $andnot($set1(-0.0), v)
+        }
+
+        /// `mask ? b : a`, lane by lane.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn blend(a: V, b: V, mask: M) -> V {
+            $blendv(a, b, mask)
+        }
+
+        /// `acc + v` in the lanes of `mask`, `acc + 0` elsewhere.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn mask_add(acc: V, mask: M, v: V) -> V {
+            $add(acc, $and(mask, v))
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn no_lanes() -> M {
+            $setzero()
+        }
+
+        /// Bit `k` set where lane `k` of the mask is set.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn mask_bits(mask: M) -> usize {
+            $movemask(mask) as usize
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn any_lane(mask: M) -> bool {
+            mask_bits(mask) != 0
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn count_zero() -> C {
+            _mm256_setzero_si256()
+        }
+
+        /// Adds one to each counter whose lane of `mask` is set (a set lane is -1 as an
+        /// integer).
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn count_add(acc: C, mask: M) -> C {
+            $count_sub(acc, $as_int(mask))
+        }
+
+        /// The sum of the counters.
+        #[allow(clippy::useless_conversion)] // the identity for `f64`'s u64 counters
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn count_total(acc: C) -> u64 {
+            let mut ns: [$cnt; W] = [0; W];
+            // SAFETY: `ns` is `W` counters of `size_of::<V>() / W` bytes (32 writable
+            // bytes); `storeu` has no alignment requirement.
+            unsafe { _mm256_storeu_si256(ns.as_mut_ptr().cast(), acc) };
+            ns.iter().map(|&v| u64::from(v)).sum()
+        }
+
+        /// The lanes not set in `outside`.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn inside(outside: M) -> I {
+            !mask_bits(outside) & ((1 << W) - 1)
+        }
+
+        /// How many lanes `sel` selects.
+        #[inline(always)]
+        fn packed(sel: I) -> usize {
+            usize::from(COUNT[sel])
+        }
+
+        /// Stores the lanes of `v` set in `sel` packed to the front of `dst`; the slots
+        /// after them get arbitrary lanes.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn pack(dst: &mut [std::mem::MaybeUninit<E>; W], v: V, sel: I) {
+            let perm: &[u32; 8] = &COMPRESS[sel];
+            // SAFETY: `perm` is eight u32 (32 readable bytes) and `dst` `W` elements (32
+            // writable bytes); `loadu` and `storeu` have no alignment requirement.
+            unsafe {
+                let perm = _mm256_loadu_si256(perm.as_ptr().cast());
+                // The permutation moves 32-bit words (two per `f64` lane).
+                let packed = _mm256_permutevar8x32_ps($as_ps(v), perm);
+                _mm256_storeu_ps(dst.as_mut_ptr().cast(), packed);
+            }
+        }
+
+        simd_kernels!("avx2,fma", Avx2, crate::simd::has_avx2);
+    };
+}
+
 mod lanes32;
 mod lanes64;
-
-use crate::kernel::FirstSums;
-use crate::real::Real;
-
-/// One side of the box over a chunk: a scalar, or one value per element.
-#[derive(Clone, Copy)]
-pub(crate) enum Side<'a, E> {
-    Scalar(E),
-    Slice(&'a [E]),
-}
-
-impl<E: Real> Side<'_, E> {
-    /// The value at `i` (tails and the candidate list).
-    #[inline]
-    pub(crate) fn at(self, i: usize) -> E {
-        match self {
-            Side::Scalar(v) => v,
-            Side::Slice(s) => s[i],
-        }
-    }
-
-    /// Whether this side is one finite scalar.
-    pub(crate) fn finite_scalar(self) -> bool {
-        matches!(self, Side::Scalar(v) if v.is_finite())
-    }
-}
-
-/// A chunk of a row and its bounds.
-#[derive(Clone, Copy)]
-pub(crate) struct Chunk<'a, E> {
-    pub x: &'a [E],
-    pub d: &'a [E],
-    pub lo: Side<'a, E>,
-    pub hi: Side<'a, E>,
-}
-
-/// An element type with AVX2 kernels.
-pub(crate) trait Lanes: Real {
-    /// `s` as a slice of `Self` when `T` is `Self`.
-    fn of<T: Real>(s: &[T]) -> Option<&[Self]>;
-    /// `s` as a mutable slice of `Self` when `T` is `Self`.
-    fn of_mut<T: Real>(s: &mut [T]) -> Option<&mut [Self]>;
-
-    /// A pass over a chunk split at the bracket `(eta_lo, eta_hi]` (see `FirstSums`).
-    /// `VALIDATE`: the first pass, which also counts invalid elements and finds the largest
-    /// `|delta|` (`CHECK_X` then also checks that `x` is finite, which the bounds check
-    /// implies when both bounds are finite); a later pass over a valid row leaves `bad` and
-    /// `amax` at zero. `SPLIT`: the bracket is not empty (`eta_lo < eta_hi`); with `eta_lo
-    /// == eta_hi` nothing lies inside, so the pass skips the candidates and the second
-    /// comparison. `LS` / `HS`: the lower / upper side holds one value per element.
-    ///
-    /// # Safety
-    /// The CPU runs AVX2 and FMA instructions (`crate::simd::has_avx2`).
-    unsafe fn first<
-        const P2: bool,
-        const VALIDATE: bool,
-        const CHECK_X: bool,
-        const SPLIT: bool,
-        const LS: bool,
-        const HS: bool,
-    >(
-        c: Chunk<'_, Self>,
-        eta_lo: Self,
-        eta_hi: Self,
-    ) -> FirstSums;
-
-    /// `y = min(max(x + eta * delta, lower), upper)` (no FMA: rounds like NumPy); `LS` /
-    /// `HS` as in [`Lanes::first`]. `STREAM` writes with non-temporal stores: for outputs
-    /// too large to stay in cache, the stores skip reading the destination lines first.
-    ///
-    /// # Safety
-    /// The CPU runs AVX2 and FMA instructions (`crate::simd::has_avx2`).
-    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
-        c: Chunk<'_, Self>,
-        eta: Self,
-        out: &mut [Self],
-    );
-}
 
 /// For each 8-bit lane mask, the 32-bit words of its set lanes in order (then zeros): the
 /// permutation (`_mm256_permutevar8x32`) that packs those lanes to the front. A lane is
@@ -129,3 +175,9 @@ static COUNT: [u8; 256] = {
     }
     table
 };
+
+/// `v` itself: the `f32` lanes need no cast before the word permutation.
+#[inline(always)]
+fn same(v: std::arch::x86_64::__m256) -> std::arch::x86_64::__m256 {
+    v
+}

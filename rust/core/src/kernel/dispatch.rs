@@ -3,126 +3,24 @@
 //! (`None` / `false` when neither applies: the generic lane loops run).
 
 use super::{fold_chunk_runs, FirstSums, Row};
-use crate::avx2::{Chunk, Lanes, Side};
-use crate::avx512::Lanes512;
 use crate::bounds::SideAccess;
 use crate::real::Real;
-
-/// A set of hand-written kernels for the element type `E`.
-pub(super) trait Kernels<E> {
-    /// Whether this CPU runs them (checked at run time).
-    fn available() -> bool;
-
-    /// See [`Lanes::first`].
-    ///
-    /// # Safety
-    /// [`Kernels::available`] returned `true`.
-    unsafe fn first<
-        const P2: bool,
-        const VALIDATE: bool,
-        const CHECK_X: bool,
-        const SPLIT: bool,
-        const LS: bool,
-        const HS: bool,
-    >(
-        c: Chunk<'_, E>,
-        eta_lo: E,
-        eta_hi: E,
-    ) -> FirstSums;
-
-    /// See [`Lanes::apply`].
-    ///
-    /// # Safety
-    /// [`Kernels::available`] returned `true`.
-    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
-        c: Chunk<'_, E>,
-        eta: E,
-        out: &mut [E],
-    );
-}
-
-/// The kernels of `crate::avx2` (AVX2 and FMA).
-pub(super) struct Avx2;
-/// The kernels of `crate::avx512` (AVX-512 F, VL, BW and DQ).
-pub(super) struct Avx512;
-
-impl<E: Lanes> Kernels<E> for Avx2 {
-    fn available() -> bool {
-        crate::simd::has_avx2()
-    }
-
-    #[inline(always)]
-    unsafe fn first<
-        const P2: bool,
-        const VALIDATE: bool,
-        const CHECK_X: bool,
-        const SPLIT: bool,
-        const LS: bool,
-        const HS: bool,
-    >(
-        c: Chunk<'_, E>,
-        eta_lo: E,
-        eta_hi: E,
-    ) -> FirstSums {
-        // SAFETY: `available` (`has_avx2`) returned true, as the caller guarantees: the CPU
-        // runs AVX2 and FMA, `Lanes::first`'s only precondition.
-        unsafe { E::first::<P2, VALIDATE, CHECK_X, SPLIT, LS, HS>(c, eta_lo, eta_hi) }
-    }
-
-    #[inline(always)]
-    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
-        c: Chunk<'_, E>,
-        eta: E,
-        out: &mut [E],
-    ) {
-        // SAFETY: as in `first`.
-        unsafe { <E as Lanes>::apply::<LS, HS, STREAM>(c, eta, out) }
-    }
-}
-
-impl<E: Lanes512> Kernels<E> for Avx512 {
-    fn available() -> bool {
-        crate::simd::has_avx512()
-    }
-
-    #[inline(always)]
-    unsafe fn first<
-        const P2: bool,
-        const VALIDATE: bool,
-        const CHECK_X: bool,
-        const SPLIT: bool,
-        const LS: bool,
-        const HS: bool,
-    >(
-        c: Chunk<'_, E>,
-        eta_lo: E,
-        eta_hi: E,
-    ) -> FirstSums {
-        // SAFETY: `available` (`has_avx512`) returned true, as the caller guarantees: the
-        // CPU runs AVX-512 F, VL, BW and DQ, `Lanes512::first`'s only precondition.
-        unsafe { E::first::<P2, VALIDATE, CHECK_X, SPLIT, LS, HS>(c, eta_lo, eta_hi) }
-    }
-
-    #[inline(always)]
-    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
-        c: Chunk<'_, E>,
-        eta: E,
-        out: &mut [E],
-    ) {
-        // SAFETY: as in `first`.
-        unsafe { <E as Lanes512>::apply::<LS, HS, STREAM>(c, eta, out) }
-    }
-}
+pub(super) use crate::simd_kernels::{Avx2, Avx512, Kernels};
+use crate::simd_kernels::{Chunk, Elem, Side};
 
 /// [`row_pass_first`] with the widest hand-written kernels of `E` the CPU runs, or `None`
 /// when the row's elements are not `E` or the CPU has no such kernels.
-pub(super) fn simd_first<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn simd_first<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     p2: bool,
     bracket: (f64, f64),
     validate: bool,
     par: bool,
-) -> Option<FirstSums> {
+) -> Option<FirstSums>
+where
+    Avx2: Kernels<E>,
+    Avx512: Kernels<E>,
+{
     if <Avx512 as Kernels<E>>::available() {
         first_with::<Avx512, E, T, L, H>(row, p2, bracket, validate, par)
     } else {
@@ -132,7 +30,7 @@ pub(super) fn simd_first<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: Side
 
 /// [`row_pass_first`] with the kernels `K`, or `None` when the row's elements are not `E`
 /// or the CPU does not run `K`.
-pub(super) fn first_with<K: Kernels<E>, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn first_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     p2: bool,
     (eta_lo, eta_hi): (f64, f64),
@@ -213,7 +111,7 @@ use with_sides;
 
 /// The row as `E` data: the case the hand-written kernels take.
 #[inline(always)]
-fn chunk_of<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+fn chunk_of<'r, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &'r Row<'_, T, L, H>,
 ) -> Option<Chunk<'r, E>> {
     let side = |scalar: Option<T>, values: Option<&'r [T]>| match (scalar, values) {
@@ -231,12 +129,16 @@ fn chunk_of<'r, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 
 /// [`apply_row`]'s body with the widest hand-written kernel of `E` the CPU runs; `false`
 /// (nothing written) when the row's elements are not `E` or the CPU has no such kernel.
-pub(super) fn simd_apply<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn simd_apply<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
     stream: bool,
-) -> bool {
+) -> bool
+where
+    Avx2: Kernels<E>,
+    Avx512: Kernels<E>,
+{
     if <Avx512 as Kernels<E>>::available() {
         apply_with::<Avx512, E, T, L, H>(row, eta, out, stream)
     } else {
@@ -246,7 +148,7 @@ pub(super) fn simd_apply<E: Lanes + Lanes512, T: Real, L: SideAccess<T>, H: Side
 
 /// [`apply_row`]'s body with the kernel `K`; `false` (nothing written) when the row's
 /// elements are not `E` or the CPU does not run `K`.
-pub(super) fn apply_with<K: Kernels<E>, E: Lanes, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn apply_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],

@@ -4,7 +4,7 @@
 //! examples), so some items go unused in each.
 #![allow(dead_code)]
 
-use clipresc_core::Real;
+use clipresc_core::{Batch, Bound, Eps, Norm, Real};
 
 /// xorshift64*: a tiny deterministic generator, independent of the code under test (the
 /// tests need no extra crates).
@@ -128,4 +128,25 @@ pub fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
         .build()
         .unwrap()
         .install(f)
+}
+
+/// The batch of `rows` vectors of length `n` in the box `[0, 1]`, one `eps` for all rows
+/// (the examples' timing setup).
+pub fn unit_box_batch<'a, T: Real>(
+    (x, d): (&'a [T], &'a [T]),
+    rows: usize,
+    n: usize,
+    eps: f64,
+    p: f64,
+) -> Batch<'a, T> {
+    Batch {
+        x,
+        delta: d,
+        rows,
+        n,
+        lower: Bound::Scalar(T::of_f64(0.0)),
+        upper: Bound::Scalar(T::of_f64(1.0)),
+        eps: Eps::Scalar(eps),
+        norm: Norm::new(p).expect("a valid p"),
+    }
 }
