@@ -19,13 +19,15 @@ does not warn about overflow.
 No full-size temporaries besides the outputs: ``x`` and ``delta`` are copied only when their
 rows are not contiguous or ``delta``'s dtype differs from the work dtype (and ``x`` when it
 is float16), and results are cast only when the caller's dtype is not the work dtype.
-Everything runs on CuPy's current stream with CuPy's allocator.
+Everything runs on CuPy's current stream with CuPy's allocator, or for torch CUDA tensors
+on torch's current stream with torch's allocator (:func:`caller_stream`).
 
 This module imports CuPy only inside :mod:`clipresc.backends.cupy_backend`'s functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,6 +175,21 @@ def _rows(
     if is_number(lo_raw) and is_number(hi_raw) and lo_raw > hi_raw:
         raise _errors.crossed_bounds(1, ())
     return _Rows(call, xr, dr, eps_k, lower, upper)
+
+
+def caller_stream(lib: str, like: Any) -> contextlib.AbstractContextManager[None]:
+    """Where a call on ``lib``'s CUDA arrays runs: CuPy arrays on CuPy's current stream
+    and allocator; torch CUDA tensors (converted to CuPy by DLPack) on torch's current
+    stream with torch's caching allocator (:func:`clipresc.frameworks._torch_device.cupy_scope`).
+
+    >>> with caller_stream("cupy", None):
+    ...     pass
+    """
+    if lib != "torch":
+        return contextlib.nullcontext()
+    from ..frameworks import _torch_device  # (torch is loaded: the caller's tensors)
+
+    return _torch_device.cupy_scope(cupy_backend._cupy(), like)
 
 
 def _error_word() -> Array | None:
