@@ -208,7 +208,7 @@ def _split_plan(B: int, n: int, split: SplitPlan | bool | None) -> SplitPlan | N
 def _row_group(pr: dict[str, Any], split: SplitPlan | bool | None) -> int:
     """Rows per launch (``kernels.row_group``: a group's x and d fit the L2 share); all
     rows when the caller fixed the plan."""
-    B = pr["B"]
+    B = int(pr["B"])
     if not (split is None or split is True):
         return B
     dev = int(_cupy().cuda.Device().id)
