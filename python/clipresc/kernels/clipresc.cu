@@ -1138,6 +1138,24 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
     *ub = gu;
 }
 
+/* The cotangents of elements [i0, i1) of a row (outputs at off + i): the VJP's last pass,
+ * one-block and split. (The loads in rounds, as the summing passes': the x and d of
+ * CR_VW elements in flight per thread.) */
+CR_DEVICE void cr_grad_range(cr_row r, const CR_GLOBAL real* ybar_row, int has_ybar, cr_info f,
+                             acc p, int pm, cr_i64 i0, cr_i64 i1, cr_i64 off,
+                             CR_GLOBAL real* xbar, CR_GLOBAL real* dbar, CR_GLOBAL real* lbar,
+                             int lbar_full, CR_GLOBAL real* ubar, int ubar_full) {
+    CR_ROUNDS(r, i0, i1, 0, i, e, {
+        acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
+        acc gx, gd, gl, gu;
+        cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
+        xbar[off + i] = CR_REAL(gx);
+        dbar[off + i] = CR_REAL(gd);
+        if (lbar_full) lbar[off + i] = CR_REAL(gl);
+        if (ubar_full) ubar[off + i] = CR_REAL(gu);
+    })
+}
+
 /* ----------------------------------------------------------------- kernels */
 
 /* y = clip(x + eta d, l, u) of one element; saturated elements get the bound exactly. */
@@ -1285,16 +1303,8 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
         acc eps_bar;
         cr_info f = cr_coeffs(&s, eb, ak, &eps_bar);
 
-        for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
-            cr_el e = cr_load(r, i);
-            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
-            acc gx, gd, gl, gu;
-            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
-            xbar[row * n + i] = CR_REAL(gx);
-            dbar[row * n + i] = CR_REAL(gd);
-            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
-            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
-        }
+        cr_grad_range(r, ybar_row, has_ybar, f, p, pm, 0, n, row * n, xbar, dbar, lbar, lbar_full,
+                      ubar, ubar_full);
         if (CR_TID == 0) {
             epsbar[row] = CR_REAL(eps_bar);
             if (write_rowinfo) {
@@ -1600,15 +1610,7 @@ CR_KERNEL clipresc_split_vjp_apply(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar,
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
         CR_TRAFFIC(8 * CR_ROWINFO + (i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)),
                    (i1 - i0) * (2 + lbar_full + ubar_full) * sizeof(real));
-        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
-            cr_el e = cr_load(r, i);
-            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
-            acc gx, gd, gl, gu;
-            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
-            xbar[row * n + i] = CR_REAL(gx);
-            dbar[row * n + i] = CR_REAL(gd);
-            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
-            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
-        }
+        cr_grad_range(r, ybar_row, has_ybar, f, p, pm, i0, i1, row * n, xbar, dbar, lbar,
+                      lbar_full, ubar, ubar_full);
     }
 }
