@@ -393,9 +393,13 @@ def _vjp(
     lshared = cupy.empty((n,), dtype=dt) if lo.grad == "shared" else None
     ushared = cupy.empty((n,), dtype=dt) if hi.grad == "shared" else None
     need_info = lshared is not None or ushared is not None
-    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
-    # solve is its single pass anyway)
-    plan = _split_plan(B, n, split) if eta is not None and pr["pm"] != 3 and n > 0 else None
+    # (with p = inf the one-block kernel's solve is its single arg-max pass)
+    plan = _split_plan(B, n, split) if pr["pm"] != 3 and n > 0 else None
+    if plan is not None and eta is None and B > 0:
+        # the split backward takes eta: solved split here, unchecked (the backward's passes
+        # check the same values, without the forward's unreachable bit)
+        eta = cupy.empty((B,), dtype=dt)
+        _split_forward(pr, plan, eta, cupy.empty((B,), dtype=cupy.bool_), None, None, None)
     rowinfo = (
         cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or plan is not None else None
     )
