@@ -34,25 +34,6 @@ def _rows(lay: Layout, t: Any) -> Any:
     return lay.to_rows_xp(_xp, t).contiguous()
 
 
-def _check(
-    lay: Layout,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lo: float,
-    hi: float,
-    p: float,
-    axis: Sequence[int],
-) -> Any:
-    """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
-    same messages, counts and first indices); returns ``eps`` as ``(rows,)``."""
-    bounds = (lo if lower is None else lower, hi if upper is None else upper)
-    prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
-    return _eps_rows(lay, eps)
-
-
 def _pad(t: Any, ndim: int) -> Any:
     return t.reshape((1,) * (ndim - t.ndim) + tuple(t.shape))
 
@@ -150,12 +131,14 @@ def _solve(
     p: float,
     axis: Sequence[int],
 ) -> tuple[Any, ...]:
-    eps_rows = _check(lay, x, delta, eps, lower, upper, lo, hi, p, axis)
+    """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
+    same messages, counts and first indices), then the row operands ``(x, delta, eps,
+    lower, upper)`` for :mod:`clipresc.backends.generic`."""
+    bounds = (lo if lower is None else lower, hi if upper is None else upper)
+    prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
     xr = _rows(lay, x)
     dr = _rows(lay, delta)
-    lr = _bound_rows(lay, lower, lo)
-    ur = _bound_rows(lay, upper, hi)
-    return xr, dr, eps_rows, lr, ur
+    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
 
 
 def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
@@ -221,7 +204,7 @@ def forward_eta(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _check(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
                 lambda: _raise_unreachable(lay, flag, unreachable),
             )
         else:
@@ -237,21 +220,9 @@ def forward_eta(
     return lay.from_rows_xp(_xp, y.to(x.dtype)).contiguous(), eta_w
 
 
-def forward(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lower_s: float,
-    upper_s: float,
-    p: float,
-    axis: Sequence[int],
-    unreachable: str,
-) -> Any:
-    """``scale`` / ``perturb`` of tensors on their own device (arguments as the op's)."""
-    args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
+def forward(kind: str, *args: Any) -> Any:
+    """``scale`` / ``perturb`` of tensors on their own device: :func:`forward_eta`'s
+    arguments (the op's), its first result."""
     return forward_eta(kind, *args)[0]
 
 
@@ -296,7 +267,7 @@ def vjp(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _check(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
             )
     else:
         xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
