@@ -114,3 +114,33 @@ def test_split_backward_without_eta(fake_cupy: None) -> None:
             assert g is None
             continue
         np.testing.assert_allclose(g, w, rtol=0, atol=1e-12 * float(np.abs(w).max()))
+
+
+@pytest.mark.parametrize("kind", ("scalar", "full", "row"))
+@pytest.mark.parametrize("given", (False, True))
+def test_backward_in_groups(
+    fake_cupy: None, monkeypatch: pytest.MonkeyPatch, kind: str, given: bool
+) -> None:
+    """The backward in row groups (each a launch on views, the shared-bound pass over the
+    whole batch after them): bitwise the one launch's cotangents."""
+    rng = np.random.default_rng([9, len(kind)])
+    x, d, eps, lower, upper = _case(rng, 20, 500, np.float64, kind)
+    if kind == "row":
+        upper = np.ones(500)  # a bound shared by the batch: the column pass
+    ybar = rng.standard_normal(x.shape)
+    etabar = rng.standard_normal(20)
+    eta = cb.forward_rows(x, d, eps, 2.0, lower, upper)[1] if given else None
+    _with_l2(monkeypatch, 1 << 40)
+    one_p = cb.perturb_vjp_rows(x, d, eps, 2.0, lower, upper, ybar, eta=eta)
+    one_s = cb.scale_vjp_rows(x, d, eps, 2.0, lower, upper, etabar, eta=eta)
+    _with_l2(monkeypatch, int(3 * 2 * 500 * 8 / kernels.L2_FRACTION))
+    emu.LAUNCHED.clear()
+    got_p = cb.perturb_vjp_rows(x, d, eps, 2.0, lower, upper, ybar, eta=eta)
+    assert emu.LAUNCHED.count("clipresc_vjp") == 7
+    got_s = cb.scale_vjp_rows(x, d, eps, 2.0, lower, upper, etabar, eta=eta)
+    for got, one in ((got_p, one_p), (got_s, one_s)):
+        for a, b in zip(got, one):
+            if b is None:
+                assert a is None
+            else:
+                np.testing.assert_array_equal(a, b)

@@ -384,6 +384,7 @@ def _vjp(
         etabar = cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(etabar, dtype=dt), (B,)))
     if eta is not None:
         eta = cupy.ascontiguousarray(cupy.asarray(eta, dtype=dt).reshape(B))
+    eta_given = eta
 
     xbar = cupy.empty((B, n), dtype=dt)
     dbar = cupy.empty((B, n), dtype=dt)
@@ -393,42 +394,48 @@ def _vjp(
     lshared = cupy.empty((n,), dtype=dt) if lo.grad == "shared" else None
     ushared = cupy.empty((n,), dtype=dt) if hi.grad == "shared" else None
     need_info = lshared is not None or ushared is not None
+    rows = _row_group(pr, split) if B > 0 and n > 0 else max(B, 1)
+    groups = [(r0, min(B, r0 + rows)) for r0 in range(0, B, rows)]
     # (with p = inf the one-block kernel's solve is its single arg-max pass)
-    plan = _split_plan(B, n, split) if pr["pm"] != 3 and n > 0 else None
-    if plan is not None and eta is None and B > 0:
-        # the split backward takes eta: solved split here, unchecked (the backward's passes
-        # check the same values, without the forward's unreachable bit)
-        eta = cupy.empty((B,), dtype=dt)
-        _split_forward(pr, plan, eta, cupy.empty((B,), dtype=cupy.bool_), None, None, None)
-    rowinfo = (
-        cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or plan is not None else None
-    )
-    if B > 0:
-        common = _common(pr)
-        same = (lambda a: a), xx
+    plans = [_split_plan(r1 - r0, n, split) if pr["pm"] != 3 and n > 0 else None
+             for r0, r1 in groups]  # fmt: skip
+    split_any = any(plan is not None for plan in plans)
+    if split_any and eta is None:
+        eta = cupy.empty((B,), dtype=dt)  # the split backward takes eta (solved below)
+    rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or split_any else None
+    common = _common(pr)
+    same = (lambda a: a), xx
+    one = len(groups) == 1
+    for (r0, r1), plan in zip(groups, plans):  # row groups whose x and d fit the L2 share
+
+        def part(a: Any, width: int = 1, r0: int = r0, r1: int = r1) -> Any:
+            """Rows r0:r1 of a per-row array (``None`` stays ``None``)."""
+            return a if one or a is None else a[r0 * width : r1 * width]
+
+        g = pr if one else _rows_of(pr, r0, r1)
+        outs = (part(xbar), part(dbar), part(epsbar))
+        info_g, eta_g = part(rowinfo, ROWINFO), part(eta)
         if plan is not None:
+            if eta_given is None:
+                # solved split here, unchecked (the backward's passes check the same
+                # values, without the forward's unreachable bit)
+                flag = cupy.empty((r1 - r0,), dtype=cupy.bool_)
+                _split_forward(g, plan, eta_g, flag, None, None, None)
             split_vjp(
-                _launcher(pr["real"]), _scratch, common, plan, B, (ybar, etabar), eta,
-                (xbar, dbar, epsbar), (lbar, ubar), rowinfo, err, err is not None, xx,
+                _launcher(pr["real"]), _scratch, _common(g), plan, r1 - r0,
+                (part(ybar), part(etabar)), eta_g, outs, (part(lbar), part(ubar)), info_g, err,
+                err is not None, xx,
             )  # fmt: skip
-        else:
-            get_kernel("clipresc_vjp", pr["real"])(
-                (min(B, _MAX_BLOCKS),),
-                (BLOCK,),
-                vjp_args(
-                    common,
-                    (xbar, dbar, epsbar),
-                    ybar,
-                    etabar,
-                    lbar,
-                    ubar,
-                    rowinfo,
-                    eta,
-                    err,
-                    err is not None,
-                    *same,
-                ),
-            )
+            continue
+        get_kernel("clipresc_vjp", pr["real"])(
+            (min(r1 - r0, _MAX_BLOCKS),),
+            (BLOCK,),
+            vjp_args(
+                _common(g), outs, part(ybar), part(etabar), part(lbar), part(ubar), info_g,
+                part(eta_given), err, err is not None, *same,
+            ),
+        )  # fmt: skip
+    if B > 0:
         if need_info and n > 0:
             blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
             get_kernel("clipresc_bound_grad_shared", pr["real"])(
