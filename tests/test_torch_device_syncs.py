@@ -281,7 +281,7 @@ def test_public_vjp_on_cuda_tensors_runs_on_torchs_stream(
     fake_gpu: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``clipresc.perturb_vjp`` on CUDA tensors goes to the CuPy path (DLPack): its
-    conversions, kernels and outputs must be on torch's current stream, not CuPy's."""
+    kernels and outputs (CuPy's allocations) must be on torch's current stream, not CuPy's."""
     seen: list[Any] = []
     monkeypatch.setitem(__import__("sys").modules, "cupy", fake_gpu)
     monkeypatch.setattr(_dispatch, "_path", lambda lib, arrays, vjp: "cupy")

@@ -384,28 +384,6 @@ def vjp(
             dtype = like.dtype if library_of(like) and _is_float_array(like, lib) else None
             res[k] = _from_numpy(v, lib, x, dtype)
         return res
-    if path == "cupy":
-        from .backends import cupy_call
-
-        with cupy_call.caller_stream(lib, x):  # torch tensors: torch's stream and allocator
-            return _vjp_converted(kind, lib, path, x, delta, eps, cot, p, bounds, axis, unreachable)
-    return _vjp_converted(kind, lib, path, x, delta, eps, cot, p, bounds, axis, unreachable)
-
-
-def _vjp_converted(
-    kind: str,
-    lib: str,
-    path: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    cot: Any,
-    p: Any,
-    bounds: Any,
-    axis: Any,
-    unreachable: Any,
-) -> dict[str, Any]:
-    """:func:`vjp` on the ``"cupy"`` or ``"generic"`` path: arguments converted for it."""
     to, back = _CONVERT[path]
     xc, dc, ec, bc = _convert_args(lib, x, delta, eps, bounds, to)
     cc = to(cot, lib)
@@ -413,7 +391,8 @@ def _vjp_converted(
     if path == "cupy":
         from .backends import cupy_call
 
-        got = cupy_call.vjp(kind, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
+        with cupy_call.caller_stream(lib, x):  # torch tensors: torch's stream and allocator
+            got = cupy_call.vjp(kind, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
         if got is not None:
             return {k: back(v, lib) for k, v in got.items()}
     out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
