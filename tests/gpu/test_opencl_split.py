@@ -192,26 +192,6 @@ def test_split_backward_matches_one_block(queue: Any, p: float, kind: str) -> No
     assert int(err[0]) == ERR_BITS["x non-finite"] | ERR_BITS["eps negative or NaN"]
 
 
-@pytest.mark.parametrize("p", (1.0, 2.0), ids=lambda p: f"p{p}")
-def test_split_backward_solves_its_eta(queue: Any, p: float) -> None:
-    """Without the forward's eta, the split backward solves it split first (no one-block
-    fallback): the one-block solving VJP's results to summation rounding, and the error
-    word of the backward's checks only (an unreachable row sets no bit)."""
-    rng = np.random.default_rng([int(p * 10), 5])
-    n = 5000
-    x, d, eps, lower, upper = make_case(rng, n, np.float64, "full", p)
-    ybar = rng.standard_normal(x.shape)
-    plan = _plan(n, 1024)
-    err = np.zeros(1, np.int32)
-    got = ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, queue=queue, split=plan, err=err)
-    want = ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, queue=queue, split=False)
-    _assert_cotangents_close(got, want, 1e-12)
-    assert int(err[0]) == 0  # (make_case's row 2 is unreachable)
-    x[2, 10] = np.nan
-    ob.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, queue=queue, split=plan, err=err)
-    assert int(err[0]) == ERR_BITS["x non-finite"]
-
-
 def test_split_plan_policy() -> None:
     """Split only when one block per row leaves blocks idle and segments stay long; the
     segments cover the row."""

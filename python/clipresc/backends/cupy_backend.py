@@ -384,7 +384,6 @@ def _vjp(
         etabar = cupy.ascontiguousarray(cupy.broadcast_to(cupy.asarray(etabar, dtype=dt), (B,)))
     if eta is not None:
         eta = cupy.ascontiguousarray(cupy.asarray(eta, dtype=dt).reshape(B))
-    eta_given = eta
 
     xbar = cupy.empty((B, n), dtype=dt)
     dbar = cupy.empty((B, n), dtype=dt)
@@ -396,12 +395,11 @@ def _vjp(
     need_info = lshared is not None or ushared is not None
     rows = _row_group(pr, split) if B > 0 and n > 0 else max(B, 1)
     groups = [(r0, min(B, r0 + rows)) for r0 in range(0, B, rows)]
-    # (with p = inf the one-block kernel's solve is its single arg-max pass)
-    plans = [_split_plan(r1 - r0, n, split) if pr["pm"] != 3 and n > 0 else None
-             for r0, r1 in groups]  # fmt: skip
+    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
+    # solve is its single pass anyway)
+    splits = eta is not None and pr["pm"] != 3 and n > 0
+    plans = [_split_plan(r1 - r0, n, split) if splits else None for r0, r1 in groups]
     split_any = any(plan is not None for plan in plans)
-    if split_any and eta is None:
-        eta = cupy.empty((B,), dtype=dt)  # the split backward takes eta (solved below)
     rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or split_any else None
     common = _common(pr)
     same = (lambda a: a), xx
@@ -416,11 +414,6 @@ def _vjp(
         outs = (part(xbar), part(dbar), part(epsbar))
         info_g, eta_g = part(rowinfo, ROWINFO), part(eta)
         if plan is not None:
-            if eta_given is None:
-                # solved split here, unchecked (the backward's passes check the same
-                # values, without the forward's unreachable bit)
-                flag = cupy.empty((r1 - r0,), dtype=cupy.bool_)
-                _split_forward(g, plan, eta_g, flag, None, None, None)
             split_vjp(
                 _launcher(pr["real"]), _scratch, _common(g), plan, r1 - r0,
                 (part(ybar), part(etabar)), eta_g, outs, (part(lbar), part(ubar)), info_g, err,
@@ -432,7 +425,7 @@ def _vjp(
             (BLOCK,),
             vjp_args(
                 _common(g), outs, part(ybar), part(etabar), part(lbar), part(ubar), info_g,
-                part(eta_given), err, err is not None, *same,
+                eta_g, err, err is not None, *same,
             ),
         )  # fmt: skip
     if B > 0:

@@ -420,19 +420,14 @@ def _vjp(
     lbar = cla.empty(queue, (pr.B, pr.n), dt) if lfull else None
     ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
-    # (with p = inf the one-block kernel's solve is its single arg-max pass)
-    plan = _split_plan(queue, pr, split) if pr.pm != 3 else None
+    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
+    # solve is its single pass anyway)
+    plan = _split_plan(queue, pr, split) if eta is not None and pr.pm != 3 else None
     rowinfo = (
         cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info or plan is not None else None
     )
     data = (lambda a: a.data), dev.dummy
     err_d = _error_word(queue, err)
-    if plan is not None and eta_d is None:
-        # the split backward takes eta: solved split here, unchecked (the backward's passes
-        # check the same values, without the forward's unreachable bit)
-        eta_d = cla.empty(queue, (pr.B,), dt)
-        flag = cla.empty(queue, (pr.B,), np.uint8)
-        _split_forward(queue, dev, plan, eta_d, flag, None, None, err_d, False)
     if plan is not None:
         assert eta_d is not None and rowinfo is not None
 
@@ -531,7 +526,7 @@ def perturb_vjp_rows(
     for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
     kernel its solve (it reads the saturated set at that ``eta``); ``err`` as in
     :func:`forward_rows` (the unreachable bit excepted). ``split`` as in
-    :func:`forward_rows`, for finite p (without ``eta``, a split forward solves it first).
+    :func:`forward_rows`, used when ``eta`` is given and p is finite.
     """
     return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err, split)
 
