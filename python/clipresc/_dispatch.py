@@ -384,7 +384,8 @@ def vjp(
     if path == "cupy":
         from .backends import cupy_call
 
-        got = cupy_call.vjp(kind, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
+        with cupy_call.caller_stream(lib, x):  # torch tensors: torch's stream and allocator
+            got = cupy_call.vjp(kind, xp, xc, dc, ec, cc, p, bc, axis, unreachable)
         if got is not None:
             return {k: back(v, lib) for k, v in got.items()}
     out = _vjp_rows(kind, path, xp, xc, dc, ec, cc, p, bc, axis, unreachable)

@@ -22,7 +22,7 @@ import numpy as np
 
 from . import _errors
 from ._args import Unreachable
-from ._call import describe, eps_fits, fits
+from ._call import Call, describe, eps_fits, fits
 from ._layout import Layout, reduce_to
 
 Array = Any
@@ -233,6 +233,33 @@ def _parse_side(
     return layout.to_rows_xp(xp, xp.broadcast_to(padded, layout.shape)), a
 
 
+def describe_arrays(
+    x: Array, delta: Array, p: Any, axis: int | Sequence[int] | None, unreachable: Any
+) -> tuple[Call, Layout]:
+    """The checks of a call on arrays that read no values (:func:`clipresc._call.describe`)
+    and its layout.
+
+    >>> import numpy as np
+    >>> describe_arrays(np.zeros((2, 3)), np.ones((2, 3)), 2.0, None, "saturate")[1].rows
+    2
+    """
+    xs, ds = tuple(int(s) for s in x.shape), tuple(int(s) for s in delta.shape)
+    call = describe(xs, x.dtype, ds, delta.dtype, p, axis, unreachable, numpy=False)
+    assert call.layout is not None
+    return call, call.layout
+
+
+def bound_pair(bounds: Any) -> tuple[Any, Any]:
+    """``(lower, upper)`` of a ``bounds`` argument that is not ``None``.
+
+    >>> bound_pair((0.0, 1.0))
+    (0.0, 1.0)
+    """
+    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise _errors.bounds_not_pair()
+    return bounds[0], bounds[1]
+
+
 def prepare_xp(
     xp: Any,
     x: Array,
@@ -244,10 +271,7 @@ def prepare_xp(
     unreachable: Any,
 ) -> XProblem:
     """Check every argument (values where concrete) and lay the data out as ``(rows, n)``."""
-    xs, ds = tuple(int(s) for s in x.shape), tuple(int(s) for s in delta.shape)
-    call = describe(xs, x.dtype, ds, delta.dtype, p, axis, unreachable, numpy=False)
-    layout = call.layout
-    assert layout is not None
+    call, layout = describe_arrays(x, delta, p, axis, unreachable)
     xr = layout.to_rows_xp(xp, x)
     dr = xp.astype(layout.to_rows_xp(xp, delta), x.dtype)
     eps_rows = _parse_eps(xp, eps, layout, x)
@@ -257,10 +281,9 @@ def prepare_xp(
         lo_raw: Any = -math.inf
         hi_raw: Any = math.inf
     else:
-        if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-            raise _errors.bounds_not_pair()
-        lower, lo_raw = _parse_side(xp, bounds[0], "lower", -math.inf, layout, x)
-        upper, hi_raw = _parse_side(xp, bounds[1], "upper", math.inf, layout, x)
+        lo_in, hi_in = bound_pair(bounds)
+        lower, lo_raw = _parse_side(xp, lo_in, "lower", -math.inf, layout, x)
+        upper, hi_raw = _parse_side(xp, hi_in, "upper", math.inf, layout, x)
     if is_number(lo_raw) and is_number(hi_raw):
         if lo_raw > hi_raw:
             raise _errors.crossed_bounds(1, ())

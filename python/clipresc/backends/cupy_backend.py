@@ -17,6 +17,7 @@ Importing this module does not import CuPy (it is imported inside the functions)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import importlib
 from typing import Any, Callable
@@ -24,6 +25,7 @@ from typing import Any, Callable
 from clipresc import _errors
 from clipresc.kernels import (
     BLOCK,
+    DEFAULT_L2_BYTES,
     ROWINFO,
     Operand,
     SplitPlan,
@@ -34,6 +36,7 @@ from clipresc.kernels import (
     kernel_source,
     norm_mode,
     real_name,
+    row_group,
     split_forward,
     split_plan,
     split_vjp,
@@ -183,12 +186,52 @@ def _multiprocessors(device_id: int) -> int:
     return int(_cupy().cuda.Device(device_id).attributes["MultiProcessorCount"])
 
 
+@functools.cache
+def _l2_bytes(device_id: int) -> int:
+    """The device's L2 size (``kernels.DEFAULT_L2_BYTES`` when it does not say)."""
+    size = _cupy().cuda.Device(device_id).attributes.get("L2CacheSize", 0)
+    return int(size) if size else DEFAULT_L2_BYTES
+
+
+def _blocks() -> int:
+    """Blocks resident at once: four blocks of 256 threads per multiprocessor (what the
+    64-register cap allows)."""
+    return 4 * _multiprocessors(int(_cupy().cuda.Device().id))
+
+
 def _split_plan(B: int, n: int, split: SplitPlan | bool | None) -> SplitPlan | None:
     if split is None or split is True:
-        # four blocks of 256 threads per multiprocessor: what the 64-register cap allows
-        blocks = 4 * _multiprocessors(int(_cupy().cuda.Device().id))
-        return split_plan(B, n, blocks)
+        return split_plan(B, n, _blocks())
     return split if isinstance(split, SplitPlan) else None
+
+
+def _row_group(pr: dict[str, Any], split: SplitPlan | bool | None) -> int:
+    """Rows per launch (``kernels.row_group``: a group's x and d fit the L2 share); all
+    rows when the caller fixed the plan."""
+    B = int(pr["B"])
+    if not (split is None or split is True):
+        return B
+    dev = int(_cupy().cuda.Device().id)
+    return row_group(B, pr["n"], pr["x"].dtype.itemsize, _blocks(), _l2_bytes(dev))
+
+
+def _rows_of(pr: dict[str, Any], r0: int, r1: int) -> dict[str, Any]:
+    """The operands of rows ``r0:r1`` (views: arrays along rows start ``r0`` rows in)."""
+
+    def from_row(op: Operand, stride: int) -> Operand:
+        if op.array is None or stride == 0:
+            return op
+        return dataclasses.replace(op, array=op.array.reshape(-1)[r0 * stride :])
+
+    return {
+        **pr,
+        "x": pr["x"][r0:r1],
+        "d": pr["d"][r0:r1],
+        "B": r1 - r0,
+        "eps": from_row(pr["eps"], pr["eps"].es),
+        "lo": from_row(pr["lo"], pr["lo"].rs),
+        "hi": from_row(pr["hi"], pr["hi"].rs),
+    }
 
 
 def _launcher(real: str) -> Callable[..., None]:
@@ -254,21 +297,27 @@ def forward_rows(
     flag = cupy.empty((B,), dtype=cupy.bool_)
     y = cupy.empty((B, n), dtype=xx.dtype) if want_y else None
     passes = cupy.empty((B,), dtype=cupy.int32) if want_passes else None
-    plan = _split_plan(B, n, split)
-    if B > 0 and n > 0 and plan is not None:
-        _split_forward(pr, plan, eta, flag, y, passes, err)
-    elif B > 0:
+    rows = _row_group(pr, split) if B > 0 and n > 0 else B
+    for r0 in range(0, B, max(rows, 1)):  # row groups whose x and d fit the L2 share
+        r1 = min(B, r0 + rows)
+        g = pr if rows >= B else _rows_of(pr, r0, r1)
+        y_g = None if y is None else y[r0:r1]
+        passes_g = None if passes is None else passes[r0:r1]
+        plan = _split_plan(r1 - r0, n, split)
+        if n > 0 and plan is not None:
+            _split_forward(g, plan, eta[r0:r1], flag[r0:r1], y_g, passes_g, err)
+            continue
         kernel = get_kernel("clipresc_forward", pr["real"])
         kernel(
-            (min(B, _MAX_BLOCKS),),
+            (min(r1 - r0, _MAX_BLOCKS),),
             (BLOCK,),
             (
-                *_common(pr),
-                eta,
-                flag,
-                y if y is not None else xx,
+                *_common(g),
+                eta[r0:r1],
+                flag[r0:r1],
+                y_g if y_g is not None else xx,
                 np.int32(want_y),
-                passes if passes is not None else xx,
+                passes_g if passes_g is not None else xx,
                 np.int32(want_passes),
                 err if err is not None else xx,
                 np.int32(err is not None),
@@ -344,38 +393,42 @@ def _vjp(
     lshared = cupy.empty((n,), dtype=dt) if lo.grad == "shared" else None
     ushared = cupy.empty((n,), dtype=dt) if hi.grad == "shared" else None
     need_info = lshared is not None or ushared is not None
+    rows = _row_group(pr, split) if B > 0 and n > 0 else max(B, 1)
+    groups = [(r0, min(B, r0 + rows)) for r0 in range(0, B, rows)]
     # (the split backward needs the forward's eta; with p = inf the one-block kernel's
     # solve is its single pass anyway)
-    plan = _split_plan(B, n, split) if eta is not None and pr["pm"] != 3 and n > 0 else None
-    rowinfo = (
-        cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or plan is not None else None
-    )
-    if B > 0:
-        common = _common(pr)
-        same = (lambda a: a), xx
+    splits = eta is not None and pr["pm"] != 3 and n > 0
+    plans = [_split_plan(r1 - r0, n, split) if splits else None for r0, r1 in groups]
+    split_any = any(plan is not None for plan in plans)
+    rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or split_any else None
+    common = _common(pr)
+    same = (lambda a: a), xx
+    one = len(groups) == 1
+    for (r0, r1), plan in zip(groups, plans):  # row groups whose x and d fit the L2 share
+
+        def part(a: Any, width: int = 1, r0: int = r0, r1: int = r1) -> Any:
+            """Rows r0:r1 of a per-row array (``None`` stays ``None``)."""
+            return a if one or a is None else a[r0 * width : r1 * width]
+
+        g = pr if one else _rows_of(pr, r0, r1)
+        outs = (part(xbar), part(dbar), part(epsbar))
+        info_g, eta_g = part(rowinfo, ROWINFO), part(eta)
         if plan is not None:
             split_vjp(
-                _launcher(pr["real"]), _scratch, common, plan, B, (ybar, etabar), eta,
-                (xbar, dbar, epsbar), (lbar, ubar), rowinfo, err, err is not None, xx,
+                _launcher(pr["real"]), _scratch, _common(g), plan, r1 - r0,
+                (part(ybar), part(etabar)), eta_g, outs, (part(lbar), part(ubar)), info_g, err,
+                err is not None, xx,
             )  # fmt: skip
-        else:
-            get_kernel("clipresc_vjp", pr["real"])(
-                (min(B, _MAX_BLOCKS),),
-                (BLOCK,),
-                vjp_args(
-                    common,
-                    (xbar, dbar, epsbar),
-                    ybar,
-                    etabar,
-                    lbar,
-                    ubar,
-                    rowinfo,
-                    eta,
-                    err,
-                    err is not None,
-                    *same,
-                ),
-            )
+            continue
+        get_kernel("clipresc_vjp", pr["real"])(
+            (min(r1 - r0, _MAX_BLOCKS),),
+            (BLOCK,),
+            vjp_args(
+                _common(g), outs, part(ybar), part(etabar), part(lbar), part(ubar), info_g,
+                eta_g, err, err is not None, *same,
+            ),
+        )  # fmt: skip
+    if B > 0:
         if need_info and n > 0:
             blocks = max(1, min((n + BLOCK - 1) // BLOCK, _MAX_BLOCKS))
             get_kernel("clipresc_bound_grad_shared", pr["real"])(

@@ -19,13 +19,15 @@ does not warn about overflow.
 No full-size temporaries besides the outputs: ``x`` and ``delta`` are copied only when their
 rows are not contiguous or ``delta``'s dtype differs from the work dtype (and ``x`` when it
 is float16), and results are cast only when the caller's dtype is not the work dtype.
-Everything runs on CuPy's current stream with CuPy's allocator.
+Everything runs on CuPy's current stream with CuPy's allocator, or for torch CUDA tensors
+on torch's current stream with torch's allocator (:func:`caller_stream`).
 
 This module imports CuPy only inside :mod:`clipresc.backends.cupy_backend`'s functions.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +36,12 @@ from typing import Any, Callable
 import numpy as np
 
 from .. import _errors
-from .._call import Call, describe
+from .._call import Call
 from .._layout import Layout
 from .._overflow import warn_eta_overflow
 from .._prepare_xp import (
     arg_shapes,
+    bound_pair,
     check_bound_nan,
     check_bound_shape,
     check_bound_type,
@@ -46,6 +49,7 @@ from .._prepare_xp import (
     check_eps_type,
     check_eps_values,
     cotangent,
+    describe_arrays,
     dtype_name,
     fit_cotangents,
     is_number,
@@ -155,10 +159,7 @@ def _rows(
     compact: bool,
 ) -> _Rows:
     """The checks that need no device values, and the kernels' operands."""
-    xs, ds = tuple(int(s) for s in x.shape), tuple(int(s) for s in delta.shape)
-    call = describe(xs, x.dtype, ds, delta.dtype, p, axis, unreachable, numpy=False)
-    lay = call.layout
-    assert lay is not None
+    call, lay = describe_arrays(x, delta, p, axis, unreachable)
     xr = lay.to_rows_xp(xp, x)
     if xr.dtype != call.work_dtype:  # float16: the kernels compute in float32
         xr = xp.astype(xr, call.work_dtype)
@@ -166,13 +167,27 @@ def _rows(
     eps_k = _eps_rows(xp, eps, lay)
     if bounds is None:
         return _Rows(call, xr, dr, eps_k, -math.inf, math.inf)
-    if isinstance(bounds, (str, bytes)) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise _errors.bounds_not_pair()
-    lower, lo_raw = _bound_rows(xp, bounds[0], "lower", -math.inf, lay, compact)
-    upper, hi_raw = _bound_rows(xp, bounds[1], "upper", math.inf, lay, compact)
+    lo_in, hi_in = bound_pair(bounds)
+    lower, lo_raw = _bound_rows(xp, lo_in, "lower", -math.inf, lay, compact)
+    upper, hi_raw = _bound_rows(xp, hi_in, "upper", math.inf, lay, compact)
     if is_number(lo_raw) and is_number(hi_raw) and lo_raw > hi_raw:
         raise _errors.crossed_bounds(1, ())
     return _Rows(call, xr, dr, eps_k, lower, upper)
+
+
+def caller_stream(lib: str, like: Any) -> contextlib.AbstractContextManager[None]:
+    """Where a call on ``lib``'s CUDA arrays runs: CuPy arrays on CuPy's current stream
+    and allocator; torch CUDA tensors (converted to CuPy by DLPack) on torch's current
+    stream with torch's caching allocator (:func:`clipresc.frameworks._torch_device.cupy_scope`).
+
+    >>> with caller_stream("cupy", None):
+    ...     pass
+    """
+    if lib != "torch":
+        return contextlib.nullcontext()
+    from ..frameworks import _torch_device  # (torch is loaded: the caller's tensors)
+
+    return _torch_device.cupy_scope(cupy_backend._cupy(), like)
 
 
 def _error_word() -> Array | None:

@@ -15,13 +15,14 @@ allocator on torch's current stream. Elsewhere the host checks run before the so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
-import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from .. import _errors
 from .._layout import Layout, reduce_to
+from .._prepare_xp import prepare_xp
 from ..backends import generic, gpu_checks
 
 torch: Any = importlib.import_module("torch")
@@ -33,52 +34,8 @@ def _rows(lay: Layout, t: Any) -> Any:
     return lay.to_rows_xp(_xp, t).contiguous()
 
 
-def _first(mask: Any) -> tuple[int, ...]:
-    nz = torch.nonzero(mask)
-    return tuple(int(i) for i in nz[0].tolist())
-
-
-def _count_raise(mask: Any, error: Any) -> None:
-    """Raise ``error(count, first_index)`` when ``mask`` has a true entry."""
-    count = int(mask.sum())
-    if count:
-        raise error(count, _first(mask))
-
-
 def _pad(t: Any, ndim: int) -> Any:
     return t.reshape((1,) * (ndim - t.ndim) + tuple(t.shape))
-
-
-def _check(
-    lay: Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: Any, hi: Any
-) -> Any:
-    """The data checks of the NumPy path; returns ``eps`` as ``(rows,)``."""
-    _count_raise(
-        torch.isnan(eps) | (eps < 0),
-        _errors.negative_eps,
-    )
-    _count_raise(torch.isinf(eps), _errors.infinite_eps)
-    for t, s, side in ((lower, lo, "lower"), (upper, hi, "upper")):
-        name = f"bounds: {side}"
-        if t is None and math.isnan(s):
-            raise _errors.bad_values(name, "NaN", 1, ())
-        if t is not None:
-            _count_raise(torch.isnan(t), lambda c, i, n=name: _errors.bad_values(n, "NaN", c, i))
-    lo_b = lo if lower is None else lower
-    hi_b = hi if upper is None else upper
-    if lower is not None or upper is not None:
-        crossed = torch.as_tensor(lo_b, device=x.device) > torch.as_tensor(hi_b, device=x.device)
-        _count_raise(crossed, _errors.crossed_bounds)
-    elif lo > hi:
-        raise _errors.crossed_bounds(1, ())
-    for t, name in ((x, "x"), (delta, "delta")):
-        _count_raise(
-            ~torch.isfinite(t), lambda c, i, n=name: _errors.bad_values(n, "non-finite", c, i)
-        )
-    _count_raise((x < lo_b) | (x > hi_b), _errors.outside_bounds)
-    if eps.ndim == 1 and eps.shape[0] == lay.rows:
-        return eps
-    return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
 
 
 def _eps_tensor(eps: Any, x: Any) -> Any:
@@ -131,20 +88,29 @@ def _torch_allocator(cupy: Any, device: Any) -> Any:
     return alloc
 
 
-def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """``fn(*args, **kwargs)`` with tensors converted to CuPy (DLPack), on torch's current
-    stream, with CuPy's allocations (the outputs) made by torch's allocator."""
-    cupy, _ = cp
-
-    def conv(a: Any) -> Any:
-        return cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a
-
+@contextlib.contextmanager
+def cupy_scope(cupy: Any, x: Any) -> Iterator[None]:
+    """CuPy work on ``x``'s device, on torch's current stream (wrapped as a CuPy
+    ``ExternalStream``) and with CuPy's allocations made by torch's caching allocator:
+    kernels and outputs ordered with the caller's torch work, as torch ops would be."""
     stream = torch.cuda.current_stream(x.device)
     with (
         cupy.cuda.Device(x.device.index or 0),
         cupy.cuda.ExternalStream(stream.cuda_stream),
         cupy.cuda.using_allocator(_torch_allocator(cupy, x.device)),
     ):
+        yield
+
+
+def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` with tensors converted to CuPy (DLPack) in
+    :func:`cupy_scope`; the results back as tensors."""
+    cupy, _ = cp
+
+    def conv(a: Any) -> Any:
+        return cupy.from_dlpack(a) if isinstance(a, torch.Tensor) else a
+
+    with cupy_scope(cupy, x):
         out = fn(*[conv(a) for a in args], **{k: conv(v) for k, v in kwargs.items()})
 
     def back(a: Any) -> Any:
@@ -163,13 +129,16 @@ def _solve(
     lo: float,
     hi: float,
     p: float,
+    axis: Sequence[int],
 ) -> tuple[Any, ...]:
-    eps_rows = _check(lay, x, delta, eps, lower, upper, lo, hi)
+    """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
+    same messages, counts and first indices), then the row operands ``(x, delta, eps,
+    lower, upper)`` for :mod:`clipresc.backends.generic`."""
+    bounds = (lo if lower is None else lower, hi if upper is None else upper)
+    prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
     xr = _rows(lay, x)
     dr = _rows(lay, delta)
-    lr = _bound_rows(lay, lower, lo)
-    ur = _bound_rows(lay, upper, hi)
-    return xr, dr, eps_rows, lr, ur
+    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
 
 
 def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
@@ -201,11 +170,11 @@ def _kernel_rows(
     return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
 
 
-def _error_word() -> Any:
-    """A zeroed error word on the current device for a checked launch, else ``None``."""
+def _error_word(x: Any) -> Any:
+    """A zeroed error word on ``x``'s device for a checked launch, else ``None``."""
     if not gpu_checks.checks_enabled():
         return None
-    return torch.zeros((1,), dtype=torch.int32, device="cuda")
+    return torch.zeros((1,), dtype=torch.int32, device=x.device)
 
 
 def forward_eta(
@@ -228,22 +197,21 @@ def forward_eta(
     if cp is not None and lay.rows > 0 and lay.n > 0:
         # (a number eps stays a number: no host-to-device copy, which CUDA graphs forbid)
         rows = _kernel_rows(lay, x, delta, eps, lower, upper, lower_s, upper_s)
-        with torch.cuda.device(x.device):
-            err = _error_word()
+        err = _error_word(x)
         y, eta, flag, _ = _run_cupy(
             cp, x, cp[1].forward_rows, *rows[:3], p, *rows[3:], want_y=kind == "perturb", err=err
         )
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _check(lay, x, delta, _eps_tensor(eps, x), lower, upper, lower_s, upper_s),
+                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
                 lambda: _raise_unreachable(lay, flag, unreachable),
             )
         else:
             _raise_unreachable(lay, flag, unreachable)
     else:
         eps = _eps_tensor(eps, x)
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
         y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
         _raise_unreachable(lay, flag, unreachable)
     eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
@@ -252,21 +220,9 @@ def forward_eta(
     return lay.from_rows_xp(_xp, y.to(x.dtype)).contiguous(), eta_w
 
 
-def forward(
-    kind: str,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lower_s: float,
-    upper_s: float,
-    p: float,
-    axis: Sequence[int],
-    unreachable: str,
-) -> Any:
-    """``scale`` / ``perturb`` of tensors on their own device (arguments as the op's)."""
-    args = (x, delta, eps, lower, upper, lower_s, upper_s, p, axis, unreachable)
+def forward(kind: str, *args: Any) -> Any:
+    """``scale`` / ``perturb`` of tensors on their own device: :func:`forward_eta`'s
+    arguments (the op's), its first result."""
     return forward_eta(kind, *args)[0]
 
 
@@ -302,8 +258,7 @@ def vjp(
         wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
         xr, dr, er, lr, ur = _kernel_rows(lay, x, delta, eps_arg, lower, upper, lower_s, upper_s)
         fn = cp[1].scale_vjp_rows if kind == "scale" else cp[1].perturb_vjp_rows
-        with torch.cuda.device(x.device):
-            err = _error_word()
+        err = _error_word(x)
         # the forward's eta (work dtype) spares the kernel its solve
         eta_k = _given_eta(eta, wd, lay.rows)
         gx, gd, ge, gl, gu = _run_cupy(
@@ -312,10 +267,10 @@ def vjp(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _check(lay, x, delta, eps, lower, upper, lower_s, upper_s),
+                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
             )
     else:
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p)
+        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
         eta = _given_eta(eta, xr.dtype, lay.rows)
         if eta is None:
             eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)

@@ -16,8 +16,10 @@ from .. import _errors
 
 __all__ = [
     "BLOCK",
+    "DEFAULT_L2_BYTES",
     "ERR_BITS",
     "KERNEL_NAMES",
+    "L2_FRACTION",
     "ROWINFO",
     "SPLIT_KERNELS",
     "Operand",
@@ -30,6 +32,7 @@ __all__ = [
     "norm_mode",
     "optional",
     "real_name",
+    "row_group",
     "split_forward",
     "split_plan",
     "split_vjp",
@@ -285,6 +288,38 @@ def split_plan(B: int, n: int, blocks: int) -> SplitPlan | None:
     per_group = -(-n // groups)
     seg = -(-per_group // BLOCK) * BLOCK
     return SplitPlan(-(-n // seg), seg)
+
+
+#: Share of the device's L2 cache that the ``x`` and ``d`` of the rows one launch keeps in
+#: flight may fill: the rest is for the outputs, bounds and other streams' data.
+L2_FRACTION = 0.5
+#: L2 size assumed when the device does not report one (bytes): A100's 40 MiB; H100 has
+#: 50 MiB, H200 60 MiB, so the default is on the safe side for the GPUs the plan targets.
+DEFAULT_L2_BYTES = 40 * 2**20
+
+
+def row_group(B: int, n: int, itemsize: int, blocks: int, l2_bytes: int) -> int:
+    """Rows per launch so that a row's later passes find its ``x`` and ``d`` in L2.
+
+    A launch keeps ``min(B, blocks)`` rows in flight (one block per row), or all ``B``
+    rows when the rows are split (every pass streams the whole batch before the next).
+    When those rows' ``x`` and ``d`` exceed :data:`L2_FRACTION` of ``l2_bytes``, the
+    batch runs in groups of rows that fit (at least one row; each group launched, and so
+    split, on its own), else in one launch (``B``).
+
+    >>> row_group(64, 150528, 4, 528, 50 * 2**20)  # 64 x 3x224x224 f32 on an H100
+    21
+    >>> row_group(1024, 3072, 4, 528, 50 * 2**20)  # short rows: one launch
+    1024
+    >>> row_group(1, 10_000_000, 4, 528, 50 * 2**20)  # one row: nothing to group
+    1
+    """
+    row_bytes = 2 * n * itemsize
+    budget = int(L2_FRACTION * l2_bytes)
+    in_flight = B if split_plan(B, n, blocks) is not None else min(B, blocks)
+    if B <= 1 or in_flight * row_bytes <= budget:
+        return max(B, 0)
+    return max(1, min(B, budget // max(row_bytes, 1)))
 
 
 def split_forward(

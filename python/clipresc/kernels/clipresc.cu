@@ -137,18 +137,83 @@ CR_DEVICE cr_row cr_make_row(const CR_GLOBAL real* x, const CR_GLOBAL real* d,
  * (a macro: unused outside the counting build). */
 #define CR_EL_BYTES(r) ((cr_i64)sizeof(real) * (2 + ((r).lo_arr ? 1 : 0) + ((r).hi_arr ? 1 : 0)))
 
-CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) {
+/* The raw operands of one element as stored (bounds only where they are arrays). */
+typedef struct {
+    real x, d, lo, hi;
+} cr_raw;
+
+CR_DEVICE cr_raw cr_load_raw(cr_row r, cr_i64 i) {
+    cr_raw w;
+    w.x = r.x[i];
+    w.d = r.d[i];
+    w.lo = r.lo_arr ? r.lo[i * r.lo_es] : (real)0;
+    w.hi = r.hi_arr ? r.hi[i * r.hi_es] : (real)0;
+    return w;
+}
+
+/* (never read: the slots of a round past the range's end) */
+CR_DEVICE cr_raw cr_raw_zero(void) {
+    cr_raw w;
+    w.x = w.d = w.lo = w.hi = (real)0;
+    return w;
+}
+
+CR_DEVICE cr_el cr_el_of(cr_row r, cr_raw w) {
     cr_el e;
-    e.x = CR_ACC(r.x[i]);
-    e.d = CR_ACC(r.d[i]);
-    e.lo = r.lo_arr ? CR_ACC(r.lo[i * r.lo_es]) : r.lo_v;
-    e.hi = r.hi_arr ? CR_ACC(r.hi[i * r.hi_es]) : r.hi_v;
+    e.x = CR_ACC(w.x);
+    e.d = CR_ACC(w.d);
+    e.lo = r.lo_arr ? CR_ACC(w.lo) : r.lo_v;
+    e.hi = r.hi_arr ? CR_ACC(w.hi) : r.hi_v;
     e.a = fabs(e.d);
     e.mv = e.d != 0.0;
     acc s = e.d > 0.0 ? e.hi - e.x : e.x - e.lo;
     e.s = s > 0.0 ? s : 0.0;
     return e;
 }
+
+CR_DEVICE cr_el cr_load(cr_row r, cr_i64 i) { return cr_el_of(r, cr_load_raw(r, i)); }
+
+/* Element i from its x and d already loaded (bounds that are arrays read here). */
+CR_DEVICE cr_el cr_el_at(cr_row r, cr_i64 i, real x, real d) {
+    cr_raw w;
+    w.x = x;
+    w.d = d;
+    w.lo = r.lo_arr ? r.lo[i * r.lo_es] : (real)0;
+    w.hi = r.hi_arr ? r.hi[i * r.hi_es] : (real)0;
+    return cr_el_of(r, w);
+}
+
+/* Elements per 16 bytes: 4 floats or 2 doubles. */
+#define CR_VW ((int)(16 / sizeof(real)))
+
+/* Streaming passes with reductions: the loop
+ *     for (i = i0 + CR_TID; i < i1; i += CR_NB) { cr_el e = element i; BODY }
+ * in rounds of CR_VW elements per thread whose loads are all issued before the first is
+ * used: CR_VW independent loads of x and of d in flight per thread (16 bytes each),
+ * each coalesced across the warp (bounds that are arrays, the rarer case, are read as
+ * each element is used: prefetching them too costs the capped kernels spills). A thread still meets its elements in the same order
+ * (i0 + CR_TID, + CR_NB, ...), so every per-thread partial sum, and so every result, is
+ * bitwise that of the one-element loop. (16-byte vector loads would hand a thread 4
+ * consecutive elements and change that order; they serve the element-wise passes,
+ * cr_apply_range.) skip0: element CR_TID is not loaded (the caller has it; BODY must
+ * not use e for it). */
+#define CR_ROUNDS(r, i0, i1, skip0, i, e, ...)                                             \
+    for (cr_i64 cr_b_ = (i0) + CR_TID; cr_b_ < (i1); cr_b_ += CR_VW * CR_NB) {           \
+        real cr_x_[CR_VW], cr_d_[CR_VW];                                                  \
+        _Pragma("unroll") for (int u_ = 0; u_ < CR_VW; ++u_) {                             \
+            cr_i64 j_ = cr_b_ + u_ * CR_NB;                                                \
+            int in_ = j_ < (i1) && !((skip0) && j_ == CR_TID);                             \
+            cr_x_[u_] = in_ ? (r).x[j_] : (real)0;                                         \
+            cr_d_[u_] = in_ ? (r).d[j_] : (real)0;                                         \
+        }                                                                                  \
+        _Pragma("unroll 1") for (int u_ = 0; u_ < CR_VW; ++u_) {                               \
+            cr_i64 i = cr_b_ + u_ * CR_NB;                                                 \
+            if (i < (i1)) {                                                                \
+                cr_el e = cr_el_at((r), i, cr_x_[u_], cr_d_[u_]);                          \
+                __VA_ARGS__                                                                \
+            }                                                                              \
+        }                                                                                  \
+    }
 
 /* An element that does not move (placeholder for threads past the row's end). */
 CR_DEVICE cr_el cr_el_zero(void) {
@@ -874,17 +939,13 @@ CR_DEVICE cr_state cr_solve(cr_row r, cr_state st, cr_el e0, int has_e0, int che
             int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
             if (hist) cr_hist_clear(CR_HIST);
             int first = st.passes == 0;
-            for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
-                cr_el e;
-                if (first && has_e0 && i == CR_TID) {
-                    e = e0;
-                } else {
-                    e = cr_load(r, i);
-                }
+            int reuse = first && has_e0;
+            CR_ROUNDS(r, 0, r.n, reuse, i, e_ld, {
+                cr_el e = reuse && i == CR_TID ? e0 : e_ld;
                 if (first && check) *bad |= cr_check_el(e);
                 if (hist) cr_hist_el(&q, &st, e, i, CR_HIST);
                 cr_accumulate(&q, &st, e, i);
-            }
+            })
         }
         cr_advance(&st, q, CR_BUFS, CR_HIST);
     }
@@ -952,11 +1013,10 @@ CR_DEVICE void cr_vjp_sums(cr_state* st, cr_part q, int find_k) {
 CR_DEVICE void cr_vjp_pass(cr_row r, cr_state* st, const CR_GLOBAL real* ybar_row, int has_ybar,
                            int find_k, int check, int* bad, CR_BUF_PARAMS) {
     cr_part q = cr_part_zero();
-    for (cr_i64 i = CR_TID; i < r.n; i += CR_NB) {
-        cr_el e = cr_load(r, i);
+    CR_ROUNDS(r, 0, r.n, 0, i, e, {
         if (check) *bad |= cr_check_el(e);
         cr_vjp_el(&q, st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, find_k, i);
-    }
+    })
     q = cr_reduce(CR_BUFS, q);
     cr_vjp_sums(st, q, find_k);
 }
@@ -1078,6 +1138,24 @@ CR_DEVICE void cr_elem_grad(cr_el e, acc yb, cr_info f, int is_k, acc p, int pm,
     *ub = gu;
 }
 
+/* The cotangents of elements [i0, i1) of a row (outputs at off + i): the VJP's last pass,
+ * one-block and split. (The loads in rounds, as the summing passes': the x and d of
+ * CR_VW elements in flight per thread.) */
+CR_DEVICE void cr_grad_range(cr_row r, const CR_GLOBAL real* ybar_row, int has_ybar, cr_info f,
+                             acc p, int pm, cr_i64 i0, cr_i64 i1, cr_i64 off,
+                             CR_GLOBAL real* xbar, CR_GLOBAL real* dbar, CR_GLOBAL real* lbar,
+                             int lbar_full, CR_GLOBAL real* ubar, int ubar_full) {
+    CR_ROUNDS(r, i0, i1, 0, i, e, {
+        acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
+        acc gx, gd, gl, gu;
+        cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
+        xbar[off + i] = CR_REAL(gx);
+        dbar[off + i] = CR_REAL(gd);
+        if (lbar_full) lbar[off + i] = CR_REAL(gl);
+        if (ubar_full) ubar[off + i] = CR_REAL(gu);
+    })
+}
+
 /* ----------------------------------------------------------------- kernels */
 
 /* y = clip(x + eta d, l, u) of one element; saturated elements get the bound exactly. */
@@ -1089,6 +1167,57 @@ CR_DEVICE real cr_apply(cr_el e, acc eta) {
         v = fmin(fmax(e.x + eta * e.d, e.lo), e.hi);
     }
     return CR_REAL(v);
+}
+
+/* 16 bytes of consecutive elements: one vector load or store. */
+typedef struct CR_ALIGN16 {
+    real v[16 / sizeof(real)];
+} cr_vec;
+
+/* The first index in [i0, i1) from which x, d and y (row pointers) all lie on 16-byte
+ * boundaries, or i1 when their offsets differ (then no vector access). */
+CR_DEVICE cr_i64 cr_vec_start(const CR_GLOBAL real* x, const CR_GLOBAL real* d,
+                              const CR_GLOBAL real* y, cr_i64 i0, cr_i64 i1) {
+    cr_i64 ax = (cr_i64)(x + i0) & 15, ad = (cr_i64)(d + i0) & 15, ay = (cr_i64)(y + i0) & 15;
+    if (ax != ad || ax != ay || ax % (cr_i64)sizeof(real) != 0) return i1;
+    cr_i64 h = i0 + ((16 - ax) & 15) / (cr_i64)sizeof(real);
+    return h < i1 ? h : i1;
+}
+
+/* y[i] = clip(x + eta d, l, u) for i in [i0, i1) of a row (y: the row's start). With
+ * scalar bounds and x, d, y sharing their alignment, the middle goes as 16-byte vector
+ * loads and stores, two vectors of each array per thread in flight; the unaligned head
+ * and the tail element by element. Element-wise: the same values whatever the access. */
+CR_DEVICE void cr_apply_range(cr_row r, CR_GLOBAL real* y, cr_i64 i0, cr_i64 i1, acc eta) {
+    cr_i64 h = r.lo_arr || r.hi_arr ? i1 : cr_vec_start(r.x, r.d, y, i0, i1);
+    for (cr_i64 i = i0 + CR_TID; i < h; i += CR_NB) y[i] = cr_apply(cr_load(r, i), eta);
+    cr_i64 nv = (i1 - h) / CR_VW;
+    const CR_GLOBAL cr_vec* xv = (const CR_GLOBAL cr_vec*)(r.x + h);
+    const CR_GLOBAL cr_vec* dv = (const CR_GLOBAL cr_vec*)(r.d + h);
+    CR_GLOBAL cr_vec* yv = (CR_GLOBAL cr_vec*)(y + h);
+    for (cr_i64 v0 = CR_TID; v0 < nv; v0 += 2 * CR_NB) {
+        cr_vec a[2], b[2];
+        _Pragma("unroll") for (int k = 0; k < 2; ++k) {
+            if (v0 + k * CR_NB < nv) {
+                a[k] = xv[v0 + k * CR_NB];
+                b[k] = dv[v0 + k * CR_NB];
+            }
+        }
+        _Pragma("unroll") for (int k = 0; k < 2; ++k) {
+            if (v0 + k * CR_NB < nv) {
+                cr_vec o;
+                _Pragma("unroll") for (int u = 0; u < CR_VW; ++u) {
+                    cr_raw w = cr_raw_zero();
+                    w.x = a[k].v[u];
+                    w.d = b[k].v[u];
+                    o.v[u] = cr_apply(cr_el_of(r, w), eta);
+                }
+                yv[v0 + k * CR_NB] = o;
+            }
+        }
+    }
+    for (cr_i64 i = h + nv * CR_VW + CR_TID; i < i1; i += CR_NB)
+        y[i] = cr_apply(cr_load(r, i), eta);
 }
 
 #define CR_COMMON_PARAMS                                                                   \
@@ -1127,10 +1256,7 @@ CR_KERNEL clipresc_forward(CR_COMMON_PARAMS, CR_GLOBAL real* eta_out,
             if (check) bad |= cr_check_eps(eps) | (s.unreach ? CR_ERR_UNREACH : 0);
         }
         if (bad) CR_ATOMIC_OR(err, bad);
-        if (write_y) {
-            for (cr_i64 i = CR_TID; i < n; i += CR_NB)
-                y[row * n + i] = cr_apply(cr_load(r, i), s.eta);
-        }
+        if (write_y) cr_apply_range(r, y + row * n, 0, n, s.eta);
     }
 }
 
@@ -1177,16 +1303,8 @@ CR_KERNEL clipresc_vjp(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_yba
         acc eps_bar;
         cr_info f = cr_coeffs(&s, eb, ak, &eps_bar);
 
-        for (cr_i64 i = CR_TID; i < n; i += CR_NB) {
-            cr_el e = cr_load(r, i);
-            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
-            acc gx, gd, gl, gu;
-            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
-            xbar[row * n + i] = CR_REAL(gx);
-            dbar[row * n + i] = CR_REAL(gd);
-            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
-            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
-        }
+        cr_grad_range(r, ybar_row, has_ybar, f, p, pm, 0, n, row * n, xbar, dbar, lbar, lbar_full,
+                      ubar, ubar_full);
         if (CR_TID == 0) {
             epsbar[row] = CR_REAL(eps_bar);
             if (write_rowinfo) {
@@ -1290,12 +1408,11 @@ CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states
         int first = check && st.passes == 0, bad = 0;
         if (hist) cr_hist_clear(CR_HIST);
         cr_part q = cr_part_zero();
-        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
-            cr_el e = cr_load(r, i);
+        CR_ROUNDS(r, i0, i1, 0, i, e, {
             if (first) bad |= cr_check_el(e);
             if (hist) cr_hist_el(&q, &st, e, i, CR_HIST);
             cr_accumulate(&q, &st, e, i);
-        }
+        })
         q = cr_reduce(CR_BUFS, q);
         CR_TRAFFIC((i1 - i0) * CR_EL_BYTES(r), CR_PART_BYTES);
         if (CR_TID == 0) parts[w] = q;
@@ -1407,8 +1524,7 @@ CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* state
         cr_row r = CR_MAKE_ROW(row);
         acc eta = states[row].eta;
         CR_TRAFFIC(8 + (i1 - i0) * CR_EL_BYTES(r), (i1 - i0) * sizeof(real));
-        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB)
-            y[row * n + i] = cr_apply(cr_load(r, i), eta);
+        cr_apply_range(r, y + row * n, i0, i1, eta);
     }
 }
 
@@ -1433,11 +1549,10 @@ CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, 
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
         int bad = 0;
         cr_part q = cr_part_zero();
-        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
-            cr_el e = cr_load(r, i);
+        CR_ROUNDS(r, i0, i1, 0, i, e, {
             if (check) bad |= cr_check_el(e);
             cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, 1, i);
-        }
+        })
         q = cr_reduce(CR_BUFS, q);
         CR_TRAFFIC((i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
                        sizeof(real) + (eps_arr ? 8 : 0),
@@ -1495,15 +1610,7 @@ CR_KERNEL clipresc_split_vjp_apply(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar,
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
         CR_TRAFFIC(8 * CR_ROWINFO + (i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)),
                    (i1 - i0) * (2 + lbar_full + ubar_full) * sizeof(real));
-        for (cr_i64 i = i0 + CR_TID; i < i1; i += CR_NB) {
-            cr_el e = cr_load(r, i);
-            acc yb = has_ybar ? CR_ACC(ybar_row[i]) : 0.0;
-            acc gx, gd, gl, gu;
-            cr_elem_grad(e, yb, f, i == f.k, p, pm, &gx, &gd, &gl, &gu);
-            xbar[row * n + i] = CR_REAL(gx);
-            dbar[row * n + i] = CR_REAL(gd);
-            if (lbar_full) lbar[row * n + i] = CR_REAL(gl);
-            if (ubar_full) ubar[row * n + i] = CR_REAL(gu);
-        }
+        cr_grad_range(r, ybar_row, has_ybar, f, p, pm, i0, i1, row * n, xbar, dbar, lbar,
+                      lbar_full, ubar, ubar_full);
     }
 }

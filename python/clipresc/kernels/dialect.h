@@ -36,6 +36,7 @@
 #pragma OPENCL EXTENSION cl_khr_fp64 : enable
 #define CR_KERNEL __kernel __attribute__((reqd_work_group_size(CLIPRESC_BLOCK, 1, 1))) void
 #define CR_GLOBAL __global         /* pointer into device (global) memory */
+#define CR_ALIGN16 __attribute__((aligned(16))) /* (a struct loaded as one 16-byte vector) */
 #define CR_SHARED __local          /* declaration of a block-shared array (kernel scope) */
 #define CR_LOCAL_PTR __local       /* pointer parameter into block-shared memory */
 #define CR_DEVICE static inline    /* device helper function */
@@ -70,6 +71,7 @@ typedef long cr_i64;
 #endif
 #define CR_KERNEL extern "C" __global__ void __launch_bounds__(CLIPRESC_BLOCK, CLIPRESC_MIN_BLOCKS)
 #define CR_GLOBAL
+#define CR_ALIGN16 __align__(16)
 #define CR_SHARED __shared__
 #define CR_LOCAL_PTR
 #define CR_DEVICE static __device__ __forceinline__
