@@ -203,7 +203,7 @@ def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
     """The output of an eager call (concrete arrays, nothing to differentiate)."""
     if _jax_ffi.eager_usable(x, d, e, lo, hi):
         try:  # the compiled FFI call: no copy of the result into a jax.Array
-            return _jax_ffi.eager(_jax_ffi.forward, cfg, x, d, e, lo, hi)[0]
+            return _jax_ffi.eager(_jax_ffi.forward_out, cfg, x, d, e, lo, hi)
         except jax.errors.JaxRuntimeError:
             pass  # rejected data: the NumPy path below raises its own error
     out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))

@@ -51,4 +51,4 @@ pub use norm::Norm;
 pub use project::{project, project_vjp, ProjectBatch, ProjectGrads, ProjectNorm};
 pub use real::Real;
 pub use solve::{Options, RowOutcome};
-pub use vjp::{perturb_vjp, scale_vjp, vjp, Cotangent, Grads};
+pub use vjp::{perturb_vjp, perturb_vjp_in_place, scale_vjp, vjp, Cotangent, Grads};

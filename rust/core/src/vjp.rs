@@ -110,6 +110,33 @@ pub fn perturb_vjp<T: Real>(
     vjp(batch, opts, eta, Cotangent::Y(ybar), grads)
 }
 
+/// [`perturb_vjp`] with `ybar` read from `grads.x`, which it then overwrites with the
+/// cotangent of `x`: no buffer for `ybar` besides the output (XLA hands the JAX backward its
+/// cotangent and the gradient in one buffer). Bitwise the same results as [`perturb_vjp`].
+///
+/// ```
+/// use clipresc_core::{perturb_vjp, perturb_vjp_in_place, Batch, Bound, Eps, Grads, Norm, Options};
+/// let (x, d) = ([0.5f64, 0.9], [1.0f64, 1.0]);
+/// let batch = Batch { x: &x, delta: &d, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.5), norm: Norm::P(1.0) };
+/// let ybar = [1.0, 0.5];
+/// let (mut xb, mut db, mut eb) = ([0.0; 2], [0.0; 2], [0.0]);
+/// let g = Grads { x: &mut xb, delta: &mut db, eps: &mut eb, lower: None, upper: None };
+/// perturb_vjp(&batch, &Options::default(), None, &ybar, g).unwrap();
+/// let (mut xi, mut di, mut ei) = (ybar, [0.0; 2], [0.0]);
+/// let g = Grads { x: &mut xi, delta: &mut di, eps: &mut ei, lower: None, upper: None };
+/// perturb_vjp_in_place(&batch, &Options::default(), None, g).unwrap();
+/// assert_eq!((xb, db, eb), (xi, di, ei));
+/// ```
+pub fn perturb_vjp_in_place<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta: Option<&[T]>,
+    grads: Grads<'_, T>,
+) -> Result<Summary, CoreError> {
+    vjp_any(batch, opts, eta, Cot::InX, grads)
+}
+
 /// Either VJP, by the kind of cotangent.
 pub fn vjp<T: Real>(
     batch: &Batch<'_, T>,
@@ -118,12 +145,36 @@ pub fn vjp<T: Real>(
     cot: Cotangent<'_, T>,
     grads: Grads<'_, T>,
 ) -> Result<Summary, CoreError> {
+    let cot = match cot {
+        Cotangent::Eta(e) => Cot::Eta(e),
+        Cotangent::Y(y) => Cot::Y(y),
+    };
+    vjp_any(batch, opts, eta, cot, grads)
+}
+
+/// The cotangent as the passes read it.
+#[derive(Clone, Copy, Debug)]
+enum Cot<'a, T> {
+    Eta(&'a [T]),
+    Y(&'a [T]),
+    /// `ybar` in `grads.x`, overwritten element by element with `x`'s cotangent.
+    InX,
+}
+
+fn vjp_any<T: Real>(
+    batch: &Batch<'_, T>,
+    opts: &Options,
+    eta: Option<&[T]>,
+    cot: Cot<'_, T>,
+    grads: Grads<'_, T>,
+) -> Result<Summary, CoreError> {
     batch.check()?;
     let (rows, n) = (batch.rows, batch.n);
     let total = rows * n;
     let (cot_arg, cot_len, cot_expected) = match cot {
-        Cotangent::Eta(e) => ("etabar", e.len(), rows),
-        Cotangent::Y(y) => ("ybar", y.len(), total),
+        Cot::Eta(e) => ("etabar", e.len(), rows),
+        Cot::Y(y) => ("ybar", y.len(), total),
+        Cot::InX => ("ybar", grads.x.len(), total),
     };
     let mut lengths = vec![
         (cot_arg, cot_len, cot_expected),
@@ -176,6 +227,19 @@ pub fn vjp<T: Real>(
         }
         return Ok(summary);
     }
+    let shared_wanted = [(&batch.lower, &grads.lower), (&batch.upper, &grads.upper)]
+        .iter()
+        .any(|(b, g)| matches!(b, Bound::Shared(_)) && g.is_some());
+    // gradients of shared bounds are summed over all rows after the rows are written, so
+    // they need `ybar` after it is overwritten: keep a copy (a rare case)
+    let copy: Vec<T>;
+    let cot = match cot {
+        Cot::InX if shared_wanted => {
+            copy = grads.x.to_vec();
+            Cot::Y(&copy)
+        }
+        c => c,
+    };
     let job = Job {
         b: batch,
         etas: &etas,
@@ -516,19 +580,22 @@ fn largest_room<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L,
     k
 }
 
-/// Compile-time choices of the write pass: a `ybar` is given (`Y`), and `eta` depends on
-/// the elements through the implicit-function formulas (`REG`, [`Mode::Regular`]).
+/// Compile-time choices of the write pass: a `ybar` is given (`Y`), `eta` depends on
+/// the elements through the implicit-function formulas (`REG`, [`Mode::Regular`]), and
+/// `ybar` is read from the output of `x`'s cotangent before it is written (`IN`).
 trait Flags: Copy + Send + Sync {
     const Y: bool;
     const REG: bool;
+    const IN: bool;
 }
 
 #[derive(Clone, Copy, Debug)]
-struct F<const Y: bool, const REG: bool>;
+struct F<const Y: bool, const REG: bool, const IN: bool = false>;
 
-impl<const Y: bool, const REG: bool> Flags for F<Y, REG> {
+impl<const Y: bool, const REG: bool, const IN: bool> Flags for F<Y, REG, IN> {
     const Y: bool = Y;
     const REG: bool = REG;
+    const IN: bool = IN;
 }
 
 /// One row's constants of the per-element cotangents.
@@ -675,7 +742,7 @@ fn pieces<T>(s: Option<&mut [T]>, len: usize, count: usize) -> Vec<Option<&mut [
 struct Job<'j, 'a, T> {
     b: &'j Batch<'a, T>,
     etas: &'j [f64],
-    cot: Cotangent<'j, T>,
+    cot: Cot<'j, T>,
 }
 
 /// Columns per work item of the pass that sums shared-bound gradients over the rows.
@@ -707,9 +774,10 @@ impl<T: Real> Job<'_, '_, T> {
             hi: hi.row(r),
         };
         let ybar_row = |r: usize| match self.cot {
-            Cotangent::Y(y) => Some(&y[r * n..(r + 1) * n]),
-            Cotangent::Eta(_) => None,
+            Cot::Y(y) => Some(&y[r * n..(r + 1) * n]),
+            Cot::Eta(_) | Cot::InX => None,
         };
+        let in_x = matches!(self.cot, Cot::InX);
         // Full bounds are written per row; shared ones summed over the rows afterwards.
         let (lo_full, lo_shared) = match (b.lower, g.lower) {
             (Bound::Full(_), Some(o)) => (Some(o), None),
@@ -733,9 +801,11 @@ impl<T: Real> Job<'_, '_, T> {
                 .collect();
         let infos: Vec<Info> = map_items(plan.rows, work, |(r, out, epsbar)| {
             let row = row_of(r);
-            let (info, ee) = self.row_info(pw, &row, r, ybar_row(r), plan.inner);
+            let ybar = if in_x { Some(&*out.x) } else { ybar_row(r) };
+            let (info, ee) = self.row_info(pw, &row, r, ybar, plan.inner);
             *epsbar = info.eb * ee;
-            write_row(pw, &row, &info, ybar_row(r), out, plan.inner);
+            let ybar = if in_x { YRow::InX } else { ybar_row(r).into() };
+            write_row(pw, &row, &info, ybar, out, plan.inner);
             info
         });
         if lo_shared.is_some() || hi_shared.is_some() {
@@ -766,8 +836,8 @@ impl<T: Real> Job<'_, '_, T> {
             (None, false) => scan_inf_best::<T, L, H, false>(row, eta, eps_t, y, start, end),
         });
         let eb = match self.cot {
-            Cotangent::Eta(e) => e[r].as_f64(),
-            Cotangent::Y(_) => acc.ebar,
+            Cot::Eta(e) => e[r].as_f64(),
+            Cot::Y(_) | Cot::InX => acc.ebar,
         };
         // whether anything can move (`delta != 0`): only asked when the scan's sums leave
         // it open, so the scan needs no count
@@ -917,8 +987,13 @@ fn write_range<T, P, L, H, C>(
     let (xs, ds) = (&mut o.x[..len], &mut o.d[..len]);
     let (x, d) = (&row.x[start..start + len], &row.d[start..start + len]);
     let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
-    let y = if C::Y { &ybar[start..start + len] } else { x };
-    // (a plain call, not a closure: closures are not always inlined into the AVX2 copy)
+    let y = if C::Y && !C::IN {
+        &ybar[start..start + len]
+    } else {
+        x
+    };
+    // (a plain call, not a closure: closures are not always inlined into the AVX2 copy;
+    // with `IN`, element `i` of `ybar` is read from `xs[i]` just before it is written)
     macro_rules! g {
         ($i:ident) => {
             terms(
@@ -928,7 +1003,7 @@ fn write_range<T, P, L, H, C>(
                 d[$i],
                 lo.at($i),
                 hi.at($i),
-                y[$i],
+                if C::IN { xs[$i] } else { y[$i] },
                 C::Y,
                 C::REG,
             )
@@ -958,30 +1033,56 @@ fn write_range<T, P, L, H, C>(
     }
 }
 
+/// Where one row's `ybar` is.
+#[derive(Clone, Copy)]
+enum YRow<'y, T> {
+    /// None (the VJP of `scale`).
+    No,
+    Slice(&'y [T]),
+    /// In the row's output of `x`'s cotangent.
+    InX,
+}
+
+impl<'y, T> From<Option<&'y [T]>> for YRow<'y, T> {
+    fn from(y: Option<&'y [T]>) -> Self {
+        y.map_or(YRow::No, YRow::Slice)
+    }
+}
+
 /// Writes the per-element cotangents of one row.
 fn write_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     pw: Option<P>,
     row: &Row<'_, T, L, H>,
     info: &Info,
-    ybar: Option<&[T]>,
+    ybar: YRow<'_, T>,
     out: RowOut<'_, T>,
     par: bool,
 ) {
-    let y = ybar.unwrap_or(&[]);
+    let (y, has_y, in_x) = match ybar {
+        YRow::No => (&[][..], false, false),
+        YRow::Slice(y) => (y, true, false),
+        YRow::InX => (&[][..], true, true),
+    };
     let c = Consts::of(info);
     let body = |start: usize, mut o: RowOut<'_, T>| {
         let o = &mut o;
-        match (pw, info.mode, ybar.is_some()) {
-            (Some(pw), Mode::Regular { .. }, true) => {
+        match (pw, info.mode, has_y, in_x) {
+            (Some(pw), Mode::Regular { .. }, true, true) => {
+                write_range_best::<T, P, L, H, F<true, true, true>>(pw, row, &c, y, start, o)
+            }
+            (Some(pw), Mode::Regular { .. }, true, false) => {
                 write_range_best::<T, P, L, H, F<true, true>>(pw, row, &c, y, start, o)
             }
-            (Some(pw), Mode::Regular { .. }, false) => {
+            (Some(pw), Mode::Regular { .. }, false, _) => {
                 write_range_best::<T, P, L, H, F<false, true>>(pw, row, &c, y, start, o)
             }
-            (_, _, true) => {
+            (_, _, true, true) => {
+                write_range_best::<T, P1, L, H, F<true, false, true>>(P1, row, &c, y, start, o)
+            }
+            (_, _, true, false) => {
                 write_range_best::<T, P1, L, H, F<true, false>>(P1, row, &c, y, start, o)
             }
-            (_, _, false) => {
+            (_, _, false, _) => {
                 write_range_best::<T, P1, L, H, F<false, false>>(P1, row, &c, y, start, o)
             }
         }

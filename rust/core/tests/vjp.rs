@@ -3,7 +3,8 @@
 //! thread-count determinism.
 
 use clipresc_core::{
-    perturb, perturb_vjp, scale, scale_vjp, Batch, Bound, CoreError, Eps, Grads, Norm, Options,
+    perturb, perturb_vjp, perturb_vjp_in_place, scale, scale_vjp, Batch, Bound, CoreError, Eps,
+    Grads, Norm, Options,
 };
 
 mod common;
@@ -513,6 +514,101 @@ fn bitwise_identical_for_any_thread_count() {
         let one = run(1);
         for threads in [2, 3, 8] {
             assert!(one == run(threads), "differs with {threads} threads");
+        }
+    }
+}
+
+/// The VJP with `ybar` given in the `x` output, and the usual one, on `ybar` (f32 or f64
+/// bits, per output).
+fn in_place_and_not<T: clipresc_core::Real>(
+    batch: &Batch<'_, T>,
+    ybar: &[T],
+    nb: usize,
+) -> [Vec<Vec<T>>; 2] {
+    let run = |in_place: bool| {
+        let total = ybar.len();
+        let mut xb = if in_place {
+            ybar.to_vec()
+        } else {
+            vec![T::of_f64(f64::NAN); total]
+        };
+        let mut db = vec![T::of_f64(f64::NAN); total];
+        let mut eb = vec![f64::NAN; batch.rows];
+        let (mut lb, mut ub) = (vec![T::of_f64(f64::NAN); nb], vec![T::of_f64(f64::NAN); nb]);
+        let grads = Grads {
+            x: &mut xb,
+            delta: &mut db,
+            eps: &mut eb,
+            lower: (nb > 0).then_some(&mut lb[..]),
+            upper: (nb > 0).then_some(&mut ub[..]),
+        };
+        let opts = Options::default();
+        if in_place {
+            perturb_vjp_in_place(batch, &opts, None, grads).unwrap();
+        } else {
+            perturb_vjp(batch, &opts, None, ybar, grads).unwrap();
+        }
+        let eb = eb.iter().map(|&v| T::of_f64(v)).collect();
+        vec![xb, db, eb, lb, ub]
+    };
+    [run(false), run(true)]
+}
+
+#[test]
+fn in_place_is_bitwise_the_out_of_place_result() {
+    let mut rng = Rng(23);
+    let bits = |v: &[Vec<f64>]| -> Vec<Vec<u64>> {
+        v.iter()
+            .map(|a| a.iter().map(|x| x.to_bits()).collect())
+            .collect()
+    };
+    for p in PS {
+        for kind in [Kind::Scalar, Kind::Shared, Kind::Full] {
+            // reachable, unreachable, eps = 0
+            for frac in [0.5, 1.5, 0.0] {
+                let c = random_case(&mut rng, 7, 40, p, kind, frac);
+                let ybar: Vec<f64> = (0..c.rows * c.n).map(|_| rng.normal()).collect();
+                let [a, b] = in_place_and_not(&c.batch(), &ybar, c.lo.len());
+                assert!(
+                    bits(&a) == bits(&b),
+                    "p {p}, {kind:?}, frac {frac}: in place differs"
+                );
+            }
+        }
+    }
+    // f32, one long row split into parallel blocks, and many rows; several thread counts
+    let long = random_case(&mut rng, 1, 300_000, 3.0, Kind::Full, 0.5);
+    let many = random_case(&mut rng, 64, 5000, 2.0, Kind::Scalar, 0.5);
+    for c in [long, many] {
+        let f = |v: &[f64]| v.iter().map(|&a| a as f32).collect::<Vec<f32>>();
+        let (x, d, lo, hi) = (f(&c.x), f(&c.d), f(&c.lo), f(&c.hi));
+        let ybar: Vec<f32> = (0..c.rows * c.n).map(|_| rng.normal() as f32).collect();
+        let side = |v, scalar| match c.kind {
+            Kind::Full => Bound::Full(v),
+            _ => Bound::Scalar(scalar),
+        };
+        let batch = Batch {
+            x: &x,
+            delta: &d,
+            rows: c.rows,
+            n: c.n,
+            lower: side(&lo, 0.0),
+            upper: side(&hi, 1.0),
+            eps: Eps::PerRow(&c.eps),
+            norm: Norm::new(c.p).unwrap(),
+        };
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            let [a, b] = pool.install(|| in_place_and_not(&batch, &ybar, c.lo.len()));
+            let bits = |v: &[Vec<f32>]| -> Vec<Vec<u32>> {
+                v.iter()
+                    .map(|a| a.iter().map(|x| x.to_bits()).collect())
+                    .collect()
+            };
+            assert!(bits(&a) == bits(&b), "f32 with {threads} threads: differs");
         }
     }
 }

@@ -19,8 +19,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use clipresc_core::{
-    perturb, scale, vjp, Batch, Bound as CoreBound, CoreError, Cotangent, Eps, Grads, Norm,
-    Options, Real, Summary,
+    perturb, perturb_vjp_in_place, scale, vjp, Batch, Bound as CoreBound, CoreError, Cotangent,
+    Eps, Grads, Norm, Options, Real, Summary,
 };
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
@@ -32,6 +32,8 @@ use crate::xla_ffi::*;
 /// backward reuses the forward's `eta` instead of solving again.
 static SOLVES: AtomicU64 = AtomicU64::new(0);
 static VJPS: AtomicU64 = AtomicU64::new(0);
+/// Backward calls that got `x`'s cotangent in the incoming cotangent's buffer.
+static IN_PLACE: AtomicU64 = AtomicU64::new(0);
 
 /// Why a handler call failed.
 pub(crate) enum Fail {
@@ -582,14 +584,25 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     let (eta_buf, cot_buf) = (arg(c.next)?, arg(c.next + 1)?);
     eta_buf.check::<T>("eta")?;
     cot_buf.check::<T>("cotangent")?;
-    // SAFETY: input buffers of this call of dtype `T`.
-    let (eta, cot) = unsafe { (eta_buf.slice::<T>(), cot_buf.slice::<T>()) };
-    let cot = if perturbs {
-        Cotangent::Y(cot)
-    } else {
-        Cotangent::Eta(cot)
-    };
     let (gx_buf, gd_buf) = (ret(f, 0)?, ret(f, 1)?);
+    // XLA may hand `x`'s cotangent in the incoming cotangent's buffer (`input_output_aliases`;
+    // it copies first where that buffer is still needed): then the core reads `ybar` there
+    // and overwrites it. No other output may share an input's buffer.
+    let in_place = perturbs && !cot_buf.data.is_null() && cot_buf.data == gx_buf.data;
+    if in_place && cot_buf.len() != gx_buf.len() {
+        return Err(Fail::Call("an aliased cotangent has the wrong size".into()));
+    }
+    let others_aliased = f.args[..c.next + 1]
+        .iter()
+        .any(|a| a.len() > 0 && (a.data == gx_buf.data || a.data == gd_buf.data));
+    if others_aliased || (!in_place && cot_buf.len() > 0 && cot_buf.data == gd_buf.data) {
+        return Err(Fail::Call("an output shares an input's buffer".into()));
+    }
+    // SAFETY: an input buffer of this call of dtype `T`.
+    let eta = unsafe { eta_buf.slice::<T>() };
+    // SAFETY: an input buffer of this call of dtype `T`, read only where it is not `gx`'s
+    // buffer (in place it is never made a slice: `gx`'s mutable slice is its only view).
+    let cot = (!in_place).then(|| unsafe { cot_buf.slice::<T>() });
     // no cotangent for a static eps (an attribute, not an operand)
     let ge_buf = if f.flag("eps_static")? {
         None
@@ -624,7 +637,9 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     let mut eps_g = vec![0.0; c.shape.rows];
     let mut eps_rows = Vec::new();
     let batch = c.batch(&mut eps_rows)?;
-    // SAFETY: output buffers of this call of dtype `T`, distinct from each other.
+    // SAFETY: output buffers of this call of dtype `T`, distinct from each other and from
+    // every input read as a slice (checked above: only an in-place `cot`, never made a
+    // slice, shares `gx`'s buffer).
     let (gx, gd) = unsafe { (gx_buf.slice_mut::<T>(), gd_buf.slice_mut::<T>()) };
     advise_huge_pages(gx);
     advise_huge_pages(gd);
@@ -636,7 +651,16 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
         upper: upper_g.as_mut().map(|(v, _)| v.as_mut_slice()),
     };
     VJPS.fetch_add(1, Ordering::Relaxed);
-    core_result(f, vjp(&batch, &Options::default(), Some(eta), cot, grads))?;
+    let opts = Options::default();
+    let res = match cot {
+        None => {
+            IN_PLACE.fetch_add(1, Ordering::Relaxed);
+            perturb_vjp_in_place(&batch, &opts, Some(eta), grads)
+        }
+        Some(y) if perturbs => vjp(&batch, &opts, Some(eta), Cotangent::Y(y), grads),
+        Some(e) => vjp(&batch, &opts, Some(eta), Cotangent::Eta(e), grads),
+    };
+    core_result(f, res)?;
     if let Some(ge_buf) = ge_buf {
         // SAFETY: an output buffer of this call, written once as its own dtype.
         unsafe { ge_buf.write_f64(&c.eps.reduce(&eps_g), "eps_grad") }?;
@@ -920,6 +944,13 @@ pub(crate) fn jax_ffi_calls() -> (u64, u64) {
     (SOLVES.load(Ordering::Relaxed), VJPS.load(Ordering::Relaxed))
 }
 
+/// Backward calls so far in this process that ran in place (the incoming cotangent's buffer
+/// was also `x`'s cotangent's).
+#[pyfunction]
+pub(crate) fn jax_ffi_in_place_calls() -> u64 {
+    IN_PLACE.load(Ordering::Relaxed)
+}
+
 /// The mirrored C API: `((major, minor), {struct: (size, {field: offset})})`, for the test
 /// against jaxlib's header. `XLA_FFI_Metadata` and `XLA_FFI_Api` are mirrored only up to the
 /// fields used (their sizes are those of the mirror).
@@ -946,6 +977,7 @@ pub(crate) fn xla_ffi_layout() -> (
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jax_ffi_targets, m)?)?;
     m.add_function(wrap_pyfunction!(jax_ffi_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(jax_ffi_in_place_calls, m)?)?;
     m.add_function(wrap_pyfunction!(xla_ffi_layout, m)?)?;
     Ok(())
 }
