@@ -110,7 +110,8 @@ def explain(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> str:
     lower = _side(ld.bound(lo, cfg.lower_shape), cfg.lower_s)
     upper = _side(ld.bound(hi, cfg.upper_shape), cfg.upper_s)
     try:
-        _project.project_numpy(x, z, ld.eps(e), cfg.p, (lower, upper), ld.axes)
+        e = e if np.ndim(e) == 0 else ld.eps(e)  # a static eps: one value for all
+        _project.project_numpy(x, z, e, cfg.p, (lower, upper), ld.axes)
     except Exception as err:
         return str(err)
     return "clipresc: invalid input"

@@ -102,8 +102,10 @@ def _callback_config(call: Any, lo: Any, hi: Any) -> tuple[_Config, Any, Any]:
     cfg = call.cfg
     open_box = lo is None and hi is None and cfg.lower_s == -np.inf and cfg.upper_s == np.inf
     old = _Config(cfg.p, cfg.axes, not open_box)
-    return old, _as_operand(cfg.lower_s if lo is None else lo, -np.inf), _as_operand(
-        cfg.upper_s if hi is None else hi, np.inf
+    return (
+        old,
+        _as_operand(cfg.lower_s if lo is None else lo, -np.inf),
+        _as_operand(cfg.upper_s if hi is None else hi, np.inf),
     )
 
 
