@@ -240,3 +240,18 @@ def test_env_switch_forces_pure_callback() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["False", "(0,", "0)"]
+
+
+@pytest.mark.parametrize("p", PS)
+def test_eager_grad_in_a_python_float_eps(p: float) -> None:
+    """An eager ``jax.grad`` traces only the differentiated operands: the handlers run op by
+    op, and ``eps`` given as a Python float gets the summed per-row cotangent."""
+    x, z, lo, hi, _ = _case(np.float64, seed=4)
+    w = np.cos(np.arange(x.size, dtype=np.float64)).reshape(x.shape)
+    with x64():
+        jx, jz = jnp.asarray(x), jnp.asarray(z)
+        ge = jax.grad(
+            lambda e: jnp.sum(clipresc.project(jx, jz, e, p=p, bounds=_jb((lo, hi))) * w)
+        )(0.45)
+    want = clipresc.project_vjp(x, z, 0.45, w, p=p, bounds=(lo, hi))["eps"]
+    np.testing.assert_allclose(float(ge), float(want), rtol=1e-12)

@@ -61,6 +61,7 @@ def forward(call: Call, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
 
 def _eps_grad(cfg: Any, per_row: Any, e: Any) -> Any:
     """One cotangent per row (``x``'s batch axes) summed to the shape of ``eps``."""
+    e = sys.modules["jax.numpy"].asarray(e)  # a residual may be a typed Python scalar
     g = per_row.reshape(cfg.eta_shape)
     if e.ndim == 0:
         return g.sum().astype(e.dtype)

@@ -1927,15 +1927,7 @@ fn check_project_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, Str
         },
         norm,
     };
-    let describe = || {
-        format!(
-            "project p = {p}, z = {z:?}\n{}",
-            describe_case(&Case {
-                y_len: case.y_len,
-                ..case.clone()
-            })
-        )
-    };
+    let describe = || format!("project p = {p}, z = {z:?}\n{}", describe_case(&case));
     let mut y = vec![T::nan(); case.y_len];
     let got = project(&batch, &mut y);
     let want = project_expected_error(&case, &z);
