@@ -8,6 +8,7 @@ import numpy.typing as npt
 __all__ = [
     "InputError",
     "jax_ffi_calls",
+    "jax_ffi_project_calls",
     "jax_ffi_targets",
     "newton_adversary",
     "noise_into",
@@ -103,6 +104,7 @@ def perturb_vjp_into(
 # XLA FFI handlers for JAX on CPU (rust/py/src/jax_ffi.rs, used by frameworks/_jax_ffi.py)
 def jax_ffi_targets() -> dict[str, Any]: ...
 def jax_ffi_calls() -> tuple[int, int]: ...
+def jax_ffi_project_calls() -> tuple[int, int]: ...
 def xla_ffi_layout() -> tuple[tuple[int, int], dict[str, tuple[int, dict[str, int]]]]: ...
 
 # The exact projection onto the ball and the box (rust/py/src/project.rs)
