@@ -11,31 +11,6 @@
 mod harness;
 
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::time::Duration;
-
-/// How long one corpus input may take before it counts as a hang. Each input runs in
-/// milliseconds; the margin is for `make memcheck`, which runs this under valgrind.
-const HANG_LIMIT: Duration = Duration::from_secs(300);
-
-/// `harness::run` on a worker thread, so that an input on which the core never returns fails
-/// this test with its file name instead of stalling the whole suite.
-fn run_bounded(target: &'static str, data: Vec<u8>) -> Result<Vec<u32>, String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(harness::run(target, &data));
-    });
-    match rx.recv_timeout(HANG_LIMIT) {
-        Ok(result) => result,
-        Err(mpsc::RecvTimeoutError::Timeout) => Err(format!(
-            "no result after {} s: the core does not return on this input",
-            HANG_LIMIT.as_secs()
-        )),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err("the replay thread panicked (see its message above)".to_string())
-        }
-    }
-}
 
 fn corpus_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
@@ -56,7 +31,7 @@ fn fuzz_corpus_still_passes() {
         for path in files {
             let data = std::fs::read(&path).expect("corpus file");
             replayed += 1;
-            if let Err(report) = run_bounded(target, data) {
+            if let Err(report) = harness::run(target, &data) {
                 failures.push(format!("{}:\n{report}", path.display()));
             }
         }

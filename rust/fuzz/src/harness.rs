@@ -1905,6 +1905,48 @@ fn project_moderate<T: FuzzReal>(row: &ProjRow, eps: f64) -> bool {
             .all(|v| v.iter().all(|&a| ok(a)))
 }
 
+/// How long one `project` call may take before the check reports that it does not return
+/// (a linear-time pass: milliseconds here, seconds under valgrind).
+const PROJECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `project` on a copy of the case in a thread of its own, waited for up to
+/// [`PROJECT_DEADLINE`]: a call that never returns fails the check instead of hanging the
+/// run (the thread is left behind; the process reports and ends).
+fn project_with_deadline<T: FuzzReal>(
+    case: &Case<T>,
+    z: &[T],
+    norm: ProjectNorm,
+) -> Result<(Result<(), CoreError>, Vec<T>), String> {
+    let (owned, z) = (case.clone(), z.to_vec());
+    let (send, recv) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let batch = ProjectBatch {
+            x: &owned.x,
+            z: &z,
+            rows: owned.rows,
+            n: owned.n,
+            lower: owned.lower.bound(),
+            upper: owned.upper.bound(),
+            eps: match &owned.eps {
+                EpsArg::Scalar(e) => Eps::Scalar(*e),
+                EpsArg::PerRow(v) => Eps::PerRow(v),
+            },
+            norm,
+        };
+        let mut y = vec![T::nan(); owned.y_len];
+        let res = project(&batch, &mut y);
+        let _ = send.send((res, y)); // the receiver is gone only after a timeout
+    });
+    recv.recv_timeout(PROJECT_DEADLINE).map_err(|_| {
+        format!(
+            "project did not return within {} s (p = {:?})\n{}",
+            PROJECT_DEADLINE.as_secs(),
+            norm,
+            describe_case(case)
+        )
+    })
+}
+
 fn check_project_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String> {
     let case = decode::<T>(inp);
     let (norm, p) = project_norm(case.p, inp);
@@ -1928,8 +1970,7 @@ fn check_project_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, Str
         norm,
     };
     let describe = || format!("project p = {p}, z = {z:?}\n{}", describe_case(&case));
-    let mut y = vec![T::nan(); case.y_len];
-    let got = project(&batch, &mut y);
+    let (got, y) = project_with_deadline(&case, &z, norm)?;
     let want = project_expected_error(&case, &z);
     let dt = u32::from(T::EPS < 1e-10);
     let pk = match norm {
