@@ -130,7 +130,7 @@ FUZZ_SECONDS ?= 120
 
 fuzz: fuzz-rust fuzz-python ## fuzz each core target FUZZ_SECONDS s (libFuzzer on nightly, else stable driver), then hypothesis "fuzz"
 
-fuzz-rust: ## the cargo-fuzz targets scale, perturb, vjp, noise for FUZZ_SECONDS s each
+fuzz-rust: ## the cargo-fuzz targets scale, perturb, vjp, noise, project for FUZZ_SECONDS s each
 	CARGO_TARGET_DIR=target/fuzz $(LOCKED) cargo clippy -q --manifest-path rust/fuzz/Cargo.toml --no-default-features --all-targets -- -D warnings
 	rust/fuzz/fuzz.sh $(FUZZ_SECONDS)
 

@@ -356,6 +356,10 @@ JAX_TARGETS: tuple[tuple[str, str, str, str, float | None], ...] = (
     ("jit noise / numpy noise, 128x3x32x32", "128x3x32x32", "jit_noise", "numpy_noise", None),
     ("jit value_and_grad / naive one (224)", "64x3x224x224", "jit_vag", "naive_vag", None),
     ("jit value_and_grad / naive one (32)", "128x3x32x32", "jit_vag", "naive_vag", None),
+    ("jit project p=2 / numpy project (224)", "64x3x224x224", "jit_project", "numpy_project", None),
+    ("jit project p=2 / numpy project (32)", "128x3x32x32", "jit_project", "numpy_project", None),
+    ("jit project p=2 / pure_callback (224)", "64x3x224x224", "jit_project", "cb_project", None),
+    ("jit project p=2 / pure_callback (32)", "128x3x32x32", "jit_project", "cb_project", None),
 )
 
 
@@ -409,6 +413,10 @@ def _bench_jax_case(shape: tuple[int, ...], eps: float, quick: bool) -> dict[str
     jit_noise = jax.jit(lambda a, s: clipresc.noise(a, eps, seed=s))
     seed = jnp.int32(0)
     naive_vag = jax.jit(jax.value_and_grad(lambda a, b: naive(a, b).sum(), argnums=(0, 1)))
+    z = x + d  # outside the ball: the projection is on its boundary
+    jz = jnp.asarray(z)
+    jit_project = jax.jit(lambda a, b: clipresc.project(a, b, eps, p=2))
+    cb_project = _jax_callback_jit(lambda a, b: clipresc.project(a, b, eps, p=2), jx, jz)
     rows = {
         "numpy": ("numpy  clipresc.perturb", lambda: clipresc.perturb(x, d, eps)),
         "eager": ("jax    eager perturb", lambda: fwd(jx, jd).block_until_ready()),
@@ -440,6 +448,18 @@ def _bench_jax_case(shape: tuple[int, ...], eps: float, quick: bool) -> dict[str
         "jit_noise": (
             "jax    jit clipresc.noise, traced seed (XLA FFI)",
             lambda: jit_noise(jx, seed).block_until_ready(),
+        ),
+        "numpy_project": (
+            "numpy  clipresc.project p=2",
+            lambda: clipresc.project(x, z, eps, p=2),
+        ),
+        "jit_project": (
+            "jax    jit clipresc.project p=2 (XLA FFI)",
+            lambda: jit_project(jx, jz).block_until_ready(),
+        ),
+        "cb_project": (
+            "jax    jit clipresc.project p=2 (pure_callback)",
+            lambda: cb_project(jx, jz).block_until_ready(),
         ),
     }
     big = shape == BIG

@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-all_targets=(scale perturb vjp noise)
+all_targets=(scale perturb vjp noise project)
 work=target/fuzz-work
 stable_bin=target/fuzz/release/fuzz_stable
 lock() { if [ -n "${CARGO_LOCK:-}" ]; then flock "$CARGO_LOCK" "$@"; else "$@"; fi; }

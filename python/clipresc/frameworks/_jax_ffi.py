@@ -438,6 +438,10 @@ def explain(key: int, arrays: tuple[Any, ...]) -> str:
             bounds.append(None)
             shapes.append(None)
     cfg = cfg._replace(lower_shape=shapes[0], upper_shape=shapes[1])
+    if cfg.kind == "project":
+        from ._jax_project_ffi import explain as explain_project
+
+        return explain_project(cfg, np.transpose(x, inv), np.transpose(d, inv), e, *bounds)
     try:
         _forward_host(cfg, np.transpose(x, inv), np.transpose(d, inv), e, *bounds)
     except Exception as err:

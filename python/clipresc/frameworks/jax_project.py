@@ -1,7 +1,10 @@
 """JAX ``custom_vjp`` for :func:`clipresc.project` (the plumbing of ``frameworks/_jax_vjp.py``,
 shared with :mod:`clipresc.frameworks.jax`): the forward and the closed-form VJP run in the
-Rust core on the host through ``jax.pure_callback`` (so it works under ``jit`` and ``grad``;
-under ``vmap`` the callback runs once per mapped element). Value checks (NaN,
+Rust core. Traced calls (``jit``, ``vmap``, a traced ``grad``) on CPU run it as an XLA FFI
+custom call on XLA's buffers (``frameworks/_jax_project_ffi.py``; under ``vmap`` one core
+call for the whole mapped batch). Eager calls, and traced ones where the FFI is not
+available (``CLIPRESC_JAX_FFI=0``, another platform), run it on the host through
+``jax.pure_callback`` (under ``vmap`` once per mapped element). Value checks (NaN,
 ``x`` outside its bounds, negative ``eps``) run in the callback, where JAX reports them as
 a runtime error containing the NumPy path's message. Gradients flow to ``x``, ``z`` and
 ``eps``; bounds get none.
@@ -23,7 +26,8 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from .. import _errors, _project
-from . import _jax_vjp
+from . import _jax_ffi, _jax_project_ffi, _jax_vjp
+from . import jax as _cj
 
 jax: Any = importlib.import_module("jax")
 jnp: Any = importlib.import_module("jax.numpy")
@@ -92,11 +96,67 @@ _VMAP = "sequential"
 _call = _jax_vjp.custom_vjp(_forward, _vjp)
 
 
+def _callback_config(call: Any, lo: Any, hi: Any) -> tuple[_Config, Any, Any]:
+    """The ``pure_callback`` path's configuration and bound operands for a traced call
+    (``_jax_project_ffi.Call``): the fallback of the FFI path."""
+    cfg = call.cfg
+    open_box = lo is None and hi is None and cfg.lower_s == -np.inf and cfg.upper_s == np.inf
+    old = _Config(cfg.p, cfg.axes, not open_box)
+    return (
+        old,
+        _as_operand(cfg.lower_s if lo is None else lo, -np.inf),
+        _as_operand(cfg.upper_s if hi is None else hi, np.inf),
+    )
+
+
+def _callback_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
+    old, lo_op, hi_op = _callback_config(cfg, lo, hi)
+    return _forward(old, x, z, e, lo_op, hi_op)[0]
+
+
+def _callback_vjp(cfg: Any, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, ...]:
+    old, lo_op, hi_op = _callback_config(cfg, lo, hi)
+    gx, gz, ge, _, _ = _vjp(old, g, (x, z, jnp.asarray(e), lo_op, hi_op), None)
+    zero = jnp.zeros_like
+    return gx, gz, ge, None if lo is None else zero(lo), None if hi is None else zero(hi)
+
+
+def _traced_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, None]:
+    ops = (x, z, e, lo, hi)
+    return _jax_ffi.select(_jax_project_ffi.forward, _callback_forward, cfg, *ops), None
+
+
+def _traced_vjp(cfg: Any, g: Any, ops: tuple[Any, ...], res: None) -> tuple[Any, ...]:
+    return _jax_ffi.select(_jax_project_ffi.vjp, _callback_vjp, cfg, g, *ops)  # type: ignore[no-any-return]
+
+
+# traced calls: the XLA FFI handlers on CPU, else the callback path above
+_traced_call = _jax_vjp.custom_vjp(_traced_forward, _traced_vjp)
+
+
+def _traced(x: Any, z: Any, eps: Any, p: float, bounds: Any, axis: Any) -> Any:
+    """A traced call described as ``perturb``'s (``z`` as ``delta``), or ``None`` where
+    that description rejects the arguments: the callback path then raises the NumPy
+    path's error for them."""
+    try:
+        parsed = _cj.parse("project", x, z, eps, p, bounds, axis, "saturate")
+    except (ValueError, TypeError):
+        return None
+    cfg, xw, zw, e, lo, hi, out_dtype = parsed
+    call = _jax_project_ffi.Call(cfg, _jax_ffi._static_eps(e))
+    y = _traced_call(call, xw, zw, e, lo, hi)
+    return y if y.dtype == out_dtype else y.astype(out_dtype)
+
+
 def project(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
     """:func:`clipresc.project` on JAX arrays, differentiable in ``x``, ``z`` and ``eps``."""
     pf = _project.check_project_p(p)
-    x, z = jnp.asarray(x), jnp.asarray(z)
     sides = _sides(bounds)
+    if _jax_vjp.is_traced(x, z, eps, *(sides or ())):
+        y = _traced(x, z, eps, pf, bounds, axis)
+        if y is not None:
+            return y
+    x, z = jnp.asarray(x), jnp.asarray(z)
     lo, hi = (-np.inf, np.inf) if sides is None else sides
     e = jnp.asarray(eps, dtype=x.dtype if jnp.ndim(eps) == 0 else None)
     ax = tuple(axis) if isinstance(axis, (list, tuple)) else axis

@@ -37,9 +37,10 @@ use clipresc_core::{
     Distribution, Eps, Grads, NoiseBatch, NoiseSpec, Norm, Options, Real, RowOutcome, Seed,
     Summary,
 };
+use clipresc_core::{project, ProjectBatch, ProjectNorm};
 
 /// The fuzz targets, by name (each has a file in `fuzz_targets/` and a corpus directory).
-pub const TARGETS: [&str; 4] = ["scale", "perturb", "vjp", "noise"];
+pub const TARGETS: [&str; 5] = ["scale", "perturb", "vjp", "noise", "project"];
 
 /// Runs target `name` on one input: `Ok(features)` when the invariant holds, else a report.
 ///
@@ -52,6 +53,7 @@ pub fn run(name: &str, data: &[u8]) -> Result<Vec<u32>, String> {
         "perturb" => check_solve(data, Op::Perturb),
         "vjp" => check_vjp(data),
         "noise" => check_noise(data),
+        "project" => check_project(data),
         _ => Err(format!("unknown fuzz target {name:?}")),
     }
 }
@@ -1656,4 +1658,418 @@ fn check_vjp_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String>
         u32::from(checked_shift),
     ]));
     Ok(f)
+}
+
+// ---------------------------------------------------------------------------- projection
+
+/// `project`: the case's `x` and box, `z = x + delta` (in `T`), `eps`, and `p` in {1, 2, inf}
+/// (a decoded `p` outside them picks one). The invariant: the core reports exactly the error
+/// the input deserves, else every row's `y` is finite and inside the box; and, for rows in a
+/// moderate range (every magnitude within `2^+-LIM` or zero, see [`project_moderate`]):
+/// `||y - x||_p <= eps` to the type's tolerance; `y = z` when `z` is inside the box and
+/// strictly inside the ball; the ball is active (`||y - x||_p ~= eps`) when `clip(z)` lies
+/// outside it; and `y` is optimal: `||y - z||_2` is no larger, to tolerance, than the
+/// distance of an independent `f64` solution (the closed form for `p = inf`, bisection on
+/// `t` in `clip(x + t d)` for `p = 2`, on the multiplier `lam` of `h(lam) = eps` for `p = 1`).
+/// One thread gives the same bits as the global pool.
+pub fn check_project(data: &[u8]) -> Result<Vec<u32>, String> {
+    let mut inp = Input::new(data);
+    if inp.byte() & 1 == 0 {
+        check_project_typed::<f32>(&mut inp)
+    } else {
+        check_project_typed::<f64>(&mut inp)
+    }
+}
+
+/// A norm of `project` for the decoded `p`: itself if it is 1, 2 or inf, else one chosen by
+/// the next byte.
+fn project_norm(p: f64, inp: &mut Input<'_>) -> (ProjectNorm, f64) {
+    match ProjectNorm::new(p) {
+        Some(norm) => (norm, p),
+        None => [
+            (ProjectNorm::L1, 1.0),
+            (ProjectNorm::L2, 2.0),
+            (ProjectNorm::Inf, f64::INFINITY),
+        ][usize::from(inp.byte()) % 3],
+    }
+}
+
+/// The error `project` must report, replaying its order of checks (lengths of `x`, `z`,
+/// the output and the bounds; `eps`; then per element: `x` non-finite, else `z` non-finite,
+/// else `x` outside its bounds).
+fn project_expected_error<T: FuzzReal>(case: &Case<T>, z: &[T]) -> Option<CoreError> {
+    let (rows, n) = (case.rows, case.n);
+    let total = rows * n;
+    let len =
+        |arg, expected, got| (expected != got).then_some(CoreError::Length { arg, expected, got });
+    for (arg, got) in [("x", case.x.len()), ("z", z.len()), ("out", case.y_len)] {
+        if let Some(e) = len(arg, total, got) {
+            return Some(e);
+        }
+    }
+    for (arg, side) in [("lower", &case.lower), ("upper", &case.upper)] {
+        let e = match side {
+            Side::Scalar(_) => None,
+            Side::Shared(v) => len(arg, n, v.len()),
+            Side::Full(v) => len(arg, total, v.len()),
+        };
+        if e.is_some() {
+            return e;
+        }
+    }
+    let eps: Vec<f64> = match &case.eps {
+        EpsArg::Scalar(e) => vec![*e],
+        EpsArg::PerRow(v) => {
+            if let Some(e) = len("eps", rows, v.len()) {
+                return Some(e);
+            }
+            v.clone()
+        }
+    };
+    let first_bad = |bad: &dyn Fn(f64) -> bool| {
+        let hits: Vec<usize> = (0..eps.len()).filter(|&r| bad(eps[r])).collect();
+        hits.first().map(|&f| (hits.len(), f))
+    };
+    if let Some((count, first)) = first_bad(&|e| e.is_nan() || e < 0.0) {
+        return Some(CoreError::BadEps {
+            what: "negative or NaN",
+            count,
+            first,
+        });
+    }
+    if let Some((count, first)) = first_bad(&|e| e.is_infinite()) {
+        return Some(CoreError::BadEps {
+            what: "infinite",
+            count,
+            first,
+        });
+    }
+    let mut found = [(0usize, usize::MAX); 3];
+    for r in 0..rows {
+        for j in 0..n {
+            let i = r * n + j;
+            let (lo, hi) = (case.lower.at(r, j, n), case.upper.at(r, j, n));
+            let (x, zi) = (case.x[i], z[i]);
+            let k = if !x.is_finite() {
+                0
+            } else if !zi.is_finite() {
+                1
+            } else if !(x >= lo && x <= hi) {
+                2
+            } else {
+                continue;
+            };
+            found[k].0 += 1;
+            found[k].1 = found[k].1.min(i);
+        }
+    }
+    match found {
+        [(count, first), _, _] if count > 0 => Some(CoreError::NonFinite {
+            arg: "x",
+            count,
+            first,
+        }),
+        [_, (count, first), _] if count > 0 => Some(CoreError::NonFinite {
+            arg: "z",
+            count,
+            first,
+        }),
+        [_, _, (count, first)] if count > 0 => Some(CoreError::OutOfBounds { count, first }),
+        _ => None,
+    }
+}
+
+/// One row in `f64`: `x`, `z`, and the box.
+struct ProjRow {
+    x: Vec<f64>,
+    z: Vec<f64>,
+    lo: Vec<f64>,
+    hi: Vec<f64>,
+}
+
+impl ProjRow {
+    fn of<T: FuzzReal>(case: &Case<T>, z: &[T], r: usize) -> ProjRow {
+        let n = case.n;
+        let f = |v: T| v.as_f64();
+        ProjRow {
+            x: (0..n).map(|j| f(case.x[r * n + j])).collect(),
+            z: (0..n).map(|j| f(z[r * n + j])).collect(),
+            lo: (0..n).map(|j| f(case.lower.at(r, j, n))).collect(),
+            hi: (0..n).map(|j| f(case.upper.at(r, j, n))).collect(),
+        }
+    }
+
+    fn clip(&self, j: usize, v: f64) -> f64 {
+        v.max(self.lo[j]).min(self.hi[j])
+    }
+}
+
+/// The `p`-size of a vector of magnitudes.
+fn size_p(v: impl Iterator<Item = f64>, p: f64) -> f64 {
+    if p == f64::INFINITY {
+        v.fold(0.0, f64::max)
+    } else if p == 1.0 {
+        v.sum()
+    } else {
+        v.map(|a| a * a).sum::<f64>().sqrt()
+    }
+}
+
+/// The projection of one row by an independent `f64` method (see [`check_project`]).
+fn project_oracle(row: &ProjRow, eps: f64, p: f64) -> Vec<f64> {
+    let n = row.x.len();
+    let d: Vec<f64> = (0..n).map(|j| row.z[j] - row.x[j]).collect();
+    if p == f64::INFINITY {
+        return (0..n)
+            .map(|j| row.clip(j, row.z[j].max(row.x[j] - eps).min(row.x[j] + eps)))
+            .collect();
+    }
+    let bisect = |size: &dyn Fn(f64) -> f64, mut a: f64, mut b: f64, increasing: bool| {
+        for _ in 0..200 {
+            let m = 0.5 * (a + b);
+            if m <= a || m >= b {
+                break;
+            }
+            if (size(m) > eps) == increasing {
+                b = m;
+            } else {
+                a = m;
+            }
+        }
+        if increasing {
+            a
+        } else {
+            b
+        }
+    };
+    if p == 2.0 {
+        let at =
+            |t: f64| -> Vec<f64> { (0..n).map(|j| row.clip(j, row.x[j] + t * d[j])).collect() };
+        let size = |t: f64| size_p(at(t).iter().zip(&row.x).map(|(y, x)| (y - x).abs()), 2.0);
+        let t = if size(1.0) <= eps {
+            1.0
+        } else {
+            bisect(&size, 0.0, 1.0, true)
+        };
+        return at(t);
+    }
+    // p = 1: y_j = x_j + sign(d_j) min(max(|d_j| - lam, 0), room_j)
+    let room: Vec<f64> = (0..n)
+        .map(|j| {
+            if d[j] > 0.0 {
+                row.hi[j] - row.x[j]
+            } else {
+                row.x[j] - row.lo[j]
+            }
+        })
+        .collect();
+    let at = |lam: f64| -> Vec<f64> {
+        (0..n)
+            .map(|j| row.x[j] + d[j].signum() * (d[j].abs() - lam).max(0.0).min(room[j]))
+            .collect()
+    };
+    let h = |lam: f64| {
+        (0..n)
+            .map(|j| (d[j].abs() - lam).max(0.0).min(room[j]))
+            .sum::<f64>()
+    };
+    let top = d.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let lam = if h(0.0) <= eps {
+        0.0
+    } else {
+        bisect(&h, 0.0, top, false)
+    };
+    at(lam)
+}
+
+/// The exponent bound of the moderate range of `T` (see [`project_moderate`]).
+const fn project_lim<T: FuzzReal>() -> i32 {
+    if T::EXP.2 < 200 {
+        30
+    } else {
+        200
+    }
+}
+
+/// Whether every magnitude of the row (`x`, `z`, the finite bounds, `eps`) is zero or within
+/// `2^+-LIM`: no overflow of squares and sums, no loss to subnormals, so the tolerances below
+/// are the type's rounding.
+fn project_moderate<T: FuzzReal>(row: &ProjRow, eps: f64) -> bool {
+    let lim = 2f64.powi(project_lim::<T>());
+    let ok = |v: f64| v == 0.0 || v.is_infinite() || (v.abs() <= lim && v.abs() >= 1.0 / lim);
+    ok(eps)
+        && eps.is_finite()
+        && [&row.x, &row.z, &row.lo, &row.hi]
+            .iter()
+            .all(|v| v.iter().all(|&a| ok(a)))
+}
+
+/// How long one `project` call may take before the check reports that it does not return
+/// (a linear-time pass: milliseconds here, seconds under valgrind).
+const PROJECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `project` on a copy of the case in a thread of its own, waited for up to
+/// [`PROJECT_DEADLINE`]: a call that never returns fails the check instead of hanging the
+/// run (the thread is left behind; the process reports and ends).
+fn project_with_deadline<T: FuzzReal>(
+    case: &Case<T>,
+    z: &[T],
+    norm: ProjectNorm,
+) -> Result<(Result<(), CoreError>, Vec<T>), String> {
+    let (owned, z) = (case.clone(), z.to_vec());
+    let (send, recv) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let batch = ProjectBatch {
+            x: &owned.x,
+            z: &z,
+            rows: owned.rows,
+            n: owned.n,
+            lower: owned.lower.bound(),
+            upper: owned.upper.bound(),
+            eps: match &owned.eps {
+                EpsArg::Scalar(e) => Eps::Scalar(*e),
+                EpsArg::PerRow(v) => Eps::PerRow(v),
+            },
+            norm,
+        };
+        let mut y = vec![T::nan(); owned.y_len];
+        let res = project(&batch, &mut y);
+        let _ = send.send((res, y)); // the receiver is gone only after a timeout
+    });
+    recv.recv_timeout(PROJECT_DEADLINE).map_err(|_| {
+        format!(
+            "project did not return within {} s (p = {:?})\n{}",
+            PROJECT_DEADLINE.as_secs(),
+            norm,
+            describe_case(case)
+        )
+    })
+}
+
+fn check_project_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, String> {
+    let case = decode::<T>(inp);
+    let (norm, p) = project_norm(case.p, inp);
+    let z: Vec<T> = case
+        .x
+        .iter()
+        .zip(&case.delta)
+        .map(|(&x, &d)| x + d)
+        .collect();
+    let batch = ProjectBatch {
+        x: &case.x,
+        z: &z,
+        rows: case.rows,
+        n: case.n,
+        lower: case.lower.bound(),
+        upper: case.upper.bound(),
+        eps: match &case.eps {
+            EpsArg::Scalar(e) => Eps::Scalar(*e),
+            EpsArg::PerRow(v) => Eps::PerRow(v),
+        },
+        norm,
+    };
+    let describe = || format!("project p = {p}, z = {z:?}\n{}", describe_case(&case));
+    let (got, y) = project_with_deadline(&case, &z, norm)?;
+    let want = project_expected_error(&case, &z);
+    let dt = u32::from(T::EPS < 1e-10);
+    let pk = match norm {
+        ProjectNorm::L1 => 0,
+        ProjectNorm::L2 => 1,
+        ProjectNorm::Inf => 2,
+    };
+    let mut features = vec![feature(&[
+        101,
+        dt,
+        pk,
+        case.lower.kind(),
+        case.upper.kind(),
+        got.as_ref().err().map_or(0, error_code),
+    ])];
+    match (&got, &want) {
+        (Err(g), Some(w)) if g == w => return Ok(features),
+        (Ok(()), None) => {}
+        _ => {
+            return Err(format!(
+                "project returned {got:?}, expected {want:?}\n{}",
+                describe()
+            ))
+        }
+    }
+    let (tol, _, margin) = tolerances::<T>();
+    let n = case.n;
+    for r in 0..case.rows {
+        let row = ProjRow::of(&case, &z, r);
+        let eps = eps_of(&case, r);
+        let yr: Vec<f64> = y[r * n..(r + 1) * n].iter().map(|v| v.as_f64()).collect();
+        for j in 0..n {
+            if !yr[j].is_finite() || !(yr[j] >= row.lo[j] && yr[j] <= row.hi[j]) {
+                return Err(format!(
+                    "row {r}: y[{j}] = {} is not finite inside [{}, {}]\n{}",
+                    yr[j],
+                    row.lo[j],
+                    row.hi[j],
+                    describe()
+                ));
+            }
+        }
+        if !(project_moderate::<T>(&row, eps) || strict()) {
+            features.push(feature(&[102, dt, pk]));
+            continue;
+        }
+        // rounding of one element of `y`, `x`, `z` in T (and the subnormal floor)
+        let slack: Vec<f64> = (0..n)
+            .map(|j| 4.0 * T::EPS * (row.x[j].abs() + row.z[j].abs() + yr[j].abs()) + 1e-300)
+            .collect();
+        let slack_p = size_p(slack.iter().copied(), p);
+        let moved = size_p((0..n).map(|j| (yr[j] - row.x[j]).abs()), p);
+        let fail = |what: &str| {
+            Err(format!(
+                "row {r} (eps {eps}, |y - x|_p {moved}): {what}\n{}",
+                describe()
+            ))
+        };
+        if moved > eps * (1.0 + tol) + slack_p {
+            return fail("y outside the ball");
+        }
+        let dist_z = size_p((0..n).map(|j| (row.z[j] - row.x[j]).abs()), p);
+        let z_in_box = (0..n).all(|j| row.z[j] >= row.lo[j] && row.z[j] <= row.hi[j]);
+        let feasible = z_in_box && dist_z + slack_p < eps * (1.0 - margin);
+        if feasible && (0..n).any(|j| (yr[j] - row.z[j]).abs() > slack[j]) {
+            return fail("z is feasible but y differs from it");
+        }
+        let clip_size = size_p((0..n).map(|j| (row.clip(j, row.z[j]) - row.x[j]).abs()), p);
+        let active = clip_size > eps * (1.0 + margin) + slack_p;
+        if active && moved < eps * (1.0 - margin) - slack_p {
+            return fail("clip(z) is outside the ball but y is strictly inside it");
+        }
+        let oracle = project_oracle(&row, eps, p);
+        let dist = |v: &[f64]| size_p((0..n).map(|j| (v[j] - row.z[j]).abs()), 2.0);
+        let (d_core, d_oracle) = (dist(&yr), dist(&oracle));
+        // the oracle's point to rounding, and the core's to its size tolerance
+        let scale = size_p(slack.iter().copied(), 2.0)
+            + margin
+                * (eps * (n as f64).sqrt()
+                    + size_p(row.z.iter().zip(&row.x).map(|(a, b)| (a - b).abs()), 2.0));
+        if d_core > d_oracle + scale {
+            return fail(&format!(
+                "not the closest point: |y - z| = {d_core}, the oracle's {d_oracle} (slack {scale})"
+            ));
+        }
+        features.push(feature(&[
+            103,
+            dt,
+            pk,
+            u32::from(feasible),
+            u32::from(active),
+        ]));
+    }
+    if let Some(pool) = single_thread_pool() {
+        let mut y1 = vec![T::nan(); case.y_len];
+        pool.install(|| project(&batch, &mut y1))
+            .map_err(|e| format!("one-thread project failed with {e:?}"))?;
+        if !same_bits(&y, &y1) {
+            return Err(format!("thread count changed the bits\n{}", describe()));
+        }
+    }
+    Ok(features)
 }

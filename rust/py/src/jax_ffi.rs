@@ -26,6 +26,7 @@ use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
+use crate::jax_ffi_project as project;
 use crate::xla_ffi::*;
 
 /// Handler calls that solved (forward) and that ran a VJP: lets the tests check that the
@@ -102,7 +103,7 @@ impl Buf {
     /// # Safety
     /// The buffer must hold `len()` elements of `T` (its dtype was checked against `T`), live
     /// and not written by anyone else for `'a`.
-    unsafe fn slice<'a, T: Real>(&self) -> &'a [T] {
+    pub(crate) unsafe fn slice<'a, T: Real>(&self) -> &'a [T] {
         if self.len() == 0 || self.data.is_null() {
             return &[];
         }
@@ -174,7 +175,7 @@ impl Buf {
     ///
     /// # Safety
     /// As [`Buf::slice_mut`].
-    unsafe fn write_f64(&self, vals: &[f64], what: &str) -> Result<(), String> {
+    pub(crate) unsafe fn write_f64(&self, vals: &[f64], what: &str) -> Result<(), String> {
         if vals.len() != self.len() {
             return Err(format!("{what}: {} values for {}", vals.len(), self.len()));
         }
@@ -298,7 +299,7 @@ impl Frame {
         Ok(Frame { args, rets, attrs })
     }
 
-    fn float(&self, name: &str) -> Result<f64, String> {
+    pub(crate) fn float(&self, name: &str) -> Result<f64, String> {
         match self.attrs.get(name) {
             Some(Attr::Float(v)) => Ok(*v),
             Some(Attr::Int(v)) => Ok(*v as f64),
@@ -935,6 +936,8 @@ pub(crate) fn jax_ffi_targets(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item("forward", capsule(py, forward_handler)?)?;
     d.set_item("backward", capsule(py, backward_handler)?)?;
     d.set_item("noise", capsule(py, crate::jax_ffi_noise::noise_handler)?)?;
+    d.set_item("project", capsule(py, project::project_handler)?)?;
+    d.set_item("project_vjp", capsule(py, project::project_vjp_handler)?)?;
     Ok(d)
 }
 
@@ -978,6 +981,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(jax_ffi_targets, m)?)?;
     m.add_function(wrap_pyfunction!(jax_ffi_calls, m)?)?;
     m.add_function(wrap_pyfunction!(jax_ffi_in_place_calls, m)?)?;
+    m.add_function(wrap_pyfunction!(project::jax_ffi_project_calls, m)?)?;
     m.add_function(wrap_pyfunction!(xla_ffi_layout, m)?)?;
     Ok(())
 }

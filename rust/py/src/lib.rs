@@ -9,6 +9,7 @@ mod dtype;
 mod errors;
 mod jax_ffi;
 mod jax_ffi_noise;
+mod jax_ffi_project;
 mod noise;
 mod project;
 mod seed_sequence;

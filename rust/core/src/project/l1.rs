@@ -372,6 +372,14 @@ fn locate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
             let base = (sums.sat, sums.act, sums.k);
             return solve_compact(&mut st.pairs, &mut st.points, base, (c1, c2), start, eps);
         }
+        if pass >= SPLIT_PASSES {
+            // The last pass split at the bracket [lo, hi] that every earlier pass narrowed, yet
+            // h does not cross eps strictly inside it: the bracket has shrunk to one point, or
+            // rounding in the sums put h(lo) at or below eps (or h(hi) at or above it). The
+            // root is then the end where h meets eps to rounding; another pass at the same
+            // bracket would repeat this one forever.
+            return if g2 >= eps { c2 } else { c1 };
+        }
         // the root lies outside: Newton from the end on its side
         let step = if g2 > eps {
             lo = lo.max(c2);
