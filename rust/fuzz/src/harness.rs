@@ -2001,11 +2001,11 @@ fn check_project_typed<T: FuzzReal>(inp: &mut Input<'_>) -> Result<Vec<u32>, Str
         let row = ProjRow::of(&case, &z, r);
         let eps = eps_of(&case, r);
         let yr: Vec<f64> = y[r * n..(r + 1) * n].iter().map(|v| v.as_f64()).collect();
-        for j in 0..n {
-            if !yr[j].is_finite() || !(yr[j] >= row.lo[j] && yr[j] <= row.hi[j]) {
+        for (j, &yj) in yr.iter().enumerate() {
+            if !(yj.is_finite() && yj >= row.lo[j] && yj <= row.hi[j]) {
                 return Err(format!(
                     "row {r}: y[{j}] = {} is not finite inside [{}, {}]\n{}",
-                    yr[j],
+                    yj,
                     row.lo[j],
                     row.hi[j],
                     describe()
