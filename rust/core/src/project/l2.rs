@@ -92,13 +92,13 @@ pub(super) fn replay_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         y.copy_from_slice(row.x);
         return Replay::Done(Some(0.0));
     }
-    if !(t > 0.0) || needs_wide_apply::<T>(t) {
+    if t.is_nan() || t < 0.0 || needs_wide_apply::<T>(t) {
         return Replay::Solve;
     }
     write_direction(row, y, false, par);
     // the forward halves directions this large (its sums would overflow in f64)
     let limit = T::of_f64(1e140);
-    if y.iter().any(|v| !(v.abs() < limit)) {
+    if y.iter().any(|v| !v.is_finite() || v.abs() >= limit) {
         return Replay::Solve;
     }
     apply_row_in_place(row.x, row.lo, row.hi, T::of_f64(t), y, par);
