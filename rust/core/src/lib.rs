@@ -48,7 +48,10 @@ pub use bounds::Bound;
 pub use error::CoreError;
 pub use noise::{noise, sample, Distribution, NoiseBatch, NoiseSpec, Seed, NOISE_BLOCK};
 pub use norm::Norm;
-pub use project::{project, project_vjp, ProjectBatch, ProjectGrads, ProjectNorm};
+pub use project::{
+    project, project_row_searches, project_vjp, project_vjp_given, project_with_multipliers,
+    ProjectBatch, ProjectGrads, ProjectNorm,
+};
 pub use real::Real;
 pub use solve::{Options, RowOutcome};
 pub use vjp::{perturb_vjp, perturb_vjp_in_place, scale_vjp, vjp, Cotangent, Grads};

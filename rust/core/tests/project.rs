@@ -8,7 +8,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use clipresc_core::{
-    project, project_vjp, Bound, CoreError, Eps, ProjectBatch, ProjectGrads, ProjectNorm,
+    project, project_vjp, project_vjp_given, project_with_multipliers, Bound, CoreError, Eps,
+    ProjectBatch, ProjectGrads, ProjectNorm,
 };
 
 /// xorshift64*: a tiny deterministic generator so the tests need no extra crates.
@@ -629,4 +630,131 @@ fn long_rows_bitwise_identical_for_any_thread_count() {
             );
         }
     }
+}
+
+/// The VJP given the forward's multipliers against the one that solves again: the same
+/// bits for every norm, in f64 (per-element bounds, some infinite) and in f32 (scalar
+/// bounds), over rows of every kind (inside the ball, on it, `eps = 0`, `z = x`); and the
+/// multipliers' meaning checked against the oracle's size (`t` scales `d`, `lam` is where
+/// the `p = 1` move stops).
+#[test]
+fn vjp_given_multipliers_matches_the_solving_vjp_bitwise() {
+    let mut rng = Rng(91);
+    for &(rows, n) in &[(40usize, 7usize), (12, 300), (3, 9000)] {
+        let mut c = case(&mut rng, rows, n);
+        c.eps[0] = 0.0;
+        let s = c.n..2 * c.n;
+        c.z[s.clone()].copy_from_slice(&c.x[s]);
+        let g: Vec<f64> = (0..c.x.len()).map(|_| rng.normal()).collect();
+        for norm in NORMS {
+            let b = batch(&c, norm);
+            let (mut y, mut m) = (vec![0.0; c.x.len()], vec![0.0; rows]);
+            project_with_multipliers(&b, &mut y, &mut m).unwrap();
+            assert_eq!(y, run(&c, norm), "{norm:?}: the same projection");
+            let solve = vjp_bits(|gr| project_vjp(&b, &g, gr), c.x.len(), rows);
+            let given = vjp_bits(|gr| project_vjp_given(&b, &g, &m, gr), c.x.len(), rows);
+            assert!(solve == given, "{norm:?} rows {rows} n {n}");
+            // NaN: unknown, solved again
+            let nan = vec![f64::NAN; rows];
+            let again = vjp_bits(|gr| project_vjp_given(&b, &g, &nan, gr), c.x.len(), rows);
+            assert!(solve == again, "{norm:?} rows {rows} n {n} (NaN)");
+            if norm == ProjectNorm::L2 {
+                for r in 0..rows {
+                    let [x, z, lo, hi, yr] = rows_of(&c, &y, r);
+                    if c.eps[r] > 0.0 && m[r] > 0.0 && m[r] < 1.0 {
+                        let want: Vec<f64> = (0..n)
+                            .map(|i| (x[i] + m[r] * (z[i] - x[i])).clamp(lo[i], hi[i]))
+                            .collect();
+                        let err = size(&want, yr, ProjectNorm::Inf);
+                        assert!(err <= 1e-12 * (1.0 + size(x, z, ProjectNorm::Inf)));
+                    }
+                }
+            }
+        }
+        // f32, scalar bounds
+        let x32: Vec<f32> = c.x.iter().map(|&v| v.clamp(-1.0, 1.0) as f32).collect();
+        let z32: Vec<f32> = c.z.iter().map(|&v| v as f32).collect();
+        let g32: Vec<f32> = g.iter().map(|&v| v as f32).collect();
+        for norm in NORMS {
+            let b = ProjectBatch {
+                x: &x32,
+                z: &z32,
+                rows,
+                n,
+                lower: Bound::Scalar(-1.0f32),
+                upper: Bound::Scalar(1.0f32),
+                eps: Eps::PerRow(&c.eps),
+                norm,
+            };
+            let (mut y, mut m) = (vec![0.0f32; x32.len()], vec![0.0; rows]);
+            project_with_multipliers(&b, &mut y, &mut m).unwrap();
+            let solve = vjp_bits(|gr| project_vjp(&b, &g32, gr), x32.len(), rows);
+            let given = vjp_bits(|gr| project_vjp_given(&b, &g32, &m, gr), x32.len(), rows);
+            assert!(solve == given, "f32 {norm:?} rows {rows} n {n}");
+        }
+    }
+}
+
+/// The cotangents' bits from a VJP call writing into fresh buffers.
+fn vjp_bits<T: Copy + Default + Into<f64>>(
+    call: impl FnOnce(ProjectGrads<'_, T>) -> Result<(), CoreError>,
+    len: usize,
+    rows: usize,
+) -> Vec<u64> {
+    let (mut gx, mut gz, mut ge) = (
+        vec![T::default(); len],
+        vec![T::default(); len],
+        vec![0.0; rows],
+    );
+    let grads = ProjectGrads {
+        x: &mut gx,
+        z: &mut gz,
+        eps: &mut ge,
+    };
+    call(grads).unwrap();
+    let f = |v: T| Into::<f64>::into(v).to_bits();
+    gx.iter()
+        .map(|&v| f(v))
+        .chain(gz.iter().map(|&v| f(v)))
+        .chain(ge.iter().map(|v| v.to_bits()))
+        .collect()
+}
+
+/// The multiplier-taking entry points refuse multipliers of the wrong length.
+#[test]
+fn multiplier_lengths_are_checked() {
+    let (x, z) = ([0.5f64, 0.9], [2.0f64, 0.9]);
+    let b = ProjectBatch {
+        x: &x,
+        z: &z,
+        rows: 1,
+        n: 2,
+        lower: Bound::Scalar(0.0),
+        upper: Bound::Scalar(1.0),
+        eps: Eps::Scalar(0.25),
+        norm: ProjectNorm::L1,
+    };
+    let mut y = [0.0; 2];
+    let err = project_with_multipliers(&b, &mut y, &mut []).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CoreError::Length {
+                arg: "mult_out",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let (mut gx, mut gz, mut ge) = ([0.0; 2], [0.0; 2], [0.0]);
+    let grads = ProjectGrads {
+        x: &mut gx,
+        z: &mut gz,
+        eps: &mut ge,
+    };
+    let err = project_vjp_given(&b, &[1.0, 1.0], &[1.0, 2.0], grads).unwrap_err();
+    assert!(
+        matches!(err, CoreError::Length { arg: "mult", .. }),
+        "{err:?}"
+    );
 }

@@ -121,13 +121,11 @@ fn element<T: Real>(x: T, z: T, lo: T, hi: T) -> (f64, f64) {
 }
 
 /// The sums of one pass over a row split at the bracket `[c1, c2]` (`c1 <= c2`; equal: the
-/// values at that point). `h(c) = sat + act - k c + (the undecided elements' f_i(c))`.
+/// values at that point). `h(c) = fixed - k c + (the undecided elements' f_i(c))`.
 #[derive(Clone, Copy, Debug, Default)]
 struct Split {
-    /// `sum s_i` over the capped elements.
-    sat: f64,
-    /// `sum b_i` over the active elements.
-    act: f64,
+    /// `sum s_i` over the capped elements plus `sum b_i` over the active ones.
+    fixed: f64,
     /// The number of active elements.
     k: u64,
     /// `sum f_i(c1)` and `sum f_i(c2)` over the undecided elements.
@@ -137,11 +135,11 @@ struct Split {
     /// (`b_i > c2`): the slopes of `h` outside the bracket, with `k`.
     k1: u64,
     k2: u64,
-    /// `h(0) = sum min(b_i, s_i)`, the size of `clip(z) - x`.
+    /// First pass only: `h(0) = sum min(b_i, s_i)`, the size of `clip(z) - x`.
     h0: f64,
-    /// The largest `b_i`.
+    /// First pass only: the largest `b_i`.
     bmax: f64,
-    /// The number of invalid elements.
+    /// First pass only: the number of invalid elements.
     bad: u64,
 }
 
@@ -149,8 +147,7 @@ impl std::ops::Add for Split {
     type Output = Split;
     fn add(self, o: Split) -> Split {
         Split {
-            sat: self.sat + o.sat,
-            act: self.act + o.act,
+            fixed: self.fixed + o.fixed,
             k: self.k + o.k,
             g1: self.g1 + o.g1,
             g2: self.g2 + o.g2,
@@ -166,116 +163,177 @@ impl std::ops::Add for Split {
 impl Split {
     /// `h(c1)` and `h(c2)`.
     fn ends(&self, c1: f64, c2: f64) -> (f64, f64) {
-        let base = self.sat + self.act;
         let k = self.k as f64;
-        (base - k * c1 + self.g1, base - k * c2 + self.g2)
+        (self.fixed - k * c1 + self.g1, self.fixed - k * c2 + self.g2)
     }
 }
 
-/// One pass over a stretch of a row (see [`Split`]), pushing the undecided elements onto
-/// `cands` when `COLLECT`. Lanes accumulate in `f64` in a fixed order.
+/// The lane accumulators of [`stretch_split`], added to per stretch of [`LANES`] elements
+/// (`k` and `bad` count in `f64` lanes, exactly: a stretch holds far fewer than 2^53
+/// elements).
+#[derive(Clone, Copy)]
+struct Acc {
+    fixed: [f64; LANES],
+    k: [f64; LANES],
+    h0: [f64; LANES],
+    bmax: [f64; LANES],
+    bad: [f64; LANES],
+}
+
+/// [`LANES`] elements' shares of a split at `[c1, c2]` added to `acc`; returns which are
+/// undecided (and valid). `FIRST`: also `h0`, `bmax` and the validity check. The inputs
+/// are converted to `f64` first and every step is a select over whole lane arrays, so that
+/// the accumulators stay in vector registers.
 #[inline(always)]
-fn stretch_split<T: Real, L: SideAccess<T>, H: SideAccess<T>, const COLLECT: bool>(
+fn split_lanes<const FIRST: bool>(
+    acc: &mut Acc,
+    (x, z, lo, hi): (&[f64; LANES], &[f64; LANES], &[f64; LANES], &[f64; LANES]),
+    c1: f64,
+    c2: f64,
+) -> [bool; LANES] {
+    let mut und = [false; LANES];
+    let (mut fixed, mut k) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let (mut h0, mut bad) = ([0.0f64; LANES], [0.0f64; LANES]);
+    let mut bm = acc.bmax;
+    for j in 0..LANES {
+        let d = z[j] - x[j];
+        let s = if d > 0.0 { hi[j] - x[j] } else { x[j] - lo[j] };
+        let b = d.abs();
+        let a = b - s;
+        let (zero, capped, active) = piece(b, s, a, c1, c2);
+        let share = if capped { s } else { 0.0 };
+        fixed[j] = if active { b } else { share };
+        k[j] = if active { 1.0 } else { 0.0 };
+        let undecided = !zero & !capped & !active;
+        if FIRST {
+            let inf = f64::INFINITY;
+            let valid = (x[j].abs() < inf) & (z[j].abs() < inf) & (x[j] >= lo[j]) & (x[j] <= hi[j]);
+            h0[j] = if b < s { b } else { s };
+            bm[j] = if b > bm[j] { b } else { bm[j] };
+            bad[j] = if valid { 0.0 } else { 1.0 };
+            und[j] = undecided & valid;
+        } else {
+            und[j] = undecided;
+        }
+    }
+    for j in 0..LANES {
+        acc.fixed[j] += fixed[j];
+        acc.k[j] += k[j];
+        if FIRST {
+            acc.h0[j] += h0[j];
+            acc.bad[j] += bad[j];
+        }
+    }
+    acc.bmax = bm;
+    und
+}
+
+/// One pass over a stretch of a row (see [`Split`]), pushing its undecided elements onto
+/// `cands` (in row order). Lanes accumulate in `f64` in a fixed order (a short tail is
+/// padded with elements that add nothing); the undecided elements' sums come from `cands`
+/// afterwards (they are few), in row order.
+#[inline(always)]
+fn stretch_split<T: Real, L: SideAccess<T>, H: SideAccess<T>, const FIRST: bool>(
     row: &Row<'_, T, L, H>,
     c1: f64,
     c2: f64,
     cands: &mut Vec<(f64, f64)>,
 ) -> Split {
     let n = row.x.len();
-    let mut sat = [0f64; LANES];
-    let mut act = [0f64; LANES];
-    let mut g1 = [0f64; LANES];
-    let mut g2 = [0f64; LANES];
-    let mut h0 = [0f64; LANES];
-    let mut bmax = [0f64; LANES];
-    let mut k = [0u32; LANES];
-    let mut k1 = [0u32; LANES];
-    let mut k2 = [0u32; LANES];
-    let mut bad = [0u32; LANES];
-    let inf = T::infinity();
+    let mut acc = Acc {
+        fixed: [0.0; LANES],
+        k: [0.0; LANES],
+        h0: [0.0; LANES],
+        bmax: [0.0; LANES],
+        bad: [0.0; LANES],
+    };
+    let from = cands.len();
+    let (xs, zs) = (&row.x[..n], &row.z[..n]);
+    let full = n - n % LANES;
     let mut base = 0;
-    while base < n {
-        prefetch_ahead(row.x, base);
-        prefetch_ahead(row.z, base);
+    while base < full {
+        prefetch_ahead(xs, base);
+        prefetch_ahead(zs, base);
         for side in [row.lo.values(), row.hi.values()].into_iter().flatten() {
             prefetch_ahead(side, base);
         }
-        let len = LANES.min(n - base);
-        let r = row.sub(base, base + len);
-        let mut inside = 0u32;
-        let mut lane = |j: usize, x: T, z: T, lo: T, hi: T| {
-            let (b, s) = element(x, z, lo, hi);
-            let a = b - s;
-            let invalid = !((x.abs() < inf) & (z.abs() < inf) & (x >= lo) & (x <= hi));
-            let (zero, capped, active) = piece(b, s, a, c1, c2);
-            let undecided = !zero & !capped & !active;
-            sat[j] += if capped { s } else { 0.0 };
-            act[j] += if active { b } else { 0.0 };
-            k[j] += active as u32;
-            g1[j] += if undecided { ramp(b - c1, s) } else { 0.0 };
-            g2[j] += if undecided { ramp(b - c2, s) } else { 0.0 };
-            k1[j] += (undecided & (a < c1)) as u32;
-            k2[j] += (undecided & (b > c2)) as u32;
-            h0[j] += if b < s { b } else { s };
-            bmax[j] = if b > bmax[j] { b } else { bmax[j] };
-            bad[j] |= invalid as u32;
-            inside |= ((undecided & !invalid) as u32) << j;
-        };
-        if len == LANES {
-            let (xs, zs) = (&r.x[..LANES], &r.z[..LANES]);
-            for j in 0..LANES {
-                lane(j, xs[j], zs[j], r.lo.at(j), r.hi.at(j));
-            }
-        } else {
-            for j in 0..len {
-                lane(j, r.x[j], r.z[j], r.lo.at(j), r.hi.at(j));
-            }
+        let r = row.sub(base, base + LANES);
+        let (xc, zc) = (&xs[base..base + LANES], &zs[base..base + LANES]);
+        let x: [f64; LANES] = std::array::from_fn(|j| xc[j].as_f64());
+        let z: [f64; LANES] = std::array::from_fn(|j| zc[j].as_f64());
+        let lo: [f64; LANES] = std::array::from_fn(|j| r.lo.at(j).as_f64());
+        let hi: [f64; LANES] = std::array::from_fn(|j| r.hi.at(j).as_f64());
+        let und = split_lanes::<FIRST>(&mut acc, (&x, &z, &lo, &hi), c1, c2);
+        // rare (a few percent of the elements): a branch per stretch of lanes
+        if und.iter().fold(false, |m, &u| m | u) {
+            collect(&und, (&x, &z, &lo, &hi), cands);
         }
-        if COLLECT {
-            while inside != 0 {
-                let j = inside.trailing_zeros() as usize;
-                inside &= inside - 1;
-                cands.push(element(r.x[j], r.z[j], r.lo.at(j), r.hi.at(j)));
-            }
-        }
-        base += len;
+        base += LANES;
+    }
+    if full < n {
+        // padding: x = z = lo = hi = 0 is a valid element with d = 0, which adds nothing
+        let r = row.sub(full, n);
+        let pad = |j: usize, v: &dyn Fn(usize) -> T| if full + j < n { v(j).as_f64() } else { 0.0 };
+        let x: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| xs[full + j]));
+        let z: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| zs[full + j]));
+        let lo: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| r.lo.at(j)));
+        let hi: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| r.hi.at(j)));
+        let und = split_lanes::<FIRST>(&mut acc, (&x, &z, &lo, &hi), c1, c2);
+        collect(&und, (&x, &z, &lo, &hi), cands);
     }
     let mut out = Split::default();
     for j in 0..LANES {
         out = out
             + Split {
-                sat: sat[j],
-                act: act[j],
-                k: k[j] as u64,
-                g1: g1[j],
-                g2: g2[j],
-                k1: k1[j] as u64,
-                k2: k2[j] as u64,
-                h0: h0[j],
-                bmax: bmax[j],
-                bad: bad[j] as u64,
+                fixed: acc.fixed[j],
+                k: acc.k[j] as u64,
+                h0: acc.h0[j],
+                bmax: acc.bmax[j],
+                bad: acc.bad[j] as u64,
+                ..Split::default()
             };
+    }
+    for &(b, s) in &cands[from..] {
+        out.g1 += ramp(b - c1, s);
+        out.g2 += ramp(b - c2, s);
+        out.k1 += (b - s < c1) as u64;
+        out.k2 += (b > c2) as u64;
     }
     out
 }
 
+/// Pushes the elements flagged in `und` onto `cands`, in order.
+#[inline(never)]
+fn collect(
+    und: &[bool; LANES],
+    (x, z, lo, hi): (&[f64; LANES], &[f64; LANES], &[f64; LANES], &[f64; LANES]),
+    cands: &mut Vec<(f64, f64)>,
+) {
+    for j in 0..LANES {
+        if und[j] {
+            cands.push(element(x[j], z[j], lo[j], hi[j]));
+        }
+    }
+}
+
 multiversion!(stretch_split_best, stretch_split_avx2, stretch_split,
-    <T: Real, L: SideAccess<T>, H: SideAccess<T>; const COLLECT: bool>,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>; const FIRST: bool>,
     (row: &Row<'_, T, L, H>, c1: f64, c2: f64, cands: &mut Vec<(f64, f64)>) -> Split);
 
-/// One pass over the row split at `[c1, c2]`; the undecided elements replace `cands` (in
-/// row order) when `collect`. Long rows run in blocks of [`BLOCK`] elements, in parallel
-/// when `par`, their sums added in block order.
+/// One pass over the row split at `[c1, c2]`; its undecided elements replace `cands` (in
+/// row order). `first`: the first pass over the row, which also validates it and sums
+/// `h0` and `bmax`. Long rows run in blocks of [`BLOCK`] elements, in parallel when `par`,
+/// their sums added in block order.
 fn split<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     (c1, c2): (f64, f64),
-    collect: bool,
+    first: bool,
     cands: &mut Vec<(f64, f64)>,
     par: bool,
 ) -> Split {
     cands.clear();
     let one = |r: &Row<'_, T, L, H>, out: &mut Vec<(f64, f64)>| {
-        if collect {
+        if first {
             stretch_split_best::<T, L, H, true>(r, c1, c2, out)
         } else {
             stretch_split_best::<T, L, H, false>(r, c1, c2, out)
@@ -322,7 +380,7 @@ pub(super) fn project_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         subsample_guess(row, st)
     };
     let bracket = (guess * (1.0 - GUESS_WIDTH), guess * (1.0 + GUESS_WIDTH));
-    let first = split(row, bracket, guess > 0.0, &mut st.pairs, par);
+    let first = split(row, bracket, true, &mut st.pairs, par);
     if first.bad > 0 {
         return None;
     }
@@ -355,7 +413,6 @@ fn locate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let eps = row.eps;
     // h(lo) > eps >= h(hi)
     let (mut lo, mut hi) = (0.0f64, sums.bmax);
-    let mut collected = c1 < c2;
     for pass in 0.. {
         let (g1, g2) = sums.ends(c1, c2);
         if g1 == eps {
@@ -365,11 +422,8 @@ fn locate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
             return c2;
         }
         if g1 > eps && g2 < eps {
-            if !collected {
-                sums = split(row, (c1, c2), true, &mut st.pairs, par);
-            }
             let start = secant((c1, g1), (c2, g2), eps);
-            let base = (sums.sat, sums.act, sums.k);
+            let base = (sums.fixed, sums.k);
             return solve_compact(&mut st.pairs, &mut st.points, base, (c1, c2), start, eps);
         }
         if pass >= SPLIT_PASSES {
@@ -392,7 +446,7 @@ fn locate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         };
         if pass + 1 >= SPLIT_PASSES {
             // the bracket [lo, hi] holds the root: hand over its undecided elements
-            (c1, c2, collected) = (lo, hi, false);
+            (c1, c2) = (lo, hi);
             sums = split(row, (c1, c2), false, &mut st.pairs, par);
             continue;
         }
@@ -403,8 +457,7 @@ fn locate<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         };
         c1 = lo.max(step * (1.0 - STEP_WIDTH));
         c2 = hi.min(step * (1.0 + STEP_WIDTH));
-        collected = c1 < c2;
-        sums = split(row, (c1, c2), collected, &mut st.pairs, par);
+        sums = split(row, (c1, c2), false, &mut st.pairs, par);
     }
     unreachable!("the loop returns")
 }
@@ -441,7 +494,7 @@ fn subsample_guess<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     if !(h0 > target && h0.is_finite()) {
         return 0.0;
     }
-    let base = (0.0, 0.0, 0);
+    let base = (0.0, 0);
     solve_compact(
         &mut st.pairs,
         &mut st.points,
@@ -528,7 +581,7 @@ const MAX_COMPACT_PASSES: usize = 400;
 const SLOW_NEWTON: usize = 2;
 
 /// The root of `h(lam) = eps` on the bracket `[lo, hi]` (`h(lo) > eps >= h(hi)`), where
-/// `h(lam) = sat + act - k lam + sum f_i(lam)` over the undecided `pairs` `(b_i, s_i)`,
+/// `h(lam) = fixed - k lam + sum f_i(lam)` over the undecided `pairs` `(b_i, s_i)`,
 /// starting at `start` (any value: one outside the bracket starts with a median step).
 ///
 /// Each pass evaluates `h` at a candidate, moves one end of the bracket there, and drops
@@ -540,7 +593,7 @@ const SLOW_NEWTON: usize = 2;
 fn solve_compact(
     pairs: &mut Vec<(f64, f64)>,
     points: &mut Vec<f64>,
-    base: (f64, f64, u64),
+    base: (f64, u64),
     bracket: (f64, f64),
     start: f64,
     eps: f64,
@@ -552,7 +605,7 @@ fn solve_compact(
 fn solve_compact_counted(
     pairs: &mut Vec<(f64, f64)>,
     points: &mut Vec<f64>,
-    (mut sat, mut act, mut k): (f64, f64, u64),
+    (mut fixed, mut k): (f64, u64),
     (mut lo, mut hi): (f64, f64),
     start: f64,
     eps: f64,
@@ -565,7 +618,7 @@ fn solve_compact_counted(
             if k == 0 {
                 return lo;
             }
-            return ((sat + act - eps) / k as f64).clamp(lo, hi);
+            return ((fixed - eps) / k as f64).clamp(lo, hi);
         }
         if median_next || !(cand > lo && cand < hi) {
             cand = median_breakpoint(pairs, points, lo, hi);
@@ -591,7 +644,7 @@ fn solve_compact_counted(
                 }
             }
         }
-        let h = sat + act - k as f64 * cand + acc.iter().sum::<f64>();
+        let h = fixed - k as f64 * cand + acc.iter().sum::<f64>();
         if h == eps {
             return cand;
         }
@@ -620,11 +673,11 @@ fn solve_compact_counted(
         pairs.retain(|&(b, s)| match piece_of(b, s, lo, hi) {
             Piece::Zero => false,
             Piece::Capped => {
-                sat += s;
+                fixed += s;
                 false
             }
             Piece::Active => {
-                act += b;
+                fixed += b;
                 k += 1;
                 false
             }
@@ -679,7 +732,7 @@ mod tests {
     fn solve(pairs: &[(f64, f64)], eps: f64) -> (f64, usize) {
         let bmax = pairs.iter().fold(0.0f64, |m, p| m.max(p.0));
         let (mut p, mut pts, mut work) = (pairs.to_vec(), Vec::new(), 0);
-        let base = (0.0, 0.0, 0);
+        let base = (0.0, 0);
         let lam = solve_compact_counted(
             &mut p,
             &mut pts,

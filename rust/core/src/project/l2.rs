@@ -64,6 +64,47 @@ pub(super) fn project_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     Some(t)
 }
 
+/// What [`replay_row`] did.
+pub(super) enum Replay {
+    /// The row is done: `None` when it holds invalid values, else `t`.
+    Done(Option<f64>),
+    /// The forward took a path the replay does not repeat (a halved direction, a split
+    /// `eta`): solve again.
+    Solve,
+}
+
+/// The VJP's view of one row's forward given its `t` (as [`project_row`] returned it):
+/// validates the row and, when `0 <= t < 1` and `eps > 0` (where the VJP reads `y`),
+/// writes `y` with the forward's own apply, so bitwise as the forward wrote it.
+pub(super) fn replay_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    y: &mut [T],
+    t: f64,
+    par: bool,
+) -> Replay {
+    if row_bad(row) {
+        return Replay::Done(None);
+    }
+    if t >= 1.0 || row.eps == 0.0 {
+        return Replay::Done(Some(t));
+    }
+    if t == 0.0 {
+        y.copy_from_slice(row.x);
+        return Replay::Done(Some(0.0));
+    }
+    if t.is_nan() || t < 0.0 || needs_wide_apply::<T>(t) {
+        return Replay::Solve;
+    }
+    write_direction(row, y, false, par);
+    // the forward halves directions this large (its sums would overflow in f64)
+    let limit = T::of_f64(1e140);
+    if y.iter().any(|v| !v.is_finite() || v.abs() >= limit) {
+        return Replay::Solve;
+    }
+    apply_row_in_place(row.x, row.lo, row.hi, T::of_f64(t), y, par);
+    Replay::Done(Some(t))
+}
+
 /// The solver on the direction held in `y`.
 fn solve<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,

@@ -29,13 +29,14 @@ use crate::par::{map_items, Plan};
 use crate::real::Real;
 use crate::solve::Hints;
 use crate::visit::{visit, RowJob, Sides};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod inf;
 mod l1;
 mod l2;
 mod vjp;
 
-pub use vjp::project_vjp;
+pub use vjp::{project_vjp, project_vjp_given};
 
 /// `rows` pairs `(x, z)` of vectors of length `n`, row-major and contiguous.
 #[derive(Clone, Copy, Debug)]
@@ -287,8 +288,49 @@ pub(super) fn forward_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 ) -> Option<f64> {
     match kind {
         ProjectNorm::Inf => inf::project_row(row, y, par).then_some(0.0),
-        ProjectNorm::L2 => l2::project_row(row, y, &mut st.l2, par),
-        ProjectNorm::L1 => l1::project_row(row, y, &mut st.l1, par),
+        ProjectNorm::L2 => {
+            ROW_SEARCHES.fetch_add(1, Ordering::Relaxed);
+            l2::project_row(row, y, &mut st.l2, par)
+        }
+        ProjectNorm::L1 => {
+            ROW_SEARCHES.fetch_add(1, Ordering::Relaxed);
+            l1::project_row(row, y, &mut st.l1, par)
+        }
+    }
+}
+
+/// Rows whose multiplier was searched for (`p = 1`, `p = 2`), over the process's life.
+static ROW_SEARCHES: AtomicUsize = AtomicUsize::new(0);
+
+/// How many rows have had their multiplier searched for so far (`p = 1` and `p = 2`
+/// forwards, and the VJPs that solve again): lets tests check that [`project_vjp_given`]
+/// searches nothing.
+#[doc(hidden)]
+pub fn project_row_searches() -> usize {
+    ROW_SEARCHES.load(Ordering::Relaxed)
+}
+
+/// What the VJP needs of one row's forward given its multiplier `mult` (as
+/// [`forward_row`] returned it): the row validated and, where the VJP reads the
+/// projection (`p = 2` with `0 <= t < 1`, `p = inf`), `y` written bitwise as the forward
+/// wrote it. Returns the multiplier, or `None` when the row holds invalid values.
+pub(super) fn replay_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    kind: ProjectNorm,
+    row: &Row<'_, T, L, H>,
+    y: &mut [T],
+    mult: f64,
+    st: &mut RowState,
+    par: bool,
+) -> Option<f64> {
+    match kind {
+        // one pass, nothing to search
+        ProjectNorm::Inf => forward_row(kind, row, y, st, par),
+        // the p = 1 VJP reads only `lam`
+        ProjectNorm::L1 => (!row_bad(row)).then_some(mult),
+        ProjectNorm::L2 => match l2::replay_row(row, y, mult, par) {
+            l2::Replay::Done(t) => t,
+            l2::Replay::Solve => forward_row(kind, row, y, st, par),
+        },
     }
 }
 
@@ -426,7 +468,36 @@ impl<T: Real> RowWork<T> for Forward {
 /// assert_eq!(y, [0.75, 0.9]);
 /// ```
 pub fn project<T: Real>(batch: &ProjectBatch<'_, T>, y_out: &mut [T]) -> Result<(), CoreError> {
-    let kind = batch.check(&[("out", y_out.len())])?;
     let mut mult = vec![0.0f64; batch.rows];
-    run_rows(batch, &Forward { kind }, y_out, None, &mut mult)
+    project_with_multipliers(batch, y_out, &mut mult)
+}
+
+/// [`project`], also writing each row's multiplier into `mult_out` (`rows` values): `t`
+/// for `p = 2` (1 when `clip(z)` is inside the ball), `lam` for `p = 1` (0 when `clip(z)`
+/// is inside, infinity at `eps = 0`), 0 for `p = inf`. [`project_vjp_given`] takes them,
+/// so that the VJP does not solve again.
+///
+/// ```
+/// use clipresc_core::{project_with_multipliers, ProjectBatch, ProjectNorm, Bound, Eps};
+/// let (x, z) = ([0.5f64, 0.9], [2.0f64, 0.9]);
+/// let b = ProjectBatch { x: &x, z: &z, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.25), norm: ProjectNorm::L1 };
+/// let (mut y, mut lam) = ([0.0f64; 2], [0.0f64]);
+/// project_with_multipliers(&b, &mut y, &mut lam).unwrap();
+/// assert_eq!((y, lam), ([0.75, 0.9], [1.25]));
+/// ```
+pub fn project_with_multipliers<T: Real>(
+    batch: &ProjectBatch<'_, T>,
+    y_out: &mut [T],
+    mult_out: &mut [f64],
+) -> Result<(), CoreError> {
+    let kind = batch.check(&[("out", y_out.len())])?;
+    if mult_out.len() != batch.rows {
+        return Err(CoreError::Length {
+            arg: "mult_out",
+            expected: batch.rows,
+            got: mult_out.len(),
+        });
+    }
+    run_rows(batch, &Forward { kind }, y_out, None, mult_out)
 }

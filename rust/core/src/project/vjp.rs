@@ -4,7 +4,8 @@
 #![allow(clippy::needless_range_loop)]
 
 use super::{
-    forward_row, run_rows, ProjectBatch, ProjectGrads, ProjectNorm, Row, RowState, RowWork,
+    forward_row, replay_row, run_rows, ProjectBatch, ProjectGrads, ProjectNorm, Row, RowState,
+    RowWork,
 };
 use crate::bounds::SideAccess;
 use crate::error::CoreError;
@@ -13,6 +14,8 @@ use crate::real::Real;
 struct Backward<'g, T> {
     kind: ProjectNorm,
     ybar: &'g [T],
+    /// The forward's multipliers, when the caller kept them.
+    given: Option<&'g [f64]>,
 }
 
 impl<T: Real> RowWork<T> for Backward<'_, T> {
@@ -51,7 +54,10 @@ impl<T: Real> Backward<'_, T> {
         let g = &self.ybar[r * n..(r + 1) * n];
         let zero = T::zero();
         // the forward (which validates the row), into gz as a scratch for y
-        let mult = forward_row(self.kind, row, gz, st, par)?;
+        let mult = match self.given.map(|m| m[r]) {
+            Some(m) if !m.is_nan() => replay_row(self.kind, row, gz, m, st, par)?,
+            _ => forward_row(self.kind, row, gz, st, par)?,
+        };
         let y_inside = |i: usize, y: T| y > row.lo.at(i) && y < row.hi.at(i);
         match self.kind {
             ProjectNorm::Inf => {
@@ -214,6 +220,45 @@ pub fn project_vjp<T: Real>(
     ybar: &[T],
     grads: ProjectGrads<'_, T>,
 ) -> Result<(), CoreError> {
+    vjp_rows(batch, ybar, None, grads)
+}
+
+/// [`project_vjp`] given the forward's multipliers `mult` (`rows` values, as
+/// [`crate::project_with_multipliers`] wrote them): no row is solved again (a NaN
+/// multiplier, unknown, is). Bitwise the same cotangents as [`project_vjp`].
+///
+/// ```
+/// use clipresc_core::{project_vjp_given, ProjectBatch, ProjectGrads, ProjectNorm, Bound, Eps};
+/// let (x, z) = ([0.5f64, 0.9], [2.0f64, 0.9]);
+/// let b = ProjectBatch { x: &x, z: &z, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.25), norm: ProjectNorm::L1 };
+/// let (mut gx, mut gz, mut ge) = ([0.0f64; 2], [0.0f64; 2], [0.0f64]);
+/// let grads = ProjectGrads { x: &mut gx, z: &mut gz, eps: &mut ge };
+/// project_vjp_given(&b, &[1.0, 1.0], &[1.25], grads).unwrap();  // lam = 1.25
+/// assert_eq!((gx, gz, ge), ([1.0, 1.0], [0.0, 0.0], [1.0]));
+/// ```
+pub fn project_vjp_given<T: Real>(
+    batch: &ProjectBatch<'_, T>,
+    ybar: &[T],
+    mult: &[f64],
+    grads: ProjectGrads<'_, T>,
+) -> Result<(), CoreError> {
+    if mult.len() != batch.rows {
+        return Err(CoreError::Length {
+            arg: "mult",
+            expected: batch.rows,
+            got: mult.len(),
+        });
+    }
+    vjp_rows(batch, ybar, Some(mult), grads)
+}
+
+fn vjp_rows<T: Real>(
+    batch: &ProjectBatch<'_, T>,
+    ybar: &[T],
+    given: Option<&[f64]>,
+    grads: ProjectGrads<'_, T>,
+) -> Result<(), CoreError> {
     let kind = batch.check(&[
         ("ybar", ybar.len()),
         ("x_grad", grads.x.len()),
@@ -228,7 +273,7 @@ pub fn project_vjp<T: Real>(
     }
     run_rows(
         batch,
-        &Backward { kind, ybar },
+        &Backward { kind, ybar, given },
         grads.x,
         Some(grads.z),
         grads.eps,
