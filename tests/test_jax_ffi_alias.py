@@ -155,7 +155,7 @@ def _inputs_still_needed() -> None:
         gx, gd = pull(g)
         return y, g * 1.0, gx, gd
 
-    plain, aliased, in_place = _both(f, jx, jd, jg)
+    plain, aliased, _in_place = _both(f, jx, jd, jg)
     assert _bits_equal(plain, aliased)
     y = jax.jit(lambda x, d: cj.perturb(x, d, 0.9))(jx, jd)
     np.testing.assert_array_equal(aliased[0], np.asarray(y))
