@@ -928,17 +928,19 @@ fn same_bits<T: FuzzReal>(a: &[T], b: &[T]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(u, v)| u.to_raw() == v.to_raw())
 }
 
-/// The error the core must report for this input, replaying its order of checks.
-pub fn expected_error<T: FuzzReal>(case: &Case<T>, op: Op) -> Option<CoreError> {
+/// The first error of the core's argument checks that come before its value checks, in its
+/// order: the lengths of `arrays` (`(arg, expected, got)`), of the bounds and of `eps`, then
+/// the values of `eps`.
+fn expected_argument_error<T: FuzzReal>(
+    case: &Case<T>,
+    arrays: &[(&'static str, usize, usize)],
+) -> Option<CoreError> {
     let (rows, n) = (case.rows, case.n);
     let total = rows * n;
     let len =
         |arg, expected, got| (expected != got).then_some(CoreError::Length { arg, expected, got });
-    if let Some(e) = len("eta", rows, case.eta_len) {
-        return Some(e);
-    }
-    for (arg, got) in [("x", case.x.len()), ("delta", case.delta.len())] {
-        if let Some(e) = len(arg, total, got) {
+    for &(arg, expected, got) in arrays {
+        if let Some(e) = len(arg, expected, got) {
             return Some(e);
         }
     }
@@ -977,10 +979,27 @@ pub fn expected_error<T: FuzzReal>(case: &Case<T>, op: Op) -> Option<CoreError> 
             });
         }
     }
-    if op == Op::Perturb {
-        if let Some(e) = len("out", total, case.y_len) {
-            return Some(e);
-        }
+    None
+}
+
+/// The error the core must report for this input, replaying its order of checks.
+pub fn expected_error<T: FuzzReal>(case: &Case<T>, op: Op) -> Option<CoreError> {
+    let (rows, n) = (case.rows, case.n);
+    let total = rows * n;
+    let arrays = [
+        ("eta", rows, case.eta_len),
+        ("x", total, case.x.len()),
+        ("delta", total, case.delta.len()),
+    ];
+    if let Some(e) = expected_argument_error(case, &arrays) {
+        return Some(e);
+    }
+    if op == Op::Perturb && case.y_len != total {
+        return Some(CoreError::Length {
+            arg: "out",
+            expected: total,
+            got: case.y_len,
+        });
     }
     let mut found = [(0usize, usize::MAX); 3];
     for r in 0..rows {
@@ -1700,49 +1719,13 @@ fn project_norm(p: f64, inp: &mut Input<'_>) -> (ProjectNorm, f64) {
 fn project_expected_error<T: FuzzReal>(case: &Case<T>, z: &[T]) -> Option<CoreError> {
     let (rows, n) = (case.rows, case.n);
     let total = rows * n;
-    let len =
-        |arg, expected, got| (expected != got).then_some(CoreError::Length { arg, expected, got });
-    for (arg, got) in [("x", case.x.len()), ("z", z.len()), ("out", case.y_len)] {
-        if let Some(e) = len(arg, total, got) {
-            return Some(e);
-        }
-    }
-    for (arg, side) in [("lower", &case.lower), ("upper", &case.upper)] {
-        let e = match side {
-            Side::Scalar(_) => None,
-            Side::Shared(v) => len(arg, n, v.len()),
-            Side::Full(v) => len(arg, total, v.len()),
-        };
-        if e.is_some() {
-            return e;
-        }
-    }
-    let eps: Vec<f64> = match &case.eps {
-        EpsArg::Scalar(e) => vec![*e],
-        EpsArg::PerRow(v) => {
-            if let Some(e) = len("eps", rows, v.len()) {
-                return Some(e);
-            }
-            v.clone()
-        }
-    };
-    let first_bad = |bad: &dyn Fn(f64) -> bool| {
-        let hits: Vec<usize> = (0..eps.len()).filter(|&r| bad(eps[r])).collect();
-        hits.first().map(|&f| (hits.len(), f))
-    };
-    if let Some((count, first)) = first_bad(&|e| e.is_nan() || e < 0.0) {
-        return Some(CoreError::BadEps {
-            what: "negative or NaN",
-            count,
-            first,
-        });
-    }
-    if let Some((count, first)) = first_bad(&|e| e.is_infinite()) {
-        return Some(CoreError::BadEps {
-            what: "infinite",
-            count,
-            first,
-        });
+    let arrays = [
+        ("x", total, case.x.len()),
+        ("z", total, z.len()),
+        ("out", total, case.y_len),
+    ];
+    if let Some(e) = expected_argument_error(case, &arrays) {
+        return Some(e);
     }
     let mut found = [(0usize, usize::MAX); 3];
     for r in 0..rows {

@@ -27,16 +27,7 @@ static BACKWARDS: AtomicU64 = AtomicU64::new(0);
 /// `batch` (with `z` in the direction's place) as the projection's batch.
 fn project_batch<'a, T: Real>(b: &Batch<'a, T>, p: f64) -> Result<ProjectBatch<'a, T>, Fail> {
     let norm = ProjectNorm::new(p).ok_or_else(|| Fail::Call(format!("invalid p {p}")))?;
-    Ok(ProjectBatch {
-        x: b.x,
-        z: b.delta,
-        rows: b.rows,
-        n: b.n,
-        lower: b.lower,
-        upper: b.upper,
-        eps: b.eps,
-        norm,
-    })
+    Ok(ProjectBatch::of_batch(b, norm))
 }
 
 /// A core error as a handler failure: a size mismatch is a malformed call, anything else a

@@ -1,6 +1,6 @@
 //! `project_into` and `project_vjp_into`: the exact projection onto the ball and the box.
 
-use clipresc_core::{project, project_vjp, Batch, ProjectBatch, ProjectGrads, ProjectNorm, Real};
+use clipresc_core::{project, project_vjp, ProjectBatch, ProjectGrads, ProjectNorm, Real};
 use numpy::ndarray::Ix2;
 use numpy::{Element, PyReadwriteArray2};
 use pyo3::exceptions::PyTypeError;
@@ -14,19 +14,6 @@ fn norm_of(py: Python<'_>, p: f64) -> PyResult<ProjectNorm> {
     ProjectNorm::new(p).ok_or_else(|| catalogued(py, "project_p", (p,)))
 }
 
-fn batch_of<'a, T: Real>(b: &Batch<'a, T>, norm: ProjectNorm) -> ProjectBatch<'a, T> {
-    ProjectBatch {
-        x: b.x,
-        z: b.delta,
-        rows: b.rows,
-        n: b.n,
-        lower: b.lower,
-        upper: b.upper,
-        eps: b.eps,
-        norm,
-    }
-}
-
 fn project_typed<T: Element + Real>(
     py: Python<'_>,
     call: Call<'_, T>,
@@ -38,7 +25,7 @@ fn project_typed<T: Element + Real>(
         .map_err(|_| PyTypeError::new_err("y_out must be a writable 2-D array of x's dtype"))?;
     let y = y.as_slice_mut()?;
     call.with_batch(|b| {
-        let pb = batch_of(&b, norm);
+        let pb = ProjectBatch::of_batch(&b, norm);
         detached(py, || project(&pb, y))
     })
 }
@@ -74,7 +61,7 @@ fn vjp_typed<T: Element + Real>(
         eps: ge.as_slice_mut()?,
     };
     call.with_batch(|b| {
-        let pb = batch_of(&b, norm);
+        let pb = ProjectBatch::of_batch(&b, norm);
         detached(py, || project_vjp(&pb, ybar, grads))
     })
 }

@@ -20,7 +20,7 @@
 //! sums are added in block order. Results are therefore bitwise identical for any thread
 //! count.
 
-use crate::batch::Eps;
+use crate::batch::{Batch, Eps};
 use crate::bounds::{Bound, SideAccess};
 use crate::error::CoreError;
 use crate::kernel::BLOCK;
@@ -49,6 +49,32 @@ pub struct ProjectBatch<'a, T> {
     pub upper: Bound<'a, T>,
     pub eps: Eps<'a>,
     pub norm: ProjectNorm,
+}
+
+impl<'a, T: Copy> ProjectBatch<'a, T> {
+    /// The projection of the rows of `b`, with `z` in the place of `b.delta` (the bindings
+    /// describe both calls with one [`Batch`]).
+    ///
+    /// ```
+    /// use clipresc_core::{Batch, Bound, Eps, Norm, ProjectBatch, ProjectNorm};
+    /// let (x, z) = ([0.5f64, 0.5], [0.9f64, 0.1]);
+    /// let b = Batch { x: &x, delta: &z, rows: 1, n: 2, lower: Bound::Scalar(0.0),
+    ///     upper: Bound::Scalar(1.0), eps: Eps::Scalar(0.3), norm: Norm::P(2.0) };
+    /// let pb = ProjectBatch::of_batch(&b, ProjectNorm::L2);
+    /// assert_eq!((pb.z, pb.rows, pb.norm), (&z[..], 1, ProjectNorm::L2));
+    /// ```
+    pub fn of_batch(b: &Batch<'a, T>, norm: ProjectNorm) -> Self {
+        ProjectBatch {
+            x: b.x,
+            z: b.delta,
+            rows: b.rows,
+            n: b.n,
+            lower: b.lower,
+            upper: b.upper,
+            eps: b.eps,
+            norm,
+        }
+    }
 }
 
 /// The norms with an exact, linear-time projection.
