@@ -1024,6 +1024,12 @@ pub fn expected_error<T: FuzzReal>(case: &Case<T>, op: Op) -> Option<CoreError> 
             }
         }
     }
+    found_error(found, "delta")
+}
+
+/// The core's value error from the tallies `(count, first index)` of non-finite `x`,
+/// non-finite `second` (the direction or the target) and `x` outside the box, in its order.
+fn found_error(found: [(usize, usize); 3], second: &'static str) -> Option<CoreError> {
     match found {
         [(count, first), _, _] if count > 0 => Some(CoreError::NonFinite {
             arg: "x",
@@ -1031,7 +1037,7 @@ pub fn expected_error<T: FuzzReal>(case: &Case<T>, op: Op) -> Option<CoreError> 
             first,
         }),
         [_, (count, first), _] if count > 0 => Some(CoreError::NonFinite {
-            arg: "delta",
+            arg: second,
             count,
             first,
         }),
@@ -1746,20 +1752,7 @@ fn project_expected_error<T: FuzzReal>(case: &Case<T>, z: &[T]) -> Option<CoreEr
             found[k].1 = found[k].1.min(i);
         }
     }
-    match found {
-        [(count, first), _, _] if count > 0 => Some(CoreError::NonFinite {
-            arg: "x",
-            count,
-            first,
-        }),
-        [_, (count, first), _] if count > 0 => Some(CoreError::NonFinite {
-            arg: "z",
-            count,
-            first,
-        }),
-        [_, _, (count, first)] if count > 0 => Some(CoreError::OutOfBounds { count, first }),
-        _ => None,
-    }
+    found_error(found, "z")
 }
 
 /// One row in `f64`: `x`, `z`, and the box.
