@@ -326,6 +326,7 @@ mod tests {
     }
 
     /// Both paths over `rows` rows in order (hints carried from row to row), for `eps(r)`.
+    #[allow(clippy::too_many_arguments)]
     fn agree<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         x: &[T],
         z: &[T],
