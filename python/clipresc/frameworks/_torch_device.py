@@ -119,6 +119,23 @@ def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return tuple(back(a) for a in out)
 
 
+def _check(
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lo: float,
+    hi: float,
+    p: float,
+    axis: Sequence[int],
+) -> None:
+    """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
+    same messages, counts and first indices); raises on the first problem."""
+    bounds = (lo if lower is None else lower, hi if upper is None else upper)
+    prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
+
+
 def _solve(
     lay: Layout,
     x: Any,
@@ -131,14 +148,10 @@ def _solve(
     p: float,
     axis: Sequence[int],
 ) -> tuple[Any, ...]:
-    """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
-    same messages, counts and first indices), then the row operands ``(x, delta, eps,
-    lower, upper)`` for :mod:`clipresc.backends.generic`."""
-    bounds = (lo if lower is None else lower, hi if upper is None else upper)
-    prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
-    xr = _rows(lay, x)
-    dr = _rows(lay, delta)
-    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+    """:func:`_check`, then the row operands ``(x, delta, eps, lower, upper)`` for
+    :mod:`clipresc.backends.generic`."""
+    _check(x, delta, eps, lower, upper, lo, hi, p, axis)
+    return _row_operands(lay, x, delta, eps, lower, upper, lo, hi, None)
 
 
 def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
@@ -160,14 +173,32 @@ def _eps_rows(lay: Layout, eps: Any) -> Any:
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
 
 
+def _row_operands(
+    lay: Layout,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lo: float,
+    hi: float,
+    wd: Any,
+) -> tuple[Any, ...]:
+    """``(x, delta, eps, lower, upper)`` as rows, ``x`` and ``delta`` converted to ``wd``
+    (``None``: kept in their dtype)."""
+    xr, dr = _rows(lay, x), _rows(lay, delta)
+    if wd is not None:
+        xr, dr = xr.to(wd), dr.to(wd)
+    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+
+
 def _kernel_rows(
     lay: Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: float, hi: float
 ) -> tuple[Any, ...]:
-    """The row operands for the CUDA kernels, which check the values themselves."""
+    """The row operands for the CUDA kernels (which check the values themselves), in the
+    work dtype (float16 / bfloat16 widened to float32)."""
     wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    xr = _rows(lay, x).to(wd)
-    dr = _rows(lay, delta).to(wd)
-    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+    return _row_operands(lay, x, delta, eps, lower, upper, lo, hi, wd)
 
 
 def _error_word(x: Any) -> Any:
@@ -204,7 +235,7 @@ def forward_eta(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
                 lambda: _raise_unreachable(lay, flag, unreachable),
             )
         else:
@@ -267,7 +298,7 @@ def vjp(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
             )
     else:
         xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
