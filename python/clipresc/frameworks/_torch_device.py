@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import _errors
@@ -117,6 +117,21 @@ def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
         return None if a is None else torch.from_dlpack(a)
 
     return tuple(back(a) for a in out)
+
+
+def kernel_scale_rows(x: Any) -> Callable[..., tuple[Any, Any]] | None:
+    """The CUDA kernels' per-row ``eta`` solver for rows of tensors on ``x``'s device (on
+    torch's stream, with torch's allocator; no value checks), or ``None`` where CuPy cannot
+    run them."""
+    cp = _cupy_for(x)
+    if cp is None:
+        return None
+
+    def scale_rows(xr: Any, dr: Any, eps: Any, p: float, lower: Any, upper: Any) -> Any:
+        eta, flag = _run_cupy(cp, xr, cp[1].scale_rows, xr, dr, eps, p, lower, upper)
+        return eta, flag
+
+    return scale_rows
 
 
 def _check(
