@@ -151,24 +151,6 @@ def _check(
     prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
 
 
-def _solve(
-    lay: Layout,
-    x: Any,
-    delta: Any,
-    eps: Any,
-    lower: Any,
-    upper: Any,
-    lo: float,
-    hi: float,
-    p: float,
-    axis: Sequence[int],
-) -> tuple[Any, ...]:
-    """:func:`_check`, then the row operands ``(x, delta, eps, lower, upper)`` for
-    :mod:`clipresc.backends.generic`."""
-    _check(x, delta, eps, lower, upper, lo, hi, p, axis)
-    return _row_operands(lay, x, delta, eps, lower, upper, lo, hi, None)
-
-
 def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
     if unreachable != "raise":
         return
@@ -257,7 +239,8 @@ def forward_eta(
             _raise_unreachable(lay, flag, unreachable)
     else:
         eps = _eps_tensor(eps, x)
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        xr, dr, er, lr, ur = _row_operands(lay, x, delta, eps, lower, upper, lower_s, upper_s, None)
         y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
         _raise_unreachable(lay, flag, unreachable)
     eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
@@ -316,7 +299,8 @@ def vjp(
                 lambda: _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
             )
     else:
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        xr, dr, er, lr, ur = _row_operands(lay, x, delta, eps, lower, upper, lower_s, upper_s, None)
         eta = _given_eta(eta, xr.dtype, lay.rows)
         if eta is None:
             eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)
