@@ -139,3 +139,52 @@ def test_subnormals_are_kept_as_on_the_numpy_path() -> None:
         y = jax.jit(lambda x, d, e=eps: cj.perturb(x, d, e, p=1.0))(jnp.asarray(x), jnp.asarray(d))
         want = clipresc.perturb(x, d, eps, p=1.0)
         assert np.asarray(y).tobytes() == want.tobytes()
+
+
+@pytest.mark.parametrize("kind", ["scale", "perturb"])
+@pytest.mark.parametrize("eps", [0.1, 0.7, 1.3, np.float64(2.0 / 3.0)])
+def test_eager_keeps_a_float64_eps(kind: str, eps: float) -> None:
+    """An eager float32 call takes the FFI with ``eps`` as float64 bits, not rounded to
+    float32 as a JAX operand would be with 64-bit types off: the bits equal the NumPy path's
+    (with a rounded eps 0.7 changes 116 of 2400 outputs), and per-row NumPy eps too."""
+    rng = np.random.default_rng(11)
+    x = rng.uniform(0, 1, (8, 300)).astype(np.float32)
+    d = rng.standard_normal((8, 300)).astype(np.float32)
+    fn = getattr(clipresc, kind)
+    before = _clipresc.jax_ffi_calls()[0]
+    got = np.asarray(getattr(cj, kind)(jnp.asarray(x), jnp.asarray(d), eps))
+    assert _clipresc.jax_ffi_calls()[0] == before + 1  # the FFI ran, not NumPy
+    np.testing.assert_array_equal(got, fn(x, d, eps))
+    rows = np.full(8, float(eps)) * np.linspace(0.5, 1.5, 8)
+    got = np.asarray(getattr(cj, kind)(jnp.asarray(x), jnp.asarray(d), rows))
+    np.testing.assert_array_equal(got, fn(x, d, rows))
+
+
+def test_eager_calls_parse_plain_arguments_once() -> None:
+    """A repeated eager call with plain arguments reuses its parsed description; whatever
+    differs in the key (shape, p, bounds, axis) is parsed again and gives its own result,
+    and a traced or non-plain call never enters the cache."""
+    rng = np.random.default_rng(12)
+    x = rng.uniform(0, 1, (4, 6)).astype(np.float32)
+    d = rng.standard_normal((4, 6)).astype(np.float32)
+    jx, jd = jnp.asarray(x), jnp.asarray(d)
+    cj._PLAIN_CALLS.clear()
+    calls = [
+        ((jx, jd, 0.5), {}, (x, d, 0.5), {}),
+        ((jx, jd, 0.25), {}, (x, d, 0.25), {}),
+        ((jx, jd, 0.5), {"p": 1}, (x, d, 0.5), {"p": 1}),
+        ((jx, jd, 0.5), {"bounds": (-0.5, 1.5)}, (x, d, 0.5), {"bounds": (-0.5, 1.5)}),
+        ((jx, jd, 0.5), {"axis": 0}, (x, d, 0.5), {"axis": 0}),
+        ((jx[:2], jd[:2], 0.5), {}, (x[:2], d[:2], 0.5), {}),
+    ]
+    for _ in range(2):
+        for jargs, jkw, nargs, nkw in calls:
+            got = np.asarray(cj.perturb(*jargs, **jkw))
+            np.testing.assert_array_equal(got, clipresc.perturb(*nargs, **nkw))
+    assert len(cj._PLAIN_CALLS) == 5  # eps is not part of the description
+    jax.jit(lambda a, b: cj.perturb(a, b, 0.5, p=3))(jx, jd)
+    cj.perturb(jx, jd, 0.5, bounds=(jnp.zeros(6), 1.0))
+    cj.perturb(jx, jd, jnp.float32(0.5), p=3)
+    assert len(cj._PLAIN_CALLS) == 5
+    with pytest.raises(ValueError, match="eps"):  # values are still checked per call
+        cj.perturb(jx, jd, -1.0)

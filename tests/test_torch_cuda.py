@@ -170,3 +170,22 @@ def test_batch_above_2_31_elements() -> None:
     tail = slice(rows - 4, rows)
     want = clipresc.perturb(x[tail].cpu().numpy(), d[tail].cpu().numpy(), 5.0, p=2.0, axis=1)
     np.testing.assert_allclose(y[tail].cpu().numpy(), want, rtol=2e-6, atol=2e-6)
+
+
+@pytest.mark.parametrize("p", P_VALUES, ids=lambda p: f"p{p}")
+@pytest.mark.parametrize("dtype", (torch.float32, torch.float64), ids=["f32", "f64"])
+def test_project_cuda_matches_cpu(p: float, dtype: Any) -> None:
+    """``clipresc.project`` on CUDA tensors (``p = 2``: ``eta`` from the kernels) against the
+    same call on CPU tensors (the Rust core), values and gradients."""
+    x, d = _inputs((8, 3, 17, 19), dtype, 3)
+    z = x + 0.5 * d
+    eps = {1.0: 20.0, 2.0: 2.0, math.inf: 0.05}[p]
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 1e-10, "atol": 1e-12}
+    outs = []
+    for dev in ("cpu", "cuda"):
+        xd, zd = x.to(dev).requires_grad_(), z.to(dev).requires_grad_()
+        y = clipresc.project(xd, zd, eps, p=p)
+        (y * torch.cos(xd)).sum().backward()
+        outs.append((y.detach().cpu(), xd.grad.cpu(), zd.grad.cpu()))
+    for cpu, cuda in zip(*outs):
+        torch.testing.assert_close(cuda, cpu, **tol)

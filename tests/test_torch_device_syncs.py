@@ -163,6 +163,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch, counting: None) -> types.SimpleNam
     cupy = _fake_cupy()
     backend = types.SimpleNamespace(
         forward_rows=_fake_forward_rows,
+        scale_rows=lambda *a: _fake_forward_rows(*a, want_y=False, err=None)[1:3],
         scale_vjp_rows=_fake_vjp("scale"),
         perturb_vjp_rows=_fake_vjp("perturb"),
     )
@@ -296,3 +297,24 @@ def test_public_vjp_on_cuda_tensors_runs_on_torchs_stream(
     got = clipresc.perturb_vjp(x, d, 1.0, torch.ones_like(x), bounds=(0.0, 1.0))
     assert got["x"] is x
     assert seen == [(_TORCH_STREAM, True)]
+
+
+def test_project_eta_from_the_kernels_on_torchs_stream(fake_gpu: Any) -> None:
+    """The ``p = 2`` projection of CUDA tensors takes ``eta`` from the kernels
+    (``kernel_scale_rows``): on torch's stream, reading nothing back, with the values of
+    the array-API solver; and none is offered where CuPy cannot run them."""
+    x, d = _case(5)
+    xr, dr = x.reshape(4, -1), d.reshape(4, -1)
+    eps = torch.full((4,), 0.7, dtype=x.dtype)
+    solve = _torch_device.kernel_scale_rows(x)
+    assert solve is not None
+    (eta, flag), reads = _counted(solve, xr, dr, eps, 2.0, 0.0, 1.0)
+    assert reads == [] and LAUNCH_STREAMS == [_TORCH_STREAM]
+    want, want_flag = generic.scale_rows(xr, dr, eps, 2.0, 0.0, 1.0)
+    torch.testing.assert_close(eta, want, rtol=0, atol=0)
+    assert torch.equal(flag, want_flag)
+
+
+def test_no_kernel_eta_without_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_torch_device, "_cupy_for", lambda x: None)
+    assert _torch_device.kernel_scale_rows(torch.zeros(3)) is None

@@ -1,18 +1,21 @@
 """:func:`clipresc.project` and its VJP with array-API operations only (any library with an
 array-API namespace: CUDA tensors, CuPy, array-api-strict, ...), on ``(rows, n)`` rows.
 
-``p = inf`` is the closed form, ``p = 2`` takes ``eta`` from the array-API solver of
-:mod:`clipresc.backends.generic`, and ``p = 1`` bisects on the multiplier ``lam`` (a fixed
-number of vectorised steps, so it also runs under tracing), then solves the linear piece
-the bracket ends on exactly.
+``p = inf`` is the closed form, ``p = 2`` takes ``eta`` from the solver of ``perturb`` for
+the same arrays (:func:`eta_solver`: the CUDA kernels for CuPy arrays and CUDA tensors, else
+the array-API solver of :mod:`clipresc.backends.generic`), and ``p = 1`` bisects on the
+multiplier ``lam`` (a fixed number of vectorised steps, so it also runs under tracing), then
+solves the linear piece the bracket ends on exactly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import array_api_compat
 
+from .._libraries import gpu_ready, library_of
 from .._prepare_xp import (
     arg_shapes,
     cotangent,
@@ -25,6 +28,30 @@ from . import generic
 Array = Any
 
 BISECTION_STEPS = 100
+
+
+def eta_solver(x: Array) -> Callable[..., tuple[Array, Array]]:
+    """The per-row ``eta`` solver (:data:`clipresc.backends.interface.SolveRows`) that the
+    ``p = 2`` projection of ``x``'s rows uses: the CUDA kernels for a CuPy array or a CUDA
+    tensor where CuPy runs them (one launch, as ``perturb``'s; the values were checked
+    already), else the array-API solver.
+
+    >>> import numpy as np
+    >>> eta_solver(np.zeros((1, 2))) is generic.scale_rows
+    True
+    """
+    lib = library_of(x)
+    if lib == "cupy" and gpu_ready():
+        from . import cupy_rows
+
+        return cupy_rows.scale_rows
+    if lib == "torch" and x.device.type == "cuda":
+        from ..frameworks import _torch_device
+
+        kernels = _torch_device.kernel_scale_rows(x)
+        if kernels is not None:
+            return kernels
+    return generic.scale_rows
 
 
 def _renamed(err: Exception) -> Exception:
@@ -85,7 +112,8 @@ class _Rows:
         if self.p == 2.0:
             c = self.clipped_z - x
             inside = (xp.sum(c * c, axis=1, keepdims=True) <= eps * eps) & ~zero_eps
-            eta, _ = generic.scale_rows(x, d, xp.reshape(eps, (-1,)), 2.0, self.lo, self.hi)
+            solve = eta_solver(x)
+            eta, _ = solve(x, d, xp.reshape(eps, (-1,)), 2.0, self.lo, self.hi)
             t = xp.where(inside, 1.0, xp.reshape(xp.astype(eta, x.dtype), (-1, 1)))
             return inside, t
         b, s = xp.abs(d), self._room()

@@ -243,6 +243,37 @@ def _work(a: Any) -> Any:
     return a if a.dtype in (jnp.float32, jnp.float64) else a.astype(jnp.float32)
 
 
+def _eps_operand(e: Any) -> Any:
+    """``eps`` as the handler's operand: the bit words of :func:`exact_eps` as they are,
+    else in the work dtype."""
+    return e if e.dtype == np.uint32 else _work(e)
+
+
+def exact_eps(e: Any) -> Any:
+    """A NumPy ``eps`` (the eager path's, a number or an array) as the bits of its float64
+    values: ``uint32`` words, two per value, low word first, on the default device. JAX would
+    otherwise round a float64 operand to float32 with its 64-bit types off, and an eager call
+    would then differ from the NumPy path in the last bits. Scalars are cached, so a loop
+    with one ``eps`` moves nothing to the device per call.
+
+    >>> import numpy as np
+    >>> w = np.asarray(exact_eps(np.asarray(0.1)))
+    >>> w.dtype, w.shape, float(w.view(np.float64)[0]) == 0.1
+    (dtype('uint32'), (2,), True)
+    """
+    if not isinstance(e, np.ndarray) or e.dtype.kind != "f":
+        return e
+    if e.ndim == 0:
+        return _scalar_eps_bits(float(e))
+    words = np.ascontiguousarray(e, dtype="<f8").view("<u4").reshape(*e.shape, 2)
+    return sys.modules["jax.numpy"].asarray(words)
+
+
+@functools.lru_cache(maxsize=64)
+def _scalar_eps_bits(value: float) -> Any:
+    return sys.modules["jax.numpy"].asarray(np.asarray([value], dtype="<f8").view("<u4"))
+
+
 def _side(cfg: Any, b: Any, shape: Any) -> Any:
     """An array bound as the handler takes it: one shared row ``(1, ..., 1, *vector)``
     where it is constant along the batch axes, else ``x``'s trailing layout."""
@@ -300,7 +331,7 @@ def _operands(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> list[Any]:
     x = _work(x)
     ops = [_trailing(cfg, x), _trailing(cfg, d.astype(x.dtype))]
     if _static_eps(e) is None:
-        ops.append(_work(e))
+        ops.append(_eps_operand(e))
     for b, shape in ((lo, cfg.lower_shape), (hi, cfg.upper_shape)):
         if b is not None:
             ops.append(_side(cfg, b.astype(x.dtype), shape))
@@ -413,6 +444,9 @@ def explain(key: int, arrays: tuple[Any, ...]) -> str:
     cfg, eps = _by_key[key]
     if eps is not None:  # a static eps: not among the operands
         arrays = (*arrays[:2], np.asarray(eps), *arrays[2:])
+    elif arrays[2].dtype == np.uint32:  # exact_eps's bit words
+        words = np.ascontiguousarray(arrays[2], dtype="<u4")
+        arrays = (*arrays[:2], words.view("<f8").reshape(words.shape[:-1]), *arrays[3:])
     from .jax import _forward_host
 
     call = getattr(cfg, "call", cfg)  # a noise call's config holds the _Config

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .. import _errors
@@ -119,8 +119,22 @@ def _run_cupy(cp: Any, x: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
     return tuple(back(a) for a in out)
 
 
-def _solve(
-    lay: Layout,
+def kernel_scale_rows(x: Any) -> Callable[..., tuple[Any, Any]] | None:
+    """The CUDA kernels' per-row ``eta`` solver for rows of tensors on ``x``'s device (on
+    torch's stream, with torch's allocator; no value checks), or ``None`` where CuPy cannot
+    run them."""
+    cp = _cupy_for(x)
+    if cp is None:
+        return None
+
+    def scale_rows(xr: Any, dr: Any, eps: Any, p: float, lower: Any, upper: Any) -> Any:
+        eta, flag = _run_cupy(cp, xr, cp[1].scale_rows, xr, dr, eps, p, lower, upper)
+        return eta, flag
+
+    return scale_rows
+
+
+def _check(
     x: Any,
     delta: Any,
     eps: Any,
@@ -130,15 +144,11 @@ def _solve(
     hi: float,
     p: float,
     axis: Sequence[int],
-) -> tuple[Any, ...]:
+) -> None:
     """The exact checks every array-API path makes (:func:`clipresc._prepare_xp.prepare_xp`:
-    same messages, counts and first indices), then the row operands ``(x, delta, eps,
-    lower, upper)`` for :mod:`clipresc.backends.generic`."""
+    same messages, counts and first indices); raises on the first problem."""
     bounds = (lo if lower is None else lower, hi if upper is None else upper)
     prepare_xp(_xp, x, delta, eps, p, bounds, tuple(axis), "saturate")
-    xr = _rows(lay, x)
-    dr = _rows(lay, delta)
-    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
 
 
 def _raise_unreachable(lay: Layout, flag: Any, unreachable: str) -> None:
@@ -160,14 +170,32 @@ def _eps_rows(lay: Layout, eps: Any) -> Any:
     return eps.broadcast_to(lay.eta_shape).reshape(lay.rows)
 
 
+def _row_operands(
+    lay: Layout,
+    x: Any,
+    delta: Any,
+    eps: Any,
+    lower: Any,
+    upper: Any,
+    lo: float,
+    hi: float,
+    wd: Any,
+) -> tuple[Any, ...]:
+    """``(x, delta, eps, lower, upper)`` as rows, ``x`` and ``delta`` converted to ``wd``
+    (``None``: kept in their dtype)."""
+    xr, dr = _rows(lay, x), _rows(lay, delta)
+    if wd is not None:
+        xr, dr = xr.to(wd), dr.to(wd)
+    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+
+
 def _kernel_rows(
     lay: Layout, x: Any, delta: Any, eps: Any, lower: Any, upper: Any, lo: float, hi: float
 ) -> tuple[Any, ...]:
-    """The row operands for the CUDA kernels, which check the values themselves."""
+    """The row operands for the CUDA kernels (which check the values themselves), in the
+    work dtype (float16 / bfloat16 widened to float32)."""
     wd = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
-    xr = _rows(lay, x).to(wd)
-    dr = _rows(lay, delta).to(wd)
-    return xr, dr, _eps_rows(lay, eps), _bound_rows(lay, lower, lo), _bound_rows(lay, upper, hi)
+    return _row_operands(lay, x, delta, eps, lower, upper, lo, hi, wd)
 
 
 def _error_word(x: Any) -> Any:
@@ -204,14 +232,15 @@ def forward_eta(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
                 lambda: _raise_unreachable(lay, flag, unreachable),
             )
         else:
             _raise_unreachable(lay, flag, unreachable)
     else:
         eps = _eps_tensor(eps, x)
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        xr, dr, er, lr, ur = _row_operands(lay, x, delta, eps, lower, upper, lower_s, upper_s, None)
         y, eta, flag = generic.perturb_rows(xr, dr, er, p, lr, ur)
         _raise_unreachable(lay, flag, unreachable)
     eta_w = eta.to(wd).reshape(lay.eta_shape).contiguous()
@@ -267,10 +296,11 @@ def vjp(
         if err is not None:
             gpu_checks.settle(
                 int(err.item()),  # the call's one synchronisation
-                lambda: _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
+                lambda: _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis),
             )
     else:
-        xr, dr, er, lr, ur = _solve(lay, x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        _check(x, delta, eps, lower, upper, lower_s, upper_s, p, axis)
+        xr, dr, er, lr, ur = _row_operands(lay, x, delta, eps, lower, upper, lower_s, upper_s, None)
         eta = _given_eta(eta, xr.dtype, lay.rows)
         if eta is None:
             eta, _ = generic.scale_rows(xr, dr, er, p, lr, ur)

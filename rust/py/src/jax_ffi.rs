@@ -418,10 +418,25 @@ impl EpsArg {
         }
     }
 
+    /// `eps` from its operand: F32 or F64 values, or U32 pairs holding the bits of F64
+    /// values (low word first), which is how a float64 `eps` reaches the handler exactly
+    /// while JAX's 64-bit types are off (see `exact_eps` in `frameworks/_jax_ffi.py`).
     fn new(buf: &Buf, shape: &Shape) -> Result<EpsArg, String> {
-        let group = shape.group(buf.len(), 1, "eps")?;
-        // SAFETY: an input buffer of this call, read as its own dtype.
-        let values = unsafe { buf.to_f64("eps") }?;
+        let values = if buf.dtype == DTYPE_U32 {
+            // SAFETY: an input buffer of this call, whose dtype says it holds `u32`s.
+            let words = unsafe { buf.ints("eps") }?;
+            if words.len() % 2 != 0 {
+                return Err("eps: an odd number of float64 bit words".into());
+            }
+            words
+                .chunks_exact(2)
+                .map(|w| f64::from_bits((w[0] as u64) | ((w[1] as u64) << 32)))
+                .collect()
+        } else {
+            // SAFETY: an input buffer of this call, read as its own dtype.
+            unsafe { buf.to_f64("eps") }?
+        };
+        let group = shape.group(values.len(), 1, "eps")?;
         Ok(EpsArg { values, group })
     }
 
