@@ -5,6 +5,7 @@ callback path unused, and the ``pure_callback`` fallback with ``CLIPRESC_JAX_FFI
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import subprocess
@@ -204,6 +205,48 @@ def test_vmap_is_one_handler_call_equal_to_the_batched_call(p: float) -> None:
         want = clipresc.project_vjp(x, z, eps, w.reshape(x.shape), p=p, bounds=(lo, hi))
         for got, key in zip(g, ("x", "z", "eps")):
             np.testing.assert_array_equal(np.asarray(got).reshape(want[key].shape), want[key])
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_takes_the_forward_multipliers(p: float, dtype: Any) -> None:
+    """The forward hands each row's multiplier to the backward (a residual of uint32
+    pairs, so also without 64-bit JAX types): a jitted grad searches each row once (the
+    core's count of searched rows), also under ``vmap``, and its gradients are bitwise
+    those of ``project_vjp``, which searches again."""
+    x, z, lo, hi, eps = _case(dtype, b=4, seed=7)
+    w = np.cos(np.arange(x.size)).reshape(x.shape).astype(dtype)
+
+    def loss(a: Any, b: Any, e: Any) -> Any:
+        return jnp.sum(clipresc.project(a, b, e, p=p, bounds=_jb((lo, hi))) * w)
+
+    want = clipresc.project_vjp(x, z, eps, w, p=p, bounds=(lo, hi))
+    # without 64-bit JAX types too where the data allows
+    modes = [x64] if dtype == np.float64 else [contextlib.nullcontext, x64]
+    for mode in modes:
+        with mode():
+            args = tuple(jnp.asarray(a) for a in (x, z, eps))
+            before = _clipresc.project_searches()
+            g = jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(*args)
+            assert _clipresc.project_searches() - before == 4, "the backward searched again"
+            for got, key in zip(g, ("x", "z", "eps")):
+                assert got.dtype == dtype
+                np.testing.assert_array_equal(np.asarray(got), want[key], err_msg=key)
+            # per-example gradients: the mapped axis is one core call's batch
+            xs, zs, ws = (a.reshape(2, 2, 3, 2, 2) for a in (x, z, w))
+
+            def one(a: Any, b: Any, e: Any, c: Any) -> Any:
+                return jnp.sum(clipresc.project(a, b, e, p=p, bounds=(0.0, 1.0)) * c)
+
+            es = eps.reshape(2, 2)
+            before = _clipresc.project_searches()
+            gv = jax.jit(jax.vmap(jax.grad(one, argnums=(0, 1, 2))))(xs, zs, es, ws)
+            assert _clipresc.project_searches() - before == 4
+            wv = clipresc.project_vjp(x, z, eps, w, p=p, bounds=(0.0, 1.0))
+            for got, key in zip(gv, ("x", "z", "eps")):
+                np.testing.assert_array_equal(
+                    np.asarray(got).reshape(wv[key].shape), wv[key], err_msg=key
+                )
 
 
 def test_data_errors_carry_the_numpy_message() -> None:

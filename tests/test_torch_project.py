@@ -386,3 +386,87 @@ def test_cuda_matches_cpu(monkeypatch: pytest.MonkeyPatch, p: float) -> None:
     )(dev[0], dev[1])
     batched = clipresc.project(cpu[0], cpu[1], 1.0, p=p, bounds=(cpu[3], cpu[4]))
     torch.testing.assert_close(per.cpu(), batched, rtol=0, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- CPU residual
+
+
+def _searches() -> int:
+    from clipresc import _clipresc
+
+    return int(_clipresc.project_searches())
+
+
+@pytest.mark.parametrize("p", [1.0, 2.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("route", ["autograd", "func", "compile"])
+def test_cpu_backward_searches_nothing_and_equals_the_solving_vjp(
+    p: float, dtype: Any, route: str
+) -> None:
+    """On CPU the residual is the core's float64 multiplier: the forward searches each
+    vector once, the backward none (the core's count of searched rows), and the gradients
+    are bitwise those of ``project_vjp``, which searches again; under autograd,
+    ``torch.func.grad`` and ``torch.compile(fullgraph=True)``."""
+    prob = _problem(21, (4, 3, 5))
+    eps = _eps(prob, p)
+    npd = np.float32 if dtype == torch.float32 else np.float64
+    prob["eps"] = eps
+    x, z, e, lo, hi = (np.asarray(prob[k], dtype=npd) for k in ("x", "z", "eps", "lo", "hi"))
+    w = np.random.default_rng(22).standard_normal(x.shape).astype(npd)
+    bt = (_t(lo), _t(hi))
+
+    def loss(a: Any, b: Any, ee: Any) -> Any:
+        return (_t(w) * clipresc.project(a, b, ee, p=p, bounds=bt)).sum()
+
+    args = [_t(a) for a in (x, z, e)]
+    before = _searches()
+    if route == "autograd":
+        args = [a.requires_grad_() for a in args]
+        out = loss(*args)
+        assert _searches() - before == 4
+        grads = torch.autograd.grad(out, args)
+    elif route == "func":
+        grads = torch.func.grad(loss, argnums=(0, 1, 2))(*args)
+    else:
+        args = [a.requires_grad_() for a in args]
+        torch._dynamo.reset()
+        compiled = torch.compile(loss, fullgraph=True, backend="aot_eager")
+        grads = torch.autograd.grad(compiled(*args), args)
+        before = _searches()  # compiling traced the operators; a second run counts
+        grads = torch.autograd.grad(compiled(*args), args)
+    assert _searches() - before == 4, "the backward searched again"
+    want = clipresc.project_vjp(x, z, e, w, p=p, bounds=(lo, hi))
+    for g, key in zip(grads, ("x", "z", "eps")):
+        assert g.dtype == dtype
+        np.testing.assert_array_equal(g.detach().numpy(), want[key], err_msg=key)
+    assert np.abs(want["eps"]).max() > 0.1  # the ball binds
+
+
+def test_cpu_residual_is_the_float64_multiplier() -> None:
+    """The residual of a float32 call carries the core's float64 multiplier bit for bit
+    (``t`` of p = 2 against the high-precision bisection's)."""
+    from project_oracle import bisect_project
+
+    prob = _problem(23, (3, 6))
+    eps = _eps(prob, 2.0)
+    x, z = (np.asarray(prob[k], dtype=np.float32) for k in ("x", "z"))
+    lo, hi = (np.asarray(prob[k], dtype=np.float32) for k in ("lo", "hi"))
+    args = ct._prepare_args(_t(x), _t(z), _t(eps), 2.0, (_t(lo), _t(hi)), None, "saturate")
+    _, residual = torch.ops.clipresc.project(*args)
+    assert residual.dtype == torch.float64 and tuple(residual.shape) == (3, 1)
+    t = residual.numpy().ravel()
+    assert t[-1] == 1.0  # clip(z) inside the ball
+    for r in range(2):
+        want = bisect_project(
+            x[r].astype(np.float64),
+            z[r].astype(np.float64),
+            lo.astype(np.float64),
+            hi.astype(np.float64),
+            eps[r],
+            2,
+        )
+        d = z[r].astype(np.float64) - x[r]
+        moved = (want - x[r]) / np.where(d == 0, 1, d)
+        free = (want > lo + 1e-9) & (want < hi - 1e-9) & (np.abs(d) > 1e-3)
+        np.testing.assert_allclose(t[r], moved[free], rtol=1e-5)
+        assert 0 < t[r] < 1 and t[r] != np.float32(t[r])  # more bits than a float32 holds

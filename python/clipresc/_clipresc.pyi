@@ -16,6 +16,7 @@ __all__ = [
     "perturb_into",
     "perturb_vjp_into",
     "project_into",
+    "project_searches",
     "project_vjp_into",
     "sample_into",
     "scale_into",
@@ -118,6 +119,7 @@ def project_into(
     eps: float | npt.NDArray[np.float64],
     p: float,
     y_out: npt.NDArray[Any],
+    mult_out: npt.NDArray[np.float64] | None = None,
 ) -> None: ...
 def project_vjp_into(
     x: npt.NDArray[Any],
@@ -130,4 +132,6 @@ def project_vjp_into(
     x_grad: npt.NDArray[Any],
     z_grad: npt.NDArray[Any],
     eps_grad: npt.NDArray[np.float64],
+    mult: npt.NDArray[np.float64] | None = None,
 ) -> None: ...
+def project_searches() -> int: ...

@@ -56,11 +56,15 @@ def prepare_project(
     return prob, xa, za
 
 
-def project_rows(prob: Problem) -> np.ndarray[Any, Any]:
-    """The projection as ``(rows, n)`` in the work dtype (the core's layout)."""
+def project_rows(prob: Problem, mult_out: Any = None) -> np.ndarray[Any, Any]:
+    """The projection as ``(rows, n)`` in the work dtype (the core's layout); each row's
+    multiplier into ``mult_out`` (``(rows,)`` float64) when given, for
+    :func:`project_vjp_of`."""
     y = np.empty_like(prob.x)
     try:
-        _clipresc.project_into(prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y)
+        _clipresc.project_into(
+            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y, mult_out
+        )
     except _clipresc.InputError as e:
         raise numpy_backend._input_error(prob, e) from None
     return y
@@ -71,23 +75,29 @@ def project_numpy(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> A
     return project_of(prepare_project(x, z, eps, p, bounds, axis)[0])
 
 
-def project_of(prob: Problem) -> Any:
-    """:func:`project` of a prepared problem, in the caller's dtype and layout."""
-    y = project_rows(prob)
+def project_of(prob: Problem, mult_out: Any = None) -> Any:
+    """:func:`project` of a prepared problem, in the caller's dtype and layout (multipliers
+    as :func:`project_rows` writes them)."""
+    y = project_rows(prob, mult_out)
     return prob.layout.from_rows(y.astype(prob.dtype, copy=False))
 
 
 def project_vjp_numpy(
-    x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any
+    x: Any, z: Any, eps: Any, ybar: Any, p: Any, bounds: Any, axis: Any, mult: Any = None
 ) -> dict[str, Any]:
-    """:func:`project_vjp` of NumPy inputs (NumPy results)."""
+    """:func:`project_vjp` of NumPy inputs (NumPy results); ``mult`` as for
+    :func:`project_vjp_of`."""
     prob, _, za = prepare_project(x, z, eps, p, bounds, axis)
-    return project_vjp_of(prob, za.dtype, eps, ybar)
+    return project_vjp_of(prob, za.dtype, eps, ybar, mult)
 
 
-def project_vjp_of(prob: Problem, z_dtype: Any, eps: Any, ybar: Any) -> dict[str, Any]:
+def project_vjp_of(
+    prob: Problem, z_dtype: Any, eps: Any, ybar: Any, mult: Any = None
+) -> dict[str, Any]:
     """:func:`project_vjp` of the problem its forward prepared (nothing is read or checked
-    again); ``z_dtype`` and ``eps`` give the cotangents their dtypes and shapes."""
+    again); ``z_dtype`` and ``eps`` give the cotangents their dtypes and shapes. ``mult``:
+    the forward's multipliers (``(rows,)`` float64, from :func:`project_rows`; NaN where
+    unknown), so that no row is searched again (the cotangents are bitwise the same)."""
     import array_api_compat  # the cotangent helpers only: project never imports it
 
     lay = prob.layout
@@ -97,7 +107,7 @@ def project_vjp_of(prob: Problem, z_dtype: Any, eps: Any, ybar: Any) -> dict[str
     ge = np.empty(lay.rows, dtype=np.float64)
     try:
         _clipresc.project_vjp_into(
-            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, c, gx, gz, ge
+            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, c, gx, gz, ge, mult
         )
     except _clipresc.InputError as e:
         raise numpy_backend._input_error(prob, e) from None

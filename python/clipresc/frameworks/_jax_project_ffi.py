@@ -7,8 +7,10 @@ A call is described by :func:`clipresc.frameworks.jax.parse`'s configuration (``
 ``"project"``, ``z`` in the direction's place), so the operands reach the handlers exactly as
 ``perturb``'s do: vector axes trailing, a static scalar ``eps`` as a float64 attribute, array
 bounds as operands, and under ``vmap`` (``vmap_method="broadcast_all"``) the mapped axes as
-more batch axes of one core call. The handler returns one ``eps`` cotangent per row;
-:func:`vjp` sums them to ``eps``'s shape. Where the FFI is not available (or
+more batch axes of one core call. The forward also returns each row's multiplier, the bits
+of a float64 as two uint32 words (so it needs no 64-bit JAX types), which :func:`vjp` hands
+back to the core: the backward searches no row again. The handler returns one ``eps``
+cotangent per row; :func:`vjp` sums them to ``eps``'s shape. Where the FFI is not available (or
 ``CLIPRESC_JAX_FFI=0``), or on a platform other than CPU, :func:`select` takes the
 ``pure_callback`` path of ``jax_project``.
 
@@ -46,17 +48,31 @@ def _static(call: Call, e: Any) -> Any:
     return e if call.eps is None else np.float64(call.eps)
 
 
-def forward(call: Call, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
-    """The projection of one traced call, in ``x``'s dtype."""
+def mult_spec(cfg: Any) -> Any:
+    """The multipliers' shape and dtype: per row, a float64's bits as two uint32 words."""
+    jax, jnp = sys.modules["jax"], sys.modules["jax.numpy"]
+    return jax.ShapeDtypeStruct((*_jax_ffi._batch_shape(cfg), 2), jnp.uint32)
+
+
+def unknown_mult(cfg: Any) -> Any:
+    """Multipliers that say "unknown" (NaN) for every row: the backward searches again."""
+    jnp = sys.modules["jax.numpy"]
+    nan = np.frombuffer(np.float64(np.nan).tobytes(), dtype=np.uint32)
+    return jnp.broadcast_to(jnp.asarray(nan), mult_spec(cfg).shape)
+
+
+def forward(call: Call, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """The projection of one traced call, in ``x``'s dtype, and its multipliers (the
+    residual :func:`vjp` takes)."""
     jax = sys.modules["jax"]
     cfg, e = call.cfg, _static(call, e)
     ops = _jax_ffi._operands(cfg, x, z, e, lo, hi)
     spec = jax.ShapeDtypeStruct(ops[0].shape, ops[0].dtype)
     fn = _jax_ffi._ffi().ffi_call(
-        _jax_ffi.target_name("project"), [spec], vmap_method="broadcast_all"
+        _jax_ffi.target_name("project"), [spec, mult_spec(cfg)], vmap_method="broadcast_all"
     )
-    (y,) = fn(*ops, **_jax_ffi._attrs(cfg, e, lo, hi, False))
-    return _jax_ffi._untrail(cfg, y).astype(x.dtype)
+    y, mult = fn(*ops, **_jax_ffi._attrs(cfg, e, lo, hi, False))
+    return _jax_ffi._untrail(cfg, y).astype(x.dtype), mult
 
 
 def _eps_grad(cfg: Any, per_row: Any, e: Any) -> Any:
@@ -73,9 +89,12 @@ def _eps_grad(cfg: Any, per_row: Any, e: Any) -> Any:
     return (g.sum(axis=axes, keepdims=True) if axes else g).reshape(e.shape).astype(e.dtype)
 
 
-def vjp(call: Call, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, ...]:
-    """Cotangents ``(x, z, eps, lower, upper)`` for the cotangent ``g`` of the projection;
-    the bounds get zeros (``None`` for a scalar side), a static ``eps`` zero."""
+def vjp(
+    call: Call, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any, mult: Any = None
+) -> tuple[Any, ...]:
+    """Cotangents ``(x, z, eps, lower, upper)`` for the cotangent ``g`` of the projection,
+    given the forward's multipliers ``mult`` (from :func:`forward`; ``None``: search
+    again); the bounds get zeros (``None`` for a scalar side), a static ``eps`` zero."""
     jax = sys.modules["jax"]
     jnp = sys.modules["jax.numpy"]
     cfg, e_op, e = call.cfg, e, _static(call, e)
@@ -90,7 +109,8 @@ def vjp(call: Call, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[A
     fn = _jax_ffi._ffi().ffi_call(
         _jax_ffi.target_name("project_vjp"), specs, vmap_method="broadcast_all"
     )
-    gx, gz, ge = fn(*ops, cot, **_jax_ffi._attrs(cfg, e, lo, hi, False))
+    given = () if mult is None else (mult,)
+    gx, gz, ge = fn(*ops, cot, *given, **_jax_ffi._attrs(cfg, e, lo, hi, False))
     gx = _jax_ffi._untrail(cfg, gx).astype(x.dtype)
     gz = _jax_ffi._untrail(cfg, gz).astype(z.dtype)
 

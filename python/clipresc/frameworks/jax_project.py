@@ -109,25 +109,30 @@ def _callback_config(call: Any, lo: Any, hi: Any) -> tuple[_Config, Any, Any]:
     )
 
 
-def _callback_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> Any:
+def _callback_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """The FFI forward's outputs from the callback path: no multipliers (unknown)."""
     old, lo_op, hi_op = _callback_config(cfg, lo, hi)
-    return _forward(old, x, z, e, lo_op, hi_op)[0]
+    return _forward(old, x, z, e, lo_op, hi_op)[0], _jax_project_ffi.unknown_mult(cfg.cfg)
 
 
-def _callback_vjp(cfg: Any, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, ...]:
+def _callback_vjp(
+    cfg: Any, g: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any, mult: Any = None
+) -> tuple[Any, ...]:
     old, lo_op, hi_op = _callback_config(cfg, lo, hi)
     gx, gz, ge, _, _ = _vjp(old, g, (x, z, jnp.asarray(e), lo_op, hi_op), None)
     zero = jnp.zeros_like
     return gx, gz, ge, None if lo is None else zero(lo), None if hi is None else zero(hi)
 
 
-def _traced_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, None]:
+def _traced_forward(cfg: Any, x: Any, z: Any, e: Any, lo: Any, hi: Any) -> tuple[Any, Any]:
+    """The projection and, as the residual, its multipliers (see ``_jax_project_ffi``)."""
     ops = (x, z, e, lo, hi)
-    return _jax_ffi.select(_jax_project_ffi.forward, _callback_forward, cfg, *ops), None
+    y, mult = _jax_ffi.select(_jax_project_ffi.forward, _callback_forward, cfg, *ops)
+    return y, mult
 
 
-def _traced_vjp(cfg: Any, g: Any, ops: tuple[Any, ...], res: None) -> tuple[Any, ...]:
-    return _jax_ffi.select(_jax_project_ffi.vjp, _callback_vjp, cfg, g, *ops)  # type: ignore[no-any-return]
+def _traced_vjp(cfg: Any, g: Any, ops: tuple[Any, ...], mult: Any) -> tuple[Any, ...]:
+    return _jax_ffi.select(_jax_project_ffi.vjp, _callback_vjp, cfg, g, *ops, mult)  # type: ignore[no-any-return]
 
 
 # traced calls: the XLA FFI handlers on CPU, else the callback path above

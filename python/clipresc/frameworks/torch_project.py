@@ -3,9 +3,10 @@ tensor ``eps`` with autograd, ``torch.compile`` and every ``torch.func`` transfo
 
 ``torch.ops.clipresc.project`` is a ``torch.library.custom_op`` taking the argument list of
 :mod:`clipresc.frameworks.torch`'s operators (``unreachable`` is unused) and returning
-``(y, residual)``: the projection and, per vector (``eta``'s shape, work dtype, not
-differentiable), the residual its VJP needs. ``torch.ops.clipresc.project_backward`` is the
-closed-form VJP of :func:`clipresc.project_vjp` given that residual. Both have fake (meta)
+``(y, residual)``: the projection and, per vector (``eta``'s shape, float64, not
+differentiable), the forward's multiplier, which its VJP takes so as to search nothing.
+``torch.ops.clipresc.project_backward`` is the closed-form VJP of
+:func:`clipresc.project_vjp` given that residual. Both have fake (meta)
 implementations, so they trace under ``torch.compile`` and ``torch.export``; the autograd
 Function, batching rules (``torch.func.vmap`` folds the mapped dimension into the batch)
 and the clear double-backward error are :mod:`clipresc.frameworks._torch_func`'s, shared
@@ -13,13 +14,14 @@ with ``scale`` and ``perturb``. The bounds get no gradient.
 
 Where the work happens:
 
-* CPU tensors: zero-copy NumPy views go to the Rust core (as for ``perturb``). The core
-  keeps its multiplier to itself, so the residual is ``inf`` (unknown) and the backward
-  runs the core's VJP, which solves each row again.
+* CPU tensors: zero-copy NumPy views go to the Rust core (as for ``perturb``). The residual
+  is the core's multiplier of each row (``t`` for p = 2, ``lam`` for p = 1), in float64 so
+  that it reaches the core's VJP bit for bit: the backward searches nothing, and its
+  cotangents are bitwise those of a VJP that solves again.
 * Other devices (CUDA): the array-API implementation
   ``clipresc.backends.generic_project`` on the tensors themselves; the residual is the
   forward's multiplier (``t`` for p = 2, ``lam`` for p = 1, negative where ``clip(z)`` is
-  inside the ball), so the backward searches nothing.
+  inside the ball; computed in the work dtype), so the backward searches nothing.
 
 >>> import torch, clipresc
 >>> x = torch.tensor([[0.5, 0.9]]); z = torch.tensor([[2.0, 0.9]], requires_grad=True)
@@ -31,7 +33,6 @@ Where the work happens:
 from __future__ import annotations
 
 import importlib
-import math
 from typing import Any
 
 import numpy as np
@@ -80,15 +81,15 @@ def _forward_impl(*args: Any, with_residual: bool = True, keep_problem: bool = F
     if not _in_core(x, z, eps, lower, upper):
         y, residual = generic_project.project_residual(x, z, eps, p, bounds, axis)
         y = _ct._strided_like(y.to(x.dtype), x)
-        return (y, residual.to(_ct._work_dtype(x.dtype))) if with_residual else y
+        # computed in the work dtype; float64 holds it exactly (see `_vjp`)
+        return (y, residual.to(_ct._work_dtype(x.dtype)).double()) if with_residual else y
     host = (_ct._np(x), _ct._np(z), _ct._np(eps), p, _host(bounds), axis)
     prob = _project.prepare_project(*host)[0]
-    y = _ct._strided_like(_ct._from_np(_project.project_of(prob), x.dtype), x)
+    mult = np.empty(prob.layout.rows, dtype=np.float64) if with_residual else None
+    y = _ct._strided_like(_ct._from_np(_project.project_of(prob, mult), x.dtype), x)
     if not with_residual:
         return y
-    # the core does not hand out its multiplier: inf marks it unknown (its VJP solves again)
-    shape = _ct._eta_shape(x.shape, axis)
-    residual = torch.full(shape, math.inf, dtype=_ct._work_dtype(x.dtype))
+    residual = torch.from_numpy(mult).reshape(_ct._eta_shape(x.shape, axis))
     if keep_problem:
         residual._clipresc_problem = prob
     return y, residual
@@ -111,8 +112,15 @@ def _backward_of(
     prob: Any, grad: Any, residual: Any, x: Any, z: Any, eps: Any, lower: Any, upper: Any
 ) -> tuple[Any, Any, Any, Any, Any]:
     """The CPU backward from the problem the forward checked (nothing is checked again)."""
-    g = _project.project_vjp_of(prob, prob.dtype, _ct._np(eps), _ct._np(grad))
+    g = _project.project_vjp_of(prob, prob.dtype, _ct._np(eps), _ct._np(grad), _mult(residual))
     return _op_grads(_from_host(g), x, z, eps)
+
+
+def _mult(residual: Any) -> Any:
+    """The forward's multipliers for the core's VJP: ``(rows,)`` float64 (``None``: none)."""
+    if residual is None:
+        return None
+    return np.ascontiguousarray(_ct._np(residual), dtype=np.float64).reshape(-1)
 
 
 def _op_grads(g: dict[str, Any], x: Any, z: Any, eps: Any) -> tuple[Any, Any, Any, Any, Any]:
@@ -137,12 +145,14 @@ def _vjp(
     axis: Any,
     residual: Any = None,
 ) -> dict[str, Any]:
-    """:func:`clipresc.project_vjp` of tensors (results as tensors on ``x``'s device); the
-    array-API path takes the forward's ``residual``."""
+    """:func:`clipresc.project_vjp` of tensors (results as tensors on ``x``'s device), given
+    the forward's ``residual`` (``None``: search again)."""
     if not _in_core(x, z, eps, g, *_sides(bounds)):
+        if residual is not None:  # back to the work dtype it was computed in (exact)
+            residual = residual.to(_ct._work_dtype(x.dtype))
         return generic_project.project_vjp(x, z, eps, g, p, bounds, axis, residual)
     out = _project.project_vjp_numpy(
-        _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis
+        _ct._np(x), _ct._np(z), _ct._np(eps), _ct._np(g), p, _host(bounds), axis, _mult(residual)
     )
     return _from_host(out)
 
@@ -167,7 +177,15 @@ _project_op = torch.library.custom_op(
     mutates_args=(),
     schema=f"({_ct._ARGS}) -> (Tensor, Tensor)",
 )
-_project_op.register_fake(_ct._perturb_fake)  # y like x, the residual like perturb's eta
+
+
+def _forward_fake(x: Any, *args: Any) -> tuple[Any, Any]:
+    """y like x; the residual one float64 per vector (``eta``'s shape)."""
+    residual = x.new_empty(_ct._eta_shape(x.shape, args[7]), dtype=torch.float64)
+    return torch.empty_like(x), residual
+
+
+_project_op.register_fake(_forward_fake)
 _project_backward_op = torch.library.custom_op(
     "clipresc::project_backward", _backward_impl, mutates_args=(), schema=_ct._BWD_SCHEMA
 )

@@ -38,7 +38,9 @@ impl<E: Real> Side<'_, E> {
     }
 }
 
-/// A chunk of a row and its bounds.
+/// A chunk of a row and its bounds. `d` holds `delta`, or for the kernels' `DIFF` form the
+/// point `z` whose `delta = z - x` they compute in registers (the projection, which then
+/// writes no `delta` row).
 #[derive(Clone, Copy)]
 pub(crate) struct Chunk<'a, E> {
     pub x: &'a [E],
@@ -89,6 +91,8 @@ pub(crate) trait Kernels<E> {
     /// `amax` at zero. `SPLIT`: the bracket is not empty (`eta_lo < eta_hi`); with `eta_lo
     /// == eta_hi` nothing lies inside, so the pass skips the candidates and the second
     /// comparison. `LS` / `HS`: the lower / upper side holds one value per element.
+    /// `DIFF`: `c.d` holds `z` and `delta = z - x` (rounded in `E`, as a stored `delta`
+    /// would be).
     ///
     /// # Safety
     /// [`Kernels::available`] returned `true`.
@@ -99,6 +103,7 @@ pub(crate) trait Kernels<E> {
         const SPLIT: bool,
         const LS: bool,
         const HS: bool,
+        const DIFF: bool,
     >(
         c: Chunk<'_, E>,
         eta_lo: E,
@@ -108,10 +113,11 @@ pub(crate) trait Kernels<E> {
     /// `y = min(max(x + eta * delta, lower), upper)` (no FMA: rounds like NumPy); `LS` /
     /// `HS` as in [`Kernels::first`]. `STREAM` writes with non-temporal stores: for outputs
     /// too large to stay in cache, the stores skip reading the destination lines first.
+    /// `DIFF` as in [`Kernels::first`] (`y = clip(x + eta * (z - x))`).
     ///
     /// # Safety
     /// [`Kernels::available`] returned `true`.
-    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+    unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool, const DIFF: bool>(
         c: Chunk<'_, E>,
         eta: E,
         out: &mut [E],
@@ -280,6 +286,18 @@ macro_rules! simd_kernels {
             }
         }
 
+        /// `delta`'s lanes at `x`'s lanes `xv`: `d` itself, or with `DIFF` (`d` holding `z`)
+        /// `z - x`.
+        #[inline]
+        #[target_feature(enable = $feat)]
+        fn delta_at<const DIFF: bool>(xv: V, d: &[E]) -> V {
+            if DIFF {
+                sub(load(d), xv)
+            } else {
+                load(d)
+            }
+        }
+
         /// Sums the lanes of `v` in `f64`, in index order.
         #[inline]
         #[target_feature(enable = $feat)]
@@ -371,6 +389,7 @@ macro_rules! simd_kernels {
                 const SPLIT: bool,
                 const LS: bool,
                 const HS: bool,
+                const DIFF: bool,
             >(
                 c: Chunk<'_, E>,
                 eta_lo: E,
@@ -405,7 +424,8 @@ macro_rules! simd_kernels {
                         if VALIDATE {
                             prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
                         }
-                        let (xv, dv) = (load(&x[i..i + W]), load(&d[i..i + W]));
+                        let xv = load(&x[i..i + W]);
+                        let dv = delta_at::<DIFF>(xv, &d[i..i + W]);
                         let lo = side_at::<LS>(lo_s, lo_b, i);
                         let hi = side_at::<HS>(hi_s, hi_b, i);
                         let (a, s) = abs_room(xv, dv, lo, hi);
@@ -461,7 +481,8 @@ macro_rules! simd_kernels {
                     push_cands::<P2>(&mut out.cands, pa, ps);
                 }
                 for i in full..n {
-                    let (xi, di, lo, hi) = (x[i], d[i], c.lo.at(i), c.hi.at(i));
+                    let (xi, lo, hi) = (x[i], c.lo.at(i), c.hi.at(i));
+                    let di = if DIFF { d[i] - xi } else { d[i] };
                     let a = di.abs();
                     let s = room(xi, di, lo, hi);
                     let (sat_lo, free_hi) = (s <= eta_lo * a, s > eta_hi * a);
@@ -485,7 +506,12 @@ macro_rules! simd_kernels {
             }
 
             #[target_feature(enable = $feat)]
-            unsafe fn apply<const LS: bool, const HS: bool, const STREAM: bool>(
+            unsafe fn apply<
+                const LS: bool,
+                const HS: bool,
+                const STREAM: bool,
+                const DIFF: bool,
+            >(
                 c: Chunk<'_, E>,
                 eta: E,
                 out: &mut [E],
@@ -494,7 +520,8 @@ macro_rules! simd_kernels {
                 let (x, d, out) = (&c.x[..n], &c.d[..n], &mut out[..n]);
                 let ((lo_s, lo_b), (hi_s, hi_b)) = (parts(c.lo, n), parts(c.hi, n));
                 let one = |i: usize, out: &mut [E]| {
-                    let y = x[i] + eta * d[i];
+                    let di = if DIFF { d[i] - x[i] } else { d[i] };
+                    let y = x[i] + eta * di;
                     out[i] = y.max(c.lo.at(i)).min(c.hi.at(i));
                 };
                 // streaming: elements before the first `ALIGN`-byte boundary of `out`
@@ -510,7 +537,8 @@ macro_rules! simd_kernels {
                 let e = splat(eta);
                 for i in (head..head + body).step_by(W) {
                     prefetch_streams::<LS, HS>([x, d, lo_s, hi_s], i);
-                    let y = add(load(&x[i..i + W]), mul(e, load(&d[i..i + W])));
+                    let xv = load(&x[i..i + W]);
+                    let y = add(xv, mul(e, delta_at::<DIFF>(xv, &d[i..i + W])));
                     let lo = side_at::<LS>(lo_s, lo_b, i);
                     let hi = side_at::<HS>(hi_s, hi_b, i);
                     // Exactly Rust's `y.max(lo).min(hi)`: `max(lo, y)` returns `y` when the two

@@ -81,14 +81,15 @@ const SUB_BLOCK_LEN: usize = 64;
 /// `t` (about 2.5% of the elements of a typical image fall inside).
 const GUESS_RATIOS: [f64; 2] = [0.8, 1.25];
 
-/// An estimate of `t` from a few blocks spread over the row (any value is safe: it only
-/// decides where the first pass looks; 0 means "no estimate").
-fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
-    row: &Row<'_, T, L, H>,
+/// An estimate of `t` from a few blocks spread over a row of `n` elements, `element(i)`
+/// giving `(|delta_i|, room)` (any value is safe: it only decides where the first pass
+/// looks; 0 means "no estimate").
+fn subsample_guess<T: Real, P: Power>(
+    n: usize,
+    element: impl Fn(usize) -> (T, T),
     target: f64,
     pw: P,
 ) -> f64 {
-    let n = row.len();
     if n < SUBSAMPLE_MIN {
         return 0.0;
     }
@@ -96,7 +97,7 @@ fn subsample_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     for b in 0..SUB_BLOCKS {
         let start = b * (n / SUB_BLOCKS);
         for i in start..start + SUB_BLOCK_LEN {
-            let (a, s) = row.element(i);
+            let (a, s) = element(i);
             let (a64, s64) = (a.as_f64(), s.as_f64());
             if a64 > 0.0 && a64.is_finite() && s64 > 0.0 && s64.is_finite() {
                 cands.push(Cand::new(a64, s64, pw));
@@ -134,44 +135,132 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
     hint: f64,
 ) -> RowOutcome {
-    let target = pw.pow64(eps);
-    let short = is_short(row.len());
+    let n = row.len();
+    let bracket = first_bracket(n, eps, pw, hint, |i| row.element(i));
+    let first = row_pass_first(row, pw, bracket, true, par);
+    match after_first(first, eps, pw, bracket, n) {
+        AfterFirst::Done(out) => out,
+        AfterFirst::More(rest) => rest.finish(row, pw, opts, par),
+    }
+}
+
+/// The bracket of `eta` that the first pass of a row of `n` elements splits at (see
+/// [`solve_row`]): around `hint` for short rows, around a subsample's estimate (from
+/// `element(i)`, `(|delta_i|, room)`) for long ones; empty at zero without either.
+pub(crate) fn first_bracket<T: Real, P: Power>(
+    n: usize,
+    eps: f64,
+    pw: P,
+    hint: f64,
+    element: impl Fn(usize) -> (T, T),
+) -> (T, T) {
     let guess = if eps <= 0.0 {
         0.0
-    } else if short {
+    } else if is_short(n) {
         if hint.is_finite() && hint > 0.0 {
             hint
         } else {
             0.0
         }
     } else {
-        subsample_guess(row, target, pw)
+        subsample_guess(n, element, pw.pow64(eps), pw)
     };
     let [eta_lo, eta_hi] = GUESS_RATIOS.map(|r| T::of_f64(pw.root64(r * guess)));
     // A bracket past T's range would multiply infinity by zero deltas: split at zero instead.
-    let (eta_lo, eta_hi) = if eta_hi.is_finite() {
+    if eta_hi.is_finite() {
         (eta_lo, eta_hi)
     } else {
         (T::zero(), T::zero())
+    }
+}
+
+/// What the first pass of [`solve_row`] decided.
+pub(crate) enum AfterFirst {
+    /// The row is solved (or invalid).
+    Done(RowOutcome),
+    /// More passes over the row are needed.
+    More(Rest),
+}
+
+/// The passes a row still needs after its first ([`Rest::finish`] runs them).
+pub(crate) struct Rest {
+    eps: f64,
+    short: bool,
+    step: Step,
+}
+
+enum Step {
+    /// `delta` must be rescaled (its powers leave `T`'s range).
+    Rescale(i32),
+    /// The answer lies below the first bracket.
+    Below,
+    /// Every movable element saturates.
+    Saturated,
+    /// The answer lies above the first bracket: the Newton start at its upper end.
+    Above((f64, f64, u64, f64)),
+}
+
+/// The verdict of the first, validating pass's sums `first` over a row of `n` elements
+/// split at `bracket` (from [`first_bracket`]).
+pub(crate) fn after_first<T: Real, P: Power>(
+    first: FirstSums,
+    eps: f64,
+    pw: P,
+    (eta_lo, eta_hi): (T, T),
+    n: usize,
+) -> AfterFirst {
+    let target = pw.pow64(eps);
+    let more = |step| {
+        AfterFirst::More(Rest {
+            eps,
+            short: is_short(n),
+            step,
+        })
     };
-    let first = row_pass_first(row, pw, (eta_lo, eta_hi), true, par);
     if first.bad > 0 {
-        return RowOutcome::invalid();
+        return AfterFirst::Done(RowOutcome::invalid());
     }
     if eps == 0.0 || first.amax == 0.0 {
-        return RowOutcome::eta(0.0, 0, false);
+        return AfterFirst::Done(RowOutcome::eta(0.0, 0, false));
     }
     if let Some(k) = delta_rescale::<T, P>(first.amax, pw) {
-        return solve_rescaled(row, eps, pw, opts, par, k);
+        return more(Step::Rescale(k));
     }
     match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
-        Located::Below => below_bracket(row, target, pw, opts, par, short),
-        Located::Inside => inside_bracket(row, first, target, pw, par),
-        // Short rows: the first bracket was empty at `t = 0`, or the hint was too low.
-        Located::Above(start) if short => above_first_bracket(row, target, pw, opts, par, start),
-        // A missed estimate: Newton from the bracket's upper end. (A bracketed pass here did
-        // not pay on long rows: the Newton adversary got 3% slower.)
-        Located::Above(start) => newton(row, target, pw, opts, par, start, 0),
+        Located::Below => more(Step::Below),
+        // The answer follows from the candidates alone.
+        Located::Inside => {
+            match safeguard::select(first.cands, first.c_lo, first.m_hi, target, pw) {
+                Some(t) => AfterFirst::Done(RowOutcome::eta(pw.root64(t), 0, false)),
+                None => more(Step::Saturated),
+            }
+        }
+        Located::Above(start) => more(Step::Above(start)),
+    }
+}
+
+impl Rest {
+    /// The remaining passes over `row` (the row the first pass read, with `delta` stored).
+    pub(crate) fn finish<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+        self,
+        row: &Row<'_, T, L, H>,
+        pw: P,
+        opts: &Options,
+        par: bool,
+    ) -> RowOutcome {
+        let target = pw.pow64(self.eps);
+        match self.step {
+            Step::Rescale(k) => solve_rescaled(row, self.eps, pw, opts, par, k),
+            Step::Below => below_bracket(row, target, pw, opts, par, self.short),
+            Step::Saturated => saturated(row, target, pw, 0, false, par),
+            // Short rows: the first bracket was empty at `t = 0`, or the hint was too low.
+            Step::Above(start) if self.short => {
+                above_first_bracket(row, target, pw, opts, par, start)
+            }
+            // A missed estimate: Newton from the bracket's upper end. (A bracketed pass here
+            // did not pay on long rows: the Newton adversary got 3% slower.)
+            Step::Above(start) => newton(row, target, pw, opts, par, start, 0),
+        }
     }
 }
 

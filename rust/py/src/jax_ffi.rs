@@ -154,6 +154,45 @@ impl Buf {
         })
     }
 
+    /// The elements of a U32 buffer.
+    ///
+    /// # Safety
+    /// As [`Buf::slice`].
+    pub(crate) unsafe fn words<'a>(&self, what: &str) -> Result<&'a [u32], String> {
+        if self.dtype != DTYPE_U32 {
+            return Err(format!(
+                "{what}: dtype code {} where U32 was expected",
+                self.dtype
+            ));
+        }
+        if self.len() == 0 || self.data.is_null() {
+            return Ok(&[]);
+        }
+        // SAFETY: a U32 buffer (checked) of `len()` elements, aligned by XLA for `u32`;
+        // the caller guarantees it is live and unwritten for `'a`.
+        Ok(unsafe { std::slice::from_raw_parts(self.data as *const u32, self.len()) })
+    }
+
+    /// The elements of a U32 output buffer, for writing.
+    ///
+    /// # Safety
+    /// As [`Buf::slice_mut`].
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn words_mut<'a>(&self, what: &str) -> Result<&'a mut [u32], String> {
+        if self.dtype != DTYPE_U32 {
+            return Err(format!(
+                "{what}: dtype code {} where U32 was expected",
+                self.dtype
+            ));
+        }
+        if self.len() == 0 || self.data.is_null() {
+            return Ok(&mut []);
+        }
+        // SAFETY: a U32 output buffer (checked) of `len()` elements, aligned by XLA for
+        // `u32`, aliased by nothing else (the caller's guarantee).
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.data as *mut u32, self.len()) })
+    }
+
     /// The elements as `f64` (F32 or F64 buffers).
     ///
     /// # Safety

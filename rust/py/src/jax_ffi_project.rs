@@ -3,20 +3,22 @@
 //!
 //! The operands are those of the `perturb` handlers (`jax_ffi`'s shared reader): `x`, `z` in
 //! the place of the direction (vector axes trailing), `eps` unless it is a static attribute,
-//! then the array bounds; the backward adds the cotangent of `y`. Outputs: `y`; for the
+//! then the array bounds; the backward adds the cotangent of `y` and, when the forward's
+//! residual is at hand, its multipliers. Outputs: `y` and each row's multiplier; for the
 //! backward the cotangents of `x` and `z` and one cotangent of `eps` per row (the Python side
 //! sums them to `eps`'s shape). Bounds get no gradient from the projection.
 //!
-//! The backward reuses what the forward computed only through the core's public API: today
-//! `project_vjp` finds each row's multiplier again (a linear-time pass, not a second call
-//! from Python).
+//! The multipliers are `f64`, which XLA holds only with JAX's 64-bit types on: they travel
+//! as two `uint32` words per row (the low, then the high half of the bits), so the backward
+//! gets them bit for bit and searches no row again (`project_vjp_given`); its cotangents are
+//! bitwise those of a backward that solves again.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use clipresc_core::{project, project_vjp, CoreError, ProjectBatch, ProjectGrads, ProjectNorm};
-use clipresc_core::{Batch, Real};
+use clipresc_core::{project_vjp, project_vjp_given, project_with_multipliers};
+use clipresc_core::{Batch, CoreError, ProjectBatch, ProjectGrads, ProjectNorm, Real};
 
-use crate::jax_ffi::{advise_huge_pages, by_dtype, explain, handle, ret, Common, Fail, Frame};
+use crate::jax_ffi::{advise_huge_pages, by_dtype, explain, handle, ret, Buf, Common, Fail, Frame};
 use crate::xla_ffi::{XLA_FFI_CallFrame, XLA_FFI_Error};
 
 /// Forward and backward handler calls so far: lets the tests check that a jitted `project`
@@ -40,6 +42,33 @@ fn core_result(f: &Frame, res: Result<(), CoreError>) -> Result<(), Fail> {
     }
 }
 
+/// Writes each row's multiplier into the U32 output `buf` as (low, high) words of its bits.
+fn write_mult(buf: &Buf, mult: &[f64]) -> Result<(), String> {
+    // SAFETY: an output buffer of this call, aliased by no other slice.
+    let words = unsafe { buf.words_mut("multipliers") }?;
+    if words.len() != 2 * mult.len() {
+        return Err("the multipliers have the wrong size".into());
+    }
+    for (w, m) in words.chunks_exact_mut(2).zip(mult) {
+        let bits = m.to_bits();
+        (w[0], w[1]) = (bits as u32, (bits >> 32) as u32);
+    }
+    Ok(())
+}
+
+/// The multipliers [`write_mult`] wrote, from the U32 input `buf` (`rows` of them).
+fn read_mult(buf: &Buf, rows: usize) -> Result<Vec<f64>, String> {
+    // SAFETY: an input buffer of this call, read only.
+    let words = unsafe { buf.words("multipliers") }?;
+    if words.len() != 2 * rows {
+        return Err("the multipliers have the wrong size".into());
+    }
+    Ok(words
+        .chunks_exact(2)
+        .map(|w| f64::from_bits(u64::from(w[0]) | (u64::from(w[1]) << 32)))
+        .collect())
+}
+
 fn forward<T: Real>(f: &Frame) -> Result<(), Fail> {
     // SAFETY: `f` is the decoded frame of the live call.
     let c = unsafe { Common::<T>::read(f) }?;
@@ -55,7 +84,9 @@ fn forward<T: Real>(f: &Frame) -> Result<(), Fail> {
     let batch = c.batch(&mut eps_rows)?;
     let pb = project_batch(&batch, f.float("p")?)?;
     FORWARDS.fetch_add(1, Ordering::Relaxed);
-    core_result(f, project(&pb, y))
+    let mut mult = vec![0.0f64; c.shape.rows];
+    core_result(f, project_with_multipliers(&pb, y, &mut mult))?;
+    Ok(write_mult(ret(f, 1)?, &mult)?)
 }
 
 fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
@@ -79,6 +110,11 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
     }
     // SAFETY: an input buffer of this call of dtype `T` (checked), read only.
     let ybar = unsafe { cot_buf.slice::<T>() };
+    // the forward's multipliers, when the caller passes them after the cotangent
+    let given = match f.args.get(c.next + 1) {
+        Some(buf) => Some(read_mult(buf, rows)?),
+        None => None,
+    };
     // SAFETY: output buffers of this call of dtype `T` (checked), distinct from each other
     // and from every input.
     let (gx, gz) = unsafe { (gx_buf.slice_mut::<T>(), gz_buf.slice_mut::<T>()) };
@@ -94,7 +130,11 @@ fn backward<T: Real>(f: &Frame) -> Result<(), Fail> {
         z: gz,
         eps: &mut ge,
     };
-    core_result(f, project_vjp(&pb, ybar, grads))?;
+    let res = match &given {
+        Some(m) => project_vjp_given(&pb, ybar, m, grads),
+        None => project_vjp(&pb, ybar, grads),
+    };
+    core_result(f, res)?;
     // SAFETY: an output buffer of this call, written once, as its own dtype (F32 or F64).
     unsafe { ge_buf.write_f64(&ge, "eps_grad") }?;
     Ok(())

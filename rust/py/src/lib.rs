@@ -31,6 +31,7 @@ fn _clipresc(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(noise::noise_into, m)?)?;
     m.add_function(wrap_pyfunction!(project::project_into, m)?)?;
     m.add_function(wrap_pyfunction!(project::project_vjp_into, m)?)?;
+    m.add_function(wrap_pyfunction!(project::project_searches, m)?)?;
     m.add_function(wrap_pyfunction!(noise::sample_into, m)?)?;
     jax_ffi::register(m)?;
     Ok(())

@@ -42,12 +42,57 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let body = |start: usize, out: &mut [T]| {
         let sub = row.sub(start, start + out.len());
         #[cfg(target_arch = "x86_64")]
-        if simd_apply::<f32, _, _, _>(&sub, eta, &mut *out, stream)
-            || simd_apply::<f64, _, _, _>(&sub, eta, &mut *out, stream)
+        if simd_apply::<f32, _, _, _, false>(&sub, eta, &mut *out, stream)
+            || simd_apply::<f64, _, _, _, false>(&sub, eta, &mut *out, stream)
         {
             return;
         }
         apply_chunk_best(&sub, eta, out);
+    };
+    for_blocks(out, par, body);
+}
+
+/// `y = clip(x + eta * (z - x), lower, upper)` over one stretch of a row whose `d` holds `z`
+/// (the projection's apply): [`apply_chunk`]'s arithmetic with `delta` formed in registers,
+/// so bitwise what [`apply_row`] gives on the stored `delta = z - x`.
+#[inline(always)]
+pub(super) fn apply_chunk_diff<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row_xz: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+) {
+    let (x, z) = (row_xz.x, &row_xz.d[..row_xz.x.len()]);
+    let out = &mut out[..x.len()];
+    for base in (0..x.len()).step_by(LANES) {
+        prefetch_row(row_xz, base);
+        for i in base..(base + LANES).min(x.len()) {
+            let y = x[i] + eta * (z[i] - x[i]);
+            out[i] = y.max(row_xz.lo.at(i)).min(row_xz.hi.at(i));
+        }
+    }
+}
+
+/// [`apply_row`] for a row whose `d` holds `z`: `y = clip(x + eta * (z - x))`, bitwise as
+/// [`apply_row`] on the row with `delta = z - x` stored (for a `z - x` that does not
+/// overflow: the projection's caller halves those first).
+pub(crate) fn apply_row_diff<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row_xz: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+    par: bool,
+    stream: bool,
+) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = stream;
+    let body = |start: usize, out: &mut [T]| {
+        let sub = row_xz.sub(start, start + out.len());
+        #[cfg(target_arch = "x86_64")]
+        if simd_apply::<f32, _, _, _, true>(&sub, eta, &mut *out, stream)
+            || simd_apply::<f64, _, _, _, true>(&sub, eta, &mut *out, stream)
+        {
+            return;
+        }
+        apply_chunk_diff_best(&sub, eta, out);
     };
     for_blocks(out, par, body);
 }
@@ -145,6 +190,9 @@ pub(crate) fn apply_row_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 multiversion!(apply_chunk_best, apply_chunk_avx2, apply_chunk,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
+multiversion!(apply_chunk_diff_best, apply_chunk_diff_avx2, apply_chunk_diff,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    (row_xz: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
 multiversion!(apply_chunk_in_place_best, apply_chunk_in_place_avx2, apply_chunk_in_place,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (x: &[T], lo: L, hi: H, eta: T, y: &mut [T]) -> ());

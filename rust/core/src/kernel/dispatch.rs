@@ -33,11 +33,62 @@ where
 pub(super) fn first_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     p2: bool,
+    bracket: (f64, f64),
+    validate: bool,
+    par: bool,
+) -> Option<FirstSums> {
+    first_impl::<K, E, T, L, H, false>(row, p2, bracket, validate, par)
+}
+
+/// [`simd_first`] for `p = 2`, validating, on a row whose `d` holds `z`: the kernels form
+/// `delta = z - x` in registers (see `Kernels::first`'s `DIFF`).
+pub(super) fn simd_first_diff<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row_xz: &Row<'_, T, L, H>,
+    bracket: (f64, f64),
+    par: bool,
+) -> Option<FirstSums>
+where
+    Avx2: Kernels<E>,
+    Avx512: Kernels<E>,
+{
+    if <Avx512 as Kernels<E>>::available() {
+        first_diff_with::<Avx512, E, T, L, H>(row_xz, bracket, par)
+    } else {
+        first_diff_with::<Avx2, E, T, L, H>(row_xz, bracket, par)
+    }
+}
+
+/// [`simd_first_diff`] with the kernels `K`.
+pub(super) fn first_diff_with<
+    K: Kernels<E>,
+    E: Elem,
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+>(
+    row_xz: &Row<'_, T, L, H>,
+    bracket: (f64, f64),
+    par: bool,
+) -> Option<FirstSums> {
+    first_impl::<K, E, T, L, H, true>(row_xz, true, bracket, true, par)
+}
+
+/// [`first_with`]; with `DIFF` only `p2` and `validate` (the projection's first pass).
+fn first_impl<
+    K: Kernels<E>,
+    E: Elem,
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    const DIFF: bool,
+>(
+    row: &Row<'_, T, L, H>,
+    p2: bool,
     (eta_lo, eta_hi): (f64, f64),
     validate: bool,
     par: bool,
 ) -> Option<FirstSums> {
-    if !K::available() {
+    if !K::available() || (DIFF && !(p2 && validate)) {
         return None;
     }
     let whole = chunk_of::<E, T, L, H>(row)?;
@@ -50,43 +101,156 @@ pub(super) fn first_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: S
         let c = chunk_of::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
         // SAFETY: `K::available` returned true above, the kernels' only precondition.
         unsafe {
+            if DIFF {
+                // p2 and validate (checked above)
+                return match (check_x, split) {
+                    (false, false) => {
+                        with_sides!(
+                            sides,
+                            K::first,
+                            [true, true, false, false],
+                            [true],
+                            (c, lo, hi)
+                        )
+                    }
+                    (false, true) => {
+                        with_sides!(
+                            sides,
+                            K::first,
+                            [true, true, false, true],
+                            [true],
+                            (c, lo, hi)
+                        )
+                    }
+                    (true, false) => {
+                        with_sides!(
+                            sides,
+                            K::first,
+                            [true, true, true, false],
+                            [true],
+                            (c, lo, hi)
+                        )
+                    }
+                    (true, true) => {
+                        with_sides!(
+                            sides,
+                            K::first,
+                            [true, true, true, true],
+                            [true],
+                            (c, lo, hi)
+                        )
+                    }
+                };
+            }
             // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
             match (p2, validate, check_x, split) {
                 (true, true, false, false) => {
-                    with_sides!(sides, K::first, [true, true, false, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, true, false, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (true, true, false, true) => {
-                    with_sides!(sides, K::first, [true, true, false, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, true, false, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (true, true, true, false) => {
-                    with_sides!(sides, K::first, [true, true, true, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, true, true, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (true, true, true, true) => {
-                    with_sides!(sides, K::first, [true, true, true, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, true, true, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (true, false, _, false) => {
-                    with_sides!(sides, K::first, [true, false, false, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, false, false, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (true, false, _, true) => {
-                    with_sides!(sides, K::first, [true, false, false, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [true, false, false, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, true, false, false) => {
-                    with_sides!(sides, K::first, [false, true, false, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, true, false, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, true, false, true) => {
-                    with_sides!(sides, K::first, [false, true, false, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, true, false, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, true, true, false) => {
-                    with_sides!(sides, K::first, [false, true, true, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, true, true, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, true, true, true) => {
-                    with_sides!(sides, K::first, [false, true, true, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, true, true, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, false, _, false) => {
-                    with_sides!(sides, K::first, [false, false, false, false], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, false, false, false],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
                 (false, false, _, true) => {
-                    with_sides!(sides, K::first, [false, false, false, true], (c, lo, hi))
+                    with_sides!(
+                        sides,
+                        K::first,
+                        [false, false, false, true],
+                        [false],
+                        (c, lo, hi)
+                    )
                 }
             }
         }
@@ -129,7 +293,8 @@ fn chunk_of<'r, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 
 /// [`apply_row`]'s body with the widest hand-written kernel of `E` the CPU runs; `false`
 /// (nothing written) when the row's elements are not `E` or the CPU has no such kernel.
-pub(super) fn simd_apply<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+/// With `DIFF`, `row.d` holds `z` and the kernel applies `delta = z - x`.
+pub(super) fn simd_apply<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>, const DIFF: bool>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
@@ -140,15 +305,22 @@ where
     Avx512: Kernels<E>,
 {
     if <Avx512 as Kernels<E>>::available() {
-        apply_with::<Avx512, E, T, L, H>(row, eta, out, stream)
+        apply_with::<Avx512, E, T, L, H, DIFF>(row, eta, out, stream)
     } else {
-        apply_with::<Avx2, E, T, L, H>(row, eta, out, stream)
+        apply_with::<Avx2, E, T, L, H, DIFF>(row, eta, out, stream)
     }
 }
 
 /// [`apply_row`]'s body with the kernel `K`; `false` (nothing written) when the row's
 /// elements are not `E` or the CPU does not run `K`.
-pub(super) fn apply_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn apply_with<
+    K: Kernels<E>,
+    E: Elem,
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+    const DIFF: bool,
+>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
@@ -164,9 +336,9 @@ pub(super) fn apply_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: S
     // SAFETY: `K::available` returned true above, the kernel's only precondition.
     unsafe {
         if stream {
-            with_sides!(sides, K::apply, [], [true], (c, e, o))
+            with_sides!(sides, K::apply, [], [true, DIFF], (c, e, o))
         } else {
-            with_sides!(sides, K::apply, [], [false], (c, e, o))
+            with_sides!(sides, K::apply, [], [false, DIFF], (c, e, o))
         }
     }
     true

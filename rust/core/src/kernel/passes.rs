@@ -4,7 +4,7 @@
 #![allow(clippy::needless_range_loop)]
 
 #[cfg(target_arch = "x86_64")]
-use super::dispatch::simd_first;
+use super::dispatch::{simd_first, simd_first_diff};
 use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
 use crate::bounds::SideAccess;
 use crate::norm::Power;
@@ -327,6 +327,28 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
         fold_chunks(row, par, |r| {
             chunk_first_best::<T, P, L, H, false>(r, pw, eta_lo, eta_hi)
         })
+    }
+}
+
+/// [`row_pass_first`] for `p = 2`, validating, over a row whose `d` holds `z`: the
+/// hand-written kernels form `delta = z - x` in registers, so that the projection writes no
+/// `delta` row. Bitwise the sums of [`row_pass_first`] on the row with `delta` stored;
+/// `None` where no hand-written kernel runs the row (the caller stores `delta` then).
+pub(crate) fn row_pass_first_diff<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row_xz: &Row<'_, T, L, H>,
+    (eta_lo, eta_hi): (T, T),
+    par: bool,
+) -> Option<FirstSums> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
+        simd_first_diff::<f32, _, _, _>(row_xz, bracket, par)
+            .or_else(|| simd_first_diff::<f64, _, _, _>(row_xz, bracket, par))
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (row_xz, eta_lo, eta_hi, par);
+        None
     }
 }
 

@@ -3,7 +3,8 @@
 //! kernel set the CPU runs is tested on its own (on a CPU with AVX-512 the AVX2 kernels
 //! too), besides the one the dispatch picks.
 
-use super::dispatch::{apply_with, first_with, Avx2, Avx512, Kernels};
+use super::apply::apply_chunk_diff;
+use super::dispatch::{apply_with, first_diff_with, first_with, Avx2, Avx512, Kernels};
 use super::passes::{chunk_first, chunk_inf};
 use super::*;
 use crate::bounds::{ScalarSide, SliceSide};
@@ -247,19 +248,19 @@ fn apply_matches<T: Real>() {
                     let (name, ran) = match k {
                         0 => (
                             "avx2",
-                            apply_with::<Avx2, f32, _, _, _>(&row, eta, out, stream),
+                            apply_with::<Avx2, f32, _, _, _, false>(&row, eta, out, stream),
                         ),
                         1 => (
                             "avx2",
-                            apply_with::<Avx2, f64, _, _, _>(&row, eta, out, stream),
+                            apply_with::<Avx2, f64, _, _, _, false>(&row, eta, out, stream),
                         ),
                         2 => (
                             "avx512",
-                            apply_with::<Avx512, f32, _, _, _>(&row, eta, out, stream),
+                            apply_with::<Avx512, f32, _, _, _, false>(&row, eta, out, stream),
                         ),
                         _ => (
                             "avx512",
-                            apply_with::<Avx512, f64, _, _, _>(&row, eta, out, stream),
+                            apply_with::<Avx512, f64, _, _, _, false>(&row, eta, out, stream),
                         ),
                     };
                     if ran {
@@ -398,4 +399,150 @@ fn whole_chunks_match_chunk_by_chunk<K: Kernels<f32>>() {
 fn kernels_over_whole_chunks_match_chunk_by_chunk() {
     whole_chunks_match_chunk_by_chunk::<Avx2>();
     whole_chunks_match_chunk_by_chunk::<Avx512>();
+}
+
+/// `z = x + d` and the stored `delta = z - x` that the `DIFF` kernels must reproduce.
+fn with_z<T: Real>(x: &[T], d: &[T]) -> (Vec<T>, Vec<T>) {
+    let z: Vec<T> = x.iter().zip(d).map(|(&x, &d)| x + d).collect();
+    let stored = x.iter().zip(&z).map(|(&x, &z)| z - x).collect();
+    (z, stored)
+}
+
+/// The bits of a slice (NaNs compared by their bits too).
+fn bits<T: Real>(v: &[T]) -> Vec<u64> {
+    v.iter().map(|a| a.as_f64().to_bits()).collect()
+}
+
+/// The `DIFF` forms (`delta = z - x` formed in registers) give bitwise what their stored-
+/// `delta` forms give, for each kernel set the CPU runs, every kind of side, invalid rows
+/// (`z` NaN, `z - x` overflowing under open bounds) and rows longer than a block (in
+/// parallel and not).
+fn diff_matches_stored<T: Real>() {
+    let lengths = [
+        0usize,
+        1,
+        7,
+        17,
+        33,
+        1000,
+        1029,
+        3 * CHUNK + 37,
+        BLOCK + 1500,
+    ];
+    for (li, &n) in lengths.iter().enumerate() {
+        for poison in [None, Some(0u8), Some(1), Some(2), Some(9)] {
+            if n == 0 && poison.is_some() {
+                continue;
+            }
+            let at = n.saturating_sub(1) * (li + 1) / lengths.len();
+            let (mut x, d) = data::<T>(
+                n,
+                31 + li as u64,
+                poison.filter(|&k| k < 9).map(|k| (at, k)),
+            );
+            let (mut z, mut stored) = with_z(&x, &d);
+            if poison == Some(9) {
+                // z - x overflows (only open bounds admit such x)
+                x[at] = -T::max_value();
+                z[at] = T::max_value();
+                stored[at] = z[at] - x[at];
+            }
+            let (lo_v, hi_v) = (vec![T::zero(); n], vec![T::one(); n]);
+            let open = (ScalarSide(T::neg_infinity()), ScalarSide(T::infinity()));
+            macro_rules! check {
+                ($lo:expr, $hi:expr, $what:expr) => {{
+                    let (rd, rz) = (
+                        Row {
+                            x: &x,
+                            d: &stored,
+                            lo: $lo,
+                            hi: $hi,
+                        },
+                        Row {
+                            x: &x,
+                            d: &z,
+                            lo: $lo,
+                            hi: $hi,
+                        },
+                    );
+                    let what = format!("{} n={n} {poison:?} {}", T::NAME, $what);
+                    for bracket in [(0.5, 2.0), (1.0, 1.0), (0.0, 0.0)] {
+                        let b = (T::of_f64(bracket.0), T::of_f64(bracket.1));
+                        for par in [false, true] {
+                            let want = row_pass_first(&rd, P2, b, true, par);
+                            let got = row_pass_first_diff(&rz, b, par).expect("x86_64 kernels");
+                            assert_eq!(first_bits(&got), first_bits(&want), "{what} {bracket:?}");
+                        }
+                        let each = [
+                            (
+                                first_diff_with::<Avx2, f32, _, _, _>(&rz, bracket, false),
+                                first_with::<Avx2, f32, _, _, _>(&rd, true, bracket, true, false),
+                            ),
+                            (
+                                first_diff_with::<Avx2, f64, _, _, _>(&rz, bracket, false),
+                                first_with::<Avx2, f64, _, _, _>(&rd, true, bracket, true, false),
+                            ),
+                            (
+                                first_diff_with::<Avx512, f32, _, _, _>(&rz, bracket, false),
+                                first_with::<Avx512, f32, _, _, _>(&rd, true, bracket, true, false),
+                            ),
+                            (
+                                first_diff_with::<Avx512, f64, _, _, _>(&rz, bracket, false),
+                                first_with::<Avx512, f64, _, _, _>(&rd, true, bracket, true, false),
+                            ),
+                        ];
+                        for (k, (got, want)) in each.into_iter().enumerate() {
+                            assert_eq!(got.is_some(), want.is_some(), "{what} set {k}");
+                            if let (Some(g), Some(w)) = (got, want) {
+                                assert_eq!(first_bits(&g), first_bits(&w), "{what} set {k}");
+                            }
+                        }
+                    }
+                    if poison.is_none() {
+                        let eta = T::of_f64(0.37);
+                        for stream in [false, true] {
+                            let (mut want, mut got) = (vec![T::nan(); n], vec![T::nan(); n]);
+                            apply_row(&rd, eta, &mut want, true, stream);
+                            apply_row_diff(&rz, eta, &mut got, true, stream);
+                            assert_eq!(bits(&got), bits(&want), "{what} apply {stream}");
+                            apply_chunk_diff(&rz, eta, &mut got);
+                            assert_eq!(bits(&got), bits(&want), "{what} generic apply");
+                            for k in 0..4 {
+                                got.fill(T::nan());
+                                let ran = match k {
+                                    0 => apply_with::<Avx2, f32, _, _, _, true>(
+                                        &rz, eta, &mut got, stream,
+                                    ),
+                                    1 => apply_with::<Avx2, f64, _, _, _, true>(
+                                        &rz, eta, &mut got, stream,
+                                    ),
+                                    2 => apply_with::<Avx512, f32, _, _, _, true>(
+                                        &rz, eta, &mut got, stream,
+                                    ),
+                                    _ => apply_with::<Avx512, f64, _, _, _, true>(
+                                        &rz, eta, &mut got, stream,
+                                    ),
+                                };
+                                if ran {
+                                    assert_eq!(bits(&got), bits(&want), "{what} apply set {k}");
+                                }
+                            }
+                        }
+                    }
+                }};
+            }
+            if poison != Some(9) {
+                check!(ScalarSide(T::zero()), ScalarSide(T::one()), "scalar");
+                check!(SliceSide(&lo_v[..]), SliceSide(&hi_v[..]), "slices");
+                check!(ScalarSide(T::zero()), SliceSide(&hi_v[..]), "mixed");
+            }
+            check!(open.0, open.1, "open");
+        }
+    }
+}
+
+#[test]
+fn diff_kernels_match_the_stored_delta() {
+    diff_matches_stored::<f32>();
+    diff_matches_stored::<f64>();
 }

@@ -6,8 +6,8 @@
 //!
 //! - `p = inf` ([`inf`]): `y = clip(z, max(lower, x - eps), min(upper, x + eps))`, one pass;
 //! - `p = 2` ([`l2`]): `y = clip(x + t d)` with `t = min(1, eta)`, `eta` the clipping-aware
-//!   scale of `d` for size `eps`: the solver of `perturb`, run on `d` written into the
-//!   output row, then applied in place;
+//!   scale of `d` for size `eps`: the solver of `perturb`, whose first pass and apply form
+//!   `d` in registers (no `d` row is written unless a row needs more passes);
 //! - `p = 1` ([`l1`]): `y_i = clip(z_i - sign(d_i) lam)` where `|d_i| > lam`, else `x_i`;
 //!   `lam` is the root of the piecewise-linear, non-increasing `h(lam) = sum_i
 //!   min(max(|d_i| - lam, 0), s_i) = eps` (`s_i` the room towards `sign(d_i)`), or 0 when
@@ -20,7 +20,7 @@
 //! sums are added in block order. Results are therefore bitwise identical for any thread
 //! count.
 
-use crate::batch::{Batch, Eps};
+use crate::batch::{Batch, Eps, STREAM_MIN_BYTES};
 use crate::bounds::{Bound, SideAccess};
 use crate::error::CoreError;
 use crate::kernel::BLOCK;
@@ -290,11 +290,14 @@ multiversion!(clip_z_best, clip_z_avx2, clip_z_chunk,
     (row: &Row<'_, T, L, H>, y: &mut [T]) -> ());
 
 /// What one worker carries from row to row of its group: the previous rows' answers, as
-/// starting points, and reusable scratch.
+/// starting points, and reusable scratch; and whether the batch's outputs are too large
+/// to stay in cache (the `p = 2` apply then writes with non-temporal stores, as
+/// `perturb`'s does).
 #[derive(Default)]
 pub(super) struct RowState {
     pub l1: l1::State,
     pub l2: Hints,
+    pub stream: bool,
 }
 
 /// Rows per group (see [`RowState`]): up to 16, fewer in small batches so that there are at
@@ -316,7 +319,7 @@ pub(super) fn forward_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         ProjectNorm::Inf => inf::project_row(row, y, par).then_some(0.0),
         ProjectNorm::L2 => {
             ROW_SEARCHES.fetch_add(1, Ordering::Relaxed);
-            l2::project_row(row, y, &mut st.l2, par)
+            l2::project_row(row, y, &mut st.l2, par, st.stream)
         }
         ProjectNorm::L1 => {
             ROW_SEARCHES.fetch_add(1, Ordering::Relaxed);
@@ -403,6 +406,7 @@ impl<T: Real, W: RowWork<T>> RowJob<T> for ProjectJob<'_, '_, T, W> {
             return false;
         }
         let plan = Plan::new(pb.rows, n);
+        let stream = std::mem::size_of_val(pb.x) >= STREAM_MIN_BYTES;
         let g = group_rows(pb.rows);
         let groups = pb.rows.div_ceil(g);
         let b_parts: Vec<Option<&mut [T]>> = match self.b {
@@ -416,7 +420,10 @@ impl<T: Real, W: RowWork<T>> RowJob<T> for ProjectJob<'_, '_, T, W> {
             .enumerate()
             .collect();
         let run_group = |(gi, (a, (mut b, m))): Group<'_, T>| -> bool {
-            let mut st = RowState::default();
+            let mut st = RowState {
+                stream,
+                ..RowState::default()
+            };
             let mut ok = true;
             for (k, (ar, mr)) in a.chunks_mut(n).zip(m.iter_mut()).enumerate() {
                 let r = gi * g + k;
