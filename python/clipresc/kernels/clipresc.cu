@@ -1493,7 +1493,7 @@ CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
 CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
                                 CR_GLOBAL real* eta_out, CR_GLOBAL unsigned char* flag_out,
                                 CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
-                                int check CR_TRAFFIC_PARAM) {
+                                int check, int row_checks CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
@@ -1507,9 +1507,10 @@ CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
             eta_out[row] = CR_REAL(st.eta);
             flag_out[row] = (unsigned char)st.unreach;
             if (write_passes) passes_out[row] = st.passes;
-            if (check) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
-            /* (for clipresc_split_apply; a row solved before holds its eta already, and
-             * only after cr_solve's barriers may one thread rewrite what all have read) */
+            if (row_checks) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
+            /* (for clipresc_split_apply and the split backward; a row solved before holds
+             * its final state already, and only after cr_solve's barriers may one thread
+             * rewrite what all have read) */
             if (solved_here) states[row] = st;
         }
         if (bad) CR_ATOMIC_OR(err, bad);
@@ -1528,34 +1529,49 @@ CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* state
     }
 }
 
-/* The backward of split rows given the forward's eta (finite p), in three launches:
+/* The backward of split rows, in three launches:
  *   clipresc_split_vjp_sums    a block per segment: the sums pass of cr_vjp_pass;
  *   clipresc_split_vjp_coeffs  a block per row: merges them in segment order, the row's
  *                              coefficients (rowinfo, B x CR_ROWINFO doubles) and epsbar;
  *   clipresc_split_vjp_apply   a block per segment: the cotangents of its elements.
- * Bounds shared along the batch then take clipresc_bound_grad_shared as usual. */
+ * The row's eta comes either from the forward (eta_in, finite p: the sums pass recovers
+ * the breakpoint index, as cr_vjp_pass's find_k) or, with has_states, from the split
+ * solve's final states (eta in double, k and the unreachable flag as the solve left
+ * them: what the one-block clipresc_vjp uses when it solves; p = inf always takes this
+ * way, its solve being one or two arg-max passes). Bounds shared along the batch then
+ * take clipresc_bound_grad_shared as usual. */
+
+/* The state the backward of one row starts from (see above). */
+CR_DEVICE cr_state cr_vjp_state(const CR_GLOBAL cr_state* states, int has_states,
+                                const CR_GLOBAL real* eta_in, cr_i64 row, acc eps, acc p,
+                                int pm) {
+    if (has_states) return states[row];
+    return cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+}
 
 CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
-                                  const CR_GLOBAL real* eta_in, CR_GLOBAL cr_part* parts,
-                                  cr_i64 G, cr_i64 seg, CR_GLOBAL int* err,
-                                  int check CR_TRAFFIC_PARAM) {
+                                  const CR_GLOBAL real* eta_in,
+                                  const CR_GLOBAL cr_state* states, int has_states,
+                                  CR_GLOBAL cr_part* parts, cr_i64 G, cr_i64 seg,
+                                  CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_REDUCE_BUFS;
     for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
         cr_i64 row = w / G, i0 = (w % G) * seg;
         cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_state st = cr_vjp_state(states, has_states, eta_in, row, eps, p, pm);
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
-        int bad = 0;
+        int bad = 0, find_k = !has_states;
         cr_part q = cr_part_zero();
         CR_ROUNDS(r, i0, i1, 0, i, e, {
             if (check) bad |= cr_check_el(e);
-            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, 1, i);
+            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, find_k, i);
         })
         q = cr_reduce(CR_BUFS, q);
         CR_TRAFFIC((i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
-                       sizeof(real) + (eps_arr ? 8 : 0),
+                       (has_states ? (cr_i64)sizeof(cr_state) : (cr_i64)sizeof(real)) +
+                       (eps_arr ? 8 : 0),
                    CR_PART_BYTES);
         if (CR_TID == 0) parts[w] = q;
         if (bad) CR_ATOMIC_OR(err, bad);
@@ -1564,6 +1580,7 @@ CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, 
 
 CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etabar_p,
                                     int has_etabar, const CR_GLOBAL real* eta_in,
+                                    const CR_GLOBAL cr_state* states, int has_states,
                                     const CR_GLOBAL cr_part* parts, cr_i64 G,
                                     CR_GLOBAL acc* rowinfo, CR_GLOBAL real* epsbar,
                                     CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
@@ -1571,16 +1588,17 @@ CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etab
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_state st = cr_vjp_state(states, has_states, eta_in, row, eps, p, pm);
         cr_part q = cr_part_zero();
         for (cr_i64 sg = CR_TID; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
         q = cr_reduce(CR_BUFS, q);
-        cr_vjp_sums(&st, q, 1);
+        cr_vjp_sums(&st, q, !has_states);
         acc eb = st.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
         acc ak = st.k >= 0 ? fabs(CR_ACC(r.d[st.k])) : 1.0;
         acc eps_bar;
         cr_info f = cr_coeffs(&st, eb, ak, &eps_bar);
-        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (2 + (has_etabar ? 1 : 0)) +
+        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (1 + (has_etabar ? 1 : 0)) +
+                       (has_states ? (cr_i64)sizeof(cr_state) : (cr_i64)sizeof(real)) +
                        (eps_arr ? 8 : 0),
                    8 * CR_ROWINFO + sizeof(real));
         if (CR_TID == 0) {
