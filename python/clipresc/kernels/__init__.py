@@ -382,12 +382,12 @@ def _split_solve(
     states = scratch(B * _STATE_BYTES, False)
     parts = scratch(B * g * _PART_BYTES, False)
     hists = scratch(B * g * 4 * BLOCK * 8, False)
-    cands = scratch(B * _CAND * _CAND_BYTES, False)
-    ncand = scratch(B * 4, True)
+    cands = scratch(B * g * _CAND * _CAND_BYTES, False)
+    ncand = scratch(B * g * 4, False)
     G, S = np.int64(g), np.int64(seg)
     err_arg = dummy if err is None else err
     on = np.int32(check and err is not None)
-    launch("clipresc_split_start", B, *common, states, ncand, *extra)
+    launch("clipresc_split_start", B, *common, states, *extra)
     for _ in range(SPLIT_ROUNDS):
         launch(
             "clipresc_split_pass", B * g, *common, states, parts, hists, cands, ncand, G, S,
