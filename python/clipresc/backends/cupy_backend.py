@@ -9,7 +9,7 @@ Kernels are compiled lazily with NVRTC on first use, once per device and element
 (``@cupy.memoize(for_each_device=True)``), and launched on the current stream. Nothing
 synchronises with the host; besides the outputs, the only allocations are O(B) (a device
 copy of a host ``eps`` array, the per-row scratch of the VJP for bounds shared along the
-batch), or O(B x segments) when long rows are split over blocks (about 8.3 KB per segment
+batch), or O(B x segments) when long rows are split over blocks (about 16.5 KB per segment
 of at least 32768 elements).
 
 Importing this module does not import CuPy (it is imported inside the functions).

@@ -1372,7 +1372,7 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
  * The host launches a fixed sequence (no host synchronisation); a round over rows already
  * solved returns at once. Scratch: parts (B G cr_part), hists (B G 4 CR_NB longs), cands
  * (B G CR_CAND cr_cand: each segment's own slots), ncand (B G ints: each segment's count,
- * CR_CAND + 1 when it found more than its slots hold). */
+ * CR_CAND + 1 when it found more than its slots hold: then it kept none). */
 
 #define CR_STATE_BYTES 512
 #define CR_PART_BYTES 72
@@ -1430,11 +1430,12 @@ CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states
             h[CR_NB + t] = sh_hc[t];
             h[2 * CR_NB + t] = sh_hn[t];
             h[3 * CR_NB + t] = sh_hmax[t];
-            /* this segment's candidates into its own slots, sorted by value when it kept
-             * them all (a canonical order: the step may sum over them), and their count */
+            /* this segment's candidates into its own slots, sorted by value (a canonical
+             * order: the step may sum over them), and their count; none when its shared
+             * memory could not keep them all (the step uses a segment's all or none) */
             cr_i64 cnt = sh_nc[0];
             if (cnt <= CR_CAND) cr_sort_cands(cnt, CR_HIST);
-            cr_i64 kept = cnt < CR_CAND ? cnt : CR_CAND;
+            cr_i64 kept = cnt <= CR_CAND ? cnt : 0;
             for (cr_i64 j = t; j < kept; j += CR_NB) {
                 CR_GLOBAL cr_cand* c = cands + w * CR_CAND + j;
                 c->s = sh_cs[j];
