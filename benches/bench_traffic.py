@@ -14,7 +14,7 @@ Workloads, scaled down in the batch (the count per element depends on the rows, 
 their number): 64x3x224x224 as 4 rows of 150528, 1024x3x32x32 as 64 rows of 3072 (``--full``:
 16 and 1024 rows), and one long row spread over many blocks as the CuPy backend would on a
 132-multiprocessor GPU (the split kernels, their scratch included; 2 x 10^6 elements,
-``--full``: 10^7; the backward split too for finite p), float32, bounds (0, 1); p in
+``--full``: 10^7; the backward split too), float32, bounds (0, 1); p in
 {1, 2, inf}; typical data (x uniform,
 delta normal, eps a third of the largest reachable size) and, for p in {1, 2}, the
 adversarial chain of ``tests/support/gpu_cases.py`` (plain Newton fixes one element per pass)
@@ -153,10 +153,10 @@ class Counter:
         return rd, wr - 4 * pr.B, eta.get(), passes.get()  # (the passes output: not counted)
 
     def split_vjp(
-        self, x: np.ndarray, d: np.ndarray, eps: Any, p: float, eta: np.ndarray, plan: Any
+        self, x: np.ndarray, d: np.ndarray, eps: Any, p: float, eta: Any, plan: Any
     ) -> tuple[int, int]:
-        """As :meth:`vjp`, with each row spread over ``plan.groups`` blocks (finite p)."""
-        import pyopencl as cl
+        """As :meth:`vjp`, with each row spread over ``plan.groups`` blocks (``eta``
+        ``None``: the split solve first, as for p = inf)."""
         import pyopencl.array as cla
 
         from clipresc.backends import opencl_backend as ob
@@ -166,7 +166,7 @@ class Counter:
         pr = ob._prepare(x, d, eps, p, 0.0, 1.0)
         dev = ob._Device(q, pr)
         ybar = cla.to_device(q, np.ones_like(pr.x))
-        eta_d = cla.to_device(q, np.asarray(eta, pr.x.dtype))
+        eta_d = None if eta is None else cla.to_device(q, np.asarray(eta, pr.x.dtype)).data
         xbar, dbar = cla.empty_like(ybar), cla.empty_like(ybar)
         epsbar = cla.empty(q, (pr.B,), pr.x.dtype)
         rowinfo = cla.empty(q, (pr.B * ROWINFO,), np.float64)
@@ -175,11 +175,8 @@ class Counter:
         def launch(name: str, groups: int, *args: Any) -> None:
             self.k[name](q, (groups * BLOCK,), (BLOCK,), *args)
 
-        def scratch(nbytes: int, zero: bool) -> Any:
-            return cl.Buffer(q.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
-
         split_vjp(
-            launch, scratch, dev.common(), plan, pr.B, (ybar.data, None), eta_d.data,
+            launch, ob._scratcher(q), dev.common(), plan, pr.B, (ybar.data, None), eta_d,
             (xbar.data, dbar.data, epsbar.data), (None, None), rowinfo.data, None, False,
             dev.dummy, (tr.data,),
         )  # fmt: skip
@@ -279,8 +276,10 @@ def main(argv: list[str] | None = None) -> int:
                     res["perturb"] = (rd, wr)
                     rd, wr, _, _ = counter.forward(x, d, eps, p, want_y=False)
                     res["scale"] = (rd, wr)
-                if plan is not None and not math.isinf(p):
-                    res["vjp"] = counter.split_vjp(x, d, eps, p, eta, plan)
+                if plan is not None:
+                    # (p = inf: the split backward solves, as the one-block kernel does)
+                    eta_in = None if math.isinf(p) else eta
+                    res["vjp"] = counter.split_vjp(x, d, eps, p, eta_in, plan)
                 else:
                     res["vjp"] = counter.vjp(x, d, eps, p, eta)
                 for kern, (rd, wr) in res.items():

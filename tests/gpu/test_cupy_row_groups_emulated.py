@@ -97,6 +97,28 @@ def test_plan_policy() -> None:
     assert kernels.row_group(1024, 3072, 4, 528, l2) == 1024
 
 
+@pytest.mark.parametrize("p", (2.0, math.inf), ids=lambda p: f"p{p}")
+def test_split_backward_without_eta(fake_cupy: None, p: float) -> None:
+    """Long rows of a small batch: the backward without the forward's eta (and with
+    p = inf, whose given eta the kernels do not use) solves the rows with the split
+    kernels and runs the split backward on their states (no one-block kernel), agreeing
+    with the one-block backward (``split=False``) to summation rounding."""
+    rng = np.random.default_rng(5)
+    x, d, eps, lower, upper = _case(rng, 2, 70_000, np.float64, "full")
+    ybar = rng.standard_normal(x.shape)
+    eta = cb.forward_rows(x, d, eps, p, lower, upper)[1] if math.isinf(p) else None
+    emu.LAUNCHED.clear()
+    got = cb.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, eta=eta)
+    assert "clipresc_split_start" in emu.LAUNCHED and "clipresc_split_vjp_sums" in emu.LAUNCHED
+    assert "clipresc_vjp" not in emu.LAUNCHED
+    want = cb.perturb_vjp_rows(x, d, eps, p, lower, upper, ybar, split=False)
+    for g, w in zip(got, want):
+        if w is None:
+            assert g is None
+            continue
+        np.testing.assert_allclose(g, w, rtol=0, atol=1e-12 * float(np.abs(w).max()))
+
+
 @pytest.mark.parametrize("kind", ("scalar", "full", "row"))
 @pytest.mark.parametrize("given", (False, True))
 def test_backward_in_groups(

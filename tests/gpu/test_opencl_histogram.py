@@ -43,8 +43,8 @@ def _eps_third(x: np.ndarray, d: np.ndarray, p: float) -> np.ndarray:
     return np.asarray((s**p).sum(axis=1) ** (1.0 / p) / 3.0)
 
 
-def _solve(queue: Any, x: np.ndarray, d: np.ndarray, eps: Any, p: float) -> Any:
-    res = ob.forward_rows(x, d, eps, p, 0.0, 1.0, want_passes=True, queue=queue)
+def _solve(queue: Any, x: np.ndarray, d: np.ndarray, eps: Any, p: float, split: Any = None) -> Any:
+    res = ob.forward_rows(x, d, eps, p, 0.0, 1.0, want_passes=True, queue=queue, split=split)
     assert res.passes is not None
     return res
 
@@ -67,14 +67,16 @@ def test_typical_rows_take_two_passes(queue: Any, p: float, n: int) -> None:
 
 @pytest.mark.parametrize("p", P_VALUES, ids=lambda p: f"p{p}")
 def test_long_row_refines_the_histogram(queue: Any, p: float) -> None:
-    """4 x 10^5 elements: the crossing bin of the first histogram holds more candidates
-    than shared memory, so one finer level is binned before the candidates are copied."""
+    """4 x 10^5 elements in one block: the crossing bin of the first histogram holds more
+    candidates than shared memory, so one finer level is binned before the candidates are
+    copied. (Split over blocks, the finer level comes from the segments' candidates
+    instead: ``test_opencl_split.py``.)"""
     rng = np.random.default_rng(7)
     n = 400_000
     x = rng.random((1, n))
     d = rng.standard_normal((1, n))
     eps = _eps_third(x, d, p)
-    res = _solve(queue, x, d, eps, p)
+    res = _solve(queue, x, d, eps, p, split=False)
     assert res.passes[0] == 3
     eta_ref, _ = bisect_eta(x, d, eps, p, 0.0, 1.0)
     np.testing.assert_allclose(res.eta, eta_ref, rtol=1e-12)

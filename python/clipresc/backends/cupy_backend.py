@@ -9,7 +9,7 @@ Kernels are compiled lazily with NVRTC on first use, once per device and element
 (``@cupy.memoize(for_each_device=True)``), and launched on the current stream. Nothing
 synchronises with the host; besides the outputs, the only allocations are O(B) (a device
 copy of a host ``eps`` array, the per-row scratch of the VJP for bounds shared along the
-batch), or O(B x segments) when long rows are split over blocks (about 8.3 KB per segment
+batch), or O(B x segments) when long rows are split over blocks (about 16.5 KB per segment
 of at least 32768 elements).
 
 Importing this module does not import CuPy (it is imported inside the functions).
@@ -395,10 +395,7 @@ def _vjp(
     need_info = lshared is not None or ushared is not None
     rows = _row_group(pr, split) if B > 0 and n > 0 else max(B, 1)
     groups = [(r0, min(B, r0 + rows)) for r0 in range(0, B, rows)]
-    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
-    # solve is its single pass anyway)
-    splits = eta is not None and pr["pm"] != 3 and n > 0
-    plans = [_split_plan(r1 - r0, n, split) if splits else None for r0, r1 in groups]
+    plans = [_split_plan(r1 - r0, n, split) if n > 0 else None for r0, r1 in groups]
     split_any = any(plan is not None for plan in plans)
     rowinfo = cupy.empty((B * ROWINFO,), dtype=cupy.float64) if need_info or split_any else None
     common = _common(pr)
@@ -414,10 +411,12 @@ def _vjp(
         outs = (part(xbar), part(dbar), part(epsbar))
         info_g, eta_g = part(rowinfo, ROWINFO), part(eta)
         if plan is not None:
+            # (without the forward's eta, or with p = inf as in clipresc_vjp, the split
+            # backward solves the rows first)
             split_vjp(
                 _launcher(pr["real"]), _scratch, _common(g), plan, r1 - r0,
-                (part(ybar), part(etabar)), eta_g, outs, (part(lbar), part(ubar)), info_g, err,
-                err is not None, xx,
+                (part(ybar), part(etabar)), eta_g if pr["pm"] != 3 else None, outs,
+                (part(lbar), part(ubar)), info_g, err, err is not None, xx,
             )  # fmt: skip
             continue
         get_kernel("clipresc_vjp", pr["real"])(
@@ -465,8 +464,9 @@ def perturb_vjp_rows(
 
     ``eta`` is the forward's ``(B,)`` scales: given, the kernel solves nothing (it reads
     the saturated set at that ``eta``); ``None``, it solves each row once first. ``err``
-    as in :func:`forward_rows` (all bits but the unreachable one); ``split`` too, used
-    when ``eta`` is given and p is finite.
+    as in :func:`forward_rows` (all bits but the unreachable one); ``split`` too (without
+    ``eta``, or with p = inf, the split backward solves the rows with the split kernels
+    first).
     Returns ``(xbar, deltabar, epsbar, lbar, ubar)``: ``epsbar`` has shape ``(B,)``;
     ``lbar`` / ``ubar`` have the shape of the array bound they belong to, or are ``None``
     for scalar / missing bounds.

@@ -61,6 +61,49 @@ _lock = threading.Lock()
 _queue: Any = None
 _device_text: str | None = None
 _programs: dict[tuple[int, str], dict[str, Any]] = {}
+#: On Oclgrind only: every device buffer this module allocates, kept for the life of the
+#: process. Oclgrind's uninitialised-value checker keeps one shadow buffer per buffer
+#: index and never frees it (its allocation hooks are not implemented up to 26.03), while
+#: Oclgrind hands the index of a freed buffer to the next allocation: a new buffer that a
+#: kernel writes and a later kernel reads (the split kernels' scratch, rowinfo) inherits
+#: the stale shadow, sized for the old buffer, so that reads past the old size report
+#: "uninitialized value" however the kernels wrote it, and reads within it are clean
+#: whatever they did. With no buffer ever freed, each new one gets a fresh index and a
+#: poisoned shadow of its own size at its first kernel: an exact check.
+#: (``tests/gpu/test_opencl_split.py::test_oclgrind_stale_shadow`` shows the artefact.)
+_retained: list[Any] = []
+
+
+def _is_oclgrind(queue: Any) -> bool:
+    return any("Oclgrind" in d.platform.name for d in queue.context.devices)
+
+
+def _allocator(queue: Any) -> Any:
+    """The ``allocator`` for ``pyopencl.array`` on ``queue``: ``None`` (pyopencl's
+    default), or on Oclgrind one whose buffers are never freed (see ``_retained``)."""
+    import pyopencl as cl
+
+    if not _is_oclgrind(queue):
+        return None
+
+    def alloc(nbytes: int) -> Any:
+        buf = cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+        _retained.append(buf)
+        return buf
+
+    return alloc
+
+
+def _to_device(queue: Any, a: np.ndarray) -> Any:
+    import pyopencl.array as cla
+
+    return cla.to_device(queue, a, allocator=_allocator(queue))
+
+
+def _empty(queue: Any, shape: Any, dtype: Any) -> Any:
+    import pyopencl.array as cla
+
+    return cla.empty(queue, shape, dtype, allocator=_allocator(queue))
 
 
 class ForwardResult(NamedTuple):
@@ -163,18 +206,16 @@ class _Device:
     """Device copies of the inputs and the common kernel arguments."""
 
     def __init__(self, queue: Any, pr: _Prepared) -> None:
-        import pyopencl.array as cla
-
         self.queue = queue
         self.pr = pr
-        self.x = cla.to_device(queue, pr.x)
-        self.d = cla.to_device(queue, pr.d)
+        self.x = _to_device(queue, pr.x)
+        self.d = _to_device(queue, pr.d)
         dummy = self.x.data
 
         def buf(op: Operand) -> Any:
             if op.array is None:
                 return dummy
-            return cla.to_device(queue, np.ascontiguousarray(op.array).reshape(-1)).data
+            return _to_device(queue, np.ascontiguousarray(op.array).reshape(-1)).data
 
         self.eps_buf = buf(pr.eps)
         self.lo_buf = buf(pr.lo)
@@ -209,10 +250,8 @@ class _Device:
 
 def _error_word(queue: Any, err: np.ndarray | None) -> Any:
     """The device copy of the caller's error word (a zero word when there is none)."""
-    import pyopencl.array as cla
-
     word = np.zeros(1, np.int32) if err is None else np.asarray(err, np.int32).reshape(1)
-    return cla.to_device(queue, word)
+    return _to_device(queue, word)
 
 
 def _read_error_word(err_d: Any, err: np.ndarray | None) -> None:
@@ -255,30 +294,49 @@ def _split_forward(
 ) -> None:
     """:func:`clipresc.kernels.split_forward` on an OpenCL queue (``kernels``: another
     build of them, e.g. the traffic-counting one, whose extra arguments are ``extra``)."""
-    import pyopencl as cl
-
     if kernels is None:
         kernels = _kernels(queue, real_name(dev.pr.x.dtype.itemsize))
-
-    def launch(name: str, groups: int, *args: Any) -> None:
-        g = max(1, min(groups, _MAX_GROUPS))
-        kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
-
-    def scratch(nbytes: int, zero: bool) -> Any:
-        flags = cl.mem_flags.READ_WRITE
-        if not zero:
-            return cl.Buffer(queue.context, flags, max(nbytes, 8))
-        # (a copy of zeros rather than a fill: Oclgrind counts it as initialised)
-        host = np.zeros(max(nbytes, 8), np.uint8)
-        return cl.Buffer(queue.context, flags | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
 
     def data(a: Any) -> Any:
         return None if a is None else a.data
 
     split_forward(
-        launch, scratch, dev.common(), plan, dev.pr.B, eta.data, flag.data, data(y),
-        data(passes), err_d.data if check else None, check, dev.dummy, extra,
+        _launcher(queue, kernels), _scratcher(queue), dev.common(), plan, dev.pr.B, eta.data,
+        flag.data, data(y), data(passes), err_d.data if check else None, check, dev.dummy,
+        extra,
     )  # fmt: skip
+
+
+def _launcher(queue: Any, kernels: dict[str, Any]) -> Any:
+    """``launch(name, groups, *args)`` of the split sequences on ``queue``."""
+
+    def launch(name: str, groups: int, *args: Any) -> None:
+        g = max(1, min(groups, _MAX_GROUPS))
+        kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
+
+    return launch
+
+
+def _scratcher(queue: Any) -> Any:
+    """``scratch(nbytes, zero)`` of the split sequences: a new buffer on ``queue``'s
+    context, zeroed when asked."""
+    import pyopencl as cl
+
+    keep = _is_oclgrind(queue)
+
+    def scratch(nbytes: int, zero: bool) -> Any:
+        flags = cl.mem_flags.READ_WRITE
+        if not zero:
+            buf = cl.Buffer(queue.context, flags, max(nbytes, 8))
+        else:
+            # (a copy of zeros rather than a fill: Oclgrind counts it as initialised)
+            host = np.zeros(max(nbytes, 8), np.uint8)
+            buf = cl.Buffer(queue.context, flags | cl.mem_flags.COPY_HOST_PTR, hostbuf=host)
+        if keep:
+            _retained.append(buf)
+        return buf
+
+    return scratch
 
 
 def forward_rows(
@@ -306,18 +364,16 @@ def forward_rows(
     ``kernels.split_plan`` says so for the device (as the CuPy backend
     decides), ``False`` never, or the ``kernels.SplitPlan`` to use.
     """
-    import pyopencl.array as cla
-
     pr = _prepare(x, d, eps, p, lower, upper)
     if pr.B == 0 or pr.n == 0:
         return _empty_forward(pr, want_y, want_passes)
     queue = queue if queue is not None else default_queue()
     k = _kernels(queue, real_name(pr.x.dtype.itemsize))["clipresc_forward"]
     dev = _Device(queue, pr)
-    eta = cla.empty(queue, (pr.B,), pr.x.dtype)
-    flag = cla.empty(queue, (pr.B,), np.uint8)
-    y = cla.empty(queue, (pr.B, pr.n), pr.x.dtype) if want_y else None
-    passes = cla.empty(queue, (pr.B,), np.int32) if want_passes else None
+    eta = _empty(queue, (pr.B,), pr.x.dtype)
+    flag = _empty(queue, (pr.B,), np.uint8)
+    y = _empty(queue, (pr.B, pr.n), pr.x.dtype) if want_y else None
+    passes = _empty(queue, (pr.B,), np.int32) if want_passes else None
     groups = _row_groups(pr.B)
     err_d = _error_word(queue, err)
     plan = _split_plan(queue, pr, split)
@@ -381,9 +437,6 @@ def _vjp(
     err: np.ndarray | None = None,
     split: SplitPlan | bool | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
-    import pyopencl as cl
-    import pyopencl.array as cla
-
     pr = _prepare(x, d, eps, p, lower, upper)
     dt = pr.x.dtype
     if pr.B == 0 or pr.n == 0:
@@ -403,48 +456,43 @@ def _vjp(
         ybar_h = np.ascontiguousarray(np.asarray(ybar, dtype=dt))
         if ybar_h.shape != pr.x.shape:
             raise _errors.ybar_rows_shape(pr.x.shape, ybar_h.shape)
-        ybar_d = cla.to_device(queue, ybar_h)
+        ybar_d = _to_device(queue, ybar_h)
     etabar_d = None
     if etabar is not None:
         etabar_h = np.ascontiguousarray(np.broadcast_to(np.asarray(etabar, dtype=dt), (pr.B,)))
-        etabar_d = cla.to_device(queue, etabar_h)
+        etabar_d = _to_device(queue, etabar_h)
     eta_d = None
     if eta is not None:
-        eta_d = cla.to_device(queue, np.ascontiguousarray(np.asarray(eta, dtype=dt).reshape(pr.B)))
+        eta_d = _to_device(queue, np.ascontiguousarray(np.asarray(eta, dtype=dt).reshape(pr.B)))
 
-    xbar = cla.empty(queue, (pr.B, pr.n), dt)
-    dbar = cla.empty(queue, (pr.B, pr.n), dt)
-    epsbar = cla.empty(queue, (pr.B,), dt)
+    xbar = _empty(queue, (pr.B, pr.n), dt)
+    dbar = _empty(queue, (pr.B, pr.n), dt)
+    epsbar = _empty(queue, (pr.B,), dt)
     lfull = pr.lo.grad in ("full", "reduce")
     ufull = pr.hi.grad in ("full", "reduce")
-    lbar = cla.empty(queue, (pr.B, pr.n), dt) if lfull else None
-    ubar = cla.empty(queue, (pr.B, pr.n), dt) if ufull else None
+    lbar = _empty(queue, (pr.B, pr.n), dt) if lfull else None
+    ubar = _empty(queue, (pr.B, pr.n), dt) if ufull else None
     need_info = pr.lo.grad == "shared" or pr.hi.grad == "shared"
-    # (the split backward needs the forward's eta; with p = inf the one-block kernel's
-    # solve is its single pass anyway)
-    plan = _split_plan(queue, pr, split) if eta is not None and pr.pm != 3 else None
+    plan = _split_plan(queue, pr, split)
     rowinfo = (
-        cla.empty(queue, (pr.B * ROWINFO,), np.float64) if need_info or plan is not None else None
+        _empty(queue, (pr.B * ROWINFO,), np.float64) if need_info or plan is not None else None
     )
     data = (lambda a: a.data), dev.dummy
     err_d = _error_word(queue, err)
     if plan is not None:
-        assert eta_d is not None and rowinfo is not None
-
-        def launch(name: str, groups: int, *args: Any) -> None:
-            g = max(1, min(groups, _MAX_GROUPS))
-            kernels[name](queue, (g * BLOCK,), (BLOCK,), *args)
-
-        def scratch(nbytes: int, zero: bool) -> Any:
-            return cl.Buffer(queue.context, cl.mem_flags.READ_WRITE, max(nbytes, 8))
+        assert rowinfo is not None
 
         def opt(a: Any) -> Any:
             return None if a is None else a.data
 
+        # (without the forward's eta, or with p = inf as in clipresc_vjp, the split
+        # backward solves the rows first)
+        eta_s = opt(eta_d) if pr.pm != 3 else None
         split_vjp(
-            launch, scratch, dev.common(), plan, pr.B, (opt(ybar_d), opt(etabar_d)),
-            eta_d.data, (xbar.data, dbar.data, epsbar.data), (opt(lbar), opt(ubar)),
-            rowinfo.data, err_d.data if err is not None else None, err is not None, dev.dummy,
+            _launcher(queue, kernels), _scratcher(queue), dev.common(), plan, pr.B,
+            (opt(ybar_d), opt(etabar_d)), eta_s, (xbar.data, dbar.data, epsbar.data),
+            (opt(lbar), opt(ubar)), rowinfo.data, err_d.data if err is not None else None,
+            err is not None, dev.dummy,
         )  # fmt: skip
     else:
         kernels["clipresc_vjp"](
@@ -466,8 +514,8 @@ def _vjp(
             ),
         )
     _read_error_word(err_d, err)
-    lshared = cla.empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
-    ushared = cla.empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
+    lshared = _empty(queue, (pr.n,), dt) if pr.lo.grad == "shared" else None
+    ushared = _empty(queue, (pr.n,), dt) if pr.hi.grad == "shared" else None
     if need_info:
         groups = max(1, min((pr.n + BLOCK - 1) // BLOCK, _MAX_GROUPS))
         kernels["clipresc_bound_grad_shared"](
@@ -526,7 +574,8 @@ def perturb_vjp_rows(
     for scalar / missing bounds. ``eta``, the forward's ``(B,)`` scales, spares the
     kernel its solve (it reads the saturated set at that ``eta``); ``err`` as in
     :func:`forward_rows` (the unreachable bit excepted). ``split`` as in
-    :func:`forward_rows`, used when ``eta`` is given and p is finite.
+    :func:`forward_rows` (without ``eta``, or with p = inf, the split backward solves the
+    rows with the split kernels first).
     """
     return _vjp(x, d, eps, p, lower, upper, ybar, None, queue, eta, err, split)
 

@@ -349,28 +349,57 @@ def split_forward(
     """
     import numpy as np
 
+    states = _split_solve(
+        launch, scratch, common, plan, B, (eta, flag, passes), err, check, True, dummy, extra
+    )
+    if y is not None:
+        G, S = np.int64(plan.groups), np.int64(plan.seg)
+        launch("clipresc_split_apply", B * plan.groups, *common, states, G, S, y, *extra)
+
+
+def _split_solve(
+    launch: Any,
+    scratch: Any,
+    common: tuple[Any, ...],
+    plan: SplitPlan,
+    B: int,
+    outs: tuple[Any, Any, Any],
+    err: Any,
+    check: bool,
+    row_checks: bool,
+    dummy: Any,
+    extra: tuple[Any, ...],
+) -> Any:
+    """The split solve (arguments as in :func:`split_forward`; ``outs`` is ``(eta, flag,
+    passes)``, ``passes`` may be ``None``): returns the buffer of the rows' final states,
+    which :func:`split_vjp` and ``clipresc_split_apply`` read. ``check`` validates the
+    elements in the first pass; ``row_checks`` adds each row's eps and unreachable bits
+    (the forward's, not the backward's)."""
+    import numpy as np
+
     g, seg = plan.groups, plan.seg
+    eta, flag, passes = outs
     states = scratch(B * _STATE_BYTES, False)
     parts = scratch(B * g * _PART_BYTES, False)
     hists = scratch(B * g * 4 * BLOCK * 8, False)
-    cands = scratch(B * _CAND * _CAND_BYTES, False)
-    ncand = scratch(B * 4, True)
+    cands = scratch(B * g * _CAND * _CAND_BYTES, False)
+    ncand = scratch(B * g * 4, False)
     G, S = np.int64(g), np.int64(seg)
     err_arg = dummy if err is None else err
-    launch("clipresc_split_start", B, *common, states, ncand, *extra)
+    on = np.int32(check and err is not None)
+    launch("clipresc_split_start", B, *common, states, *extra)
     for _ in range(SPLIT_ROUNDS):
         launch(
             "clipresc_split_pass", B * g, *common, states, parts, hists, cands, ncand, G, S,
-            err_arg, np.int32(check), *extra,
+            err_arg, on, *extra,
         )  # fmt: skip
         launch("clipresc_split_step", B, *common, states, parts, hists, cands, ncand, G, *extra)
     launch(
         "clipresc_split_finish", B, *common, states, eta, flag,
-        dummy if passes is None else passes, np.int32(passes is not None), err_arg,
-        np.int32(check), *extra,
+        dummy if passes is None else passes, np.int32(passes is not None), err_arg, on,
+        np.int32(row_checks and bool(on)), *extra,
     )  # fmt: skip
-    if y is not None:
-        launch("clipresc_split_apply", B * g, *common, states, G, S, y, *extra)
+    return states
 
 
 def split_vjp(
@@ -389,17 +418,31 @@ def split_vjp(
     dummy: Any,
     extra: tuple[Any, ...] = (),
 ) -> None:
-    """Launch the split backward given the forward's ``eta`` (finite p): the sums over each
-    segment, the per-row coefficients (written to ``rowinfo``, ``B x ROWINFO`` float64,
-    as ``clipresc_vjp`` writes them for ``clipresc_bound_grad_shared``), the cotangents.
+    """Launch the split backward: the sums over each segment, the per-row coefficients
+    (written to ``rowinfo``, ``B x ROWINFO`` float64, as ``clipresc_vjp`` writes them for
+    ``clipresc_bound_grad_shared``), the cotangents.
 
+    ``eta`` is the forward's ``(B,)`` scales (finite p; the sums pass recovers the
+    breakpoint index at it), or ``None``: the rows are solved first with the split
+    solve, whose final states (eta in float64, breakpoint index, unreachable flag) the
+    backward then reads, as the one-block ``clipresc_vjp`` does after its own solve. The
+    backends pass ``None`` for p = inf, where the solve is one or two arg-max passes.
     ``cot`` is ``(ybar, etabar)`` (either may be ``None``), ``out`` is ``(xbar, dbar,
     epsbar)``, ``bounds`` the full ``(B, n)`` bound cotangents ``(lbar, ubar)`` or
-    ``None``; the rest as in :func:`split_forward`.
+    ``None``; the rest as in :func:`split_forward` (``check``: the element and eps bits,
+    never the unreachable one).
     """
     import numpy as np
 
     g, seg = plan.groups, plan.seg
+    check = check and err is not None
+    states = dummy
+    if eta is None:
+        # (the solve checks the elements in its first pass: the sums pass need not)
+        outs = (scratch(B * 8, False), scratch(B, False), None)
+        states = _split_solve(
+            launch, scratch, common, plan, B, outs, err, check, False, dummy, extra
+        )
     parts = scratch(B * g * _PART_BYTES, False)
     G, S = np.int64(g), np.int64(seg)
     ybar, etabar = cot
@@ -407,13 +450,14 @@ def split_vjp(
     lbar, ubar = bounds
     yb = (dummy if ybar is None else ybar, np.int32(ybar is not None))
     err_arg = dummy if err is None else err
+    solved = (dummy if eta is None else eta, states, np.int32(eta is None))
     launch(
-        "clipresc_split_vjp_sums", B * g, *common, *yb, eta, parts, G, S, err_arg,
-        np.int32(check), *extra,
+        "clipresc_split_vjp_sums", B * g, *common, *yb, *solved, parts, G, S, err_arg,
+        np.int32(check and eta is not None), *extra,
     )  # fmt: skip
     launch(
         "clipresc_split_vjp_coeffs", B, *common, dummy if etabar is None else etabar,
-        np.int32(etabar is not None), eta, parts, G, rowinfo, epsbar, err_arg,
+        np.int32(etabar is not None), *solved, parts, G, rowinfo, epsbar, err_arg,
         np.int32(check), *extra,
     )  # fmt: skip
     launch(

@@ -845,15 +845,14 @@ CR_COLD void cr_select(cr_state* st, CR_BUF_PARAMS, CR_HIST_PARAMS) {
     cr_range_of(st, lo, hi);
 }
 
-/* Sorts the st->ncand candidates by value, (s, a) (bitonic, all threads): a canonical
- * order (equal candidates are interchangeable), so that the sums over them do not depend
- * on the order the atomics stored them in. Then the solve continues over them from the
- * bracket. */
-CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
+/* Sorts the first n (<= CR_CAND) candidates in shared memory by value, (s, a) (bitonic,
+ * all threads): a canonical order (equal candidates are interchangeable), so that sums
+ * over them do not depend on the order the atomics stored them in. */
+CR_COLD void cr_sort_cands(cr_i64 n, CR_HIST_PARAMS) {
     cr_i64 n2 = 2;
-    while (n2 < st->ncand) n2 <<= 1;
+    while (n2 < n) n2 <<= 1;
     for (cr_i64 j = CR_TID; j < n2; j += CR_NB) {
-        if (j >= st->ncand) {
+        if (j >= n) {
             sh_cs[j] = CR_INF;
             sh_ca[j] = CR_INF;
         }
@@ -879,6 +878,12 @@ CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
             CR_BARRIER();
         }
     }
+}
+
+/* Sorts the st->ncand candidates (cr_sort_cands); then the solve continues over them from
+ * the bracket. */
+CR_COLD void cr_sort(cr_state* st, CR_HIST_PARAMS) {
+    cr_sort_cands(st->ncand, CR_HIST);
     st->want = CR_WANT_NONE;
     st->src = 1;
     cr_next(st);
@@ -897,10 +902,12 @@ CR_DEVICE cr_part cr_cand_part(const cr_state* st, CR_HIST_PARAMS) {
     return q;
 }
 
-/* The reduced partials of one step, and what follows it (all threads). */
-CR_DEVICE void cr_advance(cr_state* st, cr_part q, CR_BUF_PARAMS, CR_HIST_PARAMS) {
+/* The reduced partials of one step, and what follows it (all threads). cands: the step ran
+ * over candidates outside the shared ones (the split step's), like st->src: the sums
+ * outside them are added, and no pass over the row is counted. */
+CR_DEVICE void cr_advance(cr_state* st, cr_part q, int cands, CR_BUF_PARAMS, CR_HIST_PARAMS) {
     q = cr_reduce(CR_BUFS, q);
-    if (st->src) {
+    if (st->src || cands) {
         q.s0 += st->c_out;
         q.s1 += st->m_out;
         q.n0 += st->n_out;
@@ -947,7 +954,7 @@ CR_DEVICE cr_state cr_solve(cr_row r, cr_state st, cr_el e0, int has_e0, int che
                 cr_accumulate(&q, &st, e, i);
             })
         }
-        cr_advance(&st, q, CR_BUFS, CR_HIST);
+        cr_advance(&st, q, 0, CR_BUFS, CR_HIST);
     }
     return st;
 }
@@ -1355,13 +1362,17 @@ CR_KERNEL clipresc_bound_grad_shared(CR_COMMON_PARAMS, const CR_GLOBAL real* yba
  *   clipresc_split_step    a block per row: merges the segments' results in a fixed order
  *                          (partials summed in segment order, integer histograms, the
  *                          candidates sorted by value) and takes the step; finishes on the
- *                          candidates in shared memory when it can;
+ *                          candidates in shared memory when it can, and takes further
+ *                          RANGE steps over the segments' candidates in global memory
+ *                          (no pass over the row) while these hold every element of the
+ *                          range (see clipresc_split_step);
  *   clipresc_split_finish  a block per row: whatever a fixed number of (pass, step) rounds
  *                          left unsolved, with the one-block solve; writes the outputs;
  *   clipresc_split_apply   a block per segment: y = clip(x + eta d, l, u).
  * The host launches a fixed sequence (no host synchronisation); a round over rows already
  * solved returns at once. Scratch: parts (B G cr_part), hists (B G 4 CR_NB longs), cands
- * (B CR_CAND cr_cand), ncand (B ints, zero before the first pass). */
+ * (B G CR_CAND cr_cand: each segment's own slots), ncand (B G ints: each segment's count,
+ * CR_CAND + 1 when it found more than its slots hold: then it kept none). */
 
 #define CR_STATE_BYTES 512
 #define CR_PART_BYTES 72
@@ -1374,8 +1385,7 @@ typedef char cr_state_fits[sizeof(cr_state) <= CR_STATE_BYTES ? 1 : -1];
 typedef char cr_part_size[sizeof(cr_part) == CR_PART_BYTES ? 1 : -1];
 typedef char cr_cand_size[sizeof(cr_cand) == CR_CAND_BYTES ? 1 : -1];
 
-CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
-                               CR_GLOBAL int* ncand CR_TRAFFIC_PARAM) {
+CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states CR_TRAFFIC_PARAM) {
     CR_DECLARE_REDUCE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
@@ -1384,11 +1394,8 @@ CR_KERNEL clipresc_split_start(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
         if (CR_TID < n) e0 = cr_load(r, CR_TID);
         cr_state st = cr_begin(eps, p, pm, e0, n, CR_BUFS);
         CR_TRAFFIC((n < CR_NB ? n : CR_NB) * CR_EL_BYTES(r) + (eps_arr ? 8 : 0),
-                   sizeof(cr_state) + 4);
-        if (CR_TID == 0) {
-            states[row] = st;
-            ncand[row] = 0;
-        }
+                   sizeof(cr_state));
+        if (CR_TID == 0) states[row] = st;
     }
 }
 
@@ -1423,27 +1430,57 @@ CR_KERNEL clipresc_split_pass(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* states
             h[CR_NB + t] = sh_hc[t];
             h[2 * CR_NB + t] = sh_hn[t];
             h[3 * CR_NB + t] = sh_hmax[t];
-            /* this segment's candidates into the row's buffer (any order: sorted later) */
-            cr_i64 cnt = sh_nc[0] < CR_CAND ? sh_nc[0] : CR_CAND;
-            CR_BARRIER();
-            if (t == 0) sh_nc[0] = CR_ATOMIC_ADD(&ncand[row], (int)cnt);
-            CR_BARRIER();
-            cr_i64 at = sh_nc[0];
-            for (cr_i64 j = t; j < cnt && at + j < CR_CAND; j += CR_NB) {
-                CR_GLOBAL cr_cand* c = cands + row * CR_CAND + at + j;
+            /* this segment's candidates into its own slots, sorted by value (a canonical
+             * order: the step may sum over them), and their count; none when its shared
+             * memory could not keep them all (the step uses a segment's all or none) */
+            cr_i64 cnt = sh_nc[0];
+            if (cnt <= CR_CAND) cr_sort_cands(cnt, CR_HIST);
+            cr_i64 kept = cnt <= CR_CAND ? cnt : 0;
+            for (cr_i64 j = t; j < kept; j += CR_NB) {
+                CR_GLOBAL cr_cand* c = cands + w * CR_CAND + j;
                 c->s = sh_cs[j];
                 c->a = sh_ca[j];
             }
-            CR_TRAFFIC(0, 4 * CR_NB * 8 + cnt * CR_CAND_BYTES);
+            if (t == 0) ncand[w] = (int)(cnt <= CR_CAND ? cnt : CR_CAND + 1);
+            CR_TRAFFIC(0, 4 * CR_NB * 8 + kept * CR_CAND_BYTES + 4);
             CR_BARRIER();
         }
         if (bad) CR_ATOMIC_OR(err, bad);
     }
 }
 
+/* One RANGE step over the segments' candidates of a row (slots of G segments from cs, counts
+ * in cn), which hold every movable element in the key range they were gathered from:
+ * thread t sums the candidates of segments t, t + CR_NB, ... in their sorted order (so the
+ * partials are deterministic) into the histogram, the shared candidates and the RANGE
+ * partials, which cr_advance completes with the sums outside that range. */
+CR_DEVICE void cr_cands_range(cr_state* st, const CR_GLOBAL cr_cand* cs, const CR_GLOBAL int* cn,
+                              cr_i64 G, CR_BUF_PARAMS, CR_HIST_PARAMS) {
+    cr_hist_clear(CR_HIST);
+    cr_part q = cr_part_zero();
+    for (cr_i64 sg = CR_TID; sg < G; sg += CR_NB) {
+        cr_i64 cnt = cn[sg];
+        for (cr_i64 j = 0; j < cnt; ++j) {
+            cr_el e = cr_el_zero();
+            e.s = cs[sg * CR_CAND + j].s;
+            e.a = cs[sg * CR_CAND + j].a;
+            e.mv = 1;
+            cr_hist_el(&q, st, e, 0, CR_HIST);
+        }
+    }
+    cr_advance(st, q, 1, CR_BUFS, CR_HIST);
+}
+
+/* A row's step. After a pass that binned (TOTALS, RANGE) the segments' candidates hold
+ * every movable element with a key in the pass's range [c_lo, c_hi) ([0, inf) for TOTALS)
+ * unless a segment found more than its CR_CAND slots: then, while the solve's next range
+ * lies within that one, its RANGE step runs over those candidates instead of over the row
+ * (a long row's crossing bin, binned finer, costs no further pass). The sums outside the
+ * candidates are the pass's exact ones (the c_out, m_out, n_out its step leaves; zero
+ * after TOTALS). */
 CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
                               const CR_GLOBAL cr_part* parts, const CR_GLOBAL cr_i64* hists,
-                              const CR_GLOBAL cr_cand* cands, CR_GLOBAL int* ncand,
+                              const CR_GLOBAL cr_cand* cands, const CR_GLOBAL int* ncand,
                               cr_i64 G CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
@@ -1454,8 +1491,17 @@ CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
         /* each thread sums its segments in order, then the fixed tree of cr_reduce */
         cr_part q = cr_part_zero();
         for (cr_i64 sg = t; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
-        CR_TRAFFIC(G * CR_PART_BYTES, sizeof(cr_state) + 4);
-        if (st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE) {
+        CR_TRAFFIC(G * CR_PART_BYTES, sizeof(cr_state));
+        int hist = st.phase == CR_PH_TOTALS || st.phase == CR_PH_RANGE;
+        cr_i64 c_lo = st.phase == CR_PH_RANGE ? st.r_lo : 0;
+        cr_i64 c_hi = st.phase == CR_PH_RANGE ? st.r_hi : CR_I64_MAX;
+        const CR_GLOBAL cr_cand* cs = cands + row * G * CR_CAND;
+        const CR_GLOBAL int* cn = ncand + row * G;
+        int all_kept = 0;
+#ifdef CLIPRESC_COUNT_TRAFFIC
+        cr_i64 total = 0; /* (the candidates the segments kept) */
+#endif
+        if (hist) {
             cr_i64 hw = 0, hc = 0, hn = 0, hm = -1;
             for (cr_i64 sg = 0; sg < G; ++sg) {
                 const CR_GLOBAL cr_i64* h = hists + (row * G + sg) * 4 * CR_NB;
@@ -1468,32 +1514,55 @@ CR_KERNEL clipresc_split_step(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
             sh_hc[t] = hc;
             sh_hn[t] = hn;
             sh_hmax[t] = hm;
-            cr_i64 cnt = ncand[row];
-            if (cnt > CR_CAND) cnt = CR_CAND;
-            for (cr_i64 j = t; j < cnt; j += CR_NB) {
-                const CR_GLOBAL cr_cand* c = cands + row * CR_CAND + j;
-                sh_cs[j] = c->s;
-                sh_ca[j] = c->a;
-            }
-            CR_TRAFFIC(G * 4 * CR_NB * 8 + cnt * CR_CAND_BYTES, 0);
+            if (t == 0) sh_nc[0] = 0;
             CR_BARRIER();
+            /* the segments' candidates into shared memory (any order: cr_sort orders
+             * them; used when the step finds few enough), and whether every segment kept
+             * all of its own (sh_nc's bits from 40 count the segments that did not) */
+            for (cr_i64 sg = t; sg < G; sg += CR_NB) {
+                cr_i64 cnt = cn[sg];
+                cr_i64 kept = cnt <= CR_CAND ? cnt : 0;
+                cr_i64 at = CR_LADD64(sh_nc, kept + (cnt <= CR_CAND ? 0 : (cr_i64)1 << 40));
+                at &= ((cr_i64)1 << 40) - 1;
+                for (cr_i64 j = 0; j < kept && at + j < CR_CAND; ++j) {
+                    sh_cs[at + j] = cs[sg * CR_CAND + j].s;
+                    sh_ca[at + j] = cs[sg * CR_CAND + j].a;
+                }
+            }
+            CR_BARRIER();
+            all_kept = (sh_nc[0] >> 40) == 0;
+#ifdef CLIPRESC_COUNT_TRAFFIC
+            total = sh_nc[0] & (((cr_i64)1 << 40) - 1);
+#endif
+            CR_BARRIER();
+            /* (the copies: at most CR_CAND candidates) */
+            CR_TRAFFIC(G * 4 * CR_NB * 8 + G * 4 +
+                           (total < CR_CAND ? total : CR_CAND) * CR_CAND_BYTES,
+                       0);
         }
-        cr_advance(&st, q, CR_BUFS, CR_HIST);
+        cr_advance(&st, q, 0, CR_BUFS, CR_HIST);
+        /* the exact sums outside [c_lo, c_hi): left by the pass's step (zero after TOTALS) */
+        acc c_out = st.c_out, m_out = st.m_out;
+        cr_i64 n_out = st.n_out;
+        while (all_kept && st.phase == CR_PH_RANGE && st.r_lo >= c_lo && st.r_hi <= c_hi) {
+            st.c_out = c_out;
+            st.m_out = m_out;
+            st.n_out = n_out;
+            cr_cands_range(&st, cs, cn, G, CR_BUFS, CR_HIST);
+            CR_TRAFFIC(G * 4 + total * CR_CAND_BYTES, 0);
+        }
         while (st.src && st.phase != CR_PH_DONE) {
             q = cr_cand_part(&st, CR_HIST);
-            cr_advance(&st, q, CR_BUFS, CR_HIST);
+            cr_advance(&st, q, 0, CR_BUFS, CR_HIST);
         }
-        if (t == 0) {
-            ncand[row] = 0;
-            states[row] = st;
-        }
+        if (t == 0) states[row] = st;
     }
 }
 
 CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
                                 CR_GLOBAL real* eta_out, CR_GLOBAL unsigned char* flag_out,
                                 CR_GLOBAL int* passes_out, int write_passes, CR_GLOBAL int* err,
-                                int check CR_TRAFFIC_PARAM) {
+                                int check, int row_checks CR_TRAFFIC_PARAM) {
     CR_DECLARE_BUFS;
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
@@ -1507,9 +1576,10 @@ CR_KERNEL clipresc_split_finish(CR_COMMON_PARAMS, CR_GLOBAL cr_state* states,
             eta_out[row] = CR_REAL(st.eta);
             flag_out[row] = (unsigned char)st.unreach;
             if (write_passes) passes_out[row] = st.passes;
-            if (check) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
-            /* (for clipresc_split_apply; a row solved before holds its eta already, and
-             * only after cr_solve's barriers may one thread rewrite what all have read) */
+            if (row_checks) bad |= cr_check_eps(st.eps) | (st.unreach ? CR_ERR_UNREACH : 0);
+            /* (for clipresc_split_apply and the split backward; a row solved before holds
+             * its final state already, and only after cr_solve's barriers may one thread
+             * rewrite what all have read) */
             if (solved_here) states[row] = st;
         }
         if (bad) CR_ATOMIC_OR(err, bad);
@@ -1528,34 +1598,49 @@ CR_KERNEL clipresc_split_apply(CR_COMMON_PARAMS, const CR_GLOBAL cr_state* state
     }
 }
 
-/* The backward of split rows given the forward's eta (finite p), in three launches:
+/* The backward of split rows, in three launches:
  *   clipresc_split_vjp_sums    a block per segment: the sums pass of cr_vjp_pass;
  *   clipresc_split_vjp_coeffs  a block per row: merges them in segment order, the row's
  *                              coefficients (rowinfo, B x CR_ROWINFO doubles) and epsbar;
  *   clipresc_split_vjp_apply   a block per segment: the cotangents of its elements.
- * Bounds shared along the batch then take clipresc_bound_grad_shared as usual. */
+ * The row's eta comes either from the forward (eta_in, finite p: the sums pass recovers
+ * the breakpoint index, as cr_vjp_pass's find_k) or, with has_states, from the split
+ * solve's final states (eta in double, k and the unreachable flag as the solve left
+ * them: what the one-block clipresc_vjp uses when it solves; p = inf always takes this
+ * way, its solve being one or two arg-max passes). Bounds shared along the batch then
+ * take clipresc_bound_grad_shared as usual. */
+
+/* The state the backward of one row starts from (see above). */
+CR_DEVICE cr_state cr_vjp_state(const CR_GLOBAL cr_state* states, int has_states,
+                                const CR_GLOBAL real* eta_in, cr_i64 row, acc eps, acc p,
+                                int pm) {
+    if (has_states) return states[row];
+    return cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+}
 
 CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, int has_ybar,
-                                  const CR_GLOBAL real* eta_in, CR_GLOBAL cr_part* parts,
-                                  cr_i64 G, cr_i64 seg, CR_GLOBAL int* err,
-                                  int check CR_TRAFFIC_PARAM) {
+                                  const CR_GLOBAL real* eta_in,
+                                  const CR_GLOBAL cr_state* states, int has_states,
+                                  CR_GLOBAL cr_part* parts, cr_i64 G, cr_i64 seg,
+                                  CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
     CR_DECLARE_REDUCE_BUFS;
     for (cr_i64 w = CR_BID; w < B * G; w += CR_NBLOCKS) {
         cr_i64 row = w / G, i0 = (w % G) * seg;
         cr_i64 i1 = n - i0 < seg ? n : i0 + seg;
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_state st = cr_vjp_state(states, has_states, eta_in, row, eps, p, pm);
         const CR_GLOBAL real* ybar_row = ybar + (has_ybar ? row * n : 0);
-        int bad = 0;
+        int bad = 0, find_k = !has_states;
         cr_part q = cr_part_zero();
         CR_ROUNDS(r, i0, i1, 0, i, e, {
             if (check) bad |= cr_check_el(e);
-            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, 1, i);
+            cr_vjp_el(&q, &st, e, has_ybar ? CR_ACC(ybar_row[i]) : 0.0, has_ybar, find_k, i);
         })
         q = cr_reduce(CR_BUFS, q);
         CR_TRAFFIC((i1 - i0) * (CR_EL_BYTES(r) + (has_ybar ? sizeof(real) : 0)) +
-                       sizeof(real) + (eps_arr ? 8 : 0),
+                       (has_states ? (cr_i64)sizeof(cr_state) : (cr_i64)sizeof(real)) +
+                       (eps_arr ? 8 : 0),
                    CR_PART_BYTES);
         if (CR_TID == 0) parts[w] = q;
         if (bad) CR_ATOMIC_OR(err, bad);
@@ -1564,6 +1649,7 @@ CR_KERNEL clipresc_split_vjp_sums(CR_COMMON_PARAMS, const CR_GLOBAL real* ybar, 
 
 CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etabar_p,
                                     int has_etabar, const CR_GLOBAL real* eta_in,
+                                    const CR_GLOBAL cr_state* states, int has_states,
                                     const CR_GLOBAL cr_part* parts, cr_i64 G,
                                     CR_GLOBAL acc* rowinfo, CR_GLOBAL real* epsbar,
                                     CR_GLOBAL int* err, int check CR_TRAFFIC_PARAM) {
@@ -1571,16 +1657,17 @@ CR_KERNEL clipresc_split_vjp_coeffs(CR_COMMON_PARAMS, const CR_GLOBAL real* etab
     for (cr_i64 row = CR_BID; row < B; row += CR_NBLOCKS) {
         cr_row r = CR_MAKE_ROW(row);
         acc eps = eps_arr ? eps_p[row * eps_es] : eps_v;
-        cr_state st = cr_given(eps, p, pm, CR_ACC(eta_in[row]));
+        cr_state st = cr_vjp_state(states, has_states, eta_in, row, eps, p, pm);
         cr_part q = cr_part_zero();
         for (cr_i64 sg = CR_TID; sg < G; sg += CR_NB) q = cr_part_add(q, parts[row * G + sg]);
         q = cr_reduce(CR_BUFS, q);
-        cr_vjp_sums(&st, q, 1);
+        cr_vjp_sums(&st, q, !has_states);
         acc eb = st.ybar_d + (has_etabar ? CR_ACC(etabar_p[row]) : 0.0);
         acc ak = st.k >= 0 ? fabs(CR_ACC(r.d[st.k])) : 1.0;
         acc eps_bar;
         cr_info f = cr_coeffs(&st, eb, ak, &eps_bar);
-        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (2 + (has_etabar ? 1 : 0)) +
+        CR_TRAFFIC(G * CR_PART_BYTES + sizeof(real) * (1 + (has_etabar ? 1 : 0)) +
+                       (has_states ? (cr_i64)sizeof(cr_state) : (cr_i64)sizeof(real)) +
                        (eps_arr ? 8 : 0),
                    8 * CR_ROWINFO + sizeof(real));
         if (CR_TID == 0) {
