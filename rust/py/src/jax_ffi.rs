@@ -173,6 +173,45 @@ impl Buf {
         Ok(unsafe { std::slice::from_raw_parts(self.data as *const u32, self.len()) })
     }
 
+    /// The `f64` values held as bit words in this U32 buffer: two words per value, the low
+    /// half of the bits first (how float64 values reach a handler, and leave it, while JAX's
+    /// 64-bit types are off).
+    ///
+    /// # Safety
+    /// The buffer must be an input of this call, live and unwritten for the call.
+    pub(crate) unsafe fn f64_words(&self, what: &str) -> Result<Vec<f64>, String> {
+        // SAFETY: guaranteed by the caller.
+        let words = unsafe { self.words(what) }?;
+        if words.len() % 2 != 0 {
+            return Err(format!("{what}: an odd number of float64 bit words"));
+        }
+        Ok(words
+            .chunks_exact(2)
+            .map(|w| f64::from_bits(u64::from(w[0]) | (u64::from(w[1]) << 32)))
+            .collect())
+    }
+
+    /// Writes `vals` into this U32 output buffer as [`Buf::f64_words`] reads them.
+    ///
+    /// # Safety
+    /// As [`Buf::words_mut`].
+    pub(crate) unsafe fn write_f64_words(&self, vals: &[f64], what: &str) -> Result<(), String> {
+        // SAFETY: guaranteed by the caller.
+        let words = unsafe { self.words_mut(what) }?;
+        if words.len() != 2 * vals.len() {
+            return Err(format!(
+                "{what}: {} words for {} values",
+                words.len(),
+                vals.len()
+            ));
+        }
+        for (w, v) in words.chunks_exact_mut(2).zip(vals) {
+            let bits = v.to_bits();
+            (w[0], w[1]) = (bits as u32, (bits >> 32) as u32);
+        }
+        Ok(())
+    }
+
     /// The elements of a U32 output buffer, for writing.
     ///
     /// # Safety
@@ -423,15 +462,8 @@ impl EpsArg {
     /// while JAX's 64-bit types are off (see `exact_eps` in `frameworks/_jax_ffi.py`).
     fn new(buf: &Buf, shape: &Shape) -> Result<EpsArg, String> {
         let values = if buf.dtype == DTYPE_U32 {
-            // SAFETY: an input buffer of this call, whose dtype says it holds `u32`s.
-            let words = unsafe { buf.ints("eps") }?;
-            if words.len() % 2 != 0 {
-                return Err("eps: an odd number of float64 bit words".into());
-            }
-            words
-                .chunks_exact(2)
-                .map(|w| f64::from_bits((w[0] as u64) | ((w[1] as u64) << 32)))
-                .collect()
+            // SAFETY: an input buffer of this call, read only.
+            unsafe { buf.f64_words("eps") }?
         } else {
             // SAFETY: an input buffer of this call, read as its own dtype.
             unsafe { buf.to_f64("eps") }?

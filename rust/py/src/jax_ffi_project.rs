@@ -45,28 +45,17 @@ fn core_result(f: &Frame, res: Result<(), CoreError>) -> Result<(), Fail> {
 /// Writes each row's multiplier into the U32 output `buf` as (low, high) words of its bits.
 fn write_mult(buf: &Buf, mult: &[f64]) -> Result<(), String> {
     // SAFETY: an output buffer of this call, aliased by no other slice.
-    let words = unsafe { buf.words_mut("multipliers") }?;
-    if words.len() != 2 * mult.len() {
-        return Err("the multipliers have the wrong size".into());
-    }
-    for (w, m) in words.chunks_exact_mut(2).zip(mult) {
-        let bits = m.to_bits();
-        (w[0], w[1]) = (bits as u32, (bits >> 32) as u32);
-    }
-    Ok(())
+    unsafe { buf.write_f64_words(mult, "multipliers") }
 }
 
 /// The multipliers [`write_mult`] wrote, from the U32 input `buf` (`rows` of them).
 fn read_mult(buf: &Buf, rows: usize) -> Result<Vec<f64>, String> {
     // SAFETY: an input buffer of this call, read only.
-    let words = unsafe { buf.words("multipliers") }?;
-    if words.len() != 2 * rows {
+    let mult = unsafe { buf.f64_words("multipliers") }?;
+    if mult.len() != rows {
         return Err("the multipliers have the wrong size".into());
     }
-    Ok(words
-        .chunks_exact(2)
-        .map(|w| f64::from_bits(u64::from(w[0]) | (u64::from(w[1]) << 32)))
-        .collect())
+    Ok(mult)
 }
 
 fn forward<T: Real>(f: &Frame) -> Result<(), Fail> {
