@@ -1,5 +1,7 @@
 //! The norm exponent `p`, with fast paths for `p = 1` and `p = 2`.
 
+use num_traits::Float;
+
 use crate::real::Real;
 
 /// Which norm measures the perturbation.
@@ -51,6 +53,11 @@ pub trait Power: Copy + Send + Sync {
     /// hand-written x86_64 kernels.
     #[cfg(target_arch = "x86_64")]
     fn is_p2(self) -> Option<bool> {
+        None
+    }
+    /// `2p` when it is 1, 3 or 6 (`p` = 0.5, 1.5 or 3): the passes then raise to the power
+    /// with [`PHalf`] (a square root and products) instead of logarithm and exponential.
+    fn half_int(self) -> Option<u32> {
         None
     }
 }
@@ -111,7 +118,57 @@ impl Power for P2 {
     }
 }
 
+/// `p = K / 2` for an odd `K` or `K = 6`: `v^p` as `sqrt(v)` (odd `K`) times `v` `K / 2`
+/// times, each step correctly rounded, so within a few ulps of `v^p` in `T` itself (`f32`
+/// lanes, sixteen to a 512-bit vector; `f64` without the `f64` logarithm and exponential
+/// of [`PAny`]). Only the passes use it (see [`Power::half_int`]); the solver's other
+/// powers stay [`PAny`]'s.
+#[derive(Clone, Copy, Debug)]
+pub struct PHalf<const K: u32>;
+
+impl<const K: u32> PHalf<K> {
+    #[inline(always)]
+    fn of<F: Float>(v: F) -> F {
+        let mut out = if K % 2 == 1 { v.sqrt() } else { v };
+        let products = if K % 2 == 1 { K / 2 } else { K / 2 - 1 };
+        for _ in 0..products {
+            out = out * v;
+        }
+        out
+    }
+}
+
+impl<const K: u32> Power for PHalf<K> {
+    #[inline(always)]
+    fn pow<T: Real>(self, v: T) -> T {
+        Self::of(v)
+    }
+    #[inline(always)]
+    fn pow64(self, v: f64) -> f64 {
+        Self::of(v)
+    }
+    #[inline(always)]
+    fn root64(self, t: f64) -> f64 {
+        t.powf(2.0 / f64::from(K))
+    }
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v.powf(f64::from(K) / 2.0 - 1.0)
+    }
+    fn below_one(self) -> bool {
+        K < 2
+    }
+}
+
 impl Power for PAny {
+    fn half_int(self) -> Option<u32> {
+        match self.0 {
+            0.5 => Some(1),
+            1.5 => Some(3),
+            3.0 => Some(6),
+            _ => None,
+        }
+    }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
         v.pow_any(self.0)

@@ -204,7 +204,7 @@ pub(crate) use apply::{
     apply_row, apply_row_in_place, apply_row_in_place_wide, apply_row_wide, needs_wide_apply,
 };
 pub(crate) use binning::{row_bin_free, row_collect_bin, FreeBins};
-pub(crate) use passes::{row_pass_first, row_pass_inf, row_pass_sat, FirstSums};
+pub(crate) use passes::{row_pass_first, row_pass_inf, row_pass_sat, FirstSums, SatSums};
 
 /// `2^k` as two factors, each within `f64`'s range: `2^k` itself may lie outside it
 /// (subnormal f64 deltas), while `v * a1 * a2` scales `v` exactly in two steps.

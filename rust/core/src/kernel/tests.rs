@@ -114,9 +114,9 @@ fn compare_one<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     hand: FirstSums,
 ) {
     let generic = if validate {
-        chunk_first::<T, P, L, H, true>(row, pw, bracket.0, bracket.1)
+        chunk_first::<T, P, P, L, H, true>(row, pw, pw, bracket.0, bracket.1)
     } else {
-        chunk_first::<T, P, L, H, false>(row, pw, bracket.0, bracket.1)
+        chunk_first::<T, P, P, L, H, false>(row, pw, pw, bracket.0, bracket.1)
     };
     assert_eq!(hand.bad != 0, generic.bad != 0, "{what}: invalid flag");
     if generic.bad != 0 {
