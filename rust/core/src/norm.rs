@@ -49,10 +49,10 @@ pub trait Power: Copy + Send + Sync {
     fn below_one(self) -> bool {
         false
     }
-    /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`): the cases with
-    /// hand-written x86_64 kernels.
+    /// `2p` when the hand-written x86_64 kernels take it (`p` in {0.5, 1, 1.5, 2, 3}; their
+    /// powers are [`PHalf`]'s).
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
+    fn kernel_k(self) -> Option<u32> {
         None
     }
     /// `2p` when it is 1, 3 or 6 (`p` = 0.5, 1.5 or 3): the passes then raise to the power
@@ -74,8 +74,8 @@ pub struct PAny(pub f64);
 
 impl Power for P1 {
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
-        Some(false)
+    fn kernel_k(self) -> Option<u32> {
+        Some(2)
     }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
@@ -97,8 +97,8 @@ impl Power for P1 {
 
 impl Power for P2 {
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
-        Some(true)
+    fn kernel_k(self) -> Option<u32> {
+        Some(4)
     }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
@@ -128,7 +128,7 @@ pub struct PHalf<const K: u32>;
 
 impl<const K: u32> PHalf<K> {
     #[inline(always)]
-    fn of<F: Float>(v: F) -> F {
+    pub(crate) fn of<F: Float>(v: F) -> F {
         let mut out = if K % 2 == 1 { v.sqrt() } else { v };
         let products = if K % 2 == 1 { K / 2 } else { K / 2 - 1 };
         for _ in 0..products {
@@ -139,6 +139,10 @@ impl<const K: u32> PHalf<K> {
 }
 
 impl<const K: u32> Power for PHalf<K> {
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_k(self) -> Option<u32> {
+        Some(K)
+    }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
         Self::of(v)
@@ -161,6 +165,10 @@ impl<const K: u32> Power for PHalf<K> {
 }
 
 impl Power for PAny {
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_k(self) -> Option<u32> {
+        self.half_int()
+    }
     fn half_int(self) -> Option<u32> {
         match self.0 {
             0.5 => Some(1),

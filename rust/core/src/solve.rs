@@ -205,8 +205,9 @@ fn solve_from<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 /// `eps` out of reach, as every row's is for a `p` large enough), as long as every hint of
 /// the group so far was good. Rows in one batch are usually alike (one `eps`, similar images and
 /// noise), so the hint's bracket holds most answers and those rows are read once; a row it
-/// missed turns hints off for the rest of the group (its rows may differ in scale, such
-/// as gradients of different sizes, where each miss costs a pass).
+/// missed by more than a factor of two turns hints off for the rest of the group (its rows
+/// may differ in scale, such as gradients of different sizes, where each miss costs a
+/// pass), a nearer miss (sampling noise, which a large `p` amplifies) costs one pass.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hints {
     t_per_target: f64,

@@ -367,18 +367,18 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
-    if let Some(p2) = pw.is_p2() {
+    if let Some(k) = pw.kernel_k() {
         let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
-        let sums = simd_first::<f32, _, _, _>(row, p2, bracket, validate, par)
-            .or_else(|| simd_first::<f64, _, _, _>(row, p2, bracket, validate, par));
+        let sums = simd_first::<f32, _, _, _>(row, k, bracket, validate, par)
+            .or_else(|| simd_first::<f64, _, _, _>(row, k, bracket, validate, par));
         if let Some(sums) = sums {
             return sums;
         }
     }
     match pw.half_int() {
-        Some(1) => return first_pass(row, PHalf::<1>, pw, (eta_lo, eta_hi), validate, par),
-        Some(3) => return first_pass(row, PHalf::<3>, pw, (eta_lo, eta_hi), validate, par),
-        Some(6) => return first_pass(row, PHalf::<6>, pw, (eta_lo, eta_hi), validate, par),
+        Some(1) => return first_pass(row, PHalf::<1>, PHalf::<1>, (eta_lo, eta_hi), validate, par),
+        Some(3) => return first_pass(row, PHalf::<3>, PHalf::<3>, (eta_lo, eta_hi), validate, par),
+        Some(6) => return first_pass(row, PHalf::<6>, PHalf::<6>, (eta_lo, eta_hi), validate, par),
         _ => {}
     }
     first_pass(row, pw, pw, (eta_lo, eta_hi), validate, par)
