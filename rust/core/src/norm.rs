@@ -1,5 +1,7 @@
 //! The norm exponent `p`, with fast paths for `p = 1` and `p = 2`.
 
+use num_traits::Float;
+
 use crate::real::Real;
 
 /// Which norm measures the perturbation.
@@ -47,10 +49,15 @@ pub trait Power: Copy + Send + Sync {
     fn below_one(self) -> bool {
         false
     }
-    /// Whether this is `p = 2` (`Some(true)`) or `p = 1` (`Some(false)`): the cases with
-    /// hand-written x86_64 kernels.
+    /// `2p` when the hand-written x86_64 kernels take it (`p` in {0.5, 1, 1.5, 2, 3}; their
+    /// powers are [`PHalf`]'s).
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
+    fn kernel_k(self) -> Option<u32> {
+        None
+    }
+    /// `2p` when it is 1, 3 or 6 (`p` = 0.5, 1.5 or 3): the passes then raise to the power
+    /// with [`PHalf`] (a square root and products) instead of logarithm and exponential.
+    fn half_int(self) -> Option<u32> {
         None
     }
 }
@@ -67,8 +74,8 @@ pub struct PAny(pub f64);
 
 impl Power for P1 {
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
-        Some(false)
+    fn kernel_k(self) -> Option<u32> {
+        Some(2)
     }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
@@ -90,8 +97,8 @@ impl Power for P1 {
 
 impl Power for P2 {
     #[cfg(target_arch = "x86_64")]
-    fn is_p2(self) -> Option<bool> {
-        Some(true)
+    fn kernel_k(self) -> Option<u32> {
+        Some(4)
     }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
@@ -111,7 +118,65 @@ impl Power for P2 {
     }
 }
 
+/// `p = K / 2` for an odd `K` or `K = 6`: `v^p` as `sqrt(v)` (odd `K`) times `v` `K / 2`
+/// times, each step correctly rounded, so within a few ulps of `v^p` in `T` itself (`f32`
+/// lanes, sixteen to a 512-bit vector; `f64` without the `f64` logarithm and exponential
+/// of [`PAny`]). Only the passes use it (see [`Power::half_int`]); the solver's other
+/// powers stay [`PAny`]'s.
+#[derive(Clone, Copy, Debug)]
+pub struct PHalf<const K: u32>;
+
+impl<const K: u32> PHalf<K> {
+    #[inline(always)]
+    pub(crate) fn of<F: Float>(v: F) -> F {
+        let mut out = if K % 2 == 1 { v.sqrt() } else { v };
+        let products = if K % 2 == 1 { K / 2 } else { K / 2 - 1 };
+        for _ in 0..products {
+            out = out * v;
+        }
+        out
+    }
+}
+
+impl<const K: u32> Power for PHalf<K> {
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_k(self) -> Option<u32> {
+        Some(K)
+    }
+    #[inline(always)]
+    fn pow<T: Real>(self, v: T) -> T {
+        Self::of(v)
+    }
+    #[inline(always)]
+    fn pow64(self, v: f64) -> f64 {
+        Self::of(v)
+    }
+    #[inline(always)]
+    fn root64(self, t: f64) -> f64 {
+        t.powf(2.0 / f64::from(K))
+    }
+    #[inline(always)]
+    fn pow_m1(self, v: f64) -> f64 {
+        v.powf(f64::from(K) / 2.0 - 1.0)
+    }
+    fn below_one(self) -> bool {
+        K < 2
+    }
+}
+
 impl Power for PAny {
+    #[cfg(target_arch = "x86_64")]
+    fn kernel_k(self) -> Option<u32> {
+        self.half_int()
+    }
+    fn half_int(self) -> Option<u32> {
+        match self.0 {
+            0.5 => Some(1),
+            1.5 => Some(3),
+            3.0 => Some(6),
+            _ => None,
+        }
+    }
     #[inline(always)]
     fn pow<T: Real>(self, v: T) -> T {
         v.pow_any(self.0)

@@ -9,6 +9,7 @@
 //! linear in the candidates it sees.
 
 use crate::norm::Power;
+use crate::real::Real;
 
 /// The most buckets per level.
 pub const BUCKETS: usize = 4096;
@@ -39,6 +40,17 @@ impl Cand {
             key: s / a,
             w: pw.pow64(a),
             c: pw.pow64(s),
+        }
+    }
+
+    /// [`Cand::new`] for `a` and `s` that are values of `T` widened to `f64`: the powers
+    /// through [`Power::pow_widened`] (no libm call for `p` outside {1, 2}).
+    #[inline(always)]
+    pub(crate) fn widened<T: Real, P: Power>(a: f64, s: f64, pw: P) -> Cand {
+        Cand {
+            key: s / a,
+            w: pw.pow_widened::<T>(a),
+            c: pw.pow_widened::<T>(s),
         }
     }
 }

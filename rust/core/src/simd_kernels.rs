@@ -1,5 +1,6 @@
 //! Hand-written SIMD kernels for the cases that dominate real use: `f32` or `f64` data,
-//! `p = 1` or `p = 2`, each bound a scalar or one value per element. The generic lane loops
+//! `p` in {0.5, 1, 1.5, 2, 3} (powers by square roots and products, see `crate::norm::PHalf`),
+//! each bound a scalar or one value per element. The generic lane loops
 //! in `kernel` cover everything else; LLVM's vectoriser keeps their accumulators in
 //! registers only for the simplest passes (it spilled the first pass to the stack, or fell
 //! back to scalar code), so the split pass and the apply are written with intrinsics.
@@ -84,7 +85,8 @@ pub(crate) trait Kernels<E> {
     /// Whether this CPU runs them (checked at run time).
     fn available() -> bool;
 
-    /// A pass over a chunk split at the bracket `(eta_lo, eta_hi]` (see `FirstSums`).
+    /// A pass over a chunk split at the bracket `(eta_lo, eta_hi]` (see `FirstSums`) for
+    /// `p = K / 2` (`K` in {1, 2, 3, 4, 6}; powers as `crate::norm::PHalf` takes them).
     /// `VALIDATE`: the first pass, which also counts invalid elements and finds the largest
     /// `|delta|` (`CHECK_X` then also checks that `x` is finite, which the bounds check
     /// implies when both bounds are finite); a later pass over a valid row leaves `bad` and
@@ -97,7 +99,7 @@ pub(crate) trait Kernels<E> {
     /// # Safety
     /// [`Kernels::available`] returned `true`.
     unsafe fn first<
-        const P2: bool,
+        const K: u32,
         const VALIDATE: bool,
         const CHECK_X: bool,
         const SPLIT: bool,
@@ -258,7 +260,7 @@ macro_rules! simd_kernels {
         use std::mem::MaybeUninit;
 
         use crate::kernel::{room, FirstSums};
-        use crate::norm::{P1, P2 as P2Norm};
+        use crate::norm::PHalf;
         use crate::safeguard::Cand;
         use crate::simd::prefetch_ahead;
         use crate::simd_kernels::{$isa, Chunk, Kernels, Side};
@@ -317,20 +319,18 @@ macro_rules! simd_kernels {
 
         #[inline]
         #[target_feature(enable = $feat)]
-        fn pow<const P2: bool>(v: V) -> V {
-            if P2 {
-                mul(v, v)
-            } else {
-                v
+        fn pow<const K: u32>(v: V) -> V {
+            // as `PHalf::<K>` (each step correctly rounded, so the lanes agree with it)
+            let mut out = if K % 2 == 1 { sqrt(v) } else { v };
+            let products = if K % 2 == 1 { K / 2 } else { K / 2 - 1 };
+            for _ in 0..products {
+                out = mul(out, v);
             }
+            out
         }
 
-        fn pow_s<const P2: bool>(v: E) -> E {
-            if P2 {
-                v * v
-            } else {
-                v
-            }
+        fn pow_s<const K: u32>(v: E) -> E {
+            PHalf::<K>::of(v)
         }
 
         /// Prefetches `x`, `delta` and the bound sides that hold one value per element
@@ -356,15 +356,10 @@ macro_rules! simd_kernels {
         const ALIGN: usize = std::mem::size_of::<V>();
 
         /// Appends the candidates of elements with `|delta|` `a` and room `s`.
-        fn push_cands<const P2: bool>(cands: &mut Vec<Cand>, a: &[E], s: &[E]) {
+        fn push_cands<const K: u32>(cands: &mut Vec<Cand>, a: &[E], s: &[E]) {
             cands.reserve(a.len());
             for (&a, &s) in a.iter().zip(s) {
-                let (a, s) = (f64::from(a), f64::from(s));
-                cands.push(if P2 {
-                    Cand::new(a, s, P2Norm)
-                } else {
-                    Cand::new(a, s, P1)
-                });
+                cands.push(Cand::new(f64::from(a), f64::from(s), PHalf::<K>));
             }
         }
 
@@ -383,7 +378,7 @@ macro_rules! simd_kernels {
 
             #[target_feature(enable = $feat)]
             unsafe fn first<
-                const P2: bool,
+                const K: u32,
                 const VALIDATE: bool,
                 const CHECK_X: bool,
                 const SPLIT: bool,
@@ -437,8 +432,8 @@ macro_rules! simd_kernels {
                         } else {
                             nle(s, mul(elo, a))
                         };
-                        cs = mask_add(cs, sat_lo, pow::<P2>(s));
-                        ms = mask_add(ms, free_hi, pow::<P2>(a));
+                        cs = mask_add(cs, sat_lo, pow::<K>(s));
+                        ms = mask_add(ms, free_hi, pow::<K>(a));
                         nsat = count_add(nsat, sat_lo);
                         let mut outside = mask_or(sat_lo, free_hi);
                         if VALIDATE {
@@ -478,7 +473,7 @@ macro_rules! simd_kernels {
                             std::slice::from_raw_parts(packed_s.as_ptr().cast::<E>(), count),
                         )
                     };
-                    push_cands::<P2>(&mut out.cands, pa, ps);
+                    push_cands::<K>(&mut out.cands, pa, ps);
                 }
                 for i in full..n {
                     let (xi, lo, hi) = (x[i], c.lo.at(i), c.hi.at(i));
@@ -493,12 +488,12 @@ macro_rules! simd_kernels {
                         out.amax = out.amax.max(f64::from(a));
                     }
                     if sat_lo {
-                        out.c_lo += f64::from(pow_s::<P2>(s));
+                        out.c_lo += f64::from(pow_s::<K>(s));
                         out.nsat_lo += 1;
                     } else if free_hi {
-                        out.m_hi += f64::from(pow_s::<P2>(a));
+                        out.m_hi += f64::from(pow_s::<K>(a));
                     } else if !b {
-                        push_cands::<P2>(&mut out.cands, &[a], &[s]);
+                        push_cands::<K>(&mut out.cands, &[a], &[s]);
                     }
                 }
                 out.bad = any_bad as u64;

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use crate::bounds::{SideAccess, SliceSide};
 use crate::kernel::{
     pow2_steps, row_bin_free, row_collect_bin, row_pass_first, row_pass_inf, row_pass_sat,
-    FirstSums, FreeBins, Row,
+    FirstSums, FreeBins, Row, SatSums,
 };
 use crate::norm::Power;
 use crate::real::Real;
@@ -83,7 +83,8 @@ const GUESS_RATIOS: [f64; 2] = [0.8, 1.25];
 
 /// An estimate of `t` from a few blocks spread over a row of `n` elements, `element(i)`
 /// giving `(|delta_i|, room)` (any value is safe: it only decides where the first pass
-/// looks; 0 means "no estimate").
+/// looks; 0 means "no estimate", [`EXPECT_SATURATED`] that the subsample cannot reach its
+/// share of the target).
 fn subsample_guess<T: Real, P: Power>(
     n: usize,
     element: impl Fn(usize) -> (T, T),
@@ -107,9 +108,14 @@ fn subsample_guess<T: Real, P: Power>(
     let share = (SUB_BLOCKS * SUB_BLOCK_LEN) as f64 / n as f64;
     match safeguard::fix_small(&cands, 0.0, 0.0, target * share, pw, 12) {
         Fixed::Solved(Some(t)) | Fixed::Unfinished(t) if t.is_finite() && t > 0.0 => t,
+        Fixed::Solved(None) if !cands.is_empty() => EXPECT_SATURATED,
         _ => 0.0,
     }
 }
+
+/// The guess (a hint, or a subsample's estimate) that the row's `eps` lies at or above its
+/// largest reachable size: its first pass is then [`saturated_first`].
+pub(crate) const EXPECT_SATURATED: f64 = f64::INFINITY;
 
 /// Whether a row is too short for a subsample estimate: its first pass splits at the
 /// caller's hint (see [`solve_row`]), or at `t = 0` without one.
@@ -126,7 +132,8 @@ pub(crate) fn is_short(n: usize) -> bool {
 /// select as a safeguard after [`Options::max_newton_passes`] passes. Long rows estimate
 /// `t` on a subsample; short rows ([`is_short`]) take `hint` (a `t` the caller expects,
 /// such as the previous row's; 0: none). Any hint gives the exact answer; a good one saves
-/// a pass.
+/// a pass. A guess of [`EXPECT_SATURATED`] makes the first pass the saturating one
+/// ([`saturated_first`]).
 pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     eps: f64,
@@ -135,18 +142,58 @@ pub(crate) fn solve_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
     hint: f64,
 ) -> RowOutcome {
-    let n = row.len();
-    let bracket = first_bracket(n, eps, pw, hint, |i| row.element(i));
+    let guess = first_guess(row.len(), eps, pw, hint, |i| row.element(i));
+    if guess == EXPECT_SATURATED {
+        return saturated_first(row, eps, pw.pow64(eps), pw, opts, par);
+    }
+    solve_from(row, eps, pw, opts, par, guess)
+}
+
+/// [`solve_row`] with the first pass split around `guess` (a finite `t`; 0: at `t = 0`).
+fn solve_from<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+    guess: f64,
+) -> RowOutcome {
+    let bracket = bracket_at::<T, P>(guess, pw);
     let first = row_pass_first(row, pw, bracket, true, par);
-    match after_first(first, eps, pw, bracket, n) {
+    match after_first(first, eps, pw, bracket, row.len()) {
         AfterFirst::Done(out) => out,
         AfterFirst::More(rest) => rest.finish(row, pw, opts, par),
     }
 }
 
+/// Where the first pass of a row of `n` elements looks (see [`solve_row`]): `hint` for short
+/// rows, a subsample's estimate (from `element(i)`, `(|delta_i|, room)`) for long ones, 0
+/// without either, or [`EXPECT_SATURATED`].
+fn first_guess<T: Real, P: Power>(
+    n: usize,
+    eps: f64,
+    pw: P,
+    hint: f64,
+    element: impl Fn(usize) -> (T, T),
+) -> f64 {
+    if eps <= 0.0 {
+        0.0
+    } else if is_short(n) {
+        if hint > 0.0 {
+            hint // positive and finite, or EXPECT_SATURATED
+        } else {
+            0.0
+        }
+    } else {
+        subsample_guess(n, element, pw.pow64(eps), pw)
+    }
+}
+
 /// The bracket of `eta` that the first pass of a row of `n` elements splits at (see
 /// [`solve_row`]): around `hint` for short rows, around a subsample's estimate (from
-/// `element(i)`, `(|delta_i|, room)`) for long ones; empty at zero without either.
+/// `element(i)`, `(|delta_i|, room)`) for long ones; empty at zero without either, and for
+/// a row expected to saturate (the projection, which calls this, has no saturating first
+/// pass).
 pub(crate) fn first_bracket<T: Real, P: Power>(
     n: usize,
     eps: f64,
@@ -154,17 +201,19 @@ pub(crate) fn first_bracket<T: Real, P: Power>(
     hint: f64,
     element: impl Fn(usize) -> (T, T),
 ) -> (T, T) {
-    let guess = if eps <= 0.0 {
-        0.0
-    } else if is_short(n) {
-        if hint.is_finite() && hint > 0.0 {
-            hint
-        } else {
+    let guess = first_guess(n, eps, pw, hint, element);
+    bracket_at::<T, P>(
+        if guess == EXPECT_SATURATED {
             0.0
-        }
-    } else {
-        subsample_guess(n, element, pw.pow64(eps), pw)
-    };
+        } else {
+            guess
+        },
+        pw,
+    )
+}
+
+/// The bracket around `guess` (a finite `t`; 0: empty at zero).
+fn bracket_at<T: Real, P: Power>(guess: f64, pw: P) -> (T, T) {
     let [eta_lo, eta_hi] = GUESS_RATIOS.map(|r| T::of_f64(pw.root64(r * guess)));
     // A bracket past T's range would multiply infinity by zero deltas: split at zero instead.
     if eta_hi.is_finite() {
@@ -192,8 +241,8 @@ pub(crate) struct Rest {
 enum Step {
     /// `delta` must be rescaled (its powers leave `T`'s range).
     Rescale(i32),
-    /// The answer lies below the first bracket.
-    Below,
+    /// The answer lies below the first bracket (the first pass's split there).
+    Below(Split),
     /// Every movable element saturates.
     Saturated,
     /// The answer lies above the first bracket: the Newton start at its upper end.
@@ -226,8 +275,9 @@ pub(crate) fn after_first<T: Real, P: Power>(
     if let Some(k) = delta_rescale::<T, P>(first.amax, pw) {
         return more(Step::Rescale(k));
     }
-    match Split::of(&first, eta_lo, eta_hi, pw).locate(target) {
-        Located::Below => more(Step::Below),
+    let split = Split::of(&first, eta_lo, eta_hi, pw);
+    match split.locate(target) {
+        Located::Below => more(Step::Below(split)),
         // The answer follows from the candidates alone.
         Located::Inside => {
             match safeguard::select(first.cands, first.c_lo, first.m_hi, target, pw) {
@@ -251,7 +301,7 @@ impl Rest {
         let target = pw.pow64(self.eps);
         match self.step {
             Step::Rescale(k) => solve_rescaled(row, self.eps, pw, opts, par, k),
-            Step::Below => below_bracket(row, target, pw, opts, par, self.short),
+            Step::Below(split) => below_guess(row, &split, target, pw, opts, par, self.short),
             Step::Saturated => saturated(row, target, pw, 0, false, par),
             // Short rows: the first bracket was empty at `t = 0`, or the hint was too low.
             Step::Above(start) if self.short => {
@@ -265,14 +315,17 @@ impl Rest {
 }
 
 /// Hints passed from row to row within a group of short rows (see [`solve_row`]): the
-/// previous row's `t` per unit of target size (`eps^p`), as long as every hint of the group
-/// so far was good. Rows in one batch are usually alike (one `eps`, similar images and
+/// previous row's `t` per unit of target size (`eps^p`), or that it was saturated (its
+/// `eps` out of reach, as every row's is for a `p` large enough), as long as every hint of
+/// the group so far was good. Rows in one batch are usually alike (one `eps`, similar images and
 /// noise), so the hint's bracket holds most answers and those rows are read once; a row it
-/// missed turns hints off for the rest of the group (its rows may differ in scale, such
-/// as gradients of different sizes, where each miss costs a pass).
+/// missed by more than a factor of two turns hints off for the rest of the group (its rows
+/// may differ in scale, such as gradients of different sizes, where each miss costs a
+/// pass), a nearer miss (sampling noise, which a large `p` amplifies) costs one pass.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Hints {
     t_per_target: f64,
+    saturated: bool,
     on: bool,
 }
 
@@ -280,6 +333,7 @@ impl Default for Hints {
     fn default() -> Self {
         Hints {
             t_per_target: 0.0,
+            saturated: false,
             on: true,
         }
     }
@@ -288,22 +342,37 @@ impl Default for Hints {
 impl Hints {
     /// The hint for a row of size `eps` (0: none).
     pub(crate) fn next<P: Power>(&self, pw: P, eps: f64) -> f64 {
-        if self.on {
-            self.t_per_target * pw.pow64(eps)
-        } else {
+        if !self.on {
             0.0
+        } else if self.saturated {
+            EXPECT_SATURATED
+        } else {
+            let hint = self.t_per_target * pw.pow64(eps);
+            if hint.is_finite() {
+                hint
+            } else {
+                0.0
+            }
         }
     }
 
     /// Takes note of a row solved with `hint` (from [`Hints::next`]).
     pub(crate) fn record<P: Power>(&mut self, pw: P, eps: f64, hint: f64, out: &RowOutcome) {
-        if hint > 0.0 && out.passes > 0 {
+        let target = pw.pow64(eps);
+        self.saturated = out.saturated && !out.invalid;
+        // The safeguard's answers are exact too: a batch of alike hard rows (the Newton
+        // adversary) pays for the safeguard on the first row of each group only.
+        let exact = !(out.saturated || out.invalid);
+        // A miss by less than a factor of two (rows alike but for sampling noise, which a
+        // large `p` amplifies) keeps hints on: the next pass starts next to the answer.
+        let t = pw.pow64(out.eta);
+        let near = exact && hint.is_finite() && t >= 0.5 * hint && t <= 2.0 * hint;
+        if hint > 0.0 && out.passes > 0 && !near {
             self.on = false;
         }
-        let target = pw.pow64(eps);
-        let plain = !(out.saturated || out.invalid || out.safeguard);
-        self.t_per_target = if plain && out.eta > 0.0 && target > 0.0 {
-            pw.pow64(out.eta) / target
+        let ratio = t / target;
+        self.t_per_target = if exact && t > 0.0 && ratio.is_finite() {
+            ratio
         } else {
             0.0
         };
@@ -320,6 +389,9 @@ const SECOND_BRACKET_RATIO: f64 = 1.5;
 struct Split {
     g_lo: f64,
     g_hi: f64,
+    /// `t` at the bracket's lower end, and the weight free there (`g`'s slope above it).
+    t_lo: f64,
+    m_lo: f64,
     /// The Newton start at the upper end: `(sum c, sum w, saturated count, t)`.
     above: (f64, f64, u64, f64),
 }
@@ -343,6 +415,8 @@ impl Split {
         Split {
             g_lo: first.c_lo + t_lo * (first.m_hi + w_in),
             g_hi: first.c_lo + c_in + t_hi * first.m_hi,
+            t_lo,
+            m_lo: first.m_hi + w_in,
             above: (first.c_lo + c_in, first.m_hi, nsat_hi, t_hi),
         }
     }
@@ -355,6 +429,44 @@ impl Split {
         } else {
             Located::Above(self.above)
         }
+    }
+}
+
+/// The answer lies below a guess's bracket (a hint or an estimate that was too high). `g`
+/// is concave with `g(0) = 0`, so the chord from the origin to the bracket's lower end lies
+/// below it and the tangent there above it: the answer lies in
+/// `[t_lo - (g_lo - target) / m_lo, target t_lo / g_lo]`. When that is narrow (the guess
+/// was close), one pass split at it finds the answer; otherwise, or when rounding puts the
+/// answer outside, the row goes on as one without an estimate ([`below_bracket`]).
+fn below_guess<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    split: &Split,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+    short: bool,
+) -> RowOutcome {
+    let (t_lo, g_lo, m_lo) = (split.t_lo, split.g_lo, split.m_lo);
+    let t_hi = target * t_lo / g_lo;
+    let t_below = if m_lo > 0.0 {
+        t_lo - (g_lo - target) / m_lo
+    } else {
+        0.0
+    };
+    if !(t_hi.is_finite() && t_below >= GUESS_RATIOS[0] * t_hi && opts.max_newton_passes > 0) {
+        return below_bracket(row, target, pw, opts, par, short);
+    }
+    let [eta_lo, eta_hi] = [t_below, t_hi].map(|v| T::of_f64(pw.root64(v)));
+    let second = row_pass_first(row, pw, (eta_lo, eta_hi), false, par);
+    let out = match Split::of(&second, eta_lo, eta_hi, pw).locate(target) {
+        Located::Below => below_bracket(row, target, pw, opts, par, short),
+        Located::Inside => inside_bracket(row, second, target, pw, par),
+        Located::Above(start) => newton(row, target, pw, opts, par, start, 0),
+    };
+    RowOutcome {
+        passes: out.passes + 1,
+        ..out
     }
 }
 
@@ -617,7 +729,42 @@ fn saturated<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     safeguard: bool,
     par: bool,
 ) -> RowOutcome {
-    let sums = row_pass_sat(row, pw, par);
+    let sums = row_pass_sat(row, pw, false, par);
+    saturated_of::<T>(&sums, target, passes, safeguard)
+}
+
+/// The first pass of a row expected to saturate ([`EXPECT_SATURATED`]): validates the row
+/// and sums the caps of every movable element (what [`saturated`] sums). A target at or
+/// above that largest size is out of reach, and the row is solved in this one pass;
+/// otherwise the row is solved as one without a guess (one pass more).
+fn saturated_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    eps: f64,
+    target: f64,
+    pw: P,
+    opts: &Options,
+    par: bool,
+) -> RowOutcome {
+    let sums = row_pass_sat(row, pw, true, par);
+    if sums.bad > 0 {
+        return RowOutcome::invalid();
+    }
+    if sums.amax == 0.0 {
+        return RowOutcome::eta(0.0, 0, false);
+    }
+    // Deltas whose powers leave T's range take the rescaled path, which needs the pass.
+    if target >= sums.c_total && delta_rescale::<T, P>(sums.amax, pw).is_none() {
+        return saturated_of::<T>(&sums, target, 0, false);
+    }
+    let out = solve_from(row, eps, pw, opts, par, 0.0);
+    RowOutcome {
+        passes: out.passes + 1,
+        ..out
+    }
+}
+
+/// The saturated outcome from the sums of a saturating pass.
+fn saturated_of<T: Real>(sums: &SatSums, target: f64, passes: u32, safeguard: bool) -> RowOutcome {
     RowOutcome {
         eta: sums.key_max,
         passes,

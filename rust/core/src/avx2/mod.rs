@@ -8,7 +8,7 @@
 macro_rules! avx2_lanes {
     (E: $e:ty, V: $v:ty, W: $w:expr, words: $words:expr, count: $cnt:ty,
      set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
-     stream: $stream:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident,
+     stream: $stream:ident, sqrt: $sqrt:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident,
      and: $and:ident, or: $or:ident, max: $max:ident, min: $min:ident, cmp: $cmp:ident,
      andnot: $andnot:ident, blendv: $blendv:ident, movemask: $movemask:ident,
      count_sub: $count_sub:ident, as_int: $as_int:ident, as_ps: $as_ps:path) => {
@@ -39,6 +39,12 @@ macro_rules! avx2_lanes {
         }
 
         binary_ops! { "avx2,fma"; mask_or -> M => $or; }
+
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        fn sqrt(v: V) -> V {
+            $sqrt(v)
+        }
 
         #[inline]
         #[target_feature(enable = "avx2,fma")]

@@ -11,7 +11,7 @@
 macro_rules! avx512_lanes {
     (E: $e:ty, V: $v:ty, M: $m:ty, W: $w:expr,
      set1: $set1:ident, setzero: $setzero:ident, loadu: $loadu:ident, storeu: $storeu:ident,
-     stream: $stream:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident,
+     stream: $stream:ident, sqrt: $sqrt:ident, add: $add:ident, sub: $sub:ident, mul: $mul:ident,
      max: $max:ident, min: $min:ident, cmp: $cmp:ident, abs: $abs:ident,
      mask_add: $mask_add:ident, blend: $blend:ident, compress: $compress:ident) => {
         use std::arch::x86_64::*;
@@ -37,6 +37,12 @@ macro_rules! avx512_lanes {
 
         lane_ops! { "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,popcnt";
             add: $add, sub: $sub, mul: $mul, max: $max, min: $min, cmp: $cmp
+        }
+
+        #[inline]
+        #[target_feature(enable = "avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,popcnt")]
+        fn sqrt(v: V) -> V {
+            $sqrt(v)
         }
 
         #[inline]

@@ -9,10 +9,11 @@ pub(super) use crate::simd_kernels::{Avx2, Avx512, Kernels};
 use crate::simd_kernels::{Chunk, Elem, Side};
 
 /// [`row_pass_first`] with the widest hand-written kernels of `E` the CPU runs, or `None`
-/// when the row's elements are not `E` or the CPU has no such kernels.
+/// when the row's elements are not `E` or the CPU has no such kernels. `k` is `2p` (see
+/// [`Kernels::first`]).
 pub(super) fn simd_first<E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
-    p2: bool,
+    k: u32,
     bracket: (f64, f64),
     validate: bool,
     par: bool,
@@ -22,22 +23,22 @@ where
     Avx512: Kernels<E>,
 {
     if <Avx512 as Kernels<E>>::available() {
-        first_with::<Avx512, E, T, L, H>(row, p2, bracket, validate, par)
+        first_with::<Avx512, E, T, L, H>(row, k, bracket, validate, par)
     } else {
-        first_with::<Avx2, E, T, L, H>(row, p2, bracket, validate, par)
+        first_with::<Avx2, E, T, L, H>(row, k, bracket, validate, par)
     }
 }
 
-/// [`row_pass_first`] with the kernels `K`, or `None` when the row's elements are not `E`
-/// or the CPU does not run `K`.
+/// [`row_pass_first`] with the kernels `K`, or `None` when the row's elements are not `E`,
+/// the CPU does not run `K` or `k` (`2p`) is not one of the kernels' powers.
 pub(super) fn first_with<K: Kernels<E>, E: Elem, T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
-    p2: bool,
+    k: u32,
     bracket: (f64, f64),
     validate: bool,
     par: bool,
 ) -> Option<FirstSums> {
-    first_impl::<K, E, T, L, H, false>(row, p2, bracket, validate, par)
+    first_impl::<K, E, T, L, H, false>(row, k, bracket, validate, par)
 }
 
 /// [`simd_first`] for `p = 2`, validating, on a row whose `d` holds `z`: the kernels form
@@ -70,10 +71,11 @@ pub(super) fn first_diff_with<
     bracket: (f64, f64),
     par: bool,
 ) -> Option<FirstSums> {
-    first_impl::<K, E, T, L, H, true>(row_xz, true, bracket, true, par)
+    first_impl::<K, E, T, L, H, true>(row_xz, 4, bracket, true, par)
 }
 
-/// [`first_with`]; with `DIFF` only `p2` and `validate` (the projection's first pass).
+/// [`first_with`]; with `DIFF` only `k = 4` (`p = 2`) validating (the projection's first
+/// pass).
 fn first_impl<
     K: Kernels<E>,
     E: Elem,
@@ -83,178 +85,87 @@ fn first_impl<
     const DIFF: bool,
 >(
     row: &Row<'_, T, L, H>,
-    p2: bool,
+    k: u32,
     (eta_lo, eta_hi): (f64, f64),
     validate: bool,
     par: bool,
 ) -> Option<FirstSums> {
-    if !K::available() || (DIFF && !(p2 && validate)) {
+    if !K::available() || !matches!(k, 1 | 2 | 3 | 4 | 6) || (DIFF && !(k == 4 && validate)) {
         return None;
     }
     let whole = chunk_of::<E, T, L, H>(row)?;
     let (lo, hi) = (E::of_f64(eta_lo), E::of_f64(eta_hi));
     let check_x = validate && !(whole.lo.finite_scalar() && whole.hi.finite_scalar());
-    let split = lo != hi;
+    let flags = (validate, check_x, lo != hi);
     let sides = (L::SLICE, H::SLICE);
     // The kernels sum in pieces of `CHUNK` elements (see `fold_chunk_runs`).
     Some(fold_chunk_runs(row, par, |r| {
         let c = chunk_of::<E, T, L, H>(r).expect("a sub-row keeps the kind of its row");
         // SAFETY: `K::available` returned true above, the kernels' only precondition.
         unsafe {
-            if DIFF {
-                // p2 and validate (checked above)
-                return match (check_x, split) {
-                    (false, false) => {
-                        with_sides!(
-                            sides,
-                            K::first,
-                            [true, true, false, false],
-                            [true],
-                            (c, lo, hi)
-                        )
-                    }
-                    (false, true) => {
-                        with_sides!(
-                            sides,
-                            K::first,
-                            [true, true, false, true],
-                            [true],
-                            (c, lo, hi)
-                        )
-                    }
-                    (true, false) => {
-                        with_sides!(
-                            sides,
-                            K::first,
-                            [true, true, true, false],
-                            [true],
-                            (c, lo, hi)
-                        )
-                    }
-                    (true, true) => {
-                        with_sides!(
-                            sides,
-                            K::first,
-                            [true, true, true, true],
-                            [true],
-                            (c, lo, hi)
-                        )
-                    }
-                };
-            }
-            // [P2, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
-            match (p2, validate, check_x, split) {
-                (true, true, false, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, true, false, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (true, true, false, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, true, false, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (true, true, true, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, true, true, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (true, true, true, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, true, true, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (true, false, _, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, false, false, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (true, false, _, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [true, false, false, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, true, false, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, true, false, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, true, false, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, true, false, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, true, true, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, true, true, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, true, true, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, true, true, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, false, _, false) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, false, false, false],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
-                (false, false, _, true) => {
-                    with_sides!(
-                        sides,
-                        K::first,
-                        [false, false, false, true],
-                        [false],
-                        (c, lo, hi)
-                    )
-                }
+            // (`DIFF` only with `k = 4`, checked above: its other powers are never compiled)
+            match (DIFF, k) {
+                (true, _) => first_chunk::<K, E, 4, true>(c, (lo, hi), flags, sides),
+                (false, 1) => first_chunk::<K, E, 1, false>(c, (lo, hi), flags, sides),
+                (false, 2) => first_chunk::<K, E, 2, false>(c, (lo, hi), flags, sides),
+                (false, 3) => first_chunk::<K, E, 3, false>(c, (lo, hi), flags, sides),
+                (false, 4) => first_chunk::<K, E, 4, false>(c, (lo, hi), flags, sides),
+                (false, _) => first_chunk::<K, E, 6, false>(c, (lo, hi), flags, sides),
             }
         }
     }))
+}
+
+/// `K::first` for `p = P / 2` and the run-time `(VALIDATE, CHECK_X, SPLIT)` and sides.
+///
+/// # Safety
+/// `K::available()` returned true.
+unsafe fn first_chunk<K: Kernels<E>, E: Elem, const P: u32, const DIFF: bool>(
+    c: Chunk<'_, E>,
+    (lo, hi): (E, E),
+    flags: (bool, bool, bool),
+    sides: (bool, bool),
+) -> FirstSums {
+    // SAFETY: the caller checked `K::available`, the kernels' only precondition.
+    unsafe {
+        // [P, VALIDATE, CHECK_X, SPLIT]; CHECK_X only when validating
+        match flags {
+            (true, false, false) => {
+                with_sides!(
+                    sides,
+                    K::first,
+                    [P, true, false, false],
+                    [DIFF],
+                    (c, lo, hi)
+                )
+            }
+            (true, false, true) => {
+                with_sides!(sides, K::first, [P, true, false, true], [DIFF], (c, lo, hi))
+            }
+            (true, true, false) => {
+                with_sides!(sides, K::first, [P, true, true, false], [DIFF], (c, lo, hi))
+            }
+            (true, true, true) => {
+                with_sides!(sides, K::first, [P, true, true, true], [DIFF], (c, lo, hi))
+            }
+            (false, _, false) => {
+                with_sides!(
+                    sides,
+                    K::first,
+                    [P, false, false, false],
+                    [DIFF],
+                    (c, lo, hi)
+                )
+            }
+            (false, _, true) => with_sides!(
+                sides,
+                K::first,
+                [P, false, false, true],
+                [DIFF],
+                (c, lo, hi)
+            ),
+        }
+    }
 }
 
 /// Calls `f::<BEFORE.., LS, HS, AFTER..>(ARGS..)` for the run-time pair `sides = (LS, HS)`.

@@ -206,7 +206,7 @@ pub(crate) use apply::{
 };
 pub(crate) use binning::{row_bin_free, row_collect_bin, FreeBins};
 pub(crate) use passes::{
-    row_pass_first, row_pass_first_diff, row_pass_inf, row_pass_sat, FirstSums,
+    row_pass_first, row_pass_first_diff, row_pass_inf, row_pass_sat, FirstSums, SatSums,
 };
 
 /// `2^k` as two factors, each within `f64`'s range: `2^k` itself may lie outside it

@@ -7,7 +7,7 @@
 use super::dispatch::{simd_first, simd_first_diff};
 use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
 use crate::bounds::SideAccess;
-use crate::norm::Power;
+use crate::norm::{PHalf, Power};
 use crate::real::Real;
 use crate::safeguard::Cand;
 
@@ -56,14 +56,18 @@ impl<T: Real> InfLanes<T> {
 }
 
 /// Lane accumulators for the saturating `eta` of a finite `p` (every movable element
-/// saturated): the largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements.
-struct SatLanes<T, P> {
+/// saturated): the largest key `s_i / |delta_i|` and `sum s_i^p` over movable elements;
+/// with `VALIDATE` (a row's first pass) also the invalid elements and the largest
+/// `|delta_i|`, as [`FirstSums`] has them.
+struct SatLanes<T, P, const VALIDATE: bool> {
     pw: P,
     key: [T; LANES],
     c: [T; LANES],
     /// The rooms of the current block's moving elements (0 for the others), raised to
     /// the power p and added to `c` once the block is complete (see [`SatLanes::flush`]).
     pend: [T; LANES],
+    amax: [T; LANES],
+    bad: [u32; LANES],
 }
 
 /// Sums of [`SatLanes`] over a row.
@@ -71,6 +75,10 @@ struct SatLanes<T, P> {
 pub(crate) struct SatSums {
     pub key_max: f64,
     pub c_total: f64,
+    /// Nonzero when the row holds invalid elements (validating pass only).
+    pub bad: u64,
+    /// The largest `|delta_i|` (validating pass only).
+    pub amax: f64,
 }
 
 impl std::ops::Add for SatSums {
@@ -79,6 +87,8 @@ impl std::ops::Add for SatSums {
         SatSums {
             key_max: self.key_max.max(o.key_max),
             c_total: self.c_total + o.c_total,
+            bad: self.bad + o.bad,
+            amax: self.amax.max(o.amax),
         }
     }
 }
@@ -94,18 +104,7 @@ fn best_room<F: PartialOrd + Copy>(u: (F, F), v: (F, F)) -> (F, F) {
     }
 }
 
-impl<T: Real, P: Power> SatLanes<T, P> {
-    #[inline(always)]
-    fn new(pw: P) -> Self {
-        let z = T::zero();
-        SatLanes {
-            pw,
-            key: [z; LANES],
-            c: [z; LANES],
-            pend: [z; LANES],
-        }
-    }
-
+impl<T: Real, P: Power, const VALIDATE: bool> SatLanes<T, P, VALIDATE> {
     /// Adds the powers of the pending rooms to `c`, in a loop of their own (so that a `p`
     /// outside {1, 2} vectorises too); `pow(0) = 0`, so flushing twice adds nothing.
     #[inline(always)]
@@ -125,6 +124,10 @@ impl<T: Real, P: Power> SatLanes<T, P> {
         let key = s / a;
         self.key[k] = self.key[k].max(if mov { key } else { zero });
         self.pend[k] = if mov { s } else { zero };
+        if VALIDATE {
+            self.amax[k] = if a > self.amax[k] { a } else { self.amax[k] };
+            self.bad[k] |= is_bad(x, d, lo, hi);
+        }
     }
 
     #[inline(always)]
@@ -136,6 +139,8 @@ impl<T: Real, P: Power> SatLanes<T, P> {
                 + SatSums {
                     key_max: self.key[k].as_f64(),
                     c_total: self.c[k].as_f64(),
+                    bad: self.bad[k] as u64,
+                    amax: self.amax[k].as_f64(),
                 };
         }
         out
@@ -143,35 +148,84 @@ impl<T: Real, P: Power> SatLanes<T, P> {
 }
 
 #[inline(always)]
-fn chunk_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+fn chunk_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, const VALIDATE: bool>(
     row: &Row<'_, T, L, H>,
     pw: P,
 ) -> SatSums {
-    let mut lanes = SatLanes::<T, P>::new(pw);
     let n = row.len();
     let full = n / LANES * LANES;
-    for base in (0..full).step_by(LANES) {
+    let zero = T::zero();
+    // Plain local lanes (the same arithmetic as `SatLanes`, which takes the ragged tail):
+    // through `SatLanes`'s fields LLVM kept half-width vectors and scalar code.
+    let (mut key, mut c, mut amax) = ([zero; LANES], [zero; LANES], [zero; LANES]);
+    let mut bad = [0u32; LANES];
+    for (base, (xs, ds)) in (0..full).step_by(LANES).zip(
+        row.x[..full]
+            .chunks_exact(LANES)
+            .zip(row.d[..full].chunks_exact(LANES)),
+    ) {
         prefetch_row(row, base);
-        let (xs, ds) = (&row.x[base..base + LANES], &row.d[base..base + LANES]);
         let (lo, hi) = (row.lo.sub(base, LANES), row.hi.sub(base, LANES));
+        let mut pend = [zero; LANES];
         for k in 0..LANES {
-            lanes.push(k, xs[k], ds[k], lo.at(k), hi.at(k));
+            let (x, d, l, h) = (xs[k], ds[k], lo.at(k), hi.at(k));
+            let a = d.abs();
+            let s = room(x, d, l, h);
+            let mov = a > zero;
+            let q = s / a;
+            key[k] = key[k].max(if mov { q } else { zero });
+            pend[k] = if mov { s } else { zero };
+            if VALIDATE {
+                amax[k] = if a > amax[k] { a } else { amax[k] };
+                bad[k] |= is_bad(x, d, l, h);
+            }
         }
-        lanes.flush();
+        for k in 0..LANES {
+            c[k] = c[k] + pw.pow(pend[k]);
+        }
     }
+    let mut lanes = SatLanes::<T, P, VALIDATE> {
+        pw,
+        key,
+        c,
+        pend: [zero; LANES],
+        amax,
+        bad,
+    };
     for i in full..n {
         lanes.push(i - full, row.x[i], row.d[i], row.lo.at(i), row.hi.at(i));
     }
     lanes.finish()
 }
 
-/// The saturating quantities of a whole row (see [`SatLanes`]).
+/// The saturating quantities of a whole row (see [`SatLanes`]); with `validate` (the
+/// row's first pass) also its invalid elements and largest `|delta_i|`.
 pub(crate) fn row_pass_sat<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
     pw: P,
+    validate: bool,
     par: bool,
 ) -> SatSums {
-    fold_chunks(row, par, |r| chunk_sat_best(r, pw))
+    match pw.half_int() {
+        Some(1) => return sat_pass(row, PHalf::<1>, validate, par),
+        Some(3) => return sat_pass(row, PHalf::<3>, validate, par),
+        Some(6) => return sat_pass(row, PHalf::<6>, validate, par),
+        _ => {}
+    }
+    sat_pass(row, pw, validate, par)
+}
+
+fn sat_pass<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    pw: P,
+    validate: bool,
+    par: bool,
+) -> SatSums {
+    if validate {
+        fold_chunks(row, par, |r| chunk_sat_best::<T, P, L, H, true>(r, pw))
+    } else {
+        fold_chunks(row, par, |r| chunk_sat_best::<T, P, L, H, false>(r, pw))
+    }
 }
 
 /// Sums of the first, validating pass, split at the bracket `(eta_lo, eta_hi]`: elements
@@ -218,12 +272,14 @@ impl std::ops::Add for FirstSums {
 #[inline(always)]
 pub(super) fn chunk_first<
     T: Real,
+    Q: Power,
     P: Power,
     L: SideAccess<T>,
     H: SideAccess<T>,
     const VALIDATE: bool,
 >(
     row: &Row<'_, T, L, H>,
+    lanes: Q,
     pw: P,
     eta_lo: T,
     eta_hi: T,
@@ -275,7 +331,7 @@ pub(super) fn chunk_first<
             }
         }
         for k in 0..LANES {
-            let v = pw.pow(base_v[k]);
+            let v = lanes.pow(base_v[k]);
             c_l[k] = c_l[k] + if to_c[k] { v } else { zero };
             m_l[k] = m_l[k] + if to_m[k] { v } else { zero };
         }
@@ -283,7 +339,7 @@ pub(super) fn chunk_first<
             let k = inside.trailing_zeros() as usize;
             inside &= inside - 1;
             let (a, s) = r.element(k);
-            cands.push(Cand::new(a.as_f64(), s.as_f64(), pw));
+            cands.push(Cand::widened::<T, P>(a.as_f64(), s.as_f64(), pw));
         }
         base += len;
     }
@@ -311,21 +367,40 @@ pub(crate) fn row_pass_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<
     par: bool,
 ) -> FirstSums {
     #[cfg(target_arch = "x86_64")]
-    if let Some(p2) = pw.is_p2() {
+    if let Some(k) = pw.kernel_k() {
         let bracket = (eta_lo.as_f64(), eta_hi.as_f64());
-        let sums = simd_first::<f32, _, _, _>(row, p2, bracket, validate, par)
-            .or_else(|| simd_first::<f64, _, _, _>(row, p2, bracket, validate, par));
+        let sums = simd_first::<f32, _, _, _>(row, k, bracket, validate, par)
+            .or_else(|| simd_first::<f64, _, _, _>(row, k, bracket, validate, par));
         if let Some(sums) = sums {
             return sums;
         }
     }
+    match pw.half_int() {
+        Some(1) => return first_pass(row, PHalf::<1>, PHalf::<1>, (eta_lo, eta_hi), validate, par),
+        Some(3) => return first_pass(row, PHalf::<3>, PHalf::<3>, (eta_lo, eta_hi), validate, par),
+        Some(6) => return first_pass(row, PHalf::<6>, PHalf::<6>, (eta_lo, eta_hi), validate, par),
+        _ => {}
+    }
+    first_pass(row, pw, pw, (eta_lo, eta_hi), validate, par)
+}
+
+/// [`row_pass_first`]'s generic lane loops, raising to the power with `lanes` (`pw` or a
+/// faster form of it) and making the candidates with `pw`.
+fn first_pass<T: Real, Q: Power, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    lanes: Q,
+    pw: P,
+    (eta_lo, eta_hi): (T, T),
+    validate: bool,
+    par: bool,
+) -> FirstSums {
     if validate {
         fold_chunks(row, par, |r| {
-            chunk_first_best::<T, P, L, H, true>(r, pw, eta_lo, eta_hi)
+            chunk_first_best::<T, Q, P, L, H, true>(r, lanes, pw, eta_lo, eta_hi)
         })
     } else {
         fold_chunks(row, par, |r| {
-            chunk_first_best::<T, P, L, H, false>(r, pw, eta_lo, eta_hi)
+            chunk_first_best::<T, Q, P, L, H, false>(r, lanes, pw, eta_lo, eta_hi)
         })
     }
 }
@@ -441,8 +516,8 @@ multiversion!(chunk_inf_best, chunk_inf_avx2, chunk_inf,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, eps: T) -> InfSums);
 multiversion!(chunk_sat_best, chunk_sat_avx2, chunk_sat,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>,
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
     (row: &Row<'_, T, L, H>, pw: P) -> SatSums);
 multiversion!(chunk_first_best, chunk_first_avx2, chunk_first,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
-    (row: &Row<'_, T, L, H>, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);
+    <T: Real, Q: Power, P: Power, L: SideAccess<T>, H: SideAccess<T>; const VALIDATE: bool>,
+    (row: &Row<'_, T, L, H>, lanes: Q, pw: P, eta_lo: T, eta_hi: T) -> FirstSums);

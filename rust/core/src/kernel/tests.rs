@@ -8,7 +8,7 @@ use super::dispatch::{apply_with, first_diff_with, first_with, Avx2, Avx512, Ker
 use super::passes::{chunk_first, chunk_inf};
 use super::*;
 use crate::bounds::{ScalarSide, SliceSide};
-use crate::norm::{Power, P1, P2};
+use crate::norm::{PHalf, Power, P1, P2};
 use crate::safeguard::Cand;
 
 #[path = "../../tests/common/mod.rs"]
@@ -70,7 +70,7 @@ fn compare<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 ) {
     let dispatched = row_pass_first(row, pw, bracket, validate, false);
     let mut hands = vec![("dispatched", dispatched)];
-    if let Some(p2) = pw.is_p2() {
+    if let Some(p2) = pw.kernel_k() {
         let b = (bracket.0.as_f64(), bracket.1.as_f64());
         let mut each = |name: &'static str, k: Option<FirstSums>| {
             if let Some(k) = k {
@@ -115,9 +115,9 @@ fn compare_one<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     hand: FirstSums,
 ) {
     let generic = if validate {
-        chunk_first::<T, P, L, H, true>(row, pw, bracket.0, bracket.1)
+        chunk_first::<T, P, P, L, H, true>(row, pw, pw, bracket.0, bracket.1)
     } else {
-        chunk_first::<T, P, L, H, false>(row, pw, bracket.0, bracket.1)
+        chunk_first::<T, P, P, L, H, false>(row, pw, pw, bracket.0, bracket.1)
     };
     assert_eq!(hand.bad != 0, generic.bad != 0, "{what}: invalid flag");
     if generic.bad != 0 {
@@ -192,6 +192,21 @@ fn agree<T: Real>() {
                         hi: SliceSide(&hi_v[..]),
                     };
                     compare(&mixed, P1, b, validate, &format!("{what} p1 mixed"));
+                    compare(
+                        &scalar,
+                        PHalf::<1>,
+                        b,
+                        validate,
+                        &format!("{what} p0.5 scalar"),
+                    );
+                    compare(
+                        &slices,
+                        PHalf::<3>,
+                        b,
+                        validate,
+                        &format!("{what} p1.5 slices"),
+                    );
+                    compare(&mixed, PHalf::<6>, b, validate, &format!("{what} p3 mixed"));
                 }
             }
         }
@@ -372,9 +387,10 @@ fn whole_chunks_match_chunk_by_chunk<K: Kernels<f32>>() {
             hi: SliceSide(&hi_v[..]),
         };
         for (p2, bracket, validate) in [
-            (true, (0.5, 2.0), true),
-            (true, (1.0, 1.0), false),
-            (false, (0.5, 2.0), true),
+            (4, (0.5, 2.0), true),
+            (4, (1.0, 1.0), false),
+            (2, (0.5, 2.0), true),
+            (3, (0.5, 2.0), true),
         ] {
             let whole =
                 first_with::<K, f32, _, _, _>(&row, p2, bracket, validate, false).expect("f32 row");
@@ -476,19 +492,19 @@ fn diff_matches_stored<T: Real>() {
                         let each = [
                             (
                                 first_diff_with::<Avx2, f32, _, _, _>(&rz, bracket, false),
-                                first_with::<Avx2, f32, _, _, _>(&rd, true, bracket, true, false),
+                                first_with::<Avx2, f32, _, _, _>(&rd, 4, bracket, true, false),
                             ),
                             (
                                 first_diff_with::<Avx2, f64, _, _, _>(&rz, bracket, false),
-                                first_with::<Avx2, f64, _, _, _>(&rd, true, bracket, true, false),
+                                first_with::<Avx2, f64, _, _, _>(&rd, 4, bracket, true, false),
                             ),
                             (
                                 first_diff_with::<Avx512, f32, _, _, _>(&rz, bracket, false),
-                                first_with::<Avx512, f32, _, _, _>(&rd, true, bracket, true, false),
+                                first_with::<Avx512, f32, _, _, _>(&rd, 4, bracket, true, false),
                             ),
                             (
                                 first_diff_with::<Avx512, f64, _, _, _>(&rz, bracket, false),
-                                first_with::<Avx512, f64, _, _, _>(&rd, true, bracket, true, false),
+                                first_with::<Avx512, f64, _, _, _>(&rd, 4, bracket, true, false),
                             ),
                         ];
                         for (k, (got, want)) in each.into_iter().enumerate() {
