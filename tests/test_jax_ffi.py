@@ -186,5 +186,12 @@ def test_eager_calls_parse_plain_arguments_once() -> None:
     cj.perturb(jx, jd, 0.5, bounds=(jnp.zeros(6), 1.0))
     cj.perturb(jx, jd, jnp.float32(0.5), p=3)
     assert len(cj._PLAIN_CALLS) == 5
-    with pytest.raises(ValueError, match="eps"):  # values are still checked per call
-        cj.perturb(jx, jd, -1.0)
+    # values are still checked per call, with the NumPy path's messages
+    bad_x = x.copy()
+    bad_x[1, 2] = np.nan
+    for args in ((jx, jd, -1.0), (jnp.asarray(bad_x), jd, 0.5)):
+        with pytest.raises(ValueError) as numpy_error:
+            clipresc.perturb(*(np.asarray(a) for a in args[:2]), args[2])
+        with pytest.raises(ValueError) as jax_error:
+            cj.perturb(*args)
+        assert str(jax_error.value) == str(numpy_error.value)

@@ -444,7 +444,7 @@ def explain(key: int, arrays: tuple[Any, ...]) -> str:
     cfg, eps = _by_key[key]
     if eps is not None:  # a static eps: not among the operands
         arrays = (*arrays[:2], np.asarray(eps), *arrays[2:])
-    elif arrays[2].dtype == np.uint32:  # exact_eps's bit words
+    elif arrays[2].dtype.kind in "iu":  # exact_eps's bit words (the handler widens them)
         words = np.ascontiguousarray(arrays[2], dtype="<u4")
         arrays = (*arrays[:2], words.view("<f8").reshape(words.shape[:-1]), *arrays[3:])
     from .jax import _forward_host

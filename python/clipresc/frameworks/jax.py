@@ -205,8 +205,10 @@ def _forward(cfg: _Config, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
         try:  # the compiled FFI call: no copy of the result into a jax.Array
             ops = (x, d, _jax_ffi.exact_eps(e), lo, hi)
             return _jax_ffi.eager(_jax_ffi.forward_out, cfg, *ops)
-        except jax.errors.JaxRuntimeError:
-            pass  # rejected data: the NumPy path below raises its own error
+        # rejected data (XLA raises an invalid-argument status as ValueError, other ones as
+        # JaxRuntimeError): the NumPy path below raises its own error, without XLA's prefix
+        except (jax.errors.JaxRuntimeError, ValueError):
+            pass
     out = _forward_host(cfg, _host(x), _host(d), _host(e), _host(lo), _host(hi))
     return _to_jax(out, x)
 
