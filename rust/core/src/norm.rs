@@ -45,6 +45,15 @@ pub trait Power: Copy + Send + Sync {
     fn root64(self, t: f64) -> f64;
     /// `v -> v^(p-1)` (the VJP's derivative of the power).
     fn pow_m1(self, v: f64) -> f64;
+    /// Whether `v^(p-1)` takes no rounding (`p` in {1, 2}), so that [`Power::pow_m1_in`]
+    /// is as accurate in any type as in `f64`.
+    const EXACT_M1: bool = false;
+    /// [`Power::pow_m1`] in the arithmetic of `W` (through `f64` unless
+    /// [`Power::EXACT_M1`]).
+    #[inline(always)]
+    fn pow_m1_in<W: Real>(self, v: W) -> W {
+        W::of_f64(self.pow_m1(v.as_f64()))
+    }
     /// Whether `p < 1`.
     fn below_one(self) -> bool {
         false
@@ -93,6 +102,11 @@ impl Power for P1 {
     fn pow_m1(self, _v: f64) -> f64 {
         1.0
     }
+    const EXACT_M1: bool = true;
+    #[inline(always)]
+    fn pow_m1_in<W: Real>(self, _v: W) -> W {
+        W::one()
+    }
 }
 
 impl Power for P2 {
@@ -114,6 +128,11 @@ impl Power for P2 {
     }
     #[inline(always)]
     fn pow_m1(self, v: f64) -> f64 {
+        v
+    }
+    const EXACT_M1: bool = true;
+    #[inline(always)]
+    fn pow_m1_in<W: Real>(self, v: W) -> W {
         v
     }
 }

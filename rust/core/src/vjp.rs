@@ -324,8 +324,7 @@ fn classify<T: Real>(thr: T, x: T, d: T, lo: T, hi: T) -> (bool, T, T) {
 /// each 0 when it does not count.
 type Part = (f64, f64);
 
-/// The lane arrays of a scan, folded by value (fresh arrays each step keep them in
-/// registers), combined left to right at the end.
+/// The lane arrays of a scan, combined left to right at the end.
 #[derive(Clone, Copy)]
 struct Lanes {
     v: [f64; LANES],
@@ -339,28 +338,6 @@ impl Lanes {
             v: [0.0; LANES],
             eb: [0.0; LANES],
         }
-    }
-
-    /// Adds groups of parts (`v` summed, or maxed when `MAX`), lane `k` taking the parts at
-    /// `k`, `k + LANES`, ...; one loop per array, so each is a plain vertical fold.
-    #[inline(always)]
-    fn add<const MAX: bool>(self, v: &[f64], eb: &[f64]) -> Self {
-        let mut out = self;
-        for c in v.chunks_exact(LANES) {
-            for k in 0..LANES {
-                out.v[k] = if MAX {
-                    out.v[k].max(c[k])
-                } else {
-                    out.v[k] + c[k]
-                };
-            }
-        }
-        for c in eb.chunks_exact(LANES) {
-            for k in 0..LANES {
-                out.eb[k] += c[k];
-            }
-        }
-        out
     }
 
     fn finish<const MAX: bool>(self) -> Acc {
@@ -385,14 +362,11 @@ impl Lanes {
     }
 }
 
-/// Elements per tile of a scan: their parts are computed by one elementwise loop (which
-/// the compiler vectorises, converting to `f64` on the way) into buffers on the stack, then
-/// folded into the lanes. A multiple of [`LANES`].
-const TILE: usize = 256;
-
 /// Folds `part(x, d, lo, hi, ybar)` of the elements `start..end` of a row into lanes (`ybar`
-/// is `x` again unless `Y`; `MAX`: the first part is maxed, not summed). The grouping is
-/// fixed by `start` and `end` alone.
+/// is `x` again unless `Y`; `MAX`: the first part is maxed, not summed): lane `k` takes the
+/// elements `start + k`, `start + k + LANES`, ... in order, so the grouping is fixed by
+/// `start` and `end` alone. Each group of [`LANES`] elements is one elementwise loop the
+/// compiler vectorises, its parts added straight into the lanes (kept in registers).
 #[inline(always)]
 fn scan_lanes<T, L, H, const Y: bool, const MAX: bool>(
     row: &Row<'_, T, L, H>,
@@ -410,27 +384,50 @@ where
     let (x, d) = (&row.x[start..end], &row.d[start..end]);
     let y = if Y { &ybar[start..end] } else { x };
     let (lo, hi) = (row.lo.sub(start, len), row.hi.sub(start, len));
-    let (mut vb, mut eb) = ([0.0f64; TILE], [0.0f64; TILE]);
     let mut lanes = Lanes::new();
-    let mut t0 = 0;
-    while t0 < len {
-        let m = TILE.min(len - t0);
-        let (xs, ds, ys) = (&x[t0..t0 + m], &d[t0..t0 + m], &y[t0..t0 + m]);
-        let (l, h) = (lo.sub(t0, m), hi.sub(t0, m));
-        let (vt, et) = (&mut vb[..m], &mut eb[..m]);
-        for i in 0..m {
-            let p = part(xs[i], ds[i], l.at(i), h.at(i), ys[i]);
-            vt[i] = p.0;
-            et[i] = p.1;
-        }
-        // a ragged last group adds zeros (the parts are >= 0, so also for `MAX`)
-        let full = m.div_ceil(LANES) * LANES;
-        vb[m..full].fill(0.0);
-        eb[m..full].fill(0.0);
-        lanes = lanes.add::<MAX>(&vb[..full], &eb[..full]);
-        t0 += m;
+    let full = len - len % LANES;
+    // whole groups with a constant trip count (unrolled, the lanes kept in registers), then
+    // the ragged rest
+    for g0 in (0..full).step_by(LANES) {
+        fold_group::<T, L, H, MAX, LANES>(&mut lanes, x, d, y, lo, hi, g0, &part);
+    }
+    let rest = len - full;
+    if rest > 0 {
+        fold_group::<T, L, H, MAX, 0>(&mut lanes, x, d, y, lo, hi, full, &part);
     }
     lanes.finish::<MAX>()
+}
+
+/// Adds the parts of the elements `g0..g0 + m` into lanes `0..m`, where `m` is `M`, or
+/// the rest of the slices when `M` is 0.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fold_group<T, L, H, const MAX: bool, const M: usize>(
+    lanes: &mut Lanes,
+    x: &[T],
+    d: &[T],
+    y: &[T],
+    lo: L,
+    hi: H,
+    g0: usize,
+    part: &impl Fn(T, T, T, T, T) -> Part,
+) where
+    T: Real,
+    L: SideAccess<T>,
+    H: SideAccess<T>,
+{
+    let m = if M == 0 { x.len() - g0 } else { M };
+    let (xs, ds, ys) = (&x[g0..g0 + m], &d[g0..g0 + m], &y[g0..g0 + m]);
+    let (l, h) = (lo.sub(g0, m), hi.sub(g0, m));
+    for k in 0..m {
+        let p = part(xs[k], ds[k], l.at(k), h.at(k), ys[k]);
+        lanes.v[k] = if MAX {
+            lanes.v[k].max(p.0)
+        } else {
+            lanes.v[k] + p.0
+        };
+        lanes.eb[k] += p.1;
+    }
 }
 
 /// `ybar d` where `keep` (and `Y`), else 0: computed for every element and masked by bits,
@@ -598,49 +595,66 @@ impl<const Y: bool, const REG: bool, const IN: bool> Flags for F<Y, REG, IN> {
     const IN: bool = IN;
 }
 
-/// One row's constants of the per-element cotangents.
+/// One row's constants of the per-element cotangents, in the arithmetic `W` of the write
+/// pass (`f64`, or `T` where [`narrow`] allows it).
 #[derive(Clone, Copy, Debug)]
-struct Consts<T> {
-    eta: f64,
+struct Consts<T, W = f64> {
+    eta: W,
     /// [`key_bound`] of `eta`.
     thr: T,
     /// `1 / eta` (0 unless `Mode::Regular`, where `eta > 0`).
-    inv_eta: f64,
+    inv_eta: W,
     /// `etabar / M` (`Mode::Regular`, else 0).
-    cs: f64,
+    cs: W,
     /// `etabar * eta / M` (`Mode::Regular`, else 0).
-    cd: f64,
+    cd: W,
 }
 
-impl<T: Real> Consts<T> {
-    fn of(info: &Info) -> Consts<T> {
-        match info.mode {
-            Mode::Regular { inv_m } => Consts {
-                eta: info.eta,
-                thr: key_bound(info.eta),
-                inv_eta: 1.0 / info.eta,
-                cs: info.eb * inv_m,
-                cd: info.eb * info.eta * inv_m,
-            },
-            _ => Consts {
-                eta: info.eta,
-                thr: key_bound(info.eta),
-                inv_eta: 0.0,
-                cs: 0.0,
-                cd: 0.0,
-            },
+impl<T: Real, W: Real> Consts<T, W> {
+    fn of(info: &Info) -> Consts<T, W> {
+        let (inv_eta, cs, cd) = match info.mode {
+            Mode::Regular { inv_m } => {
+                (1.0 / info.eta, info.eb * inv_m, info.eb * info.eta * inv_m)
+            }
+            _ => (0.0, 0.0, 0.0),
+        };
+        Consts {
+            eta: W::of_f64(info.eta),
+            thr: key_bound(info.eta),
+            inv_eta: W::of_f64(inv_eta),
+            cs: W::of_f64(cs),
+            cd: W::of_f64(cd),
         }
     }
 }
+
+/// Whether one row's write pass may compute in `T` rather than `f64`: `T` is narrower
+/// than `f64` (`f32`: sixteen lanes to a 512-bit vector instead of eight, and no
+/// conversions), `v^(p-1)` is exact there (`p` in {1, 2}, or no `Mode::Regular` term), and
+/// the row's constants lie far inside `T`'s normal range, so that each cotangent is within
+/// a few ulps of the `f64` one (a product or two and one sum, each rounded in `T`; where
+/// `yb * eta` alone is written it is the same correctly rounded product).
+fn narrow<T: Real, P: Power>(info: &Info) -> bool {
+    let c = Consts::<T, f64>::of(info);
+    let tame = |v: f64| v == 0.0 || (v.is_finite() && (NARROW_MIN..=NARROW_MAX).contains(&v.abs()));
+    T::EPS > f64::EPSILON
+        && (P::EXACT_M1 || !matches!(info.mode, Mode::Regular { .. }))
+        && [c.eta, c.inv_eta, c.cs, c.cd].into_iter().all(tame)
+}
+
+/// The range of row constants [`narrow`] accepts: `2^-100 ..= 2^100`, far inside `f32`'s
+/// normal range (`2^-126 .. 2^128`).
+const NARROW_MIN: f64 = 7.888609052210118e-31;
+const NARROW_MAX: f64 = 1.2676506002282294e30;
 
 /// The cotangents one element passes on: `[x, delta, lower, upper]`, from its own `ybar`
 /// (`has_y`) and, for `Mode::Regular` (`reg`), through `eta`. Branch-free; the flags are
 /// constants wherever it is inlined.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn terms<T: Real, P: Power>(
+fn terms<T: Real, P: Power, W: Real>(
     pw: P,
-    c: &Consts<T>,
+    c: &Consts<T, W>,
     x: T,
     d: T,
     lo: T,
@@ -648,37 +662,39 @@ fn terms<T: Real, P: Power>(
     y: T,
     has_y: bool,
     reg: bool,
-) -> [f64; 4] {
+) -> [W; 4] {
     let eta = c.eta;
     let (sat, a, s) = classify(c.thr, x, d, lo, hi);
     let up = d > T::zero();
-    let mut g = [0.0f64; 4];
+    let zero = W::zero();
+    let mut g = [zero; 4];
     if has_y {
-        let yb = y.as_f64();
-        g[0] = if sat { 0.0 } else { yb };
-        g[1] = if sat { 0.0 } else { yb * eta };
-        g[2] = if sat & !up { yb } else { 0.0 };
-        g[3] = if sat & up { yb } else { 0.0 };
+        let yb = W::of_f64(y.as_f64());
+        g[0] = if sat { zero } else { yb };
+        g[1] = if sat { zero } else { yb * eta };
+        g[2] = if sat & !up { yb } else { zero };
+        g[3] = if sat & up { yb } else { zero };
     }
     if reg {
         // saturated: etabar * d eta / d x_j = etabar sign_j (s_j / eta)^(p-1) / M;
         // unsaturated: etabar * d eta / d delta_j = -etabar eta |d_j|^(p-1) sign_j / M
-        let (a64, s64) = (a.as_f64(), s.as_f64());
-        let sign = if up { 1.0 } else { -1.0 };
-        let v = pw.pow_m1(if sat { s64 * c.inv_eta } else { a64 });
-        let q = if pw.below_one() & (s64 == 0.0) {
-            0.0
+        let (aw, sw) = (W::of_f64(a.as_f64()), W::of_f64(s.as_f64()));
+        let sign = if up { W::one() } else { -W::one() };
+        let v = pw.pow_m1_in(if sat { sw * c.inv_eta } else { aw });
+        let q = if pw.below_one() & (sw == zero) {
+            zero
         } else {
             c.cs * v
         };
-        g[0] += if sat { sign * q } else { 0.0 };
-        g[1] += if (a > T::zero()) & !sat {
-            -(sign * (c.cd * v))
-        } else {
-            0.0
-        };
-        g[2] += if sat & !up { q } else { 0.0 };
-        g[3] += if sat & up { -q } else { 0.0 };
+        g[0] = g[0] + if sat { sign * q } else { zero };
+        g[1] = g[1]
+            + if (a > T::zero()) & !sat {
+                -(sign * (c.cd * v))
+            } else {
+                zero
+            };
+        g[2] = g[2] + if sat & !up { q } else { zero };
+        g[3] = g[3] + if sat & up { -q } else { zero };
     }
     g
 }
@@ -911,7 +927,7 @@ impl<T: Real> Job<'_, '_, T> {
             for (r, info) in infos.iter().enumerate() {
                 let ybar = ybar_row(r);
                 let row = row_of(r);
-                let c = Consts::of(info);
+                let c = Consts::<T, f64>::of(info);
                 let y = ybar.unwrap_or(&[]);
                 let has_y = ybar.is_some();
                 let mut add = |j: usize, t: [f64; 4]| {
@@ -969,10 +985,10 @@ impl<T: Real> Job<'_, '_, T> {
 /// Writes the cotangents of elements `start..start + o.x.len()` of one row: one plain loop
 /// the compiler vectorises (bound cotangents, rarely wanted, in a second one).
 #[inline(always)]
-fn write_range<T, P, L, H, C>(
+fn write_range<T, P, L, H, C, W>(
     pw: P,
     row: &Row<'_, T, L, H>,
-    c: &Consts<T>,
+    c: &Consts<T, W>,
     ybar: &[T],
     start: usize,
     o: &mut RowOut<'_, T>,
@@ -982,6 +998,7 @@ fn write_range<T, P, L, H, C>(
     L: SideAccess<T>,
     H: SideAccess<T>,
     C: Flags,
+    W: Real,
 {
     let len = o.x.len();
     let (xs, ds) = (&mut o.x[..len], &mut o.d[..len]);
@@ -1013,20 +1030,20 @@ fn write_range<T, P, L, H, C>(
         (None, None) => {
             for i in 0..len {
                 let t = g!(i);
-                xs[i] = T::of_f64(t[0]);
-                ds[i] = T::of_f64(t[1]);
+                xs[i] = T::of_f64(t[0].as_f64());
+                ds[i] = T::of_f64(t[1].as_f64());
             }
         }
         (mut lo_out, mut hi_out) => {
             for i in 0..len {
                 let t = g!(i);
-                xs[i] = T::of_f64(t[0]);
-                ds[i] = T::of_f64(t[1]);
+                xs[i] = T::of_f64(t[0].as_f64());
+                ds[i] = T::of_f64(t[1].as_f64());
                 if let Some(l) = lo_out.as_deref_mut() {
-                    l[i] = T::of_f64(t[2]);
+                    l[i] = T::of_f64(t[2].as_f64());
                 }
                 if let Some(h) = hi_out.as_deref_mut() {
-                    h[i] = T::of_f64(t[3]);
+                    h[i] = T::of_f64(t[3].as_f64());
                 }
             }
         }
@@ -1049,8 +1066,25 @@ impl<'y, T> From<Option<&'y [T]>> for YRow<'y, T> {
     }
 }
 
-/// Writes the per-element cotangents of one row.
+/// Writes the per-element cotangents of one row, in `T`'s arithmetic where [`narrow`]
+/// allows it.
 fn write_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
+    pw: Option<P>,
+    row: &Row<'_, T, L, H>,
+    info: &Info,
+    ybar: YRow<'_, T>,
+    out: RowOut<'_, T>,
+    par: bool,
+) {
+    if narrow::<T, P>(info) {
+        write_row_in::<T, P, L, H, T>(pw, row, info, ybar, out, par)
+    } else {
+        write_row_in::<T, P, L, H, f64>(pw, row, info, ybar, out, par)
+    }
+}
+
+/// [`write_row`] in the arithmetic of `W`.
+fn write_row_in<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, W: Real>(
     pw: Option<P>,
     row: &Row<'_, T, L, H>,
     info: &Info,
@@ -1063,27 +1097,27 @@ fn write_row<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
         YRow::Slice(y) => (y, true, false),
         YRow::InX => (&[][..], true, true),
     };
-    let c = Consts::of(info);
+    let c = Consts::<T, W>::of(info);
     let body = |start: usize, mut o: RowOut<'_, T>| {
         let o = &mut o;
         match (pw, info.mode, has_y, in_x) {
             (Some(pw), Mode::Regular { .. }, true, true) => {
-                write_range_best::<T, P, L, H, F<true, true, true>>(pw, row, &c, y, start, o)
+                write_range_best::<T, P, L, H, F<true, true, true>, W>(pw, row, &c, y, start, o)
             }
             (Some(pw), Mode::Regular { .. }, true, false) => {
-                write_range_best::<T, P, L, H, F<true, true>>(pw, row, &c, y, start, o)
+                write_range_best::<T, P, L, H, F<true, true>, W>(pw, row, &c, y, start, o)
             }
             (Some(pw), Mode::Regular { .. }, false, _) => {
-                write_range_best::<T, P, L, H, F<false, true>>(pw, row, &c, y, start, o)
+                write_range_best::<T, P, L, H, F<false, true>, W>(pw, row, &c, y, start, o)
             }
             (_, _, true, true) => {
-                write_range_best::<T, P1, L, H, F<true, false, true>>(P1, row, &c, y, start, o)
+                write_range_best::<T, P1, L, H, F<true, false, true>, W>(P1, row, &c, y, start, o)
             }
             (_, _, true, false) => {
-                write_range_best::<T, P1, L, H, F<true, false>>(P1, row, &c, y, start, o)
+                write_range_best::<T, P1, L, H, F<true, false>, W>(P1, row, &c, y, start, o)
             }
             (_, _, false, _) => {
-                write_range_best::<T, P1, L, H, F<false, false>>(P1, row, &c, y, start, o)
+                write_range_best::<T, P1, L, H, F<false, false>, W>(P1, row, &c, y, start, o)
             }
         }
         if let Some(k) = mode_k(info.mode) {
@@ -1119,8 +1153,8 @@ vjp_multiversion!(any_in_best, any_in_avx512, any_in_avx2, any_in,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (row: &Row<'_, T, L, H>, eps: T, a_reach: f64, start: usize, end: usize) -> bool);
 vjp_multiversion!(write_range_best, write_range_avx512, write_range_avx2, write_range,
-    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, C: Flags>,
-    (pw: P, row: &Row<'_, T, L, H>, c: &Consts<T>, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
+    <T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>, C: Flags, W: Real>,
+    (pw: P, row: &Row<'_, T, L, H>, c: &Consts<T, W>, ybar: &[T], start: usize, o: &mut RowOut<'_, T>)
     -> ());
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! and [`key_bound`] decides saturation exactly like comparing the key in `f64`.
 use super::*;
 use crate::bounds::{ScalarSide, SliceSide};
-use crate::norm::{PAny, P2};
+use crate::norm::{PAny, P1, P2};
 
 /// Deterministic uniform numbers in `[0, 1)` (no dependency needed for test data).
 struct Lcg(u64);
@@ -81,7 +81,7 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                     Mode::Regular { inv_m: 0.5 }
                 },
             };
-            let c = Consts::<T>::of(&info);
+            let c = Consts::<T, f64>::of(&info);
             let write = |f: &dyn Fn(&mut RowOut<'_, T>)| {
                 let (mut gx, mut gd) = (vec![T::zero(); n], vec![T::zero(); n]);
                 let (mut gl, mut gh) = (vec![T::zero(); n], vec![T::zero(); n]);
@@ -95,7 +95,7 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                 [gx, gd, gl, gh]
             };
             let want_w =
-                write(&|o| write_range::<T, PAny, L, H, F<true, true>>(pw, row, &c, y, 0, o));
+                write(&|o| write_range::<T, PAny, L, H, F<true, true>, f64>(pw, row, &c, y, 0, o));
             #[cfg(target_arch = "x86_64")]
             {
                 let mut checked = 0;
@@ -114,7 +114,9 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                     let got_w = write(&|o| {
                         // SAFETY: as above.
                         unsafe {
-                            write_range_avx2::<T, PAny, L, H, F<true, true>>(pw, row, &c, y, 0, o)
+                            write_range_avx2::<T, PAny, L, H, F<true, true>, f64>(
+                                pw, row, &c, y, 0, o,
+                            )
                         }
                     });
                     for (a, b) in want_w.iter().zip(&got_w) {
@@ -138,7 +140,9 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                     let got_w = write(&|o| {
                         // SAFETY: as above.
                         unsafe {
-                            write_range_avx512::<T, PAny, L, H, F<true, true>>(pw, row, &c, y, 0, o)
+                            write_range_avx512::<T, PAny, L, H, F<true, true>, f64>(
+                                pw, row, &c, y, 0, o,
+                            )
                         }
                     });
                     for (a, b) in want_w.iter().zip(&got_w) {
@@ -151,6 +155,143 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
             }
         }
     }
+}
+
+/// Every row output of one write pass into fresh arrays: `[x, delta, lower, upper]`.
+fn written<T: Real>(n: usize, f: &dyn Fn(&mut RowOut<'_, T>)) -> [Vec<T>; 4] {
+    let (mut gx, mut gd) = (vec![T::zero(); n], vec![T::zero(); n]);
+    let (mut gl, mut gh) = (vec![T::zero(); n], vec![T::zero(); n]);
+    let mut o = RowOut {
+        x: &mut gx,
+        d: &mut gd,
+        lo: Some(&mut gl),
+        hi: Some(&mut gh),
+    };
+    f(&mut o);
+    [gx, gd, gl, gh]
+}
+
+/// The write pass in `f32` arithmetic (what [`narrow`] picks for `f32` rows with `p` in
+/// {1, 2}): every instruction set agrees with the generic loop bitwise; against the `f64`
+/// arithmetic each cotangent is within 3 ulps of the largest term it sums (`|ybar eta|`,
+/// `|cs v|`, `|cd v|`), and without the `eta` terms it is the same correctly rounded value.
+fn check_narrow_row<L: SideAccess<f32>, H: SideAccess<f32>>(row: &Row<'_, f32, L, H>, y: &[f32]) {
+    let n = row.len();
+    for eta in etas(row.x, row.d) {
+        // the forward hands the backward an `eta` of the data's type
+        let eta = f64::from(eta as f32);
+        for reg in [true, false] {
+            let info = Info {
+                eta,
+                eb: -0.8125,
+                mode: if reg {
+                    Mode::Regular { inv_m: 0.375 }
+                } else {
+                    Mode::Zero
+                },
+            };
+            if eta == 0.0 && reg {
+                continue; // Mode::Regular has eta > 0
+            }
+            assert!(narrow::<f32, P2>(&info));
+            let (cw, cn) = (Consts::<f32, f64>::of(&info), Consts::<f32, f32>::of(&info));
+            let wide = written(n, &|o| {
+                write_range::<f32, P2, L, H, F<true, true>, f64>(P2, row, &cw, y, 0, o)
+            });
+            let thin = written(n, &|o| {
+                write_range::<f32, P2, L, H, F<true, true>, f32>(P2, row, &cn, y, 0, o)
+            });
+            for i in 0..n {
+                let (x, d) = (row.x[i], row.d[i]);
+                let (_, a, s) = classify(cw.thr, x, d, row.lo.at(i), row.hi.at(i));
+                let big = (f64::from(y[i]).abs() * eta)
+                    .max(f64::from(y[i]).abs())
+                    .max(cw.cs.abs() * f64::from(s.max(a)) / eta.max(1e-30))
+                    .max(cw.cd.abs() * f64::from(a));
+                let ulp = big * f64::from(f32::EPSILON);
+                for k in 0..4 {
+                    let (w, t) = (f64::from(wide[k][i]), f64::from(thin[k][i]));
+                    if reg {
+                        assert!(
+                            (w - t).abs() <= 3.0 * ulp,
+                            "eta {eta} out {k} el {i}: {w} vs {t}"
+                        );
+                    } else {
+                        assert_eq!(w.to_bits(), t.to_bits(), "eta {eta} out {k} el {i}");
+                    }
+                }
+            }
+            #[cfg(target_arch = "x86_64")]
+            {
+                if crate::simd::has_avx2() {
+                    // SAFETY: `has_avx2` confirmed that this CPU runs AVX2 and FMA.
+                    let got = written(n, &|o| unsafe {
+                        write_range_avx2::<f32, P2, L, H, F<true, true>, f32>(P2, row, &cn, y, 0, o)
+                    });
+                    for (a, b) in thin.iter().zip(&got) {
+                        same_bits(a, b);
+                    }
+                }
+                if crate::vjp_simd::has_avx512() {
+                    // SAFETY: `has_avx512` confirmed that this CPU runs the AVX-512 subsets
+                    // (and AVX2, FMA) these versions are compiled for.
+                    let got = written(n, &|o| unsafe {
+                        write_range_avx512::<f32, P2, L, H, F<true, true>, f32>(
+                            P2, row, &cn, y, 0, o,
+                        )
+                    });
+                    for (a, b) in thin.iter().zip(&got) {
+                        same_bits(a, b);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn the_f32_write_pass_is_within_ulps_of_the_f64_one() {
+    for (n, seed) in [(7usize, 12u64), (300, 13), (3072, 14)] {
+        let [x, d, y, lo, hi] = data::<f32>(n, seed);
+        let scalar = Row {
+            x: &x,
+            d: &d,
+            lo: ScalarSide(0.0f32),
+            hi: ScalarSide(1.0f32),
+        };
+        check_narrow_row(&scalar, &y);
+        let slices = Row {
+            x: &x,
+            d: &d,
+            lo: SliceSide(&lo[..]),
+            hi: SliceSide(&hi[..]),
+        };
+        check_narrow_row(&slices, &y);
+    }
+}
+
+/// [`narrow`] keeps `f64` arithmetic for `f64` data, for `p` whose `v^(p-1)` rounds, and
+/// for row constants near the ends of `f32`'s range.
+#[test]
+fn narrow_only_where_f32_arithmetic_is_safe() {
+    let info = |eta: f64, eb: f64, inv_m: f64| Info {
+        eta,
+        eb,
+        mode: Mode::Regular { inv_m },
+    };
+    assert!(narrow::<f32, P2>(&info(0.5, 1.0, 2.0)));
+    assert!(narrow::<f32, P1>(&info(0.5, 1.0, 2.0)));
+    assert!(!narrow::<f64, P2>(&info(0.5, 1.0, 2.0)));
+    assert!(!narrow::<f32, PAny>(&info(0.5, 1.0, 2.0)));
+    assert!(narrow::<f32, PAny>(&Info {
+        eta: 0.5,
+        eb: 1.0,
+        mode: Mode::Zero
+    }));
+    assert!(!narrow::<f32, P2>(&info(1e-35, 1.0, 2.0)));
+    assert!(!narrow::<f32, P2>(&info(0.5, 1e35, 2.0)));
+    assert!(!narrow::<f32, P2>(&info(0.5, 1.0, 1e-35)));
+    assert!(!narrow::<f32, P2>(&info(0.5, f64::INFINITY, 2.0)));
 }
 
 fn check_type<T: Real>() {
