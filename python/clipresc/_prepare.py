@@ -77,6 +77,8 @@ def _parse_side(
     if a.ndim == 0:
         _check_nan(a, side)
         return float(a), a
+    if a.shape == layout.shape and layout.rows > 1:  # one per element: kept cheap
+        return layout.to_rows(a, dtype), a
     nd = len(layout.shape)
     try:
         fits = a.ndim <= nd and np.broadcast_shapes(a.shape, layout.shape) == layout.shape

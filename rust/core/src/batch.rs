@@ -172,7 +172,7 @@ impl<T: Real> RowJob<T> for SolveJob<'_, '_, T> {
             return outcomes;
         }
         let plan = Plan::new(b.rows, n);
-        let stream = std::mem::size_of_val(b.x) >= STREAM_MIN_BYTES;
+        let stream = streamed_bytes(b) >= STREAM_MIN_BYTES;
         let solve_one = |r: usize, hints: &mut Hints| {
             let row = Row {
                 x: &b.x[r * n..(r + 1) * n],
@@ -238,7 +238,20 @@ fn hint_group(rows: usize, n: usize, finite_p: bool) -> usize {
 
 /// Outputs at least this large are written with non-temporal stores: they cannot stay in
 /// the cache for whoever reads them next, so the stores skip reading the lines first.
+/// Per-element bound arrays count too (see [`streamed_bytes`]).
 pub const STREAM_MIN_BYTES: usize = 32 << 20;
+
+/// The bytes that decide whether a batch's output is streamed ([`STREAM_MIN_BYTES`]): `x`'s,
+/// plus those of each bound given per element of the batch, which push the output out of
+/// the cache as much as `x` does (with both, 1024 rows of 3072 `f32` took 10-15% less time
+/// streamed on an AMD EPYC with a 32 MiB L3).
+fn streamed_bytes<T: Real>(b: &Batch<'_, T>) -> usize {
+    let full = [b.lower, b.upper]
+        .iter()
+        .filter(|s| matches!(s, Bound::Full(_)))
+        .count();
+    std::mem::size_of_val(b.x) * (1 + full)
+}
 
 /// Per-row results of [`scale`] and [`perturb`].
 #[derive(Clone, Debug, Default, PartialEq)]

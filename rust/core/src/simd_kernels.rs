@@ -307,14 +307,14 @@ macro_rules! simd_kernels {
             to_lanes(v).iter().map(|&l| f64::from(l)).sum()
         }
 
-        /// `(|delta|, room)` of `W` elements: `room = upper - x` where `delta > 0`, else
-        /// `x - lower`.
+        /// `(|delta|, room, upper - x, x - lower)` of `W` elements: `room = upper - x` where
+        /// `delta > 0`, else `x - lower`.
         #[inline]
         #[target_feature(enable = $feat)]
-        fn abs_room(xv: V, dv: V, lo: V, hi: V) -> (V, V) {
+        fn abs_room_sides(xv: V, dv: V, lo: V, hi: V) -> (V, V, V, V) {
             let up = sub(hi, xv);
             let dn = sub(xv, lo);
-            (abs(dv), blend(dn, up, gt(dv, zero())))
+            (abs(dv), blend(dn, up, gt(dv, zero())), up, dn)
         }
 
         #[inline]
@@ -423,7 +423,7 @@ macro_rules! simd_kernels {
                         let dv = delta_at::<DIFF>(xv, &d[i..i + W]);
                         let lo = side_at::<LS>(lo_s, lo_b, i);
                         let hi = side_at::<HS>(hi_s, hi_b, i);
-                        let (a, s) = abs_room(xv, dv, lo, hi);
+                        let (a, s, up, dn) = abs_room_sides(xv, dv, lo, hi);
                         let sat_lo = le(s, mul(elo, a));
                         // Without a split the complement (NaN lanes land in both, and are
                         // invalid).
@@ -439,11 +439,21 @@ macro_rules! simd_kernels {
                         if VALIDATE {
                             amax = max(amax, a);
                             // invalid: delta not finite, x below lower or above upper (or NaN,
-                            // or a NaN bound)
-                            let mut b = mask_or(nlt(a, inf), mask_or(nge(xv, lo), nle(xv, hi)));
-                            if CHECK_X {
-                                b = mask_or(b, nlt(abs(xv), inf));
-                            }
+                            // or a NaN bound); with CHECK_X also x not finite
+                            let b = if CHECK_X {
+                                // Both rooms `x - lower` and `upper - x` are at least zero
+                                // exactly when x is finite and inside its box: a finite
+                                // difference of two floats has the sign of their order (zero
+                                // only for equal ones, as subnormals keep), a finite x with an
+                                // infinite bound gives the infinity of the comparison's
+                                // outcome, and an infinite x gives a room of -inf or NaN on
+                                // one side (NaN for an infinite bound of its sign), as does a
+                                // NaN anywhere. The rooms are computed anyway: three fewer
+                                // operations than comparing |x| too.
+                                mask_or(nlt(a, inf), mask_or(nge(dn, zero()), nge(up, zero())))
+                            } else {
+                                mask_or(nlt(a, inf), mask_or(nge(xv, lo), nle(xv, hi)))
+                            };
                             bad = mask_or(bad, b);
                             outside = mask_or(outside, b);
                         }

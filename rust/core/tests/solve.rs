@@ -435,6 +435,56 @@ where
     }
 }
 
+/// A batch whose `x` lies below `STREAM_MIN_BYTES` but whose per-element bound arrays
+/// bring the bytes it streams above it: the non-temporal apply then writes `y`, and every
+/// element must still be exactly `clip(x + eta * delta)` (rows of odd length, `out` offset
+/// from its allocation, so the stores start at every alignment).
+#[test]
+fn per_element_bounds_stream_the_output_exactly() {
+    let (rows, n) = (1024usize, 3073usize);
+    assert!(rows * n * 4 < STREAM_MIN_BYTES && 3 * rows * n * 4 >= STREAM_MIN_BYTES);
+    let mut rng = Rng(5);
+    let lo: Vec<f32> = (0..rows * n).map(|_| (0.2 * rng.next()) as f32).collect();
+    let hi: Vec<f32> = (0..rows * n)
+        .map(|_| (0.8 + 0.2 * rng.next()) as f32)
+        .collect();
+    let x: Vec<f32> = (0..rows * n)
+        .map(|i| lo[i] + (hi[i] - lo[i]) * rng.next() as f32)
+        .map(|v| v.clamp(0.2, 0.8))
+        .collect();
+    let d: Vec<f32> = (0..rows * n).map(|_| rng.normal() as f32).collect();
+    let b = Batch {
+        x: &x,
+        delta: &d,
+        rows,
+        n,
+        lower: Bound::Full(&lo),
+        upper: Bound::Full(&hi),
+        eps: Eps::Scalar(8.0),
+        norm: Norm::P(2.0),
+    };
+    let mut buf = vec![0f32; rows * n + 1];
+    let mut eta = vec![0f32; rows];
+    perturb(&b, &Options::default(), &mut buf[1..], &mut eta).unwrap();
+    let y = &buf[1..];
+    for (r, &e) in eta.iter().enumerate() {
+        let mut sq = 0.0f64;
+        for i in r * n..(r + 1) * n {
+            assert_eq!(
+                y[i],
+                (x[i] + e * d[i]).max(lo[i]).min(hi[i]),
+                "row {r}, element {i}"
+            );
+            sq += (f64::from(y[i]) - f64::from(x[i])).powi(2);
+        }
+        assert!(
+            (sq.sqrt() - 8.0).abs() < 8.0 * 1e-5,
+            "row {r}: {}",
+            sq.sqrt()
+        );
+    }
+}
+
 /// The sides of a box as the core takes them, and as one f64 per element.
 type BoxKind<'a> = (Bound<'a, f32>, Bound<'a, f32>, Vec<f64>, Vec<f64>);
 

@@ -562,3 +562,76 @@ fn diff_kernels_match_the_stored_delta() {
     diff_matches_stored::<f32>();
     diff_matches_stored::<f64>();
 }
+
+/// Elements whose validity turns on one comparison at the edge of the box, each alone in
+/// a row of valid elements at several lane positions (the vector body and the tail), with
+/// per-element bounds: every kernel flags exactly the invalid ones (x not finite, below
+/// its lower or above its upper bound, a NaN anywhere), as the generic loops do and as
+/// plain comparisons say. The kernels decide this from the rooms `x - lower` and `upper -
+/// x` (see `Kernels::first`), so zeros of either sign, subnormal gaps, overflowing rooms
+/// and infinite bounds are all here.
+fn edges_flagged<T: Real>() {
+    let (inf, max, tiny) = (T::infinity(), T::max_value(), T::min_positive_value());
+    let sub = tiny * T::epsilon(); // the smallest subnormal
+    let (one, zero, nan) = (T::one(), T::zero(), T::nan());
+    let below_one = one - T::epsilon() / T::of_f64(2.0);
+    // (x, lower, upper)
+    let cases = [
+        (one, one, one),
+        (zero, zero, one),
+        (-zero, zero, one),
+        (zero, -one, -zero),
+        (below_one, one, inf),
+        (one, zero, below_one),
+        (sub, sub + sub, one),
+        (-sub, zero, one),
+        (sub, zero, zero),
+        (-sub, -sub, -sub),
+        (max, -max, max),
+        (-max, -max, max),
+        (max, -inf, inf),
+        (-max, -inf, -max),
+        (inf, zero, inf),
+        (-inf, -inf, zero),
+        (inf, -inf, inf),
+        (-inf, -inf, inf),
+        (inf, zero, max),
+        (zero, inf, inf),
+        (zero, -inf, -inf),
+        (nan, zero, one),
+        (zero, nan, one),
+        (zero, zero, nan),
+        (one, one, zero),
+        (zero, one, zero),
+    ];
+    for (ci, &(xe, le, he)) in cases.iter().enumerate() {
+        let want = !(xe.is_finite() && xe >= le && xe <= he);
+        for n in [40usize, 37] {
+            for at in [0usize, 13, n - 1] {
+                let (mut x, d) = data::<T>(n, 11 + ci as u64, None);
+                let (mut lo, mut hi) = (vec![T::zero(); n], vec![T::one(); n]);
+                (x[at], lo[at], hi[at]) = (xe, le, he);
+                let row = Row {
+                    x: &x,
+                    d: &d,
+                    lo: SliceSide(&lo[..]),
+                    hi: SliceSide(&hi[..]),
+                };
+                let what = format!("{} case {ci} n={n} at {at}", T::NAME);
+                let b = (T::of_f64(0.5), T::of_f64(2.0));
+                let generic = chunk_first::<T, _, _, _, _, true>(&row, P2, P2, b.0, b.1);
+                assert_eq!(generic.bad != 0, want, "{what}: generic loops");
+                for bracket in [b, (T::zero(), T::zero())] {
+                    compare(&row, P2, bracket, true, &what);
+                    compare(&row, P1, bracket, true, &what);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn kernels_flag_exactly_the_elements_outside_their_box() {
+    edges_flagged::<f32>();
+    edges_flagged::<f64>();
+}
