@@ -169,7 +169,7 @@ fn solve_from<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
 /// Where the first pass of a row of `n` elements looks (see [`solve_row`]): `hint` for short
 /// rows, a subsample's estimate (from `element(i)`, `(|delta_i|, room)`) for long ones, 0
 /// without either, or [`EXPECT_SATURATED`].
-fn first_guess<T: Real, P: Power>(
+pub(crate) fn first_guess<T: Real, P: Power>(
     n: usize,
     eps: f64,
     pw: P,
@@ -189,31 +189,8 @@ fn first_guess<T: Real, P: Power>(
     }
 }
 
-/// The bracket of `eta` that the first pass of a row of `n` elements splits at (see
-/// [`solve_row`]): around `hint` for short rows, around a subsample's estimate (from
-/// `element(i)`, `(|delta_i|, room)`) for long ones; empty at zero without either, and for
-/// a row expected to saturate (the projection, which calls this, has no saturating first
-/// pass).
-pub(crate) fn first_bracket<T: Real, P: Power>(
-    n: usize,
-    eps: f64,
-    pw: P,
-    hint: f64,
-    element: impl Fn(usize) -> (T, T),
-) -> (T, T) {
-    let guess = first_guess(n, eps, pw, hint, element);
-    bracket_at::<T, P>(
-        if guess == EXPECT_SATURATED {
-            0.0
-        } else {
-            guess
-        },
-        pw,
-    )
-}
-
 /// The bracket around `guess` (a finite `t`; 0: empty at zero).
-fn bracket_at<T: Real, P: Power>(guess: f64, pw: P) -> (T, T) {
+pub(crate) fn bracket_at<T: Real, P: Power>(guess: f64, pw: P) -> (T, T) {
     let [eta_lo, eta_hi] = GUESS_RATIOS.map(|r| T::of_f64(pw.root64(r * guess)));
     // A bracket past T's range would multiply infinity by zero deltas: split at zero instead.
     if eta_hi.is_finite() {
@@ -250,7 +227,7 @@ enum Step {
 }
 
 /// The verdict of the first, validating pass's sums `first` over a row of `n` elements
-/// split at `bracket` (from [`first_bracket`]).
+/// split at `bracket` (from [`bracket_at`]).
 pub(crate) fn after_first<T: Real, P: Power>(
     first: FirstSums,
     eps: f64,

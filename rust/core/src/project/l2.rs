@@ -19,7 +19,10 @@ use crate::kernel::{
 };
 use crate::norm::P2;
 use crate::real::Real;
-use crate::solve::{after_first, first_bracket, solve_row, AfterFirst, Hints, Options, RowOutcome};
+use crate::solve::{
+    after_first, bracket_at, first_guess, solve_row, AfterFirst, Hints, Options, RowOutcome,
+    EXPECT_SATURATED,
+};
 
 /// Writes the projection of one row into `y`; returns `t` (1 when `clip(z)` is inside the
 /// ball, 0 at `eps = 0` or `z = x`), or `None` when the row holds invalid values. `hints`
@@ -93,7 +96,14 @@ fn solve_fused<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
         let d = row.z[i] - row.x[i];
         (d.abs(), room(row.x[i], d, row.lo.at(i), row.hi.at(i)))
     };
-    let bracket = first_bracket(n, row.eps, P2, hint, element);
+    // A row expected to saturate (the previous one did, or the subsample cannot reach its
+    // share of `eps`): the projection has no saturating first pass, so it splits at zero
+    // as a row without a guess does.
+    let guess = match first_guess(n, row.eps, P2, hint, element) {
+        g if g == EXPECT_SATURATED => 0.0,
+        g => g,
+    };
+    let bracket = bracket_at::<T, _>(guess, P2);
     let Some(first) = row_pass_first_diff(&with_z(row), bracket, par) else {
         write_direction(row, y, false, par);
         return (solve(row, y, hint, par), true);
