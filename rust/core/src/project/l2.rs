@@ -40,15 +40,8 @@ pub(super) fn project_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let (mut out, mut stored) = solve_fused(row, y, hint, par);
     let mut half = false;
     if out.invalid {
-        if row_bad(row) {
-            return None;
-        }
-        // `z - x` overflowed: halve it, which leaves the direction, and so the projection,
-        // unchanged (only `eta` doubles)
-        half = true;
-        write_direction(row, y, half, par);
-        stored = true;
-        out = solve(row, y, 0.0, par);
+        out = solve_halved(row, y, par)?;
+        (half, stored) = (true, true);
     } else {
         hints.record(P2, row.eps, hint, &out);
     }
@@ -205,6 +198,22 @@ fn solve<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     )
 }
 
+/// The solver's outcome for a row whose first solve found it invalid: `None` when it holds
+/// invalid values, else `z - x` overflowed, and the row is solved on the halved direction
+/// `z / 2 - x / 2` written into `y` (which leaves the direction, and so the projection,
+/// unchanged; only `eta` doubles).
+fn solve_halved<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    y: &mut [T],
+    par: bool,
+) -> Option<RowOutcome> {
+    if row_bad(row) {
+        return None;
+    }
+    write_direction(row, y, true, par);
+    Some(solve(row, y, 0.0, par))
+}
+
 /// `y = z - x` (`z / 2 - x / 2` when `half`).
 fn write_direction<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     row: &Row<'_, T, L, H>,
@@ -276,12 +285,8 @@ mod tests {
         let mut out = solve(row, y, hint, par);
         let mut half = false;
         if out.invalid {
-            if row_bad(row) {
-                return None;
-            }
+            out = solve_halved(row, y, par)?;
             half = true;
-            write_direction(row, y, half, par);
-            out = solve(row, y, 0.0, par);
         } else {
             hints.record(P2, row.eps, hint, &out);
         }
