@@ -8,6 +8,8 @@
 //! of at least 2^5 per level, so there are at most thirteen levels for `f64` keys; each is
 //! linear in the candidates it sees.
 
+use std::cell::Cell;
+
 use crate::norm::Power;
 use crate::real::Real;
 
@@ -20,6 +22,39 @@ const SMALL: usize = 64;
 /// Up to this many candidates, first try [`NEWTON_PASSES`] passes of variable fixing.
 const NEWTON_FIRST: usize = 1024;
 const NEWTON_PASSES: usize = 6;
+
+/// The most candidates whose buffer a thread keeps for its next row (1.5 MiB): larger sets
+/// are rare (an adversarial row) and get a buffer of their own.
+const MAX_SPARE: usize = 1 << 16;
+
+thread_local! {
+    /// Each thread's candidate buffer between rows: a row's first pass takes it
+    /// ([`take_buffer`]) and [`select`] hands it back, so a batch of short rows allocates
+    /// nothing per row (allocating and growing it cost about 5% of a 3072-element row).
+    static SPARE: Cell<Vec<Cand>> = const { Cell::new(Vec::new()) };
+}
+
+/// An empty candidate buffer: this thread's spare one (with its capacity), or a new one.
+pub(crate) fn take_buffer() -> Vec<Cand> {
+    SPARE.with(Cell::take)
+}
+
+/// Keeps `cands`' allocation for this thread's next [`take_buffer`] (the larger of it and
+/// the one kept, up to [`MAX_SPARE`] candidates).
+fn give_back(mut cands: Vec<Cand>) {
+    if cands.capacity() > MAX_SPARE {
+        return;
+    }
+    cands.clear();
+    SPARE.with(|spare| {
+        let kept = spare.take();
+        spare.set(if cands.capacity() >= kept.capacity() {
+            cands
+        } else {
+            kept
+        });
+    });
+}
 
 /// An element not yet known to be saturated.
 #[derive(Clone, Copy, Debug)]
@@ -62,6 +97,19 @@ impl Cand {
 /// value (every candidate saturated and `m_base == 0`).
 pub(crate) fn select<P: Power>(
     mut cands: Vec<Cand>,
+    c_base: f64,
+    m_base: f64,
+    target: f64,
+    pw: P,
+) -> Option<f64> {
+    let t = select_in(&mut cands, c_base, m_base, target, pw);
+    give_back(cands);
+    t
+}
+
+/// [`select`] on a buffer it may replace by a smaller one.
+fn select_in<P: Power>(
+    cands: &mut Vec<Cand>,
     mut c_base: f64,
     mut m_base: f64,
     target: f64,
@@ -73,24 +121,24 @@ pub(crate) fn select<P: Power>(
     let mut binned = false;
     loop {
         if cands.len() <= SMALL {
-            return solved(fix_small(&cands, c_base, m_base, target, pw, usize::MAX));
+            return solved(fix_small(cands, c_base, m_base, target, pw, usize::MAX));
         }
         if cands.len() <= NEWTON_FIRST && !binned {
             // Typical brackets hold a few dozen to a few hundred candidates, which Newton
             // fixes in three or four passes; the limit keeps an adversarial set linear.
-            if let Fixed::Solved(t) = fix_small(&cands, c_base, m_base, target, pw, NEWTON_PASSES) {
+            if let Fixed::Solved(t) = fix_small(cands, c_base, m_base, target, pw, NEWTON_PASSES) {
                 return t;
             }
         }
         binned = true;
         let (mut lo, mut hi) = (u64::MAX, 0u64);
-        for c in &cands {
+        for c in cands.iter() {
             let b = c.key.to_bits();
             lo = lo.min(b);
             hi = hi.max(b);
         }
         if lo == hi {
-            return solved(fix_small(&cands, c_base, m_base, target, pw, usize::MAX));
+            return solved(fix_small(cands, c_base, m_base, target, pw, usize::MAX));
         }
         // A few candidates per bucket: small tables stay in L1.
         let buckets = (cands.len() / 4)
@@ -106,7 +154,7 @@ pub(crate) fn select<P: Power>(
         sw[..nb].fill(0.0);
         sc[..nb].fill(0.0);
         let mut bins = Bins::new(&mut sw, &mut sc);
-        for c in &cands {
+        for c in cands.iter() {
             bins.add(((c.key.to_bits() - lo) >> shift) as usize, c);
         }
         bins.flush();
@@ -136,7 +184,7 @@ pub(crate) fn select<P: Power>(
             .filter(|c| ((c.key.to_bits() - lo) >> shift) as usize == j)
             .copied()
             .collect();
-        cands = keep;
+        *cands = keep;
     }
 }
 

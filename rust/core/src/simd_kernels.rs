@@ -396,7 +396,10 @@ macro_rules! simd_kernels {
                 let full = n / W * W;
                 let inf = splat(E::INFINITY);
                 let (elo, ehi) = (splat(eta_lo), splat(eta_hi));
-                let mut out = FirstSums::default();
+                let mut out = FirstSums {
+                    cands: crate::safeguard::take_buffer(),
+                    ..FirstSums::default()
+                };
                 let mut any_bad = false;
                 // The (|delta|, room) of the elements inside the bracket, packed to the front:
                 // each vector's inside lanes are moved to its first lanes and stored where the

@@ -9,7 +9,7 @@ use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
 use crate::bounds::SideAccess;
 use crate::norm::{PHalf, Power};
 use crate::real::Real;
-use crate::safeguard::Cand;
+use crate::safeguard::{self, Cand};
 
 /// Lane accumulators of the `p = inf` pass over a chunk.
 struct InfLanes<T> {
@@ -290,7 +290,7 @@ pub(super) fn chunk_first<
     let mut nsat = [0u32; LANES];
     let mut amax = [zero; LANES];
     let mut bad = [0u32; LANES];
-    let mut cands = Vec::new();
+    let mut cands = safeguard::take_buffer();
     let n = row.len();
     let mut base = 0;
     while base < n {
