@@ -251,23 +251,7 @@ fn check_narrow_row<L: SideAccess<f32>, H: SideAccess<f32>>(row: &Row<'_, f32, L
 
 #[test]
 fn the_f32_write_pass_is_within_ulps_of_the_f64_one() {
-    for (n, seed) in [(7usize, 12u64), (300, 13), (3072, 14)] {
-        let [x, d, y, lo, hi] = data::<f32>(n, seed);
-        let scalar = Row {
-            x: &x,
-            d: &d,
-            lo: ScalarSide(0.0f32),
-            hi: ScalarSide(1.0f32),
-        };
-        check_narrow_row(&scalar, &y);
-        let slices = Row {
-            x: &x,
-            d: &d,
-            lo: SliceSide(&lo[..]),
-            hi: SliceSide(&hi[..]),
-        };
-        check_narrow_row(&slices, &y);
-    }
+    on_rows(&[(7, 12), (300, 13), (3072, 14)], &NarrowWithinUlps);
 }
 
 /// [`narrow`] keeps `f64` arithmetic for `f64` data, for `p` whose `v^(p-1)` rounds, and
@@ -294,15 +278,33 @@ fn narrow_only_where_f32_arithmetic_is_safe() {
     assert!(!narrow::<f32, P2>(&info(0.5, f64::INFINITY, 2.0)));
 }
 
-fn check_type<T: Real>() {
-    for (n, seed) in [
-        (1usize, 1u64),
-        (7, 2),
-        (64, 3),
-        (300, 4),
-        (3072, 5),
-        (5000, 6),
-    ] {
+/// A check of one row (with its cotangent `y`), run by [`on_rows`] on each kind of bounds.
+trait RowCheck<T: Real> {
+    fn check<L: SideAccess<T>, H: SideAccess<T>>(&self, row: &Row<'_, T, L, H>, y: &[T]);
+}
+
+/// [`check_row`].
+struct Bitwise;
+
+impl<T: Real> RowCheck<T> for Bitwise {
+    fn check<L: SideAccess<T>, H: SideAccess<T>>(&self, row: &Row<'_, T, L, H>, y: &[T]) {
+        check_row(row, y);
+    }
+}
+
+/// [`check_narrow_row`].
+struct NarrowWithinUlps;
+
+impl RowCheck<f32> for NarrowWithinUlps {
+    fn check<L: SideAccess<f32>, H: SideAccess<f32>>(&self, row: &Row<'_, f32, L, H>, y: &[f32]) {
+        check_narrow_row(row, y);
+    }
+}
+
+/// `c` on the row of [`data`] for each `(n, seed)` of `cases`, once with the bounds (0, 1)
+/// and once with per-element bounds.
+fn on_rows<T: Real>(cases: &[(usize, u64)], c: &impl RowCheck<T>) {
+    for &(n, seed) in cases {
         let [x, d, y, lo, hi] = data::<T>(n, seed);
         let scalar = Row {
             x: &x,
@@ -310,15 +312,20 @@ fn check_type<T: Real>() {
             lo: ScalarSide(T::zero()),
             hi: ScalarSide(T::one()),
         };
-        check_row(&scalar, &y);
+        c.check(&scalar, &y);
         let slices = Row {
             x: &x,
             d: &d,
             lo: SliceSide(&lo[..]),
             hi: SliceSide(&hi[..]),
         };
-        check_row(&slices, &y);
+        c.check(&slices, &y);
     }
+}
+
+fn check_type<T: Real>() {
+    let cases = [(1, 1), (7, 2), (64, 3), (300, 4), (3072, 5), (5000, 6)];
+    on_rows::<T>(&cases, &Bitwise);
 }
 
 #[test]
