@@ -3,22 +3,9 @@
 //! The loops work on `f64` lanes (also for `f32` data), so AVX-512's 8 `f64` lanes per
 //! vector halve their instructions against AVX2. Each loop is compiled three times from the
 //! same generic source with explicit lanes: baseline x86-64, AVX2+FMA and AVX-512; the
-//! fastest one this CPU runs is picked. No version reassociates or fuses operations (Rust
+//! fastest one this CPU runs is picked, by the same checks as the forward's loops
+//! ([`crate::simd`]: `CLIPRESC_NO_AVX512` turns AVX-512 off here too). No version reassociates or fuses operations (Rust
 //! never contracts `a * b + c` into an FMA by itself), so all give bitwise the same results.
-
-/// Whether this CPU runs the AVX-512 subsets the VJP's loops are compiled for (checked once).
-#[cfg(target_arch = "x86_64")]
-pub(crate) fn has_avx512() -> bool {
-    use std::sync::OnceLock;
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| {
-        crate::simd::has_avx2()
-            && std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx512dq")
-            && std::is_x86_feature_detected!("avx512bw")
-    })
-}
 
 /// `$best`: `$generic` compiled for AVX-512 (`$avx512`) or AVX2+FMA (`$avx2`) when this CPU
 /// has them, else as it is (the shape of `multiversion!` in `kernel`, with one more level).
@@ -41,10 +28,11 @@ macro_rules! vjp_multiversion {
         #[inline(always)]
         $vis fn $best<$($g: $bound),* $(, const $c: bool)?>($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
-            if crate::vjp_simd::has_avx512() {
+            if crate::simd::has_avx512() {
                 // SAFETY: `$avx512` differs from `$generic` only in being compiled for the
                 // AVX-512 subsets F, VL, DQ, BW (and AVX2, FMA), and `has_avx512` has checked
-                // at run time that this CPU executes all of them; no other preconditions.
+                // at run time that this CPU executes all of them (and POPCNT); no other
+                // preconditions.
                 return unsafe { $avx512::<$($g),* $(, $c)?>($($arg),*) };
             }
             #[cfg(target_arch = "x86_64")]

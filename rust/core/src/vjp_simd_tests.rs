@@ -124,7 +124,7 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                     }
                     checked += 1;
                 }
-                if crate::vjp_simd::has_avx512() {
+                if crate::simd::has_avx512() {
                     // SAFETY: `has_avx512` confirmed that this CPU runs the AVX-512 subsets
                     // (and AVX2, FMA) these versions are compiled for.
                     let got = unsafe {
@@ -232,7 +232,7 @@ fn check_narrow_row<L: SideAccess<f32>, H: SideAccess<f32>>(row: &Row<'_, f32, L
                         same_bits(a, b);
                     }
                 }
-                if crate::vjp_simd::has_avx512() {
+                if crate::simd::has_avx512() {
                     // SAFETY: `has_avx512` confirmed that this CPU runs the AVX-512 subsets
                     // (and AVX2, FMA) these versions are compiled for.
                     let got = written(n, &|o| unsafe {
