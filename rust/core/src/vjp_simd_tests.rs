@@ -82,18 +82,7 @@ fn check_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(row: &Row<'_, T, L, H>
                 },
             };
             let c = Consts::<T, f64>::of(&info);
-            let write = |f: &dyn Fn(&mut RowOut<'_, T>)| {
-                let (mut gx, mut gd) = (vec![T::zero(); n], vec![T::zero(); n]);
-                let (mut gl, mut gh) = (vec![T::zero(); n], vec![T::zero(); n]);
-                let mut o = RowOut {
-                    x: &mut gx,
-                    d: &mut gd,
-                    lo: Some(&mut gl),
-                    hi: Some(&mut gh),
-                };
-                f(&mut o);
-                [gx, gd, gl, gh]
-            };
+            let write = |f: &dyn Fn(&mut RowOut<'_, T>)| written(n, f);
             let want_w =
                 write(&|o| write_range::<T, PAny, L, H, F<true, true>, f64>(pw, row, &c, y, 0, o));
             #[cfg(target_arch = "x86_64")]
