@@ -588,6 +588,61 @@ fn bitwise_identical_for_any_thread_count() {
     }
 }
 
+/// Rows alike (images of one distribution, sizes a few percent apart) run in groups where
+/// each row's search starts from the previous row's answer: short rows in groups of up to
+/// 16, long ones too (once there are 32 of them). Every row against the oracle, hinted ones
+/// and the ones whose hint misses alike, with the same bits for any thread count.
+#[test]
+fn rows_in_groups_match_the_oracle_for_any_thread_count() {
+    let mut rng = Rng(79);
+    for (rows, n) in [(192usize, 96usize), (40, 8192)] {
+        let mut c = case(&mut rng, rows, n);
+        // an image-like box and PGD-like steps, so that neighbouring rows are alike
+        for i in 0..rows * n {
+            c.lo[i] = 0.0;
+            c.hi[i] = 1.0;
+            c.x[i] = rng.next();
+            c.z[i] = c.x[i] + 0.05 * rng.normal();
+        }
+        for norm in NORMS {
+            for r in 0..rows {
+                let (x, z) = (&c.x[r * n..(r + 1) * n], &c.z[r * n..(r + 1) * n]);
+                let moved: Vec<f64> = z.iter().map(|v| v.clamp(0.0, 1.0)).collect();
+                // half the clipped step's size, times 1 +- 4% (one row in eight: +- 40%)
+                let spread = if r % 8 == 5 { 0.8 } else { 0.08 };
+                c.eps[r] = 0.5 * size(&moved, x, norm) * (1.0 + spread * (rng.next() - 0.5));
+            }
+            let runs: Vec<Vec<f64>> = [1usize, 2, 3]
+                .iter()
+                .map(|&t| {
+                    let pool = rayon::ThreadPoolBuilder::new()
+                        .num_threads(t)
+                        .build()
+                        .unwrap();
+                    pool.install(|| run(&c, norm))
+                })
+                .collect();
+            let bits = |y: &[f64]| y.iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
+            assert!(
+                runs.windows(2).all(|w| bits(&w[0]) == bits(&w[1])),
+                "{norm:?} {rows}x{n}"
+            );
+            for r in 0..rows {
+                let [x, z, lo, hi, yr] = rows_of(&c, &runs[0], r);
+                let want = oracle(x, z, lo, hi, c.eps[r], norm);
+                for i in 0..n {
+                    assert!(
+                        (yr[i] - want[i]).abs() <= 1e-9,
+                        "{norm:?} {rows}x{n} row {r} elem {i}: {} vs {}",
+                        yr[i],
+                        want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Long rows run their passes in parallel blocks: the same bits for any thread count, for
 /// every norm, with per-element bounds and with scalar ones.
 #[test]

@@ -61,6 +61,9 @@ const SUB_BLOCK_LEN: usize = 64;
 /// Lanes of the split pass (`f64` accumulators: two AVX2 registers each).
 const LANES: usize = 8;
 
+/// Stretches of [`LANES`] elements whose undecided flags are looked at together.
+const SPAN_STRETCHES: usize = 8;
+
 /// How an element's `f_i` behaves on a bracket `[lo, hi]` of `lam`.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Piece {
@@ -250,25 +253,36 @@ fn stretch_split<T: Real, L: SideAccess<T>, H: SideAccess<T>, const FIRST: bool>
     let from = cands.len();
     let (xs, zs) = (&row.x[..n], &row.z[..n]);
     let full = n - n % LANES;
+    // The lanes' undecided flags are stored (a byte each) and looked at once per span of
+    // SPAN_STRETCHES stretches: undecided elements are rare, and testing each stretch's
+    // flags took longer than the stretch's arithmetic.
+    let mut flags = [[false; LANES]; SPAN_STRETCHES];
     let mut base = 0;
     while base < full {
-        prefetch_ahead(xs, base);
-        prefetch_ahead(zs, base);
-        for side in [row.lo.values(), row.hi.values()].into_iter().flatten() {
-            prefetch_ahead(side, base);
+        let span = base;
+        let stretches = ((full - base) / LANES).min(SPAN_STRETCHES);
+        for f in flags.iter_mut().take(stretches) {
+            prefetch_ahead(xs, base);
+            prefetch_ahead(zs, base);
+            for side in [row.lo.values(), row.hi.values()].into_iter().flatten() {
+                prefetch_ahead(side, base);
+            }
+            let r = row.sub(base, base + LANES);
+            let (xc, zc) = (&xs[base..base + LANES], &zs[base..base + LANES]);
+            let x: [f64; LANES] = std::array::from_fn(|j| xc[j].as_f64());
+            let z: [f64; LANES] = std::array::from_fn(|j| zc[j].as_f64());
+            let lo: [f64; LANES] = std::array::from_fn(|j| r.lo.at(j).as_f64());
+            let hi: [f64; LANES] = std::array::from_fn(|j| r.hi.at(j).as_f64());
+            *f = split_lanes::<FIRST>(&mut acc, (&x, &z, &lo, &hi), c1, c2);
+            base += LANES;
         }
-        let r = row.sub(base, base + LANES);
-        let (xc, zc) = (&xs[base..base + LANES], &zs[base..base + LANES]);
-        let x: [f64; LANES] = std::array::from_fn(|j| xc[j].as_f64());
-        let z: [f64; LANES] = std::array::from_fn(|j| zc[j].as_f64());
-        let lo: [f64; LANES] = std::array::from_fn(|j| r.lo.at(j).as_f64());
-        let hi: [f64; LANES] = std::array::from_fn(|j| r.hi.at(j).as_f64());
-        let und = split_lanes::<FIRST>(&mut acc, (&x, &z, &lo, &hi), c1, c2);
-        // rare (a few percent of the elements): a branch per stretch of lanes
-        if und.iter().fold(false, |m, &u| m | u) {
-            collect(&und, (&x, &z, &lo, &hi), cands);
+        for (q, f) in flags.iter().take(stretches).enumerate() {
+            // one flag per byte (0 or 1): the set bytes are the undecided lanes
+            let word = u64::from_le_bytes(f.map(u8::from));
+            if word != 0 {
+                collect(row, span + q * LANES, word, cands);
+            }
         }
-        base += LANES;
     }
     if full < n {
         // padding: x = z = lo = hi = 0 is a valid element with d = 0, which adds nothing
@@ -278,8 +292,9 @@ fn stretch_split<T: Real, L: SideAccess<T>, H: SideAccess<T>, const FIRST: bool>
         let z: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| zs[full + j]));
         let lo: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| r.lo.at(j)));
         let hi: [f64; LANES] = std::array::from_fn(|j| pad(j, &|j| r.hi.at(j)));
+        // the padding is never undecided (`d = 0`: zero)
         let und = split_lanes::<FIRST>(&mut acc, (&x, &z, &lo, &hi), c1, c2);
-        collect(&und, (&x, &z, &lo, &hi), cands);
+        collect(row, full, u64::from_le_bytes(und.map(u8::from)), cands);
     }
     let mut out = Split::default();
     for j in 0..LANES {
@@ -302,17 +317,19 @@ fn stretch_split<T: Real, L: SideAccess<T>, H: SideAccess<T>, const FIRST: bool>
     out
 }
 
-/// Pushes the elements flagged in `und` onto `cands`, in order.
+/// Pushes the elements `start + j` of `row` whose byte `j` of `und` is set onto `cands`, in
+/// order (read again from the row: the lanes stay in registers).
 #[inline(never)]
-fn collect(
-    und: &[bool; LANES],
-    (x, z, lo, hi): (&[f64; LANES], &[f64; LANES], &[f64; LANES], &[f64; LANES]),
+fn collect<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+    row: &Row<'_, T, L, H>,
+    start: usize,
+    mut und: u64,
     cands: &mut Vec<(f64, f64)>,
 ) {
-    for j in 0..LANES {
-        if und[j] {
-            cands.push(element(x[j], z[j], lo[j], hi[j]));
-        }
+    while und != 0 {
+        let i = start + (und.trailing_zeros() / 8) as usize;
+        cands.push(element(row.x[i], row.z[i], row.lo.at(i), row.hi.at(i)));
+        und &= und - 1;
     }
 }
 

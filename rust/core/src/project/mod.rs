@@ -301,10 +301,16 @@ pub(super) struct RowState {
 }
 
 /// Rows per group (see [`RowState`]): up to 16, fewer in small batches so that there are at
-/// least 64 groups to share among threads. Fixed by the batch's shape alone.
-fn group_rows(rows: usize) -> usize {
-    (rows / 64).clamp(1, 16)
+/// least 64 groups of short rows to share among threads, or 16 of long rows (each a large
+/// task; their `p = 1` search misses its first bracket about half the time without the
+/// previous row's answer). Fixed by the batch's shape alone.
+fn group_rows(rows: usize, n: usize) -> usize {
+    let tasks = if n >= LONG_ROW { 16 } else { 64 };
+    (rows / tasks).clamp(1, 16)
 }
+
+/// Rows at least this long count as long for [`group_rows`].
+const LONG_ROW: usize = 8192;
 
 /// The forward projection of one row into `y`; returns the multiplier (`t` for `p = 2`,
 /// `lam` for `p = 1`, 0 for `p = inf`), or `None` when the row holds invalid values.
@@ -410,7 +416,7 @@ impl<T: Real, W: RowWork<T>> RowJob<T> for ProjectJob<'_, '_, T, W> {
             std::mem::size_of_val(pb.x),
             per_element_bounds(&pb.lower, &pb.upper),
         );
-        let g = group_rows(pb.rows);
+        let g = group_rows(pb.rows, n);
         let groups = pb.rows.div_ceil(g);
         let b_parts: Vec<Option<&mut [T]>> = match self.b {
             Some(b) => b.chunks_mut(g * n).map(Some).collect(),
