@@ -12,7 +12,7 @@ import numpy as np
 from . import _clipresc, _errors, _libraries
 from ._api import DEFAULT_BOUNDS
 from ._args import float_lists, parse_p
-from ._prepare import Problem, prepare
+from ._prepare import Problem, check_out, prepare
 from ._prepare_xp import arg_shapes, cotangent, fit_cotangents
 from .backends import numpy_backend
 
@@ -56,23 +56,38 @@ def prepare_project(
     return prob, xa, za
 
 
+def _project_into(
+    prob: Problem, mult_out: Any = None, out: Any = None
+) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any], tuple[int, int]]:
+    """``(y, multipliers, (0, 0))``: the core's projection into ``out`` (C-contiguous
+    ``(rows, n)`` in the work dtype) or a fresh array, and each row's multiplier into
+    ``mult_out`` or a fresh ``(rows,)`` float64 array; shaped as the fused calls of
+    ``numpy_backend._into_out`` return (nothing is ever unreachable). Raises the core's
+    ``InputError``."""
+    y = np.empty_like(prob.x) if out is None else out
+    mult = np.empty(prob.x.shape[0], dtype=np.float64) if mult_out is None else mult_out
+    _clipresc.project_into(prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y, mult)
+    return y, mult, (0, 0)
+
+
 def project_rows(prob: Problem, mult_out: Any = None) -> np.ndarray[Any, Any]:
     """The projection as ``(rows, n)`` in the work dtype (the core's layout); each row's
     multiplier into ``mult_out`` (``(rows,)`` float64) when given, for
     :func:`project_vjp_of`."""
-    y = np.empty_like(prob.x)
     try:
-        _clipresc.project_into(
-            prob.x, prob.delta, prob.lower, prob.upper, prob.eps, prob.p, y, mult_out
-        )
+        return _project_into(prob, mult_out)[0]
     except _clipresc.InputError as e:
         raise numpy_backend._input_error(prob, e) from None
-    return y
 
 
-def project_numpy(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any) -> Any:
-    """:func:`project` of NumPy inputs, in the caller's dtype and layout."""
-    return project_of(prepare_project(x, z, eps, p, bounds, axis)[0])
+def project_numpy(x: Any, z: Any, eps: Any, p: Any, bounds: Any, axis: Any, out: Any = None) -> Any:
+    """:func:`project` of NumPy inputs, in the caller's dtype and layout; into ``out``
+    (checked here) when given."""
+    prob = prepare_project(x, z, eps, p, bounds, axis)[0]
+    if out is None:
+        return project_of(prob)
+    check_out(out, prob, [("x", x), ("z", z), ("lower", prob.lower), ("upper", prob.upper)])
+    return numpy_backend._into_out(prob, out, lambda out: _project_into(prob, out=out), ())[0]
 
 
 def project_of(prob: Problem, mult_out: Any = None) -> Any:
@@ -124,6 +139,8 @@ def project(
     p: float = 2.0,
     bounds: Sequence[Any] | None = DEFAULT_BOUNDS,
     axis: int | Sequence[int] | None = None,
+    *,
+    out: Any = None,
 ) -> Any:
     """The point of ``{y : ||y - x||_p <= eps, lower <= y <= upper}`` closest to ``z``.
 
@@ -138,9 +155,12 @@ def project(
         p: 1, 2 or ``math.inf`` (other ``p`` raise ``ValueError``).
         bounds: ``(lower, upper)`` as for :func:`clipresc.perturb`; ``None`` for no box.
         axis: the axes forming one vector, as for :func:`clipresc.perturb`.
+        out: a NumPy array to write ``y`` into, as for :func:`clipresc.perturb` (NumPy
+            inputs only; it must not overlap ``x``, ``z`` or a bound array): the loop of an
+            attack then allocates nothing per step.
 
     Returns:
-        ``y`` with ``x``'s shape and dtype.
+        ``y`` with ``x``'s shape and dtype (``out`` when given).
 
     >>> import numpy as np, clipresc
     >>> x = np.array([[0.5, 0.9]]); z = np.array([[2.0, 0.9]])
@@ -149,15 +169,20 @@ def project(
     >>> z = np.array([[1.5, 1.5]])  # p = 2: the ball alone would give [0.85..., 1.07...]
     >>> clipresc.project(x, z, 0.5)  # the box stops the second at 1: the first goes further
     array([[0.98989795, 1.        ]])
+    >>> buf = np.empty_like(x)
+    >>> clipresc.project(x, z, 0.5, out=buf) is buf
+    True
     """
-    if _libraries.compiling_torch_module(x) is not None:  # no untraceable dispatch
-        from .frameworks import torch_project
+    if out is None and _libraries.compiling_torch_module(x) is not None:
+        from .frameworks import torch_project  # no untraceable dispatch
 
         return torch_project.project(x, z, eps, p, bounds, axis)
     x, z = float_lists(x), float_lists(z)
     fam = family(_named(x, z, eps, bounds))
     if fam == "numpy":
-        return project_numpy(x, z, eps, p, bounds, axis)
+        return project_numpy(x, z, eps, p, bounds, axis, out)
+    if out is not None:
+        raise _errors.out_numpy_only(fam)
     from . import _project_routes
 
     return _project_routes.project(fam, x, z, eps, p, bounds, axis)
