@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import clipresc
-from support.memory import peak_traced_bytes
+from support.memory import out_argument_cases, peak_traced_bytes
 from test_noise import images, sizes
 
 
@@ -57,26 +57,7 @@ def test_direct_path_allocates_no_result() -> None:
     assert peak(out=buf) < x.nbytes // 8
 
 
-@pytest.mark.parametrize(
-    ("make_out", "exc", "match"),
-    [
-        (lambda x, d, lo: x.tolist(), TypeError, "out must be a NumPy array; got list"),
-        (
-            lambda x, d, lo: np.empty((2, 3), np.float32),
-            ValueError,
-            r"out must have x's shape \(3, 4\)",
-        ),
-        (
-            lambda x, d, lo: np.empty((3, 4), np.float64),
-            TypeError,
-            "out must have x's dtype float32",
-        ),
-        (lambda x, d, lo: x, ValueError, "out must not overlap x"),
-        (lambda x, d, lo: d, ValueError, "out must not overlap delta"),
-        (lambda x, d, lo: d[::-1], ValueError, "out must not overlap delta"),
-        (lambda x, d, lo: lo, ValueError, "out must not overlap lower"),
-    ],
-)
+@pytest.mark.parametrize(("make_out", "exc", "match"), out_argument_cases("delta"))
 def test_out_argument_errors(make_out: object, exc: type, match: str) -> None:
     x, d = images((3, 4)), deltas((3, 4))
     lo = np.zeros_like(x)

@@ -11,7 +11,7 @@ import pytest
 
 import clipresc
 from project_oracle import bisect_project
-from support.memory import peak_traced_bytes
+from support.memory import out_argument_cases, peak_traced_bytes
 from test_noise import images
 
 
@@ -69,26 +69,7 @@ def test_direct_path_allocates_no_result(p: float) -> None:
     assert peak(out=buf) < x.nbytes // 8
 
 
-@pytest.mark.parametrize(
-    ("make_out", "exc", "match"),
-    [
-        (lambda x, z, lo: x.tolist(), TypeError, "out must be a NumPy array; got list"),
-        (
-            lambda x, z, lo: np.empty((2, 3), np.float32),
-            ValueError,
-            r"out must have x's shape \(3, 4\)",
-        ),
-        (
-            lambda x, z, lo: np.empty((3, 4), np.float64),
-            TypeError,
-            "out must have x's dtype float32",
-        ),
-        (lambda x, z, lo: x, ValueError, "out must not overlap x"),
-        (lambda x, z, lo: z, ValueError, "out must not overlap z"),
-        (lambda x, z, lo: z[::-1], ValueError, "out must not overlap z"),
-        (lambda x, z, lo: lo, ValueError, "out must not overlap lower"),
-    ],
-)
+@pytest.mark.parametrize(("make_out", "exc", "match"), out_argument_cases("z"))
 def test_out_argument_errors(make_out: object, exc: type, match: str) -> None:
     x = images((3, 4))
     z = steps(x)

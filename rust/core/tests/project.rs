@@ -226,6 +226,15 @@ fn run(c: &Case, norm: ProjectNorm) -> Vec<f64> {
     y
 }
 
+/// `f()` on a rayon pool of `threads` threads.
+fn on_threads<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
+}
+
 fn rows_of<'a>(c: &'a Case, v: &'a [f64], r: usize) -> [&'a [f64]; 5] {
     let s = r * c.n..(r + 1) * c.n;
     [
@@ -576,11 +585,7 @@ fn bitwise_identical_for_any_thread_count() {
         let runs: Vec<Vec<u64>> = [1usize, 2, 3, 8]
             .iter()
             .map(|&t| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(t)
-                    .build()
-                    .unwrap();
-                let y = pool.install(|| run(&c, norm));
+                let y = on_threads(t, || run(&c, norm));
                 y.iter().map(|v| v.to_bits()).collect()
             })
             .collect();
@@ -614,13 +619,7 @@ fn rows_in_groups_match_the_oracle_for_any_thread_count() {
             }
             let runs: Vec<Vec<f64>> = [1usize, 2, 3]
                 .iter()
-                .map(|&t| {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(t)
-                        .build()
-                        .unwrap();
-                    pool.install(|| run(&c, norm))
-                })
+                .map(|&t| on_threads(t, || run(&c, norm)))
                 .collect();
             let bits = |y: &[f64]| y.iter().map(|v| v.to_bits()).collect::<Vec<u64>>();
             assert!(
@@ -656,26 +655,17 @@ fn long_rows_bitwise_identical_for_any_thread_count() {
             let runs: Vec<Vec<u64>> = [1usize, 2, 3]
                 .iter()
                 .map(|&t| {
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(t)
-                        .build()
-                        .unwrap();
                     let mut b = batch(&c, norm);
+                    let mut x = c.x.clone();
                     if scalar {
                         b.lower = Bound::Scalar(-1.0);
                         b.upper = Bound::Scalar(1.0);
-                    }
-                    let mut y = vec![0.0; c.x.len()];
-                    if scalar {
                         // x inside the scalar box
-                        return pool.install(|| {
-                            let x: Vec<f64> = c.x.iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-                            let b = ProjectBatch { x: &x, ..b };
-                            project(&b, &mut y).unwrap();
-                            y.iter().map(|v| v.to_bits()).collect()
-                        });
+                        x.iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0));
                     }
-                    pool.install(|| project(&b, &mut y).unwrap());
+                    let b = ProjectBatch { x: &x, ..b };
+                    let mut y = vec![0.0; c.x.len()];
+                    on_threads(t, || project(&b, &mut y).unwrap());
                     y.iter().map(|v| v.to_bits()).collect()
                 })
                 .collect();
