@@ -172,10 +172,7 @@ impl<T: Real> RowJob<T> for SolveJob<'_, '_, T> {
             return outcomes;
         }
         let plan = Plan::new(b.rows, n);
-        let stream = streams_output(
-            std::mem::size_of_val(b.x),
-            per_element_bounds(&b.lower, &b.upper),
-        );
+        let stream = streams_output(b.x, &b.lower, &b.upper);
         let solve_one = |r: usize, hints: &mut Hints| {
             let row = Row {
                 x: &b.x[r * n..(r + 1) * n],
@@ -246,18 +243,15 @@ fn hint_group(rows: usize, n: usize, finite_p: bool) -> usize {
 /// time streamed, through Python, for p in {1, 2, inf}, and 4096 rows of 784 `f64` 10-15%.
 pub const STREAM_MIN_BYTES: usize = 32 << 20;
 
-/// Whether a call over `x` (its bytes), with `per_element` bound arrays of `x`'s shape,
-/// writes its output with non-temporal stores ([`STREAM_MIN_BYTES`]).
-pub(crate) fn streams_output(x_bytes: usize, per_element: usize) -> bool {
-    x_bytes * (3 + per_element) >= STREAM_MIN_BYTES
-}
-
-/// The number of `lower` and `upper` given per element of the batch.
-pub(crate) fn per_element_bounds<T>(lower: &Bound<'_, T>, upper: &Bound<'_, T>) -> usize {
-    [lower, upper]
+/// Whether a call over `x` with these bounds writes its output with non-temporal stores
+/// ([`STREAM_MIN_BYTES`]): it reads `x` and `delta` (or `z`) and the bounds given per
+/// element, and writes an output of `x`'s size.
+pub(crate) fn streams_output<T>(x: &[T], lower: &Bound<'_, T>, upper: &Bound<'_, T>) -> bool {
+    let per_element = [lower, upper]
         .iter()
         .filter(|s| matches!(s, Bound::Full(_)))
-        .count()
+        .count();
+    std::mem::size_of_val(x) * (3 + per_element) >= STREAM_MIN_BYTES
 }
 
 /// Per-row results of [`scale`] and [`perturb`].

@@ -20,7 +20,7 @@
 //! sums are added in block order. Results are therefore bitwise identical for any thread
 //! count.
 
-use crate::batch::{per_element_bounds, streams_output, Batch, Eps};
+use crate::batch::{streams_output, Batch, Eps};
 use crate::bounds::{Bound, SideAccess};
 use crate::error::CoreError;
 use crate::kernel::BLOCK;
@@ -412,10 +412,7 @@ impl<T: Real, W: RowWork<T>> RowJob<T> for ProjectJob<'_, '_, T, W> {
             return false;
         }
         let plan = Plan::new(pb.rows, n);
-        let stream = streams_output(
-            std::mem::size_of_val(pb.x),
-            per_element_bounds(&pb.lower, &pb.upper),
-        );
+        let stream = streams_output(pb.x, &pb.lower, &pb.upper);
         let g = group_rows(pb.rows, n);
         let groups = pb.rows.div_ceil(g);
         let b_parts: Vec<Option<&mut [T]>> = match self.b {
