@@ -4,8 +4,9 @@
 //! vector halve their instructions against AVX2. Each loop is compiled three times from the
 //! same generic source with explicit lanes: baseline x86-64, AVX2+FMA and AVX-512; the
 //! fastest one this CPU runs is picked, by the same checks as the forward's loops
-//! ([`crate::simd`]: `CLIPRESC_NO_AVX512` turns AVX-512 off here too). No version reassociates or fuses operations (Rust
-//! never contracts `a * b + c` into an FMA by itself), so all give bitwise the same results.
+//! ([`crate::simd`]: `CLIPRESC_NO_AVX512` turns AVX-512 off here too). No version
+//! reassociates or fuses operations (Rust never contracts `a * b + c` into an FMA by
+//! itself), so all give bitwise the same results.
 
 /// `$best`: `$generic` compiled for AVX-512 (`$avx512`) or AVX2+FMA (`$avx2`) when this CPU
 /// has them, else as it is (the shape of `multiversion!` in `kernel`, with one more level).

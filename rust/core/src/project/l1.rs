@@ -54,7 +54,7 @@ const STEP_WIDTH: f64 = 0.02;
 const SPLIT_PASSES: usize = 3;
 
 /// Rows at least this long estimate `lam` on a subsample when there is no previous row.
-const SUBSAMPLE_MIN: usize = 8192;
+pub(super) const SUBSAMPLE_MIN: usize = 8192;
 const SUB_BLOCKS: usize = 32;
 const SUB_BLOCK_LEN: usize = 64;
 

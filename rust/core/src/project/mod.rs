@@ -301,16 +301,14 @@ pub(super) struct RowState {
 }
 
 /// Rows per group (see [`RowState`]): up to 16, fewer in small batches so that there are at
-/// least 64 groups of short rows to share among threads, or 16 of long rows (each a large
-/// task; their `p = 1` search misses its first bracket about half the time without the
-/// previous row's answer). Fixed by the batch's shape alone.
+/// least 64 groups of short rows to share among threads, or 16 of rows long enough for
+/// `p = 1` to estimate `lam` on a subsample (each a large task; that estimate misses the
+/// first bracket about half the time, the previous row's answer rarely). Fixed by the
+/// batch's shape alone.
 fn group_rows(rows: usize, n: usize) -> usize {
-    let tasks = if n >= LONG_ROW { 16 } else { 64 };
+    let tasks = if n >= l1::SUBSAMPLE_MIN { 16 } else { 64 };
     (rows / tasks).clamp(1, 16)
 }
-
-/// Rows at least this long count as long for [`group_rows`].
-const LONG_ROW: usize = 8192;
 
 /// The forward projection of one row into `y`; returns the multiplier (`t` for `p = 2`,
 /// `lam` for `p = 1`, 0 for `p = inf`), or `None` when the row holds invalid values.
