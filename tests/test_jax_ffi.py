@@ -195,3 +195,13 @@ def test_eager_calls_parse_plain_arguments_once() -> None:
         with pytest.raises(ValueError) as jax_error:
             cj.perturb(*args)
         assert str(jax_error.value) == str(numpy_error.value)
+
+
+def test_eager_ffi_takes_float_arrays_only() -> None:
+    """The eager FFI call is offered float32 / float64 data alone: not bfloat16 or integer
+    arrays, nor values without a dtype (a NumPy dtype compares equal to ``None`` and to a
+    dtype's name, so the check must not be a bare membership test)."""
+    usable = [jnp.zeros(2, jnp.float32), np.zeros(2, np.float32), np.zeros(2)]
+    unusable = [jnp.zeros(2, jnp.bfloat16), jnp.zeros(2, jnp.int32), None, "float32", 1.0]
+    assert [_jax_ffi.eager_usable(a) for a in usable] == [True] * 3
+    assert [_jax_ffi.eager_usable(a) for a in unusable] == [False] * 5

@@ -123,11 +123,20 @@ def eager_usable(x: Any, *rest: Any) -> bool:
     >>> eager_usable(jnp.zeros(2, jnp.int32))
     False
     """
-    jax = sys.modules["jax"]
-    jnp = sys.modules["jax.numpy"]
-    if getattr(x, "dtype", None) not in (jnp.float32, jnp.float64) or not available():
+    dt = getattr(x, "dtype", None)
+    if not isinstance(dt, np.dtype) or dt not in _FLOAT_DTYPES or not available():
         return False
-    return all(_on_cpu(a.sharding) for a in (x, *rest) if isinstance(a, jax.Array))
+    array = sys.modules["jax"].Array
+    for a in (x, *rest):
+        if isinstance(a, array) and not _on_cpu(a.sharding):
+            return False
+    return True
+
+
+# NumPy dtypes, not JAX's scalar types: comparing a dtype with a type converts the type
+# first, which costs a microsecond per comparison on every eager call (and a dtype equals
+# None or a name, hence the isinstance test before it)
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @functools.lru_cache(maxsize=256)
@@ -153,7 +162,9 @@ def eager(fn: Any, cfg: Any, *ops: Any) -> Any:
         if len(_eager_jits) >= 256:  # many configurations: drop the oldest
             _eager_jits.pop(next(iter(_eager_jits)))
         jitted = _eager_jits.setdefault(key, jax.jit(functools.partial(fn, cfg)))
-    return jax.block_until_ready(jitted(*ops))
+    out = jitted(*ops)
+    # an array's own method: jax.block_until_ready walks a pytree first
+    return out.block_until_ready() if isinstance(out, jax.Array) else jax.block_until_ready(out)
 
 
 def forward_out(cfg: Any, x: Any, d: Any, e: Any, lo: Any, hi: Any) -> Any:
