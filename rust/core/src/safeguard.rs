@@ -57,7 +57,9 @@ fn give_back(mut cands: Vec<Cand>) {
 }
 
 /// An element not yet known to be saturated.
+// `repr(C)`: `crate::avx2::cand_sums` loads groups of candidates as `f64` vectors
 #[derive(Clone, Copy, Debug)]
+#[repr(C)]
 pub(crate) struct Cand {
     /// `s_i / |delta_i|` (may be infinite: such an element never saturates).
     pub key: f64,
@@ -337,31 +339,67 @@ pub(crate) fn fix_small<P: Power>(
 }
 
 /// `(sum c, sum w, count)` of the candidates saturated at `eta` (key <= eta) for the caps
-/// and of the others for the weights. Branch-free in four lanes: which side a candidate
-/// falls on is unpredictable, and one chain of dependent adds would be as slow.
+/// and of the others for the weights, in four lanes (see [`CandLanes`]); whole groups of
+/// four in AVX2 where the CPU has it, with bitwise the same sums.
 fn sums_at(cands: &[Cand], eta: f64) -> (f64, f64, usize) {
-    const L: usize = 4;
-    let (mut c, mut m, mut n) = ([0f64; L], [0f64; L], [0usize; L]);
-    let mut lanes = cands.chunks_exact(L);
-    // Selecting by bit masks: written as `if`, LLVM branches.
-    let mut add = |k: usize, cand: &Cand| {
+    let (groups, rest) = cands.as_chunks::<4>();
+    #[cfg(target_arch = "x86_64")]
+    let mut lanes = if crate::simd::has_avx2() {
+        // SAFETY: `has_avx2` has checked at run time that this CPU runs AVX2, the only
+        // precondition of `cand_lanes`.
+        unsafe { crate::avx2::cand_sums::cand_lanes(groups, eta) }
+    } else {
+        CandLanes::over(groups, eta)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let mut lanes = CandLanes::over(groups, eta);
+    for (k, cand) in rest.iter().enumerate() {
+        lanes.add(k, cand, eta);
+    }
+    lanes.total()
+}
+
+/// The four lanes of [`sums_at`]: lane `k` adds candidates `k`, `k + 4`, ... in order.
+/// Branch-free: which side a candidate falls on is unpredictable, and one chain of
+/// dependent adds would be as slow.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub(crate) struct CandLanes {
+    /// The caps of the saturated candidates.
+    pub c: [f64; 4],
+    /// The weights of the others.
+    pub m: [f64; 4],
+    /// How many saturated.
+    pub n: [usize; 4],
+}
+
+impl CandLanes {
+    /// The lanes over whole groups of four candidates.
+    pub(crate) fn over(groups: &[[Cand; 4]], eta: f64) -> CandLanes {
+        let mut lanes = CandLanes::default();
+        for group in groups {
+            for (k, cand) in group.iter().enumerate() {
+                lanes.add(k, cand, eta);
+            }
+        }
+        lanes
+    }
+
+    #[inline(always)]
+    fn add(&mut self, k: usize, cand: &Cand, eta: f64) {
+        // Selecting by bit masks: written as `if`, LLVM branches.
         let sat = cand.key <= eta;
         let mask = (sat as u64).wrapping_neg();
-        c[k] += f64::from_bits(cand.c.to_bits() & mask);
-        m[k] += f64::from_bits(cand.w.to_bits() & !mask);
-        n[k] += sat as usize;
-    };
-    for group in &mut lanes {
-        for (k, cand) in group.iter().enumerate() {
-            add(k, cand);
-        }
+        self.c[k] += f64::from_bits(cand.c.to_bits() & mask);
+        self.m[k] += f64::from_bits(cand.w.to_bits() & !mask);
+        self.n[k] += sat as usize;
     }
-    for (k, cand) in lanes.remainder().iter().enumerate() {
-        add(k, cand);
+
+    fn total(&self) -> (f64, f64, usize) {
+        let (c, m) = (self.c, self.m);
+        (
+            (c[0] + c[1]) + (c[2] + c[3]),
+            (m[0] + m[1]) + (m[2] + m[3]),
+            self.n.iter().sum(),
+        )
     }
-    (
-        (c[0] + c[1]) + (c[2] + c[3]),
-        (m[0] + m[1]) + (m[2] + m[3]),
-        n.iter().sum(),
-    )
 }

@@ -144,6 +144,7 @@ macro_rules! avx2_lanes {
     };
 }
 
+pub(crate) mod cand_sums;
 mod lanes32;
 mod lanes64;
 
