@@ -9,9 +9,11 @@ use crate::bounds::SideAccess;
 use crate::real::Real;
 use crate::simd::prefetch_ahead;
 
-/// `y = clip(x + eta * delta, lower, upper)` over one stretch of a row.
+/// `y = clip(x + eta * delta, lower, upper)` over one stretch of a row. `DIFF`: the row's
+/// `d` holds `z` and `delta = z - x` is formed in registers (the projection's apply), so
+/// the result is bitwise that of the stored `delta`.
 #[inline(always)]
-fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
+pub(super) fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>, const DIFF: bool>(
     row: &Row<'_, T, L, H>,
     eta: T,
     out: &mut [T],
@@ -21,7 +23,8 @@ fn apply_chunk<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     for base in (0..x.len()).step_by(LANES) {
         prefetch_row(row, base);
         for i in base..(base + LANES).min(x.len()) {
-            let y = x[i] + eta * d[i];
+            let delta = if DIFF { d[i] - x[i] } else { d[i] };
+            let y = x[i] + eta * delta;
             out[i] = y.max(row.lo.at(i)).min(row.hi.at(i));
         }
     }
@@ -36,40 +39,7 @@ pub(crate) fn apply_row<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
     stream: bool,
 ) {
-    // only the hand-written x86_64 kernels stream their stores
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = stream;
-    let body = |start: usize, out: &mut [T]| {
-        let sub = row.sub(start, start + out.len());
-        #[cfg(target_arch = "x86_64")]
-        if simd_apply::<f32, _, _, _, false>(&sub, eta, &mut *out, stream)
-            || simd_apply::<f64, _, _, _, false>(&sub, eta, &mut *out, stream)
-        {
-            return;
-        }
-        apply_chunk_best(&sub, eta, out);
-    };
-    for_blocks(out, par, body);
-}
-
-/// `y = clip(x + eta * (z - x), lower, upper)` over one stretch of a row whose `d` holds `z`
-/// (the projection's apply): [`apply_chunk`]'s arithmetic with `delta` formed in registers,
-/// so bitwise what [`apply_row`] gives on the stored `delta = z - x`.
-#[inline(always)]
-pub(super) fn apply_chunk_diff<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
-    row_xz: &Row<'_, T, L, H>,
-    eta: T,
-    out: &mut [T],
-) {
-    let (x, z) = (row_xz.x, &row_xz.d[..row_xz.x.len()]);
-    let out = &mut out[..x.len()];
-    for base in (0..x.len()).step_by(LANES) {
-        prefetch_row(row_xz, base);
-        for i in base..(base + LANES).min(x.len()) {
-            let y = x[i] + eta * (z[i] - x[i]);
-            out[i] = y.max(row_xz.lo.at(i)).min(row_xz.hi.at(i));
-        }
-    }
+    apply_row_any::<T, L, H, false>(row, eta, out, par, stream);
 }
 
 /// [`apply_row`] for a row whose `d` holds `z`: `y = clip(x + eta * (z - x))`, bitwise as
@@ -82,17 +52,30 @@ pub(crate) fn apply_row_diff<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     par: bool,
     stream: bool,
 ) {
+    apply_row_any::<T, L, H, true>(row_xz, eta, out, par, stream);
+}
+
+/// [`apply_row`] (`DIFF` false) or [`apply_row_diff`] (true): the hand-written kernels
+/// where they apply, else the lane loops.
+fn apply_row_any<T: Real, L: SideAccess<T>, H: SideAccess<T>, const DIFF: bool>(
+    row: &Row<'_, T, L, H>,
+    eta: T,
+    out: &mut [T],
+    par: bool,
+    stream: bool,
+) {
+    // only the hand-written x86_64 kernels stream their stores
     #[cfg(not(target_arch = "x86_64"))]
     let _ = stream;
     let body = |start: usize, out: &mut [T]| {
-        let sub = row_xz.sub(start, start + out.len());
+        let sub = row.sub(start, start + out.len());
         #[cfg(target_arch = "x86_64")]
-        if simd_apply::<f32, _, _, _, true>(&sub, eta, &mut *out, stream)
-            || simd_apply::<f64, _, _, _, true>(&sub, eta, &mut *out, stream)
+        if simd_apply::<f32, _, _, _, DIFF>(&sub, eta, &mut *out, stream)
+            || simd_apply::<f64, _, _, _, DIFF>(&sub, eta, &mut *out, stream)
         {
             return;
         }
-        apply_chunk_diff_best(&sub, eta, out);
+        apply_chunk_best::<T, L, H, DIFF>(&sub, eta, out);
     };
     for_blocks(out, par, body);
 }
@@ -188,11 +171,8 @@ pub(crate) fn apply_row_in_place<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
 }
 
 multiversion!(apply_chunk_best, apply_chunk_avx2, apply_chunk,
-    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
+    <T: Real, L: SideAccess<T>, H: SideAccess<T>; const DIFF: bool>,
     (row: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
-multiversion!(apply_chunk_diff_best, apply_chunk_diff_avx2, apply_chunk_diff,
-    <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
-    (row_xz: &Row<'_, T, L, H>, eta: T, out: &mut [T]) -> ());
 multiversion!(apply_chunk_in_place_best, apply_chunk_in_place_avx2, apply_chunk_in_place,
     <T: Real, L: SideAccess<T>, H: SideAccess<T>>,
     (x: &[T], lo: L, hi: H, eta: T, y: &mut [T]) -> ());

@@ -3,7 +3,7 @@
 //! kernel set the CPU runs is tested on its own (on a CPU with AVX-512 the AVX2 kernels
 //! too), besides the one the dispatch picks.
 
-use super::apply::apply_chunk_diff;
+use super::apply::apply_chunk;
 use super::dispatch::{apply_with, first_diff_with, first_with, Avx2, Avx512, Kernels};
 use super::passes::{chunk_first, chunk_inf};
 use super::*;
@@ -521,7 +521,7 @@ fn diff_matches_stored<T: Real>() {
                             apply_row(&rd, eta, &mut want, true, stream);
                             apply_row_diff(&rz, eta, &mut got, true, stream);
                             assert_eq!(bits(&got), bits(&want), "{what} apply {stream}");
-                            apply_chunk_diff(&rz, eta, &mut got);
+                            apply_chunk::<_, _, _, true>(&rz, eta, &mut got);
                             assert_eq!(bits(&got), bits(&want), "{what} generic apply");
                             for k in 0..4 {
                                 got.fill(T::nan());
