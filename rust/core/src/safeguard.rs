@@ -35,8 +35,8 @@ thread_local! {
 }
 
 /// An empty candidate buffer: this thread's spare one (with its capacity), or a new one.
-pub(crate) fn take_buffer() -> CandBuf {
-    CandBuf(SPARE.with(Cell::take))
+pub(crate) fn take_buffer() -> Vec<Cand> {
+    SPARE.with(Cell::take)
 }
 
 /// Keeps `cands`' allocation for this thread's next [`take_buffer`] (the larger of it and
@@ -46,8 +46,7 @@ fn give_back(mut cands: Vec<Cand>) {
         return;
     }
     cands.clear();
-    // `try_with`: a buffer dropped while the thread's locals are torn down is just freed
-    let _ = SPARE.try_with(|spare| {
+    SPARE.with(|spare| {
         let kept = spare.take();
         spare.set(if cands.capacity() >= kept.capacity() {
             cands
@@ -55,36 +54,6 @@ fn give_back(mut cands: Vec<Cand>) {
             kept
         });
     });
-}
-
-/// A candidate buffer that goes back to its thread's spare ([`give_back`]) when dropped,
-/// however the row's solve ends: with [`select`], or after a first bracket that missed.
-#[derive(Debug, Default)]
-pub(crate) struct CandBuf(Vec<Cand>);
-
-impl From<Vec<Cand>> for CandBuf {
-    fn from(v: Vec<Cand>) -> CandBuf {
-        CandBuf(v)
-    }
-}
-
-impl std::ops::Deref for CandBuf {
-    type Target = Vec<Cand>;
-    fn deref(&self) -> &Vec<Cand> {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for CandBuf {
-    fn deref_mut(&mut self) -> &mut Vec<Cand> {
-        &mut self.0
-    }
-}
-
-impl Drop for CandBuf {
-    fn drop(&mut self) {
-        give_back(std::mem::take(&mut self.0));
-    }
 }
 
 /// An element not yet known to be saturated.
@@ -129,13 +98,15 @@ impl Cand {
 /// known to stay unsaturated. Returns `None` when the target is above the largest reachable
 /// value (every candidate saturated and `m_base == 0`).
 pub(crate) fn select<P: Power>(
-    cands: impl Into<CandBuf>,
+    mut cands: Vec<Cand>,
     c_base: f64,
     m_base: f64,
     target: f64,
     pw: P,
 ) -> Option<f64> {
-    select_in(&mut cands.into(), c_base, m_base, target, pw)
+    let t = select_in(&mut cands, c_base, m_base, target, pw);
+    give_back(cands);
+    t
 }
 
 /// [`select`] on a buffer it may replace by a smaller one.
@@ -430,45 +401,5 @@ impl CandLanes {
             (m[0] + m[1]) + (m[2] + m[3]),
             self.n.iter().sum(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{select, take_buffer, Cand, MAX_SPARE};
-    use crate::norm::P1;
-
-    fn cands(k: usize) -> impl Iterator<Item = Cand> {
-        (1..=k).map(move |i| Cand::new(1.0, i as f64 / k as f64, P1))
-    }
-
-    /// A buffer comes back as the thread's spare whether `select` used it or it was dropped
-    /// (a first bracket that missed), and an oversized one is not kept.
-    #[test]
-    fn buffers_return_to_their_thread() {
-        std::thread::spawn(|| {
-            let mut b = take_buffer();
-            b.extend(cands(100));
-            let cap = b.capacity();
-            drop(b);
-            let mut again = take_buffer();
-            assert!(
-                again.is_empty() && again.capacity() == cap,
-                "dropped buffer not kept"
-            );
-            again.extend(cands(300));
-            let cap = again.capacity();
-            // p = 1, caps 1/300, 2/300, ... and weights 1: at t = 1/2 the 150 smallest caps
-            // sum to 150 * 151 / 600 and the other 150 candidates give 150 t
-            let t = select(again, 0.0, 0.0, 150.0 * 151.0 / 600.0 + 75.0, P1).unwrap();
-            assert!((t - 0.5).abs() < 1e-12, "t = {t}");
-            assert_eq!(take_buffer().capacity(), cap, "selected buffer not kept");
-            let mut big = take_buffer();
-            big.extend(cands(MAX_SPARE + 1));
-            drop(big);
-            assert_eq!(take_buffer().capacity(), 0, "oversized buffer kept");
-        })
-        .join()
-        .unwrap();
     }
 }

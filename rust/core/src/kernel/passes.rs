@@ -9,7 +9,7 @@ use super::{fold_chunks, is_bad, prefetch_row, room, Row, LANES};
 use crate::bounds::SideAccess;
 use crate::norm::{PHalf, Power};
 use crate::real::Real;
-use crate::safeguard::{self, Cand, CandBuf};
+use crate::safeguard::{self, Cand};
 
 /// Lane accumulators of the `p = inf` pass over a chunk.
 struct InfLanes<T> {
@@ -242,7 +242,7 @@ pub(crate) struct FirstSums {
     /// Number of elements saturated at `eta_lo`.
     pub nsat_lo: u64,
     /// The valid elements between the two.
-    pub cands: CandBuf,
+    pub cands: Vec<Cand>,
     /// Nonzero when the chunk holds invalid elements (the other fields are then
     /// meaningless).
     pub bad: u64,
@@ -256,7 +256,7 @@ impl std::ops::Add for FirstSums {
         if self.cands.is_empty() {
             std::mem::swap(&mut self.cands, &mut o.cands);
         } else {
-            self.cands.append(&mut o.cands);
+            self.cands.extend(o.cands);
         }
         FirstSums {
             c_lo: self.c_lo + o.c_lo,
