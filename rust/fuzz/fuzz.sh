@@ -79,16 +79,19 @@ for t in "${targets[@]}"; do
         set -e
         runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
         rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-        cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1)
+        cov=$(grep -oE 'cov: [0-9]+ ft: [0-9]+' "$log" | tail -1 || true)
         line="$t: libFuzzer+ASan, ${secs} s, ${runs:-?} runs (${rate:-?}/s), ${cov:-no coverage line}"
     else
-        [ -x "$stable_bin" ] || build_stable
+        # always: a driver left from an earlier checkout would test the old harness
+        build_stable
         set +e
         "$stable_bin" run "$t" --seconds "$secs" --corpus "$work/$t" \
             --seeds "rust/fuzz/corpus/$t" --artifacts "target/fuzz-artifacts/$t" >"$log" 2>&1
         rc=$?
         set -e
-        line="$t: stable driver, $(grep -oE 'done, .*' "$log" | tail -1)"
+        # `|| true`: a failed run has no "done" line, and under `set -e -o pipefail` the
+        # failed grep would end the script before it reports the failure
+        line="$t: stable driver, $(grep -oE 'done, .*' "$log" | tail -1 || true)"
     fi
     if [ "$rc" -ne 0 ]; then
         failed+=("$t")
