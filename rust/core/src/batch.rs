@@ -5,7 +5,7 @@ use crate::bounds::Bound;
 use crate::error::CoreError;
 use crate::kernel::{apply_row, apply_row_wide, needs_wide_apply, Row};
 use crate::norm::{Norm, Power};
-use crate::par::{map_items, Plan};
+use crate::par::{hint_group_rows, map_items, Plan};
 use crate::real::Real;
 use crate::solve::{is_short, solve_row, solve_row_inf, Hints, Options, RowOutcome};
 use crate::visit::{visit, RowJob, Sides};
@@ -225,12 +225,12 @@ impl<T: Real> RowJob<T> for SolveJob<'_, '_, T> {
     }
 }
 
-/// Rows per hint group (see [`Hints`]): up to 16 short rows, fewer in small batches so that
-/// there are at least 64 groups to share among threads; long rows (their own estimate) and
-/// `p = inf` (closed form) go one by one.
+/// Rows per hint group (see [`Hints`] and [`hint_group_rows`]): short rows in groups that
+/// leave at least 64 to share among threads (small batches aside); long rows (their own
+/// estimate) and `p = inf` (closed form) go one by one.
 fn hint_group(rows: usize, n: usize, finite_p: bool) -> usize {
     if finite_p && is_short(n) {
-        (rows / 64).clamp(1, 16)
+        hint_group_rows(rows, n, 64)
     } else {
         1
     }

@@ -26,6 +26,21 @@ const PAR_MIN_ELEMENTS: usize = 1 << 16;
 /// few rows to keep every thread busy.
 const PAR_ROW_MIN: usize = 4 * BLOCK;
 
+/// Hint groups never hold fewer elements than this (see [`hint_group_rows`]).
+const HINT_GROUP_MIN_ELEMENTS: usize = 1 << 14;
+
+/// Rows per hint group: rows solved in order by one task, each search starting from the
+/// previous row's answer (the solver's and `p = 1` / `p = 2` projection's hints). Up to 16
+/// rows, fewer when the batch would otherwise make fewer than `min_groups` groups to share
+/// among threads, but never fewer than [`HINT_GROUP_MIN_ELEMENTS`] elements: a group's first
+/// row has no hint and takes one to three more passes over its row, and with one row per
+/// group (64 rows of 3072) every row paid for it, in tasks of a few microseconds each.
+/// Fixed by the batch's shape alone, so results do not depend on the thread count.
+pub(crate) fn hint_group_rows(rows: usize, n: usize, min_groups: usize) -> usize {
+    let least = HINT_GROUP_MIN_ELEMENTS.div_ceil(n.max(1));
+    (rows / min_groups.max(1)).max(least).clamp(1, 16)
+}
+
 /// The process that started the pool (0: none has yet).
 static POOL_PID: AtomicU32 = AtomicU32::new(0);
 

@@ -729,8 +729,13 @@ fn saturated_first<T: Real, P: Power, L: SideAccess<T>, H: SideAccess<T>>(
     if sums.amax == 0.0 {
         return RowOutcome::eta(0.0, 0, false);
     }
-    // Deltas whose powers leave T's range take the rescaled path, which needs the pass.
-    if target >= sums.c_total && delta_rescale::<T, P>(sums.amax, pw).is_none() {
+    // Deltas whose powers leave T's range take the rescaled path, which needs the pass. A
+    // zero total with moving elements (rooms whose powers underflow T, or no room at all)
+    // takes it too, so that the verdict is the one the row gets without a hint.
+    if target >= sums.c_total
+        && sums.c_total > 0.0
+        && delta_rescale::<T, P>(sums.amax, pw).is_none()
+    {
         return saturated_of::<T>(&sums, target, 0, false);
     }
     let out = solve_from(row, eps, pw, opts, par, 0.0);

@@ -322,10 +322,12 @@ fn bitwise_identical_for_any_thread_count() {
     assert_eq!(one, run(3));
 }
 
-/// Small batches run on the calling thread, larger ones on the pool: either way each row's
-/// `eta` and output are bitwise those of the row solved alone.
+/// Small batches run on the calling thread, larger ones on the pool: either way the same
+/// bits as on a one-thread pool, every row exact, and the first row (which starts without
+/// a hint, as a row alone does) bitwise that row solved alone. (Later rows start from the
+/// previous row's answer, which can move their last bits.)
 #[test]
-fn batches_on_one_thread_or_the_pool_match_rows_alone() {
+fn batches_on_one_thread_or_the_pool_give_the_same_bits() {
     let mut rng = Rng(11);
     let n = 3072;
     for rows in [1usize, 5, 21, 22, 40] {
@@ -347,15 +349,15 @@ fn batches_on_one_thread_or_the_pool_match_rows_alone() {
             perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
             (eta, y)
         };
+        let bits = |v: &[f32]| v.iter().map(|a| a.to_bits()).collect::<Vec<u32>>();
         let (eta, y) = solve(&x32, &d32, rows);
+        let (eta_one, y_one) = on_threads(1, || solve(&x32, &d32, rows));
+        assert_eq!(bits(&eta), bits(&eta_one), "rows={rows}");
+        assert_eq!(bits(&y), bits(&y_one), "rows={rows}");
+        let (eta1, y1) = solve(&x32[..n], &d32[..n], 1);
+        assert_eq!(eta[0].to_bits(), eta1[0].to_bits(), "rows={rows} row 0");
+        assert_eq!(bits(&y[..n]), bits(&y1), "rows={rows} row 0");
         for r in 0..rows {
-            let span = r * n..(r + 1) * n;
-            let (eta1, y1) = solve(&x32[span.clone()], &d32[span.clone()], 1);
-            assert_eq!(eta[r].to_bits(), eta1[0].to_bits(), "rows={rows} row {r}");
-            assert!(y[span]
-                .iter()
-                .zip(&y1)
-                .all(|(a, b)| a.to_bits() == b.to_bits()));
             let (xr, dr) = (&x[r * n..(r + 1) * n], &d[r * n..(r + 1) * n]);
             let x64: Vec<f64> = xr.iter().map(|&v| v as f32 as f64).collect();
             let d64: Vec<f64> = dr.iter().map(|&v| v as f32 as f64).collect();
@@ -928,6 +930,71 @@ fn alike_short_rows_solve_in_one_pass_from_the_previous_rows_answer() {
             assert!((o.eta - want).abs() <= 1e-9 * want, "p={p} row {r}: eta");
         }
     }
+}
+
+/// A small batch (64 rows of 3072, an attack's batch of CIFAR images) still runs in hint
+/// groups of several rows: at most one row in six starts without a hint, and every row is
+/// exact.
+#[test]
+fn small_batches_of_short_rows_still_pass_hints_on() {
+    let mut rng = Rng(22);
+    let (rows, n) = (64, 3072);
+    let (x, d) = short_rows(&mut rng, rows, n, |_| 1.0);
+    for &p in &[1.0, 2.0] {
+        let eps = 0.3 * clipped_size(&x[..n], &d[..n], 0.0, 1.0, 1e12, p);
+        let stats = solve_stats(&batch(&x, &d, rows, eps, p), &Options::default()).unwrap();
+        let cold = stats.iter().filter(|o| o.passes > 0).count();
+        assert!(
+            cold <= rows / 6 + 1,
+            "p={p}: {cold} of {rows} rows took a second pass"
+        );
+        for (r, o) in stats.iter().enumerate() {
+            let (xr, dr) = (&x[r * n..(r + 1) * n], &d[r * n..(r + 1) * n]);
+            let want = oracle(xr, dr, 0.0, 1.0, eps, p);
+            assert!((o.eta - want).abs() <= 1e-9 * want, "p={p} row {r}: eta");
+        }
+    }
+}
+
+/// A row after one whose `eps` is out of reach starts with the saturating pass. When its
+/// rooms are so small (float32 subnormals) that their squares underflow, that pass's total
+/// is 0: the row must then be solved as it is alone, not reported out of reach.
+#[test]
+fn a_row_after_an_unreachable_one_keeps_its_verdict_when_its_rooms_underflow() {
+    let n = 17;
+    let room = f32::from_bits(1); // the smallest subnormal: every room is this
+    let x = vec![0.0f32; 2 * n];
+    let d = vec![1.0f32; 2 * n];
+    let largest = (n as f64).sqrt() * room as f64; // the size with every element saturated
+    let eps = [4.0 * largest, 0.05 * largest];
+    let b = Batch {
+        x: &x,
+        delta: &d,
+        rows: 2,
+        n,
+        lower: Bound::Scalar(0.0f32),
+        upper: Bound::Scalar(room),
+        eps: Eps::PerRow(&eps),
+        norm: Norm::P(2.0),
+    };
+    let (mut y, mut eta) = (vec![0f32; 2 * n], vec![0f32; 2]);
+    let s = perturb(&b, &Options::default(), &mut y, &mut eta).unwrap();
+    assert_eq!(
+        (s.unreachable_rows, s.first_unreachable),
+        (1, Some(0)),
+        "row 1 (eps 1/20 of the largest size) is within reach"
+    );
+    let alone = Batch {
+        x: &x[n..],
+        delta: &d[n..],
+        rows: 1,
+        eps: Eps::PerRow(&eps[1..]),
+        ..b
+    };
+    let (mut y1, mut eta1) = (vec![0f32; n], vec![0f32; 1]);
+    let s1 = perturb(&alone, &Options::default(), &mut y1, &mut eta1).unwrap();
+    assert_eq!(s1.unreachable_rows, 0);
+    assert_eq!(eta[1].to_bits(), eta1[0].to_bits());
 }
 
 /// Rows whose sizes differ by orders of magnitude (gradients of different samples): every

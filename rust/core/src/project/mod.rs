@@ -25,7 +25,7 @@ use crate::bounds::{Bound, SideAccess};
 use crate::error::CoreError;
 use crate::kernel::BLOCK;
 use crate::norm::{Norm, Power};
-use crate::par::{map_items, Plan};
+use crate::par::{hint_group_rows, map_items, Plan};
 use crate::real::Real;
 use crate::solve::Hints;
 use crate::visit::{visit, RowJob, Sides};
@@ -300,14 +300,13 @@ pub(super) struct RowState {
     pub stream: bool,
 }
 
-/// Rows per group (see [`RowState`]): up to 16, fewer in small batches so that there are at
-/// least 64 groups of short rows to share among threads, or 16 of rows long enough for
-/// `p = 1` to estimate `lam` on a subsample (each a large task; that estimate misses the
-/// first bracket about half the time, the previous row's answer rarely). Fixed by the
-/// batch's shape alone.
+/// Rows per group (see [`RowState`] and [`hint_group_rows`]): groups that leave at least 64
+/// of short rows to share among threads, or 16 of rows long enough for `p = 1` to estimate
+/// `lam` on a subsample (each a large task; that estimate misses the first bracket about
+/// half the time, the previous row's answer rarely).
 fn group_rows(rows: usize, n: usize) -> usize {
-    let tasks = if n >= l1::SUBSAMPLE_MIN { 16 } else { 64 };
-    (rows / tasks).clamp(1, 16)
+    let groups = if n >= l1::SUBSAMPLE_MIN { 16 } else { 64 };
+    hint_group_rows(rows, n, groups)
 }
 
 /// The forward projection of one row into `y`; returns the multiplier (`t` for `p = 2`,
