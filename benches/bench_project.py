@@ -2,7 +2,7 @@
 
 Run from the repository root:
 
-    .venv/bin/python benches/bench_project.py [--quick] [--p 2 [--p 1 ...]]
+    .venv/bin/python benches/bench_project.py [--quick] [--p 2 [--p 1 ...]] [--shape 64x3x32x32 ...]
 
 For 64x3x224x224 and 1024x3x32x32 float32 (``--quick``: 8x3x224x224 and 256x3x32x32), with
 ``z`` a PGD-like step from ``x`` and ``eps`` half the clipped size of ``z - x`` (so that the
@@ -22,7 +22,9 @@ ball constrains every vector), it times (median of adaptive repeats after warm-u
    farther from ``z`` its result is than the exact projection.
 
 ``--p`` times only the given p (and only their comparisons: the sort-based L1 with p = 1,
-project-then-clip with p = 2). A benchmark reports; it never fails.
+project-then-clip with p = 2). ``--shape`` times other shapes instead (float32, the first
+axis the batch), without target checks: the targets are for the two shapes above. A
+benchmark reports; it never fails.
 """
 
 from __future__ import annotations
@@ -182,9 +184,14 @@ def main() -> None:
     ap.add_argument(
         "--p", type=float, action="append", help="time only this p (repeatable; default 1, 2, inf)"
     )
+    ap.add_argument(
+        "--shape",
+        action="append",
+        help="time this shape instead, e.g. 64x3x32x32 (repeatable; no target checks)",
+    )
     args = ap.parse_args()
     ps = tuple(args.p) if args.p else (1.0, 2.0, math.inf)
-    shapes = (
+    shapes: list[tuple[int, ...]] = (
         [(8, 3, 224, 224), (256, 3, 32, 32)]
         if args.quick
         else [
@@ -192,6 +199,8 @@ def main() -> None:
             (1024, 3, 32, 32),
         ]
     )
+    if args.shape:
+        shapes = [tuple(int(v) for v in s.split("x")) for s in args.shape]
     print(f"clipresc.project benchmark; CPU: {cpu_model()}, {os.cpu_count()} CPUs")
     rng = np.random.default_rng(0)
     diff = check_transcription(rng)  # always: it draws from `rng`, which makes the data
@@ -200,6 +209,8 @@ def main() -> None:
     targets: list[tuple[str, str, float, float]] = []
     for shape in shapes:
         targets += bench_shape(shape, rng, ps)
+    if args.shape:
+        return
     print("\ntargets:")
     for name, what, ratio, limit in targets:
         print(f"  {name:>16} {what:>20}: {ratio:5.2f}x  {'PASS' if ratio <= limit else 'MISS'}")
