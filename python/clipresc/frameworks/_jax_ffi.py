@@ -115,6 +115,12 @@ def select(ffi_fn: Any, fallback_fn: Any, cfg: Any, *ops: Any) -> Any:
     )
 
 
+# NumPy dtypes, not JAX's scalar types: comparing a dtype with a type converts the type
+# first, which costs a microsecond per comparison on every eager call (and a dtype equals
+# None or a name, hence the isinstance test before it)
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def eager_usable(x: Any, *rest: Any) -> bool:
     """Whether an eager call on these concrete operands can take the FFI call: ``x`` is
     float32 / float64 and every ``jax.Array`` among them lives on the CPU.
@@ -131,12 +137,6 @@ def eager_usable(x: Any, *rest: Any) -> bool:
         if isinstance(a, array) and not _on_cpu(a.sharding):
             return False
     return True
-
-
-# NumPy dtypes, not JAX's scalar types: comparing a dtype with a type converts the type
-# first, which costs a microsecond per comparison on every eager call (and a dtype equals
-# None or a name, hence the isinstance test before it)
-_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 @functools.lru_cache(maxsize=256)

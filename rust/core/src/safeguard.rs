@@ -362,7 +362,7 @@ fn sums_at(cands: &[Cand], eta: f64) -> (f64, f64, usize) {
 /// The four lanes of [`sums_at`]: lane `k` adds candidates `k`, `k + 4`, ... in order.
 /// Branch-free: which side a candidate falls on is unpredictable, and one chain of
 /// dependent adds would be as slow.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct CandLanes {
     /// The caps of the saturated candidates.
     pub c: [f64; 4],
