@@ -542,8 +542,15 @@ fn project_halved<T: Real, L: SideAccess<T>, H: SideAccess<T>>(
     let mut out = vec![0.0f64; n];
     let lam = project_row(&copy, &mut out, &mut State::default(), false)
         .expect("halving keeps a valid row valid");
-    for (yi, v) in y.iter_mut().zip(out) {
-        *yi = T::of_f64(2.0 * v);
+    for (i, (yi, v)) in y.iter_mut().zip(out).enumerate() {
+        // Halving rounds subnormal x and bounds (5e-324 / 2 is 0): an element left at its
+        // halved x keeps its own x, and every value is held to the row's own box.
+        let v = if v == x[i] {
+            row.x[i].as_f64()
+        } else {
+            2.0 * v
+        };
+        *yi = T::of_f64(clamp(v, row.lo.at(i).as_f64(), row.hi.at(i).as_f64()));
     }
     2.0 * lam
 }
